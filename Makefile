@@ -1,0 +1,40 @@
+# Petrel. Every target's real work is in scripts/ so that each stays readable.
+GO ?= go
+BIN := bin/petrel
+
+.PHONY: all build test vet demo bench bench-boot e2e e2e-pseries fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/petrel
+
+vet:
+	$(GO) vet ./...
+
+# The whole fast tier: unit, interop, fuzz-seed and whole-VM tests.
+test: build vet
+	bash scripts/test.sh
+
+demo: build
+	bash scripts/demo.sh
+
+bench: build
+	bash scripts/bench.sh
+
+bench-boot: build
+	bash scripts/bench-boot.sh
+
+# Slow tier: boots Debian's stock kernel (see README).
+e2e: build
+	bash scripts/e2e.sh
+
+e2e-pseries:
+	bash scripts/e2e-pseries.sh
+
+# Short coverage-guided runs of every fuzz target (FUZZTIME per target).
+fuzz:
+	bash scripts/fuzz.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,191 @@
+// Package block is Petrel's disk image layer: one Image interface served by
+// native qcow2, QED and raw engines, with backing chains.
+//
+// Format engines live in sub-packages (block/qcow2, block/qed, block/raw)
+// and register themselves with Register from init; block/all imports every
+// engine so that a program gets them all with one import.
+package block
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+)
+
+// Image is an open disk image. All methods are safe for concurrent use by
+// several goroutines (several virtio queues); writes to different clusters
+// proceed in parallel.
+type Image interface {
+	io.ReaderAt
+	io.WriterAt
+	// Size is the virtual disk size in bytes.
+	Size() int64
+	// Flush makes every completed write durable (metadata included).
+	Flush() error
+	// Discard deallocates the range where the format can; later reads of it
+	// return zeroes or backing data as the format defines.
+	Discard(off, n int64) error
+	// WriteZeroes makes the range read as zeroes, deallocating when unmap
+	// is true and the format allows it.
+	WriteZeroes(off, n int64, unmap bool) error
+	// BlockStatus describes the allocation of the extent starting at off and
+	// at most n bytes long; the returned extent is never empty for off < Size.
+	BlockStatus(off, n int64) (Extent, error)
+	// Format is the format name as qemu-img prints it ("qcow2", "qed", "raw").
+	Format() string
+	// Backing is the image this one reads unallocated data from, or nil.
+	Backing() Image
+	// ReadOnly reports whether writes are refused.
+	ReadOnly() bool
+	Close() error
+}
+
+// Extent flags, as `qemu-img map` reports them.
+const (
+	ExtentData      = 1 << iota // some layer holds data here
+	ExtentZero                  // reads as zeroes
+	ExtentAllocated             // allocated in this (top) image, not the backing chain
+)
+
+// Extent is one run of uniform allocation state.
+type Extent struct {
+	Offset, Length int64
+	Flags          int
+	// HostOffset is where the data lies in File, or -1.
+	HostOffset int64
+	// Depth is how far down the backing chain the data was found (0 = top).
+	Depth int
+	// File is the file name of the layer holding the data, if any.
+	File string
+}
+
+// Options control how an image is opened.
+type Options struct {
+	ReadOnly bool
+	// Format forces the format; empty means probe.
+	Format string
+	// NoBacking opens the image without its backing file (as qemu-img -u).
+	NoBacking bool
+	// DirectIO opens files with O_DIRECT (cache=none).
+	DirectIO bool
+	// CacheSize bounds the metadata cache in bytes (0: the engine default,
+	// as QEMU's l2-cache-size).
+	CacheSize int64
+	// BackingOverride, when set, replaces the backing file named in the image.
+	BackingOverride string
+	// BackingFormat forces the backing file's format.
+	BackingFormat string
+}
+
+// CreateOptions are the `qemu-img create -o` settings understood across
+// formats; engines ignore what does not apply to them and reject values they
+// cannot honour.
+type CreateOptions struct {
+	Size            int64
+	BackingFile     string
+	BackingFormat   string
+	ClusterSize     int64  // 0: format default
+	Compat          string // qcow2: "0.10" or "1.1"
+	LazyRefcounts   bool
+	Preallocation   string // "off", "metadata", "falloc", "full"
+	RefcountBits    int    // qcow2: 1..64, power of two
+	ExtendedL2      bool
+	CompressionType string // qcow2: "zlib" or "zstd"
+	// Extra holds -o keys the generic layer does not know.
+	Extra map[string]string
+}
+
+// Format is one image format engine.
+type Format struct {
+	Name string
+	// Probe reports whether the first bytes of a file (at least 512 when the
+	// file is that long) are this format.
+	Probe func(head []byte) bool
+	// Open opens the named file. The engine opens its backing file through
+	// block.Open with opts' backing settings.
+	Open func(path string, opts Options) (Image, error)
+	// Create writes a new image.
+	Create func(path string, opts CreateOptions) error
+}
+
+var (
+	formatsMu sync.RWMutex
+	formats   = map[string]Format{}
+)
+
+// Register adds a format engine. Registering a name twice panics.
+func Register(f Format) {
+	formatsMu.Lock()
+	defer formatsMu.Unlock()
+	if _, dup := formats[f.Name]; dup {
+		panic("block: format registered twice: " + f.Name)
+	}
+	formats[f.Name] = f
+}
+
+// Lookup returns the engine for a format name.
+func Lookup(name string) (Format, bool) {
+	formatsMu.RLock()
+	defer formatsMu.RUnlock()
+	f, ok := formats[name]
+	return f, ok
+}
+
+// Formats lists the registered format names.
+func Formats() []string {
+	formatsMu.RLock()
+	defer formatsMu.RUnlock()
+	var n []string
+	for k := range formats {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// ErrUnknownFormat is returned when no engine claims a file or a name.
+var ErrUnknownFormat = errors.New("unknown image format")
+
+// Probe names the format of the file at path; "raw" when no other engine
+// claims it.
+func Probe(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	head := make([]byte, 4096)
+	n, err := io.ReadFull(f, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return "", fmt.Errorf("probing %s: %w", path, err)
+	}
+	head = head[:n]
+	formatsMu.RLock()
+	defer formatsMu.RUnlock()
+	for name, fm := range formats {
+		if name != "raw" && fm.Probe != nil && fm.Probe(head) {
+			return name, nil
+		}
+	}
+	return "raw", nil
+}
+
+// Open opens an image of any registered format, probing unless opts.Format
+// is set, with its backing chain.
+func Open(path string, opts Options) (Image, error) {
+	name := opts.Format
+	if name == "" {
+		var err error
+		if name, err = Probe(path); err != nil {
+			return nil, err
+		}
+	}
+	f, ok := Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("opening %s: %w %q", path, ErrUnknownFormat, name)
+	}
+	return f.Open(path, opts)
+}

@@ -1,0 +1,58 @@
+// Command petrel is the Petrel virtual machine monitor and its tools.
+//
+// Each subcommand lives in its own file and registers itself from init,
+// so that the VMM, the image tool and the servers stay independent.
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+)
+
+// command is one `petrel NAME ...` subcommand. run gets the arguments after
+// NAME and returns the process exit code.
+type command struct {
+	summary string
+	run     func(args []string) int
+}
+
+var commands = map[string]command{}
+
+// register adds a subcommand; a duplicate name is a programming error.
+func register(name, summary string, run func(args []string) int) {
+	if _, dup := commands[name]; dup {
+		panic("petrel: duplicate subcommand " + name)
+	}
+	commands[name] = command{summary: summary, run: run}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: petrel COMMAND [ARGS...]")
+	fmt.Fprintln(os.Stderr, "\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-16s %s\n", n, commands[n].summary)
+	}
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		if len(os.Args) < 2 {
+			os.Exit(1)
+		}
+		return
+	}
+	c, ok := commands[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "petrel: unknown command %q\n", os.Args[1])
+		usage()
+		os.Exit(1)
+	}
+	os.Exit(c.run(os.Args[2:]))
+}

@@ -1,0 +1,3 @@
+module github.com/petrel-vmm/petrel
+
+go 1.26

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# make test: everything in the fast tier.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+go test -count=1 -timeout 20m ./...
+# Portable pseries/FDT logic again as big- and little-endian POWER binaries.
+if [ -x scripts/test-cross.sh ]; then bash scripts/test-cross.sh; fi
