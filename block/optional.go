@@ -1,0 +1,84 @@
+package block
+
+import "time"
+
+// The interfaces below are optional capabilities an Image may have; `petrel
+// img` type-asserts for them and says clearly when a format lacks one.
+
+// RepairMode selects what Check fixes, as `qemu-img check -r`.
+type RepairMode int
+
+const (
+	RepairNone  RepairMode = iota
+	RepairLeaks            // -r leaks
+	RepairAll              // -r all
+)
+
+// CheckResult mirrors `qemu-img check --output=json`.
+type CheckResult struct {
+	Corruptions        int   `json:"corruptions"`
+	Leaks              int   `json:"leaks"`
+	CheckErrors        int   `json:"check-errors"`
+	CorruptionsFixed   int   `json:"corruptions-fixed,omitempty"`
+	LeaksFixed         int   `json:"leaks-fixed,omitempty"`
+	ImageEndOffset     int64 `json:"image-end-offset,omitempty"`
+	TotalClusters      int64 `json:"total-clusters,omitempty"`
+	AllocatedClusters  int64 `json:"allocated-clusters,omitempty"`
+	FragmentedClusters int64 `json:"fragmented-clusters,omitempty"`
+	CompressedClusters int64 `json:"compressed-clusters,omitempty"`
+	// Messages are human-readable lines ("ERROR cluster 5 refcount=1 reference=2").
+	Messages []string `json:"-"`
+}
+
+// Checker is implemented by formats with metadata to check.
+type Checker interface {
+	Check(mode RepairMode) (CheckResult, error)
+}
+
+// SnapshotInfo is one internal snapshot, as `qemu-img snapshot -l`.
+type SnapshotInfo struct {
+	ID          string        `json:"id"`
+	Name        string        `json:"name"`
+	VMStateSize int64         `json:"vm-state-size"`
+	Date        time.Time     `json:"-"`
+	VMClock     time.Duration `json:"-"`
+	ICount      int64         `json:"icount,omitempty"`
+	DiskSize    int64         `json:"-"`
+}
+
+// Snapshotter is implemented by formats with internal snapshots.
+type Snapshotter interface {
+	Snapshots() ([]SnapshotInfo, error)
+	CreateSnapshot(name string) error
+	// ApplySnapshot and DeleteSnapshot take a name or an ID.
+	ApplySnapshot(nameOrID string) error
+	DeleteSnapshot(nameOrID string) error
+}
+
+// Resizer changes the virtual size (shrinking may be refused).
+type Resizer interface {
+	Resize(newSize int64) error
+}
+
+// BackingSetter rewrites the backing file name and format in the header
+// only (`qemu-img rebase -u`); an empty name removes the backing file.
+type BackingSetter interface {
+	SetBackingFile(name, format string) error
+}
+
+// CompressedWriter writes whole clusters compressed (`convert -c`).
+type CompressedWriter interface {
+	ClusterSize() int64
+	// WriteCompressed writes one cluster-aligned cluster (the last may be
+	// short at the end of the disk).
+	WriteCompressed(p []byte, off int64) error
+}
+
+// Describer gives what `qemu-img info` prints about the format.
+type Describer interface {
+	// Describe returns info fields such as "cluster-size", "dirty-flag",
+	// "backing-filename", "backing-filename-format", and "format-specific"
+	// ({"type": "qcow2", "data": {"compat": "1.1", ...}}), using
+	// qemu-img's JSON key names.
+	Describe() map[string]any
+}
