@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sort"
 	"sync"
 )
@@ -78,6 +79,10 @@ type Options struct {
 	BackingOverride string
 	// BackingFormat forces the backing file's format.
 	BackingFormat string
+
+	// parents are the files above this one in the chain being opened
+	// (OpenBacking's loop and depth checks).
+	parents []string
 }
 
 // CreateOptions are the `qemu-img create -o` settings understood across
@@ -187,5 +192,21 @@ func Open(path string, opts Options) (Image, error) {
 	if !ok {
 		return nil, fmt.Errorf("opening %s: %w %q", path, ErrUnknownFormat, name)
 	}
-	return f.Open(path, opts)
+	img, err := f.Open(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if reflect.TypeOf(img).Comparable() {
+		openedNames.Store(img, path)
+	}
+	return img, nil
+}
+
+// Create writes a new image of the named format.
+func Create(format, path string, opts CreateOptions) error {
+	f, ok := Lookup(format)
+	if !ok || f.Create == nil {
+		return fmt.Errorf("creating %s: %w %q", path, ErrUnknownFormat, format)
+	}
+	return f.Create(path, opts)
 }

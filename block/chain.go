@@ -1,0 +1,143 @@
+package block
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// MaxChainDepth bounds how many backing layers may sit below an image; QEMU
+// has no hard limit but a chain this deep is either a loop or a mistake.
+const MaxChainDepth = 64
+
+// ErrBackingLoop is returned when a backing chain names a file twice.
+var ErrBackingLoop = errors.New("backing chain loop")
+
+// ErrChainTooDeep is returned when a backing chain exceeds MaxChainDepth.
+var ErrChainTooDeep = errors.New("backing chain too deep")
+
+// ResolveBacking returns the path a backing file name refers to: absolute
+// names as they are, relative ones against the directory of the image that
+// names them, as QEMU does.
+func ResolveBacking(imagePath, name string) string {
+	if name == "" || filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(filepath.Dir(imagePath), name)
+}
+
+// chainKey identifies a file for loop detection: the symlink-free absolute
+// path, falling back to the cleaned absolute path.
+func chainKey(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p
+	}
+	if p, err := filepath.Abs(path); err == nil {
+		return p
+	}
+	return filepath.Clean(path)
+}
+
+// OpenBacking opens the backing file an engine found in the image at
+// imagePath (name and format as stored in its header; format may be empty
+// to probe). It honours opts.NoBacking (returns nil, nil),
+// opts.BackingOverride and opts.BackingFormat, opens the backing image
+// read-only, and enforces MaxChainDepth and loop detection. Engines call
+// it from their Open with the Options they were given.
+func OpenBacking(imagePath, name, format string, opts Options) (Image, error) {
+	if opts.NoBacking {
+		return nil, nil
+	}
+	path := ResolveBacking(imagePath, name)
+	if opts.BackingOverride != "" {
+		path = opts.BackingOverride
+	}
+	if opts.BackingFormat != "" {
+		format = opts.BackingFormat
+	}
+	if path == "" {
+		return nil, nil
+	}
+	parents := append(append([]string(nil), opts.parents...), chainKey(imagePath))
+	if len(parents) > MaxChainDepth {
+		return nil, fmt.Errorf("opening backing file %s: %w (more than %d layers)", path, ErrChainTooDeep, MaxChainDepth)
+	}
+	key := chainKey(path)
+	for _, p := range parents {
+		if p == key {
+			return nil, fmt.Errorf("opening backing file %s: %w: %s is already in the chain", path, ErrBackingLoop, p)
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("could not open backing file: %w", err)
+	}
+	bopts := Options{
+		ReadOnly:  true,
+		Format:    format,
+		DirectIO:  opts.DirectIO,
+		CacheSize: opts.CacheSize,
+		parents:   parents,
+	}
+	img, err := Open(path, bopts)
+	if err != nil {
+		return nil, fmt.Errorf("could not open backing file: %w", err)
+	}
+	return img, nil
+}
+
+// Chain lists img and every image below it, top first.
+func Chain(img Image) []Image {
+	var c []Image
+	for i := img; i != nil && len(c) <= MaxChainDepth; i = i.Backing() {
+		c = append(c, i)
+	}
+	return c
+}
+
+// Named is implemented by images that know the file they were opened from.
+type Named interface {
+	Filename() string
+}
+
+// openedNames remembers the path each image was opened from through Open,
+// for engines that do not implement Named.
+var openedNames sync.Map // Image -> string
+
+// Filename returns the path img was opened from, or "" if unknown.
+func Filename(img Image) string {
+	if img == nil {
+		return ""
+	}
+	if n, ok := img.(Named); ok {
+		return n.Filename()
+	}
+	if v, ok := openedNames.Load(img); ok {
+		return v.(string)
+	}
+	return ""
+}
+
+// ReadBacking fills p from backing at off, with zeroes where backing is nil
+// or shorter than off+len(p) (a backing file may be smaller than the image).
+func ReadBacking(backing Image, p []byte, off int64) error {
+	if backing == nil {
+		clear(p)
+		return nil
+	}
+	size := backing.Size()
+	n := int64(len(p))
+	if off >= size {
+		clear(p)
+		return nil
+	}
+	if off+n > size {
+		clear(p[size-off:])
+		p = p[:size-off]
+	}
+	if _, err := backing.ReadAt(p, off); err != nil {
+		return fmt.Errorf("reading backing file at %#x: %w", off, err)
+	}
+	return nil
+}
