@@ -1,0 +1,7 @@
+// Package all links every image format engine into a program:
+// import _ "github.com/petrel-vmm/petrel/block/all".
+package all
+
+import (
+	_ "github.com/petrel-vmm/petrel/block/raw"
+)

@@ -1,0 +1,109 @@
+package raw
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+// zeroChunk is the buffer written when the file system cannot punch holes.
+var zeroChunk = make([]byte, 1<<20)
+
+func (img *Image) checkRange(op string, off, n int64) error {
+	if img.ro {
+		return fmt.Errorf("%s on %s: %w", op, img.path, os.ErrPermission)
+	}
+	if off < 0 || n < 0 || off > img.Size() || n > img.Size()-off {
+		return fmt.Errorf("%s on %s: range %#x+%#x outside the disk", op, img.path, off, n)
+	}
+	return nil
+}
+
+// Discard punches a hole; where the file system cannot, it writes zeroes
+// so that the range still reads as zeroes.
+func (img *Image) Discard(off, n int64) error {
+	return img.WriteZeroes(off, n, true)
+}
+
+// WriteZeroes makes the range read as zeroes: a punched hole when unmap is
+// set, FALLOC_FL_ZERO_RANGE otherwise, and written zeroes as the fallback.
+func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
+	if err := img.checkRange("write zeroes", off, n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	fd := int(img.f.Fd())
+	mode := uint32(unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE)
+	if unmap {
+		mode = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
+	}
+	if !img.direct || (off%directAlign == 0 && n%directAlign == 0) {
+		if err := unix.Fallocate(fd, mode, off, n); err == nil {
+			return nil
+		}
+	}
+	for done := int64(0); done < n; {
+		c := min(int64(len(zeroChunk)), n-done)
+		if _, err := img.WriteAt(zeroChunk[:c], off+done); err != nil {
+			return err
+		}
+		done += c
+	}
+	return nil
+}
+
+// BlockStatus reports data and holes with SEEK_DATA/SEEK_HOLE. Every byte
+// of a raw image is "allocated" in qemu-img's sense; holes read as zeroes.
+func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
+	size := img.Size()
+	if off < 0 || off >= size || n <= 0 {
+		return block.Extent{}, fmt.Errorf("block status of %s: offset %#x outside the disk", img.path, off)
+	}
+	n = min(n, size-off)
+	data := block.Extent{Offset: off, Length: n, Flags: block.ExtentData | block.ExtentAllocated, HostOffset: off, File: img.path}
+	if img.device {
+		return data, nil
+	}
+	fd := int(img.f.Fd())
+	d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	switch {
+	case errors.Is(err, unix.ENXIO): // no data after off
+		d = size
+	case err != nil: // file system without SEEK_DATA: all data
+		return data, nil
+	}
+	if d > off {
+		return block.Extent{Offset: off, Length: min(n, d-off), Flags: block.ExtentZero | block.ExtentAllocated, HostOffset: off, File: img.path}, nil
+	}
+	h, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil || h <= off {
+		return data, nil
+	}
+	data.Length = min(n, h-off)
+	return data, nil
+}
+
+// Resize changes the file size; growing leaves a hole. Block devices keep
+// their size.
+func (img *Image) Resize(newSize int64) error {
+	if img.ro {
+		return fmt.Errorf("resizing %s: %w", img.path, os.ErrPermission)
+	}
+	if newSize < 0 {
+		return fmt.Errorf("resizing %s: negative size", img.path)
+	}
+	if img.device {
+		return fmt.Errorf("resizing %s: cannot resize a block device", img.path)
+	}
+	if err := img.f.Truncate(newSize); err != nil {
+		return fmt.Errorf("resizing %s: %w", img.path, err)
+	}
+	img.size.Store(newSize)
+	return nil
+}
