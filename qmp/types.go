@@ -1,0 +1,127 @@
+package qmp
+
+// Machine is what a QMP server drives. machine/pc implements it. Methods are
+// called from connection goroutines, possibly concurrently; implementations
+// serialise what they must.
+type Machine interface {
+	// Status reports the run state: "running", "paused", "shutdown".
+	Status() string
+	Stop() error
+	Cont() error
+	// PowerDown presses the ACPI power button; the guest decides.
+	PowerDown() error
+	// Quit stops the VM at once; the server emits SHUTDOWN itself.
+	Quit()
+	QueryPCI() []PCIBus
+	QueryBlock() []BlockInfo
+	// DeviceAdd hot-plugs a device; it returns once the device is on the
+	// bus and the guest has been notified.
+	DeviceAdd(req DeviceAddRequest) error
+	// DeviceDel asks the guest to eject a device. Completion is signalled
+	// later by the machine through Server.Emit("DEVICE_DELETED", ...).
+	DeviceDel(id string) error
+	BlockdevAdd(req BlockdevAddRequest) error
+	BlockdevDel(nodeName string) error
+}
+
+// DeviceAddRequest is a validated device_add.
+type DeviceAddRequest struct {
+	Driver string
+	ID     string
+	// Slot is the PCI slot from "addr", or -1 for the first free one.
+	Slot int
+	// Props are the remaining properties, already type-checked against the
+	// driver's property table (strings, bools, or int64 for numbers).
+	Props map[string]any
+}
+
+// BlockdevAddRequest is a validated blockdev-add.
+type BlockdevAddRequest struct {
+	NodeName string
+	// Driver is the image format ("qcow2", "qed", "raw"); Filename the file.
+	Driver   string
+	Filename string
+	ReadOnly bool
+	// Direct is cache.direct (O_DIRECT).
+	Direct bool
+}
+
+// PCIBus is one entry of query-pci.
+type PCIBus struct {
+	Bus     int         `json:"bus"`
+	Devices []PCIDevice `json:"devices"`
+}
+
+// PCIDevice is one device in query-pci, with QEMU's field names.
+type PCIDevice struct {
+	Bus       int          `json:"bus"`
+	Slot      int          `json:"slot"`
+	Function  int          `json:"function"`
+	ClassInfo PCIClassInfo `json:"class_info"`
+	ID        PCIID        `json:"id"`
+	IRQ       int          `json:"irq,omitempty"`
+	IRQPin    int          `json:"irq_pin,omitempty"`
+	QdevID    string       `json:"qdev_id"`
+	Regions   []PCIRegion  `json:"regions"`
+}
+
+// PCIClassInfo is the class code.
+type PCIClassInfo struct {
+	Desc  string `json:"desc,omitempty"`
+	Class int    `json:"class"`
+}
+
+// PCIID holds the vendor and device IDs.
+type PCIID struct {
+	Device          int `json:"device"`
+	Vendor          int `json:"vendor"`
+	Subsystem       int `json:"subsystem"`
+	SubsystemVendor int `json:"subsystem-vendor"`
+}
+
+// PCIRegion is one BAR.
+type PCIRegion struct {
+	Bar       int    `json:"bar"`
+	Type      string `json:"type"` // "io" or "memory"
+	Address   uint64 `json:"address"`
+	Size      uint64 `json:"size"`
+	Prefetch  bool   `json:"prefetch,omitempty"`
+	MemType64 bool   `json:"mem_type_64,omitempty"`
+}
+
+// BlockInfo is one entry of query-block.
+type BlockInfo struct {
+	Device    string         `json:"device"`
+	Qdev      string         `json:"qdev,omitempty"`
+	Locked    bool           `json:"locked"`
+	Removable bool           `json:"removable"`
+	Type      string         `json:"type"`
+	Inserted  *BlockInserted `json:"inserted,omitempty"`
+}
+
+// BlockInserted describes the medium of a block device.
+type BlockInserted struct {
+	File             string     `json:"file"`
+	NodeName         string     `json:"node-name"`
+	RO               bool       `json:"ro"`
+	Drv              string     `json:"drv"`
+	BackingFile      string     `json:"backing_file,omitempty"`
+	BackingFileDepth int        `json:"backing_file_depth"`
+	Encrypted        bool       `json:"encrypted"`
+	Cache            BlockCache `json:"cache"`
+	Image            ImageInfo  `json:"image"`
+}
+
+// BlockCache is the cache mode of a block node.
+type BlockCache struct {
+	Writeback bool `json:"writeback"`
+	Direct    bool `json:"direct"`
+	NoFlush   bool `json:"no-flush"`
+}
+
+// ImageInfo is the image summary inside query-block.
+type ImageInfo struct {
+	Filename    string `json:"filename"`
+	Format      string `json:"format"`
+	VirtualSize int64  `json:"virtual-size"`
+}
