@@ -1,0 +1,176 @@
+// Package hostmem opens and maps the host shared memory behind ivshmem:
+// POSIX shared memory objects (/dev/shm/NAME, what shm_open(3) opens),
+// plain files, and anonymous memfds, always MAP_SHARED so that every
+// process mapping the object sees the same bytes.
+package hostmem
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ShmDir is where Linux keeps POSIX shared memory objects.
+const ShmDir = "/dev/shm"
+
+// MaxSize bounds a region: half of the 1 TiB 64-bit PCI window.
+const MaxSize = 1 << 39
+
+// ErrSize marks a size that is zero, not a power of two, too large, or
+// different from an existing object's.
+var ErrSize = errors.New("bad shared memory size")
+
+// CheckSize accepts a BAR2 size: a power of two of at least one page.
+func CheckSize(size uint64) error {
+	if size < uint64(os.Getpagesize()) || size&(size-1) != 0 || size > MaxSize {
+		return fmt.Errorf("%w: %d is not a power of two between %d and %d", ErrSize, size, os.Getpagesize(), uint64(MaxSize))
+	}
+	return nil
+}
+
+// ShmPath turns a shm_open name ("ivshmem" or "/ivshmem") into its path.
+func ShmPath(name string) (string, error) {
+	n := strings.TrimPrefix(name, "/")
+	if n == "" || strings.Contains(n, "/") || n == "." || n == ".." || len(n) > 255 {
+		return "", fmt.Errorf("bad shared memory object name %q", name)
+	}
+	return filepath.Join(ShmDir, n), nil
+}
+
+// Open opens the regular file at path read-write, creating it with size
+// bytes if it does not exist or is empty. An existing object of another size
+// is refused rather than truncated (that would destroy or expose data).
+func Open(path string, size uint64) (*os.File, error) {
+	if err := CheckSize(size); err != nil {
+		return nil, fmt.Errorf("shared memory %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening shared memory: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("shared memory %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("shared memory %s: not a regular file (%v)", path, st.Mode().Type())
+	}
+	switch cur := uint64(st.Size()); {
+	case cur == 0:
+		if err := f.Truncate(int64(size)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("sizing shared memory %s to %d: %w", path, size, err)
+		}
+	case cur != size:
+		f.Close()
+		return nil, fmt.Errorf("shared memory %s: %w: it exists with %d bytes, %d requested", path, ErrSize, cur, size)
+	}
+	return f, nil
+}
+
+// Anonymous creates an unnamed shared memory object (memory-backend-shm,
+// memory-backend-memfd): shared with whoever is handed its fd.
+func Anonymous(name string, size uint64) (*os.File, error) {
+	if err := CheckSize(size); err != nil {
+		return nil, fmt.Errorf("anonymous shared memory %s: %w", name, err)
+	}
+	fd, err := unix.MemfdCreate("petrel-ivshmem-"+name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating anonymous shared memory %s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:"+name)
+	if err := f.Truncate(int64(size)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sizing anonymous shared memory %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// SizeOf returns the size of the object behind fd, checked as a BAR2 size.
+func SizeOf(fd int) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, fmt.Errorf("stat of shared memory fd %d: %w", fd, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, fmt.Errorf("shared memory fd %d is not a regular file or shm object", fd)
+	}
+	size := uint64(st.Size)
+	if err := CheckSize(size); err != nil {
+		return 0, fmt.Errorf("shared memory fd %d: %w", fd, err)
+	}
+	return size, nil
+}
+
+// Map maps size bytes of fd read-write and MAP_SHARED. The mapping stays
+// valid after fd is closed; release it with Unmap.
+func Map(fd int, size uint64) ([]byte, error) {
+	if err := CheckSize(size); err != nil {
+		return nil, err
+	}
+	m, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mapping %d bytes of shared memory: %w", size, err)
+	}
+	return m, nil
+}
+
+// Unmap releases a mapping made by Map.
+func Unmap(m []byte) error {
+	if m == nil {
+		return nil
+	}
+	if err := unix.Munmap(m); err != nil {
+		return fmt.Errorf("unmapping shared memory: %w", err)
+	}
+	return nil
+}
+
+// ParseSize parses a size as QEMU does: a number with an optional suffix
+// K, M, G or T (powers of 1024; "4M", "1G", "65536", "4MiB" is refused).
+func ParseSize(s string) (uint64, error) {
+	if s == "" {
+		return 0, fmt.Errorf("empty size")
+	}
+	mult := uint64(1)
+	num := s
+	switch s[len(s)-1] {
+	case 'k', 'K':
+		mult = 1 << 10
+	case 'm', 'M':
+		mult = 1 << 20
+	case 'g', 'G':
+		mult = 1 << 30
+	case 't', 'T':
+		mult = 1 << 40
+	case 'b', 'B':
+		num = s[:len(s)-1]
+	}
+	if mult != 1 {
+		num = s[:len(s)-1]
+	}
+	if num == "" {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	var v uint64
+	for _, ch := range num {
+		if ch < '0' || ch > '9' {
+			return 0, fmt.Errorf("bad size %q", s)
+		}
+		d := uint64(ch - '0')
+		if v > (1<<63)/10 {
+			return 0, fmt.Errorf("size %q overflows", s)
+		}
+		v = v*10 + d
+	}
+	if v != 0 && v > (1<<63)/mult {
+		return 0, fmt.Errorf("size %q overflows", s)
+	}
+	return v * mult, nil
+}

@@ -1,0 +1,254 @@
+package proto
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoPeer and ErrNoVector are returned by Notify for a doorbell to a peer
+// or vector the server has not announced.
+var (
+	ErrNoPeer   = errors.New("no such ivshmem peer")
+	ErrNoVector = errors.New("no such ivshmem vector")
+)
+
+// EventKind says what a server message changed.
+type EventKind int
+
+const (
+	// VectorAdded: Peer announced its eventfd for Vector (a join, one
+	// message per vector; Peer == ID() for the client's own vectors).
+	VectorAdded EventKind = iota
+	// PeerLeft: Peer disconnected; its eventfds are closed.
+	PeerLeft
+	// ownID: the handshake's ID message (never returned by Next).
+	ownID EventKind = -1
+)
+
+// Event is one applied server message.
+type Event struct {
+	Kind   EventKind
+	Peer   int
+	Vector int
+	// FD is the eventfd of VectorAdded. The client owns it: it stays open
+	// until the peer leaves or the client is closed.
+	FD int
+}
+
+// Client is a connection to an ivshmem server: the side QEMU's
+// ivshmem-doorbell device plays. Next applies server messages; Notify rings
+// a peer's doorbell. Notify and the accessors are safe to call concurrently
+// with Next.
+type Client struct {
+	conn  *net.UnixConn
+	id    int
+	shmFD int
+
+	mu     sync.RWMutex // guards peers, closed; fds are closed under mu held for writing
+	peers  map[int][]int
+	closed bool
+}
+
+// Dial connects to the server at path and completes the handshake (version,
+// own ID, shared memory fd), as QEMU does at realize time.
+func Dial(path string) (*Client, error) {
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to ivshmem server: %w", err)
+	}
+	c, err := NewClient(conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// NewClient runs the handshake on conn; on success the client owns conn.
+func NewClient(conn *net.UnixConn) (*Client, error) {
+	c := &Client{conn: conn, id: -1, shmFD: -1, peers: map[int][]int{}}
+	v, fd, err := Recv(conn)
+	if err != nil {
+		return nil, fmt.Errorf("reading ivshmem protocol version: %w", err)
+	}
+	if fd >= 0 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: version message carries an fd", ErrProtocol)
+	}
+	if v != Version {
+		return nil, fmt.Errorf("%w: server speaks version %d, want %d", ErrProtocol, v, Version)
+	}
+	// The server sends ID then shm, but like QEMU accept any order of
+	// the remaining initial messages until both are known.
+	for c.id < 0 || c.shmFD < 0 {
+		v, fd, err := Recv(conn)
+		if err != nil {
+			c.closeFDs()
+			return nil, fmt.Errorf("reading ivshmem setup: %w", err)
+		}
+		if v == ShmMessage {
+			if fd < 0 || c.shmFD >= 0 {
+				closeFD(&fd)
+				c.closeFDs()
+				return nil, fmt.Errorf("%w: shared memory message without fd or repeated", ErrProtocol)
+			}
+			c.shmFD = fd
+			continue
+		}
+		if _, err := c.apply(v, fd); err != nil {
+			c.closeFDs()
+			return nil, fmt.Errorf("ivshmem setup: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// apply records one (peer, fd) message; a message without fd is the own ID
+// until that is known, a departure afterwards.
+func (c *Client) apply(v int64, fd int) (Event, error) {
+	if v < 0 || v >= MaxPeers {
+		closeFD(&fd)
+		return Event{}, fmt.Errorf("%w: peer ID %d out of range", ErrProtocol, v)
+	}
+	peer := int(v)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		closeFD(&fd)
+		return Event{}, net.ErrClosed
+	}
+	if fd >= 0 {
+		fds := c.peers[peer]
+		if len(fds) >= MaxVectors {
+			unix.Close(fd)
+			return Event{}, fmt.Errorf("%w: peer %d announced more than %d vectors", ErrProtocol, peer, MaxVectors)
+		}
+		c.peers[peer] = append(fds, fd)
+		return Event{Kind: VectorAdded, Peer: peer, Vector: len(fds), FD: fd}, nil
+	}
+	if c.id < 0 {
+		c.id = peer
+		return Event{Kind: ownID, Peer: peer, FD: -1}, nil
+	}
+	if peer == c.id {
+		return Event{}, fmt.Errorf("%w: server says we (peer %d) left", ErrProtocol, peer)
+	}
+	for _, f := range c.peers[peer] {
+		unix.Close(f)
+	}
+	delete(c.peers, peer)
+	return Event{Kind: PeerLeft, Peer: peer, FD: -1}, nil
+}
+
+// Next reads and applies one server message. Errors wrapping ErrProtocol
+// concern one bad message and the stream stays usable; any other error
+// (the server went away, the client was closed) is final.
+func (c *Client) Next() (Event, error) {
+	v, fd, err := Recv(c.conn)
+	if err != nil {
+		return Event{}, err
+	}
+	if v == ShmMessage {
+		closeFD(&fd)
+		return Event{}, fmt.Errorf("%w: second shared memory message", ErrProtocol)
+	}
+	return c.apply(v, fd)
+}
+
+// ID is the client's peer ID assigned by the server.
+func (c *Client) ID() int { return c.id }
+
+// ShmFD is the shared memory fd; it stays owned by the client.
+func (c *Client) ShmFD() int { return c.shmFD }
+
+// Vectors returns how many eventfds peer has announced (0 for an absent peer).
+func (c *Client) Vectors(peer int) int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.peers[peer])
+}
+
+// VectorFD returns peer's eventfd for vector (the client keeps owning it).
+func (c *Client) VectorFD(peer, vector int) (int, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	fds := c.peers[peer]
+	if vector < 0 || vector >= len(fds) {
+		return -1, false
+	}
+	return fds[vector], true
+}
+
+// Peers lists the announced peers (including the client itself once its
+// vectors arrived), sorted.
+func (c *Client) Peers() []int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ids := make([]int, 0, len(c.peers))
+	for id := range c.peers {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	return ids
+}
+
+var one = func() []byte {
+	b := make([]byte, 8)
+	binary.NativeEndian.PutUint64(b, 1)
+	return b
+}()
+
+// Notify rings peer's doorbell for vector: it adds 1 to that eventfd.
+func (c *Client) Notify(peer, vector int) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	fds, ok := c.peers[peer]
+	if !ok {
+		return fmt.Errorf("doorbell to peer %d: %w", peer, ErrNoPeer)
+	}
+	if vector < 0 || vector >= len(fds) {
+		return fmt.Errorf("doorbell to peer %d vector %d: %w", peer, vector, ErrNoVector)
+	}
+	if _, err := unix.Write(fds[vector], one); err != nil && err != unix.EAGAIN {
+		// EAGAIN: the counter is saturated, the peer has a pending event anyway.
+		return fmt.Errorf("doorbell to peer %d vector %d: %w", peer, vector, err)
+	}
+	return nil
+}
+
+func (c *Client) closeFDs() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, fds := range c.peers {
+		for _, f := range fds {
+			unix.Close(f)
+		}
+		delete(c.peers, id)
+	}
+	closeFD(&c.shmFD)
+	c.closed = true
+}
+
+// Close disconnects and closes every fd the client received (the shared
+// memory fd too: a mapping of it stays valid). A concurrent Next returns an
+// error.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	err := c.conn.Close()
+	c.closeFDs()
+	return err
+}
