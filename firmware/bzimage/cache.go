@@ -1,0 +1,82 @@
+package bzimage
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// ErrNoPVH means the kernel has no ELF PVH entry note: boot it by the 64-bit protocol.
+var ErrNoPVH = errors.New("kernel has no PVH entry note")
+
+// DefaultCacheDir is os.UserCacheDir()/petrel/kernels.
+func DefaultCacheDir() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("finding the user cache directory: %w", err)
+	}
+	return filepath.Join(d, "petrel", "kernels"), nil
+}
+
+// LoadPVH reads the bzImage at path and returns its vmlinux ELF and PVH
+// entry. Decompressed kernels are cached in cacheDir (DefaultCacheDir when
+// empty) under the SHA-256 of the bzImage, written atomically by rename,
+// so a second boot of the same kernel skips decompression (cached is true).
+// A cache entry that fails to parse is ignored and rewritten. Errors that
+// wrap ErrNoPVH, ErrUnsupported or ErrNotBzImage mean: use the 64-bit protocol.
+func LoadPVH(path, cacheDir string) (elfData []byte, entry uint32, cached bool, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("reading kernel: %w", err)
+	}
+	if cacheDir == "" {
+		if cacheDir, err = DefaultCacheDir(); err != nil {
+			return nil, 0, false, err
+		}
+	}
+	sum := sha256.Sum256(data)
+	file := filepath.Join(cacheDir, hex.EncodeToString(sum[:])+".vmlinux")
+	if c, err := os.ReadFile(file); err == nil {
+		if e, ok := FindPVHEntry(c); ok {
+			return c, e, true, nil
+		}
+	}
+	img, err := Parse(data)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	elfData, entry, err = img.PVHKernel()
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	// A cache that cannot be written costs only speed: the kernel is still returned.
+	_ = writeAtomic(cacheDir, file, elfData)
+	return elfData, entry, false, nil
+}
+
+// writeAtomic writes data to file via a temporary file in dir and rename,
+// so a concurrent reader sees the old file or the whole new one.
+func writeAtomic(dir, file string, data []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating kernel cache: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("creating kernel cache entry: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing kernel cache entry: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing kernel cache entry: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return fmt.Errorf("installing kernel cache entry: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,188 @@
+package bzimage
+
+import (
+	"bytes"
+	"compress/bzip2"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+	"github.com/ulikunitz/xz/lzma"
+)
+
+// Compression is a kernel payload format (CONFIG_KERNEL_*).
+type Compression int
+
+// The formats arch/x86/boot/compressed can carry.
+const (
+	Unknown Compression = iota
+	Gzip
+	Bzip2
+	LZMA
+	XZ
+	LZO
+	LZ4
+	Zstd
+)
+
+func (c Compression) String() string {
+	switch c {
+	case Gzip:
+		return "gzip"
+	case Bzip2:
+		return "bzip2"
+	case LZMA:
+		return "lzma"
+	case XZ:
+		return "xz"
+	case LZO:
+		return "lzo"
+	case LZ4:
+		return "lz4"
+	case Zstd:
+		return "zstd"
+	}
+	return "unknown"
+}
+
+// MaxDecompressed bounds a decompressed kernel whatever its header says.
+const MaxDecompressed = 512 << 20
+
+// ErrUnsupported is returned for a payload format Petrel cannot decompress;
+// the caller boots the bzImage by the 64-bit protocol instead.
+var ErrUnsupported = errors.New("unsupported kernel compression")
+
+// ErrCorrupt is wrapped by every error about a damaged payload.
+var ErrCorrupt = errors.New("corrupt kernel payload")
+
+// detect names the payload format from its magic bytes
+// (the same table as lib/decompress.c's compressed_formats).
+func detect(p []byte) Compression {
+	switch {
+	case bytes.HasPrefix(p, []byte{0x1f, 0x8b}):
+		return Gzip
+	case bytes.HasPrefix(p, []byte("BZh")):
+		return Bzip2
+	case bytes.HasPrefix(p, []byte{0x5d, 0x00, 0x00}):
+		return LZMA
+	case bytes.HasPrefix(p, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
+		return XZ
+	case bytes.HasPrefix(p, []byte{0x89, 'L', 'Z', 'O'}):
+		return LZO
+	case bytes.HasPrefix(p, []byte{0x02, 0x21, 0x4c, 0x18}):
+		return LZ4
+	case bytes.HasPrefix(p, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return Zstd
+	}
+	return Unknown
+}
+
+// Limit is the most bytes Decompress will produce: init_size (which the
+// boot protocol guarantees covers the decompressed kernel) capped by
+// MaxDecompressed.
+func (img *Image) Limit() int {
+	if img.InitSize == 0 || img.InitSize > MaxDecompressed {
+		return MaxDecompressed
+	}
+	return int(img.InitSize)
+}
+
+// Decompress returns the decompressed payload: the vmlinux ELF, followed by
+// its relocation table when the kernel is relocatable.
+func (img *Image) Decompress() ([]byte, error) {
+	limit := img.Limit()
+	want := int(img.DeclaredSize())
+	if want > limit {
+		return nil, fmt.Errorf("%w: declared size %d exceeds the limit %d", ErrCorrupt, want, limit)
+	}
+	out, err := decompress(img.Compression, img.Payload, limit)
+	if err != nil {
+		return nil, fmt.Errorf("decompressing %s payload: %w", img.Compression, err)
+	}
+	if len(out) != want {
+		return nil, fmt.Errorf("%w: %s payload gave %d bytes, its trailer says %d", ErrCorrupt, img.Compression, len(out), want)
+	}
+	return out, nil
+}
+
+// decompress decodes payload, a compressed stream followed by the 4-byte
+// size the kernel build appends (for gzip that is the gzip ISIZE field
+// itself), producing at most limit bytes.
+func decompress(c Compression, payload []byte, limit int) ([]byte, error) {
+	if len(payload) < 4 {
+		return nil, fmt.Errorf("%w: %d-byte payload", ErrCorrupt, len(payload))
+	}
+	stream := payload[:len(payload)-4]
+	var r io.Reader
+	switch c {
+	case Gzip:
+		zr, err := gzip.NewReader(bytes.NewReader(payload))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		zr.Multistream(false)
+		r = zr
+	case Bzip2:
+		r = bzip2.NewReader(bytes.NewReader(stream))
+	case LZMA:
+		// The .lzma header (props, dict size, size) names a dictionary the
+		// library allocates whole; "lzma -9" asks 64 MiB. No match distance
+		// can reach past the output, so a dictionary of limit bytes decodes
+		// every stream that fits the limit.
+		if len(stream) < lzma.HeaderLen {
+			return nil, fmt.Errorf("%w: lzma header truncated", ErrCorrupt)
+		}
+		hdr := append([]byte(nil), stream[:lzma.HeaderLen]...)
+		if d := binary.LittleEndian.Uint32(hdr[1:]); d > uint32(limit) {
+			binary.LittleEndian.PutUint32(hdr[1:], uint32(max(limit, lzma.MinDictCap)))
+		}
+		zr, err := lzma.NewReader(io.MultiReader(bytes.NewReader(hdr), bytes.NewReader(stream[lzma.HeaderLen:])))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		r = zr
+	case XZ:
+		return decodeXZ(stream, limit)
+	case LZO:
+		return decodeLZOP(stream, limit)
+	case LZ4:
+		r = lz4.NewReader(bytes.NewReader(stream))
+	case Zstd:
+		// The decoder allocates the frame's whole window up front. The
+		// kernel's "zstd -22 --ultra" reads stdin and so picks a 128 MiB
+		// window whatever the size; small outputs get a 16 MiB cap.
+		window := uint64(256 << 20)
+		if limit < 16<<20 {
+			window = 16 << 20
+		}
+		zr, err := zstd.NewReader(bytes.NewReader(stream),
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxMemory(window),
+			zstd.WithDecoderMaxWindow(window))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		defer zr.Close()
+		r = zr
+	default:
+		return nil, fmt.Errorf("%w: magic % x", ErrUnsupported, payload[:min(len(payload), 6)])
+	}
+	return readLimited(r, limit)
+}
+
+// readLimited reads r to its end, failing once it exceeds limit bytes.
+func readLimited(r io.Reader, limit int) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := io.Copy(&buf, io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: after %d bytes: %v", ErrCorrupt, n, err)
+	}
+	if n > int64(limit) {
+		return nil, fmt.Errorf("%w: output exceeds the limit of %d bytes", ErrCorrupt, limit)
+	}
+	return buf.Bytes(), nil
+}

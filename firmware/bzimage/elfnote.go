@@ -1,0 +1,81 @@
+package bzimage
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+)
+
+// XenElfnotePhys32Entry is the PVH entry note type (xen/include/public/elfnote.h).
+const XenElfnotePhys32Entry = 18
+
+// FindPVHEntry returns the 32-bit physical PVH entry point from the
+// "Xen" note of type 18 in a PT_NOTE segment of an ELF64 file. Linux
+// emits the address as a quad (_ASM_PTR); a 4-byte descriptor is accepted too.
+func FindPVHEntry(elfData []byte) (uint32, bool) {
+	f, err := elf.NewFile(bytes.NewReader(elfData))
+	if err != nil || f.Class != elf.ELFCLASS64 {
+		return 0, false
+	}
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_NOTE {
+			continue
+		}
+		if p.Off > uint64(len(elfData)) || p.Filesz > uint64(len(elfData))-p.Off {
+			continue
+		}
+		if e, ok := scanNotes(elfData[p.Off:p.Off+p.Filesz], f.ByteOrder); ok {
+			return e, true
+		}
+	}
+	return 0, false
+}
+
+// scanNotes walks ELF notes: namesz, descsz, type, name (4-byte aligned), desc (aligned).
+func scanNotes(b []byte, bo binary.ByteOrder) (uint32, bool) {
+	align := func(n uint64) uint64 { return (n + 3) &^ 3 }
+	for len(b) >= 12 {
+		namesz := uint64(bo.Uint32(b[0:]))
+		descsz := uint64(bo.Uint32(b[4:]))
+		typ := bo.Uint32(b[8:])
+		rest := uint64(len(b) - 12)
+		if align(namesz) > rest || descsz > rest-align(namesz) {
+			return 0, false
+		}
+		name := b[12 : 12+namesz]
+		desc := b[12+align(namesz) : 12+align(namesz)+descsz]
+		if typ == XenElfnotePhys32Entry && string(bytes.TrimRight(name, "\x00")) == "Xen" {
+			switch len(desc) {
+			case 4:
+				return bo.Uint32(desc), true
+			case 8:
+				v := bo.Uint64(desc)
+				if v <= 0xffffffff {
+					return uint32(v), true
+				}
+			}
+			return 0, false
+		}
+		next := 12 + align(namesz) + align(descsz)
+		if next > uint64(len(b)) {
+			return 0, false
+		}
+		b = b[next:]
+	}
+	return 0, false
+}
+
+// PVHKernel decompresses img and checks that the result is an ELF64
+// vmlinux with a PVH entry note. It returns ErrNoPVH otherwise.
+func (img *Image) PVHKernel() (elfData []byte, entry uint32, err error) {
+	out, err := img.Decompress()
+	if err != nil {
+		return nil, 0, err
+	}
+	entry, ok := FindPVHEntry(out)
+	if !ok {
+		return nil, 0, fmt.Errorf("decompressed %s kernel: %w", img.Compression, ErrNoPVH)
+	}
+	return out, entry, nil
+}

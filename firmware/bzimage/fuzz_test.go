@@ -1,0 +1,52 @@
+package bzimage
+
+import (
+	"testing"
+)
+
+// fuzzLimit keeps each fuzz iteration's output small.
+const fuzzLimit = 1 << 20
+
+func FuzzParse(f *testing.F) {
+	elfData := makeELF(f, testEntry, 2048)
+	f.Add(makeBzImage(goGzip(f, elfData), 1<<16))
+	f.Add(makeBzImage(goZstd(f, elfData), 1<<16))
+	f.Add(makeBzImage(goLZ4Legacy(f, elfData), 1<<16))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		img, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if img.InitSize == 0 || img.InitSize > fuzzLimit {
+			img.InitSize = fuzzLimit
+		}
+		out, err := img.Decompress()
+		if err == nil && len(out) > img.Limit() {
+			t.Fatalf("decompressed %d bytes past the limit %d", len(out), img.Limit())
+		}
+		FindPVHEntry(out)
+	})
+}
+
+func FuzzDecompress(f *testing.F) {
+	elfData := makeELF(f, testEntry, 2048)
+	f.Add(uint8(Gzip), goGzip(f, elfData))
+	f.Add(uint8(LZMA), goLZMA(f, elfData))
+	f.Add(uint8(XZ), goXZ(f, elfData))
+	f.Add(uint8(LZ4), goLZ4Legacy(f, elfData))
+	f.Add(uint8(Zstd), goZstd(f, elfData))
+	f.Fuzz(func(t *testing.T, format uint8, payload []byte) {
+		out, err := decompress(Compression(format%8), payload, fuzzLimit)
+		if err == nil && len(out) > fuzzLimit {
+			t.Fatalf("%d bytes past the limit", len(out))
+		}
+	})
+}
+
+func FuzzFindPVHEntry(f *testing.F) {
+	f.Add(makeELF(f, testEntry, 64))
+	f.Add(makeELF(f, 0, 64))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		FindPVHEntry(data)
+	})
+}
