@@ -1,0 +1,167 @@
+// Package i8042 is the PC keyboard controller as far as an OS needs it
+// without a keyboard: status and command byte, self tests, the output
+// port, and the CPU reset line (command 0xFE on port 0x64, or output-port
+// bit 0 cleared with command 0xD1), which resets the VM.
+package i8042
+
+import "sync"
+
+// Ports, relative to the device inserted at 0x60 with size 5 (0x60..0x64).
+const (
+	DataPort    = 0x60
+	CommandPort = 0x64
+
+	offData    = 0
+	offCommand = 4
+)
+
+// Status register bits.
+const (
+	stsOutFull = 0x01
+	stsSystem  = 0x04 // passed self test
+	stsCmd     = 0x08 // last write was a command
+	stsUnlock  = 0x10 // keyboard not inhibited
+)
+
+// Controller commands.
+const (
+	cmdReadCommandByte  = 0x20
+	cmdWriteCommandByte = 0x60
+	cmdDisableAux       = 0xa7
+	cmdEnableAux        = 0xa8
+	cmdTestAux          = 0xa9
+	cmdSelfTest         = 0xaa
+	cmdTestKbd          = 0xab
+	cmdDisableKbd       = 0xad
+	cmdEnableKbd        = 0xae
+	cmdReadOutputPort   = 0xd0
+	cmdWriteOutputPort  = 0xd1
+	cmdPulseReset       = 0xfe
+)
+
+// Controller is the i8042. It is a vmm.BusDevice at port 0x60, size 5.
+type Controller struct {
+	mu      sync.Mutex
+	status  uint8
+	cmdByte uint8
+	outPort uint8
+	out     []uint8 // output buffer queue
+	pending uint8   // command awaiting a data byte, 0 if none
+	reset   func()
+}
+
+// New returns a controller calling reset when the guest pulses the reset line.
+func New(reset func()) *Controller {
+	return &Controller{status: stsSystem | stsUnlock, cmdByte: 0x61, outPort: 0x03, reset: reset}
+}
+
+func (c *Controller) push(b uint8) {
+	if len(c.out) < 16 {
+		c.out = append(c.out, b)
+	}
+}
+
+// Read implements vmm.BusDevice.
+func (c *Controller) Read(base, offset uint64, data []byte) {
+	if len(data) != 1 {
+		for i := range data {
+			data[i] = 0xff
+		}
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch offset {
+	case offCommand:
+		s := c.status
+		if len(c.out) > 0 {
+			s |= stsOutFull
+		}
+		data[0] = s
+	case offData:
+		if len(c.out) == 0 {
+			data[0] = 0
+			return
+		}
+		data[0] = c.out[0]
+		c.out = c.out[:copy(c.out, c.out[1:])]
+	default:
+		data[0] = 0xff
+	}
+}
+
+// Write implements vmm.BusDevice.
+func (c *Controller) Write(base, offset uint64, data []byte) {
+	if len(data) != 1 {
+		return
+	}
+	var fire func()
+	c.mu.Lock()
+	switch offset {
+	case offCommand:
+		c.status |= stsCmd
+		fire = c.command(data[0])
+	case offData:
+		c.status &^= stsCmd
+		fire = c.data(data[0])
+	}
+	c.mu.Unlock()
+	if fire != nil {
+		fire()
+	}
+}
+
+func (c *Controller) command(b uint8) func() {
+	c.pending = 0
+	switch b {
+	case cmdReadCommandByte:
+		c.push(c.cmdByte)
+	case cmdWriteCommandByte, cmdWriteOutputPort:
+		c.pending = b
+	case cmdSelfTest:
+		c.push(0x55)
+	case cmdTestKbd, cmdTestAux:
+		c.push(0x00)
+	case cmdDisableKbd:
+		c.cmdByte |= 0x10
+	case cmdEnableKbd:
+		c.cmdByte &^= 0x10
+	case cmdDisableAux:
+		c.cmdByte |= 0x20
+	case cmdEnableAux:
+		c.cmdByte &^= 0x20
+	case cmdReadOutputPort:
+		c.push(c.outPort)
+	case cmdPulseReset:
+		return c.reset
+	default:
+		// 0xf0-0xff pulse output lines; bit 0 low pulses reset.
+		if b >= 0xf0 && b&1 == 0 {
+			return c.reset
+		}
+	}
+	return nil
+}
+
+func (c *Controller) data(b uint8) func() {
+	switch c.pending {
+	case cmdWriteCommandByte:
+		c.pending = 0
+		c.cmdByte = b
+		return nil
+	case cmdWriteOutputPort:
+		c.pending = 0
+		c.outPort = b
+		if b&1 == 0 {
+			return c.reset
+		}
+		return nil
+	}
+	// A byte for the (absent) keyboard: acknowledge resets and other
+	// commands so a driver probing it moves on.
+	c.push(0xfa)
+	if b == 0xff {
+		c.push(0xaa)
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+package pc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/petrel-vmm/petrel/firmware/bzimage"
+	"github.com/petrel-vmm/petrel/vmm/guestmem"
+)
+
+// BootProtocol selects how a kernel is entered.
+type BootProtocol int
+
+const (
+	// BootAuto: PVH for an ELF with the PVH note, and for a bzImage whose
+	// payload carries one (decompressed on the host, cached); otherwise the
+	// Linux 64-bit boot protocol.
+	BootAuto BootProtocol = iota
+	// BootPVH forces PVH (32-bit protected mode, paging off, ebx=hvm_start_info).
+	BootPVH
+	// BootLinux64 forces the bzImage 64-bit boot protocol.
+	BootLinux64
+)
+
+func (p BootProtocol) String() string {
+	switch p {
+	case BootPVH:
+		return "pvh"
+	case BootLinux64:
+		return "linux64"
+	}
+	return "auto"
+}
+
+// bootInfo is what a loader tells the vCPU setup.
+type bootInfo struct {
+	protocol BootProtocol
+	entry    uint64 // 32-bit PVH entry or 64-bit kernel entry
+	param    uint64 // ebx (start_info) for PVH, rsi (boot_params) for Linux
+}
+
+// bootInput is the kernel, initrd and platform data a loader places.
+type bootInput struct {
+	kernel   []byte
+	initrd   []byte
+	cmdline  string
+	e820     []E820Entry
+	rsdp     uint64
+	lowEnd   uint64 // end of RAM below 4 GiB
+	protocol BootProtocol
+	cacheDir string
+	// kernelPath lets BootAuto use the decompressed-kernel cache.
+	kernelPath string
+}
+
+// pvhNoteEntry finds XEN_ELFNOTE_PHYS32_ENTRY in an ELF image.
+func pvhNoteEntry(elfData []byte) (uint32, bool) { return bzimage.FindPVHEntry(elfData) }
+
+// loadKernel places the kernel per in.protocol and returns the entry state.
+func loadKernel(mem *guestmem.Memory, in bootInput) (bootInfo, error) {
+	isELF := len(in.kernel) >= 4 && string(in.kernel[:4]) == "\x7fELF"
+	if isELF {
+		if in.protocol == BootLinux64 {
+			return bootInfo{}, errors.New("the 64-bit boot protocol needs a bzImage, not an ELF")
+		}
+		entry, ok := pvhNoteEntry(in.kernel)
+		if !ok {
+			return bootInfo{}, fmt.Errorf("elf kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): %w", bzimage.ErrNoPVH)
+		}
+		return loadPVH(mem, in, in.kernel, entry)
+	}
+	img, err := bzimage.Parse(in.kernel)
+	if err != nil {
+		return bootInfo{}, fmt.Errorf("kernel is neither an ELF with a PVH note nor a bzImage: %w", err)
+	}
+	if in.protocol != BootLinux64 {
+		var elfData []byte
+		var entry uint32
+		if in.kernelPath != "" {
+			elfData, entry, _, err = bzimage.LoadPVH(in.kernelPath, in.cacheDir)
+		} else {
+			elfData, entry, err = img.PVHKernel()
+		}
+		if err == nil {
+			return loadPVH(mem, in, elfData, entry)
+		}
+		if in.protocol == BootPVH {
+			return bootInfo{}, fmt.Errorf("pvh boot of a bzImage: %w", err)
+		}
+	}
+	return loadLinux64(mem, in, img)
+}
+
+// placeInitrd puts the initrd at the highest page-aligned address below
+// limit that is above floor; it returns 0 for no initrd.
+func placeInitrd(mem *guestmem.Memory, initrd []byte, floor, limit uint64) (uint64, error) {
+	if len(initrd) == 0 {
+		return 0, nil
+	}
+	n := uint64(len(initrd))
+	if n > limit || (limit-n)&^0xfff < floor {
+		return 0, fmt.Errorf("initrd of %d bytes does not fit between %#x and %#x", n, floor, limit)
+	}
+	addr := (limit - n) &^ 0xfff
+	if err := mem.Write(addr, initrd); err != nil {
+		return 0, fmt.Errorf("writing initrd at %#x: %w", addr, err)
+	}
+	return addr, nil
+}
+
+func writeCmdline(mem *guestmem.Memory, cmdline string, max uint64) error {
+	if uint64(len(cmdline))+1 > max {
+		return fmt.Errorf("kernel command line of %d bytes exceeds %d", len(cmdline), max-1)
+	}
+	b := append([]byte(cmdline), 0)
+	if err := mem.Write(cmdlineAddr, b); err != nil {
+		return fmt.Errorf("writing command line: %w", err)
+	}
+	return nil
+}
+
+// PVH structures (xen/include/public/arch-x86/hvm/start_info.h).
+const (
+	hvmStartMagic   = 0x336ec578
+	hvmStartVersion = 1
+	hvmMemmapMax    = 64
+)
+
+// loadPVH loads elfData's PT_LOAD segments at their physical addresses and
+// writes hvm_start_info (version 1: memmap, cmdline, initrd module, RSDP).
+func loadPVH(mem *guestmem.Memory, in bootInput, elfData []byte, entry uint32) (bootInfo, error) {
+	segs, err := parseELF(elfData)
+	if err != nil {
+		return bootInfo{}, fmt.Errorf("pvh kernel: %w", err)
+	}
+	var kernelEnd uint64
+	for _, s := range segs {
+		if s.Paddr < biosEnd {
+			return bootInfo{}, fmt.Errorf("pvh kernel segment at %#x overlaps the boot area below 1 MiB", s.Paddr)
+		}
+		dst, err := mem.Slice(s.Paddr, s.Memsz)
+		if err != nil {
+			return bootInfo{}, fmt.Errorf("pvh kernel segment at %#x+%#x: %w", s.Paddr, s.Memsz, err)
+		}
+		copy(dst, elfData[s.Offset:s.Offset+s.Filesz])
+		clear(dst[s.Filesz:])
+		kernelEnd = max(kernelEnd, s.Paddr+s.Memsz)
+	}
+	if err := writeCmdline(mem, in.cmdline, cmdlineMax); err != nil {
+		return bootInfo{}, err
+	}
+	le := binary.LittleEndian
+	info := make([]byte, 56)
+	le.PutUint32(info[0:], hvmStartMagic)
+	le.PutUint32(info[4:], hvmStartVersion)
+	le.PutUint64(info[24:], cmdlineAddr)
+	le.PutUint64(info[32:], in.rsdp)
+	if len(in.e820) > hvmMemmapMax {
+		return bootInfo{}, fmt.Errorf("memory map of %d entries exceeds %d", len(in.e820), hvmMemmapMax)
+	}
+	mm := make([]byte, 24*len(in.e820))
+	for i, e := range in.e820 {
+		le.PutUint64(mm[24*i:], e.Addr)
+		le.PutUint64(mm[24*i+8:], e.Size)
+		le.PutUint32(mm[24*i+16:], e.Type)
+	}
+	if err := mem.Write(pvhMemmapAddr, mm); err != nil {
+		return bootInfo{}, fmt.Errorf("writing pvh memory map: %w", err)
+	}
+	le.PutUint64(info[40:], pvhMemmapAddr)
+	le.PutUint32(info[48:], uint32(len(in.e820)))
+	addr, err := placeInitrd(mem, in.initrd, (kernelEnd+0xfff)&^0xfff, in.lowEnd)
+	if err != nil {
+		return bootInfo{}, err
+	}
+	if addr != 0 {
+		mod := make([]byte, 32)
+		le.PutUint64(mod[0:], addr)
+		le.PutUint64(mod[8:], uint64(len(in.initrd)))
+		if err := mem.Write(pvhModlistAddr, mod); err != nil {
+			return bootInfo{}, fmt.Errorf("writing pvh module list: %w", err)
+		}
+		le.PutUint32(info[12:], 1)
+		le.PutUint64(info[16:], pvhModlistAddr)
+	}
+	if err := mem.Write(pvhStartInfo, info); err != nil {
+		return bootInfo{}, fmt.Errorf("writing hvm_start_info: %w", err)
+	}
+	return bootInfo{protocol: BootPVH, entry: uint64(entry), param: pvhStartInfo}, nil
+}

@@ -1,0 +1,133 @@
+package pc
+
+import (
+	"fmt"
+
+	"github.com/petrel-vmm/petrel/devices/acpi"
+	"github.com/petrel-vmm/petrel/devices/i8042"
+	"github.com/petrel-vmm/petrel/devices/pci"
+	"github.com/petrel-vmm/petrel/devices/rtc"
+	"github.com/petrel-vmm/petrel/devices/serial"
+	"github.com/petrel-vmm/petrel/vmm"
+)
+
+// Legacy ports and IRQs (docs/ARCHITECTURE.md).
+const (
+	COM1Port    = 0x3f8
+	COM1IRQ     = 4
+	RTCPort     = 0x70
+	I8042Port   = 0x60
+	PostPort    = 0x80
+	PCIConfPort = 0xcf8
+	SCIIRQ      = acpi.SCIIRQ
+)
+
+// sink ignores writes and reads as 0xff (port 0x80 POST codes).
+type sink struct{}
+
+func (sink) Read(_, _ uint64, data []byte) {
+	for i := range data {
+		data[i] = 0xff
+	}
+}
+func (sink) Write(_, _ uint64, _ []byte) {}
+
+// setupDevices creates the legacy devices, the ACPI blocks and PCI bus 0.
+func (m *Machine) setupDevices() error {
+	low, high := ramLayout(uint64(m.cfg.MemoryMiB) << 20)
+	m.uart = serial.New(m.cfg.Serial, m.vm.IRQLine(COM1IRQ))
+	m.sci = &sciOr{line: m.vm.IRQLine(SCIIRQ)}
+	m.pm = NewPM(sciSource{m.sci, 0}.SetLevel, m.PowerOff, func(typ int) {
+		m.logf("guest asked for sleep state S%d: not supported, ignored", typ)
+	})
+	gpe := acpi.NewGPE(sciSource{m.sci, 1})
+	m.gpe = gpe
+	m.host = &pciHost{m: m, slots: map[pciKey]uint32{}}
+	m.pci = pci.NewBus(m.host)
+	m.pci.SetResetHandler(m.Reset)
+	if err := m.pci.Add(0, pci.NewHostBridge()); err != nil {
+		return fmt.Errorf("adding pci host bridge: %w", err)
+	}
+	hp, err := acpi.NewHotplug(gpe, hotplugSlots, m.ejectSlot)
+	if err != nil {
+		return fmt.Errorf("creating pci hotplug controller: %w", err)
+	}
+	m.hotplug = hp
+	for _, d := range []struct {
+		name       string
+		port, size uint64
+		dev        vmm.BusDevice
+	}{
+		{"i8042", I8042Port, 5, i8042.New(m.Reset)},
+		{"rtc", RTCPort, 2, rtc.New(low, high)},
+		{"post", PostPort, 1, sink{}},
+		{"com1", COM1Port, 8, m.uart},
+		{"pci config", PCIConfPort, 8, m.pci},
+		{"acpi pm", PM1aEvtPort, PMBlockSize, m.pm},
+		{"acpi gpe0", acpi.GPE0Base, acpi.GPE0Len, gpe},
+		{"pci hotplug", acpi.HotplugBase, acpi.HotplugLen, hp},
+	} {
+		if err := m.pio.Insert(d.port, d.size, d.dev); err != nil {
+			return fmt.Errorf("inserting %s at port %#x: %w", d.name, d.port, err)
+		}
+	}
+	return nil
+}
+
+// hotplugSlots are the slots the guest may hot-(un)plug: all but the host
+// bridge in slot 0.
+const hotplugSlots = 0xfffffffe
+
+// ejectSlot is called when the guest ejects a slot (_EJ0).
+func (m *Machine) ejectSlot(slot int) {
+	if err := m.pci.Remove(slot); err != nil {
+		m.logf("ejecting pci slot %d: %v", slot, err)
+	}
+}
+
+// pciKey names one BAR mapping.
+type pciKey struct{ slot, bar int }
+
+// pciHost implements pci.Host: trapping BARs go on the PIO or MMIO bus,
+// RAM BARs become KVM memory slots.
+type pciHost struct {
+	m     *Machine
+	slots map[pciKey]uint32 // RAM BAR -> memory slot (guarded by pci.Bus.mu)
+}
+
+func (h *pciHost) MapBAR(mp pci.Mapping) error {
+	if mp.RAM != nil {
+		if uint64(len(mp.RAM)) != mp.Size {
+			return fmt.Errorf("ram bar %d of slot %d: %d bytes for size %#x", mp.BAR, mp.Slot, len(mp.RAM), mp.Size)
+		}
+		id, err := h.m.vm.AddMemory(mp.Addr, mp.RAM, false)
+		if err != nil {
+			return err
+		}
+		h.slots[pciKey{mp.Slot, mp.BAR}] = id
+		return nil
+	}
+	bus := h.m.mmio
+	if mp.IO {
+		bus = h.m.pio
+	}
+	return bus.Insert(mp.Addr, mp.Size, mp.Handler)
+}
+
+func (h *pciHost) UnmapBAR(mp pci.Mapping) error {
+	if mp.RAM != nil {
+		k := pciKey{mp.Slot, mp.BAR}
+		id, ok := h.slots[k]
+		if !ok {
+			return fmt.Errorf("ram bar %d of slot %d is not mapped", mp.BAR, mp.Slot)
+		}
+		delete(h.slots, k)
+		return h.m.vm.RemoveMemory(id)
+	}
+	bus := h.m.mmio
+	if mp.IO {
+		bus = h.m.pio
+	}
+	_, err := bus.Remove(mp.Addr)
+	return err
+}

@@ -1,0 +1,81 @@
+package pc
+
+import "fmt"
+
+// Guest-physical layout (docs/ARCHITECTURE.md "x86 PC memory map").
+const (
+	lowRAMMax   = 3 << 30 // RAM below the PCI hole ends at 3 GiB
+	highRAMBase = 4 << 30 // the rest of RAM starts at 4 GiB
+
+	// Low-memory boot structures, all below the EBDA.
+	gdtAddr        = 0x500
+	pvhStartInfo   = 0x6000
+	pvhMemmapAddr  = 0x6100 // up to 64 entries of 24 bytes
+	pvhModlistAddr = 0x6800
+	zeroPageAddr   = 0x7000 // Linux boot_params
+	pml4Addr       = 0x9000
+	pdptAddr       = 0xa000
+	pdAddr         = 0xb000 // four page directories: 0xb000-0xefff map 4 GiB
+	cmdlineAddr    = 0x20000
+	cmdlineMax     = 0x10000
+	bootStackTop   = 0x8ff0
+
+	ebdaStart = 0x9fc00 // reserved: EBDA, VGA hole, BIOS area (ACPI tables live here)
+	biosEnd   = 0x100000
+
+	kernelAddr = 0x100000 // bzImage protected-mode code (code32_start)
+
+	// Reserved MMIO above the 32-bit PCI window: IOAPIC, LAPIC, and the
+	// pages KVM needs for its TSS and identity map (below 4 GiB, not RAM).
+	ioapicBase      = 0xfec00000
+	lapicBase       = 0xfee00000
+	reservedHighLow = 0xfc000000
+	identityMapAddr = 0xfeffc000
+	tssAddr         = 0xfeffd000
+
+	pci32Base = 0xc0000000
+	pci32End  = 0xfc000000
+)
+
+// E820 entry types.
+const (
+	E820RAM      = 1
+	E820Reserved = 2
+	E820ACPI     = 3
+)
+
+// E820Entry is one BIOS memory map entry.
+type E820Entry struct {
+	Addr, Size uint64
+	Type       uint32
+}
+
+// ramLayout splits size bytes of RAM into the low region (below 3 GiB)
+// and the high region (from 4 GiB).
+func ramLayout(size uint64) (low, high uint64) {
+	if size <= lowRAMMax {
+		return size, 0
+	}
+	return lowRAMMax, size - lowRAMMax
+}
+
+// e820Map is the memory map handed to the guest: usable RAM below the EBDA,
+// the reserved EBDA/BIOS area (ACPI tables live there), RAM from 1 MiB, the
+// reserved IOAPIC/LAPIC/KVM pages below 4 GiB, and RAM above 4 GiB. The
+// 32-bit PCI window stays unlisted so the guest may use it for BARs.
+func e820Map(size uint64) ([]E820Entry, error) {
+	low, high := ramLayout(size)
+	if low < 2<<20 {
+		return nil, fmt.Errorf("guest memory %d KiB: need at least 2 MiB", size>>10)
+	}
+	m := []E820Entry{
+		{0, ebdaStart, E820RAM},
+		{ebdaStart, biosEnd - ebdaStart, E820Reserved},
+		{biosEnd, low - biosEnd, E820RAM},
+		{reservedHighLow, 1<<32 - reservedHighLow, E820Reserved},
+	}
+	if high > 0 {
+		m = append(m, E820Entry{highRAMBase, high, E820RAM})
+	}
+	return m, nil
+}

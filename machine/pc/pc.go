@@ -1,0 +1,406 @@
+// Package pc is Petrel's x86 PC machine: memory map and e820, the
+// in-kernel irqchip and PIT, COM1, CMOS RTC, i8042, the ACPI PM block, the
+// PCI host bridge, and the two boot paths (PVH for an ELF with the PVH
+// note, the Linux 64-bit boot protocol for a bzImage).
+//
+//	m, err := pc.New(pc.Config{MemoryMiB: 256, Kernel: "guest.elf", Serial: &out})
+//	reason, err := m.Run(ctx)
+package pc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/petrel-vmm/petrel/devices/acpi"
+	"github.com/petrel-vmm/petrel/devices/pci"
+	"github.com/petrel-vmm/petrel/devices/serial"
+	"github.com/petrel-vmm/petrel/vmm"
+	"github.com/petrel-vmm/petrel/vmm/guestmem"
+)
+
+// Config describes a PC to build.
+type Config struct {
+	// MemoryMiB is the guest RAM size (default 256).
+	MemoryMiB int
+	// CPUs is the vCPU count (default 1).
+	CPUs int
+	// Kernel is the path of an ELF with a PVH note or a bzImage;
+	// KernelBytes, when set, is used instead.
+	Kernel      string
+	KernelBytes []byte
+	// Initrd (path) or InitrdBytes is loaded as the initial ramdisk.
+	Initrd      string
+	InitrdBytes []byte
+	Cmdline     string
+	// Boot selects the boot protocol (BootAuto by default).
+	Boot BootProtocol
+	// KernelCacheDir caches decompressed bzImages for PVH ("" = default).
+	KernelCacheDir string
+	// CPU is the -cpu string, "host[,+feat,-feat]" ("" = host).
+	CPU string
+	// Disks are attached as virtio-blk devices.
+	Disks []DiskConfig
+	// Serial receives COM1 output (nil discards); SerialIn feeds COM1 input.
+	Serial   io.Writer
+	SerialIn io.Reader
+	// Log receives verbose machine messages (nil: none).
+	Log io.Writer
+}
+
+// DiskConfig is one virtio-blk disk.
+type DiskConfig struct {
+	Path     string
+	ReadOnly bool
+	Format   string // "" probes
+	DirectIO bool   // cache=none
+	Serial   string
+	ID       string
+}
+
+// ExitReason says how a machine's run ended.
+type ExitReason int
+
+const (
+	// ExitPowerOff: the guest powered off (ACPI S5 or a KVM shutdown event).
+	ExitPowerOff ExitReason = iota
+	// ExitReset: the guest asked for a reset (i8042 0xFE, 0xcf9, KVM reset).
+	ExitReset
+	// ExitStopped: Shutdown was called or the context was cancelled.
+	ExitStopped
+	// ExitTripleFault: a vCPU triple-faulted (KVM_EXIT_SHUTDOWN).
+	ExitTripleFault
+	// ExitCrash: the guest reported a crash (KVM_SYSTEM_EVENT_CRASH).
+	ExitCrash
+	// ExitError: KVM or the host failed; the error says how.
+	ExitError
+)
+
+func (r ExitReason) String() string {
+	return [...]string{"power-off", "reset", "stopped", "triple fault", "guest crash", "error"}[r]
+}
+
+// Machine is a built PC.
+type Machine struct {
+	cfg   Config
+	kvm   *vmm.KVM
+	vm    *vmm.VM
+	mem   *guestmem.Memory
+	ram   [][]byte
+	pio   *vmm.Bus
+	mmio  *vmm.Bus
+	vcpus []*vmm.VCPU
+	boot  bootInfo
+
+	uart    *serial.UART
+	pm      *PM
+	sci     *sciOr
+	pci     *pci.Bus
+	host    *pciHost
+	gpe     *acpi.GPE
+	hotplug *acpi.Hotplug
+
+	closers []func() error
+	runMu   sync.Mutex // one Run at a time
+	logf    func(format string, args ...any)
+}
+
+// New builds a PC from cfg and loads its kernel; vCPUs start in Run.
+func New(cfg Config) (m *Machine, err error) {
+	if cfg.MemoryMiB == 0 {
+		cfg.MemoryMiB = 256
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 1
+	}
+	if cfg.MemoryMiB < 2 || cfg.MemoryMiB > 1<<20 {
+		return nil, fmt.Errorf("memory %d MiB out of range (2 MiB .. 1 TiB)", cfg.MemoryMiB)
+	}
+	if cfg.CPUs < 1 || cfg.CPUs > 255 {
+		return nil, fmt.Errorf("cpu count %d out of range (1..255)", cfg.CPUs)
+	}
+	m = &Machine{cfg: cfg, mem: guestmem.New(), pio: &vmm.Bus{}, mmio: &vmm.Bus{}}
+	m.logf = func(string, ...any) {}
+	if cfg.Log != nil {
+		m.logf = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "petrel: "+f+"\n", a...) }
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	t0 := time.Now()
+	if m.kvm, err = vmm.Open(); err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, m.kvm.Close)
+	if m.vm, err = m.kvm.CreateVM(); err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, m.vm.Close)
+	if err = m.setupPlatform(); err != nil {
+		return nil, err
+	}
+	if err = m.setupMemory(); err != nil {
+		return nil, err
+	}
+	if err = m.setupDevices(); err != nil {
+		return nil, err
+	}
+	if err = m.setupVCPUs(); err != nil {
+		return nil, err
+	}
+	if err = m.load(); err != nil {
+		return nil, err
+	}
+	m.logf("machine built in %v: %d MiB, %d vCPU(s), boot %s, entry %#x", time.Since(t0).Round(time.Microsecond),
+		cfg.MemoryMiB, cfg.CPUs, m.boot.protocol, m.boot.entry)
+	return m, nil
+}
+
+// setupPlatform creates the in-kernel irqchip and PIT and places KVM's
+// TSS and identity-map pages.
+func (m *Machine) setupPlatform() error {
+	if err := m.vm.SetTSSAddr(tssAddr); err != nil {
+		m.logf("%v (continuing: not needed by this host)", err)
+	}
+	if err := m.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
+		m.logf("%v (continuing: not needed by this host)", err)
+	}
+	if err := m.vm.CreateIRQChip(); err != nil {
+		return err
+	}
+	return m.vm.CreatePIT2()
+}
+
+// setupMemory maps RAM below 3 GiB and from 4 GiB, lazily allocated.
+func (m *Machine) setupMemory() error {
+	size := uint64(m.cfg.MemoryMiB) << 20
+	low, high := ramLayout(size)
+	for _, r := range []struct{ gpa, size uint64 }{{0, low}, {highRAMBase, high}} {
+		if r.size == 0 {
+			continue
+		}
+		b, err := vmm.AllocGuestRAM(r.size)
+		if err != nil {
+			return err
+		}
+		m.ram = append(m.ram, b)
+		m.closers = append(m.closers, func() error { return vmm.FreeGuestRAM(b) })
+		if _, err := m.vm.AddMemory(r.gpa, b, false); err != nil {
+			return err
+		}
+		if err := m.mem.Add(r.gpa, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Machine) setupVCPUs() error {
+	host, err := m.kvm.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	cc := vmm.CPUIDConfig{CPUs: m.cfg.CPUs, PVM: m.kvm.PVM}
+	if m.cfg.CPU != "" {
+		if cc.Set, cc.Clear, err = vmm.ParseCPUFlag(m.cfg.CPU); err != nil {
+			return err
+		}
+	}
+	if m.kvm.PVM {
+		m.logf("host is kvm_pvm: hiding cx16 and xsave/avx from the guest")
+	}
+	for i := 0; i < m.cfg.CPUs; i++ {
+		v, err := m.vm.CreateVCPU(i)
+		if err != nil {
+			return err
+		}
+		m.closers = append(m.closers, v.Close)
+		v.MMIO = m.mmio
+		v.Handler = m
+		if err := v.SetCPUID(vmm.GuestCPUID(host, i, cc)); err != nil {
+			return err
+		}
+		m.vcpus = append(m.vcpus, v)
+	}
+	return nil
+}
+
+// load places the kernel, initrd and boot tables and sets up the boot vCPU.
+func (m *Machine) load() error {
+	kernel := m.cfg.KernelBytes
+	if kernel == nil {
+		if m.cfg.Kernel == "" {
+			return errors.New("no kernel given")
+		}
+		b, err := os.ReadFile(m.cfg.Kernel)
+		if err != nil {
+			return fmt.Errorf("reading kernel: %w", err)
+		}
+		kernel = b
+	}
+	initrd := m.cfg.InitrdBytes
+	if initrd == nil && m.cfg.Initrd != "" {
+		b, err := os.ReadFile(m.cfg.Initrd)
+		if err != nil {
+			return fmt.Errorf("reading initrd: %w", err)
+		}
+		initrd = b
+	}
+	e820, err := e820Map(uint64(m.cfg.MemoryMiB) << 20)
+	if err != nil {
+		return err
+	}
+	low, _ := ramLayout(uint64(m.cfg.MemoryMiB) << 20)
+	rsdp, err := m.buildACPI()
+	if err != nil {
+		return err
+	}
+	in := bootInput{
+		kernel: kernel, initrd: initrd, cmdline: m.cfg.Cmdline, e820: e820, rsdp: rsdp,
+		lowEnd: low, protocol: m.cfg.Boot, cacheDir: m.cfg.KernelCacheDir,
+	}
+	if m.cfg.KernelBytes == nil {
+		in.kernelPath = m.cfg.Kernel
+	}
+	t0 := time.Now()
+	if m.boot, err = loadKernel(m.mem, in); err != nil {
+		return err
+	}
+	m.logf("kernel loaded by %s in %v", m.boot.protocol, time.Since(t0).Round(time.Microsecond))
+	if err := writeBootTables(m.mem, m.boot.protocol == BootLinux64); err != nil {
+		return err
+	}
+	return setupBootCPU(m.vcpus[0], m.boot)
+}
+
+// Run starts the vCPUs and blocks until the guest powers off, resets,
+// fails, or ctx is cancelled / Shutdown is called. A triple fault, entry
+// failure or internal error returns a non-nil error with the registers.
+func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
+	if !m.runMu.TryLock() {
+		return ExitError, errors.New("machine is already running")
+	}
+	defer m.runMu.Unlock()
+	done := make(chan struct{})
+	if m.cfg.SerialIn != nil {
+		go func() {
+			if err := m.uart.Feed(m.cfg.SerialIn, done); err != nil {
+				m.logf("serial input: %v", err)
+			}
+		}()
+	}
+	var watcher sync.WaitGroup
+	watcher.Add(1)
+	go func() {
+		defer watcher.Done()
+		select {
+		case <-ctx.Done():
+			m.kickAll(vmm.StopRequested)
+		case <-done:
+		}
+	}()
+	// Stop the watcher before returning: Close unmaps what Kick touches.
+	defer func() {
+		close(done)
+		watcher.Wait()
+	}()
+	t0 := time.Now()
+	stop, v := vmm.RunVCPUs(m.vcpus)
+	m.logf("guest ran %v: %s", time.Since(t0).Round(time.Microsecond), stop)
+	switch stop {
+	case vmm.StopPowerOff:
+		return ExitPowerOff, nil
+	case vmm.StopReset:
+		return ExitReset, nil
+	case vmm.StopRequested:
+		return ExitStopped, nil
+	case vmm.StopTripleFault:
+		return ExitTripleFault, fmt.Errorf("vcpu %d: triple fault (KVM_EXIT_SHUTDOWN)\n%s", v.ID, v.DumpRegs())
+	case vmm.StopCrash:
+		return ExitCrash, fmt.Errorf("vcpu %d: guest reported a crash\n%s", v.ID, v.DumpRegs())
+	case vmm.StopHalted:
+		return ExitError, fmt.Errorf("vcpu %d: halted with interrupts unable to wake it\n%s", v.ID, v.DumpRegs())
+	}
+	return ExitError, fmt.Errorf("%w\n%s", v.Err(), v.DumpRegs())
+}
+
+// kickAll stops every vCPU with reason s.
+func (m *Machine) kickAll(s vmm.Stop) {
+	for _, v := range m.vcpus {
+		v.Kick(s)
+	}
+}
+
+// Shutdown stops a running machine (Run returns ExitStopped).
+func (m *Machine) Shutdown() { m.kickAll(vmm.StopRequested) }
+
+// PowerOff makes Run return ExitPowerOff, as an ACPI S5 would.
+func (m *Machine) PowerOff() { m.kickAll(vmm.StopPowerOff) }
+
+// Reset makes Run return ExitReset.
+func (m *Machine) Reset() { m.kickAll(vmm.StopReset) }
+
+// Close releases the VM, its memory and devices. Run must have returned.
+func (m *Machine) Close() error {
+	var first error
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		if err := m.closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	m.closers = nil
+	return first
+}
+
+// HandleExit takes the exits vmm leaves to the PC: port I/O.
+func (m *Machine) HandleExit(v *vmm.VCPU, reason uint32) vmm.Stop {
+	switch reason {
+	case vmm.ExitIO:
+		v.HandleIO(m.pio)
+		return vmm.StopNone
+	case vmm.ExitHLT:
+		return vmm.StopHalted
+	}
+	return v.Fail(fmt.Errorf("vcpu %d: unexpected exit reason %d", v.ID, reason))
+}
+
+// VM is the KVM VM (EventRouter, MSISignaler, IRQ lines).
+func (m *Machine) VM() *vmm.VM { return m.vm }
+
+// Memory is the guest RAM.
+func (m *Machine) Memory() *guestmem.Memory { return m.mem }
+
+// PIO and MMIO are the port and memory-mapped I/O buses.
+func (m *Machine) PIO() *vmm.Bus  { return m.pio }
+func (m *Machine) MMIO() *vmm.Bus { return m.mmio }
+
+// PCI is PCI bus 0.
+func (m *Machine) PCI() *pci.Bus { return m.pci }
+
+// VCPUs are the machine's vCPUs (exit counters, registers).
+func (m *Machine) VCPUs() []*vmm.VCPU { return m.vcpus }
+
+// Serial is COM1.
+func (m *Machine) Serial() *serial.UART { return m.uart }
+
+// PM is the ACPI PM1 block.
+func (m *Machine) PM() *PM { return m.pm }
+
+// BootProtocol reports how the kernel was entered.
+func (m *Machine) BootProtocol() BootProtocol { return m.boot.protocol }
+
+// GPE is the ACPI GPE0 block (power button, hotplug events).
+func (m *Machine) GPE() *acpi.GPE { return m.gpe }
+
+// Hotplug is the ACPI PCI hotplug controller.
+func (m *Machine) Hotplug() *acpi.Hotplug { return m.hotplug }
+
+// PressPowerButton raises the ACPI power button event (GPE0 bit 2), as
+// QMP system_powerdown does.
+func (m *Machine) PressPowerButton() { m.gpe.PressPowerButton() }

@@ -1,0 +1,155 @@
+package pc
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+)
+
+// ACPI PM register block (ACPI 6.x §4.8.3): PM1a_EVT (status + enable),
+// PM1a_CNT and PM_TMR at the ports in docs/ARCHITECTURE.md; the FADT built
+// by firmware/acpi points at the same constants.
+const (
+	PM1aEvtPort = 0x600 // 4 bytes: PM1_STS (2), PM1_EN (2)
+	PM1aCntPort = 0x604 // 2 bytes
+	PMTmrPort   = 0x608 // 4 bytes, 24-bit counter
+	PMBlockSize = 0x0c
+
+	pm1TmrSts    = 1 << 0
+	pm1PwrBtnSts = 1 << 8
+	pm1WakSts    = 1 << 15
+	pm1StsMask   = pm1TmrSts | 1<<5 | pm1PwrBtnSts | 1<<9 | 1<<10 | pm1WakSts
+
+	pm1CntSCIEn = 1 << 0
+	pm1CntSlpEn = 1 << 13
+	slpTypShift = 10
+	slpTypMask  = 7 << slpTypShift
+	// SlpTypS5 is the \_S5 SLP_TYP value the DSDT declares.
+	SlpTypS5 = 5
+
+	pmTimerHz = 3579545
+)
+
+// PM is the ACPI PM1a event/control block and PM timer. It drives its SCI
+// source through sci (the machine ORs it with the GPE block's).
+type PM struct {
+	mu       sync.Mutex
+	sts, en  uint16
+	cnt      uint16
+	start    time.Time
+	sci      func(asserted bool)
+	powerOff func()
+	sleep    func(slpTyp int)
+}
+
+// NewPM returns a PM block. powerOff runs when the guest writes SLP_EN with
+// SLP_TYP = S5; sleep (may be nil) for any other SLP_TYP.
+func NewPM(sci func(bool), powerOff func(), sleep func(int)) *PM {
+	if sci == nil {
+		sci = func(bool) {}
+	}
+	// SCI_EN reads 1 from reset: the FADT has no SMI_CMD handshake.
+	return &PM{sci: sci, powerOff: powerOff, sleep: sleep, start: time.Now(), cnt: pm1CntSCIEn}
+}
+
+// timer is the 24-bit PM_TMR value.
+func (p *PM) timer() uint32 {
+	ns := uint64(time.Since(p.start))
+	return uint32(ns/1e9*pmTimerHz+ns%1e9*pmTimerHz/1e9) & 0xffffff
+}
+
+// PressPowerButton sets PWRBTN_STS (fixed-feature power button).
+func (p *PM) PressPowerButton() {
+	p.mu.Lock()
+	p.sts |= pm1PwrBtnSts
+	p.updateLocked()
+	p.mu.Unlock()
+}
+
+func (p *PM) updateLocked() { p.sci(p.sts&p.en&pm1StsMask != 0) }
+
+// Read implements vmm.BusDevice for the whole block at PM1aEvtPort.
+func (p *PM) Read(base, offset uint64, data []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var regs [PMBlockSize]byte
+	binary.LittleEndian.PutUint16(regs[0:], p.sts)
+	binary.LittleEndian.PutUint16(regs[2:], p.en)
+	binary.LittleEndian.PutUint16(regs[4:], p.cnt&^pm1CntSlpEn) // SLP_EN reads 0
+	binary.LittleEndian.PutUint32(regs[8:], p.timer())
+	if offset+uint64(len(data)) > PMBlockSize {
+		for i := range data {
+			data[i] = 0xff
+		}
+		return
+	}
+	copy(data, regs[offset:])
+}
+
+// Write implements vmm.BusDevice: PM1_STS is write-1-to-clear, PM1_EN and
+// PM1_CNT are read/write, SLP_EN with SLP_TYP 5 powers off, PM_TMR is
+// read-only.
+func (p *PM) Write(base, offset uint64, data []byte) {
+	var fire func()
+	p.mu.Lock()
+	for i, b := range data {
+		o := offset + uint64(i)
+		switch o {
+		case 0:
+			p.sts &^= uint16(b)
+		case 1:
+			p.sts &^= uint16(b) << 8
+		case 2:
+			p.en = p.en&0xff00 | uint16(b)
+		case 3:
+			p.en = p.en&0x00ff | uint16(b)<<8
+		case 4:
+			p.cnt = p.cnt&0xff00 | uint16(b)
+		case 5:
+			p.cnt = p.cnt&0x00ff | uint16(b)<<8
+		}
+	}
+	if p.cnt&pm1CntSlpEn != 0 {
+		typ := int(p.cnt&slpTypMask) >> slpTypShift
+		p.cnt &^= pm1CntSlpEn
+		if typ == SlpTypS5 {
+			fire = p.powerOff
+		} else if p.sleep != nil {
+			s := p.sleep
+			fire = func() { s(typ) }
+		}
+	}
+	p.updateLocked()
+	p.mu.Unlock()
+	if fire != nil {
+		fire()
+	}
+}
+
+// sciOr is the SCI line shared by the PM block and the GPE block: the
+// line is asserted while either source is.
+type sciOr struct {
+	mu    sync.Mutex
+	line  interface{ SetLevel(bool) }
+	srcs  [2]bool
+	level bool
+}
+
+func (s *sciOr) set(i int, asserted bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.srcs[i] = asserted
+	l := s.srcs[0] || s.srcs[1]
+	if l != s.level {
+		s.level = l
+		s.line.SetLevel(l)
+	}
+}
+
+// sciSource is one input of an sciOr; it satisfies pci.IRQLine.
+type sciSource struct {
+	or *sciOr
+	i  int
+}
+
+func (s sciSource) SetLevel(asserted bool) { s.or.set(s.i, asserted) }

@@ -1,0 +1,271 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// KVM exit reasons (KVM_EXIT_*).
+const (
+	ExitUnknown       = 0
+	ExitException     = 1
+	ExitIO            = 2
+	ExitHypercall     = 3
+	ExitDebug         = 4
+	ExitHLT           = 5
+	ExitMMIO          = 6
+	ExitIRQWindowOpen = 7
+	ExitShutdown      = 8
+	ExitFailEntry     = 9
+	ExitIntr          = 10
+	ExitInternalError = 17
+	ExitPaprHcall     = 19
+	ExitSystemEvent   = 24
+)
+
+// System event types (KVM_SYSTEM_EVENT_*).
+const (
+	systemEventShutdown = 1
+	systemEventReset    = 2
+	systemEventCrash    = 3
+)
+
+// Stop says why a vCPU loop ended.
+type Stop int
+
+const (
+	// StopNone: keep running.
+	StopNone Stop = iota
+	// StopPowerOff: the guest powered off (ACPI S5, KVM shutdown event).
+	StopPowerOff
+	// StopReset: the guest asked for a reset (i8042, KVM reset event).
+	StopReset
+	// StopTripleFault: the vCPU hit KVM_EXIT_SHUTDOWN (triple fault).
+	StopTripleFault
+	// StopCrash: the guest reported a crash (KVM_SYSTEM_EVENT_CRASH).
+	StopCrash
+	// StopHalted: a vCPU halted with no in-kernel irqchip to wake it.
+	StopHalted
+	// StopRequested: the VMM asked the vCPU to stop (Kick).
+	StopRequested
+	// StopError: a KVM or host failure; see the returned error.
+	StopError
+)
+
+var stopNames = [...]string{"running", "power-off", "reset", "triple fault", "guest crash", "halted", "stopped", "error"}
+
+func (s Stop) String() string {
+	if int(s) < len(stopNames) {
+		return stopNames[s]
+	}
+	return fmt.Sprintf("stop(%d)", int(s))
+}
+
+// ExitHandler handles the exits that belong to a machine (IO on x86,
+// PAPR_HCALL on pseries, HLT without an irqchip). It must not allocate or
+// lock on its hot path. It returns StopNone to resume the guest.
+type ExitHandler interface {
+	HandleExit(v *VCPU, reason uint32) Stop
+}
+
+// VCPU is one virtual CPU. Run it from a single goroutine.
+type VCPU struct {
+	ID  int
+	fd  int
+	run runView
+
+	// MMIO is the bus MMIO exits dispatch to (shared by all vCPUs).
+	MMIO *Bus
+	// Handler takes the machine's exits.
+	Handler ExitHandler
+
+	tid       atomic.Int32
+	stopReq   atomic.Int32 // a Stop value requested from outside
+	lastErr   error        // set before returning StopError
+	Exits     atomic.Uint64
+	IOExits   atomic.Uint64
+	MMIOExits atomic.Uint64
+}
+
+// CreateVCPU creates vCPU id and maps its kvm_run page.
+func (vm *VM) CreateVCPU(id int) (*VCPU, error) {
+	fd, err := ioctlRetry(vm.fd, ioctlCreateVCPU, uintptr(id))
+	if err != nil {
+		return nil, fmt.Errorf("creating vcpu %d: %w", id, err)
+	}
+	mem, err := unix.Mmap(int(fd), 0, vm.kvm.mmapSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(int(fd))
+		return nil, fmt.Errorf("mapping kvm_run of vcpu %d: %w", id, err)
+	}
+	return &VCPU{ID: id, fd: int(fd), run: runView{mem}}, nil
+}
+
+// FD is the vCPU file descriptor.
+func (v *VCPU) FD() int { return v.fd }
+
+// Close unmaps kvm_run and closes the vCPU fd.
+func (v *VCPU) Close() error {
+	if v.fd < 0 {
+		return nil
+	}
+	unix.Munmap(v.run.mem)
+	err := unix.Close(v.fd)
+	v.fd = -1
+	return err
+}
+
+// Kick asks the vCPU to leave KVM_RUN and stop with reason s. It is safe
+// from any goroutine: immediate_exit covers a vCPU about to enter the guest,
+// and a signal to its thread interrupts one inside it (KVM_RUN returns
+// EINTR). SIGURG is used because the Go runtime already tolerates it.
+func (v *VCPU) Kick(s Stop) {
+	v.stopReq.CompareAndSwap(int32(StopNone), int32(s))
+	v.run.header().ImmediateExit = 1
+	if tid := v.tid.Load(); tid != 0 {
+		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
+	}
+}
+
+// Err is the error behind the last StopError.
+func (v *VCPU) Err() error { return v.lastErr }
+
+// Run enters the guest until an exit stops it. It locks the goroutine to
+// its OS thread for the duration.
+func (v *VCPU) Run() Stop {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	v.tid.Store(int32(unix.Gettid()))
+	defer v.tid.Store(0)
+	for {
+		if s := Stop(v.stopReq.Load()); s != StopNone {
+			return s
+		}
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(v.fd), ioctlRun, 0)
+		if e != 0 {
+			if e == unix.EINTR || e == unix.EAGAIN {
+				// A kick, or a Go runtime signal: the stop check above decides.
+				v.run.header().ImmediateExit = 0
+				if s := Stop(v.stopReq.Load()); s != StopNone {
+					return s
+				}
+				continue
+			}
+			v.lastErr = fmt.Errorf("vcpu %d: KVM_RUN: %w", v.ID, e)
+			return StopError
+		}
+		if s := v.dispatch(); s != StopNone {
+			return s
+		}
+	}
+}
+
+// dispatch handles one exit in place. It neither allocates nor locks on
+// the IO/MMIO paths (TestDispatchAllocs).
+func (v *VCPU) dispatch() Stop {
+	v.Exits.Add(1)
+	h := v.run.header()
+	switch h.ExitReason {
+	case ExitMMIO:
+		v.MMIOExits.Add(1)
+		m := v.run.mmio()
+		n := m.Len
+		if n > 8 {
+			n = 8
+		}
+		if v.MMIO == nil {
+			if m.IsWrite == 0 {
+				for i := range m.Data {
+					m.Data[i] = 0xff
+				}
+			}
+			return StopNone
+		}
+		if m.IsWrite != 0 {
+			v.MMIO.Write(m.PhysAddr, m.Data[:n])
+		} else {
+			v.MMIO.Read(m.PhysAddr, m.Data[:n])
+		}
+		return StopNone
+	case ExitIntr:
+		return Stop(v.stopReq.Load())
+	case ExitShutdown:
+		return StopTripleFault
+	case ExitSystemEvent:
+		switch v.run.systemEvent().Type {
+		case systemEventShutdown:
+			return StopPowerOff
+		case systemEventReset:
+			return StopReset
+		default:
+			return StopCrash
+		}
+	case ExitFailEntry:
+		f := v.run.failEntry()
+		v.lastErr = fmt.Errorf("vcpu %d: entry failed: hardware reason %#x on cpu %d",
+			v.ID, f.HardwareEntryFailureReason, f.CPU)
+		return StopError
+	case ExitInternalError:
+		in := v.run.internal()
+		n := in.Ndata
+		if n > 16 {
+			n = 16
+		}
+		v.lastErr = fmt.Errorf("vcpu %d: kvm internal error: suberror %d, data %#x",
+			v.ID, in.Suberror, in.Data[:n])
+		return StopError
+	}
+	if v.Handler != nil {
+		return v.Handler.HandleExit(v, h.ExitReason)
+	}
+	v.lastErr = fmt.Errorf("vcpu %d: unhandled exit reason %d", v.ID, h.ExitReason)
+	return StopError
+}
+
+// Fail records an error for a machine handler that returns StopError.
+func (v *VCPU) Fail(err error) Stop {
+	v.lastErr = err
+	return StopError
+}
+
+// IO returns the pending KVM_EXIT_IO: port, access size, repeat count, the
+// direction, and the data area (count*size bytes inside kvm_run). It
+// returns ok=false when the kernel's data offset is out of range.
+func (v *VCPU) IO() (port uint16, size, count int, out bool, data []byte, ok bool) {
+	io := v.run.io()
+	size, count = int(io.Size), int(io.Count)
+	end := io.DataOffset + uint64(size*count)
+	if size == 0 || end > uint64(len(v.run.mem)) || io.DataOffset > end {
+		return io.Port, size, count, io.Direction == 1, nil, false
+	}
+	return io.Port, size, count, io.Direction == 1, v.run.mem[io.DataOffset:end], true
+}
+
+// HandleIO serves the pending KVM_EXIT_IO from bus, walking string
+// instructions (count > 1) one element at a time.
+func (v *VCPU) HandleIO(bus *Bus) {
+	v.IOExits.Add(1)
+	port, size, count, out, data, ok := v.IO()
+	if !ok {
+		bus.Unhandled.Add(1)
+		return
+	}
+	for i := 0; i < count; i++ {
+		d := data[i*size : (i+1)*size]
+		if out {
+			bus.Write(uint64(port), d)
+		} else {
+			bus.Read(uint64(port), d)
+		}
+	}
+}
+
+// PaprHcall returns the pending KVM_EXIT_PAPR_HCALL in place.
+func (v *VCPU) PaprHcall() *PaprHcall { return v.run.papr() }
+
+// ErrStopped is returned by VM.Run when a vCPU was stopped from outside.
+var ErrStopped = errors.New("vm stopped")
