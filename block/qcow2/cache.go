@@ -1,0 +1,166 @@
+package qcow2
+
+import "fmt"
+
+// tableCache is a bounded write-back cache of cluster-sized metadata tables
+// (L2 tables or refcount blocks) keyed by host offset, like QEMU's
+// qcow2-cache.c. It is used only under Image.mu.
+//
+// Ordering: before any dirty table of this cache is written, depends (when
+// set) is flushed first; the L2 cache depends on the refcount cache so an L2
+// entry never reaches the disk before the refcount that makes its cluster
+// allocated.
+type tableCache struct {
+	img     *Image
+	name    string
+	max     int
+	entries map[int64]*cacheEntry
+	tick    uint64
+	depends *tableCache
+	// noBarrier skips the fsync between the dependency flush and our
+	// writes (lazy refcounts: the dirty bit covers the ordering).
+	noBarrier bool
+}
+
+type cacheEntry struct {
+	off   int64
+	data  []byte
+	dirty bool
+	used  uint64
+}
+
+func newTableCache(img *Image, name string, max int) *tableCache {
+	if max < 4 {
+		max = 4
+	}
+	return &tableCache{img: img, name: name, max: max, entries: make(map[int64]*cacheEntry, max)}
+}
+
+// get returns the table at off, reading it when not cached. The slice is
+// valid until the next get/load on this cache.
+func (c *tableCache) get(off int64) (*cacheEntry, error) {
+	return c.lookup(off, true)
+}
+
+// getEmpty returns a zero-filled entry for a freshly allocated table at off
+// without reading it.
+func (c *tableCache) getEmpty(off int64) (*cacheEntry, error) {
+	e, err := c.lookup(off, false)
+	if err != nil {
+		return nil, err
+	}
+	clear(e.data)
+	return e, nil
+}
+
+func (c *tableCache) lookup(off int64, read bool) (*cacheEntry, error) {
+	c.tick++
+	if e, ok := c.entries[off]; ok {
+		e.used = c.tick
+		return e, nil
+	}
+	var buf []byte
+	if len(c.entries) >= c.max {
+		victim, err := c.evict()
+		if err != nil {
+			return nil, err
+		}
+		buf = victim.data
+	} else {
+		buf = make([]byte, c.img.clusterSize)
+	}
+	if read {
+		if err := c.img.readMeta(buf, off); err != nil {
+			return nil, fmt.Errorf("reading %s at %#x: %w", c.name, off, err)
+		}
+	}
+	e := &cacheEntry{off: off, data: buf, used: c.tick}
+	c.entries[off] = e
+	return e, nil
+}
+
+// evict removes the least recently used entry, writing it back if dirty.
+func (c *tableCache) evict() (*cacheEntry, error) {
+	var victim *cacheEntry
+	for _, e := range c.entries {
+		if victim == nil || e.used < victim.used {
+			victim = e
+		}
+	}
+	if victim.dirty {
+		if err := c.prepareWrite(); err != nil {
+			return nil, err
+		}
+		if err := c.writeEntry(victim); err != nil {
+			return nil, err
+		}
+	}
+	delete(c.entries, victim.off)
+	return victim, nil
+}
+
+// prepareWrite flushes the cache this one depends on, with a barrier.
+func (c *tableCache) prepareWrite() error {
+	if c.depends == nil {
+		return nil
+	}
+	n, err := c.depends.flush()
+	if err != nil {
+		return err
+	}
+	if n > 0 && !c.noBarrier {
+		return c.img.sync()
+	}
+	return nil
+}
+
+func (c *tableCache) writeEntry(e *cacheEntry) error {
+	if err := c.img.writeMeta(e.data, e.off); err != nil {
+		return fmt.Errorf("writing %s at %#x: %w", c.name, e.off, err)
+	}
+	e.dirty = false
+	return nil
+}
+
+// flush writes every dirty entry (dependencies first) and returns how many
+// were written.
+func (c *tableCache) flush() (int, error) {
+	dirty := 0
+	for _, e := range c.entries {
+		if e.dirty {
+			dirty++
+		}
+	}
+	if dirty == 0 {
+		return 0, nil
+	}
+	if err := c.prepareWrite(); err != nil {
+		return 0, err
+	}
+	for _, e := range c.entries {
+		if e.dirty {
+			if err := c.writeEntry(e); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return dirty, nil
+}
+
+// writeThrough writes one entry now (after its dependencies).
+func (c *tableCache) writeThrough(e *cacheEntry) error {
+	if err := c.prepareWrite(); err != nil {
+		return err
+	}
+	return c.writeEntry(e)
+}
+
+// drop forgets a table (freed cluster) without writing it.
+func (c *tableCache) drop(off int64) {
+	delete(c.entries, off)
+}
+
+// reset forgets everything (after refcount rebuild or snapshot apply).
+func (c *tableCache) reset() {
+	clear(c.entries)
+}

@@ -1,0 +1,380 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+// Check compares every refcount with the references the metadata makes, as
+// qemu-img check: refcount > references is a leak, refcount < references
+// (or a misplaced or misaligned entry, or a wrong copied flag) is a
+// corruption. RepairLeaks lowers leaked refcounts; RepairAll rebuilds the
+// refcount structures from the references and fixes the copied flags.
+func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
+	if mode != block.RepairNone && img.readOnly {
+		return block.CheckResult{}, errReadOnly
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	for len(img.inflight) > 0 {
+		img.idle.Wait()
+	}
+	return img.check(mode)
+}
+
+// refScan is the state of one walk over the metadata.
+type refScan struct {
+	img       *Image
+	refs      []uint32 // references per host cluster index
+	res       *block.CheckResult
+	fileEnd   int64
+	copiedBad int // active entries whose copied flag disagrees
+}
+
+func (s *refScan) errorf(corrupt bool, format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	if corrupt {
+		s.res.Corruptions++
+		s.res.Messages = append(s.res.Messages, "ERROR "+msg)
+	} else {
+		s.res.CheckErrors++
+		s.res.Messages = append(s.res.Messages, "ERROR "+msg)
+	}
+}
+
+// ref counts one reference to every cluster of the host range [off, off+n).
+func (s *refScan) ref(off, n int64, what string) {
+	if n <= 0 {
+		return
+	}
+	cb := s.img.clusterBits
+	for c := off >> cb; c <= (off+n-1)>>cb; c++ {
+		if c >= int64(len(s.refs)) {
+			s.errorf(true, "%s at %#x is beyond the end of the image file", what, c<<cb)
+			return
+		}
+		if s.refs[c] < ^uint32(0) {
+			s.refs[c]++
+		}
+	}
+}
+
+// walkL1 counts the references of one L1 tree; active trees also have
+// their copied flags compared with refcounts afterwards.
+func (s *refScan) walkL1(l1 []uint64, active bool) {
+	img := s.img
+	cs := img.clusterSize
+	for i, ent := range l1 {
+		l2off := int64(ent & l1OffsetMask)
+		if l2off == 0 {
+			continue
+		}
+		if l2off&(cs-1) != 0 {
+			s.errorf(true, "L2 table offset %#x in L1 entry %d is not cluster aligned", l2off, i)
+			continue
+		}
+		s.ref(l2off, cs, "L2 table")
+		if l2off>>img.clusterBits >= int64(len(s.refs)) {
+			continue
+		}
+		e, err := img.l2c.get(l2off)
+		if err != nil {
+			s.errorf(false, "reading L2 table at %#x: %v", l2off, err)
+			continue
+		}
+		for j := int64(0); j < img.l2Entries; j++ {
+			l2e, _ := img.l2Entry(e.data, j)
+			if l2e&oflagCompressed != 0 {
+				off, size := img.compressedRange(l2e)
+				if active && l2e&oflagCopied != 0 {
+					s.errorf(true, "compressed cluster entry %#x has the copied flag", l2e)
+				}
+				s.ref(off, size, "compressed cluster")
+				if active {
+					s.res.CompressedClusters++
+					s.res.AllocatedClusters++
+				}
+				continue
+			}
+			host := int64(l2e & l2OffsetMask)
+			if host == 0 {
+				continue
+			}
+			if host&(cs-1) != 0 {
+				s.errorf(true, "data cluster offset %#x (L2 table %#x entry %d) is not cluster aligned", host, l2off, j)
+				continue
+			}
+			s.ref(host, cs, "data cluster")
+			if active && l2e&oflagZero == 0 {
+				s.res.AllocatedClusters++
+			}
+		}
+	}
+}
+
+// scan walks all metadata of the image into s.refs. withRefcountMeta adds
+// the refcount table and blocks themselves.
+func (img *Image) scan(res *block.CheckResult, withRefcountMeta bool) (*refScan, []snapshot, error) {
+	st, err := img.f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	cs := img.clusterSize
+	s := &refScan{img: img, res: res, fileEnd: st.Size()}
+	s.refs = make([]uint32, (st.Size()+cs-1)/cs)
+	s.ref(0, cs, "header")
+	s.ref(int64(img.hdr.l1Off), int64(img.hdr.l1Size)*8, "L1 table")
+	s.walkL1(img.l1, true)
+	snaps, tableSize, err := img.readSnapshots()
+	if err != nil {
+		s.errorf(true, "snapshot table: %v", err)
+	} else {
+		s.ref(int64(img.hdr.snapOff), tableSize, "snapshot table")
+		for _, sn := range snaps {
+			if sn.l1Off&uint64(cs-1) != 0 {
+				s.errorf(true, "snapshot %s L1 table offset %#x is not cluster aligned", sn.id, sn.l1Off)
+				continue
+			}
+			s.ref(int64(sn.l1Off), int64(sn.l1Size)*8, "snapshot L1 table")
+			l1, err := img.loadL1(int64(sn.l1Off), sn.l1Size)
+			if err != nil {
+				s.errorf(false, "snapshot %s: %v", sn.id, err)
+				continue
+			}
+			s.walkL1(l1, false)
+		}
+	}
+	if withRefcountMeta {
+		s.ref(int64(img.hdr.rtOff), int64(img.hdr.rtClusters)*cs, "refcount table")
+		for i, ent := range img.rt {
+			off := int64(ent & reftOffsetMask)
+			if off == 0 {
+				continue
+			}
+			if off&(cs-1) != 0 {
+				s.errorf(true, "refcount block %d offset %#x is not cluster aligned", i, off)
+				continue
+			}
+			s.ref(off, cs, "refcount block")
+		}
+	}
+	return s, snaps, nil
+}
+
+// check implements Check under img.mu.
+func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
+	var res block.CheckResult
+	s, _, err := img.scan(&res, true)
+	if err != nil {
+		return res, err
+	}
+	cs := img.clusterSize
+	res.TotalClusters = (int64(img.hdr.size) + cs - 1) / cs
+	type leak struct {
+		idx   int64
+		delta int64
+	}
+	var leaks []leak
+	last := int64(0)
+	for i, want := range s.refs {
+		rc, err := img.getRefcount(int64(i))
+		if err != nil {
+			s.errorf(false, "reading refcount of cluster %d: %v", i, err)
+			continue
+		}
+		if rc != 0 || want != 0 {
+			last = int64(i)
+		}
+		switch {
+		case rc > uint64(want):
+			res.Leaks++
+			res.Messages = append(res.Messages, fmt.Sprintf("Leaked cluster %d refcount=%d reference=%d", i, rc, want))
+			leaks = append(leaks, leak{int64(i), int64(want) - int64(rc)})
+		case rc < uint64(want):
+			s.errorf(true, "cluster %d refcount=%d reference=%d", i, rc, want)
+		}
+	}
+	res.ImageEndOffset = (last + 1) * cs
+	copiedBad, err := img.fixCopiedFlags(false)
+	if err != nil {
+		return res, err
+	}
+	if copiedBad > 0 {
+		res.Corruptions += copiedBad
+		res.Messages = append(res.Messages, fmt.Sprintf("ERROR %d L1/L2 entries with a wrong OFLAG_COPIED", copiedBad))
+	}
+	switch {
+	case mode == block.RepairAll && (res.Corruptions > 0 || res.Leaks > 0):
+		if err := img.rebuildRefcounts(); err != nil {
+			return res, fmt.Errorf("rebuilding refcounts: %w", err)
+		}
+		if _, err := img.fixCopiedFlags(true); err != nil {
+			return res, err
+		}
+		if err := img.flushLocked(); err != nil {
+			return res, err
+		}
+		var after block.CheckResult
+		if _, err := img.recheck(&after); err != nil {
+			return res, err
+		}
+		res.CorruptionsFixed = res.Corruptions - after.Corruptions
+		res.LeaksFixed = res.Leaks - after.Leaks
+		res.Corruptions, res.Leaks = after.Corruptions, after.Leaks
+	case mode >= block.RepairLeaks && res.Leaks > 0:
+		for _, l := range leaks {
+			if err := img.addRefcount(l.idx, l.delta); err != nil {
+				return res, err
+			}
+		}
+		if err := img.flushLocked(); err != nil {
+			return res, err
+		}
+		res.LeaksFixed, res.Leaks = res.Leaks, 0
+		img.freeHint = 0
+	}
+	return res, nil
+}
+
+// recheck runs a plain check into res.
+func (img *Image) recheck(res *block.CheckResult) (block.CheckResult, error) {
+	r, err := img.check(block.RepairNone)
+	*res = r
+	return r, err
+}
+
+// fixCopiedFlags compares (and with fix, corrects) the copied flag of every
+// active L1 and L2 entry against refcount == 1.
+func (img *Image) fixCopiedFlags(fix bool) (int, error) {
+	bad := 0
+	cs := img.clusterSize
+	for i, ent := range img.l1 {
+		l2off := int64(ent & l1OffsetMask)
+		if l2off == 0 || l2off&(cs-1) != 0 {
+			continue
+		}
+		rc, err := img.getRefcount(l2off >> img.clusterBits)
+		if err != nil {
+			return bad, err
+		}
+		want := ent &^ oflagCopied
+		if rc == 1 {
+			want |= oflagCopied
+		}
+		if want != ent {
+			bad++
+			if fix {
+				img.l1[i] = want
+				if err := img.writeL1Entry(int64(i)); err != nil {
+					return bad, err
+				}
+			}
+		}
+		e, err := img.l2c.get(l2off)
+		if err != nil {
+			return bad, err
+		}
+		for j := int64(0); j < img.l2Entries; j++ {
+			l2e, _ := img.l2Entry(e.data, j)
+			host := int64(l2e & l2OffsetMask)
+			if l2e&oflagCompressed != 0 || host == 0 || host&(cs-1) != 0 {
+				continue
+			}
+			rc, err := img.getRefcount(host >> img.clusterBits)
+			if err != nil {
+				return bad, err
+			}
+			want := l2e &^ oflagCopied
+			if rc == 1 {
+				want |= oflagCopied
+			}
+			if want != l2e {
+				bad++
+				if fix {
+					img.setL2Entry(e.data, j, want)
+					e.dirty = true
+				}
+			}
+		}
+	}
+	return bad, nil
+}
+
+// rebuildRefcounts replaces the refcount table and blocks with new ones
+// computed from the references, placed after everything else in the file
+// (QEMU's rebuild_refcount_structure). The old structures become free.
+func (img *Image) rebuildRefcounts() error {
+	var res block.CheckResult
+	s, _, err := img.scan(&res, false)
+	if err != nil {
+		return err
+	}
+	refs := s.refs
+	for i, r := range refs {
+		if uint64(r) > img.maxRefcount() {
+			return fmt.Errorf("cluster %d has %d references, more than %d-bit refcounts hold", i, r, img.rcBits)
+		}
+	}
+	cs, E := img.clusterSize, img.rbEntries
+	// The new structures go after the end of the file, so that the old
+	// ones stay intact until the header points elsewhere.
+	end := int64(len(refs))
+	a := end
+	k, tc := int64(1), int64(1)
+	for {
+		total := a + k + tc
+		nk := (total + E - 1) / E
+		ntc := (nk*8 + cs - 1) / cs
+		if nk <= k && ntc <= tc {
+			break
+		}
+		k, tc = max(k, nk), max(tc, ntc)
+	}
+	total := a + k + tc
+	counts := make([]uint32, total)
+	copy(counts, refs[:end])
+	for c := a; c < total; c++ {
+		counts[c] = 1
+	}
+	table := make([]uint64, tc*cs/8)
+	blk := make([]byte, cs)
+	for j := int64(0); j < k; j++ {
+		clear(blk)
+		for c := j * E; c < min((j+1)*E, total); c++ {
+			img.setRefcountAt(blk, c-j*E, uint64(counts[c]))
+		}
+		off := (a + j) * cs
+		if err := img.writeMeta(blk, off); err != nil {
+			return fmt.Errorf("writing refcount block: %w", err)
+		}
+		table[j] = uint64(off)
+	}
+	raw := make([]byte, tc*cs)
+	for i, v := range table {
+		binary.BigEndian.PutUint64(raw[i*8:], v)
+	}
+	tableOff := (a + k) * cs
+	if err := img.writeMeta(raw, tableOff); err != nil {
+		return fmt.Errorf("writing refcount table: %w", err)
+	}
+	if err := img.sync(); err != nil {
+		return err
+	}
+	var hb [12]byte
+	binary.BigEndian.PutUint64(hb[0:], uint64(tableOff))
+	binary.BigEndian.PutUint32(hb[8:], uint32(tc))
+	if err := img.writeMeta(hb[:], 48); err != nil {
+		return fmt.Errorf("updating refcount table location: %w", err)
+	}
+	if err := img.sync(); err != nil {
+		return err
+	}
+	img.rbc.reset()
+	img.rt = table
+	img.hdr.rtOff, img.hdr.rtClusters = uint64(tableOff), uint32(tc)
+	img.freeHint = 0
+	img.freeByte = 0
+	return nil
+}

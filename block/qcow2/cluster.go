@@ -1,0 +1,315 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// L1/L2 entry bits (spec "Cluster mapping").
+const (
+	oflagCopied     = 1 << 63
+	oflagCompressed = 1 << 62
+	oflagZero       = 1 << 0
+	l1OffsetMask    = 0x00fffffffffffe00
+	l2OffsetMask    = 0x00fffffffffffe00
+	subclusters     = 32 // per cluster with extended L2 entries
+)
+
+// mapKind is what a guest range resolves to.
+type mapKind uint8
+
+const (
+	mapUnallocated mapKind = iota // read from the backing file (or zeroes)
+	mapZero                       // reads as zeroes
+	mapData                       // data at host offset
+	mapCompressed                 // compressed cluster, descriptor in l2e
+)
+
+// mapping is the answer to "where is this guest range", computed under the
+// metadata lock so that data I/O can run without it.
+type mapping struct {
+	kind   mapKind
+	host   int64  // mapData: host offset of the first byte
+	length int64  // bytes of guest range covered, > 0
+	l2e    uint64 // the raw L2 entry (compressed descriptor, copied flag)
+	// writable: mapData whose clusters all have refcount 1 (copied flag)
+	// and no zero flag, so the range can be overwritten in place.
+	writable bool
+}
+
+// l2Index splits a guest offset into L1 and L2 indices.
+func (img *Image) l2Index(off int64) (l1i, l2i int64) {
+	c := off >> img.clusterBits
+	return c / img.l2Entries, c % img.l2Entries
+}
+
+// l2Entry reads entry i (and, with extended L2, its subcluster bitmap).
+func (img *Image) l2Entry(tbl []byte, i int64) (uint64, uint64) {
+	if img.extL2 {
+		return binary.BigEndian.Uint64(tbl[i*16:]), binary.BigEndian.Uint64(tbl[i*16+8:])
+	}
+	return binary.BigEndian.Uint64(tbl[i*8:]), 0
+}
+
+func (img *Image) setL2Entry(tbl []byte, i int64, v uint64) {
+	binary.BigEndian.PutUint64(tbl[i<<img.l2EntryShift:], v)
+}
+
+// l2TableOffset returns the validated L2 table offset from L1 entry l1i (0
+// when unallocated).
+func (img *Image) l2TableOffset(l1 []uint64, l1i int64) (int64, error) {
+	if l1i >= int64(len(l1)) {
+		return 0, nil
+	}
+	off := int64(l1[l1i] & l1OffsetMask)
+	if off&(img.clusterSize-1) != 0 {
+		return 0, corruptf("L2 table offset %#x (L1 index %d) is not cluster aligned", off, l1i)
+	}
+	if off != 0 && off < img.clusterSize {
+		return 0, corruptf("L2 table at offset %#x overlaps the header", off)
+	}
+	return off, nil
+}
+
+// resolve maps the guest range [off, off+n) (n > 0, inside the disk) to
+// its first run of uniform kind. Contiguous clusters of one kind within one
+// L2 table are coalesced. Runs under img.mu.
+func (img *Image) resolve(off, n int64) (mapping, error) {
+	cs := img.clusterSize
+	l1i, l2i := img.l2Index(off)
+	inCluster := off & (cs - 1)
+	// Bytes until the end of this L2 table's range, capped at n.
+	limit := min(n, (img.l2Entries-l2i)*cs-inCluster)
+	l2off, err := img.l2TableOffset(img.l1, l1i)
+	if err != nil {
+		return mapping{}, err
+	}
+	if l2off == 0 {
+		return mapping{kind: mapUnallocated, length: limit}, nil
+	}
+	e, err := img.l2c.get(l2off)
+	if err != nil {
+		return mapping{}, err
+	}
+	tbl := e.data
+	first, bitmap := img.l2Entry(tbl, l2i)
+	m, err := img.classify(first, bitmap, off)
+	if err != nil {
+		return m, err
+	}
+	if img.extL2 && m.kind != mapCompressed {
+		return m, nil // subcluster runs are not coalesced across clusters
+	}
+	m.length = min(cs-inCluster, limit)
+	if m.kind == mapCompressed {
+		return m, nil
+	}
+	for i := l2i + 1; m.length < limit; i++ {
+		next, _ := img.l2Entry(tbl, i)
+		nm, err := img.classify(next, 0, 0)
+		if err != nil || nm.kind != m.kind {
+			break
+		}
+		if m.kind == mapData {
+			if nm.host != m.host-inCluster+(i-l2i)*cs || nm.writable != m.writable {
+				break
+			}
+		}
+		m.length = min(m.length+cs, limit)
+	}
+	return m, nil
+}
+
+// classify decodes one L2 entry for the guest offset off.
+func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
+	cs := img.clusterSize
+	m := mapping{l2e: l2e}
+	if l2e&oflagCompressed != 0 {
+		if img.extL2 && bitmap != 0 {
+			return m, corruptf("compressed cluster entry %#x has a non-zero subcluster bitmap", l2e)
+		}
+		m.kind = mapCompressed
+		return m, nil
+	}
+	host := int64(l2e & l2OffsetMask)
+	if host&(cs-1) != 0 {
+		return m, corruptf("cluster allocation offset %#x unaligned (L2 entry %#x)", host, l2e)
+	}
+	if host != 0 && host < cs {
+		return m, corruptf("data cluster at offset %#x overlaps the header", host)
+	}
+	if img.extL2 {
+		return img.classifySubcluster(host, bitmap, off)
+	}
+	switch {
+	case l2e&oflagZero != 0:
+		m.kind = mapZero
+	case host == 0:
+		m.kind = mapUnallocated
+	default:
+		m.kind = mapData
+		m.host = host + off&(cs-1)
+		m.writable = l2e&oflagCopied != 0
+	}
+	return m, nil
+}
+
+// classifySubcluster decodes an extended L2 entry: bits 0-31 of the bitmap
+// say "allocated", bits 32-63 "reads as zeroes", per subcluster. The run is
+// extended over following subclusters of the same state.
+func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64) (mapping, error) {
+	cs := img.clusterSize
+	sc := cs / subclusters
+	inCluster := off & (cs - 1)
+	state := func(i int64) (mapKind, error) {
+		alloc, zero := bitmap>>i&1 != 0, bitmap>>(32+i)&1 != 0
+		switch {
+		case alloc && zero:
+			return 0, corruptf("subcluster %d is both allocated and zero (bitmap %#x)", i, bitmap)
+		case alloc:
+			if host == 0 {
+				return 0, corruptf("subcluster %d allocated in an unallocated cluster", i)
+			}
+			return mapData, nil
+		case zero:
+			return mapZero, nil
+		}
+		return mapUnallocated, nil
+	}
+	first := inCluster / sc
+	k, err := state(first)
+	if err != nil {
+		return mapping{}, err
+	}
+	end := first + 1
+	for ; end < subclusters; end++ {
+		if s, err := state(end); err != nil || s != k {
+			break
+		}
+	}
+	m := mapping{kind: k, length: end*sc - inCluster}
+	if k == mapData {
+		m.host = host + inCluster
+	}
+	return m, nil
+}
+
+// loadL1 reads an L1 table of n entries at off.
+func (img *Image) loadL1(off int64, n uint32) ([]uint64, error) {
+	raw := make([]byte, int64(n)*8)
+	if err := img.readMeta(raw, off); err != nil {
+		return nil, fmt.Errorf("reading L1 table at %#x: %w", off, err)
+	}
+	l1 := make([]uint64, n)
+	for i := range l1 {
+		l1[i] = binary.BigEndian.Uint64(raw[i*8:])
+	}
+	return l1, nil
+}
+
+// writeL1Entry writes active L1 entry i through to disk.
+func (img *Image) writeL1Entry(i int64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], img.l1[i])
+	if err := img.writeMeta(b[:], int64(img.hdr.l1Off)+i*8); err != nil {
+		return fmt.Errorf("writing L1 entry %d: %w", i, err)
+	}
+	return nil
+}
+
+// l2ForWrite returns the offset of a writable (refcount 1) L2 table for L1
+// index l1i, allocating a new table or copying a shared one (QEMU's
+// l2_allocate). Order: refcounts, new table, L1 entry, then the old
+// table's reference is dropped.
+func (img *Image) l2ForWrite(l1i int64) (int64, error) {
+	if l1i >= int64(len(img.l1)) {
+		return 0, fmt.Errorf("guest offset beyond the L1 table (index %d of %d)", l1i, len(img.l1))
+	}
+	old, err := img.l2TableOffset(img.l1, l1i)
+	if err != nil {
+		return 0, err
+	}
+	if old != 0 && img.l1[l1i]&oflagCopied != 0 {
+		return old, nil
+	}
+	var saved []byte
+	if old != 0 {
+		e, err := img.l2c.get(old)
+		if err != nil {
+			return 0, err
+		}
+		saved = append(img.scratchTable[:0], e.data...)
+		img.scratchTable = saved
+	}
+	nw, err := img.allocClusters(1)
+	if err != nil {
+		return 0, err
+	}
+	e, err := img.l2c.getEmpty(nw)
+	if err != nil {
+		return 0, err
+	}
+	if saved != nil {
+		copy(e.data, saved)
+	}
+	if err := img.l2c.writeThrough(e); err != nil {
+		return 0, err
+	}
+	if err := img.barrier(); err != nil {
+		return 0, err
+	}
+	img.l1[l1i] = uint64(nw) | oflagCopied
+	if err := img.writeL1Entry(l1i); err != nil {
+		return 0, err
+	}
+	if old != 0 {
+		if err := img.dropRef(old); err != nil {
+			return 0, err
+		}
+	}
+	return nw, nil
+}
+
+// dropRef drops one reference to a metadata cluster, forgetting its cached
+// copy when it becomes free.
+func (img *Image) dropRef(off int64) error {
+	if err := img.addRefcount(off>>img.clusterBits, -1); err != nil {
+		return err
+	}
+	rc, err := img.getRefcount(off >> img.clusterBits)
+	if err == nil && rc == 0 {
+		img.l2c.drop(off)
+	}
+	return err
+}
+
+// compressedRange returns the host byte range of a compressed cluster
+// descriptor (spec "Compressed Clusters Descriptor").
+func (img *Image) compressedRange(l2e uint64) (off, size int64) {
+	x := 62 - (img.clusterBits - 8)
+	desc := l2e & (1<<62 - 1)
+	off = int64(desc & (1<<x - 1))
+	sectors := int64(desc>>x) + 1
+	size = sectors*512 - off&511
+	return off, size
+}
+
+// releaseEntry drops the references an L2 entry held (data or compressed
+// clusters). The L2 change must already be on disk.
+func (img *Image) releaseEntry(l2e uint64) error {
+	if l2e&oflagCompressed != 0 {
+		off, size := img.compressedRange(l2e)
+		first := off >> img.clusterBits
+		last := (off + size - 1) >> img.clusterBits
+		for c := first; c <= last; c++ {
+			if err := img.addRefcount(c, -1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if host := int64(l2e & l2OffsetMask); host != 0 {
+		return img.addRefcount(host>>img.clusterBits, -1)
+	}
+	return nil
+}

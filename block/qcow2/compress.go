@@ -1,0 +1,212 @@
+package qcow2
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compressed clusters: raw deflate (as QEMU's qcow2_zlib_compress, window
+// bits -12) or zstd frames (compression_type 1).
+
+const deflateWindow = 1 << 12
+
+var (
+	zstdDecOnce sync.Once
+	zstdDec     *zstd.Decoder
+	zstdEncOnce sync.Once
+	zstdEnc     *zstd.Encoder
+)
+
+func zstdDecoder() *zstd.Decoder {
+	zstdDecOnce.Do(func() {
+		// Cap the window so a hostile frame cannot make us allocate much.
+		zstdDec, _ = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(4<<maxClusterBits), zstd.WithDecoderConcurrency(0))
+	})
+	return zstdDec
+}
+
+func zstdEncoder() *zstd.Encoder {
+	zstdEncOnce.Do(func() {
+		zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
+	})
+	return zstdEnc
+}
+
+// readCompressed decompresses the cluster described by l2e into buf
+// (cluster sized).
+func (img *Image) readCompressed(buf []byte, l2e uint64) error {
+	off, size := img.compressedRange(l2e)
+	if off < img.clusterSize || size <= 0 || size > 2*img.clusterSize+512 {
+		return corruptf("compressed cluster descriptor %#x is out of range", l2e)
+	}
+	cp := make([]byte, size)
+	n, err := img.f.ReadAt(cp, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reading compressed cluster at %#x: %w", off, err)
+	}
+	// QEMU tolerates a short read at the end of the file: the sector count
+	// is rounded up.
+	cp = cp[:n]
+	if err := decompress(img.hdr.compressionType, buf, cp); err != nil {
+		return fmt.Errorf("decompressing cluster at %#x: %w", off, err)
+	}
+	return nil
+}
+
+// decompress fills out exactly from the compressed bytes in.
+func decompress(ctype uint8, out, in []byte) error {
+	switch ctype {
+	case compressionZlib:
+		r := flate.NewReader(bytes.NewReader(in))
+		defer r.Close()
+		if _, err := io.ReadFull(r, out); err != nil {
+			return fmt.Errorf("deflate data: %w", err)
+		}
+		return nil
+	case compressionZstd:
+		d := zstdDecoder()
+		if d == nil {
+			return errors.New("zstd decoder unavailable")
+		}
+		// Decode frame by frame into a bounded buffer.
+		res, err := d.DecodeAll(in, make([]byte, 0, len(out)))
+		if err != nil && len(res) < len(out) {
+			return fmt.Errorf("zstd data: %w", err)
+		}
+		if len(res) < len(out) {
+			return fmt.Errorf("zstd data decompresses to %d bytes, want %d", len(res), len(out))
+		}
+		copy(out, res)
+		return nil
+	}
+	return fmt.Errorf("unknown compression type %d", ctype)
+}
+
+// compress returns the compressed form of a cluster, or nil when it does
+// not shrink (QEMU then writes the cluster uncompressed).
+func compress(ctype uint8, in []byte) ([]byte, error) {
+	var out []byte
+	switch ctype {
+	case compressionZlib:
+		var b bytes.Buffer
+		// QEMU inflates with a 4 KiB window (inflateInit2(-12)), so no
+		// back-reference may reach further.
+		w, err := flate.NewWriterWindow(&b, deflateWindow)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(in); err != nil {
+			return nil, err
+		}
+		if err := w.Close(); err != nil {
+			return nil, err
+		}
+		out = b.Bytes()
+	case compressionZstd:
+		out = zstdEncoder().EncodeAll(in, nil)
+	default:
+		return nil, fmt.Errorf("unknown compression type %d", ctype)
+	}
+	if len(out) >= len(in) {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// WriteCompressed writes one whole cluster compressed at a cluster-aligned
+// guest offset (the last cluster of the disk may be short). The target
+// cluster is overwritten whatever it held, as qemu-img convert -c does.
+func (img *Image) WriteCompressed(p []byte, off int64) error {
+	if img.readOnly {
+		return errReadOnly
+	}
+	cs := img.clusterSize
+	if off&(cs-1) != 0 || int64(len(p)) > cs {
+		return fmt.Errorf("compressed write at %d+%d is not one aligned cluster", off, len(p))
+	}
+	if err := img.checkRange(off, int64(len(p))); err != nil {
+		return err
+	}
+	if int64(len(p)) < cs && off+int64(len(p)) != img.Size() {
+		return fmt.Errorf("short compressed write at %d+%d must end at the disk end", off, len(p))
+	}
+	in := p
+	if int64(len(p)) < cs {
+		in = make([]byte, cs)
+		copy(in, p)
+	}
+	data, err := compress(img.hdr.compressionType, in)
+	if err != nil {
+		return err
+	}
+	if data == nil {
+		_, err := img.WriteAt(p, off)
+		return err
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	for len(img.inflight) > 0 {
+		img.idle.Wait()
+	}
+	hostOff, err := img.allocBytes(int64(len(data)))
+	if err != nil {
+		return err
+	}
+	if _, err := img.f.WriteAt(data, hostOff); err != nil {
+		return fmt.Errorf("writing compressed cluster at %#x: %w", hostOff, err)
+	}
+	l1i, l2i := img.l2Index(off)
+	l2off, err := img.l2ForWrite(l1i)
+	if err != nil {
+		return err
+	}
+	e, err := img.l2c.get(l2off)
+	if err != nil {
+		return err
+	}
+	old, _ := img.l2Entry(e.data, l2i)
+	x := 62 - (img.clusterBits - 8)
+	sectors := (hostOff+int64(len(data))-1)>>9 - hostOff>>9
+	img.setL2Entry(e.data, l2i, oflagCompressed|uint64(sectors)<<x|uint64(hostOff))
+	e.dirty = true
+	if old&oflagCompressed != 0 || old&l2OffsetMask != 0 {
+		if err := img.l2c.writeThrough(e); err != nil {
+			return err
+		}
+		if err := img.barrier(); err != nil {
+			return err
+		}
+		return img.releaseEntry(old)
+	}
+	return nil
+}
+
+// allocBytes reserves n bytes for compressed data, packing them after the
+// previous compressed cluster like qcow2_alloc_bytes: every host cluster
+// the range touches gets one more reference.
+func (img *Image) allocBytes(n int64) (int64, error) {
+	cs := img.clusterSize
+	if fb := img.freeByte; fb != 0 && fb&(cs-1) != 0 {
+		room := cs - fb&(cs-1)
+		if n <= room {
+			if err := img.addRefcount(fb>>img.clusterBits, 1); err != nil {
+				return 0, err
+			}
+			img.freeByte = fb + n
+			return fb, nil
+		}
+	}
+	clusters := (n + cs - 1) / cs
+	off, err := img.allocClusters(clusters)
+	if err != nil {
+		return 0, err
+	}
+	img.freeByte = off + n
+	return off, nil
+}

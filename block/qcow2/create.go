@@ -1,0 +1,221 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+// Defaults as qemu-img create.
+const (
+	defaultClusterSize  = 64 << 10
+	defaultRefcountBits = 16
+)
+
+// Create writes a new, empty qcow2 image: header, a one-cluster refcount
+// table and one refcount block; the L1 table, preallocation and everything
+// else are then laid out by the engine itself (Resize, allocation), so the
+// created file follows the same rules as any later change.
+func Create(path string, o block.CreateOptions) (err error) {
+	h, size, err := createHeader(path, o)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(path)
+			err = fmt.Errorf("creating %s: %w", path, err)
+		}
+	}()
+	cs := int64(1) << h.clusterBits
+	hb, err := h.encode()
+	if err != nil {
+		return err
+	}
+	// Cluster 0: header, 1: refcount table, 2: refcount block.
+	buf := make([]byte, 3*cs)
+	copy(buf, hb)
+	binary.BigEndian.PutUint64(buf[cs:], uint64(2*cs))
+	img := &Image{rcBits: 1 << h.refcountOrder}
+	for i := int64(0); i < 3; i++ {
+		img.setRefcountAt(buf[2*cs:], i, 1)
+	}
+	if _, err := f.WriteAt(buf, 0); err != nil {
+		return err
+	}
+	im, err := openFile(f, path, block.Options{NoBacking: true}, true)
+	if err != nil {
+		return err
+	}
+	if err := im.Resize(size); err != nil {
+		return err
+	}
+	if err := im.preallocate(o.Preallocation); err != nil {
+		return err
+	}
+	return im.Close()
+}
+
+// createHeader validates the options and builds the header (with size 0;
+// Create grows it to the returned size with Resize).
+func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
+	if o.Size < 0 {
+		return nil, 0, fmt.Errorf("invalid size %d", o.Size)
+	}
+	cs := o.ClusterSize
+	if cs == 0 {
+		cs = defaultClusterSize
+	}
+	if cs < 1<<minClusterBits || cs > 1<<maxClusterBits || cs&(cs-1) != 0 {
+		return nil, 0, fmt.Errorf("cluster size must be a power of two between 512 and 2M, not %d", cs)
+	}
+	h := &header{version: 3, clusterBits: uint32(bits.TrailingZeros64(uint64(cs))), refcountOrder: 4}
+	switch o.Compat {
+	case "", "1.1", "v3":
+	case "0.10", "v2":
+		h.version = 2
+	default:
+		return nil, 0, fmt.Errorf("invalid compat value %q (want 0.10 or 1.1)", o.Compat)
+	}
+	rb := o.RefcountBits
+	if rb == 0 {
+		rb = defaultRefcountBits
+	}
+	if rb < 1 || rb > 64 || rb&(rb-1) != 0 {
+		return nil, 0, fmt.Errorf("refcount_bits must be a power of two up to 64, not %d", rb)
+	}
+	h.refcountOrder = uint32(bits.TrailingZeros(uint(rb)))
+	if h.version == 2 {
+		switch {
+		case rb != 16:
+			return nil, 0, errors.New("different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
+		case o.LazyRefcounts:
+			return nil, 0, errors.New("lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
+		case o.ExtendedL2:
+			return nil, 0, errors.New("extended L2 entries are only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
+		case o.CompressionType != "" && o.CompressionType != "zlib":
+			return nil, 0, errors.New("compression_type requires compatibility level 1.1 or above (use compat=1.1 or greater)")
+		}
+	}
+	if o.LazyRefcounts {
+		h.compat |= compatLazyRefcounts
+	}
+	if o.ExtendedL2 {
+		if cs < 16<<10 {
+			return nil, 0, errors.New("extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+		}
+		h.incompat |= incompatExtendedL2
+	}
+	switch o.CompressionType {
+	case "", "zlib":
+	case "zstd":
+		h.incompat |= incompatCompressed
+		h.compressionType = compressionZstd
+	default:
+		return nil, 0, fmt.Errorf("unknown compression type %q (want zlib or zstd)", o.CompressionType)
+	}
+	h.rtOff, h.rtClusters = uint64(cs), 1
+	if o.BackingFile != "" {
+		h.backingFile = o.BackingFile
+		h.backingFormat = o.BackingFormat
+		if o.Size == 0 || h.backingFormat == "" {
+			b, err := block.Open(block.ResolveBacking(path, o.BackingFile), block.Options{ReadOnly: true, Format: o.BackingFormat})
+			if err != nil {
+				return nil, 0, fmt.Errorf("could not open backing file: %w", err)
+			}
+			if h.backingFormat == "" {
+				h.backingFormat = b.Format()
+			}
+			if o.Size == 0 {
+				o.Size = b.Size()
+			}
+			b.Close()
+		}
+	}
+	switch o.Preallocation {
+	case "", "off", "metadata", "falloc", "full":
+	default:
+		return nil, 0, fmt.Errorf("invalid preallocation mode %q", o.Preallocation)
+	}
+	if o.Preallocation != "" && o.Preallocation != "off" && o.BackingFile != "" {
+		return nil, 0, errors.New("backing_file and preallocation can only be used at the same time if extended_l2 is on")
+	}
+	if o.ExtendedL2 && o.Preallocation != "" && o.Preallocation != "off" {
+		return nil, 0, errors.New("preallocation of images with extended_l2 is not supported")
+	}
+	if len(h.backingFile) > maxBackingNameLen {
+		return nil, 0, fmt.Errorf("backing file name is too long (%d bytes)", len(h.backingFile))
+	}
+	// qemu-img rounds the size up to whole 512-byte sectors.
+	return h, (o.Size + 511) &^ 511, nil
+}
+
+// preallocate allocates (and for falloc/full, reserves or writes) a host
+// cluster for every guest cluster, in large contiguous runs.
+func (img *Image) preallocate(mode string) error {
+	if mode == "" || mode == "off" {
+		return nil
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	cs := img.clusterSize
+	size := int64(img.hdr.size)
+	var end int64
+	for off := int64(0); off < size; {
+		l1i, l2i := img.l2Index(off)
+		k := min((size-off+cs-1)/cs, img.l2Entries-l2i)
+		l2off, err := img.l2ForWrite(l1i)
+		if err != nil {
+			return err
+		}
+		host, err := img.allocClusters(k)
+		if err != nil {
+			return err
+		}
+		e, err := img.l2c.get(l2off)
+		if err != nil {
+			return err
+		}
+		for i := int64(0); i < k; i++ {
+			img.setL2Entry(e.data, l2i+i, uint64(host+i*cs)|oflagCopied)
+		}
+		e.dirty = true
+		end = max(end, host+k*cs)
+		if mode == "full" {
+			if err := writeZeroRange(img.f, host, k*cs); err != nil {
+				return err
+			}
+		}
+		off += k * cs
+	}
+	if mode == "falloc" && end > 0 {
+		if err := unix.Fallocate(int(img.f.Fd()), 0, 0, end); err != nil {
+			return fmt.Errorf("fallocate: %w", err)
+		}
+	}
+	return img.flushLocked()
+}
+
+// writeZeroRange writes literal zeroes to the file.
+func writeZeroRange(f *os.File, off, n int64) error {
+	zero := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		c := min(n, int64(len(zero)))
+		if _, err := f.WriteAt(zero[:c], off); err != nil {
+			return fmt.Errorf("writing zeroes at %#x: %w", off, err)
+		}
+		off, n = off+c, n-c
+	}
+	return nil
+}

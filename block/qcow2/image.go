@@ -1,0 +1,374 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	block.Register(block.Format{
+		Name:   "qcow2",
+		Probe:  Probe,
+		Open:   func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
+		Create: Create,
+	})
+}
+
+// Probe reports whether head starts with the qcow2 magic.
+func Probe(head []byte) bool {
+	return len(head) >= 4 && string(head[:4]) == Magic
+}
+
+// Default cache sizes, as QEMU's l2-cache-size (1 MiB) and a refcount cache
+// a quarter of that.
+const defaultCacheSize = 1 << 20
+
+// Image is an open qcow2 image.
+//
+// Locking: mu guards all metadata (header, L1, refcount table, both caches,
+// inflight). Data I/O runs without mu on host ranges resolved under it.
+// Guest clusters being allocated are listed in inflight so that a second
+// writer to the same cluster waits instead of allocating twice.
+type Image struct {
+	f        *os.File
+	path     string
+	readOnly bool
+	backing  block.Image
+
+	clusterSize  int64
+	clusterBits  uint32
+	l2Entries    int64 // entries per L2 table
+	l2EntryShift uint32
+	extL2        bool
+	rcBits       uint32
+	rbEntries    int64 // refcount entries per refcount block
+
+	mu           sync.Mutex
+	hdr          *header
+	l1           []uint64
+	rt           []uint64
+	l2c, rbc     *tableCache
+	freeHint     int64 // lowest host cluster index that may be free
+	freeByte     int64 // next free byte for compressed data (0: none)
+	dirtyMarked  bool  // the dirty bit is set on disk (lazy refcounts)
+	inflight     map[int64]chan struct{}
+	idle         *sync.Cond // signalled when inflight empties
+	scratchTable []byte
+	closed       bool
+
+	bufPool sync.Pool // cluster-sized []byte
+}
+
+// Open opens a qcow2 image file.
+func Open(path string, opts block.Options) (*Image, error) {
+	flags := os.O_RDWR
+	if opts.ReadOnly {
+		flags = os.O_RDONLY
+	}
+	// opts.DirectIO is not honoured: metadata updates are sub-sector
+	// writes, which O_DIRECT refuses; the page cache is used.
+	f, err := os.OpenFile(path, flags, 0)
+	if err != nil {
+		return nil, err
+	}
+	img, err := openFile(f, path, opts, false)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening qcow2 image %s: %w", path, err)
+	}
+	return img, nil
+}
+
+// openFile opens an image on f; creating lets Create lay out metadata of
+// formats (extended L2) whose data writes are refused.
+func openFile(f *os.File, path string, opts block.Options, creating bool) (*Image, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, min(st.Size(), 1<<maxClusterBits))
+	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("reading header: %w", err)
+	}
+	h, err := parseHeader(head, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{
+		f: f, path: path, readOnly: opts.ReadOnly, hdr: h,
+		clusterBits: h.clusterBits, clusterSize: 1 << h.clusterBits,
+		rcBits: 1 << h.refcountOrder, extL2: h.incompat&incompatExtendedL2 != 0,
+		inflight: map[int64]chan struct{}{},
+	}
+	img.idle = sync.NewCond(&img.mu)
+	img.l2EntryShift = h.l2EntryBits()
+	img.l2Entries = img.clusterSize >> img.l2EntryShift
+	img.rbEntries = img.clusterSize * 8 / int64(img.rcBits)
+	img.bufPool.New = func() any { b := make([]byte, img.clusterSize); return &b }
+	if !opts.ReadOnly {
+		if h.incompat&incompatCorrupt != 0 {
+			return nil, errors.New("image is marked corrupt (incompatible feature bit 1); it can only be opened read-only")
+		}
+		if img.extL2 && !creating {
+			return nil, errors.New("writing qcow2 images with extended_l2 is not supported (open read-only)")
+		}
+	}
+	cacheSize := opts.CacheSize
+	if cacheSize <= 0 {
+		cacheSize = defaultCacheSize
+	}
+	img.rbc = newTableCache(img, "refcount block", int(cacheSize/4/img.clusterSize))
+	img.l2c = newTableCache(img, "L2 table", int(cacheSize/img.clusterSize))
+	img.l2c.depends = img.rbc
+	img.l2c.noBarrier = h.compat&compatLazyRefcounts != 0
+	if img.l1, err = img.loadL1(int64(h.l1Off), h.l1Size); err != nil {
+		return nil, err
+	}
+	if err := img.loadRefcountTable(); err != nil {
+		return nil, err
+	}
+	if !opts.ReadOnly {
+		if err := img.openWritable(); err != nil {
+			return nil, err
+		}
+	}
+	if h.backingFile != "" {
+		if img.backing, err = block.OpenBacking(path, h.backingFile, h.backingFormat, opts); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
+// openWritable clears unknown autoclear bits and repairs an image left
+// dirty by lazy refcounts, as qcow2_do_open does.
+func (img *Image) openWritable() error {
+	h := img.hdr
+	if h.autoclear&^autoclearKnown != 0 {
+		h.autoclear &= autoclearKnown
+		if err := img.writeHeader(); err != nil {
+			return err
+		}
+	}
+	if h.incompat&incompatDirty != 0 {
+		img.dirtyMarked = true
+		if _, err := img.check(block.RepairAll); err != nil {
+			return fmt.Errorf("repairing refcounts of a dirty image: %w", err)
+		}
+		if err := img.clearDirty(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeHeader rewrites the header cluster from img.hdr.
+func (img *Image) writeHeader() error {
+	buf, err := img.hdr.encode()
+	if err != nil {
+		return err
+	}
+	if err := img.writeMeta(buf, 0); err != nil {
+		return fmt.Errorf("writing header: %w", err)
+	}
+	return img.sync()
+}
+
+// writeFeatures rewrites the three feature words (v3 only).
+func (img *Image) writeFeatures() error {
+	if img.hdr.version < 3 {
+		return nil
+	}
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[0:], img.hdr.incompat)
+	binary.BigEndian.PutUint64(b[8:], img.hdr.compat)
+	binary.BigEndian.PutUint64(b[16:], img.hdr.autoclear)
+	if err := img.writeMeta(b[:], 72); err != nil {
+		return fmt.Errorf("writing feature bits: %w", err)
+	}
+	return img.sync()
+}
+
+// markDirty sets the dirty bit before the first metadata change of an
+// image with lazy refcounts.
+func (img *Image) markDirty() error {
+	if img.dirtyMarked || img.hdr.compat&compatLazyRefcounts == 0 || img.hdr.version < 3 {
+		return nil
+	}
+	img.dirtyMarked = true
+	img.hdr.incompat |= incompatDirty
+	return img.writeFeatures()
+}
+
+// clearDirty flushes everything and clears the dirty bit.
+func (img *Image) clearDirty() error {
+	if !img.dirtyMarked {
+		return nil
+	}
+	if err := img.flushLocked(); err != nil {
+		return err
+	}
+	img.hdr.incompat &^= incompatDirty
+	if err := img.writeFeatures(); err != nil {
+		return err
+	}
+	img.dirtyMarked = false
+	return nil
+}
+
+func (img *Image) readMeta(p []byte, off int64) error {
+	_, err := img.f.ReadAt(p, off)
+	if errors.Is(err, io.EOF) {
+		return corruptf("metadata at %#x+%d lies beyond the end of the file", off, len(p))
+	}
+	return err
+}
+
+func (img *Image) writeMeta(p []byte, off int64) error {
+	_, err := img.f.WriteAt(p, off)
+	return err
+}
+
+func (img *Image) sync() error {
+	if err := img.f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", img.path, err)
+	}
+	return nil
+}
+
+// barrier orders metadata writes as QEMU's bdrv_flush between dependent
+// updates; lazy refcounts make it unnecessary.
+func (img *Image) barrier() error {
+	if img.hdr.compat&compatLazyRefcounts != 0 {
+		return nil
+	}
+	return img.sync()
+}
+
+// flushLocked writes dirty refcount blocks, then dirty L2 tables, then syncs.
+func (img *Image) flushLocked() error {
+	if img.readOnly {
+		return nil
+	}
+	if _, err := img.l2c.flush(); err != nil {
+		return err
+	}
+	if _, err := img.rbc.flush(); err != nil {
+		return err
+	}
+	return img.sync()
+}
+
+// Flush makes every completed write durable.
+func (img *Image) Flush() error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.closed {
+		return errors.New("qcow2 image is closed")
+	}
+	return img.flushLocked()
+}
+
+// Close flushes, clears the dirty bit and closes the file and backing chain.
+func (img *Image) Close() error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.closed {
+		return nil
+	}
+	for len(img.inflight) > 0 {
+		img.idle.Wait()
+	}
+	img.closed = true
+	var errs []error
+	if !img.readOnly {
+		errs = append(errs, img.flushLocked(), img.clearDirty())
+	}
+	errs = append(errs, img.f.Close())
+	if img.backing != nil {
+		errs = append(errs, img.backing.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Size is the virtual disk size.
+func (img *Image) Size() int64 {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return int64(img.hdr.size)
+}
+
+func (img *Image) Format() string       { return "qcow2" }
+func (img *Image) Backing() block.Image { return img.backing }
+func (img *Image) ReadOnly() bool       { return img.readOnly }
+func (img *Image) Filename() string     { return img.path }
+
+// ClusterSize is the cluster size in bytes.
+func (img *Image) ClusterSize() int64 { return img.clusterSize }
+
+func (img *Image) getBuf() *[]byte  { return img.bufPool.Get().(*[]byte) }
+func (img *Image) putBuf(b *[]byte) { img.bufPool.Put(b) }
+
+// checkRange validates a guest I/O range.
+func (img *Image) checkRange(off, n int64) error {
+	if off < 0 || n < 0 || off+n < off {
+		return fmt.Errorf("invalid range %d+%d", off, n)
+	}
+	if size := img.Size(); off+n > size {
+		return fmt.Errorf("range %d+%d beyond the disk size %d: %w", off, n, size, io.EOF)
+	}
+	return nil
+}
+
+// ReadAt reads guest data; unallocated ranges come from the backing file.
+func (img *Image) ReadAt(p []byte, off int64) (int, error) {
+	if err := img.checkRange(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		img.mu.Lock()
+		m, err := img.resolve(off+int64(done), int64(len(p)-done))
+		img.mu.Unlock()
+		if err != nil {
+			return done, err
+		}
+		chunk := p[done : done+int(m.length)]
+		if err := img.readMapped(chunk, off+int64(done), m); err != nil {
+			return done, err
+		}
+		done += len(chunk)
+	}
+	return done, nil
+}
+
+// readMapped reads one resolved run without the metadata lock.
+func (img *Image) readMapped(p []byte, off int64, m mapping) error {
+	switch m.kind {
+	case mapZero:
+		clear(p)
+	case mapUnallocated:
+		return block.ReadBacking(img.backing, p, off)
+	case mapData:
+		if _, err := img.f.ReadAt(p, m.host); err != nil {
+			if errors.Is(err, io.EOF) {
+				return corruptf("data at host offset %#x lies beyond the end of the file", m.host)
+			}
+			return fmt.Errorf("reading data at %#x: %w", m.host, err)
+		}
+	case mapCompressed:
+		bp := img.getBuf()
+		defer img.putBuf(bp)
+		if err := img.readCompressed(*bp, m.l2e); err != nil {
+			return err
+		}
+		copy(p, (*bp)[off&(img.clusterSize-1):])
+	}
+	return nil
+}

@@ -1,0 +1,342 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Refcount table entries keep bits 9-63 (spec "Host cluster management").
+const reftOffsetMask = 0xfffffffffffffe00
+
+// Refcount handling, like qcow2-refcount.c. Every function here runs under
+// Image.mu. Refcount blocks live in img.rbc; the refcount table is held in
+// memory (img.rt) and written through entry by entry.
+
+// refcountAt decodes entry i of a refcount block of width img.rcBits.
+func (img *Image) refcountAt(blk []byte, i int64) uint64 {
+	switch w := img.rcBits; w {
+	case 64:
+		return binary.BigEndian.Uint64(blk[i*8:])
+	case 32:
+		return uint64(binary.BigEndian.Uint32(blk[i*4:]))
+	case 16:
+		return uint64(binary.BigEndian.Uint16(blk[i*2:]))
+	case 8:
+		return uint64(blk[i])
+	default: // 1, 2, 4 bits: bit 0 is the least significant bit of a byte
+		bit := uint64(i) * uint64(w)
+		return uint64(blk[bit/8]>>(bit%8)) & (1<<w - 1)
+	}
+}
+
+func (img *Image) setRefcountAt(blk []byte, i int64, v uint64) {
+	switch w := img.rcBits; w {
+	case 64:
+		binary.BigEndian.PutUint64(blk[i*8:], v)
+	case 32:
+		binary.BigEndian.PutUint32(blk[i*4:], uint32(v))
+	case 16:
+		binary.BigEndian.PutUint16(blk[i*2:], uint16(v))
+	case 8:
+		blk[i] = byte(v)
+	default:
+		bit := uint64(i) * uint64(w)
+		mask := byte(1<<w-1) << (bit % 8)
+		blk[bit/8] = blk[bit/8]&^mask | byte(v<<(bit%8))&mask
+	}
+}
+
+// maxRefcount is the largest value a refcount entry holds.
+func (img *Image) maxRefcount() uint64 {
+	if img.rcBits == 64 {
+		return ^uint64(0)
+	}
+	return 1<<img.rcBits - 1
+}
+
+// refblockOffset returns the host offset of the refcount block covering
+// table index ti, 0 when it is not allocated.
+func (img *Image) refblockOffset(ti int64) (int64, error) {
+	if ti >= int64(len(img.rt)) {
+		return 0, nil
+	}
+	off := int64(img.rt[ti] & reftOffsetMask)
+	if off&(img.clusterSize-1) != 0 {
+		return 0, corruptf("refcount block offset %#x (table index %d) is not cluster aligned", off, ti)
+	}
+	return off, nil
+}
+
+// getRefcount returns the refcount of host cluster idx.
+func (img *Image) getRefcount(idx int64) (uint64, error) {
+	off, err := img.refblockOffset(idx / img.rbEntries)
+	if err != nil || off == 0 {
+		return 0, err
+	}
+	e, err := img.rbc.get(off)
+	if err != nil {
+		return 0, err
+	}
+	return img.refcountAt(e.data, idx%img.rbEntries), nil
+}
+
+// addRefcount adds delta to the refcount of host cluster idx, which must be
+// covered by an allocated refcount block.
+func (img *Image) addRefcount(idx, delta int64) error {
+	if err := img.markDirty(); err != nil {
+		return err
+	}
+	ti := idx / img.rbEntries
+	off, err := img.refblockOffset(ti)
+	if err != nil {
+		return err
+	}
+	if off == 0 {
+		// allocClusters creates blocks before it sets refcounts, so a
+		// missing block here means metadata points at an unaccounted cluster.
+		return corruptf("cluster %d has no refcount block (refcount change %+d)", idx, delta)
+	}
+	e, err := img.rbc.get(off)
+	if err != nil {
+		return err
+	}
+	i := idx % img.rbEntries
+	old := img.refcountAt(e.data, i)
+	nv := old + uint64(delta)
+	if delta < 0 && uint64(-delta) > old {
+		return corruptf("refcount of cluster %d would drop below zero (%d%+d)", idx, old, delta)
+	}
+	if delta > 0 && (nv < old || nv > img.maxRefcount()) {
+		return fmt.Errorf("refcount of cluster %d would exceed %d-bit limit", idx, img.rcBits)
+	}
+	img.setRefcountAt(e.data, i, nv)
+	e.dirty = true
+	if nv == 0 {
+		img.freeHint = min(img.freeHint, idx)
+		if img.freeByte != 0 && (img.freeByte-1)>>img.clusterBits == idx {
+			img.freeByte = 0 // never pack compressed data into a freed cluster
+		}
+	}
+	return nil
+}
+
+// isFree reports whether host cluster idx has refcount 0, and when its
+// refcount block is missing, the table index to create.
+func (img *Image) isFree(idx int64) (bool, error) {
+	ti := idx / img.rbEntries
+	off, err := img.refblockOffset(ti)
+	if err != nil {
+		return false, err
+	}
+	if off == 0 {
+		return true, nil
+	}
+	e, err := img.rbc.get(off)
+	if err != nil {
+		return false, err
+	}
+	return img.refcountAt(e.data, idx%img.rbEntries) == 0, nil
+}
+
+// allocClusters finds n contiguous free host clusters, gives each refcount
+// 1 (creating refcount blocks and growing the table as needed, QEMU's
+// alloc_clusters_noref + update_refcount) and returns the host offset.
+func (img *Image) allocClusters(n int64) (int64, error) {
+	if img.readOnly {
+		return 0, fmt.Errorf("image is read-only")
+	}
+	for {
+		start, err := img.findFree(n)
+		if err != nil {
+			return 0, err
+		}
+		// Every refcount block covering [start, start+n) must exist before
+		// the refcounts can be set; creating one consumes a free cluster,
+		// so search again afterwards.
+		missing := int64(-1)
+		for ti := start / img.rbEntries; ti <= (start+n-1)/img.rbEntries; ti++ {
+			off, err := img.refblockOffset(ti)
+			if err != nil {
+				return 0, err
+			}
+			if off == 0 {
+				missing = ti
+				break
+			}
+		}
+		if missing >= 0 {
+			at := max(start, missing*img.rbEntries)
+			if err := img.createRefblock(missing, at); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		for i := start; i < start+n; i++ {
+			if err := img.addRefcount(i, 1); err != nil {
+				return 0, err
+			}
+		}
+		img.freeHint = start + n
+		return start << img.clusterBits, nil
+	}
+}
+
+// findFree returns the first run of n free clusters at or after freeHint.
+func (img *Image) findFree(n int64) (int64, error) {
+	start := max(img.freeHint, 1)
+	run := int64(0)
+	for i := start; ; i++ {
+		if i>>(63-img.clusterBits) != 0 {
+			return 0, fmt.Errorf("image file is full")
+		}
+		// Whole uncovered ranges are free: jump over them.
+		ti := i / img.rbEntries
+		if off, err := img.refblockOffset(ti); err == nil && off == 0 && i%img.rbEntries == 0 && run+img.rbEntries >= n {
+			if run == 0 {
+				start = i
+			}
+			return start, nil
+		}
+		free, err := img.isFree(i)
+		if err != nil {
+			return 0, err
+		}
+		if !free {
+			run = 0
+			continue
+		}
+		if run == 0 {
+			start = i
+		}
+		run++
+		if run == n {
+			return start, nil
+		}
+	}
+}
+
+// createRefblock allocates the refcount block for table index ti at host
+// cluster at, which lies inside the range the block describes (so the block
+// counts itself, as QEMU's self-describing blocks do). The block is written
+// before the table entry that points to it.
+func (img *Image) createRefblock(ti, at int64) error {
+	if ti >= int64(len(img.rt)) {
+		return img.growRefcountTable(at)
+	}
+	e, err := img.rbc.getEmpty(at << img.clusterBits)
+	if err != nil {
+		return err
+	}
+	img.setRefcountAt(e.data, at%img.rbEntries, 1)
+	if err := img.rbc.writeEntry(e); err != nil {
+		return err
+	}
+	if err := img.barrier(); err != nil {
+		return err
+	}
+	img.rt[ti] = uint64(at << img.clusterBits)
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], img.rt[ti])
+	if err := img.writeMeta(b[:], int64(img.hdr.rtOff)+ti*8); err != nil {
+		return fmt.Errorf("writing refcount table entry %d: %w", ti, err)
+	}
+	return nil
+}
+
+// growRefcountTable moves the refcount table to a larger one at host cluster
+// a (beyond everything the current table covers), together with the new
+// refcount blocks that describe the new table and themselves. Order: blocks,
+// table, barrier, header, barrier, then the old table is freed.
+func (img *Image) growRefcountTable(a int64) error {
+	E := img.rbEntries
+	cs := img.clusterSize
+	old := int64(len(img.rt))
+	firstBlk := a / E
+	k, tc := int64(1), int64(1)
+	var entries int64
+	for {
+		last := a + k + tc - 1
+		entries = max(last/E+1, old+old/2, old+1)
+		ntc := (entries*8 + cs - 1) / cs
+		nk := (a+k+ntc-1)/E - firstBlk + 1
+		if ntc == tc && nk == k {
+			break
+		}
+		tc, k = max(tc, ntc), max(k, nk)
+	}
+	entries = tc * cs / 8
+	if tc*cs > maxRefcountTable {
+		return fmt.Errorf("refcount table would exceed %d bytes", maxRefcountTable)
+	}
+	metaEnd := a + k + tc
+	blk := make([]byte, cs)
+	for j := int64(0); j < k; j++ {
+		clear(blk)
+		base := (firstBlk + j) * E
+		for c := max(a, base); c < min(metaEnd, base+E); c++ {
+			img.setRefcountAt(blk, c-base, 1)
+		}
+		if err := img.writeMeta(blk, (a+j)*cs); err != nil {
+			return fmt.Errorf("writing new refcount block: %w", err)
+		}
+	}
+	table := make([]uint64, entries)
+	copy(table, img.rt)
+	for j := int64(0); j < k; j++ {
+		table[firstBlk+j] = uint64((a + j) * cs)
+	}
+	raw := make([]byte, tc*cs)
+	for i, v := range table {
+		binary.BigEndian.PutUint64(raw[i*8:], v)
+	}
+	tableOff := (a + k) * cs
+	if err := img.writeMeta(raw, tableOff); err != nil {
+		return fmt.Errorf("writing new refcount table: %w", err)
+	}
+	if err := img.barrier(); err != nil {
+		return err
+	}
+	oldOff, oldClusters := int64(img.hdr.rtOff), int64(img.hdr.rtClusters)
+	var hb [12]byte
+	binary.BigEndian.PutUint64(hb[0:], uint64(tableOff))
+	binary.BigEndian.PutUint32(hb[8:], uint32(tc))
+	if err := img.writeMeta(hb[:], 48); err != nil {
+		return fmt.Errorf("updating refcount table location in header: %w", err)
+	}
+	if err := img.barrier(); err != nil {
+		return err
+	}
+	img.hdr.rtOff, img.hdr.rtClusters = uint64(tableOff), uint32(tc)
+	img.rt = table
+	for c := oldOff / cs; c < oldOff/cs+oldClusters; c++ {
+		if err := img.addRefcount(c, -1); err != nil {
+			return fmt.Errorf("freeing old refcount table: %w", err)
+		}
+	}
+	return nil
+}
+
+// freeClusters drops one reference to each of n host clusters from off.
+// Callers make sure the metadata that referenced them is on disk first.
+func (img *Image) freeClusters(off, n int64) error {
+	for c := off >> img.clusterBits; c < (off>>img.clusterBits)+n; c++ {
+		if err := img.addRefcount(c, -1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadRefcountTable reads the refcount table named by the header.
+func (img *Image) loadRefcountTable() error {
+	n := int64(img.hdr.rtClusters) * img.clusterSize / 8
+	raw := make([]byte, n*8)
+	if err := img.readMeta(raw, int64(img.hdr.rtOff)); err != nil {
+		return fmt.Errorf("reading refcount table: %w", err)
+	}
+	img.rt = make([]uint64, n)
+	for i := range img.rt {
+		img.rt[i] = binary.BigEndian.Uint64(raw[i*8:])
+	}
+	return nil
+}

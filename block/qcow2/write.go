@@ -1,0 +1,220 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+)
+
+// errReadOnly is returned by every mutating call on a read-only image.
+var errReadOnly = errors.New("qcow2 image is opened read-only")
+
+// WriteAt writes guest data. Clusters owned by this image alone are
+// overwritten in place without the metadata lock; others (unallocated,
+// zero, compressed, shared with a snapshot) get fresh clusters.
+func (img *Image) WriteAt(p []byte, off int64) (int, error) {
+	if img.readOnly {
+		return 0, errReadOnly
+	}
+	if err := img.checkRange(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		cur := off + int64(done)
+		img.mu.Lock()
+		if ch, busy := img.inflight[cur>>img.clusterBits]; busy {
+			img.mu.Unlock()
+			<-ch
+			continue
+		}
+		m, err := img.resolve(cur, int64(len(p)-done))
+		if err != nil {
+			img.mu.Unlock()
+			return done, err
+		}
+		if m.kind == mapData && m.writable {
+			img.mu.Unlock()
+			if _, err := img.f.WriteAt(p[done:done+int(m.length)], m.host); err != nil {
+				return done, fmt.Errorf("writing data at %#x: %w", m.host, err)
+			}
+			done += int(m.length)
+			continue
+		}
+		n, err := img.allocWrite(p[done:], cur) // releases img.mu
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// allocWrite writes the start of p at guest offset off into newly
+// allocated clusters: as many consecutive clusters of one L2 table as need
+// allocation. Called with img.mu held; returns with it released.
+//
+// Order (crash consistency): refcounts of the new clusters (cache), data
+// written to them, then the L2 entries (cache, written after the refcount
+// blocks). Old clusters are released only after the L2 table with the new
+// entries is on disk.
+func (img *Image) allocWrite(p []byte, off int64) (int, error) {
+	cb := img.clusterBits
+	c0 := off >> cb
+	l1i, l2i := img.l2Index(off)
+	end := off + int64(len(p))
+	maxK := min((end-1)>>cb-c0+1, img.l2Entries-l2i)
+
+	l2off, err := img.l2ForWrite(l1i)
+	if err != nil {
+		img.mu.Unlock()
+		return 0, err
+	}
+	e, err := img.l2c.get(l2off)
+	if err != nil {
+		img.mu.Unlock()
+		return 0, err
+	}
+	olds := make([]uint64, 0, min(maxK, 64))
+	first, _ := img.l2Entry(e.data, l2i)
+	olds = append(olds, first)
+	for k := int64(1); k < maxK; k++ {
+		if _, busy := img.inflight[c0+k]; busy {
+			break
+		}
+		ent, _ := img.l2Entry(e.data, l2i+k)
+		if ent&oflagCopied != 0 && ent&(oflagCompressed|oflagZero) == 0 && ent&l2OffsetMask != 0 {
+			break // allocated in place: the next loop round writes it directly
+		}
+		olds = append(olds, ent)
+	}
+	k := int64(len(olds))
+	host, err := img.allocClusters(k)
+	if err != nil {
+		img.mu.Unlock()
+		return 0, err
+	}
+	ch := make(chan struct{})
+	for i := range k {
+		img.inflight[c0+i] = ch
+	}
+	img.mu.Unlock()
+
+	wEnd := min(end, (c0+k)<<cb)
+	err = img.writeNewClusters(p[:wEnd-off], off, host, olds)
+
+	img.mu.Lock()
+	defer func() {
+		for i := range k {
+			delete(img.inflight, c0+i)
+		}
+		close(ch)
+		if len(img.inflight) == 0 {
+			img.idle.Broadcast()
+		}
+		img.mu.Unlock()
+	}()
+	if err != nil {
+		return 0, err // the new clusters leak; nothing references them
+	}
+	if err := img.linkClusters(l1i, l2i, host, olds); err != nil {
+		return 0, err
+	}
+	return int(wEnd - off), nil
+}
+
+// writeNewClusters writes p (guest offset off) into the k = len(olds) new
+// host clusters at host, filling partially written clusters from their old
+// content (copy-on-write).
+func (img *Image) writeNewClusters(p []byte, off, host int64, olds []uint64) error {
+	cs := img.clusterSize
+	k := int64(len(olds))
+	gStart := off &^ (cs - 1) // guest offset of the first cluster
+	wEnd := off + int64(len(p))
+	lo, hi := int64(0), k // clusters [lo, hi) are fully covered by p
+	partial := func(i int64) error {
+		bp := img.getBuf()
+		defer img.putBuf(bp)
+		buf := *bp
+		g := gStart + i*cs
+		if err := img.cowRead(buf, g, olds[i]); err != nil {
+			return err
+		}
+		from, to := max(off, g), min(wEnd, g+cs)
+		copy(buf[from-g:to-g], p[from-off:to-off])
+		if _, err := img.f.WriteAt(buf, host+i*cs); err != nil {
+			return fmt.Errorf("writing data at %#x: %w", host+i*cs, err)
+		}
+		return nil
+	}
+	if off != gStart || (k == 1 && wEnd < gStart+cs) {
+		if err := partial(0); err != nil {
+			return err
+		}
+		lo = 1
+	}
+	if hi > lo && wEnd < gStart+k*cs {
+		if err := partial(k - 1); err != nil {
+			return err
+		}
+		hi = k - 1
+	}
+	if hi > lo {
+		g := gStart + lo*cs
+		if _, err := img.f.WriteAt(p[g-off:gStart+hi*cs-off], host+lo*cs); err != nil {
+			return fmt.Errorf("writing data at %#x: %w", host+lo*cs, err)
+		}
+	}
+	return nil
+}
+
+// cowRead fills buf with the current content of the guest cluster at g,
+// described by its old L2 entry.
+func (img *Image) cowRead(buf []byte, g int64, old uint64) error {
+	m, err := img.classify(old, 0, 0)
+	if err != nil {
+		return err
+	}
+	if m.kind == mapData {
+		m.host &^= img.clusterSize - 1
+	}
+	// The last cluster may extend beyond the virtual size.
+	n := min(int64(len(buf)), int64(img.hdr.size)-g)
+	clear(buf[n:])
+	return img.readMapped(buf[:n], g, m)
+}
+
+// linkClusters points L2 entries [l2i, l2i+len(olds)) of table l1i at the
+// new clusters from host and releases what the old entries held.
+func (img *Image) linkClusters(l1i, l2i, host int64, olds []uint64) error {
+	l2off, err := img.l2ForWrite(l1i)
+	if err != nil {
+		return err
+	}
+	e, err := img.l2c.get(l2off)
+	if err != nil {
+		return err
+	}
+	release := false
+	for i, old := range olds {
+		img.setL2Entry(e.data, l2i+int64(i), uint64(host+int64(i)*img.clusterSize)|oflagCopied)
+		if old&oflagCompressed != 0 || old&l2OffsetMask != 0 {
+			release = true
+		}
+	}
+	e.dirty = true
+	if !release {
+		return nil
+	}
+	if err := img.l2c.writeThrough(e); err != nil {
+		return err
+	}
+	if err := img.barrier(); err != nil {
+		return err
+	}
+	for _, old := range olds {
+		if err := img.releaseEntry(old); err != nil {
+			return err
+		}
+	}
+	return nil
+}

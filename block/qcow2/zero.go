@@ -1,0 +1,195 @@
+package qcow2
+
+import (
+	"github.com/petrel-vmm/petrel/block"
+)
+
+// Discard deallocates whole clusters in the range (partial clusters are
+// left alone, as QEMU does). With a v3 image over a backing file the
+// clusters become zero clusters so the backing data stays hidden.
+func (img *Image) Discard(off, n int64) error {
+	if img.readOnly {
+		return errReadOnly
+	}
+	if err := img.checkRange(off, n); err != nil {
+		return err
+	}
+	cs := img.clusterSize
+	start := (off + cs - 1) &^ (cs - 1)
+	end := (off + n) &^ (cs - 1)
+	if off+n == img.Size() {
+		end = off + n // the short last cluster counts as whole
+	}
+	if end <= start {
+		return nil
+	}
+	return img.zeroClusters(start, end, false, true)
+}
+
+// WriteZeroes makes the range read as zeroes: partial clusters are written,
+// whole ones become zero clusters (v3) or unallocated (v2 without a
+// backing file); unmap frees their host clusters.
+func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
+	if img.readOnly {
+		return errReadOnly
+	}
+	if err := img.checkRange(off, n); err != nil {
+		return err
+	}
+	cs := img.clusterSize
+	start := (off + cs - 1) &^ (cs - 1)
+	end := (off + n) &^ (cs - 1)
+	if off+n == img.Size() {
+		end = off + n
+	}
+	if end <= start || (img.hdr.version < 3 && img.backing != nil) {
+		return img.writeZeroData(off, n)
+	}
+	if start > off {
+		if err := img.writeZeroData(off, start-off); err != nil {
+			return err
+		}
+	}
+	if err := img.zeroClusters(start, end, unmap, false); err != nil {
+		return err
+	}
+	if off+n > end {
+		return img.writeZeroData(end, off+n-end)
+	}
+	return nil
+}
+
+// writeZeroData writes literal zeroes.
+func (img *Image) writeZeroData(off, n int64) error {
+	bp := img.getBuf()
+	defer img.putBuf(bp)
+	zero := *bp
+	clear(zero)
+	for n > 0 {
+		c := min(n, int64(len(zero)))
+		if _, err := img.WriteAt(zero[:c], off); err != nil {
+			return err
+		}
+		off, n = off+c, n-c
+	}
+	return nil
+}
+
+// zeroClusters rewrites the L2 entries of the whole clusters in [start,
+// end). discard selects Discard's semantics, otherwise WriteZeroes'.
+// Entries are written to disk before the clusters they held are released.
+func (img *Image) zeroClusters(start, end int64, unmap, discard bool) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	for len(img.inflight) > 0 {
+		img.idle.Wait()
+	}
+	v3 := img.hdr.version >= 3
+	cs := img.clusterSize
+	var released []uint64
+	for off := start; off < end; {
+		l1i, l2i := img.l2Index(off)
+		count := min((end-off+cs-1)/cs, img.l2Entries-l2i)
+		next := off + count*cs
+		l2off, err := img.l2TableOffset(img.l1, l1i)
+		if err != nil {
+			return err
+		}
+		if l2off == 0 && (!v3 || (discard && img.backing == nil)) {
+			off = next
+			continue // already unallocated, which reads as wanted
+		}
+		if l2off, err = img.l2ForWrite(l1i); err != nil {
+			return err
+		}
+		e, err := img.l2c.get(l2off)
+		if err != nil {
+			return err
+		}
+		released = released[:0]
+		for i := l2i; i < l2i+count; i++ {
+			old, _ := img.l2Entry(e.data, i)
+			var nw uint64
+			switch {
+			case discard && (!v3 || img.backing == nil):
+				nw = 0
+			case !v3:
+				nw = 0 // v2 zeroing without a backing file: unallocated reads as zeroes
+			case !unmap && !discard && old&oflagCompressed == 0 && old&l2OffsetMask != 0 && old&oflagCopied != 0:
+				nw = old | oflagZero // keep the preallocated cluster
+			default:
+				nw = oflagZero
+			}
+			if nw == old {
+				continue
+			}
+			img.setL2Entry(e.data, i, nw)
+			e.dirty = true
+			if old&oflagCompressed != 0 || (old&l2OffsetMask != 0 && nw&l2OffsetMask == 0) {
+				released = append(released, old)
+			}
+		}
+		if len(released) > 0 {
+			if err := img.l2c.writeThrough(e); err != nil {
+				return err
+			}
+			if err := img.barrier(); err != nil {
+				return err
+			}
+			for _, old := range released {
+				if err := img.releaseEntry(old); err != nil {
+					return err
+				}
+			}
+		}
+		off = next
+	}
+	return nil
+}
+
+// BlockStatus describes the extent at off, following the backing chain for
+// unallocated ranges.
+func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
+	size := img.Size()
+	if err := img.checkRange(off, 0); err != nil || off >= size {
+		return block.Extent{}, img.checkRange(off, 1)
+	}
+	n = min(n, size-off)
+	if n <= 0 {
+		n = 1
+	}
+	img.mu.Lock()
+	m, err := img.resolve(off, n)
+	img.mu.Unlock()
+	if err != nil {
+		return block.Extent{}, err
+	}
+	ext := block.Extent{Offset: off, Length: m.length, HostOffset: -1}
+	switch m.kind {
+	case mapZero:
+		ext.Flags = block.ExtentZero | block.ExtentAllocated
+	case mapData:
+		ext.Flags = block.ExtentData | block.ExtentAllocated
+		ext.HostOffset = m.host
+		ext.File = img.path
+	case mapCompressed:
+		ext.Flags = block.ExtentData | block.ExtentAllocated
+		ext.File = img.path
+	case mapUnallocated:
+		if img.backing == nil || off >= img.backing.Size() {
+			ext.Flags = block.ExtentZero
+			if img.backing != nil {
+				ext.Depth = 1
+			}
+			return ext, nil
+		}
+		be, err := img.backing.BlockStatus(off, min(m.length, img.backing.Size()-off))
+		if err != nil {
+			return block.Extent{}, err
+		}
+		be.Flags &^= block.ExtentAllocated
+		be.Depth++
+		return be, nil
+	}
+	return ext, nil
+}
