@@ -48,7 +48,7 @@ type Image interface {
 const (
 	ExtentData      = 1 << iota // some layer holds data here
 	ExtentZero                  // reads as zeroes
-	ExtentAllocated             // allocated in this (top) image, not the backing chain
+	ExtentAllocated             // allocated in the layer at Extent.Depth (0: this image)
 )
 
 // Extent is one run of uniform allocation state.

@@ -141,3 +141,19 @@ func ReadBacking(backing Image, p []byte, off int64) error {
 	}
 	return nil
 }
+
+// BackingStatus describes a range that is unallocated in an image whose
+// backing image is backing: the backing layer's extent one level deeper,
+// or unallocated zeroes where there is no backing data (no backing file,
+// or past its end).
+func BackingStatus(backing Image, off, n int64) (Extent, error) {
+	if backing == nil || off >= backing.Size() {
+		return Extent{Offset: off, Length: n, Flags: ExtentZero, HostOffset: -1}, nil
+	}
+	e, err := backing.BlockStatus(off, min(n, backing.Size()-off))
+	if err != nil {
+		return Extent{}, err
+	}
+	e.Depth++
+	return e, nil
+}

@@ -3,5 +3,6 @@
 package all
 
 import (
+	_ "github.com/petrel-vmm/petrel/block/qed"
 	_ "github.com/petrel-vmm/petrel/block/raw"
 )

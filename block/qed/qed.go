@@ -1,0 +1,362 @@
+// Package qed is the QED image engine (/work/shared/specs/qed_spec.txt):
+// two-level tables, zero clusters, backing files, and the need-check bit
+// with a consistency check on open.
+package qed
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	block.Register(block.Format{
+		Name:   "qed",
+		Probe:  func(head []byte) bool { return len(head) >= 4 && binary.LittleEndian.Uint32(head) == magic },
+		Open:   func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
+		Create: Create,
+	})
+}
+
+// Image is an open QED image.
+//
+// Locking: mu guards the header, l1, the L2 cache and fileSize. Lookups
+// take mu briefly; data I/O to allocated clusters runs without it.
+// Allocating writes hold mu throughout, so allocation is serial (as in
+// QEMU's QED) and the write order data -> L2 -> L1 is kept.
+type Image struct {
+	f       *os.File
+	path    string
+	ro      bool
+	backing block.Image
+
+	clusterSize  int64
+	clusterBits  uint
+	tableEntries int64 // TABLE_NOFFSETS
+	tableBytes   int64
+	backingName  string
+
+	mu       sync.Mutex
+	hdr      header
+	l1       []uint64
+	cache    *tableCache
+	fileSize int64 // end of the last cluster; new clusters go here
+	closed   bool
+}
+
+// Open opens a QED image and its backing chain. A writable image with the
+// need-check bit set is checked and repaired first, as QEMU does.
+func Open(path string, opts block.Options) (*Image, error) {
+	flags := os.O_RDWR
+	if opts.ReadOnly {
+		flags = os.O_RDONLY
+	}
+	if opts.DirectIO {
+		flags |= unix.O_DIRECT
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening QED image: %w", err)
+	}
+	img, err := openFile(f, path, opts)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening QED image %s: %w", path, err)
+	}
+	return img, nil
+}
+
+func openFile(f *os.File, path string, opts block.Options) (*Image, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, headerLen)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return nil, fmt.Errorf("reading header: %w", err)
+	}
+	h, err := parseHeader(buf)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.validate(st.Size()); err != nil {
+		return nil, err
+	}
+	img := &Image{
+		f: f, path: path, ro: opts.ReadOnly, hdr: h,
+		clusterSize:  int64(h.ClusterSize),
+		tableEntries: int64(h.tableEntries()),
+		tableBytes:   int64(h.TableSize) * int64(h.ClusterSize),
+	}
+	for img.clusterSize>>img.clusterBits > 1 {
+		img.clusterBits++
+	}
+	img.fileSize = (st.Size() + img.clusterSize - 1) &^ (img.clusterSize - 1)
+	if img.l1, err = img.readTable(int64(h.L1TableOffset)); err != nil {
+		return nil, fmt.Errorf("reading L1 table: %w", err)
+	}
+	img.cache = newTableCache(opts.CacheSize, img.tableBytes)
+	if h.Features&featBackingFile != 0 {
+		name := make([]byte, h.BackingNameSize)
+		if _, err := f.ReadAt(name, int64(h.BackingNameOffset)); err != nil {
+			return nil, fmt.Errorf("reading backing file name: %w", err)
+		}
+		img.backingName = string(name)
+	}
+	if !img.ro {
+		if err := img.openFixups(); err != nil {
+			return nil, err
+		}
+	}
+	if img.backingName != "" {
+		fmtName := ""
+		if h.Features&featBackingNoProbe != 0 {
+			fmtName = "raw"
+		}
+		if img.backing, err = block.OpenBacking(path, img.backingName, fmtName, opts); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
+// openFixups clears unknown autoclear bits and runs the consistency check
+// when the need-check bit says the last writer did not finish cleanly.
+func (img *Image) openFixups() error {
+	dirty := false
+	if img.hdr.AutoclearFeatures != 0 {
+		img.hdr.AutoclearFeatures = 0
+		dirty = true
+	}
+	if img.hdr.Features&featNeedCheck != 0 {
+		res, err := img.check(block.RepairAll)
+		if err != nil {
+			return fmt.Errorf("checking image marked as needing a check: %w", err)
+		}
+		if res.Corruptions-res.CorruptionsFixed > 0 || res.CheckErrors > 0 {
+			return fmt.Errorf("image is corrupt (%d corruptions); run petrel img check -r all", res.Corruptions)
+		}
+		img.hdr.Features &^= featNeedCheck
+		dirty = true
+	}
+	if dirty {
+		return img.writeHeader()
+	}
+	return nil
+}
+
+// readTable reads one L1 or L2 table, refusing offsets outside the file.
+func (img *Image) readTable(off int64) ([]uint64, error) {
+	if off <= 0 || off%img.clusterSize != 0 || off > img.fileSize-img.tableBytes {
+		return nil, fmt.Errorf("table offset %#x outside the image file", off)
+	}
+	raw := make([]byte, img.tableBytes)
+	n, err := img.f.ReadAt(raw, off)
+	if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+		return nil, fmt.Errorf("reading table at %#x: %w", off, err)
+	}
+	t := make([]uint64, img.tableEntries)
+	for i := range t {
+		t[i] = binary.LittleEndian.Uint64(raw[i*8:])
+	}
+	return t, nil
+}
+
+func encodeTable(t []uint64) []byte {
+	b := make([]byte, len(t)*8)
+	for i, v := range t {
+		binary.LittleEndian.PutUint64(b[i*8:], v)
+	}
+	return b
+}
+
+// writeHeader rewrites the fixed header and makes it durable.
+func (img *Image) writeHeader() error {
+	if _, err := img.f.WriteAt(img.hdr.encode(), 0); err != nil {
+		return fmt.Errorf("writing header: %w", err)
+	}
+	return img.sync()
+}
+
+func (img *Image) sync() error {
+	if err := unix.Fdatasync(int(img.f.Fd())); err != nil {
+		return fmt.Errorf("syncing %s: %w", img.path, err)
+	}
+	return nil
+}
+
+func (img *Image) Size() int64 {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return int64(img.hdr.ImageSize)
+}
+
+func (img *Image) Format() string       { return "qed" }
+func (img *Image) Backing() block.Image { return img.backing }
+func (img *Image) ReadOnly() bool       { return img.ro }
+func (img *Image) Filename() string     { return img.path }
+func (img *Image) ClusterSize() int64   { return img.clusterSize }
+
+// Flush syncs data and metadata, then clears the need-check bit: after a
+// flush with no allocation in flight the metadata is consistent.
+func (img *Image) Flush() error {
+	if img.ro {
+		return nil
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.sync(); err != nil {
+		return err
+	}
+	if img.hdr.Features&featNeedCheck != 0 {
+		img.hdr.Features &^= featNeedCheck
+		return img.writeHeader()
+	}
+	return nil
+}
+
+// Close flushes (clearing the need-check bit) and closes the chain.
+func (img *Image) Close() error {
+	err := img.Flush()
+	img.mu.Lock()
+	img.closed = true
+	img.mu.Unlock()
+	if cerr := img.f.Close(); err == nil {
+		err = cerr
+	}
+	if img.backing != nil {
+		if berr := img.backing.Close(); err == nil {
+			err = berr
+		}
+	}
+	return err
+}
+
+// Describe gives the fields qemu-img info prints for QED.
+func (img *Image) Describe() map[string]any {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	d := map[string]any{
+		"cluster-size": img.clusterSize,
+		"dirty-flag":   img.hdr.Features&featNeedCheck != 0,
+	}
+	if img.backingName != "" {
+		d["backing-filename"] = img.backingName
+		if img.hdr.Features&featBackingNoProbe != 0 {
+			d["backing-filename-format"] = "raw"
+		}
+	}
+	return d
+}
+
+// Create writes an empty QED image: header cluster(s), then the L1 table.
+// opts.Extra["table_size"] sets the table size in clusters (default 4).
+func Create(path string, opts block.CreateOptions) error {
+	h := header{ClusterSize: defaultClusterSize, TableSize: defaultTableSize, HeaderSize: 1}
+	if opts.ClusterSize != 0 {
+		h.ClusterSize = uint32(opts.ClusterSize)
+		if int64(h.ClusterSize) != opts.ClusterSize || !isPow2(uint64(h.ClusterSize)) || h.ClusterSize < minClusterSize || h.ClusterSize > maxClusterSize {
+			return fmt.Errorf("creating %s: QED cluster size must be a power of 2 between %d and %d", path, minClusterSize, maxClusterSize)
+		}
+	}
+	if ts := opts.Extra["table_size"]; ts != "" {
+		var v uint32
+		if _, err := fmt.Sscan(ts, &v); err != nil || !isPow2(uint64(v)) || v > maxTableSize {
+			return fmt.Errorf("creating %s: QED table size must be a power of 2 between 1 and %d", path, maxTableSize)
+		}
+		h.TableSize = v
+	}
+	if opts.Size < 0 || opts.Size%sectorSize != 0 || uint64(opts.Size) > maxImageSize(uint64(h.ClusterSize), uint64(h.TableSize)) {
+		return fmt.Errorf("creating %s: invalid image size specified; must be a multiple of %d and at most %d", path, sectorSize, maxImageSize(uint64(h.ClusterSize), uint64(h.TableSize)))
+	}
+	if p := opts.Preallocation; p != "" && p != "off" {
+		return fmt.Errorf("creating %s: unsupported preallocation mode: %s", path, p)
+	}
+	h.ImageSize = uint64(opts.Size)
+	h.L1TableOffset = uint64(h.HeaderSize) * uint64(h.ClusterSize)
+	var name []byte
+	if opts.BackingFile != "" {
+		name = []byte(opts.BackingFile)
+		if len(name) > maxBackingName || headerLen+len(name) > int(h.ClusterSize) {
+			return fmt.Errorf("creating %s: backing file name too long", path)
+		}
+		h.Features |= featBackingFile
+		h.BackingNameOffset, h.BackingNameSize = headerLen, uint32(len(name))
+		if opts.BackingFormat == "raw" {
+			h.Features |= featBackingNoProbe
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("creating QED image: %w", err)
+	}
+	defer f.Close()
+	first := make([]byte, headerLen+len(name))
+	copy(first, h.encode())
+	copy(first[headerLen:], name)
+	if _, err := f.WriteAt(first, 0); err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	end := int64(h.L1TableOffset) + int64(h.TableSize)*int64(h.ClusterSize)
+	if err := f.Truncate(end); err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	return f.Sync()
+}
+
+// SetBackingFile rewrites the backing file name and format (rebase -u).
+func (img *Image) SetBackingFile(name, format string) error {
+	if img.ro {
+		return fmt.Errorf("changing backing file of %s: %w", img.path, os.ErrPermission)
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	h := img.hdr
+	h.Features &^= featBackingFile | featBackingNoProbe
+	h.BackingNameOffset, h.BackingNameSize = 0, 0
+	if name != "" {
+		if len(name) > maxBackingName || headerLen+int64(len(name)) > int64(h.HeaderSize)*img.clusterSize {
+			return fmt.Errorf("changing backing file of %s: name too long for the header", img.path)
+		}
+		h.Features |= featBackingFile
+		h.BackingNameOffset, h.BackingNameSize = headerLen, uint32(len(name))
+		if format == "raw" {
+			h.Features |= featBackingNoProbe
+		}
+		if _, err := img.f.WriteAt([]byte(name), headerLen); err != nil {
+			return fmt.Errorf("writing backing file name: %w", err)
+		}
+	}
+	img.hdr = h
+	img.backingName = name
+	return img.writeHeader()
+}
+
+// Resize grows the image; QED cannot shrink (as in QEMU).
+func (img *Image) Resize(newSize int64) error {
+	if img.ro {
+		return fmt.Errorf("resizing %s: %w", img.path, os.ErrPermission)
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if newSize < int64(img.hdr.ImageSize) {
+		return fmt.Errorf("resizing %s: QED images cannot be shrunk", img.path)
+	}
+	if newSize%sectorSize != 0 || uint64(newSize) > maxImageSize(uint64(img.clusterSize), uint64(img.hdr.TableSize)) {
+		return fmt.Errorf("resizing %s: invalid image size %d", img.path, newSize)
+	}
+	img.hdr.ImageSize = uint64(newSize)
+	return img.writeHeader()
+}
+
+// fullBackingName is the backing path resolved against the image.
+func (img *Image) fullBackingName() string {
+	return block.ResolveBacking(img.path, img.backingName)
+}
