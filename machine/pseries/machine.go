@@ -85,7 +85,7 @@ type Machine struct {
 // modeState records what the guest asked for with H_SET_MODE; the vCPU
 // loop applies it to LPCR before each KVM_RUN when gen changes.
 type modeState struct {
-	gen         atomic.Uint64
+	gen                    atomic.Uint64
 	littleEndianInterrupts atomic.Bool
 }
 

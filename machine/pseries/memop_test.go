@@ -45,14 +45,14 @@ func TestLogicalMemopMatchesReference(t *testing.T) {
 		e := uint64(1) << esize
 		for _, op := range []uint64{memopCopy, memopXor} {
 			cases = append(cases,
-				mc{0x1000, 0x8000, esize, 100, op},         // disjoint
-				mc{0x1000 + 8*e, 0x1000, esize, 64, op},    // dst inside src: backwards
-				mc{0x1000, 0x1000 + 8*e, esize, 64, op},    // src inside dst: forwards
-				mc{0x1000, 0x1000, esize, 33, op},          // same range
-				mc{0x1000 + e, 0x1000, esize, 1000, op},    // overlap by all but one element
-				mc{0x4000, 0x2000, esize, 0x2000 / e, op},  // exactly adjacent
-				mc{0xff000, 0x10, esize, 0x1000 / e, op},   // up to the end of a region
-				mc{0x3000, 0x5000, esize, 1, op},           // one element
+				mc{0x1000, 0x8000, esize, 100, op},        // disjoint
+				mc{0x1000 + 8*e, 0x1000, esize, 64, op},   // dst inside src: backwards
+				mc{0x1000, 0x1000 + 8*e, esize, 64, op},   // src inside dst: forwards
+				mc{0x1000, 0x1000, esize, 33, op},         // same range
+				mc{0x1000 + e, 0x1000, esize, 1000, op},   // overlap by all but one element
+				mc{0x4000, 0x2000, esize, 0x2000 / e, op}, // exactly adjacent
+				mc{0xff000, 0x10, esize, 0x1000 / e, op},  // up to the end of a region
+				mc{0x3000, 0x5000, esize, 1, op},          // one element
 			)
 		}
 	}
