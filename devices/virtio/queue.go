@@ -1,0 +1,296 @@
+package virtio
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/petrel-vmm/petrel/vmm/guestmem"
+)
+
+// Split virtqueue layout (virtio 1.2, 2.7): descriptor table of 16-byte
+// entries {addr le64, len le32, flags le16, next le16}; available ring
+// {flags, idx, ring[size], used_event}; used ring {flags, idx,
+// ring[size]{id le32, len le32}, avail_event}.
+const (
+	descSize      = 16
+	descFNext     = 1
+	descFWrite    = 2
+	descFIndirect = 4
+
+	availFNoInterrupt = 1 // VIRTQ_AVAIL_F_NO_INTERRUPT
+	usedFNoNotify     = 1 // VIRTQ_USED_F_NO_NOTIFY
+
+	// MaxQueueSize bounds queue sizes and chain lengths (QEMU's
+	// VIRTQUEUE_MAX_SIZE).
+	MaxQueueSize = 1024
+)
+
+// Chain validation errors. They are sentinels so that a bad chain costs no
+// allocation either.
+var (
+	ErrDescOutOfRange   = errors.New("virtio: descriptor buffer outside guest memory")
+	ErrDescIndex        = errors.New("virtio: descriptor index beyond the table")
+	ErrChainLoop        = errors.New("virtio: descriptor chain loops")
+	ErrChainTooLong     = errors.New("virtio: descriptor chain too long")
+	ErrWriteBeforeRead  = errors.New("virtio: readable descriptor after a writable one")
+	ErrNestedIndirect   = errors.New("virtio: indirect descriptor inside an indirect table")
+	ErrIndirectSize     = errors.New("virtio: indirect table length zero or not a multiple of 16")
+	ErrIndirectNext     = errors.New("virtio: indirect descriptor with NEXT set")
+	ErrIndirectDisabled = errors.New("virtio: indirect descriptor without VIRTIO_F_INDIRECT_DESC")
+	ErrAvailIndex       = errors.New("virtio: available index moved by more than the queue size")
+)
+
+// Segment is one descriptor's buffer. Buf aliases guest memory (nil when
+// the descriptor points outside it, in which case the chain's Err is set).
+type Segment struct {
+	Addr  uint64
+	Len   uint32
+	Write bool
+	Buf   []byte
+}
+
+// Chain is one parsed descriptor chain. It is reused from request to
+// request: parsing into it does not allocate.
+type Chain struct {
+	Head uint16
+	Segs []Segment
+	// ReadLen and WriteLen sum the device-readable and -writable lengths.
+	ReadLen, WriteLen uint64
+	// Err is the first validation error; Segs then holds the descriptors
+	// walked before the walk stopped.
+	Err error
+}
+
+// NewChain returns a Chain with room for the longest valid chain.
+func NewChain() *Chain { return &Chain{Segs: make([]Segment, 0, MaxQueueSize)} }
+
+func (c *Chain) reset(head uint16) {
+	c.Head, c.Segs, c.ReadLen, c.WriteLen, c.Err = head, c.Segs[:0], 0, 0, nil
+}
+
+func (c *Chain) fail(err error) {
+	if c.Err == nil {
+		c.Err = err
+	}
+}
+
+// QueueConfig is what the driver programs through common configuration.
+type QueueConfig struct {
+	Size                     uint16
+	Desc, Driver, Device     uint64 // descriptor table, available and used ring GPAs
+	EventIdx, IndirectDescOK bool
+}
+
+// Queue is a split virtqueue being served. It is used by one goroutine at a
+// time; the guest shares its rings, so index fields are accessed atomically
+// (acquire on avail.idx, release on used.idx) and every descriptor is copied
+// before it is validated.
+type Queue struct {
+	mem  *guestmem.Memory
+	cfg  QueueConfig
+	desc []byte
+	// availW and usedW alias the rings from their 4-byte aligned start to
+	// a 4-byte aligned end, so that 16-bit index fields can be loaded and
+	// stored through the aligned 32-bit word holding them.
+	availW, usedW     []byte
+	availOff, usedOff int // offset of the ring start within availW/usedW
+
+	lastAvail  uint16
+	usedIdx    uint16
+	lastSignal uint16 // used idx at the last interrupt (EVENT_IDX)
+	signalOK   bool   // lastSignal is meaningful
+
+	// Invalid counts malformed chains returned to the guest.
+	Invalid atomic.Uint64
+}
+
+// NewQueue validates the ring placement and returns a queue ready to serve.
+func NewQueue(mem *guestmem.Memory, c QueueConfig) (*Queue, error) {
+	n := uint64(c.Size)
+	switch {
+	case n == 0 || n > MaxQueueSize || n&(n-1) != 0:
+		return nil, fmt.Errorf("virtqueue size %d: not a power of two up to %d", n, MaxQueueSize)
+	case c.Desc%16 != 0 || c.Driver%2 != 0 || c.Device%4 != 0:
+		return nil, fmt.Errorf("virtqueue rings %#x/%#x/%#x: misaligned", c.Desc, c.Driver, c.Device)
+	}
+	q := &Queue{mem: mem, cfg: c}
+	var err error
+	if q.desc, err = mem.Slice(c.Desc, n*descSize); err != nil {
+		return nil, fmt.Errorf("virtqueue descriptor table: %w", err)
+	}
+	if q.availW, q.availOff, err = alignedSlice(mem, c.Driver, 6+2*n); err != nil {
+		return nil, fmt.Errorf("virtqueue available ring: %w", err)
+	}
+	if q.usedW, q.usedOff, err = alignedSlice(mem, c.Device, 6+8*n); err != nil {
+		return nil, fmt.Errorf("virtqueue used ring: %w", err)
+	}
+	return q, nil
+}
+
+// alignedSlice returns guest memory covering [gpa, gpa+n) widened to 4-byte
+// boundaries, and gpa's offset in it.
+func alignedSlice(mem *guestmem.Memory, gpa, n uint64) ([]byte, int, error) {
+	start := gpa &^ 3
+	end := (gpa + n + 3) &^ 3
+	s, err := mem.Slice(start, end-start)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !aligned4(s) {
+		return nil, 0, fmt.Errorf("guest memory at %#x not 4-byte aligned on the host", start)
+	}
+	return s, int(gpa - start), nil
+}
+
+// Size is the queue size.
+func (q *Queue) Size() uint16 { return q.cfg.Size }
+
+func (q *Queue) availIdx() uint16 { return q.load16(q.availW, q.availOff+2) }
+
+// Pending reports whether the driver made chains available that have not
+// been popped.
+func (q *Queue) Pending() bool { return q.availIdx() != q.lastAvail }
+
+// Pop parses the next available chain into c. It reports false when the
+// ring is empty, or with ErrAvailIndex in c.Err when the driver's index is
+// impossible (the queue is then broken until reset).
+func (q *Queue) Pop(c *Chain) bool {
+	avail := q.availIdx() // acquire: ring entries and descriptors are visible
+	if avail == q.lastAvail {
+		return false
+	}
+	if avail-q.lastAvail > q.cfg.Size {
+		c.reset(0)
+		c.fail(ErrAvailIndex)
+		return false
+	}
+	slot := int(q.lastAvail % q.cfg.Size)
+	head := binary.LittleEndian.Uint16(q.availW[q.availOff+4+2*slot:])
+	q.lastAvail++
+	q.parse(head, c)
+	if c.Err != nil {
+		q.Invalid.Add(1)
+	}
+	return true
+}
+
+// parse walks the chain at head, following one level of indirection.
+func (q *Queue) parse(head uint16, c *Chain) {
+	c.reset(head)
+	table, entries := q.desc, int(q.cfg.Size)
+	idx, walked, indirect := int(head), 0, false
+	for {
+		if idx >= entries {
+			c.fail(ErrDescIndex)
+			return
+		}
+		if walked++; walked > entries {
+			c.fail(ErrChainLoop)
+			return
+		}
+		var d [descSize]byte // one snapshot: the guest may rewrite the table
+		copy(d[:], table[idx*descSize:])
+		addr := binary.LittleEndian.Uint64(d[0:])
+		n := binary.LittleEndian.Uint32(d[8:])
+		flags := binary.LittleEndian.Uint16(d[12:])
+		next := binary.LittleEndian.Uint16(d[14:])
+		if flags&descFIndirect != 0 {
+			switch {
+			case indirect:
+				c.fail(ErrNestedIndirect)
+				return
+			case !q.cfg.IndirectDescOK:
+				c.fail(ErrIndirectDisabled)
+				return
+			case flags&descFNext != 0:
+				c.fail(ErrIndirectNext)
+				return
+			case n == 0 || n%descSize != 0:
+				c.fail(ErrIndirectSize)
+				return
+			case n/descSize > MaxQueueSize:
+				c.fail(ErrChainTooLong)
+				return
+			}
+			t, err := q.mem.Slice(addr, uint64(n))
+			if err != nil {
+				c.fail(ErrDescOutOfRange)
+				return
+			}
+			table, entries, idx, walked, indirect = t, int(n/descSize), 0, 0, true
+			continue
+		}
+		write := flags&descFWrite != 0
+		if !write && c.WriteLen > 0 {
+			c.fail(ErrWriteBeforeRead)
+		}
+		if len(c.Segs) == cap(c.Segs) || c.ReadLen+c.WriteLen+uint64(n) > 1<<32-1 {
+			c.fail(ErrChainTooLong)
+			return
+		}
+		buf, err := q.mem.Slice(addr, uint64(n))
+		if err != nil {
+			c.fail(ErrDescOutOfRange)
+			buf = nil
+		}
+		c.Segs = append(c.Segs, Segment{Addr: addr, Len: n, Write: write, Buf: buf})
+		if write {
+			c.WriteLen += uint64(n)
+		} else {
+			c.ReadLen += uint64(n)
+		}
+		if flags&descFNext == 0 {
+			return
+		}
+		idx = int(next)
+	}
+}
+
+// Push returns chain head to the driver with len bytes written, publishing
+// the used element before the index (release).
+func (q *Queue) Push(head uint16, written uint32) {
+	slot := int(q.usedIdx % q.cfg.Size)
+	e := q.usedW[q.usedOff+4+8*slot:]
+	binary.LittleEndian.PutUint32(e[0:], uint32(head))
+	binary.LittleEndian.PutUint32(e[4:], written)
+	q.usedIdx++
+	q.store16(q.usedW, q.usedOff+2, q.usedIdx)
+}
+
+// SuppressNotify asks the driver not to notify while the device is busy
+// (VIRTQ_USED_F_NO_NOTIFY; with EVENT_IDX the device just stops moving
+// avail_event).
+func (q *Queue) SuppressNotify() {
+	if !q.cfg.EventIdx {
+		q.store16(q.usedW, q.usedOff, usedFNoNotify)
+	}
+}
+
+// EnableNotify re-arms driver notifications and reports whether chains
+// arrived meanwhile (the caller then keeps serving). The atomic store and
+// load order the re-arm before the re-check (virtio 1.2, 2.7.10).
+func (q *Queue) EnableNotify() (morePending bool) {
+	if q.cfg.EventIdx {
+		q.store16(q.usedW, q.usedOff+4+8*int(q.cfg.Size), q.lastAvail) // avail_event
+	} else {
+		q.store16(q.usedW, q.usedOff, 0)
+	}
+	return q.Pending()
+}
+
+// NeedInterrupt reports whether the driver wants an interrupt for the used
+// entries pushed since the last one, and records that one is being sent.
+func (q *Queue) NeedInterrupt() bool {
+	if !q.cfg.EventIdx {
+		flags := q.load16(q.availW, q.availOff)
+		return flags&availFNoInterrupt == 0
+	}
+	old, now := q.lastSignal, q.usedIdx
+	valid := q.signalOK
+	q.lastSignal, q.signalOK = now, true
+	event := q.load16(q.availW, q.availOff+4+2*int(q.cfg.Size)) // used_event
+	// vring_need_event: (new - event - 1) < (new - old), in 16-bit arithmetic.
+	return !valid || now-event-1 < now-old
+}

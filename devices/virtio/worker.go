@@ -1,0 +1,150 @@
+package virtio
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"github.com/petrel-vmm/petrel/devices/pci"
+	"golang.org/x/sys/unix"
+)
+
+// ISR status bits (section 4.1.4.5).
+const (
+	isrQueue  = 1
+	isrConfig = 2
+)
+
+// worker serves one queue on its own goroutine. It sleeps on the queue's
+// kick eventfd (written by KVM's ioeventfd or by the notify handler).
+type worker struct {
+	qi    int
+	q     *Queue
+	chain *Chain
+	kick  *os.File
+	stop  atomic.Bool
+	buf   [8]byte
+}
+
+// activateLocked builds the enabled queues and starts their goroutines.
+func (p *PCI) activateLocked() error {
+	feats := p.drvFeatures
+	var ws []*worker
+	for i, s := range p.queues {
+		if !s.enabled {
+			continue
+		}
+		q, err := NewQueue(p.o.Mem, QueueConfig{Size: s.size, Desc: s.desc, Driver: s.driver, Device: s.device,
+			EventIdx: feats&FeatureEventIdx != 0, IndirectDescOK: feats&FeatureIndirectDesc != 0})
+		if err != nil {
+			return fmt.Errorf("queue %d: %w", i, err)
+		}
+		if s.size > p.be.MaxQueueSize() {
+			return fmt.Errorf("queue %d: size %d above the maximum %d", i, s.size, p.be.MaxQueueSize())
+		}
+		ws = append(ws, &worker{qi: i, q: q, chain: NewChain(), kick: p.kicks[i]})
+	}
+	if len(ws) == 0 {
+		return errors.New("no queue enabled")
+	}
+	if err := p.be.Activate(feats); err != nil {
+		return err
+	}
+	p.workers = ws
+	for _, w := range ws {
+		p.wg.Add(1)
+		go p.run(w)
+	}
+	return nil
+}
+
+// stopWorkersLocked stops every queue goroutine and waits until in-flight
+// requests have completed.
+func (p *PCI) stopWorkersLocked() {
+	for _, w := range p.workers {
+		w.stop.Store(true)
+		unix.Write(p.kickFDs[w.qi], eventfdOne[:])
+	}
+	p.wg.Wait()
+	p.workers = nil
+}
+
+func (p *PCI) run(w *worker) {
+	defer p.wg.Done()
+	for !w.stop.Load() {
+		p.service(w)
+		if _, err := w.kick.Read(w.buf[:]); err != nil {
+			return // closed by Release
+		}
+	}
+}
+
+// service drains queue w.q, then interrupts the driver if it asked to be.
+func (p *PCI) service(w *worker) {
+	pushed := false
+	for !w.stop.Load() {
+		w.q.SuppressNotify()
+		for !w.stop.Load() && w.q.Pop(w.chain) {
+			n := p.be.HandleChain(w.qi, w.chain)
+			if uint64(n) > w.chain.WriteLen {
+				n = uint32(w.chain.WriteLen)
+			}
+			w.q.Push(w.chain.Head, n)
+			pushed = true
+		}
+		if w.chain.Err == ErrAvailIndex {
+			// Not p.mu: a reset holds it while waiting for this goroutine.
+			p.needsReset.Store(true)
+			p.interrupt(uint16(p.configVector.Load()), isrConfig)
+			w.stop.Store(true)
+			break
+		}
+		if !w.q.EnableNotify() {
+			break
+		}
+	}
+	if pushed && w.q.NeedInterrupt() {
+		p.interrupt(uint16(p.vectors[w.qi].Load()), isrQueue)
+	}
+}
+
+// interrupt raises vector through MSI-X when it is enabled, else the ISR
+// bit and INTx.
+func (p *PCI) interrupt(vector uint16, isrBit uint8) {
+	if p.msix.Enabled() {
+		if vector != NoVector {
+			p.msix.Notify(int(vector))
+		}
+		return
+	}
+	p.isrMu.Lock()
+	defer p.isrMu.Unlock()
+	p.isr |= isrBit
+	p.setLevelLocked(true)
+}
+
+// readISR returns and clears the ISR, deasserting INTx (4.1.4.5.1).
+func (p *PCI) readISR() uint8 {
+	p.isrMu.Lock()
+	defer p.isrMu.Unlock()
+	v := p.isr
+	p.isr = 0
+	p.setLevelLocked(false)
+	return v
+}
+
+// setLevelLocked drives INTx (isrMu held), honouring INTx disable.
+func (p *PCI) setLevelLocked(on bool) {
+	if on && p.cfg.Command()&pci.CmdINTxDisable != 0 {
+		on = false
+	}
+	p.cfg.SetINTxStatus(on)
+	if on == p.level {
+		return
+	}
+	p.level = on
+	if p.o.IRQ != nil {
+		p.o.IRQ.SetLevel(on)
+	}
+}
