@@ -255,4 +255,3 @@ func TestReleaseFlushesAndCloses(t *testing.T) {
 		t.Fatal("data written before Release is not in the file")
 	}
 }
-
