@@ -43,6 +43,13 @@ type Boot struct {
 	PVR                    uint32 // 0 means DefaultPVR
 }
 
+// The PHB's 32-bit memory window (the layout QEMU's spapr PHB 0 uses).
+const (
+	PHBMem32Base    = 0x200_8000_0000
+	PHBMem32PCIBase = 0x8000_0000
+	PHBMem32Size    = 0x8000_0000
+)
+
 // vtyPath is the console's node, named by /chosen's stdout-path.
 var vtyPath = fmt.Sprintf("/vdevice/vty@%x", VTYReg)
 
@@ -83,7 +90,11 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 
 	t.BeginNode("memory@0")
 	t.PropertyString("device_type", "memory")
-	t.PropertyU64("reg", 0, m.mem.Size())
+	var reg []uint64
+	for _, r := range m.mem.Regions() {
+		reg = append(reg, r.GPA, uint64(len(r.Host)))
+	}
+	t.PropertyU64("reg", reg...)
 	t.EndNode()
 
 	t.BeginNode("cpus")
@@ -146,9 +157,10 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 	t.EndNode()
 	t.EndNode()
 
-	// The PHB the RTAS PCI configuration services reach. It has no
-	// memory or I/O windows (no device behind it has BARs), hence the
-	// empty ranges.
+	// The PHB the RTAS PCI configuration services reach, with one 32-bit
+	// memory window (PCI 0x80000000 at PHBMem32Base). No function behind
+	// it has BARs yet, so nothing answers in the window: the vCPU loop
+	// reads all ones there, like a master abort.
 	t.BeginNode(fmt.Sprintf("pci@%x", uint64(DefaultBUID)))
 	t.PropertyString("device_type", "pci")
 	t.PropertyString("compatible", "IBM,Logical_PHB")
@@ -156,7 +168,10 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 	t.PropertyU32("#address-cells", 3)
 	t.PropertyU32("#size-cells", 2)
 	t.PropertyU32("bus-range", 0, 0xff)
-	t.PropertyEmpty("ranges")
+	t.PropertyU32("ranges",
+		0x02000000, 0, PHBMem32PCIBase, // 32-bit memory space, PCI address
+		uint32(PHBMem32Base>>32), uint32(PHBMem32Base&0xffffffff), // CPU address
+		0, PHBMem32Size) // size
 	t.PropertyU32("ibm,pci-config-space-type", 1)
 	t.EndNode()
 
