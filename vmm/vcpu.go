@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -84,6 +85,11 @@ type VCPU struct {
 	Handler ExitHandler
 
 	tid       atomic.Int32
+	pauseMu   sync.Mutex // guards pauseWant, parked, running, cond
+	cond      *sync.Cond
+	pauseWant bool
+	parked    bool
+	running   bool
 	stopReq   atomic.Int32 // a Stop value requested from outside
 	lastErr   error        // set before returning StopError
 	Exits     atomic.Uint64
@@ -125,10 +131,64 @@ func (v *VCPU) Close() error {
 // EINTR). SIGURG is used because the Go runtime already tolerates it.
 func (v *VCPU) Kick(s Stop) {
 	v.stopReq.CompareAndSwap(int32(StopNone), int32(s))
+	v.interrupt()
+	v.pauseMu.Lock()
+	v.pauseCond().Broadcast() // a parked vCPU must see the stop
+	v.pauseMu.Unlock()
+}
+
+func (v *VCPU) interrupt() {
 	v.run.header().ImmediateExit = 1
 	if tid := v.tid.Load(); tid != 0 {
 		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
 	}
+}
+
+func (v *VCPU) pauseCond() *sync.Cond {
+	if v.cond == nil {
+		v.cond = sync.NewCond(&v.pauseMu)
+	}
+	return v.cond
+}
+
+// Pause makes the vCPU leave the guest and wait until Resume; it returns
+// once the vCPU is parked (or not running at all).
+func (v *VCPU) Pause() {
+	v.pauseMu.Lock()
+	defer v.pauseMu.Unlock()
+	v.pauseWant = true
+	v.interrupt()
+	for !v.parked && v.running && Stop(v.stopReq.Load()) == StopNone {
+		v.pauseCond().Wait()
+	}
+}
+
+// Resume lets a paused vCPU re-enter the guest.
+func (v *VCPU) Resume() {
+	v.pauseMu.Lock()
+	v.pauseWant = false
+	v.pauseCond().Broadcast()
+	v.pauseMu.Unlock()
+}
+
+// park blocks the vCPU goroutine while a pause is requested.
+func (v *VCPU) park() {
+	v.pauseMu.Lock()
+	defer v.pauseMu.Unlock()
+	c := v.pauseCond()
+	v.parked = true
+	c.Broadcast()
+	for v.pauseWant && Stop(v.stopReq.Load()) == StopNone {
+		c.Wait()
+	}
+	v.parked = false
+}
+
+func (v *VCPU) setRunning(r bool) {
+	v.pauseMu.Lock()
+	v.running = r
+	v.pauseCond().Broadcast()
+	v.pauseMu.Unlock()
 }
 
 // Err is the error behind the last StopError.
@@ -141,18 +201,28 @@ func (v *VCPU) Run() Stop {
 	defer runtime.UnlockOSThread()
 	v.tid.Store(int32(unix.Gettid()))
 	defer v.tid.Store(0)
+	v.setRunning(true)
+	defer v.setRunning(false)
 	for {
 		if s := Stop(v.stopReq.Load()); s != StopNone {
 			return s
+		}
+		if v.run.header().ImmediateExit != 0 {
+			// A pause request (or a stale kick) left immediate_exit set.
+			v.run.header().ImmediateExit = 0
+			v.pauseMu.Lock()
+			want := v.pauseWant
+			v.pauseMu.Unlock()
+			if want {
+				v.park()
+				continue
+			}
 		}
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(v.fd), ioctlRun, 0)
 		if e != 0 {
 			if e == unix.EINTR || e == unix.EAGAIN {
 				// A kick, or a Go runtime signal: the stop check above decides.
-				v.run.header().ImmediateExit = 0
-				if s := Stop(v.stopReq.Load()); s != StopNone {
-					return s
-				}
+				v.run.header().ImmediateExit = 1 // let the loop top look at pauses
 				continue
 			}
 			v.lastErr = fmt.Errorf("vcpu %d: KVM_RUN: %w", v.ID, e)

@@ -78,12 +78,8 @@ func (m *Machine) setupDevices() error {
 // bridge in slot 0.
 const hotplugSlots = 0xfffffffe
 
-// ejectSlot is called when the guest ejects a slot (_EJ0).
-func (m *Machine) ejectSlot(slot int) {
-	if err := m.pci.Remove(slot); err != nil {
-		m.logf("ejecting pci slot %d: %v", slot, err)
-	}
-}
+// ejectSlot is called on the vCPU thread when the guest ejects a slot (_EJ0).
+func (m *Machine) ejectSlot(slot int) { m.ejected(slot) }
 
 // pciKey names one BAR mapping.
 type pciKey struct{ slot, bar int }

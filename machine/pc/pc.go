@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/petrel-vmm/petrel/devices/acpi"
@@ -50,6 +51,9 @@ type Config struct {
 	SerialIn io.Reader
 	// Log receives verbose machine messages (nil: none).
 	Log io.Writer
+	// Events, when set, receives QMP events (SHUTDOWN, RESET, STOP, RESUME,
+	// POWERDOWN, DEVICE_DELETED) with their data.
+	Events func(event string, data any)
 }
 
 // DiskConfig is one virtio-blk disk.
@@ -104,9 +108,17 @@ type Machine struct {
 	gpe     *acpi.GPE
 	hotplug *acpi.Hotplug
 
-	closers []func() error
-	runMu   sync.Mutex // one Run at a time
-	logf    func(format string, args ...any)
+	closers  []func() error
+	paused   atomic.Bool
+	finished atomic.Bool
+
+	// devMu guards deviceIDs. Lock order: devMu, then pci.Bus's lock.
+	devMu     sync.Mutex
+	deviceIDs map[int]string // PCI slot -> device id
+	blockMu   sync.Mutex     // guards nodes
+	nodes     map[string]*blockNode
+	runMu     sync.Mutex // one Run at a time
+	logf      func(format string, args ...any)
 }
 
 // New builds a PC from cfg and loads its kernel; vCPUs start in Run.
@@ -123,7 +135,8 @@ func New(cfg Config) (m *Machine, err error) {
 	if cfg.CPUs < 1 || cfg.CPUs > 255 {
 		return nil, fmt.Errorf("cpu count %d out of range (1..255)", cfg.CPUs)
 	}
-	m = &Machine{cfg: cfg, mem: guestmem.New(), pio: &vmm.Bus{}, mmio: &vmm.Bus{}}
+	m = &Machine{cfg: cfg, mem: guestmem.New(), pio: &vmm.Bus{}, mmio: &vmm.Bus{},
+		deviceIDs: map[int]string{}, nodes: map[string]*blockNode{}}
 	m.logf = func(string, ...any) {}
 	if cfg.Log != nil {
 		m.logf = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "petrel: "+f+"\n", a...) }
@@ -312,7 +325,16 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 	}()
 	t0 := time.Now()
 	stop, v := vmm.RunVCPUs(m.vcpus)
+	m.finished.Store(true)
 	m.logf("guest ran %v: %s", time.Since(t0).Round(time.Microsecond), stop)
+	switch stop {
+	case vmm.StopPowerOff:
+		m.emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-shutdown"})
+	case vmm.StopReset:
+		m.emit("RESET", map[string]any{"guest": true, "reason": "guest-reset"})
+	case vmm.StopTripleFault, vmm.StopCrash:
+		m.emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-panic"})
+	}
 	switch stop {
 	case vmm.StopPowerOff:
 		return ExitPowerOff, nil
@@ -348,7 +370,7 @@ func (m *Machine) Reset() { m.kickAll(vmm.StopReset) }
 
 // Close releases the VM, its memory and devices. Run must have returned.
 func (m *Machine) Close() error {
-	var first error
+	first := m.closeNodes()
 	for i := len(m.closers) - 1; i >= 0; i-- {
 		if err := m.closers[i](); err != nil && first == nil {
 			first = err
@@ -404,3 +426,22 @@ func (m *Machine) Hotplug() *acpi.Hotplug { return m.hotplug }
 // PressPowerButton raises the ACPI power button event (GPE0 bit 2), as
 // QMP system_powerdown does.
 func (m *Machine) PressPowerButton() { m.gpe.PressPowerButton() }
+
+// Pause parks every vCPU outside the guest (QMP stop); Resume undoes it.
+func (m *Machine) Pause() {
+	for _, v := range m.vcpus {
+		v.Pause()
+	}
+	m.paused.Store(true)
+}
+
+// Resume lets paused vCPUs run again (QMP cont).
+func (m *Machine) Resume() {
+	m.paused.Store(false)
+	for _, v := range m.vcpus {
+		v.Resume()
+	}
+}
+
+// Paused reports whether Pause is in effect.
+func (m *Machine) Paused() bool { return m.paused.Load() }
