@@ -1,0 +1,162 @@
+package imgtool
+
+import (
+	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("check", "check an image: check [-f fmt] [-r leaks|all] [--output=human|json] [-q] file", runCheck)
+}
+
+// Exit codes of qemu-img check.
+const (
+	checkClean       = 0
+	checkIncomplete  = 1
+	checkCorrupt     = 2
+	checkLeaksOnly   = 3
+	checkUnsupported = 63
+)
+
+func runCheck(t *tool, args []string) int {
+	p, err := optSpec{short: "f:hr:T:qU", long: []string{"output=", "repair=", "object=", "image-opts", "force-share"}}.parse(args)
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if len(p.args) != 1 {
+		return t.fail("Expecting one image file name")
+	}
+	out := p.get("output")
+	if out != "" && out != "human" && out != "json" {
+		return t.fail("--output must be used with human or json as argument.")
+	}
+	mode := block.RepairNone
+	r := p.get("r")
+	if p.has("repair") {
+		r = p.get("repair")
+	}
+	switch r {
+	case "":
+	case "leaks":
+		mode = block.RepairLeaks
+	case "all":
+		mode = block.RepairAll
+	default:
+		return t.fail("Invalid option for -r: '%s'", r)
+	}
+	direct, err := cacheDirect(p.get("T"))
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	path := p.args[0]
+	img, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: mode == block.RepairNone, NoBacking: true, DirectIO: direct})
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	defer img.Close()
+	c, ok := img.(block.Checker)
+	if !ok {
+		if out == "json" {
+			fmt.Fprintln(t.stdout, prettyJSON(object{{"check-errors", 0}, {"filename", path}, {"format", img.Format()}}))
+		}
+		t.errorf("This image format does not support checks")
+		return checkUnsupported
+	}
+	res, err := c.Check(mode)
+	if err != nil {
+		t.errorf("Check failed: %v", err)
+		return checkIncomplete
+	}
+	for _, m := range res.Messages {
+		fmt.Fprintln(t.stderr, m)
+	}
+	if mode != block.RepairNone && (res.CorruptionsFixed > 0 || res.LeaksFixed > 0) {
+		if out != "json" && !p.has("q") {
+			fmt.Fprintf(t.stdout, "The following inconsistencies were found and repaired:\n\n    %d leaked clusters\n    %d corruptions\n\nDouble checking the fixed image now...\n", res.LeaksFixed, res.CorruptionsFixed)
+		}
+		again, err := c.Check(block.RepairNone)
+		if err != nil {
+			t.errorf("Check failed: %v", err)
+			return checkIncomplete
+		}
+		again.CorruptionsFixed, again.LeaksFixed = res.CorruptionsFixed, res.LeaksFixed
+		res = again
+	}
+	if out == "json" {
+		fmt.Fprintln(t.stdout, prettyJSON(checkJSON(res, path, img.Format())))
+	} else if !p.has("q") {
+		t.printCheck(res)
+	}
+	switch {
+	case res.CheckErrors > 0:
+		return checkIncomplete
+	case res.Corruptions > 0:
+		return checkCorrupt
+	case res.Leaks > 0:
+		return checkLeaksOnly
+	}
+	return checkClean
+}
+
+func checkJSON(r block.CheckResult, path, format string) object {
+	o := object{}
+	if r.ImageEndOffset > 0 {
+		o.set("image-end-offset", r.ImageEndOffset)
+	}
+	if r.TotalClusters > 0 {
+		o.set("total-clusters", r.TotalClusters)
+	}
+	o.set("check-errors", r.CheckErrors)
+	if r.Leaks > 0 {
+		o.set("leaks", r.Leaks)
+	}
+	if r.Corruptions > 0 {
+		o.set("corruptions", r.Corruptions)
+	}
+	if r.LeaksFixed > 0 {
+		o.set("leaks-fixed", r.LeaksFixed)
+	}
+	if r.CorruptionsFixed > 0 {
+		o.set("corruptions-fixed", r.CorruptionsFixed)
+	}
+	if r.AllocatedClusters > 0 {
+		o.set("allocated-clusters", r.AllocatedClusters)
+	}
+	if r.FragmentedClusters > 0 {
+		o.set("fragmented-clusters", r.FragmentedClusters)
+	}
+	if r.CompressedClusters > 0 {
+		o.set("compressed-clusters", r.CompressedClusters)
+	}
+	o.set("filename", path)
+	o.set("format", format)
+	return o
+}
+
+// printCheck prints a result as qemu-img check's human output.
+func (t *tool) printCheck(r block.CheckResult) {
+	w := t.stdout
+	if r.Corruptions > 0 {
+		fmt.Fprintf(w, "\n%d errors were found on the image.\nData may be corrupted, or further writes to the image may corrupt it.\n", r.Corruptions)
+	}
+	if r.Leaks > 0 {
+		fmt.Fprintf(w, "\n%d leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n", r.Leaks)
+	}
+	if r.CheckErrors > 0 {
+		fmt.Fprintf(w, "\n%d internal errors have occurred during the check.\n", r.CheckErrors)
+	}
+	if r.Corruptions == 0 && r.Leaks == 0 && r.CheckErrors == 0 {
+		fmt.Fprintln(w, "No errors were found on the image.")
+	}
+	if r.TotalClusters > 0 && r.AllocatedClusters > 0 {
+		tc := float64(r.TotalClusters)
+		fmt.Fprintf(w, "%d/%d = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+			r.AllocatedClusters, r.TotalClusters, float64(r.AllocatedClusters)*100/tc,
+			float64(r.FragmentedClusters)*100/float64(r.AllocatedClusters),
+			float64(r.CompressedClusters)*100/float64(r.AllocatedClusters))
+	}
+	if r.ImageEndOffset > 0 {
+		fmt.Fprintf(w, "Image end offset: %d\n", r.ImageEndOffset)
+	}
+}

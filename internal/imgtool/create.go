@@ -1,0 +1,250 @@
+package imgtool
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("create", "create a new image: create [-f fmt] [-b backing [-F fmt]] [-u] [-o opts] file [size]", runCreate)
+}
+
+// formatOptions are the -o keys each format accepts, as qemu-img.
+var formatOptions = map[string][]string{
+	"raw":   {"size", "preallocation"},
+	"qed":   {"size", "backing_file", "backing_fmt", "cluster_size", "table_size"},
+	"qcow2": {"size", "compat", "backing_file", "backing_fmt", "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2", "compression_type"},
+}
+
+// parseKV splits "-o a=b,c=d" (",," escapes a comma) into ordered pairs.
+func parseKV(s string) ([][2]string, error) {
+	var out [][2]string
+	var cur strings.Builder
+	flush := func() error {
+		item := cur.String()
+		cur.Reset()
+		if item == "" {
+			return nil
+		}
+		k, v, ok := strings.Cut(item, "=")
+		if !ok {
+			return fmt.Errorf("Invalid parameter '%s'", item)
+		}
+		out = append(out, [2]string{k, v})
+		return nil
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			if i+1 < len(s) && s[i+1] == ',' {
+				cur.WriteByte(',')
+				i++
+				continue
+			}
+			if err := flush(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		cur.WriteByte(s[i])
+	}
+	return out, flush()
+}
+
+func parseBool(k, v string) (bool, error) {
+	switch v {
+	case "on", "yes", "true":
+		return true, nil
+	case "off", "no", "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("Parameter '%s' expects 'on' or 'off'", k)
+}
+
+// createOptions turns -o pairs into block.CreateOptions for a format,
+// remembering which keys were given for the "Formatting" line.
+func createOptions(format string, pairs [][2]string, o *block.CreateOptions, given map[string]string) error {
+	allowed := formatOptions[format]
+	for _, kv := range pairs {
+		k, v := kv[0], kv[1]
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a == k
+		}
+		if !ok {
+			return fmt.Errorf("Invalid parameter '%s'", k)
+		}
+		given[k] = v
+		var err error
+		switch k {
+		case "size":
+			o.Size, err = parseSize(v)
+		case "backing_file":
+			o.BackingFile = v
+		case "backing_fmt":
+			o.BackingFormat = v
+		case "cluster_size":
+			o.ClusterSize, err = parseSize(v)
+		case "compat":
+			if v == "v2" {
+				v = "0.10"
+			} else if v == "v3" {
+				v = "1.1"
+			}
+			o.Compat = v
+		case "lazy_refcounts":
+			o.LazyRefcounts, err = parseBool(k, v)
+		case "extended_l2":
+			o.ExtendedL2, err = parseBool(k, v)
+		case "preallocation":
+			o.Preallocation = v
+		case "refcount_bits":
+			o.RefcountBits, err = strconv.Atoi(v)
+		case "compression_type":
+			o.CompressionType = v
+		default:
+			if o.Extra == nil {
+				o.Extra = map[string]string{}
+			}
+			o.Extra[k] = v
+		}
+		if err != nil {
+			return fmt.Errorf("Parameter '%s' expects a valid value: %v", k, err)
+		}
+	}
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// formattingLine is qemu-img create's "Formatting ..." message, with the
+// options in the order qemu-img 7.2 prints them per format.
+func formattingLine(path, format string, o block.CreateOptions, given map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Formatting '%s', fmt=%s", path, format)
+	opt := func(k, v string) { fmt.Fprintf(&b, " %s=%s", k, v) }
+	backing := func() {
+		if o.BackingFile != "" {
+			opt("backing_file", o.BackingFile)
+		}
+		if o.BackingFormat != "" {
+			opt("backing_fmt", o.BackingFormat)
+		}
+	}
+	cs := o.ClusterSize
+	if cs == 0 {
+		cs = 65536
+	}
+	switch format {
+	case "qcow2":
+		opt("cluster_size", strconv.FormatInt(cs, 10))
+		opt("extended_l2", onOff(o.ExtendedL2))
+		if v, ok := given["preallocation"]; ok {
+			opt("preallocation", v)
+		}
+		ct := o.CompressionType
+		if ct == "" {
+			ct = "zlib"
+		}
+		opt("compression_type", ct)
+		opt("size", strconv.FormatInt(o.Size, 10))
+		if v, ok := given["compat"]; ok {
+			opt("compat", v)
+		}
+		backing()
+		opt("lazy_refcounts", onOff(o.LazyRefcounts))
+		rb := o.RefcountBits
+		if rb == 0 {
+			rb = 16
+		}
+		opt("refcount_bits", strconv.Itoa(rb))
+	case "qed":
+		opt("size", strconv.FormatInt(o.Size, 10))
+		backing()
+		opt("cluster_size", strconv.FormatInt(cs, 10))
+		if v, ok := given["table_size"]; ok {
+			opt("table_size", v)
+		}
+	default:
+		opt("size", strconv.FormatInt(o.Size, 10))
+		if v, ok := given["preallocation"]; ok {
+			opt("preallocation", v)
+		}
+	}
+	return b.String()
+}
+
+func runCreate(t *tool, args []string) int {
+	p, err := optSpec{short: "f:b:F:uo:q", long: []string{"object=", "help"}}.parse(args)
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	format := p.get("f")
+	if format == "" {
+		format = "raw"
+	}
+	if len(p.args) < 1 || len(p.args) > 2 {
+		return t.fail("Expecting image file name")
+	}
+	path := p.args[0]
+	if _, ok := block.Lookup(format); !ok {
+		return t.fail("%s: Unknown file format '%s'", path, format)
+	}
+	o := block.CreateOptions{BackingFile: p.get("b"), BackingFormat: p.get("F")}
+	given := map[string]string{}
+	for _, s := range p.opts["o"] {
+		pairs, err := parseKV(s)
+		if err == nil {
+			err = createOptions(format, pairs, &o, given)
+		}
+		if err != nil {
+			return t.fail("%s: %v", path, err)
+		}
+	}
+	haveSize := given["size"] != ""
+	if len(p.args) == 2 {
+		if o.Size, err = parseSize(p.args[1]); err != nil || o.Size < 0 {
+			t.errorf("Invalid image size specified. You may use k, M, G, T, P or E suffixes for")
+			t.errorf("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return 1
+		}
+		haveSize = true
+	}
+	if o.BackingFile != "" && format == "raw" {
+		return t.fail("%s: Backing file not supported for file format 'raw'", path)
+	}
+	if o.BackingFile != "" && o.BackingFormat == "" {
+		return t.fail("%s: Backing file specified without backing format", path)
+	}
+	if o.BackingFile != "" && !p.has("u") {
+		bpath := block.ResolveBacking(path, o.BackingFile)
+		bimg, err := t.openImage(bpath, o.BackingFormat, block.Options{ReadOnly: true})
+		if err != nil {
+			t.errorf("%s: %v", path, err)
+			fmt.Fprintln(t.stderr, "Could not open backing image.")
+			return 1
+		}
+		if !haveSize {
+			o.Size = bimg.Size()
+			haveSize = true
+		}
+		bimg.Close()
+	}
+	if !haveSize {
+		return t.fail("%s: Image creation needs a size parameter", path)
+	}
+	if !p.has("q") {
+		fmt.Fprintln(t.stdout, formattingLine(path, format, o, given))
+	}
+	if err := block.Create(format, path, o); err != nil {
+		return t.fail("%s: %v", path, err)
+	}
+	return 0
+}

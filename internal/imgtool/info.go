@@ -1,0 +1,203 @@
+package imgtool
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("info", "show image information: info [-f fmt] [--output=human|json] [--backing-chain] [-U] file", runInfo)
+}
+
+// diskUsage is the bytes a file occupies on the host (qemu's actual-size).
+func diskUsage(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	if s, ok := st.Sys().(*syscall.Stat_t); ok {
+		return s.Blocks * 512
+	}
+	return st.Size()
+}
+
+// imageInfo collects qemu-img info's fields for one layer.
+func imageInfo(img block.Image, path string) object {
+	o := object{}
+	var desc map[string]any
+	if d, ok := img.(block.Describer); ok {
+		desc = d.Describe()
+	}
+	if s, ok := img.(block.Snapshotter); ok {
+		if snaps, err := s.Snapshots(); err == nil && len(snaps) > 0 {
+			var list []object
+			for _, sn := range snaps {
+				list = append(list, snapshotJSON(sn))
+			}
+			o.set("snapshots", list)
+		}
+	}
+	o.set("virtual-size", img.Size())
+	o.set("filename", path)
+	if cs, ok := desc["cluster-size"]; ok {
+		o.set("cluster-size", cs)
+	}
+	o.set("format", img.Format())
+	o.set("actual-size", diskUsage(path))
+	if fs, ok := desc["format-specific"]; ok {
+		o.set("format-specific", fs)
+	}
+	if bf, ok := desc["backing-filename"].(string); ok && bf != "" {
+		o.set("full-backing-filename", block.ResolveBacking(path, bf))
+		o.set("backing-filename", bf)
+		if bff, ok := desc["backing-filename-format"]; ok {
+			o.set("backing-filename-format", bff)
+		}
+	}
+	dirty, _ := desc["dirty-flag"].(bool)
+	o.set("dirty-flag", dirty)
+	return o
+}
+
+func snapshotJSON(sn block.SnapshotInfo) object {
+	return object{
+		{"icount", sn.ICount},
+		{"vm-clock-nsec", sn.VMClock.Nanoseconds() % 1e9},
+		{"name", sn.Name},
+		{"date-sec", sn.Date.Unix()},
+		{"date-nsec", sn.Date.Nanosecond()},
+		{"vm-clock-sec", int64(sn.VMClock.Seconds())},
+		{"id", sn.ID},
+		{"vm-state-size", sn.VMStateSize},
+	}
+}
+
+func lookup(o object, k string) (any, bool) {
+	for _, f := range o {
+		if f.key == k {
+			return f.val, true
+		}
+	}
+	return nil, false
+}
+
+// printHumanInfo prints one layer as qemu-img info's human output.
+func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
+	w := t.stdout
+	get := func(k string) any { v, _ := lookup(o, k); return v }
+	fmt.Fprintf(w, "image: %v\n", get("filename"))
+	fmt.Fprintf(w, "file format: %v\n", get("format"))
+	vs := get("virtual-size").(int64)
+	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", humanSize(vs), vs)
+	fmt.Fprintf(w, "disk size: %s\n", humanSize(get("actual-size").(int64)))
+	if cs, ok := lookup(o, "cluster-size"); ok {
+		fmt.Fprintf(w, "cluster_size: %v\n", cs)
+	}
+	if bf, ok := lookup(o, "backing-filename"); ok {
+		full, _ := lookup(o, "full-backing-filename")
+		if full != bf {
+			fmt.Fprintf(w, "backing file: %v (actual path: %v)\n", bf, full)
+		} else {
+			fmt.Fprintf(w, "backing file: %v\n", bf)
+		}
+		if bff, ok := lookup(o, "backing-filename-format"); ok {
+			fmt.Fprintf(w, "backing file format: %v\n", bff)
+		}
+	}
+	if d, _ := lookup(o, "dirty-flag"); d == true {
+		fmt.Fprintln(w, "cleanly shut down: no")
+	}
+	if len(snaps) > 0 {
+		fmt.Fprintln(w, "Snapshot list:")
+		printSnapshotTable(w, snaps)
+	}
+	if fs, ok := lookup(o, "format-specific"); ok {
+		if m, ok := fs.(map[string]any); ok {
+			if data, ok := m["data"].(map[string]any); ok && len(data) > 0 {
+				fmt.Fprintln(w, "Format specific information:")
+				for _, k := range orderedKeys(data) {
+					fmt.Fprintf(w, "    %s: %v\n", strings.ReplaceAll(k, "-", " "), data[k])
+				}
+			}
+		}
+	}
+}
+
+// orderedKeys lists qcow2's format-specific keys in qemu-img's order,
+// then any others sorted.
+func orderedKeys(m map[string]any) []string {
+	order := []string{"compat", "compression-type", "lazy-refcounts", "refcount-bits", "corrupt", "extended-l2"}
+	var keys []string
+	seen := map[string]bool{}
+	for _, k := range order {
+		if _, ok := m[k]; ok {
+			keys = append(keys, k)
+			seen[k] = true
+		}
+	}
+	var rest []string
+	for k := range m {
+		if !seen[k] {
+			rest = append(rest, k)
+		}
+	}
+	sort.Strings(rest)
+	return append(keys, rest...)
+}
+
+func runInfo(t *tool, args []string) int {
+	p, err := optSpec{short: "f:hU", long: []string{"output=", "backing-chain", "force-share", "image-opts", "object=", "limits"}}.parse(args)
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if len(p.args) != 1 {
+		return t.fail("Expecting one image file name")
+	}
+	out := p.get("output")
+	if out != "" && out != "human" && out != "json" {
+		return t.fail("--output must be used with human or json as argument.")
+	}
+	path := p.args[0]
+	chain := p.has("backing-chain")
+	img, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: true, NoBacking: !chain})
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	defer img.Close()
+	layers := []block.Image{img}
+	if chain {
+		layers = block.Chain(img)
+	}
+	var objs []object
+	for i, l := range layers {
+		name := path
+		if i > 0 {
+			name = block.Filename(l)
+		}
+		objs = append(objs, imageInfo(l, name))
+	}
+	if out == "json" {
+		if chain {
+			fmt.Fprintln(t.stdout, prettyJSON(objs))
+		} else {
+			fmt.Fprintln(t.stdout, prettyJSON(objs[0]))
+		}
+		return 0
+	}
+	for i, l := range layers {
+		if i > 0 {
+			fmt.Fprintln(t.stdout)
+		}
+		var snaps []block.SnapshotInfo
+		if s, ok := l.(block.Snapshotter); ok {
+			snaps, _ = s.Snapshots()
+		}
+		t.printHumanInfo(objs[i], snaps)
+	}
+	return 0
+}

@@ -1,0 +1,77 @@
+package imgtool
+
+import (
+	"bytes"
+	"encoding/json"
+	"sort"
+)
+
+// object is a JSON object that keeps its key order (qemu-img's output is
+// easier to read, and to diff, with a stable order).
+type object []field
+
+type field struct {
+	key string
+	val any
+}
+
+func (o *object) set(k string, v any) {
+	for i := range *o {
+		if (*o)[i].key == k {
+			(*o)[i].val = v
+			return
+		}
+	}
+	*o = append(*o, field{k, v})
+}
+
+func (o object) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, f := range o {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(f.key)
+		b.Write(k)
+		b.WriteByte(':')
+		v, err := json.Marshal(normalize(f.val))
+		if err != nil {
+			return nil, err
+		}
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// normalize turns map[string]any into a sorted object, recursively.
+func normalize(v any) any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	// "type" first, as in qemu's format-specific union.
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i] == "type" && keys[j] != "type" })
+	o := object{}
+	for _, k := range keys {
+		o = append(o, field{k, normalize(m[k])})
+	}
+	return o
+}
+
+// prettyJSON renders v as qemu-img does: 4-space indentation.
+func prettyJSON(v any) string {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return "{}"
+	}
+	var b bytes.Buffer
+	json.Indent(&b, raw, "", "    ")
+	return b.String()
+}

@@ -1,0 +1,88 @@
+package imgtool
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("snapshot", "internal snapshots: snapshot [-l | -c name | -a name | -d name] [-f fmt] file", runSnapshot)
+}
+
+// printSnapshotTable prints snapshots as qemu's bdrv_snapshot_dump.
+func printSnapshotTable(w io.Writer, snaps []block.SnapshotInfo) {
+	fmt.Fprintf(w, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT")
+	for _, sn := range snaps {
+		ns := sn.VMClock.Nanoseconds()
+		secs := ns / 1e9
+		clock := fmt.Sprintf("%02d:%02d:%02d.%03d", secs/3600, (secs/60)%60, secs%60, (ns/1e6)%1000)
+		date := sn.Date.Local().Format("2006-01-02 15:04:05")
+		fmt.Fprintf(w, "%-9s %-17s %7s%20s%13s%11d\n", sn.ID, sn.Name, humanSize(sn.VMStateSize), date, clock, sn.ICount)
+	}
+}
+
+func runSnapshot(t *tool, args []string) int {
+	p, err := optSpec{short: "la:c:d:f:hqU", long: []string{"object=", "image-opts", "force-share"}}.parse(args)
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if len(p.args) != 1 {
+		return t.fail("Expecting one image file name")
+	}
+	var action, name string
+	for _, a := range []string{"l", "a", "c", "d"} {
+		if p.has(a) {
+			if action != "" {
+				return t.fail("Cannot mix '-l', '-a', '-c', '-d'")
+			}
+			action, name = a, p.get(a)
+		}
+	}
+	if action == "" {
+		action = "l"
+	}
+	path := p.args[0]
+	img, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: action == "l", NoBacking: true})
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	defer img.Close()
+	s, ok := img.(block.Snapshotter)
+	if !ok {
+		if action == "l" {
+			return 0 // qemu-img lists nothing for formats without snapshots
+		}
+		return t.fail("Could not %s snapshot '%s': Operation not supported", verb(action), name)
+	}
+	switch action {
+	case "l":
+		snaps, err := s.Snapshots()
+		if err != nil {
+			return t.fail("Could not list snapshots: %v", err)
+		}
+		if len(snaps) > 0 {
+			fmt.Fprintln(t.stdout, "Snapshot list:")
+			printSnapshotTable(t.stdout, snaps)
+		}
+		return 0
+	case "c":
+		err = s.CreateSnapshot(name)
+	case "a":
+		err = s.ApplySnapshot(name)
+	case "d":
+		err = s.DeleteSnapshot(name)
+	}
+	if err != nil {
+		return t.fail("Could not %s snapshot '%s': %v", verb(action), name, err)
+	}
+	if err := img.Flush(); err != nil {
+		return t.fail("%v", err)
+	}
+	return 0
+}
+
+func verb(action string) string {
+	return map[string]string{"c": "create", "a": "apply", "d": "delete", "l": "list"}[action]
+}
