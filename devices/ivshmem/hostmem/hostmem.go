@@ -174,3 +174,56 @@ func ParseSize(s string) (uint64, error) {
 	}
 	return v * mult, nil
 }
+
+// Region is a mapped shared memory object: a QEMU memory backend
+// (memory-backend-file with share=on, memory-backend-shm).
+type Region struct {
+	// ID is the backend's id (-object ...,id=ID).
+	ID   string
+	Path string // "" for an anonymous object
+	Mem  []byte // MAP_SHARED mapping of the whole object
+	file *os.File
+}
+
+// OpenRegion opens or creates the object at path (see Open) and maps it.
+func OpenRegion(id, path string, size uint64) (*Region, error) {
+	f, err := Open(path, size)
+	if err != nil {
+		return nil, err
+	}
+	return mapRegion(id, path, f, size)
+}
+
+// NewAnonymousRegion creates and maps an unnamed object (see Anonymous).
+func NewAnonymousRegion(id string, size uint64) (*Region, error) {
+	f, err := Anonymous(id, size)
+	if err != nil {
+		return nil, err
+	}
+	return mapRegion(id, "", f, size)
+}
+
+func mapRegion(id, path string, f *os.File, size uint64) (*Region, error) {
+	m, err := Map(int(f.Fd()), size)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memory backend %s: %w", id, err)
+	}
+	return &Region{ID: id, Path: path, Mem: m, file: f}, nil
+}
+
+// Size is the object's size in bytes.
+func (r *Region) Size() uint64 { return uint64(len(r.Mem)) }
+
+// FD is the object's file descriptor (owned by the region).
+func (r *Region) FD() int { return int(r.file.Fd()) }
+
+// Close unmaps and closes the object; the named object itself stays.
+func (r *Region) Close() error {
+	err := Unmap(r.Mem)
+	r.Mem = nil
+	if cerr := r.file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

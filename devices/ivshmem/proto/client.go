@@ -53,6 +53,12 @@ type Client struct {
 	mu     sync.RWMutex // guards peers, closed; fds are closed under mu held for writing
 	peers  map[int][]int
 	closed bool
+
+	// BeforeClose, if set, is called with the eventfds of a peer that left,
+	// just before the client closes them (to unregister them from KVM,
+	// which needs the fd). It runs under the client's lock: it must not call
+	// the client. Set it before the first Next.
+	BeforeClose func(peer int, fds []int)
 }
 
 // Dial connects to the server at path and completes the handshake (version,
@@ -138,6 +144,9 @@ func (c *Client) apply(v int64, fd int) (Event, error) {
 	}
 	if peer == c.id {
 		return Event{}, fmt.Errorf("%w: server says we (peer %d) left", ErrProtocol, peer)
+	}
+	if fds := c.peers[peer]; len(fds) > 0 && c.BeforeClose != nil {
+		c.BeforeClose(peer, fds)
 	}
 	for _, f := range c.peers[peer] {
 		unix.Close(f)

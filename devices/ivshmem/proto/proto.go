@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 
 	"golang.org/x/sys/unix"
@@ -88,6 +89,9 @@ func Recv(c *net.UnixConn) (value int64, fd int, err error) {
 		if perr != nil {
 			closeFD(&fd)
 			return 0, -1, perr
+		}
+		if errors.Is(rerr, io.EOF) {
+			n, rerr = 0, nil
 		}
 		if rerr != nil {
 			closeFD(&fd)
