@@ -97,8 +97,8 @@ type Device struct {
 	bar0Mapped bool
 	ioevents   map[uint32]ioevent // doorbell value (peer<<16 | vector) -> eventfd
 	registered int                // ioevents registered with KVM
-	own        []int          // our eventfds by vector
-	msixMode   bool           // own vectors are handed to MSI-X as irqfds
+	own        []int              // our eventfds by vector
+	msixMode   bool               // own vectors are handed to MSI-X as irqfds
 	released   bool
 
 	// Counters of what the guest or the server did wrong, never fatal.
