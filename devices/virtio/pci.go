@@ -93,6 +93,8 @@ type PCI struct {
 
 	// BadAccesses counts ignored guest accesses (odd widths, offsets).
 	BadAccesses atomic.Uint64
+	// InvalidChains counts malformed descriptor chains the guest posted.
+	InvalidChains atomic.Uint64
 }
 
 // NewPCI builds the PCI function for be.

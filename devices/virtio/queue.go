@@ -61,13 +61,18 @@ type Chain struct {
 	// Err is the first validation error; Segs then holds the descriptors
 	// walked before the walk stopped.
 	Err error
+	// Complete is set when the walk reached the chain's last descriptor:
+	// after a bad buffer address or ordering error the chain's shape is
+	// still known (a device may report its error status), after a loop or
+	// a bad index or table it is not.
+	Complete bool
 }
 
 // NewChain returns a Chain with room for the longest valid chain.
 func NewChain() *Chain { return &Chain{Segs: make([]Segment, 0, MaxQueueSize)} }
 
 func (c *Chain) reset(head uint16) {
-	c.Head, c.Segs, c.ReadLen, c.WriteLen, c.Err = head, c.Segs[:0], 0, 0, nil
+	c.Head, c.Segs, c.ReadLen, c.WriteLen, c.Err, c.Complete = head, c.Segs[:0], 0, 0, nil, false
 }
 
 func (c *Chain) fail(err error) {
@@ -242,6 +247,7 @@ func (q *Queue) parse(head uint16, c *Chain) {
 			c.ReadLen += uint64(n)
 		}
 		if flags&descFNext == 0 {
+			c.Complete = true
 			return
 		}
 		idx = int(next)

@@ -86,6 +86,9 @@ func (p *PCI) service(w *worker) {
 	for !w.stop.Load() {
 		w.q.SuppressNotify()
 		for !w.stop.Load() && w.q.Pop(w.chain) {
+			if w.chain.Err != nil {
+				p.InvalidChains.Add(1)
+			}
 			n := p.be.HandleChain(w.qi, w.chain)
 			if uint64(n) > w.chain.WriteLen {
 				n = uint32(w.chain.WriteLen)

@@ -12,7 +12,10 @@ import (
 // split those across descriptors any way it likes (5.2.6.4), so everything
 // is addressed by offset within the readable or writable bytes.
 func (b *Blk) HandleChain(_ int, c *virtio.Chain) uint32 {
-	status := statusByte(c)
+	var status []byte
+	if c.Complete {
+		status = statusByte(c)
+	}
 	if status == nil {
 		b.Errors.Add(1)
 		return 0 // nowhere to report anything

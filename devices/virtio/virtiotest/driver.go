@@ -84,6 +84,7 @@ type Driver struct {
 	Features                    uint64
 	Queues                      []*Queue
 	next                        uint64 // bump allocator
+	scratch                     [8]byte
 	// Timeout bounds Wait (default 5 s).
 	Timeout time.Duration
 }
@@ -137,15 +138,16 @@ func (d *Driver) Alloc(n uint64) uint64 {
 
 // Read and Write access the virtio BAR like MMIO.
 func (d *Driver) Read(off uint64, n int) uint64 {
-	var b [8]byte
+	b := d.scratch[:]
+	clear(b)
 	d.Dev.Read(0, off, b[:n])
-	return binary.LittleEndian.Uint64(b[:])
+	return binary.LittleEndian.Uint64(b)
 }
 
 // Write stores an n-byte value at BAR offset off.
 func (d *Driver) Write(off uint64, n int, v uint64) {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], v)
+	b := d.scratch[:]
+	binary.LittleEndian.PutUint64(b, v)
 	d.Dev.Write(0, off, b[:n])
 }
 
@@ -332,6 +334,9 @@ func (d *Driver) Used(q *Queue) (id uint16, n uint32, ok bool) {
 	e := d.RAM[q.Used+4+8*uint64(q.lastUsed%q.Size):]
 	id, n = uint16(binary.LittleEndian.Uint32(e)), binary.LittleEndian.Uint32(e[4:])
 	q.lastUsed++
+	if d.Features&virtio.FeatureEventIdx != 0 {
+		d.SetUsedEvent(q, q.lastUsed) // interrupt me for the next one, as Linux does
+	}
 	if int(id) < len(q.count) && q.count[id] != 0 {
 		c := q.count[id]
 		q.count[id] = 0
@@ -353,7 +358,11 @@ func (d *Driver) Wait(q *Queue) (id uint16, n uint32, err error) {
 		if spins%64 == 63 && time.Now().After(deadline) {
 			return 0, 0, fmt.Errorf("queue %d: no used element after %v", q.Index, d.Timeout)
 		}
-		runtime.Gosched()
+		if spins < 256 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(20 * time.Microsecond) // lets the scheduler poll the network poller
+		}
 	}
 }
 
