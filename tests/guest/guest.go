@@ -1,0 +1,163 @@
+// Package guest builds the freestanding guest programs of Petrel's
+// whole-VM tests: PVH ELF images that switch to long mode and run a C
+// main() at CPL3 (see README.md and lib/guest.h).
+package guest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/petrel-vmm/petrel/internal/testutil"
+)
+
+// Flags are the gcc flags every guest program is built with: freestanding,
+// no SSE (-mgeneral-regs-only, so the kernel-mode code never needs
+// FXSAVE/XSAVE state), no red zone (interrupts arrive on the user stack
+// frame's edge otherwise), no CET endbr64 and no stack protector
+// (there is no TLS), static, linked by lib/link.ld at 1 MiB.
+var Flags = []string{
+	"-m64", "-O2", "-g0", "-Wall", "-Werror",
+	"-ffreestanding", "-fno-builtin", "-nostdlib", "-nostdinc",
+	"-fno-pic", "-no-pie", "-static",
+	"-mno-red-zone", "-mgeneral-regs-only",
+	"-fno-stack-protector", "-fcf-protection=none",
+	"-fno-asynchronous-unwind-tables",
+	"-Wl,--build-id=none", "-Wl,-n", "-Wl,--no-warn-rwx-segments",
+}
+
+// libSources are the kit's files compiled into every program.
+var libSources = []string{"start.S", "guest.c", "virtio.c"}
+
+// Dir is the directory of this package's source (lib/ and progs/ are under it).
+func Dir() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		panic("guest: cannot locate the package source")
+	}
+	return filepath.Dir(file)
+}
+
+// LibDir holds guest.h, virtio.h, the runtime and the linker script.
+func LibDir() string { return filepath.Join(Dir(), "lib") }
+
+// Build compiles the guest program made of srcs (C or assembly files;
+// a name without a directory is looked up in progs/) with the kit and
+// returns the ELF's path. Builds are cached by the SHA-256 of the
+// compiler version, flags and every input under os.UserCacheDir()/petrel/guest.
+func Build(t testing.TB, srcs ...string) string {
+	t.Helper()
+	p, err := build(testutil.NeedTool(t, "gcc"), srcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// BuildSource is Build for a program given as C source text.
+func BuildSource(t testing.TB, name, csrc string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(f, []byte(csrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Build(t, f)
+}
+
+func resolve(src string) string {
+	if filepath.IsAbs(src) || strings.ContainsRune(src, filepath.Separator) {
+		return src
+	}
+	return filepath.Join(Dir(), "progs", src)
+}
+
+func build(gcc string, srcs []string) (string, error) {
+	if len(srcs) == 0 {
+		return "", fmt.Errorf("guest build: no sources")
+	}
+	h := sha256.New()
+	ver, err := exec.Command(gcc, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("guest build: %s --version: %w", gcc, err)
+	}
+	h.Write(ver)
+	fmt.Fprintln(h, Flags)
+	var inputs []string
+	libFiles := append(append([]string{}, libSources...), "link.ld", "guest.h", "virtio.h")
+	for _, f := range libFiles {
+		inputs = append(inputs, filepath.Join(LibDir(), f))
+	}
+	var progs []string
+	for _, s := range srcs {
+		progs = append(progs, resolve(s))
+	}
+	inputs = append(inputs, progs...)
+	for _, f := range inputs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("guest build: %w", err)
+		}
+		fmt.Fprintf(h, "%s %d\n", filepath.Base(f), len(b))
+		h.Write(b)
+	}
+	key := hex.EncodeToString(h.Sum(nil))[:24]
+	dir, err := cacheDir()
+	if err != nil {
+		return "", err
+	}
+	name := strings.TrimSuffix(filepath.Base(progs[0]), filepath.Ext(progs[0]))
+	out := filepath.Join(dir, name+"-"+key+".elf")
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	tmp, err := os.CreateTemp(dir, ".build-*.elf")
+	if err != nil {
+		return "", fmt.Errorf("guest build: %w", err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	args := append([]string{}, Flags...)
+	args = append(args, "-isystem", gccInclude(gcc), "-I", LibDir(), "-T", filepath.Join(LibDir(), "link.ld"), "-o", tmp.Name())
+	for _, f := range libSources {
+		args = append(args, filepath.Join(LibDir(), f))
+	}
+	args = append(args, progs...)
+	cmd := exec.Command(gcc, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("guest build of %s: %w\n%s", name, err, stderr.String())
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return "", fmt.Errorf("guest build: %w", err)
+	}
+	return out, nil
+}
+
+// gccInclude is gcc's own header directory (stdarg.h) for -nostdinc builds.
+func gccInclude(gcc string) string {
+	b, err := exec.Command(gcc, "-print-file-name=include").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func cacheDir() (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	d := filepath.Join(base, "petrel", "guest")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", fmt.Errorf("guest build cache: %w", err)
+	}
+	return d, nil
+}

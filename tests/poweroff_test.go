@@ -1,0 +1,38 @@
+package tests
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/petrel-vmm/petrel/machine/pc"
+	"github.com/petrel-vmm/petrel/tests/guest"
+)
+
+// TestACPIPowerOff: the guest reaches CPL3, reads its command line and
+// powers off through PM1a_CNT (SLP_TYP 5 | SLP_EN); the VMM stops cleanly.
+func TestACPIPowerOff(t *testing.T) {
+	elf := guest.Build(t, "poweroff.c")
+	r := runGuest(t, elf, pc.Config{Cmdline: "petrel-test poweroff"})
+	mustPass(t, r)
+	if !strings.Contains(r.Serial, "cpl=3 if=1 cmdline=petrel-test poweroff") {
+		t.Fatalf("guest did not report CPL3 with interrupts on and the command line")
+	}
+}
+
+// TestGuestFailureIsReported: a guest exception reaches the kit's handler,
+// which reports the vector and fails, so a broken guest cannot pass.
+func TestGuestFailureIsReported(t *testing.T) {
+	elf := guest.BuildSource(t, "fault.c", `#include "guest.h"
+int main(void) { return *(volatile int *)0xdead0000000UL; }
+`)
+	r := runGuest(t, elf, pc.Config{})
+	if r.Err != nil {
+		t.Fatalf("VMM error: %v", r.Err)
+	}
+	if !strings.Contains(r.Serial, "EXCEPTION vector 14") || !strings.HasPrefix(resultLine(r.Serial), "RESULT FAIL exception 14") {
+		t.Fatalf("page fault not reported")
+	}
+	if r.Reason != pc.ExitPowerOff {
+		t.Fatalf("exit %v, want power-off after the failure report", r.Reason)
+	}
+}
