@@ -1,0 +1,455 @@
+package imgtool
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("convert", "copy/convert: convert [-c] [-p] [-n] [-f fmt] [-O fmt] [-o opts] [-B backing] [-t cache] [-T cache] [-m N] [-W] [-S size] src... dst", runConvert)
+}
+
+// convertChunk is the unit of work of one convert worker.
+const convertChunk = 2 << 20
+
+// Job kinds.
+const (
+	jobCopy = iota // read from the source, write what is not zero
+	jobZero        // make the target read zeroes (it may hold other data)
+	jobSkip        // the target already reads right here
+)
+
+type convertJob struct {
+	seq    int
+	src    int   // source index
+	srcOff int64 // offset in that source
+	dstOff int64
+	n      int64
+	kind   int
+}
+
+type converter struct {
+	srcs       []block.Image
+	dst        block.Image
+	cw         block.CompressedWriter // -c
+	needZeroes bool                   // target does not read zeroes by itself (-n or -B)
+	hasBacking bool                   // -B: data from the sources' backing files is skipped
+	sparse     int64                  // -S: zero detection granularity, 0 = off
+	inOrder    bool                   // without -W, writes complete in order
+	workers    int
+	progress   func(done int64)
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	nextSeq int // next sequence number allowed to write (in-order mode)
+	copied  atomic.Int64
+	errOnce sync.Once
+	err     error
+}
+
+func runConvert(t *tool, args []string) int {
+	p, err := optSpec{short: "hf:O:B:Cco:l:S:pt:T:qnm:WUr:F:", long: []string{"object=", "image-opts", "target-image-opts", "force-share", "salvage", "target-is-zero", "bitmaps", "skip-broken-bitmaps"}}.parse(args)
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if len(p.args) < 2 {
+		return t.fail("Expecting image file name")
+	}
+	srcPaths, dstPath := p.args[:len(p.args)-1], p.args[len(p.args)-1]
+	outFmt := p.get("O")
+	if outFmt == "" {
+		outFmt = "raw"
+	}
+	if _, ok := block.Lookup(outFmt); !ok {
+		return t.fail("Unknown file format '%s'", outFmt)
+	}
+	srcDirect, err := cacheDirect(p.get("T"))
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	dstDirect, err := cacheDirect(p.get("t"))
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	workers := 8
+	if m := p.get("m"); m != "" {
+		if workers, err = strconv.Atoi(m); err != nil || workers < 1 || workers > 16 {
+			return t.fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
+		}
+	}
+	sparse := int64(4096)
+	if s := p.get("S"); s != "" {
+		if sparse, err = parseSize(s); err != nil || sparse < 0 || sparse%512 != 0 {
+			return t.fail("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 2147483136")
+		}
+	}
+	var srcs []block.Image
+	defer func() {
+		for _, s := range srcs {
+			s.Close()
+		}
+	}()
+	var total int64
+	for _, sp := range srcPaths {
+		img, err := t.openImage(sp, p.get("f"), block.Options{ReadOnly: true, DirectIO: srcDirect})
+		if err != nil {
+			return t.fail("%v", err)
+		}
+		srcs = append(srcs, img)
+		total += img.Size()
+	}
+	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F")}
+	given := map[string]string{}
+	for _, s := range p.opts["o"] {
+		pairs, err := parseKV(s)
+		if err == nil {
+			err = createOptions(outFmt, pairs, &o, given)
+		}
+		if err != nil {
+			return t.fail("%v", err)
+		}
+	}
+	o.Size = total
+	if o.BackingFile != "" && o.BackingFormat == "" {
+		if bf, err := block.Probe(block.ResolveBacking(dstPath, o.BackingFile)); err == nil {
+			o.BackingFormat = bf
+		}
+	}
+	if !p.has("n") {
+		if err := block.Create(outFmt, dstPath, o); err != nil {
+			return t.fail("%s: %v", dstPath, err)
+		}
+	}
+	dst, err := t.openImage(dstPath, outFmt, block.Options{DirectIO: dstDirect})
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	c := &converter{
+		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"),
+		needZeroes: p.has("n") && !p.has("target-is-zero") || o.BackingFile != "",
+		hasBacking: o.BackingFile != "",
+	}
+	c.cond = sync.NewCond(&c.mu)
+	if p.has("c") {
+		cw, ok := dst.(block.CompressedWriter)
+		if !ok {
+			dst.Close()
+			return t.fail("Compression not supported for this file format")
+		}
+		c.cw = cw
+	}
+	if p.has("n") && dst.Size() < total {
+		dst.Close()
+		return t.fail("error while converting %s: target image is smaller than the source", outFmt)
+	}
+	if p.has("p") && !p.has("q") {
+		last := int64(-1)
+		var pm sync.Mutex
+		c.progress = func(done int64) {
+			pm.Lock()
+			defer pm.Unlock()
+			pct := done * 10000 / max(total, 1)
+			if pct != last {
+				last = pct
+				fmt.Fprintf(t.stdout, "    (%3.2f/100%%)\r", float64(pct)/100)
+			}
+		}
+		c.progress(0)
+	}
+	err = c.run()
+	if c.progress != nil {
+		fmt.Fprintln(t.stdout)
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return t.fail("error while writing at byte %v", err)
+	}
+	return 0
+}
+
+// plan lists the jobs: extents of each source, split into chunks (for -c
+// aligned to the target's clusters, so each write is whole clusters).
+func (c *converter) plan(out chan<- *convertJob) error {
+	defer close(out)
+	seq := 0
+	var base int64
+	align := int64(convertChunk)
+	if c.cw != nil {
+		align = max(align/c.cw.ClusterSize(), 1) * c.cw.ClusterSize()
+	}
+	if c.cw != nil {
+		return c.planGrid(out, align)
+	}
+	for si, src := range c.srcs {
+		size := src.Size()
+		for off := int64(0); off < size; {
+			if c.failed() {
+				return nil
+			}
+			e, err := src.BlockStatus(off, size-off)
+			if err != nil {
+				return fmt.Errorf("%#x: reading block status: %w", base+off, err)
+			}
+			n := max(e.Length, 1)
+			kind := jobCopy
+			switch {
+			case c.hasBacking && e.Depth > 0:
+				kind = jobSkip // the new backing file is expected to hold it
+			case e.Flags&block.ExtentData == 0:
+				kind = jobSkip
+				if c.needZeroes {
+					kind = jobZero
+				}
+			}
+			for done := int64(0); done < n; {
+				// Chunks end on the alignment grid of the target offset.
+				d := base + off + done
+				l := n - done
+				if kind == jobCopy {
+					l = min(l, align-d%align)
+				}
+				out <- &convertJob{seq: seq, src: si, srcOff: off + done, dstOff: d, n: l, kind: kind}
+				seq++
+				done += l
+			}
+			off += n
+		}
+		base += size
+	}
+	return nil
+}
+
+// planGrid plans -c: whole aligned chunks (so compressed writes cover
+// whole clusters), each copied unless every source byte in it is
+// unallocated zeroes.
+func (c *converter) planGrid(out chan<- *convertJob, align int64) error {
+	var total int64
+	for _, s := range c.srcs {
+		total += s.Size()
+	}
+	for seq, d := 0, int64(0); d < total; seq, d = seq+1, d+align {
+		if c.failed() {
+			return nil
+		}
+		n := min(align, total-d)
+		kind := jobSkip
+		for off := d; off < d+n && kind == jobSkip; {
+			si, so := c.locate(off)
+			src := c.srcs[si]
+			e, err := src.BlockStatus(so, min(d+n-off, src.Size()-so))
+			if err != nil {
+				return fmt.Errorf("%#x: reading block status: %w", off, err)
+			}
+			if e.Flags&block.ExtentData != 0 || c.needZeroes {
+				kind = jobCopy
+			}
+			off += max(e.Length, 1)
+		}
+		out <- &convertJob{seq: seq, src: -1, dstOff: d, n: n, kind: kind}
+	}
+	return nil
+}
+
+// locate maps an offset of the concatenated sources to (source, offset).
+func (c *converter) locate(off int64) (int, int64) {
+	for i, s := range c.srcs {
+		if off < s.Size() || i == len(c.srcs)-1 {
+			return i, off
+		}
+		off -= s.Size()
+	}
+	return 0, off
+}
+
+// readConcat fills b from the concatenated sources at off.
+func (c *converter) readConcat(b []byte, off int64) error {
+	for len(b) > 0 {
+		si, so := c.locate(off)
+		src := c.srcs[si]
+		n := min(int64(len(b)), src.Size()-so)
+		if n <= 0 {
+			return fmt.Errorf("read beyond the sources at %#x", off)
+		}
+		if _, err := src.ReadAt(b[:n], so); err != nil {
+			return err
+		}
+		b, off = b[n:], off+n
+	}
+	return nil
+}
+
+func (c *converter) failed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil
+}
+
+func (c *converter) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	c.cond.Broadcast()
+}
+
+func (c *converter) run() error {
+	jobs := make(chan *convertJob, 2*c.workers)
+	var planErr error
+	go func() { planErr = c.plan(jobs) }()
+	var wg sync.WaitGroup
+	for range c.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, convertChunk)
+			for j := range jobs {
+				if c.failed() {
+					continue
+				}
+				if err := c.do(j, buf); err != nil {
+					c.fail(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if planErr != nil {
+		return planErr
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// waitTurn blocks until job seq may write (in-order mode).
+func (c *converter) waitTurn(seq int) {
+	if !c.inOrder {
+		return
+	}
+	c.mu.Lock()
+	for c.nextSeq != seq && c.err == nil {
+		c.cond.Wait()
+	}
+	c.mu.Unlock()
+}
+
+func (c *converter) finish(j *convertJob) {
+	if c.inOrder {
+		c.mu.Lock()
+		c.nextSeq = j.seq + 1
+		c.mu.Unlock()
+		c.cond.Broadcast()
+	}
+	d := c.copied.Add(j.n)
+	if c.progress != nil {
+		c.progress(d)
+	}
+}
+
+func (c *converter) do(j *convertJob, buf []byte) error {
+	defer c.finish(j)
+	switch j.kind {
+	case jobSkip:
+		c.waitTurn(j.seq)
+		return nil
+	case jobZero:
+		c.waitTurn(j.seq)
+		if err := c.dst.WriteZeroes(j.dstOff, j.n, false); err != nil {
+			return fmt.Errorf("%d: %w", j.dstOff, err)
+		}
+		return nil
+	}
+	b := buf[:j.n]
+	var err error
+	if j.src < 0 {
+		err = c.readConcat(b, j.dstOff)
+	} else {
+		_, err = c.srcs[j.src].ReadAt(b, j.srcOff)
+	}
+	if err != nil {
+		return fmt.Errorf("%d: reading source: %w", j.dstOff, err)
+	}
+	c.waitTurn(j.seq)
+	if c.cw != nil {
+		return c.writeCompressed(b, j.dstOff)
+	}
+	return c.writeSparse(b, j.dstOff)
+}
+
+// writeSparse writes b at off, leaving out (or zeroing, if the target does
+// not read zeroes by itself) runs of -S bytes that are all zero.
+func (c *converter) writeSparse(b []byte, off int64) error {
+	if c.sparse == 0 {
+		if _, err := c.dst.WriteAt(b, off); err != nil {
+			return fmt.Errorf("%d: %w", off, err)
+		}
+		return nil
+	}
+	for i := 0; i < len(b); {
+		isZero := allZero(b[i:min(len(b), i+int(c.sparse))])
+		j := i
+		for j < len(b) {
+			e := min(len(b), j+int(c.sparse))
+			if allZero(b[j:e]) != isZero {
+				break
+			}
+			j = e
+		}
+		var err error
+		switch {
+		case !isZero:
+			_, err = c.dst.WriteAt(b[i:j], off+int64(i))
+		case c.needZeroes:
+			err = c.dst.WriteZeroes(off+int64(i), int64(j-i), false)
+		}
+		if err != nil {
+			return fmt.Errorf("%d: %w", off+int64(i), err)
+		}
+		i = j
+	}
+	return nil
+}
+
+// writeCompressed writes b (cluster-aligned at off) cluster by cluster,
+// compressed; all-zero clusters are left unallocated.
+func (c *converter) writeCompressed(b []byte, off int64) error {
+	cs := int(c.cw.ClusterSize())
+	for i := 0; i < len(b); i += cs {
+		cl := b[i:min(len(b), i+cs)]
+		if allZero(cl) {
+			if c.needZeroes {
+				if err := c.dst.WriteZeroes(off+int64(i), int64(len(cl)), false); err != nil {
+					return fmt.Errorf("%d: %w", off+int64(i), err)
+				}
+			}
+			continue
+		}
+		if err := c.cw.WriteCompressed(cl, off+int64(i)); err != nil {
+			return fmt.Errorf("%d: %w", off+int64(i), err)
+		}
+	}
+	return nil
+}
+
+// allZero reports whether b holds only zero bytes, 8 at a time.
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
