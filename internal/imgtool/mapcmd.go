@@ -1,0 +1,155 @@
+package imgtool
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("map", "show allocation: map [-f fmt] [--output=human|json] [--start-offset=N] [--max-length=N] file", runMap)
+}
+
+// mapEntry is one line of qemu-img map --output=json.
+type mapEntry struct {
+	start, length int64
+	depth         int
+	present       bool
+	zero, data    bool
+	offset        int64 // -1: none
+	file          string
+}
+
+// layerStatus returns the extent at off as qemu-img map sees it: present
+// means allocated in the layer at Depth (engines may or may not carry
+// ExtentAllocated up from backing layers, so the layer is asked itself).
+func layerStatus(img block.Image, chain []block.Image, off, n int64) (mapEntry, error) {
+	e, err := img.BlockStatus(off, n)
+	if err != nil {
+		return mapEntry{}, err
+	}
+	m := mapEntry{start: off, length: max(e.Length, 1), depth: e.Depth, offset: e.HostOffset,
+		zero: e.Flags&block.ExtentZero != 0, data: e.Flags&block.ExtentData != 0, file: e.File}
+	m.present = e.Flags&block.ExtentAllocated != 0
+	if e.Depth > 0 && e.Depth < len(chain) && !m.present {
+		layer := chain[e.Depth]
+		if off >= layer.Size() {
+			m.depth = 0 // past the end of the backing file: qemu reports the top
+		} else if le, err := layer.BlockStatus(off, min(m.length, layer.Size()-off)); err == nil && le.Depth == 0 {
+			m.present = le.Flags&block.ExtentAllocated != 0
+			m.length = min(m.length, max(le.Length, 1))
+		}
+	}
+	if e.Depth >= len(chain) {
+		m.depth = len(chain) - 1
+	}
+	if !m.data {
+		m.offset = -1
+		if !m.present {
+			m.file = ""
+		}
+	}
+	if m.zero && m.present && m.offset < 0 && e.HostOffset >= 0 {
+		m.offset = e.HostOffset // raw holes keep their offset, as in qemu
+	}
+	return m, nil
+}
+
+// mergeable reports whether b continues a (qemu-img map merges such runs).
+func mergeable(a, b mapEntry) bool {
+	if a.depth != b.depth || a.present != b.present || a.zero != b.zero || a.data != b.data || a.file != b.file {
+		return false
+	}
+	if (a.offset < 0) != (b.offset < 0) {
+		return false
+	}
+	return a.offset < 0 || a.offset+a.length == b.offset
+}
+
+func writeMapJSON(w io.Writer, entries []mapEntry) {
+	fmt.Fprint(w, "[")
+	for i, e := range entries {
+		if i > 0 {
+			fmt.Fprint(w, ",\n")
+		}
+		fmt.Fprintf(w, `{ "start": %d, "length": %d, "depth": %d, "present": %t, "zero": %t, "data": %t`,
+			e.start, e.length, e.depth, e.present, e.zero, e.data)
+		if e.offset >= 0 {
+			fmt.Fprintf(w, `, "offset": %d`, e.offset)
+		}
+		fmt.Fprint(w, "}")
+	}
+	fmt.Fprintln(w, "]")
+}
+
+// cHex is C's "%#x": 0 prints as "0".
+func cHex(v int64) string {
+	if v == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", v)
+}
+
+func writeMapHuman(w io.Writer, entries []mapEntry) {
+	fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
+	for _, e := range entries {
+		if e.data && e.offset >= 0 {
+			fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", cHex(e.start), cHex(e.length), cHex(e.offset), e.file)
+		}
+	}
+}
+
+func runMap(t *tool, args []string) int {
+	p, err := optSpec{short: "f:hU", long: []string{"output=", "start-offset=", "max-length=", "object=", "image-opts", "force-share"}}.parse(args)
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if len(p.args) != 1 {
+		return t.fail("Expecting one image file name")
+	}
+	out := p.get("output")
+	if out != "" && out != "human" && out != "json" {
+		return t.fail("--output must be used with human or json as argument.")
+	}
+	path := p.args[0]
+	img, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: true})
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	defer img.Close()
+	start, end := int64(0), img.Size()
+	if s := p.get("start-offset"); s != "" {
+		if start, err = parseSize(s); err != nil || start < 0 {
+			return t.fail("Invalid start offset specified! You may use k, M, G, T, P or E suffixes for ")
+		}
+	}
+	if s := p.get("max-length"); s != "" {
+		l, err := parseSize(s)
+		if err != nil || l < 0 {
+			return t.fail("Invalid length specified! You may use k, M, G, T, P or E suffixes for ")
+		}
+		end = min(end, start+l)
+	}
+	chain := block.Chain(img)
+	var entries []mapEntry
+	for off := start; off < end; {
+		m, err := layerStatus(img, chain, off, end-off)
+		if err != nil {
+			return t.fail("Could not read file metadata: %v", err)
+		}
+		m.length = min(m.length, end-off)
+		if n := len(entries); n > 0 && mergeable(entries[n-1], m) {
+			entries[n-1].length += m.length
+		} else {
+			entries = append(entries, m)
+		}
+		off += m.length
+	}
+	if out == "json" {
+		writeMapJSON(t.stdout, entries)
+	} else {
+		writeMapHuman(t.stdout, entries)
+	}
+	return 0
+}
