@@ -98,7 +98,8 @@ func (img *Image) resolve(off, n int64) (mapping, error) {
 		return m, err
 	}
 	if img.extL2 && m.kind != mapCompressed {
-		return m, nil // subcluster runs are not coalesced across clusters
+		m.length = min(m.length, limit) // subcluster runs end at the cluster
+		return m, nil
 	}
 	m.length = min(cs-inCluster, limit)
 	if m.kind == mapCompressed {

@@ -233,7 +233,10 @@ func validateTable(off, size, cs uint64, fileSize int64, what string) error {
 // l1EntriesFor is the number of L1 entries a virtual size needs.
 func l1EntriesFor(size uint64, clusterBits, l2EntryBits uint32) uint32 {
 	shift := clusterBits + (clusterBits - l2EntryBits)
-	n := (size + (uint64(1) << shift) - 1) >> shift
+	n := size >> shift
+	if size&(uint64(1)<<shift-1) != 0 {
+		n++
+	}
 	if n > 1<<32-1 {
 		return 1<<32 - 1
 	}

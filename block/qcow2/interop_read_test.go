@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,7 +96,19 @@ func compareWithQemu(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	defer img.Close()
-	assertEqual(t, path, readAll(t, img), qemuRaw(t, path))
+	want := qemuRaw(t, path)
+	assertEqual(t, path, readAll(t, img), want)
+	// Unaligned ranges exercise run splitting (subclusters, compressed).
+	rng := rand.New(rand.NewSource(int64(len(want))))
+	for i := 0; i < 200; i++ {
+		off := rng.Int63n(int64(len(want)))
+		n := 1 + rng.Int63n(min(int64(len(want))-off, 300<<10))
+		got := make([]byte, n)
+		if _, err := img.ReadAt(got, off); err != nil {
+			t.Fatalf("read %d+%d: %v", off, n, err)
+		}
+		assertEqual(t, fmt.Sprintf("%s at %d+%d", path, off, n), got, want[off:off+n])
+	}
 	res, err := img.Check(block.RepairNone)
 	if err != nil || res.Corruptions != 0 || res.Leaks != 0 {
 		t.Fatalf("own check of a qemu image: %+v %v %v", res, err, res.Messages)
