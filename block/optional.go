@@ -82,3 +82,10 @@ type Describer interface {
 	// qemu-img's JSON key names.
 	Describe() map[string]any
 }
+
+// Emptier is implemented by formats that can drop every allocation of the
+// image at once, so that it reads through to its backing file again
+// (`qemu-img commit` without -d).
+type Emptier interface {
+	MakeEmpty() error
+}

@@ -277,3 +277,10 @@ func cacheDirect(mode string) (bool, error) {
 	}
 	return false, fmt.Errorf("Invalid cache option: %s", mode)
 }
+
+// sameFile reports whether two paths name the same file.
+func sameFile(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}

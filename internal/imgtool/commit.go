@@ -1,0 +1,143 @@
+package imgtool
+
+import (
+	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("commit", "commit changes into the backing file: commit [-f fmt] [-t cache] [-b base] [-d] [-p] file", runCommit)
+}
+
+func runCommit(t *tool, args []string) int {
+	p, err := optSpec{short: "f:ht:b:dpqr:", long: []string{"object=", "image-opts"}}.parse(args)
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if len(p.args) != 1 {
+		return t.fail("Expecting one image file name")
+	}
+	direct, err := cacheDirect(p.get("t"))
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	path := p.args[0]
+	top, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: true, DirectIO: direct})
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	chain := block.Chain(top)
+	if len(chain) < 2 {
+		top.Close()
+		return t.fail("Image does not have a backing file")
+	}
+	baseIdx := 1
+	if b := p.get("b"); b != "" {
+		baseIdx = -1
+		for i := 1; i < len(chain); i++ {
+			if fn := block.Filename(chain[i]); fn == b || sameFile(fn, b) {
+				baseIdx = i
+			}
+		}
+		if baseIdx < 0 {
+			top.Close()
+			return t.fail("Did not find '%s' in the backing chain of '%s'", b, path)
+		}
+	}
+	basePath, baseFmt := block.Filename(chain[baseIdx]), chain[baseIdx].Format()
+	base, err := t.openImage(basePath, baseFmt, block.Options{DirectIO: direct})
+	if err != nil {
+		top.Close()
+		return t.fail("%v", err)
+	}
+	err = commitInto(top, chain, baseIdx, base, p.has("p") && !p.has("q"), t)
+	if cerr := base.Close(); err == nil {
+		err = cerr
+	}
+	top.Close()
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if !p.has("d") {
+		if err := emptyImage(t, path, p.get("f")); err != nil {
+			return t.fail("Could not empty %s: %v", path, err)
+		}
+	}
+	if !p.has("q") {
+		fmt.Fprintln(t.stdout, "Image committed.")
+	}
+	return 0
+}
+
+// commitInto copies every range allocated above chain[baseIdx] into base.
+func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Image, progress bool, t *tool) error {
+	size := top.Size()
+	if base.Size() < size {
+		r, ok := base.(block.Resizer)
+		if !ok {
+			return fmt.Errorf("the base image is smaller than the top and cannot be resized")
+		}
+		if err := r.Resize(size); err != nil {
+			return fmt.Errorf("growing the base image: %w", err)
+		}
+	}
+	buf := make([]byte, convertChunk)
+	for off := int64(0); off < size; {
+		m, err := layerStatus(top, chain, off, size-off)
+		if err != nil {
+			return fmt.Errorf("reading block status at %#x: %w", off, err)
+		}
+		n := min(m.length, convertChunk)
+		if m.present && m.depth < baseIdx {
+			if m.data {
+				if _, err := top.ReadAt(buf[:n], off); err != nil {
+					return fmt.Errorf("reading %#x: %w", off, err)
+				}
+				if _, err := base.WriteAt(buf[:n], off); err != nil {
+					return fmt.Errorf("writing the base image at %#x: %w", off, err)
+				}
+			} else if err := base.WriteZeroes(off, n, false); err != nil {
+				return fmt.Errorf("zeroing the base image at %#x: %w", off, err)
+			}
+		}
+		off += n
+		if progress {
+			fmt.Fprintf(t.stdout, "    (%3.2f/100%%)\r", float64(off)*100/float64(size))
+		}
+	}
+	if progress {
+		fmt.Fprintln(t.stdout)
+	}
+	return base.Flush()
+}
+
+// emptyImage drops the top image's allocations so it reads through to its
+// backing file again (qemu-img commit without -d).
+func emptyImage(t *tool, path, format string) error {
+	img, err := t.openImage(path, format, block.Options{NoBacking: true})
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	if e, ok := img.(block.Emptier); ok {
+		return e.MakeEmpty()
+	}
+	// Opened without its backing file, a format's Discard leaves clusters
+	// unallocated (there is nothing underneath to hide).
+	size := img.Size()
+	for off := int64(0); off < size; {
+		e, err := img.BlockStatus(off, size-off)
+		if err != nil {
+			return err
+		}
+		n := max(e.Length, 1)
+		if e.Flags&block.ExtentAllocated != 0 && e.Depth == 0 {
+			if err := img.Discard(off, n); err != nil {
+				return err
+			}
+		}
+		off += n
+	}
+	return img.Flush()
+}

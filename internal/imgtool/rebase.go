@@ -1,0 +1,121 @@
+package imgtool
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("rebase", "change the backing file: rebase [-u] [-f fmt] [-F fmt] [-p] -b backing file", runRebase)
+}
+
+const rebaseChunk = 1 << 20
+
+func runRebase(t *tool, args []string) int {
+	p, err := optSpec{short: "hf:F:b:upt:T:qUc", long: []string{"object=", "image-opts", "force-share"}}.parse(args)
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if len(p.args) != 1 {
+		return t.fail("Expecting one image file name")
+	}
+	if !p.has("b") {
+		return t.fail("Must specify backing file (-b) or use unsafe mode (-u)")
+	}
+	path, name, bfmt := p.args[0], p.get("b"), p.get("F")
+	unsafe := p.has("u")
+	newPath := block.ResolveBacking(path, name)
+	if name != "" && bfmt == "" {
+		if _, err := os.Stat(newPath); err == nil {
+			if bfmt, err = block.Probe(newPath); err != nil {
+				return t.fail("%v", err)
+			}
+		} else if !unsafe {
+			return t.fail("Could not open new backing file '%s': No such file or directory", newPath)
+		}
+	}
+	img, err := t.openImage(path, p.get("f"), block.Options{NoBacking: unsafe})
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	defer img.Close()
+	setter, ok := img.(block.BackingSetter)
+	if !ok {
+		return t.fail("Could not change the backing file to '%s': Operation not supported", name)
+	}
+	if !unsafe {
+		var newB block.Image
+		if name != "" {
+			if newB, err = t.openImage(newPath, bfmt, block.Options{ReadOnly: true}); err != nil {
+				return t.fail("Could not open new backing file '%s'", newPath)
+			}
+			defer newB.Close()
+		}
+		if err := t.rebaseCopy(img, newB, p.has("p") && !p.has("q")); err != nil {
+			return t.fail("Error while writing image: %v", err)
+		}
+	}
+	if err := setter.SetBackingFile(name, bfmt); err != nil {
+		return t.fail("Could not change the backing file to '%s': %v", name, err)
+	}
+	if err := img.Flush(); err != nil {
+		return t.fail("%v", err)
+	}
+	return 0
+}
+
+// rebaseCopy writes into img every sector it does not allocate itself
+// whose content through the old backing chain differs from newB.
+func (t *tool) rebaseCopy(img, newB block.Image, progress bool) error {
+	chain := block.Chain(img)
+	size := img.Size()
+	oldBuf, newBuf := make([]byte, rebaseChunk), make([]byte, rebaseChunk)
+	for off := int64(0); off < size; {
+		m, err := layerStatus(img, chain, off, size-off)
+		if err != nil {
+			return fmt.Errorf("reading block status at %#x: %w", off, err)
+		}
+		n := min(m.length, rebaseChunk)
+		if m.depth == 0 && m.present {
+			off += n
+			continue
+		}
+		o, nb := oldBuf[:n], newBuf[:n]
+		if _, err := img.ReadAt(o, off); err != nil {
+			return fmt.Errorf("reading old backing data at %#x: %w", off, err)
+		}
+		if err := block.ReadBacking(newB, nb, off); err != nil {
+			return err
+		}
+		// Write runs of differing 512-byte sectors.
+		for i := int64(0); i < n; {
+			e := min(n, i+512)
+			if string(o[i:e]) == string(nb[i:e]) {
+				i = e
+				continue
+			}
+			j := e
+			for j < n {
+				k := min(n, j+512)
+				if string(o[j:k]) == string(nb[j:k]) {
+					break
+				}
+				j = k
+			}
+			if _, err := img.WriteAt(o[i:j], off+i); err != nil {
+				return fmt.Errorf("%#x: %w", off+i, err)
+			}
+			i = j
+		}
+		off += n
+		if progress {
+			fmt.Fprintf(t.stdout, "    (%3.2f/100%%)\r", float64(off)*100/float64(size))
+		}
+	}
+	if progress {
+		fmt.Fprintln(t.stdout)
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package imgtool
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+func init() {
+	register("resize", "change the virtual size: resize [-f fmt] [--shrink] [--preallocation=off] file [+|-]size", runResize)
+}
+
+func runResize(t *tool, args []string) int {
+	// The size comes last and may start with '-': take it out before
+	// option parsing, as qemu-img does.
+	if len(args) < 2 {
+		return t.fail("Expecting image file name and size")
+	}
+	sizeArg := args[len(args)-1]
+	p, err := optSpec{short: "f:hq", long: []string{"shrink", "preallocation=", "object=", "image-opts"}}.parse(args[:len(args)-1])
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	if len(p.args) != 1 {
+		return t.fail("Expecting one image file name")
+	}
+	if pa := p.get("preallocation"); pa != "" && pa != "off" {
+		return t.fail("Unsupported preallocation mode for resize: %s", pa)
+	}
+	rel := 0
+	num := sizeArg
+	if strings.HasPrefix(sizeArg, "+") {
+		rel, num = 1, sizeArg[1:]
+	} else if strings.HasPrefix(sizeArg, "-") {
+		rel, num = -1, sizeArg[1:]
+	}
+	delta, err := parseSize(num)
+	if err != nil {
+		return t.fail("Invalid size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+	}
+	path := p.args[0]
+	img, err := t.openImage(path, p.get("f"), block.Options{NoBacking: true})
+	if err != nil {
+		return t.fail("%v", err)
+	}
+	defer img.Close()
+	cur := img.Size()
+	newSize := delta
+	switch rel {
+	case 1:
+		newSize = cur + delta
+	case -1:
+		newSize = cur - delta
+	}
+	if newSize < 0 {
+		return t.fail("New image size must be positive")
+	}
+	r, ok := img.(block.Resizer)
+	if !ok {
+		return t.fail("Image format driver does not support resize")
+	}
+	if newSize < cur && !p.has("shrink") {
+		t.errorf("Use the --shrink option to perform a shrink operation.")
+		t.errorf("warning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.")
+		return 1
+	}
+	if err := r.Resize(newSize); err != nil {
+		return t.fail("Error resizing image: %v", err)
+	}
+	if err := img.Flush(); err != nil {
+		return t.fail("Error resizing image: %v", err)
+	}
+	if !p.has("q") {
+		fmt.Fprintln(t.stdout, "Image resized.")
+	}
+	return 0
+}
