@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // kvmIRQLevel mirrors struct kvm_irq_level.
@@ -60,10 +62,18 @@ type kvmMSI struct {
 // ErrMSIBlocked is returned by SignalMSI when the guest masked the interrupt.
 var ErrMSIBlocked = errors.New("msi not delivered: blocked by the guest")
 
+// ErrMSINoDest is returned by SignalMSI when no vCPU matches the MSI's
+// destination (a bad address programmed by the guest).
+var ErrMSINoDest = errors.New("msi destination matches no vcpu")
+
 // SignalMSI injects one MSI (KVM_SIGNAL_MSI); it satisfies pci.MSISignaler.
 func (vm *VM) SignalMSI(addr uint64, data uint32) error {
 	m := kvmMSI{AddressLo: uint32(addr), AddressHi: uint32(addr >> 32), Data: data}
 	r, err := ioctlPtr(vm.fd, ioctlSignalMSI, &m)
+	if err == unix.EPERM {
+		// kvm_irq_delivery_to_apic returns -1: no vCPU matched the destination.
+		return fmt.Errorf("signalling msi %#x/%#x: %w", addr, data, ErrMSINoDest)
+	}
 	if err != nil {
 		return fmt.Errorf("signalling msi %#x/%#x: %w", addr, data, err)
 	}
