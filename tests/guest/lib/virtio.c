@@ -142,9 +142,11 @@ int virtq_submit(struct virtq *vq, const struct vbuf *bufs, int n)
 
 void virtq_kick(struct virtq *vq) { mmio_write16(vq->notify_addr, vq->index); }
 
-int virtq_poll(struct virtq *vq, uint32_t *len, int seconds)
+int virtq_poll(struct virtq *vq, uint32_t *len, int seconds) { return virtq_poll_ms(vq, len, seconds * 1000); }
+
+int virtq_poll_ms(struct virtq *vq, uint32_t *len, int ms)
 {
-	uint64_t start = rdtsc(), limit = (uint64_t)seconds * 3000000000UL;
+	uint64_t start = rdtsc(), limit = (uint64_t)ms * 3000000UL;
 	while (*(volatile uint16_t *)&vq->used->idx == vq->used_seen) {
 		if (rdtsc() - start > limit)
 			return -1;

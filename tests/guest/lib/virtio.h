@@ -116,6 +116,7 @@ void virtq_kick(struct virtq *vq);
 /* virtq_poll waits (bounded, seconds) for the next used entry; returns
  * its id and stores its length, or -1 on timeout. */
 int virtq_poll(struct virtq *vq, uint32_t *len, int seconds);
+int virtq_poll_ms(struct virtq *vq, uint32_t *len, int ms);
 
 /* virtio-blk (5.2). */
 #define VIRTIO_BLK_T_IN 0
