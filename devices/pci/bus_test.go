@@ -2,6 +2,7 @@ package pci
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -101,5 +102,146 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+type releasingDev struct {
+	testDev
+	released int
+}
+
+func (d *releasingDev) Release() error { d.released++; return nil }
+
+func TestAssignmentWindows(t *testing.T) {
+	h := newRecHost()
+	b := NewBus(h)
+	ram := make([]byte, 128<<20)
+	big := NewConfigSpace(Header{VendorID: 0x1af4, DeviceID: 0x1110, Class: 0x050000})
+	must(t, big.SetBAR(0, BAR{Size: 0x100, Handler: nullDev{}}))
+	must(t, big.SetBAR(1, BAR{Size: 0x1000, Handler: nullDev{}}))
+	must(t, big.SetBAR(2, BAR{Size: 128 << 20, Is64: true, Prefetch: true, RAM: ram}))
+	dev := &releasingDev{testDev: testDev{big}}
+	must(t, b.Add(5, dev))
+	if a := big.BARAddress(2); a < DefaultWindows.Mem64.Base || a%(128<<20) != 0 {
+		t.Fatalf("large prefetchable 64-bit BAR at %#x, want the 64-bit window, aligned", a)
+	}
+	// A second device's BARs avoid the first's.
+	other := NewConfigSpace(Header{VendorID: 1})
+	must(t, other.SetBAR(0, BAR{Size: 0x100, Handler: nullDev{}}))
+	must(t, other.SetBAR(1, BAR{Size: 0x1000, Handler: nullDev{}}))
+	must(t, b.Add(6, &testDev{other}))
+	type rng struct{ a, e uint64 }
+	var all []rng
+	for _, c := range []*ConfigSpace{big, other} {
+		for i := range NumBARs {
+			if d := c.BARDef(i); d.Size != 0 {
+				a := c.BARAddress(i)
+				if a%d.Size != 0 || a < DefaultWindows.Mem32.Base {
+					t.Fatalf("BAR at %#x size %#x misplaced", a, d.Size)
+				}
+				for _, r := range all {
+					if a < r.e && r.a < a+d.Size {
+						t.Fatalf("BAR at %#x overlaps %#x", a, r.a)
+					}
+				}
+				all = append(all, rng{a, a + d.Size})
+			}
+		}
+	}
+	// The RAM BAR maps with its memory.
+	b.ConfigWrite(5, RegCommand, []byte{CmdMemorySpace, 0})
+	if m, ok := h.active[big.BARAddress(2)]; !ok || len(m.RAM) != len(ram) || m.Handler != nil || !m.Prefetch {
+		t.Fatalf("RAM BAR mapping %+v", m)
+	}
+	infos := b.Devices()
+	if len(infos) != 2 || infos[0].Slot != 5 || infos[0].DeviceID != 0x1110 || infos[0].Class != 0x050000 ||
+		len(infos[0].BARs) != 3 || !infos[0].BARs[2].Mapped || infos[0].BARs[2].Addr != big.BARAddress(2) ||
+		!infos[0].BARs[2].Is64 || infos[1].BARs[0].Mapped {
+		t.Fatalf("Devices() = %+v", infos)
+	}
+	// Hot-unplug: unmapped, released, slot free again.
+	must(t, b.Remove(5))
+	if dev.released != 1 || len(h.active) != 0 || b.Device(5) != nil || b.FreeSlot() != 1 {
+		t.Fatalf("after remove: released %d active %v", dev.released, h.active)
+	}
+	if err := b.Remove(5); !errors.Is(err, ErrSlotEmpty) {
+		t.Fatalf("second remove: %v", err)
+	}
+	if err := b.Add(6, &testDev{NewConfigSpace(Header{})}); !errors.Is(err, ErrSlotBusy) {
+		t.Fatalf("busy slot: %v", err)
+	}
+	if err := b.Add(32, &testDev{NewConfigSpace(Header{})}); !errors.Is(err, ErrBadSlot) {
+		t.Fatalf("slot 32: %v", err)
+	}
+	// Re-plug into the freed slot.
+	must(t, b.Add(5, dev))
+}
+
+func TestWindowExhaustion(t *testing.T) {
+	b := NewBusWindows(newRecHost(), Windows{IO: Window{0xc000, 0x100}, Mem32: Window{0xc000_0000, 0x2000}})
+	for i := 1; i <= 2; i++ {
+		c := NewConfigSpace(Header{})
+		must(t, c.SetBAR(0, BAR{Size: 0x1000, Handler: nullDev{}}))
+		must(t, b.Add(i, &testDev{c}))
+	}
+	c := NewConfigSpace(Header{})
+	must(t, c.SetBAR(0, BAR{Size: 0x1000, Handler: nullDev{}}))
+	if err := b.Add(3, &testDev{c}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("full window: %v", err)
+	}
+	if b.Device(3) != nil {
+		t.Fatal("device added despite the error")
+	}
+	must(t, b.Remove(1))
+	must(t, b.Add(3, &testDev{c}))
+}
+
+func TestGuestBARPlacementErrors(t *testing.T) {
+	h := newRecHost()
+	b := NewBus(h)
+	for _, s := range []int{1, 2} {
+		c := NewConfigSpace(Header{})
+		must(t, c.SetBAR(0, BAR{Size: 0x1000, Handler: nullDev{}}))
+		must(t, b.Add(s, &testDev{c}))
+		b.ConfigWrite(s, RegCommand, []byte{CmdMemorySpace, 0})
+	}
+	a1 := b.Device(1).Config().BARAddress(0)
+	// The guest moves slot 2's BAR onto slot 1's: the host refuses, the
+	// BAR stays undecoded, the error is counted; moving it away maps it.
+	cfgWrite32(b, 2, 0x10, uint32(a1))
+	if b.MapErrors.Load() != 1 || len(h.active) != 1 {
+		t.Fatalf("overlap: errors %d active %d", b.MapErrors.Load(), len(h.active))
+	}
+	cfgWrite32(b, 2, 0x10, 0xd000_0000)
+	if _, ok := h.active[0xd000_0000]; !ok {
+		t.Fatal("BAR not mapped after moving it to a free place")
+	}
+	// A 32-bit BAR at the top of the address space is not decoded.
+	cfgWrite32(b, 2, 0x10, 0xffff_f000)
+	if _, ok := h.active[0xffff_f000]; !ok {
+		t.Fatal("BAR ending exactly at 4 GiB should decode")
+	}
+	cfgWrite32(b, 2, 0x10, 0)
+	if len(h.active) != 1 {
+		t.Fatal("BAR at address 0 decoded")
+	}
+}
+
+func TestResetControl(t *testing.T) {
+	b := NewBus(newRecHost())
+	n := 0
+	b.SetResetHandler(func() { n++ })
+	b.Write(0xcf8, 1, []byte{0x02})
+	b.Write(0xcf8, 1, []byte{0x06})
+	if n != 1 {
+		t.Fatalf("reset handler called %d times", n)
+	}
+}
+
+func TestHostBridge(t *testing.T) {
+	b := NewBus(newRecHost())
+	must(t, b.Add(0, NewHostBridge()))
+	if got := cfgRead32(b, 0, 8) >> 8; got != ClassHostBridge {
+		t.Fatalf("class %#x", got)
 	}
 }
