@@ -58,3 +58,181 @@ func TestTripleFaultIsAnError(t *testing.T) {
 }
 
 func le32(v uint32) []byte { return []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)} }
+
+func TestLinux64BootProtocol(t *testing.T) {
+	const cmdline = "console=ttyS0 petrel=1"
+	r, out, err := runGuest(t, Config{KernelBytes: fakeBzImage(longModePM()), Cmdline: cmdline, Boot: BootLinux64})
+	if err != nil || r != ExitPowerOff {
+		t.Fatalf("run: %v, %v", r, err)
+	}
+	if out != cmdline {
+		t.Fatalf("guest printed %q, want the command line %q", out, cmdline)
+	}
+}
+
+func TestRepOutsb(t *testing.T) {
+	msg := "string I/O works\n"
+	code := concat(
+		[]byte{0xbe}, le32(0x100100), // mov esi, msg
+		[]byte{0xb9}, le32(uint32(len(msg))), // mov ecx, len
+		[]byte{0x66, 0xba, 0xf8, 0x03}, // mov dx, 0x3f8
+		[]byte{0xf3, 0x6e},             // rep outsb
+		acpiPowerOff, hlt)
+	code = append(code, make([]byte, 0x100-len(code))...)
+	code = append(code, msg...)
+	var exits uint64
+	testutil.NeedKVM(t)
+	var out bytes.Buffer
+	m, err := New(Config{MemoryMiB: 16, KernelBytes: pvhELF(code, 0x100000), Serial: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := m.Run(context.Background())
+	if err != nil || r != ExitPowerOff {
+		t.Fatalf("run: %v, %v", r, err)
+	}
+	if out.String() != msg {
+		t.Fatalf("serial %q, want %q", out.String(), msg)
+	}
+	exits = m.VCPUs()[0].IOExits.Load()
+	if exits < uint64(len(msg)) {
+		t.Fatalf("%d IO exits for %d bytes", exits, len(msg))
+	}
+}
+
+// seqPort answers each byte read with the next letter.
+type seqPort struct{ n byte }
+
+func (p *seqPort) Read(_, _ uint64, data []byte) {
+	for i := range data {
+		data[i] = 'a' + p.n%26
+		p.n++
+	}
+}
+func (p *seqPort) Write(_, _ uint64, _ []byte) {}
+
+// TestRepInsbBatched: KVM batches rep insb into KVM_EXIT_IO with count > 1
+// (its read-ahead), and HandleIO must fill count*size bytes.
+func TestRepInsbBatched(t *testing.T) {
+	testutil.NeedKVM(t)
+	const n = 200
+	code := concat(
+		[]byte{0xbf}, le32(0x100400), // mov edi, buf
+		[]byte{0xb9}, le32(n), // mov ecx, n
+		[]byte{0x66, 0xba, 0x00, 0x05}, // mov dx, 0x500
+		[]byte{0xfc, 0xf3, 0x6c},       // cld; rep insb
+		[]byte{0xbe}, le32(0x100400),   // mov esi, buf
+		[]byte{0xb9}, le32(n), // mov ecx, n
+		[]byte{0x66, 0xba, 0xf8, 0x03}, // mov dx, 0x3f8
+		[]byte{0xf3, 0x6e},             // rep outsb
+		acpiPowerOff, hlt)
+	var out bytes.Buffer
+	m, err := New(Config{MemoryMiB: 16, KernelBytes: pvhELF(code, 0x100000), Serial: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.PIO().Insert(0x500, 1, &seqPort{}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := m.Run(context.Background()); err != nil || r != ExitPowerOff {
+		t.Fatalf("run: %v, %v", r, err)
+	}
+	var want []byte
+	for i := 0; i < n; i++ {
+		want = append(want, 'a'+byte(i%26))
+	}
+	if out.String() != string(want) {
+		t.Fatalf("serial %q, want %q", out.String(), want)
+	}
+	exits := m.VCPUs()[0].IOExits.Load() - n - 1 // minus the outsb bytes and the power-off
+	t.Logf("rep insb of %d bytes: %d IO exits", n, exits)
+	if exits >= n {
+		t.Fatalf("rep insb took %d exits for %d bytes: no count > 1 exit was seen", exits, n)
+	}
+}
+
+func TestI8042ResetAndNoReboot(t *testing.T) {
+	// mov al, 0xfe; out 0x64, al
+	code := concat([]byte{0xb0, 0xfe, 0xe6, 0x64}, hlt)
+	r, _, err := runGuest(t, Config{KernelBytes: pvhELF(code, 0x100000)})
+	if err != nil || r != ExitReset {
+		t.Fatalf("run: %v, %v; want reset", r, err)
+	}
+}
+
+// mmioRec records MMIO writes.
+type mmioRec struct {
+	off  uint64
+	data []byte
+}
+
+func (d *mmioRec) Read(_, off uint64, data []byte) {
+	for i := range data {
+		data[i] = byte(0x40 + i)
+	}
+}
+func (d *mmioRec) Write(_, off uint64, data []byte) {
+	d.off, d.data = off, append([]byte(nil), data...)
+}
+
+func TestMMIOExits(t *testing.T) {
+	testutil.NeedKVM(t)
+	code := concat(
+		[]byte{0xc7, 0x05}, le32(0xd0000010), le32(0x12345678), // mov dword [0xd0000010], 0x12345678
+		[]byte{0xa1}, le32(0xd0000000), // mov eax, [0xd0000000]
+		[]byte{0x66, 0xba, 0xf8, 0x03, 0xee}, // out 0x3f8, al
+		[]byte{0xa1}, le32(0xe0000000),       // mov eax, [0xe0000000] (unbacked)
+		[]byte{0xee},
+		acpiPowerOff, hlt)
+	var out bytes.Buffer
+	m, err := New(Config{MemoryMiB: 16, KernelBytes: pvhELF(code, 0x100000), Serial: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	dev := &mmioRec{}
+	if err := m.MMIO().Insert(0xd0000000, 0x1000, dev); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := m.Run(context.Background()); err != nil || r != ExitPowerOff {
+		t.Fatalf("run: %v, %v", r, err)
+	}
+	if dev.off != 0x10 || !bytes.Equal(dev.data, []byte{0x78, 0x56, 0x34, 0x12}) {
+		t.Fatalf("mmio write at %#x: %x", dev.off, dev.data)
+	}
+	if out.String() != "\x40\xff" {
+		t.Fatalf("mmio reads gave %x, want 40 ff", out.String())
+	}
+	if m.VCPUs()[0].MMIOExits.Load() != 3 {
+		t.Fatalf("%d MMIO exits, want 3", m.VCPUs()[0].MMIOExits.Load())
+	}
+}
+
+func TestShutdownStopsASpinningGuest(t *testing.T) {
+	testutil.NeedKVM(t)
+	// jmp $ at CPL0: the vCPU never exits by itself.
+	m, err := New(Config{MemoryMiB: 16, KernelBytes: pvhELF([]byte{0xeb, 0xfe}, 0x100000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		m.Pause()
+		if m.Status() != "paused" {
+			t.Errorf("status %q after Pause", m.Status())
+		}
+		m.Resume()
+		cancel()
+	}()
+	r, err := m.Run(ctx)
+	if err != nil || r != ExitStopped {
+		t.Fatalf("run: %v, %v; want stopped", r, err)
+	}
+	if m.Status() != "shutdown" {
+		t.Fatalf("status %q after run", m.Status())
+	}
+}

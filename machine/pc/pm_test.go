@@ -1,0 +1,84 @@
+package pc
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+)
+
+type levelRec struct{ levels []bool }
+
+func (l *levelRec) SetLevel(b bool) { l.levels = append(l.levels, b) }
+
+func TestPMPowerOffAndRegisters(t *testing.T) {
+	var off, slept int
+	var sci []bool
+	p := NewPM(func(b bool) { sci = append(sci, b) }, func() { off++ }, func(int) { slept++ })
+	rd16 := func(o uint64) uint16 { b := make([]byte, 2); p.Read(0, o, b); return binary.LittleEndian.Uint16(b) }
+	wr16 := func(o uint64, v uint16) { b := make([]byte, 2); binary.LittleEndian.PutUint16(b, v); p.Write(0, o, b) }
+	if rd16(4)&1 != 1 {
+		t.Fatal("SCI_EN not set at reset")
+	}
+	// S3 is not power-off.
+	wr16(4, 3<<10|1<<13|1)
+	if off != 0 || slept != 1 {
+		t.Fatalf("S3: off %d slept %d", off, slept)
+	}
+	if rd16(4)&(1<<13) != 0 {
+		t.Fatal("SLP_EN reads back as 1")
+	}
+	// SLP_TYP 5 alone does nothing; with SLP_EN it powers off.
+	wr16(4, 5<<10|1)
+	if off != 0 {
+		t.Fatal("SLP_TYP without SLP_EN powered off")
+	}
+	wr16(4, 5<<10|1<<13|1)
+	if off != 1 {
+		t.Fatal("S5 did not power off")
+	}
+	// Power button status raises SCI only when enabled; write-1-to-clear.
+	p.PressPowerButton()
+	if rd16(0)&(1<<8) == 0 || sci[len(sci)-1] {
+		t.Fatalf("PWRBTN_STS %#x sci %v", rd16(0), sci)
+	}
+	wr16(2, 1<<8)
+	if sci[len(sci)-1] != true || rd16(2) != 1<<8 {
+		t.Fatalf("enabling PWRBTN_EN: sci %v", sci)
+	}
+	wr16(0, 0x0001) // clearing another bit leaves it
+	if rd16(0)&(1<<8) == 0 {
+		t.Fatal("write-1-to-clear cleared the wrong bit")
+	}
+	wr16(0, 1<<8)
+	if rd16(0)&(1<<8) != 0 || sci[len(sci)-1] != false {
+		t.Fatal("PWRBTN_STS not cleared or SCI still asserted")
+	}
+	// PM timer counts at 3.58 MHz and is 24 bits wide.
+	tm := func() uint32 { b := make([]byte, 4); p.Read(0, 8, b); return binary.LittleEndian.Uint32(b) }
+	a := tm()
+	time.Sleep(2 * time.Millisecond)
+	b := tm()
+	if a > 0xffffff || b > 0xffffff || (b-a)&0xffffff < 7000 {
+		t.Fatalf("PM timer %d -> %d after 2ms", a, b)
+	}
+	p.Write(0, 8, []byte{0, 0, 0, 0}) // read-only
+	buf := make([]byte, 4)
+	p.Read(0, 10, buf) // straddles the end
+	if buf[0] != 0xff {
+		t.Fatal("out-of-block read not all ones")
+	}
+}
+
+func TestSCISharedLine(t *testing.T) {
+	l := &levelRec{}
+	s := &sciOr{line: l}
+	pm, gpe := sciSource{s, 0}, sciSource{s, 1}
+	pm.SetLevel(true)
+	gpe.SetLevel(true)
+	pm.SetLevel(false) // GPE still asserts
+	gpe.SetLevel(false)
+	want := []bool{true, false}
+	if len(l.levels) != 2 || l.levels[0] != want[0] || l.levels[1] != want[1] {
+		t.Fatalf("line transitions %v, want %v", l.levels, want)
+	}
+}
