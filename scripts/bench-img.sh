@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Image benchmarks: Petrel's `petrel img` against qemu-img on the same
+# files, one run each. Every line prints both times and the ratio
+# Petrel/qemu-img (lower is better for Petrel; target <= 1.0).
+#
+#   BENCH_DIR  scratch directory (default: a temp dir, removed at the end)
+#   BENCH_SIZE size of the mixed-data image in MiB (default 1024)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x bin/petrel ] || go build -o bin/petrel ./cmd/petrel
+PETREL=$PWD/bin/petrel
+command -v qemu-img >/dev/null || { echo "bench-img: qemu-img not installed (apt-get install qemu-utils)"; exit 1; }
+
+dir=${BENCH_DIR:-$(mktemp -d /tmp/petrel-bench-img.XXXXXX)}
+[ -n "${BENCH_DIR:-}" ] || trap 'rm -rf "$dir"' EXIT
+mkdir -p "$dir"
+size_mb=${BENCH_SIZE:-1024}
+
+now() { date +%s.%N; }
+# timed CMD...: run CMD quietly, print its wall time in seconds.
+timed() {
+  local s e
+  s=$(now)
+  "$@" >/dev/null
+  e=$(now)
+  echo "$e - $s" | bc -l
+}
+line() { # name petrel_seconds qemu_seconds
+  printf '%-34s petrel %8.3fs  qemu-img %8.3fs  ratio %5.2f\n' "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"
+}
+# compare NAME ARGS...: time `petrel img ARGS` and `qemu-img ARGS`.
+compare() {
+  local name=$1; shift
+  local q p
+  q=$(timed qemu-img "$@")
+  p=$(timed "$PETREL" img "$@")
+  line "$name" "$p" "$q"
+}
+
+echo "== generating a ${size_mb} MiB image with mixed data in $dir"
+src=$dir/mixed.raw
+rm -f "$src"
+truncate -s "${size_mb}M" "$src"
+# Per 4 MiB region: random data, a hole, compressible text, written
+# zeroes, half random half hole.
+text=$dir/text.bin
+{ yes "petrel block benchmark: compressible text line 0123456789" || true; } | head -c 4M > "$text"
+for ((i = 0; i < size_mb / 4; i++)); do
+  case $((i % 5)) in
+    0) dd if=/dev/urandom of="$src" bs=1M count=4 seek=$((i * 4)) conv=notrunc status=none ;;
+    2) dd if="$text" of="$src" bs=1M count=4 seek=$((i * 4)) conv=notrunc status=none ;;
+    3) dd if=/dev/zero of="$src" bs=1M count=4 seek=$((i * 4)) conv=notrunc status=none ;;
+    4) dd if=/dev/urandom of="$src" bs=1M count=2 seek=$((i * 4)) conv=notrunc status=none ;;
+  esac
+done
+sync
+
+echo "== convert"
+q=$(timed qemu-img convert -O qcow2 "$src" "$dir/q.qcow2")
+p=$(timed "$PETREL" img convert -O qcow2 "$src" "$dir/p.qcow2")
+line "convert raw->qcow2 (${size_mb} MiB)" "$p" "$q"
+qemu-img compare -q "$src" "$dir/p.qcow2" || { echo "petrel's qcow2 differs from the source"; exit 1; }
+rm -f "$dir/p.qcow2"
+q=$(timed qemu-img convert -O raw "$dir/q.qcow2" "$dir/q.raw")
+p=$(timed "$PETREL" img convert -O raw "$dir/q.qcow2" "$dir/p.raw")
+line "convert qcow2->raw (${size_mb} MiB)" "$p" "$q"
+cmp -s "$dir/q.raw" "$dir/p.raw" || { echo "petrel's raw output differs"; exit 1; }
+rm -f "$dir/q.raw" "$dir/p.raw"
+
+echo "== bench (on copies of the qcow2 image)"
+img=$dir/q.qcow2
+bytes=$((size_mb << 20))
+# A "random" walk: a large odd step (in 4 KiB units) modulo the image.
+rstep=$(( (1000003 * 4096) % bytes ))
+for d in 1 16; do
+  compare "bench 4k random read  depth $d" bench -f qcow2 -c 20000 -d $d -s 4k -S $rstep "$img"
+done
+for d in 1 16; do
+  cp --sparse=always "$img" "$dir/wq.qcow2"; cp --sparse=always "$img" "$dir/wp.qcow2"
+  q=$(timed qemu-img bench -f qcow2 -w -c 20000 -d $d -s 4k -S $rstep "$dir/wq.qcow2")
+  p=$(timed "$PETREL" img bench -f qcow2 -w -c 20000 -d $d -s 4k -S $rstep "$dir/wp.qcow2")
+  line "bench 4k random write depth $d" "$p" "$q"
+done
+for d in 1 16; do
+  compare "bench 64k seq read    depth $d" bench -f qcow2 -c 8000 -d $d -s 64k "$img"
+done
+for d in 1 16; do
+  cp --sparse=always "$img" "$dir/wq.qcow2"; cp --sparse=always "$img" "$dir/wp.qcow2"
+  q=$(timed qemu-img bench -f qcow2 -w -c 8000 -d $d -s 64k "$dir/wq.qcow2")
+  p=$(timed "$PETREL" img bench -f qcow2 -w -c 8000 -d $d -s 64k "$dir/wp.qcow2")
+  line "bench 64k seq write   depth $d" "$p" "$q"
+done
+rm -f "$dir/wq.qcow2" "$dir/wp.qcow2"
+
+echo "== check of a large sparse image"
+sparse=$dir/sparse.qcow2
+qemu-img create -q -f qcow2 "$sparse" 2T
+ioargs=()
+for ((i = 0; i < 64; i++)); do ioargs+=(-c "write -P $((i + 1)) $((i * 31))G 1M"); done
+qemu-io "${ioargs[@]}" "$sparse" >/dev/null
+compare "check 2 TiB sparse qcow2" check "$sparse"
+compare "check ${size_mb} MiB mixed qcow2" check "$img"
