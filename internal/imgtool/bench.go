@@ -52,7 +52,8 @@ func runBench(t *tool, args []string) int {
 	}
 	pattern := 0
 	if s := p.get("pattern"); s != "" {
-		if pattern, err = strconv.Atoi(s); err != nil || pattern < 0 || pattern > 0xff {
+		v, err := strconv.ParseInt(s, 0, 64)
+		if pattern = int(v); err != nil || v < 0 || v > 0xff {
 			return t.fail("Invalid pattern byte specified")
 		}
 	}
