@@ -193,7 +193,20 @@ func (p *PCI) addCaps() error {
 		return err
 	}
 	p.cfg.Hook(off+16, 4, pciCfgHook{p})
+	p.cfg.Hook(pci.RegCommand, 2, commandHook{p})
 	return nil
+}
+
+// commandHook re-evaluates INTx when the guest flips INTx disable in the
+// command register (an asserted line drops, a pending ISR re-asserts).
+type commandHook struct{ p *PCI }
+
+func (commandHook) ConfigRead(int, []byte) {}
+
+func (h commandHook) ConfigWrite(int, []byte) {
+	h.p.isrMu.Lock()
+	defer h.p.isrMu.Unlock()
+	h.p.setLevelLocked(h.p.isr != 0)
 }
 
 // pciCfgHook turns pci_cfg_data accesses into BAR accesses.

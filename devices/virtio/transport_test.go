@@ -328,6 +328,18 @@ func TestINTxFallback(t *testing.T) {
 	if l.get() {
 		t.Fatal("INTx asserted while disabled")
 	}
+	if dev.Config().Uint16(pci.RegStatus)&pci.StatusINTx == 0 {
+		t.Fatal("interrupt status bit clear while an interrupt is pending")
+	}
+	// Re-enabling INTx asserts the pending interrupt; disabling drops it.
+	dev.Config().Write(pci.RegCommand, []byte{0, 0})
+	if !l.get() {
+		t.Fatal("pending INTx not asserted after re-enabling")
+	}
+	dev.Config().Write(pci.RegCommand, []byte{0, pci.CmdINTxDisable >> 8})
+	if l.get() {
+		t.Fatal("INTx still asserted after disabling")
+	}
 	if d.ISR() != 1 {
 		t.Fatal("ISR not set while INTx is disabled")
 	}

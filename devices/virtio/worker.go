@@ -138,11 +138,13 @@ func (p *PCI) readISR() uint8 {
 }
 
 // setLevelLocked drives INTx (isrMu held), honouring INTx disable.
+// The status register's interrupt bit shows the pending state even while
+// INTx is disabled (PCI 3.0, 6.2.3).
 func (p *PCI) setLevelLocked(on bool) {
+	p.cfg.SetINTxStatus(on)
 	if on && p.cfg.Command()&pci.CmdINTxDisable != 0 {
 		on = false
 	}
-	p.cfg.SetINTxStatus(on)
 	if on == p.level {
 		return
 	}

@@ -91,7 +91,8 @@ type Blk struct {
 	o        Options
 	readOnly bool
 	serial   [IDBytes]byte
-	config   [configSize]byte
+	config   [configSize]byte // all but capacity: fixed at New
+	capacity atomic.Uint64    // in sectors; changes when the image is resized
 	features atomic.Uint64
 
 	// Errors counts requests completed with VIRTIO_BLK_S_IOERR or UNSUPP.
@@ -116,7 +117,7 @@ func New(img block.Image, o Options) (*Blk, error) {
 	copy(b.serial[:], o.Serial)
 	le := binary.LittleEndian
 	c := b.config[:]
-	le.PutUint64(c[cfgCapacity:], uint64(img.Size()/SectorSize))
+	b.capacity.Store(uint64(img.Size() / SectorSize))
 	le.PutUint32(c[cfgSegMax:], uint32(o.QueueSize-2))
 	le.PutUint32(c[cfgBlkSize:], SectorSize)
 	c[cfgPhysBlockExp] = 0
@@ -174,9 +175,12 @@ func (b *Blk) ConfigSize() int { return configSize }
 // ReadConfig implements virtio.Backend.
 func (b *Blk) ReadConfig(off int, data []byte) {
 	clear(data)
-	if off >= 0 && off < configSize {
-		copy(data, b.config[off:])
+	if off < 0 || off >= configSize {
+		return
 	}
+	c := b.config
+	binary.LittleEndian.PutUint64(c[cfgCapacity:], b.capacity.Load())
+	copy(data, c[off:])
 }
 
 // WriteConfig implements virtio.Backend: the config is read-only here
@@ -208,4 +212,12 @@ func (b *Blk) Release() error {
 }
 
 // Capacity is the disk size in sectors.
-func (b *Blk) Capacity() uint64 { return binary.LittleEndian.Uint64(b.config[cfgCapacity:]) }
+func (b *Blk) Capacity() uint64 { return b.capacity.Load() }
+
+// RefreshCapacity re-reads the image size after a resize (QMP
+// block_resize). When it changed, the caller tells the driver with
+// (*virtio.PCI).ConfigChanged, as QEMU's virtio_blk_resize does.
+func (b *Blk) RefreshCapacity() (changed bool) {
+	n := uint64(b.img.Size() / SectorSize)
+	return b.capacity.Swap(n) != n
+}

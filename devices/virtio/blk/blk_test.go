@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/devices/virtio/virtiotest"
 )
 
 func TestRequests(t *testing.T) {
@@ -253,5 +254,31 @@ func TestReleaseFlushesAndCloses(t *testing.T) {
 	onDisk, _ := os.ReadFile(path)
 	if !bytes.Equal(onDisk[3*512:4*512], bytes.Repeat([]byte{0xcd}, 512)) {
 		t.Fatal("data written before Release is not in the file")
+	}
+}
+
+func TestResize(t *testing.T) {
+	img, _ := newRawImage(t, false)
+	r := newRig(t, img, Options{}, 1)
+	if r.blk.RefreshCapacity() {
+		t.Fatal("capacity changed without a resize")
+	}
+	if err := img.(block.Resizer).Resize(2 * diskSize); err != nil {
+		t.Fatal(err)
+	}
+	if !r.blk.RefreshCapacity() {
+		t.Fatal("resize not noticed")
+	}
+	r.dev.ConfigChanged()
+	if got := r.drv.DeviceConfig(cfgCapacity, 8); got != 2*diskSize/512 {
+		t.Fatalf("capacity %d after resize", got)
+	}
+	if r.drv.Common(virtiotest.ConfigGeneration, 1) != 1 || r.msis.count(0) != 1 {
+		t.Fatal("config change not signalled (generation, config vector)")
+	}
+	// The new space is usable.
+	copy(r.ram[dataGPA:], bytes.Repeat([]byte{9}, 512))
+	if st, _ := r.do(0, TypeOut, diskSize/512+5, 512, true, 1, false); st != StatusOK {
+		t.Fatalf("write into the grown area: status %d", st)
 	}
 }
