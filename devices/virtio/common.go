@@ -71,6 +71,9 @@ func (p *PCI) readCommon(off int, data []byte) {
 func (p *PCI) writeCommon(off int, data []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.released {
+		return
+	}
 	var b [commonSize]byte
 	p.snapshotLocked(&b)
 	copy(b[off:], data)

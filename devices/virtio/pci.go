@@ -86,6 +86,7 @@ type PCI struct {
 	kickFDs      []int      // their fds (File.Fd would make them blocking)
 	barAddr      uint64
 	ioevents     bool // kicks are registered as ioeventfds at barAddr
+	released     bool // Release ran: guest writes are ignored from now on
 
 	isrMu sync.Mutex
 	isr   uint8
@@ -263,6 +264,11 @@ func (p *PCI) Status() uint8 {
 // routes, closes the eventfds and releases the backend.
 func (p *PCI) Release() error {
 	p.mu.Lock()
+	if p.released {
+		p.mu.Unlock()
+		return nil
+	}
+	p.released = true
 	p.stopWorkersLocked()
 	p.unregisterIoeventsLocked()
 	p.closeKicks()
@@ -285,6 +291,9 @@ func (p *PCI) BARMapped(bar int, addr uint64) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.released {
+		return
+	}
 	p.unregisterIoeventsLocked()
 	p.barAddr = addr
 	for i, fd := range p.kickFDs {

@@ -462,3 +462,21 @@ func TestBadRingNeedsReset(t *testing.T) {
 		t.Fatal("ring outside memory accepted")
 	}
 }
+
+// After hot-unplug the function may still see a late guest access: it is
+// ignored, and a second Release is harmless.
+func TestAccessAfterRelease(t *testing.T) {
+	dev, d := newDevice(t, virtio.Options{}, 1)
+	if err := d.Init(want, 1, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Release(); err != nil {
+		t.Fatal(err)
+	}
+	d.SetCommon(virtiotest.DeviceStatus, 1, 0)
+	d.SetCommon(virtiotest.DeviceStatus, 1, 0xf)
+	d.Kick(d.Queues[0])
+	if err := dev.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
