@@ -1,0 +1,41 @@
+package pseries
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/petrel-vmm/petrel/internal/testutil"
+)
+
+// TestRTASStubDisassembles checks the hand-encoded RTAS stub with GNU
+// objdump for POWER (Debian binutils-powerpc64le-linux-gnu), read as
+// big-endian since the kernel always enters RTAS big-endian.
+func TestRTASStubDisassembles(t *testing.T) {
+	objdump := testutil.NeedTool(t, "powerpc64le-linux-gnu-objdump")
+	path := filepath.Join(t.TempDir(), "stub.bin")
+	if err := os.WriteFile(path, RTASStub(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(objdump, "-b", "binary", "-m", "powerpc:common64", "-EB", "-D", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("objdump: %v\n%s", err, out)
+	}
+	var insns []string
+	line := regexp.MustCompile(`^\s+[0-9a-f]+:\s+(?:[0-9a-f]{2} ){4}\s*(.*)$`)
+	for _, l := range strings.Split(string(out), "\n") {
+		if m := line.FindStringSubmatch(l); m != nil {
+			insns = append(insns, strings.Join(strings.Fields(m[1]), " "))
+		}
+	}
+	want := []string{"mr r4,r3", "lis r3,0", "ori r3,r3,61440", "sc 1", "blr"}
+	if strings.Join(insns, "; ") != strings.Join(want, "; ") {
+		t.Fatalf("stub disassembles to %q, want %q", insns, want)
+	}
+	if HRTAS != 61440 {
+		t.Fatal("H_RTAS changed; the stub loads 0xf000")
+	}
+}
