@@ -236,3 +236,23 @@ func TestShutdownStopsASpinningGuest(t *testing.T) {
 		t.Fatalf("status %q after run", m.Status())
 	}
 }
+
+func TestNewFailsCleanly(t *testing.T) {
+	testutil.NeedKVM(t)
+	for name, cfg := range map[string]Config{
+		"no kernel":      {MemoryMiB: 16},
+		"missing file":   {MemoryMiB: 16, Kernel: "/nonexistent/kernel"},
+		"bad kernel":     {MemoryMiB: 16, KernelBytes: []byte("junk")},
+		"bad cpu":        {MemoryMiB: 16, KernelBytes: pvhELF(hlt, 0x100000), CPU: "host,+nosuchflag"},
+		"tiny memory":    {MemoryMiB: 1, KernelBytes: pvhELF(hlt, 0x100000)},
+		"too many cpus":  {CPUs: 1000, KernelBytes: pvhELF(hlt, 0x100000)},
+		"missing initrd": {MemoryMiB: 16, KernelBytes: pvhElf(), Initrd: "/nonexistent/initrd"},
+	} {
+		if m, err := New(cfg); err == nil {
+			m.Close()
+			t.Errorf("%s: New succeeded", name)
+		}
+	}
+}
+
+func pvhElf() []byte { return pvhELF(hlt, 0x100000) }

@@ -141,9 +141,10 @@ func New(cfg Config) (m *Machine, err error) {
 	if cfg.Log != nil {
 		m.logf = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "petrel: "+f+"\n", a...) }
 	}
+	built := m
 	defer func() {
 		if err != nil {
-			m.Close()
+			built.Close() // m itself is nil on the error returns
 		}
 	}()
 	t0 := time.Now()

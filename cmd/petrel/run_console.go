@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// console is COM1's host side for `petrel run`.
+type console struct {
+	in      io.Reader
+	out     io.Writer
+	onQuit  func()
+	restore func()
+	file    *os.File
+	once    sync.Once
+}
+
+// openConsole sets up -serial stdio|none|file:PATH. On a terminal, stdin is
+// put in raw mode and filtered for QEMU's escapes (Ctrl-a x quits, Ctrl-a h
+// helps, Ctrl-a Ctrl-a sends Ctrl-a).
+func openConsole(mode string) (*console, error) {
+	c := &console{onQuit: func() {}}
+	switch {
+	case mode == "none":
+		return c, nil
+	case strings.HasPrefix(mode, "file:"):
+		f, err := os.OpenFile(mode[5:], os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("-serial %s: %w", mode, err)
+		}
+		c.file, c.out = f, f
+		return c, nil
+	}
+	c.out = os.Stdout
+	c.in = os.Stdin
+	fd := int(os.Stdin.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return c, nil // not a terminal: plain pipe, no escapes
+	}
+	raw := *old
+	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	raw.Cflag &^= unix.CSIZE | unix.PARENB
+	raw.Cflag |= unix.CS8
+	raw.Oflag |= unix.OPOST // keep "\n" -> "\r\n" as QEMU's stdio does
+	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
+		return nil, fmt.Errorf("setting the terminal to raw mode: %w", err)
+	}
+	c.restore = func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }
+	c.in = &escapeReader{r: os.Stdin, out: os.Stderr, quit: func() { c.onQuit() }}
+	return c, nil
+}
+
+// Close restores the terminal and closes a -serial file.
+func (c *console) Close() {
+	c.once.Do(func() {
+		if c.restore != nil {
+			c.restore()
+		}
+		if c.file != nil {
+			c.file.Close()
+		}
+	})
+}
+
+const escapeChar = 0x01 // Ctrl-a
+
+const escapeHelp = "\r\nC-a h    print this help\r\nC-a x    exit petrel\r\nC-a C-a  send C-a\r\n"
+
+// escapeReader filters QEMU's Ctrl-a escapes out of terminal input.
+type escapeReader struct {
+	r    io.Reader
+	out  io.Writer
+	quit func()
+	esc  bool
+}
+
+func (e *escapeReader) Read(p []byte) (int, error) {
+	for {
+		n, err := e.r.Read(p)
+		n = e.filter(p[:n])
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+}
+
+// filter rewrites p in place and returns the bytes that go to the guest.
+func (e *escapeReader) filter(p []byte) int {
+	w := 0
+	for _, b := range p {
+		if !e.esc {
+			if b == escapeChar {
+				e.esc = true
+				continue
+			}
+			p[w] = b
+			w++
+			continue
+		}
+		e.esc = false
+		switch b {
+		case 'x', 'X':
+			fmt.Fprint(e.out, "\r\npetrel: terminated\r\n")
+			e.quit()
+		case 'h', 'H', '?':
+			fmt.Fprint(e.out, escapeHelp)
+		case escapeChar:
+			p[w] = escapeChar
+			w++
+		}
+	}
+	return w
+}
