@@ -20,6 +20,7 @@ now() { date +%s.%N; }
 # timed CMD...: run CMD quietly, print its wall time in seconds.
 timed() {
   local s e
+  sync # do not make the next command pay for the previous one's dirty pages
   s=$(now)
   "$@" >/dev/null
   e=$(now)
