@@ -1,0 +1,56 @@
+package acpi
+
+import (
+	"encoding/binary"
+
+	dev "github.com/petrel-vmm/petrel/devices/acpi"
+)
+
+// Interrupt controller addresses (docs/ARCHITECTURE.md).
+const (
+	LocalAPICAddr = 0xfee00000
+	IOAPICAddr    = 0xfec00000
+	// IOAPICID is the IOAPIC's ID as KVM's in-kernel IOAPIC reports it at reset.
+	IOAPICID = 0
+)
+
+// MADT (ACPI 6.x section 5.2.12), revision 4.
+const madtRevision = 4
+
+// MPS INTI flags (table 5-49).
+const (
+	intiActiveHigh = 1
+	intiLevel      = 3 << 2
+)
+
+// madt returns the MADT: a Local APIC per CPU (processor UID and APIC ID
+// = CPU index), the IOAPIC at GSI base 0, the overrides IRQ0 -> GSI2 (the PIT
+// on IOAPIC pin 2) and IRQ9 (SCI) level / active high, and LINT1 as NMI on
+// every processor.
+func madt(cpus int) []byte {
+	t := newTable("APIC", headerLen+8, madtRevision)
+	le := binary.LittleEndian
+	le.PutUint32(t[36:], LocalAPICAddr)
+	le.PutUint32(t[40:], 1) // PCAT_COMPAT: dual 8259s are present (KVM's PIC)
+	for i := 0; i < cpus; i++ {
+		// Processor Local APIC: type 0, length 8, UID, APIC ID, flags (enabled).
+		t = append(t, 0, 8, byte(i), byte(i), 1, 0, 0, 0)
+	}
+	// I/O APIC: type 1, length 12, ID, reserved, address, GSI base.
+	io := []byte{1, 12, IOAPICID, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	le.PutUint32(io[4:], IOAPICAddr)
+	t = append(t, io...)
+	// Interrupt Source Override: type 2, length 10, bus 0 (ISA), source, GSI, flags.
+	iso := func(irq byte, gsi uint32, flags uint16) {
+		o := []byte{2, 10, 0, irq, 0, 0, 0, 0, 0, 0}
+		le.PutUint32(o[4:], gsi)
+		le.PutUint16(o[8:], flags)
+		t = append(t, o...)
+	}
+	iso(0, 2, 0)
+	iso(dev.SCIIRQ, dev.SCIIRQ, intiActiveHigh|intiLevel)
+	// Local APIC NMI: type 4, length 6, UID 0xff (all), flags 0, LINT1.
+	t = append(t, 4, 6, 0xff, 0, 0, 1)
+	finishTable(t)
+	return t
+}
