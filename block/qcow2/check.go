@@ -50,6 +50,10 @@ func (s *refScan) ref(off, n int64, what string) {
 		return
 	}
 	cb := s.img.clusterBits
+	if off < 0 || off+n < off {
+		s.errorf(true, "%s offset %#x is out of range", what, uint64(off))
+		return
+	}
 	for c := off >> cb; c <= (off+n-1)>>cb; c++ {
 		if c >= int64(len(s.refs)) {
 			s.errorf(true, "%s at %#x is beyond the end of the image file", what, c<<cb)

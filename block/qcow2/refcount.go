@@ -61,7 +61,7 @@ func (img *Image) refblockOffset(ti int64) (int64, error) {
 		return 0, nil
 	}
 	off := int64(img.rt[ti] & reftOffsetMask)
-	if off&(img.clusterSize-1) != 0 {
+	if off < 0 || off&(img.clusterSize-1) != 0 {
 		return 0, corruptf("refcount block offset %#x (table index %d) is not cluster aligned", off, ti)
 	}
 	return off, nil
