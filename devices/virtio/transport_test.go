@@ -308,7 +308,8 @@ func TestINTxFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	flush(t, d, 0, true)
-	if !l.get() || dev.Config().Uint16(pci.RegStatus)&pci.StatusINTx == 0 {
+	waitFor(t, "INTx assertion", l.get) // raised just after the used entry
+	if dev.Config().Uint16(pci.RegStatus)&pci.StatusINTx == 0 {
 		t.Fatal("INTx not asserted without MSI-X")
 	}
 	if isr := d.ISR(); isr != 1 {
@@ -325,6 +326,7 @@ func TestINTxFallback(t *testing.T) {
 	// INTx disabled in the command register: no assertion.
 	dev.Config().Write(pci.RegCommand, []byte{0, pci.CmdINTxDisable >> 8})
 	flush(t, d, 0, true)
+	waitFor(t, "interrupt status", func() bool { return dev.Config().Uint16(pci.RegStatus)&pci.StatusINTx != 0 })
 	if l.get() {
 		t.Fatal("INTx asserted while disabled")
 	}
@@ -478,5 +480,16 @@ func TestAccessAfterRelease(t *testing.T) {
 	d.Kick(d.Queues[0])
 	if err := dev.Release(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond: interrupts are raised by the queue goroutine just
+// after it publishes the used entry the driver waits for.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(100 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s", what)
+		}
 	}
 }
