@@ -58,9 +58,10 @@ func Open(path string, opts block.Options) (*Image, error) {
 	if opts.ReadOnly {
 		flags = os.O_RDONLY
 	}
-	if opts.DirectIO {
-		flags |= unix.O_DIRECT
-	}
+	// opts.DirectIO is not applied to QED files: table entries and the
+	// header are updated in place at byte granularity, which O_DIRECT
+	// forbids. Durability comes from fdatasync on Flush and before
+	// metadata that depends on data (see allocWrite).
 	f, err := os.OpenFile(path, flags, 0)
 	if err != nil {
 		return nil, fmt.Errorf("opening QED image: %w", err)
