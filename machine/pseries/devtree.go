@@ -21,12 +21,14 @@ const (
 //	hcall-set-mode: H_SET_MODE
 //	hcall-debug:    H_LOGICAL_CI_LOAD/STORE, H_LOGICAL_CACHE_LOAD/STORE,
 //	                H_LOGICAL_ICBI, H_LOGICAL_DCBF
+//	hcall-interrupt: H_CPPR, H_IPI, H_XIRR, H_EOI, H_IPOLL (the XICS
+//	                presentation layer, icp.go)
 //
 // H_CEDE and H_PROD are served too but their set (hcall-splpar) also needs
 // H_REGISTER_VPA and H_CONFER, which Petrel does not serve, so it is not
 // listed. The hash page table calls (H_ENTER, H_REMOVE, ...) are KVM's,
 // served in the kernel, not Petrel's.
-var HypertasFunctions = []string{"hcall-term", "hcall-set-mode", "hcall-debug"}
+var HypertasFunctions = []string{"hcall-term", "hcall-set-mode", "hcall-debug", "hcall-interrupt"}
 
 // QemuHypertasFunctions lists the private (0xf000 range) sets: hcall-memop1
 // is H_LOGICAL_MEMOP. H_RTAS needs no entry: /rtas itself announces it.
@@ -66,6 +68,7 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 		pvr = DefaultPVR
 	}
 	t := fdt.NewBuilder()
+	intc := t.AllocPhandle()
 	t.SetBootCPU(m.cpus[0].Server)
 	if b.RTASSize > 0 {
 		t.Reserve(b.RTASBase, uint64(b.RTASSize))
@@ -77,6 +80,21 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 	t.PropertyString("device_type", "chrp")
 	t.PropertyString("model", "IBM pSeries (emulated by Petrel)")
 	t.PropertyString("compatible", "petrel,pseries")
+	t.PropertyU32("interrupt-parent", intc)
+
+	// The XICS: sources programmed through RTAS (ibm,set-xive, ...),
+	// presentation through hcall-interrupt; interrupt specifiers are
+	// <source number, sense> (0 edge, 1 level).
+	t.BeginNode("interrupt-controller")
+	t.PropertyString("device_type", "PowerPC-External-Interrupt-Presentation")
+	t.PropertyStrings("compatible", "IBM,ppc-xics", "IBM,ppc-xicp")
+	t.PropertyEmpty("interrupt-controller")
+	t.PropertyU32("#interrupt-cells", 2)
+	t.PropertyU32("#address-cells", 0)
+	t.PropertyU32("ibm,interrupt-server-ranges", 0, uint32(len(m.cpus)))
+	t.PropertyU32("phandle", intc)
+	t.PropertyU32("linux,phandle", intc)
+	t.EndNode()
 
 	t.BeginNode("chosen")
 	t.PropertyString("bootargs", b.Cmdline)

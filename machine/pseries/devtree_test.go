@@ -74,7 +74,7 @@ func TestDeviceTreeContents(t *testing.T) {
 		t.Fatalf("rtas entry %#x", got)
 	}
 	hyp, _ := tr.Lookup("/rtas").PropStrings("ibm,hypertas-functions")
-	if strings.Join(hyp, ",") != "hcall-term,hcall-set-mode,hcall-debug" {
+	if strings.Join(hyp, ",") != "hcall-term,hcall-set-mode,hcall-debug,hcall-interrupt" {
 		t.Fatalf("hypertas %q", hyp)
 	}
 	qhyp, _ := tr.Lookup("/rtas").PropStrings("qemu,hypertas-functions")
@@ -148,7 +148,9 @@ func TestDeviceTreeDtc(t *testing.T) {
 		`device_type = "chrp";`,
 		"PowerPC,POWER9@3 {",
 		"ibm,ppc-interrupt-server#s = <0x03>;",
-		`ibm,hypertas-functions = "hcall-term\0hcall-set-mode\0hcall-debug";`,
+		`ibm,hypertas-functions = "hcall-term\0hcall-set-mode\0hcall-debug\0hcall-interrupt";`,
+		`compatible = "IBM,ppc-xics\0IBM,ppc-xicp";`,
+		"ibm,interrupt-server-ranges = <0x00 0x04>;",
 		`qemu,hypertas-functions = "hcall-memop1";`,
 		"vty@71000000 {",
 		`compatible = "hvterm1";`,

@@ -122,6 +122,7 @@ func newKVMVM(cfg Config) (*kvmVM, error) {
 		}
 		v.cpus = append(v.cpus, vc)
 	}
+	v.m.SetInterruptOutput(v.interruptLine)
 	shift, err := v.setupHTAB(cfg.RAMSize)
 	if err != nil {
 		return nil, err
@@ -189,6 +190,16 @@ func (v *kvmVM) setupHTAB(ram uint64) (uint32, error) {
 		}
 	}
 	return shift, nil
+}
+
+// interruptLine is the XICS output: KVM_INTERRUPT on the server's vCPU.
+func (v *kvmVM) interruptLine(server uint32, raise bool) {
+	if int(server) >= len(v.cpus) {
+		return
+	}
+	if err := setExternalInterrupt(v.cpus[server].fd, raise); err != nil {
+		v.m.logf("KVM_INTERRUPT on vCPU %d: %v", server, err)
+	}
 }
 
 // enterAt sets the registers a CPU starts with: 64-bit real mode at pc

@@ -51,6 +51,17 @@ func setOneReg(fd int, id uint64, val uint64) error {
 	return ioctlPtr(fd, kvmSetOneReg, unsafe.Pointer(&r))
 }
 
+// setExternalInterrupt raises or lowers a vCPU's external interrupt
+// input. powerpc serves KVM_INTERRUPT asynchronously, so this may be
+// called from any thread while the vCPU runs.
+func setExternalInterrupt(fd int, raise bool) error {
+	irq := uint32(kvmInterruptUnset)
+	if raise {
+		irq = kvmInterruptSetLevel
+	}
+	return ioctlPtr(fd, kvmInterrupt, unsafe.Pointer(&irq))
+}
+
 // allocateHTAB asks KVM (HV) to allocate the hash page table; the kernel
 // writes back the shift it chose.
 func allocateHTAB(vmFd int, shift uint32) (uint32, error) {

@@ -52,6 +52,14 @@ var (
 	kvmEnableCapIoctl      = ppcIOC(ppcIOCWrite, 0xa3, sizeofEnableCap)
 	kvmPPCAllocateHTAB     = ppcIOC(ppcIOCRead|ppcIOCWrite, 0xa7, sizeofHTABShiftWord)
 	kvmSetOneReg           = ppcIOC(ppcIOCWrite, 0xac, sizeofOneReg)
+	kvmInterrupt           = ppcIOC(ppcIOCWrite, 0x86, sizeofKVMInterrupt)
+)
+
+// KVM_INTERRUPT arguments on powerpc (asm/kvm.h): raise the external
+// interrupt as a level, or lower it.
+const (
+	kvmInterruptUnset    = 0xfffffffe // -2U
+	kvmInterruptSetLevel = 0xfffffffd // -3U
 )
 
 // Capabilities, exit reasons and registers (linux/kvm.h, asm/kvm.h).

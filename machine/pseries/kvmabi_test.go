@@ -24,6 +24,7 @@ func TestPPCKVMIoctlNumbers(t *testing.T) {
 		{"KVM_ENABLE_CAP", kvmEnableCapIoctl, 0x8068aea3},
 		{"KVM_PPC_ALLOCATE_HTAB", kvmPPCAllocateHTAB, 0xc004aea7},
 		{"KVM_SET_ONE_REG", kvmSetOneReg, 0x8010aeac},
+		{"KVM_INTERRUPT", kvmInterrupt, 0x8004ae86},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %#x, want %#x", c.name, c.got, c.want)

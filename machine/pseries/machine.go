@@ -68,6 +68,7 @@ type Machine struct {
 	now   func() time.Time
 	log   *log.Logger
 
+	irqOut    atomic.Pointer[func(server uint32, raise bool)]
 	rtcOffset atomic.Int64 // nanoseconds added to host time (set-time-of-day)
 	mode      modeState    // H_SET_MODE results
 
@@ -105,7 +106,7 @@ func New(mem *guestmem.Memory, opt Options) (*Machine, error) {
 		mem:   mem,
 		vty:   NewVTY(opt.Console),
 		nvram: nv,
-		ics:   NewICS(ICSFirstIRQ, ICSNumIRQs),
+		ics:   NewICS(ICSFirstIRQ, ICSNumIRQs, opt.CPUs),
 		pci:   NewHostBridge(),
 		now:   opt.Now,
 		log:   opt.Log,
@@ -114,12 +115,33 @@ func New(mem *guestmem.Memory, opt Options) (*Machine, error) {
 	if m.now == nil {
 		m.now = time.Now
 	}
+	m.ics.SetOutput(m.interruptLine)
 	for i := 0; i < opt.CPUs; i++ {
 		// Secondary CPUs start stopped; the guest starts them with the
 		// RTAS start-cpu service (PAPR, QEMU's spapr_cpu_core.c).
 		m.cpus = append(m.cpus, newCPU(i, i == 0))
 	}
 	return m, nil
+}
+
+// interruptLine is the XICS output: it wakes a CPU resting in H_CEDE and
+// passes the line change to the hypervisor hook (KVM_INTERRUPT).
+func (m *Machine) interruptLine(server uint32, raise bool) {
+	if raise {
+		if c := m.cpuByServer(uint64(server)); c != nil {
+			c.signal()
+		}
+	}
+	if f := m.irqOut.Load(); f != nil {
+		(*f)(server, raise)
+	}
+}
+
+// SetInterruptOutput installs the function that raises or lowers a
+// server's external interrupt input. It is called with the interrupt
+// controller's lock held and must not call back into the machine.
+func (m *Machine) SetInterruptOutput(f func(server uint32, raise bool)) {
+	m.irqOut.Store(&f)
 }
 
 // Memory returns the guest memory the machine was built over.

@@ -211,6 +211,30 @@ func TestReplayLinuxBoot(t *testing.T) {
 	if st, state := g.rtasCall(0, "query-cpu-stopped-state", 2, 1); st != 0 || state[0] != 2 {
 		t.Fatalf("secondary after start %d %v", st, state)
 	}
+	// xics_setup_cpu on each CPU: H_CPPR(0xff) opens the presenter.
+	for cpu := 0; cpu < 2; cpu++ {
+		if ret, _ := g.hcall(cpu, HCPPR, 0xff); ret != HSuccess {
+			t.Fatalf("H_CPPR: %d", ret)
+		}
+	}
+	// smp_call_function: icp_hv_cause_ipi(1) = H_IPI(1, IPI_PRIORITY 4);
+	// CPU 1 takes it with H_XIRR, clears MFRR and EOIs.
+	g.hcall(0, HIPI, 1, 4)
+	if ret, regs := g.hcall(1, HXIRR, 0xff); ret != HSuccess || regs[0] != 0xff000002 {
+		t.Fatalf("H_XIRR on CPU 1: %d %#x", ret, regs[0])
+	}
+	g.hcall(1, HIPI, 1, 0xff)
+	g.hcall(1, HEOI, 0xff000002)
+	// The device's MSI (source 0x1000, routed to CPU 0 at priority 5
+	// above) fires: CPU 0 takes and ends it.
+	v.ICS().Trigger(0x1000)
+	if ret, regs := g.hcall(0, HXIRR, 0xff); ret != HSuccess || regs[0] != 0xff001000 {
+		t.Fatalf("H_XIRR on CPU 0: %d %#x", ret, regs[0])
+	}
+	g.hcall(0, HEOI, 0xff001000)
+	if v.ICS().Pending(0) || v.ICS().Pending(1) {
+		t.Fatal("interrupt still pending after EOI")
+	}
 	// The secondary prints through the vty and idles with H_CEDE; CPU 0
 	// prods it.
 	g.hvcPut(1, VTYReg, "smp: Brought up 1 node, 2 CPUs\n")
