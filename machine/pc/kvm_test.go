@@ -256,3 +256,28 @@ func TestNewFailsCleanly(t *testing.T) {
 }
 
 func pvhElf() []byte { return pvhELF(hlt, 0x100000) }
+
+func TestResidentMemoryCountsTouchedGuestPages(t *testing.T) {
+	testutil.NeedKVM(t)
+	m, err := New(Config{MemoryMiB: 64, KernelBytes: pvhELF(hlt, 0x100000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	_, g0, err := m.ResidentMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Lazily allocated: a 64 MiB guest costs only the pages written so far.
+	if g0 > 1<<20 {
+		t.Fatalf("%d KiB of guest RAM resident before the guest ran", g0>>10)
+	}
+	b, _ := m.Memory().Slice(8<<20, 4<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	_, g1, _ := m.ResidentMemory()
+	if g1-g0 != 4<<20 {
+		t.Fatalf("touching 4 MiB raised guest RSS by %d KiB", (g1-g0)>>10)
+	}
+}

@@ -328,6 +328,9 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 	stop, v := vmm.RunVCPUs(m.vcpus)
 	m.finished.Store(true)
 	m.logf("guest ran %v: %s", time.Since(t0).Round(time.Microsecond), stop)
+	if vmmRSS, guestRSS, err := m.ResidentMemory(); err == nil {
+		m.logf("resident memory: VMM %d KiB beyond guest RAM, guest RAM touched %d KiB", vmmRSS>>10, guestRSS>>10)
+	}
 	switch stop {
 	case vmm.StopPowerOff:
 		m.emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-shutdown"})

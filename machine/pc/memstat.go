@@ -1,0 +1,47 @@
+package pc
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// ResidentMemory reports the process's resident set split into guest RAM
+// pages the guest has touched (mincore over the RAM mappings) and the rest,
+// which is what the VMM itself costs.
+func (m *Machine) ResidentMemory() (vmm, guest uint64, err error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading process status: %w", err)
+	}
+	defer f.Close()
+	var rss uint64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, 0, fmt.Errorf("parsing VmRSS %q: %w", v, err)
+			}
+			rss = kb << 10
+		}
+	}
+	page := uint64(os.Getpagesize())
+	for _, r := range m.ram {
+		vec := make([]byte, (uint64(len(r))+page-1)/page)
+		if err := mincore(r, vec); err != nil {
+			return 0, 0, fmt.Errorf("mincore over guest ram: %w", err)
+		}
+		for _, v := range vec {
+			if v&1 != 0 {
+				guest += page
+			}
+		}
+	}
+	if guest > rss {
+		return 0, guest, nil
+	}
+	return rss - guest, guest, nil
+}
