@@ -83,6 +83,9 @@ type Options struct {
 	QueueSize uint16
 	// ReadOnly offers VIRTIO_BLK_F_RO; it is implied by a read-only image.
 	ReadOnly bool
+	// KeepImageOpen makes Release flush but not close the image, for an
+	// image owned elsewhere (a QMP blockdev-add node outlives device_del).
+	KeepImageOpen bool
 }
 
 // Blk is the virtio-blk device model; it implements virtio.Backend.
@@ -197,13 +200,17 @@ func (b *Blk) Activate(features uint64) error {
 // goroutines, which have stopped, so nothing is in flight.
 func (b *Blk) Reset() {}
 
-// Release implements virtio.Backend: flush, then close the image.
+// Release implements virtio.Backend: flush, then close the image (unless
+// KeepImageOpen).
 func (b *Blk) Release() error {
 	var errs []error
 	if !b.img.ReadOnly() {
 		if err := b.img.Flush(); err != nil {
 			errs = append(errs, fmt.Errorf("virtio-blk: flushing on release: %w", err))
 		}
+	}
+	if b.o.KeepImageOpen {
+		return errors.Join(errs...)
 	}
 	if err := b.img.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("virtio-blk: closing image: %w", err))

@@ -282,3 +282,15 @@ func TestResize(t *testing.T) {
 		t.Fatalf("write into the grown area: status %d", st)
 	}
 }
+
+func TestReleaseKeepImageOpen(t *testing.T) {
+	img, _ := newRawImage(t, false)
+	r := newRig(t, img, Options{KeepImageOpen: true}, 1)
+	if err := r.dev.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.ReadAt(make([]byte, 512), 0); err != nil {
+		t.Fatalf("image closed despite KeepImageOpen: %v", err)
+	}
+	img.Close()
+}
