@@ -56,6 +56,7 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	fs.StringVar(&o.serial, "serial", "stdio", "COM1: stdio, none or file:PATH")
 	fs.StringVar(&o.qmp, "qmp", "", "QMP server: unix:PATH,server[,wait=off] or stdio")
 	fs.BoolVar(&nographic, "nographic", false, "accepted for QEMU compatibility (there is no display)")
+	fs.BoolVar(&o.cfg.NoACPI, "no-acpi", false, "boot without ACPI tables")
 	fs.BoolVar(&o.noReboot, "no-reboot", false, "exit instead of rebooting when the guest resets")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: boot path and timings on stderr")
 	if err := fs.Parse(args); err != nil {

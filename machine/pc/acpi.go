@@ -6,21 +6,24 @@ import (
 	fwacpi "github.com/petrel-vmm/petrel/firmware/acpi"
 )
 
-// buildACPI writes the ACPI tables (RSDP, XSDT, FADT, FACS, DSDT, MADT) into
-// the reserved BIOS area at fwacpi.PCTablesBase and returns the RSDP address,
-// which the boot protocols hand to the guest (and which a BIOS-area scan
-// finds too). The DSDT's hot-pluggable slots are the controller's.
+// buildACPI writes the ACPI tables (RSDP, XSDT, FACS, FADT, DSDT, MADT)
+// into the reserved BIOS area at 0xe0000 and returns the RSDP address, or
+// 0 with Config.NoACPI (the guest then uses its legacy defaults).
 func (m *Machine) buildACPI() (uint64, error) {
-	tables, err := fwacpi.BuildPC(fwacpi.PCConfig{CPUs: m.cfg.CPUs, HotplugSlots: hotplugSlots})
-	if err != nil {
-		return 0, fmt.Errorf("building acpi tables: %w", err)
+	if m.cfg.NoACPI {
+		return 0, nil
 	}
-	blob, rsdp, err := tables.Place(fwacpi.PCTablesBase, fwacpi.PCTablesLimit)
+	t, err := fwacpi.BuildPC(fwacpi.PCConfig{CPUs: m.cfg.CPUs, HotplugSlots: hotplugSlots})
 	if err != nil {
-		return 0, fmt.Errorf("placing acpi tables: %w", err)
+		return 0, err
+	}
+	blob, rsdp, err := t.Place(fwacpi.PCTablesBase, fwacpi.PCTablesLimit)
+	if err != nil {
+		return 0, err
 	}
 	if err := m.mem.Write(fwacpi.PCTablesBase, blob); err != nil {
-		return 0, fmt.Errorf("writing acpi tables at %#x: %w", fwacpi.PCTablesBase, err)
+		return 0, fmt.Errorf("writing acpi tables: %w", err)
 	}
+	m.logf("acpi tables: %d bytes at %#x", len(blob), fwacpi.PCTablesBase)
 	return rsdp, nil
 }

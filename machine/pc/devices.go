@@ -45,7 +45,7 @@ func (m *Machine) setupDevices() error {
 	m.host = &pciHost{m: m, slots: map[pciKey]uint32{}}
 	m.pci = pci.NewBus(m.host)
 	m.pci.SetResetHandler(m.Reset)
-	if err := m.pci.Add(0, pci.NewHostBridge()); err != nil {
+	if err := m.pci.Add(0, newI440FX()); err != nil {
 		return fmt.Errorf("adding pci host bridge: %w", err)
 	}
 	hp, err := acpi.NewHotplug(gpe, hotplugSlots, m.ejectSlot)
@@ -127,3 +127,18 @@ func (h *pciHost) UnmapBAR(mp pci.Mapping) error {
 	_, err := bus.Remove(mp.Addr)
 	return err
 }
+
+// i440fx is the host bridge at slot 0 with the identity of QEMU's pc
+// machine (Intel 440FX, 8086:1237, class 0x0600), which guests expect on
+// a PC. It has no BARs.
+type i440fx struct{ cfg *pci.ConfigSpace }
+
+func newI440FX() *i440fx {
+	return &i440fx{cfg: pci.NewConfigSpace(pci.Header{
+		VendorID: 0x8086, DeviceID: 0x1237, Revision: 0x02, Class: 0x060000,
+		SubsysVendor: 0x1af4, SubsysID: 0x1100,
+	})}
+}
+
+// Config implements pci.Device.
+func (h *i440fx) Config() *pci.ConfigSpace { return h.cfg }

@@ -16,6 +16,7 @@ type blockNode struct {
 	direct bool
 	slot   int    // PCI slot of the virtio-blk device using it, 0 if none
 	qdev   string // device id using it
+	owned  bool   // the device closes the image (not a blockdev-add node)
 }
 
 func (n *blockNode) info() qmp.BlockInfo {
@@ -59,6 +60,9 @@ func (m *Machine) closeNodes() error {
 	defer m.blockMu.Unlock()
 	var first error
 	for name, n := range m.nodes {
+		if n.owned && n.slot != 0 {
+			continue // the device's Release closed it
+		}
 		if err := n.img.Flush(); err != nil && first == nil {
 			first = fmt.Errorf("flushing %s: %w", n.file, err)
 		}
@@ -99,13 +103,20 @@ func (m *Machine) BlockdevDel(name string) error {
 	return nil
 }
 
-// detachNodes frees the nodes a removed device in slot used.
+// detachNodes frees the nodes a removed device in slot used: a node the
+// device owned (its image now closed by the device) is forgotten, a
+// blockdev-add node becomes free again.
 func (m *Machine) detachNodes(slot int) {
 	m.blockMu.Lock()
 	defer m.blockMu.Unlock()
-	for _, n := range m.nodes {
-		if n.slot == slot {
-			n.slot, n.qdev = 0, ""
+	for name, n := range m.nodes {
+		if n.slot != slot {
+			continue
 		}
+		if n.owned {
+			delete(m.nodes, name)
+			continue
+		}
+		n.slot, n.qdev = 0, ""
 	}
 }

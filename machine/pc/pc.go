@@ -49,6 +49,8 @@ type Config struct {
 	// Serial receives COM1 output (nil discards); SerialIn feeds COM1 input.
 	Serial   io.Writer
 	SerialIn io.Reader
+	// NoACPI boots without ACPI tables (no RSDP is passed).
+	NoACPI bool
 	// Log receives verbose machine messages (nil: none).
 	Log io.Writer
 	// Events, when set, receives QMP events (SHUTDOWN, RESET, STOP, RESUME,
@@ -166,6 +168,9 @@ func New(cfg Config) (m *Machine, err error) {
 		return nil, err
 	}
 	if err = m.setupVCPUs(); err != nil {
+		return nil, err
+	}
+	if err = m.attachDisks(); err != nil {
 		return nil, err
 	}
 	if err = m.load(); err != nil {
@@ -374,7 +379,24 @@ func (m *Machine) Reset() { m.kickAll(vmm.StopReset) }
 
 // Close releases the VM, its memory and devices. Run must have returned.
 func (m *Machine) Close() error {
-	first := m.closeNodes()
+	// Devices first: their queue workers use guest memory and disk images.
+	var errs []error
+	if m.pci != nil {
+		for slot := 1; slot < pci.NumSlots; slot++ {
+			if m.pci.Device(slot) != nil {
+				if err := m.pci.Remove(slot); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if err := m.closeNodes(); err != nil {
+		errs = append(errs, err)
+	}
+	var first error
+	if len(errs) > 0 {
+		first = errs[0]
+	}
 	for i := len(m.closers) - 1; i >= 0; i-- {
 		if err := m.closers[i](); err != nil && first == nil {
 			first = err
