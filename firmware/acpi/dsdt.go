@@ -109,8 +109,7 @@ func pci0(cfg PCConfig) Term {
 	}
 	bridge := AddressFlags{MinFixed: true, MaxFixed: true} // ResourceProducer, PosDecode
 	body := []Term{
-		Name{"_HID", EisaID("PNP0A03")},
-		Name{"_ADR", Zero},
+		Name{"_HID", EisaID("PNP0A03")}, // no _ADR: a device has _HID or _ADR, not both
 		Name{"_UID", Zero},
 		Name{"_BBN", Zero},
 		Name{"_PRT", prt},

@@ -4,28 +4,30 @@ import (
 	"encoding/binary"
 	"sync"
 	"time"
+
+	"github.com/petrel-vmm/petrel/devices/acpi"
 )
 
 // ACPI PM register block (ACPI 6.x §4.8.3): PM1a_EVT (status + enable),
 // PM1a_CNT and PM_TMR at the ports in docs/ARCHITECTURE.md; the FADT built
-// by firmware/acpi points at the same constants.
+// by firmware/acpi is made from the same devices/acpi constants.
 const (
-	PM1aEvtPort = 0x600 // 4 bytes: PM1_STS (2), PM1_EN (2)
-	PM1aCntPort = 0x604 // 2 bytes
-	PMTmrPort   = 0x608 // 4 bytes, 24-bit counter
-	PMBlockSize = 0x0c
+	PM1aEvtPort = acpi.PM1aEventBase   // 4 bytes: PM1_STS (2), PM1_EN (2)
+	PM1aCntPort = acpi.PM1aControlBase // 2 bytes
+	PMTmrPort   = acpi.PMTimerBase     // 4 bytes, 24-bit counter
+	PMBlockSize = acpi.PMTimerBase + acpi.PMTimerLen - acpi.PM1aEventBase
 
 	pm1TmrSts    = 1 << 0
 	pm1PwrBtnSts = 1 << 8
 	pm1WakSts    = 1 << 15
 	pm1StsMask   = pm1TmrSts | 1<<5 | pm1PwrBtnSts | 1<<9 | 1<<10 | pm1WakSts
 
-	pm1CntSCIEn = 1 << 0
-	pm1CntSlpEn = 1 << 13
-	slpTypShift = 10
-	slpTypMask  = 7 << slpTypShift
+	pm1CntSCIEn = acpi.SCIEnable
+	pm1CntSlpEn = acpi.SleepEnable
+	slpTypShift = acpi.SleepTypeShift
+	slpTypMask  = acpi.SleepTypeMask
 	// SlpTypS5 is the \_S5 SLP_TYP value the DSDT declares.
-	SlpTypS5 = 5
+	SlpTypS5 = acpi.S5SleepType
 
 	pmTimerHz = 3579545
 )
