@@ -300,3 +300,25 @@ func FuzzDescriptorChain(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPopPush: parse a 3-descriptor chain and return it.
+func BenchmarkPopPush(b *testing.B) {
+	r := newRing(b, 256, 0x10000)
+	q := r.queue(b, true, true)
+	buf := r.base + 0x8000
+	r.putDesc(r.desc, 0, buf, 16, descFNext, 1)
+	r.putDesc(r.desc, 1, buf+0x100, 4096, descFNext|descFWrite, 2)
+	r.putDesc(r.desc, 2, buf+0x1100, 1, descFWrite, 0)
+	c := NewChain()
+	var idx uint16
+	b.ReportAllocs()
+	for b.Loop() {
+		r.publish(idx, 0, idx+1)
+		idx++
+		if !q.Pop(c) || c.Err != nil {
+			b.Fatal("pop failed")
+		}
+		q.Push(c.Head, 4097)
+		q.NeedInterrupt()
+	}
+}
