@@ -211,6 +211,8 @@ var compressors = []struct {
 	{"lz4-cli-legacy", LZ4, cli("lz4", "-l", "-9", "-c")},
 	{"zstd-go", Zstd, goZstd},
 	{"zstd-cli", Zstd, cli("zstd", "-19", "-c")},
+	{"lzo-cli", LZO, cli("lzop", "-9", "-c")},
+	{"lzo-cli-fast-crc", LZO, cli("lzop", "-1", "-c", "--crc32")},
 }
 
 func TestDecompressEveryFormat(t *testing.T) {
@@ -340,8 +342,8 @@ func TestNoPVHNoteAndUnsupported(t *testing.T) {
 	if img.Compression != LZO {
 		t.Fatalf("lzo magic detected as %v", img.Compression)
 	}
-	if _, err := img.Decompress(); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("lzo: %v, want ErrUnsupported", err)
+	if _, err := img.Decompress(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("truncated lzop header: %v, want ErrCorrupt", err)
 	}
 	img, _ = Parse(makeBzImage(withSize([]byte("plain text"), 10), 1<<20))
 	if _, err := img.Decompress(); !errors.Is(err, ErrUnsupported) {
@@ -403,5 +405,34 @@ func TestBCJRoundTripKnownVector(t *testing.T) {
 	unBCJx86(buf, 0)
 	if got := binary.LittleEndian.Uint32(buf[1:]); got != 0x100 {
 		t.Fatalf("BCJ decode gave %#x, want 0x100", got)
+	}
+}
+
+// TestLZOLongRunsAndMatches feeds lzop data with long zero runs, long
+// repeats and incompressible stretches (stored blocks), which exercise the
+// extended lengths, every match kind and uncompressed blocks.
+func TestLZOLongRunsAndMatches(t *testing.T) {
+	var in []byte
+	in = append(in, make([]byte, 300<<10)...)
+	for i := 0; i < 5000; i++ {
+		in = append(in, []byte("petrel lzo1x match test line ")...)
+		in = append(in, byte(i), byte(i>>8))
+	}
+	r := rand.New(rand.NewSource(1))
+	noise := make([]byte, 300<<10)
+	r.Read(noise)
+	in = append(in, noise...)
+	for _, level := range []string{"-1", "-9"} {
+		p := cli("lzop", level, "-c")(t, in)
+		out, err := decompress(LZO, p, len(in))
+		if err != nil {
+			t.Fatalf("lzop %s: %v", level, err)
+		}
+		if !bytes.Equal(out, in) {
+			t.Fatalf("lzop %s: output differs", level)
+		}
+		if _, err := decompress(LZO, p, len(in)-1); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("lzop %s: output over the limit gave %v", level, err)
+		}
 	}
 }

@@ -50,3 +50,16 @@ func FuzzFindPVHEntry(f *testing.F) {
 		FindPVHEntry(data)
 	})
 }
+
+// FuzzLZO1X drives the LZO1X decoder directly, without lzop's checksums.
+func FuzzLZO1X(f *testing.F) {
+	f.Add([]byte{0x11, 0x00, 0x00}, uint16(0))
+	f.Add([]byte{0x15, 'a', 'b', 'c', 'd', 0x11, 0x00, 0x00}, uint16(4))
+	f.Add([]byte{0x00, 0x00, 0x01, 'x', 0x20, 0x00, 0x00, 0x11, 0x00, 0x00}, uint16(300))
+	f.Fuzz(func(t *testing.T, src []byte, n uint16) {
+		out, err := lzo1xDecompress(nil, src, int(n))
+		if err == nil && len(out) != int(n) {
+			t.Fatalf("decoded %d bytes, want %d", len(out), n)
+		}
+	})
+}
