@@ -308,15 +308,21 @@ func (b *Bus) Read(_, offset uint64, data []byte) {
 // Write serves mechanism 1 writes; see Read.
 func (b *Bus) Write(_, offset uint64, data []byte) {
 	b.mu.Lock()
+	if offset == 1 && len(data) == 1 {
+		// The reset handler runs unlocked: resetting the machine may
+		// well touch this bus.
+		fn := b.onReset
+		b.mu.Unlock()
+		if data[0]&4 != 0 && fn != nil {
+			fn()
+		}
+		return
+	}
 	defer b.mu.Unlock()
 	switch {
 	case offset == 0 && len(data) == 4:
 		// Bits 30:24 and 1:0 are reserved and read as zero.
 		b.address = binary.LittleEndian.Uint32(data) & 0x80ff_fffc
-	case offset == 1 && len(data) == 1:
-		if data[0]&4 != 0 && b.onReset != nil {
-			b.onReset()
-		}
 	case offset >= 4 && offset+uint64(len(data)) <= 8:
 		slotNum, reg, ok := b.decodeLocked(offset)
 		if ok {

@@ -230,7 +230,7 @@ func TestGuestBARPlacementErrors(t *testing.T) {
 func TestResetControl(t *testing.T) {
 	b := NewBus(newRecHost())
 	n := 0
-	b.SetResetHandler(func() { n++ })
+	b.SetResetHandler(func() { n++; b.Devices() }) // may use the bus
 	b.Write(0xcf8, 1, []byte{0x02})
 	b.Write(0xcf8, 1, []byte{0x06})
 	if n != 1 {
