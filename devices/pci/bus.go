@@ -80,10 +80,18 @@ var (
 )
 
 type slot struct {
-	dev    Device
-	cfg    *ConfigSpace
-	mapped [NumBARs]bool
-	at     [NumBARs]uint64 // address mapped at, valid when mapped
+	dev      Device
+	cfg      *ConfigSpace
+	mapped   [NumBARs]bool
+	at       [NumBARs]uint64 // address mapped at, valid when mapped
+	assigned [NumBARs]uint64 // address given at Add, restored by Reset
+}
+
+// Resetter is implemented by devices with state beyond the standard header
+// to return to power-on values on a machine reset (virtio status and
+// queues, MSI-X enable and table masks).
+type Resetter interface {
+	Reset()
 }
 
 // Bus is PCI bus 0. It serves configuration mechanism 1 as a vmm.BusDevice
@@ -134,8 +142,45 @@ func (b *Bus) Add(slotNum int, dev Device) error {
 	if err := b.assignLocked(cfg); err != nil {
 		return fmt.Errorf("adding device at slot %d: %w", slotNum, err)
 	}
-	b.slots[slotNum] = &slot{dev: dev, cfg: cfg}
+	s := &slot{dev: dev, cfg: cfg}
+	for i := range NumBARs {
+		s.assigned[i] = cfg.BARAddress(i)
+	}
+	b.slots[slotNum] = s
 	return nil
+}
+
+// Reset is a PCI bus reset (machine reset): every BAR stops decoding and
+// returns to its assigned address, the command register, error status bits,
+// cache line, latency and interrupt line registers clear, and devices that
+// implement Resetter reset their own state.
+func (b *Bus) Reset() {
+	b.mu.Lock()
+	var resetters []Resetter
+	for n, s := range b.slots {
+		if s == nil {
+			continue
+		}
+		for i := range NumBARs {
+			if s.mapped[i] {
+				if err := b.unmapLocked(n, s, i); err != nil {
+					b.MapErrors.Add(1)
+				}
+			}
+			s.cfg.SetBARAddress(i, s.assigned[i])
+		}
+		s.cfg.PutUint16(RegCommand, 0)
+		s.cfg.PutUint16(RegStatus, s.cfg.Uint16(RegStatus)&^(statusW1C|StatusINTx))
+		s.cfg.PutUint16(RegCacheLine, 0)
+		s.cfg.PutUint8(RegInterruptLine, 0)
+		if r, ok := s.dev.(Resetter); ok {
+			resetters = append(resetters, r)
+		}
+	}
+	b.mu.Unlock()
+	for _, r := range resetters {
+		r.Reset()
+	}
 }
 
 // Remove unplugs the device in slot: its BARs are unmapped, then Release is

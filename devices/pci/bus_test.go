@@ -245,3 +245,41 @@ func TestHostBridge(t *testing.T) {
 		t.Fatalf("class %#x", got)
 	}
 }
+
+type resettingDev struct {
+	testDev
+	resets int
+}
+
+func (d *resettingDev) Reset() { d.resets++ }
+
+func TestBusReset(t *testing.T) {
+	h := newRecHost()
+	b := NewBus(h)
+	cfg := NewConfigSpace(Header{VendorID: 1})
+	must(t, cfg.SetBAR(0, BAR{Size: 0x1000, Handler: nullDev{}}))
+	m, err := NewMSIX(cfg, MSIXConfig{Vectors: 2, TableBAR: 0, PBABAR: 0, PBAOffset: 0x800, Signaler: &recSignaler{}})
+	must(t, err)
+	dev := &resettingDev{testDev: testDev{cfg}}
+	must(t, b.Add(1, dev))
+	orig := cfg.BARAddress(0)
+	cfgWrite32(b, 1, 0x10, 0xd000_0000)
+	cfgWrite32(b, 1, 4, CmdMemorySpace|CmdBusMaster)
+	cfgWrite32(b, 1, 0x3c, 0x0b)
+	m.Write(0, 0x1c, []byte{0, 0, 0, 0}) // unmask vector 1
+	msgCtl(cfg, m, 0xc000)
+	m.Notify(1)
+	h.take()
+	b.Reset()
+	m.Reset()
+	if got := h.take(); len(got) != 1 || got[0] != "unmap 1/0 0xd0000000+0x1000" {
+		t.Fatalf("reset mappings: %v", got)
+	}
+	if cfg.BARAddress(0) != orig || cfg.Command() != 0 || cfg.Uint8(RegInterruptLine) != 0 || dev.resets != 1 {
+		t.Fatalf("after reset: BAR %#x command %#x line %d resets %d", cfg.BARAddress(0), cfg.Command(),
+			cfg.Uint8(RegInterruptLine), dev.resets)
+	}
+	if m.Enabled() || !m.Masked(0) || !m.Masked(1) || m.Pending(1) || cfg.Uint16(m.CapOffset()+2) != 1 {
+		t.Fatal("MSI-X not back to its power-on state")
+	}
+}

@@ -215,6 +215,26 @@ func (m *MSIX) ClearIrqfd(v int) error {
 	return err
 }
 
+// Reset returns MSI-X to its power-on state: disabled, function unmasked,
+// every entry zero and masked, nothing pending. irqfds are detached (they
+// re-attach when the guest unmasks again); external eventfds stay set.
+func (m *MSIX) Reset() {
+	m.cfg.PutUint16(m.capOff+2, uint16(len(m.vec)-1))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.enabled, m.funcMask = false, false
+	clear(m.table)
+	clear(m.pending)
+	for v := range m.vec {
+		m.table[v*msixEntrySize+12] = msixEntryMasked
+		if err := m.detachLocked(v); err != nil {
+			m.Dropped.Add(1)
+		}
+		m.drainLocked(v)
+		m.pending[v/64] &^= 1 << (v % 64) // a signal from before the reset is stale
+	}
+}
+
 // Close removes every irqfd and route and closes the eventfds it created.
 func (m *MSIX) Close() error {
 	m.mu.Lock()

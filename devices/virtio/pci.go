@@ -260,6 +260,17 @@ func (p *PCI) Status() uint8 {
 	return p.status
 }
 
+// Reset implements pci.Resetter (machine reset): the device status goes to
+// zero as if the driver wrote it, and MSI-X returns to its power-on state.
+func (p *PCI) Reset() {
+	p.mu.Lock()
+	if !p.released {
+		p.resetLocked()
+	}
+	p.mu.Unlock()
+	p.msix.Reset()
+}
+
 // Release implements pci.Releaser: stops the queues, drops the kernel
 // routes, closes the eventfds and releases the backend.
 func (p *PCI) Release() error {

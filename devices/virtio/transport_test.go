@@ -493,3 +493,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// A machine reset (pci.Bus.Reset) stops the queues and forgets the driver's
+// setup; the device works again after the driver initialises it anew.
+func TestBusResetStopsDevice(t *testing.T) {
+	dev, d := newDevice(t, virtio.Options{MSI: &msiCount{}}, 1)
+	bus := pci.NewBus(host{})
+	if err := bus.Add(3, dev); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Init(want, 1, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, d, 0, true)
+	bus.Reset()
+	if d.Common(virtiotest.DeviceStatus, 1) != 0 || dev.MSIX().Enabled() {
+		t.Fatal("device still active after a bus reset")
+	}
+	// A request posted now is not served: the queue is gone.
+	hdr := d.Alloc(32)
+	binary.LittleEndian.PutUint32(d.RAM[hdr:], blk.TypeFlush)
+	if _, err := d.Submit(d.Queues[0], []virtiotest.Buf{{Addr: hdr, Len: 16}, {Addr: hdr + 16, Len: 1, Write: true}}, false); err != nil {
+		t.Fatal(err)
+	}
+	d.Kick(d.Queues[0])
+	time.Sleep(20 * time.Millisecond)
+	if _, _, ok := d.Used(d.Queues[0]); ok {
+		t.Fatal("request served after reset")
+	}
+	if err := d.Init(want, 1, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, d, 0, true)
+}
