@@ -203,6 +203,7 @@ static void virtio_garbage(struct virtio_pci *vp)
 /* fresh resets the device and sets up queue 0 for polling. */
 static void fresh(struct virtio_pci *vp, struct virtq *vq)
 {
+	status = 0xff; /* so a report shows what the device wrote, if anything */
 	CHECK(virtio_init(vp, 0) == 0, "re-init failed, status %x", virtio_status(vp));
 	CHECK(virtq_setup(vp, vq, 0, 16, VIRTIO_NO_VECTOR, vq_mem) == 0, "queue setup failed");
 	virtio_driver_ok(vp);
