@@ -165,9 +165,21 @@ func (v *kvmVM) newVCPU(c *CPU) (*kvmVCPU, error) {
 // does for PR.
 func (v *kvmVM) setupHTAB(ram uint64) (uint32, error) {
 	shift := htabShiftFor(ram)
-	if got, err := allocateHTAB(v.vm, shift); err == nil {
+	got, err := allocateHTAB(v.vm, shift)
+	switch {
+	case err == nil:
 		return got, nil
-	} else if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
+	case errors.Is(err, unix.EOPNOTSUPP):
+		// KVM-HV nested in a pseries partition runs its guests in radix
+		// mode only: no hash table, ibm,pft-size is left out.
+		if n, _ := ioctlVal(v.vm, kvmCheckExtension, kvmCapPPCMMURadix); n <= 0 {
+			return 0, fmt.Errorf("KVM offers neither a hash page table (%v) nor radix", err)
+		}
+		if err := configureRadix(v.vm); err != nil {
+			return 0, fmt.Errorf("KVM_PPC_CONFIGURE_V3_MMU (radix): %w", err)
+		}
+		return 0, nil
+	case !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL):
 		return 0, fmt.Errorf("KVM_PPC_ALLOCATE_HTAB: %w", err)
 	}
 	size := 1 << shift

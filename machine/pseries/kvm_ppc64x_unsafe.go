@@ -69,6 +69,15 @@ func allocateHTAB(vmFd int, shift uint32) (uint32, error) {
 	return shift, err
 }
 
+// configureRadix puts the guest in ISA v3.00 radix mode with no process
+// table yet (the guest registers one later; real mode needs none). The
+// process table word must carry PATB_GR (guest radix) to agree with the
+// flags, as KVM checks.
+func configureRadix(vmFd int) error {
+	cfg := kvmPPCMMUv3Cfg{Flags: kvmMMUv3Radix | kvmMMUv3GTSE, ProcessTable: patbGR}
+	return ioctlPtr(vmFd, kvmPPCConfigureV3MMU, unsafe.Pointer(&cfg))
+}
+
 // hostAddr is the host virtual address of b's first byte (for SDR1 under
 // PR KVM, which reads the guest's hash table from user memory).
 func hostAddr(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }

@@ -53,7 +53,21 @@ var (
 	kvmPPCAllocateHTAB     = ppcIOC(ppcIOCRead|ppcIOCWrite, 0xa7, sizeofHTABShiftWord)
 	kvmSetOneReg           = ppcIOC(ppcIOCWrite, 0xac, sizeofOneReg)
 	kvmInterrupt           = ppcIOC(ppcIOCWrite, 0x86, sizeofKVMInterrupt)
+	kvmPPCConfigureV3MMU   = ppcIOC(ppcIOCWrite, 0xaf, sizeofMMUv3Cfg)
 )
+
+// struct kvm_ppc_mmuv3_cfg and its flags (ISA v3.00 MMU: radix or hash).
+const (
+	sizeofMMUv3Cfg    = 16
+	kvmCapPPCMMURadix = 134
+	kvmMMUv3Radix     = 1       // guest uses radix translation
+	kvmMMUv3GTSE      = 2       // guest may issue tlbie itself
+	patbGR            = 1 << 63 // process table entry flag: the guest uses radix
+)
+
+type kvmPPCMMUv3Cfg struct {
+	Flags, ProcessTable uint64
+}
 
 // KVM_INTERRUPT arguments on powerpc (asm/kvm.h): raise the external
 // interrupt as a level, or lower it.

@@ -25,6 +25,7 @@ func TestPPCKVMIoctlNumbers(t *testing.T) {
 		{"KVM_PPC_ALLOCATE_HTAB", kvmPPCAllocateHTAB, 0xc004aea7},
 		{"KVM_SET_ONE_REG", kvmSetOneReg, 0x8010aeac},
 		{"KVM_INTERRUPT", kvmInterrupt, 0x8004ae86},
+		{"KVM_PPC_CONFIGURE_V3_MMU", kvmPPCConfigureV3MMU, 0x8010aeaf},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %#x, want %#x", c.name, c.got, c.want)

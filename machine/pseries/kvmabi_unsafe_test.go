@@ -23,6 +23,7 @@ func TestPPCKVMStructLayout(t *testing.T) {
 		{"sizeof kvm_userspace_memory_region", unsafe.Sizeof(kvmUserspaceMemoryRegion{}), sizeofMemoryRegion},
 		{"sizeof kvm_enable_cap", unsafe.Sizeof(kvmEnableCap{}), sizeofEnableCap},
 		{"sizeof kvm_one_reg", unsafe.Sizeof(kvmOneReg{}), sizeofOneReg},
+		{"sizeof kvm_ppc_mmuv3_cfg", unsafe.Sizeof(kvmPPCMMUv3Cfg{}), sizeofMMUv3Cfg},
 		{"offsetof papr_hcall.args", unsafe.Offsetof(h.Args), 16},
 		{"sizeof papr_hcall", unsafe.Sizeof(h), 88},
 		{"offsetof mmio.len", unsafe.Offsetof(mm.Len), 16},

@@ -39,3 +39,26 @@ func TestRTASStubDisassembles(t *testing.T) {
 		t.Fatal("H_RTAS changed; the stub loads 0xf000")
 	}
 }
+
+// TestE2EGuestAgrees keeps the e2e guest program (testdata/guest/hello.S,
+// run by scripts/e2e-pseries.sh on nested KVM) in step with the machine:
+// it hard-codes the power-off token and the vty's termno, and must
+// assemble for big-endian POWER.
+func TestE2EGuestAgrees(t *testing.T) {
+	src, err := os.ReadFile("testdata/guest/hello.S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := RTASToken("power-off")
+	if tok != 0x2003 || !strings.Contains(string(src), ".long	0x2003") {
+		t.Fatalf("power-off token %#x; hello.S must use the same", tok)
+	}
+	if VTYReg != 0x71000000 || !strings.Contains(string(src), "lis	4, 0x7100") {
+		t.Fatal("hello.S must name the vty's termno")
+	}
+	as := testutil.NeedTool(t, "powerpc64le-linux-gnu-as")
+	obj := filepath.Join(t.TempDir(), "hello.o")
+	if out, err := exec.Command(as, "-a64", "-mbig", "-mpower8", "testdata/guest/hello.S", "-o", obj).CombinedOutput(); err != nil {
+		t.Fatalf("assembling hello.S: %v\n%s", err, out)
+	}
+}
