@@ -1,6 +1,7 @@
 package acpi
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -115,11 +116,39 @@ func result(t *testing.T, out, path string) []uint64 {
 
 func allSlots() PCConfig { return PCConfig{CPUs: 2, HotplugSlots: 0xfffffffe} }
 
+// hotplugRegs plugs and unplugs slots on a real devices/acpi controller and
+// returns its up, down and removable registers as the guest reads them.
+func hotplugRegs(t *testing.T, mask uint32, plug, unplug []int) (up, down, rmv uint32) {
+	t.Helper()
+	h, err := dev.NewHotplug(dev.NewGPE(nil), mask, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range plug {
+		if err := h.Plug(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range unplug {
+		if err := h.Unplug(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(off uint64) uint32 {
+		d := make([]byte, 4)
+		h.Read(dev.HotplugBase, off, d)
+		return binary.LittleEndian.Uint32(d)
+	}
+	return read(dev.HotplugUpOffset), read(dev.HotplugDownOffset), read(dev.HotplugRemovableOffset)
+}
+
+// The registers of the Go controller, fed to the DSDT's GPE handler, make
+// exactly the Notify calls the host asked for.
 func TestACPIExecHotplugEvent(t *testing.T) {
-	up := uint32(1<<3 | 1<<31)
-	down := uint32(1<<3 | 1<<5)
-	out := acpiexec(t, allSlots(), []string{
-		fmt.Sprintf(`execute \TSET %d %d 0`, up, down),
+	cfg := allSlots()
+	up, down, rmv := hotplugRegs(t, cfg.HotplugSlots, []int{3, 31}, []int{3, 5})
+	out := acpiexec(t, cfg, []string{
+		fmt.Sprintf(`execute \TSET %d %d %d`, up, down, rmv),
 		fmt.Sprintf(`execute \_GPE._E%02X`, dev.GPEPCIHotplug),
 	})
 	got := notifications(out)
@@ -147,6 +176,8 @@ func TestACPIExecHotplugOnlyHotpluggableSlots(t *testing.T) {
 	}
 }
 
+// A slot's _EJ0 writes the value that makes the Go controller eject that
+// slot (and clear its pending bits).
 func TestACPIExecEject(t *testing.T) {
 	for _, slot := range []int{1, 7, 31} {
 		out := acpiexec(t, allSlots(), []string{
@@ -154,15 +185,30 @@ func TestACPIExecEject(t *testing.T) {
 			fmt.Sprintf(`execute \_SB.PCI0.S%02X._EJ0 0`, slot),
 			`evaluate \TEJR`,
 		})
-		if got := result(t, out, `\TEJR`); len(got) != 1 || got[0] != 1<<slot {
+		got := result(t, out, `\TEJR`)
+		if len(got) != 1 || got[0] != 1<<slot {
 			t.Fatalf("slot %d: eject register = %x, want %#x", slot, got, uint64(1)<<slot)
+		}
+		var ejected []int
+		h, err := dev.NewHotplug(dev.NewGPE(nil), allSlots().HotplugSlots, func(s int) { ejected = append(ejected, s) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Unplug(slot); err != nil {
+			t.Fatal(err)
+		}
+		d := binary.LittleEndian.AppendUint32(nil, uint32(got[0]))
+		h.Write(dev.HotplugBase, dev.HotplugEjectOffset, d)
+		if up, down := h.Pending(); len(ejected) != 1 || ejected[0] != slot || up|down != 0 {
+			t.Fatalf("slot %d: controller ejected %v, pending %#x/%#x", slot, ejected, up, down)
 		}
 	}
 }
 
 func TestACPIExecRemovable(t *testing.T) {
+	_, _, rmv := hotplugRegs(t, 1<<1|1<<31, nil, nil)
 	out := acpiexec(t, allSlots(), []string{
-		fmt.Sprintf(`execute \TSET 0 0 %d`, uint32(1<<1|1<<31)),
+		fmt.Sprintf(`execute \TSET 0 0 %d`, rmv),
 		`evaluate \_SB.PCI0.S01._RMV`, `evaluate \_SB.PCI0.S02._RMV`, `evaluate \_SB.PCI0.S1F._RMV`,
 	})
 	for path, want := range map[string]uint64{`\_SB.PCI0.S01._RMV`: 1, `\_SB.PCI0.S02._RMV`: 0, `\_SB.PCI0.S1F._RMV`: 1} {
