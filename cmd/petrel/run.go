@@ -32,6 +32,7 @@ type runOptions struct {
 	qmp      string
 	noReboot bool
 	verbose  bool
+	pciDevs  pciDeviceOptions // -object/-chardev/-device (run_ivshmem.go)
 }
 
 func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
@@ -59,7 +60,11 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	fs.BoolVar(&o.cfg.NoACPI, "no-acpi", false, "boot without ACPI tables")
 	fs.BoolVar(&o.noReboot, "no-reboot", false, "exit instead of rebooting when the guest resets")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: boot path and timings on stderr")
+	o.pciDevs.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := o.pciDevs.parse(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -285,8 +290,14 @@ func runMain(args []string) int {
 	}
 	defer q.Close()
 	o.cfg.Events = q.emit
+	defer o.pciDevs.close()
 	for {
 		m, err := pc.New(o.cfg)
+		if err == nil {
+			if err = o.pciDevs.attach(m); err != nil {
+				m.Close()
+			}
+		}
 		if err != nil {
 			con.Close()
 			fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestParseIvshmemDevices(t *testing.T) {
+	o, err := parseRunArgs([]string{"-kernel", "k",
+		"-object", "memory-backend-file,id=m1,share=on,mem-path=/dev/shm/x,size=1M",
+		"-object", "memory-backend-shm,id=m2,size=64K",
+		"-chardev", "socket,id=ivs,path=/tmp/ivshmem_socket",
+		"-device", "ivshmem-plain,memdev=m1,addr=0x5,id=iv0",
+		"-device", "ivshmem-plain,memdev=m2",
+		"-device", "ivshmem-doorbell,chardev=ivs,vectors=4,addr=06.0",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := o.pciDevs.devs
+	if len(d) != 3 || d[0].slot != 5 || d[0].id != "iv0" || d[1].slot != 0 || d[2].vectors != 4 || d[2].slot != 6 {
+		t.Fatalf("devices %+v", d)
+	}
+	if b := o.pciDevs.backends["m1"]; b.size != 1<<20 || b.path != "/dev/shm/x" {
+		t.Fatalf("backend %+v", b)
+	}
+	if o.pciDevs.sockets["ivs"] != "/tmp/ivshmem_socket" {
+		t.Fatal("chardev path lost")
+	}
+}
+
+func TestParseIvshmemDeviceErrors(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"-object memory-backend-file,id=m,share=on,mem-path=/x,size=3M", "power of two"},
+		{"-object memory-backend-file,id=m,mem-path=/x,size=1M", "share=on"},
+		{"-object memory-backend-file,id=m,share=off,mem-path=/x,size=1M", "share=on"},
+		{"-object memory-backend-file,id=m,share=on,size=1M", "mem-path"},
+		{"-object memory-backend-ram,id=m,size=1M", "unsupported object"},
+		{"-object memory-backend-shm,size=1M", "id= is required"},
+		{"-object memory-backend-shm,id=m,size=1M,bogus=1", "unknown option"},
+		{"-object memory-backend-shm,id=m,size=1M -object memory-backend-shm,id=m,size=1M", "duplicate"},
+		{"-chardev pipe,id=c,path=/x", "only socket"},
+		{"-chardev socket,id=c", "required"},
+		{"-device ivshmem-plain,memdev=nope", "names no -object"},
+		{"-device ivshmem-doorbell,chardev=nope", "names no -chardev"},
+		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,vectors=0", "vectors"},
+		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,vectors=65", "vectors"},
+		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,addr=0x20", "slot"},
+		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,addr=3.1", "function 0"},
+		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,size=1M", "unknown option"},
+		{"-device e1000", "unsupported driver"},
+		{"-device ivshmem-plain,memdev", "key=value"},
+	} {
+		args := append([]string{"-kernel", "k"}, strings.Fields(c.args)...)
+		_, err := parseRunArgs(args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one mentioning %q", c.args, err, c.want)
+		}
+	}
+}
