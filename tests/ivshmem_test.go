@@ -130,6 +130,10 @@ func testIvshmemPingPong(t *testing.T, mode string, rounds int) {
 	if n := da.DroppedDoorbells.Load() + db.DroppedDoorbells.Load(); n != 0 {
 		t.Fatalf("%d doorbells dropped", n)
 	}
+	// Every doorbell matched an ioeventfd in the kernel.
+	if n := da.VMMDoorbells.Load() + db.VMMDoorbells.Load(); n != 0 {
+		t.Fatalf("%d doorbells exited to the VMM instead of an ioeventfd", n)
+	}
 	// In pin mode every event went through the device's poller; with
 	// MSI-X the kernel's irqfd took them all.
 	want := uint64(0)

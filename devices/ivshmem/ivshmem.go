@@ -108,6 +108,9 @@ type Device struct {
 	// Interrupts counts own-vector events taken by the poller (pin mode or
 	// no irqfd).
 	Interrupts atomic.Uint64
+	// VMMDoorbells counts doorbell writes that exited to the VMM (no
+	// ioeventfd matched them in the kernel).
+	VMMDoorbells atomic.Uint64
 }
 
 func newDevice(mem []byte, vectors int, irqs Interrupts) (*Device, error) {

@@ -64,6 +64,7 @@ func (d *Device) Write(_, off uint64, data []byte) {
 // ring signals peer's eventfd for vector; it reaches here only when no
 // ioeventfd took the write in the kernel.
 func (d *Device) ring(peer, vector int) {
+	d.VMMDoorbells.Add(1)
 	if d.client == nil {
 		d.DroppedDoorbells.Add(1) // ivshmem-plain has no peers
 		return
