@@ -7,19 +7,19 @@ import (
 
 // Data object opcodes (20.2.3).
 const (
-	zeroOp      = 0x00
-	oneOp       = 0x01
-	bytePrefix  = 0x0a
-	wordPrefix  = 0x0b
-	dwordPrefix = 0x0c
-	stringPrefx = 0x0d
-	qwordPrefix = 0x0e
-	bufferOp    = 0x11
-	packageOp   = 0x12
-	varPackOp   = 0x13
-	onesOp      = 0xff
-	local0Op    = 0x60
-	arg0Op      = 0x68
+	zeroOp       = 0x00
+	oneOp        = 0x01
+	bytePrefix   = 0x0a
+	wordPrefix   = 0x0b
+	dwordPrefix  = 0x0c
+	stringPrefix = 0x0d
+	qwordPrefix  = 0x0e
+	bufferOp     = 0x11
+	packageOp    = 0x12
+	varPackOp    = 0x13
+	onesOp       = 0xff
+	local0Op     = 0x60
+	arg0Op       = 0x68
 )
 
 // Integer is an integer constant in its shortest encoding: ZeroOp, OneOp,
@@ -69,7 +69,7 @@ func (s String) AppendAML(e *Encoder) {
 			return
 		}
 	}
-	e.Emit(stringPrefx)
+	e.Emit(stringPrefix)
 	e.buf = append(e.buf, s...)
 	e.Emit(0)
 }

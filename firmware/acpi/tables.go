@@ -10,11 +10,11 @@ const headerLen = 36
 
 // Identification written into every table.
 const (
-	OEMID          = "PETREL"
-	OEMTableID     = "PETRELPC"
-	OEMRevision    = 1
-	CreatorID      = "PTRL"
-	CreatorRevison = 1
+	OEMID           = "PETREL"
+	OEMTableID      = "PETRELPC"
+	OEMRevision     = 1
+	CreatorID       = "PTRL"
+	CreatorRevision = 1
 )
 
 // newTable returns a table of length bytes with its header filled in
@@ -28,7 +28,7 @@ func newTable(sig string, length int, revision byte) []byte {
 	copy(t[16:24], padRight(OEMTableID, 8))
 	binary.LittleEndian.PutUint32(t[24:], OEMRevision)
 	copy(t[28:32], CreatorID)
-	binary.LittleEndian.PutUint32(t[32:], CreatorRevison)
+	binary.LittleEndian.PutUint32(t[32:], CreatorRevision)
 	return t
 }
 
