@@ -195,6 +195,17 @@ func TestGoldenAgainstIASL(t *testing.T) {
 	for _, n := range []int{0, 59, 60, 61, 62, 4088, 4089, 4090} {
 		cases = append(cases, bufferCase(n))
 	}
+	// Packages of 255 elements use PackageOp, of 256 and more VarPackageOp.
+	for _, n := range []int{255, 256, 300} {
+		elems := make(Package, n)
+		asl := make([]string, n)
+		for i := range elems {
+			elems[i] = Integer(i)
+			asl[i] = fmt.Sprintf("0x%X", i)
+		}
+		cases = append(cases, goldenCase{fmt.Sprintf("package of %d", n),
+			"Name (P, Package () {" + strings.Join(asl, ", ") + "})", []Term{Name{"P", elems}}})
+	}
 	// The 3- and 4-byte forms: a Scope holding long strings (iasl limits a
 	// string to 4096 characters and takes minutes over a megabyte of buffer
 	// bytes). The Scope's content is 5 bytes of name plus the Names.
