@@ -332,3 +332,36 @@ func TestPowerButton(t *testing.T) {
 		t.Fatalf("status = %#x", d[0])
 	}
 }
+
+func TestReset(t *testing.T) {
+	line := &recLine{}
+	g := NewGPE(line)
+	h, err := NewHotplug(g, 0xfffffffe, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Write(GPE0Base, 2, []byte{0xff})
+	if err := h.Plug(4); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Unplug(6); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Asserted() {
+		t.Fatal("SCI not asserted before reset")
+	}
+	h.Reset()
+	g.Reset()
+	if s, e := g.Status(); s != 0 || e != 0 || g.Asserted() {
+		t.Fatalf("after reset: status %#x enable %#x SCI %v", s, e, g.Asserted())
+	}
+	if lv, _ := line.last(); lv {
+		t.Fatal("SCI line still asserted after reset")
+	}
+	if up, down := h.Pending(); up|down != 0 {
+		t.Fatalf("after reset: up %#x down %#x", up, down)
+	}
+	if h.Removable() != 0xfffffffe {
+		t.Fatal("reset changed the removable slots")
+	}
+}

@@ -51,6 +51,15 @@ func (g *GPE) Raise(bit uint) {
 // Notify(\_SB.PWRB, 0x80), on which an OS shuts down.
 func (g *GPE) PressPowerButton() { g.Raise(GPEPowerButton) }
 
+// Reset returns the block to its power-on state (all status and enable
+// bits clear, SCI deasserted), for a machine reset that keeps its devices.
+func (g *GPE) Reset() {
+	g.mu.Lock()
+	g.sts, g.en = 0, 0
+	g.updateLocked()
+	g.mu.Unlock()
+}
+
 // Status returns the status and enable registers (for tests and monitors).
 func (g *GPE) Status() (status, enable uint16) {
 	g.mu.Lock()

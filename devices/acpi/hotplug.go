@@ -105,6 +105,16 @@ func (h *Hotplug) Unplug(slot int) error {
 	return nil
 }
 
+// Reset clears the pending insertions and removal requests, for a machine
+// reset that keeps its devices: the next OS enumerates what is present, and
+// a removal the old OS never completed must be requested again (as a
+// device_del that did not finish before a reboot in QEMU).
+func (h *Hotplug) Reset() {
+	h.mu.Lock()
+	h.up, h.down = 0, 0
+	h.mu.Unlock()
+}
+
 // Read implements vmm.BusDevice.
 func (h *Hotplug) Read(base, offset uint64, data []byte) {
 	if len(data) != 4 || offset%4 != 0 || offset >= HotplugLen {
