@@ -2,11 +2,14 @@
  * Phase 1 polls the used ring at CPL3; phase 2 resets the device and runs
  * with an MSI-X vector delivered through the IDT. It writes a pattern at
  * several offsets (the host test checks them in the image afterwards),
- * reads it back, flushes and reads the serial (GET_ID). */
+ * reads it back, flushes and reads the serial (GET_ID). Phase 3 turns
+ * MSI-X off and takes the legacy INTx pin through the IOAPIC (GSI
+ * 16 + slot % 8), deasserted by reading the ISR. */
 #include "virtio.h"
 
 #define SECTOR 512
 #define VEC_QUEUE 0x31
+#define VEC_PIN (PIN_VECTOR_FIRST + 1)
 
 static uint8_t vq_mem[VQ_MEM_SIZE] __attribute__((aligned(4096)));
 static uint8_t buf[16 * SECTOR] __attribute__((aligned(4096)));
@@ -82,5 +85,28 @@ int main(void)
 	CHECK(st == VIRTIO_BLK_S_OK, "GET_ID status %d", st);
 	printf("SERIAL %s\n", id);
 	CHECK(virtio_blk_rw(&vq, VIRTIO_BLK_T_FLUSH, 0, NULL, 0, VEC_QUEUE) == VIRTIO_BLK_S_OK, "flush failed");
+
+	/* Phase 3: INTx through the IOAPIC, edge-triggered so that one
+	 * assertion is one interrupt; the ISR read lowers the line. */
+	CHECK(virtio_reset(&vp) == 0, "reset did not complete");
+	int msix = pci_find_cap(vp.dev, 0x11, 0);
+	pci_write16(0, vp.dev, 0, msix + 2, pci_read16(0, vp.dev, 0, msix + 2) & ~0x8000);
+	pci_write16(0, vp.dev, 0, 4, pci_read16(0, vp.dev, 0, 4) & ~0x400); /* INTx enabled */
+	int gsi = 16 + vp.dev % 8;
+	ioapic_route(gsi, VEC_PIN, 0);
+	setup(&vp, &vq, VIRTIO_NO_VECTOR);
+	for (int k = 0; k < 2; k++) {
+		uint32_t pins = irq_count[VEC_PIN];
+		fill(6000 + k, 1);
+		st = virtio_blk_rw(&vq, VIRTIO_BLK_T_OUT, 6000 + k, buf, SECTOR, 0);
+		CHECK(st == VIRTIO_BLK_S_OK, "INTx-phase write: status %d", st);
+		CHECK(wait_irq(VEC_PIN, pins + 1, 5) == 0, "no INTx interrupt on GSI %d", gsi);
+		uint8_t isr = mmio_read8(vp.isr);
+		CHECK(isr & 1, "ISR %x: queue interrupt bit clear", isr);
+		CHECK((pci_read16(0, vp.dev, 0, 6) & 0x8) == 0, "INTx status still set after the ISR read");
+		printf("WROTE sector=%d count=1 mode=intx\n", 6000 + k);
+	}
+	printf("INTX gsi=%d interrupts=%u\n", gsi, irq_count[VEC_PIN]);
+	ioapic_mask(gsi);
 	return 0;
 }
