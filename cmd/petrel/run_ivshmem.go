@@ -51,14 +51,18 @@ func (o *pciDeviceOptions) register(fs *flag.FlagSet) {
 }
 
 // keyValues splits "driver,k=v,..." into the driver and its options,
-// refusing repeated keys and items without '='.
+// refusing repeated keys. A bare key is a boolean set to on, as QEMU reads
+// "share" in "memory-backend-file,share,...".
 func keyValues(opt, s string) (string, map[string]string, error) {
 	parts := splitOpts(s)
 	kv := map[string]string{}
 	for _, p := range parts[1:] {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok {
-			return "", nil, fmt.Errorf("-%s %q: option %q: want key=value", opt, s, p)
+			v = "on"
+		}
+		if k == "" {
+			return "", nil, fmt.Errorf("-%s %q: empty option name", opt, s)
 		}
 		if _, dup := kv[k]; dup {
 			return "", nil, fmt.Errorf("-%s %q: %s given twice", opt, s, k)

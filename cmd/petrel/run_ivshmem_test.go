@@ -8,7 +8,7 @@ import (
 
 func TestParseIvshmemDevices(t *testing.T) {
 	o, err := parseRunArgs([]string{"-kernel", "k",
-		"-object", "memory-backend-file,id=m1,share=on,mem-path=/dev/shm/x,size=1M",
+		"-object", "memory-backend-file,id=m1,share,mem-path=/dev/shm/x,size=1M",
 		"-object", "memory-backend-shm,id=m2,size=64K",
 		"-chardev", "socket,id=ivs,path=/tmp/ivshmem_socket",
 		"-device", "ivshmem-plain,memdev=m1,addr=0x5,id=iv0",
@@ -50,7 +50,8 @@ func TestParseIvshmemDeviceErrors(t *testing.T) {
 		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,addr=3.1", "function 0"},
 		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,size=1M", "unknown option"},
 		{"-device e1000", "unsupported driver"},
-		{"-device ivshmem-plain,memdev", "key=value"},
+		{"-device ivshmem-plain,memdev", "names no -object"},
+		{"-device ivshmem-plain,=x", "empty option"},
 	} {
 		args := append([]string{"-kernel", "k"}, strings.Fields(c.args)...)
 		_, err := parseRunArgs(args, io.Discard)
