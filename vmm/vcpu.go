@@ -85,11 +85,12 @@ type VCPU struct {
 	Handler ExitHandler
 
 	tid       atomic.Int32
-	pauseMu   sync.Mutex // guards pauseWant, parked, running, cond
+	pauseMu   sync.Mutex // guards pauseWant, parked, running, closed, cond
 	cond      *sync.Cond
 	pauseWant bool
 	parked    bool
 	running   bool
+	closed    bool
 	stopReq   atomic.Int32 // a Stop value requested from outside
 	lastErr   error        // set before returning StopError
 	Exits     atomic.Uint64
@@ -116,9 +117,12 @@ func (v *VCPU) FD() int { return v.fd }
 
 // Close unmaps kvm_run and closes the vCPU fd.
 func (v *VCPU) Close() error {
-	if v.fd < 0 {
+	v.pauseMu.Lock()
+	defer v.pauseMu.Unlock()
+	if v.closed {
 		return nil
 	}
+	v.closed = true
 	unix.Munmap(v.run.mem)
 	err := unix.Close(v.fd)
 	v.fd = -1
@@ -131,13 +135,18 @@ func (v *VCPU) Close() error {
 // EINTR). SIGURG is used because the Go runtime already tolerates it.
 func (v *VCPU) Kick(s Stop) {
 	v.stopReq.CompareAndSwap(int32(StopNone), int32(s))
-	v.interrupt()
 	v.pauseMu.Lock()
+	v.interrupt()
 	v.pauseCond().Broadcast() // a parked vCPU must see the stop
 	v.pauseMu.Unlock()
 }
 
+// interrupt forces the vCPU out of KVM_RUN. Called with pauseMu held, which
+// Close also takes, so kvm_run is never touched after it is unmapped.
 func (v *VCPU) interrupt() {
+	if v.closed {
+		return
+	}
 	v.run.header().ImmediateExit = 1
 	if tid := v.tid.Load(); tid != 0 {
 		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)

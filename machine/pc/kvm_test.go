@@ -281,3 +281,20 @@ func TestResidentMemoryCountsTouchedGuestPages(t *testing.T) {
 		t.Fatalf("touching 4 MiB raised guest RSS by %d KiB", (g1-g0)>>10)
 	}
 }
+
+func TestStopAfterCloseIsHarmless(t *testing.T) {
+	testutil.NeedKVM(t)
+	m, err := New(Config{MemoryMiB: 16, KernelBytes: pvhELF(hlt, 0x100000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.Shutdown()
+	m.Pause()
+	m.Resume()
+	if err := m.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -176,6 +177,9 @@ func New(cfg Config) (m *Machine, err error) {
 	if err = m.load(); err != nil {
 		return nil, err
 	}
+	// The kernel file (and a decompressed vmlinux) are garbage now; hand
+	// that memory back so the VMM's resident set stays small.
+	debug.FreeOSMemory()
 	m.logf("machine built in %v: %d MiB, %d vCPU(s), boot %s, entry %#x", time.Since(t0).Round(time.Microsecond),
 		cfg.MemoryMiB, cfg.CPUs, m.boot.protocol, m.boot.entry)
 	return m, nil
