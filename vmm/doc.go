@@ -1,0 +1,25 @@
+// Package vmm is Petrel's KVM layer, shared by every machine.
+//
+// A VM (CreateVM) owns the memory slots (AddMemory/RemoveMemory over
+// lazily allocated AllocGuestRAM), the in-kernel irqchip and PIT, and the
+// interrupt fast paths: it implements pci.EventRouter (ioeventfds, irqfds,
+// MSI GSI routes re-sent with KVM_SET_GSI_ROUTING together with the
+// default IOAPIC/PIC pin routes), pci.MSISignaler (KVM_SIGNAL_MSI) and
+// hands out level-triggered IRQLines (KVM_IRQ_LINE).
+//
+// A VCPU runs on one goroutine locked to its OS thread (Run, or RunVCPUs
+// for all of them). Exit dispatch has two levels: vmm decodes the mmap'd
+// kvm_run in place and handles what every architecture shares (MMIO,
+// SHUTDOWN, SYSTEM_EVENT, FAIL_ENTRY, INTERNAL_ERROR, EINTR); the rest
+// (IO on x86, PAPR_HCALL on pseries) goes to the machine's ExitHandler.
+// The IO and MMIO paths neither allocate nor lock (TestDispatchAllocs).
+//
+// A vCPU is stopped or paused from another goroutine by Kick/Pause, which
+// set immediate_exit and signal the vCPU thread (SIGURG, which the Go
+// runtime tolerates); KVM_RUN then returns EINTR and the loop looks at the
+// request instead of blindly re-entering the guest.
+//
+// GuestCPUID derives each vCPU's CPUID from KVM_GET_SUPPORTED_CPUID: APIC
+// ids and leaf 0xB topology, the hypervisor bit, and on kvm_pvm hosts
+// (DetectPVM) no CX16 and no XSAVE/AVX, which its CPL0 emulator lacks.
+package vmm
