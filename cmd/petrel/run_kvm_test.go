@@ -2,9 +2,13 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/petrel-vmm/petrel/internal/testutil"
 )
@@ -65,5 +69,88 @@ func TestRunMainBootsAndPowersOff(t *testing.T) {
 	}
 	if code := runMain([]string{"-kernel", filepath.Join(dir, "missing"), "-serial", "none"}); code == 0 {
 		t.Fatal("missing kernel exited 0")
+	}
+}
+
+func TestRunMainQMP(t *testing.T) {
+	testutil.NeedKVM(t)
+	dir := t.TempDir()
+	k := filepath.Join(dir, "spin.elf")
+	elf := helloELF()
+	copy(elf[0x1000:], []byte{0xeb, 0xfe}) // jmp $: runs until QMP quits it
+	if err := os.WriteFile(k, elf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "qmp.sock")
+	done := make(chan int, 1)
+	go func() {
+		done <- runMain([]string{"-kernel", k, "-m", "16M", "-serial", "none", "-qmp", "unix:" + sock + ",server"})
+	}()
+	var conn net.Conn
+	for i := 0; i < 500 && conn == nil; i++ {
+		conn, _ = net.Dial("unix", sock)
+		if conn == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if conn == nil {
+		t.Fatal("QMP socket never accepted")
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	dec := json.NewDecoder(conn)
+	recv := func() map[string]any {
+		t.Helper()
+		for {
+			var m map[string]any
+			if err := dec.Decode(&m); err != nil {
+				t.Fatalf("reading QMP: %v", err)
+			}
+			if _, ev := m["event"]; !ev {
+				return m
+			}
+		}
+	}
+	cmd := func(c string) map[string]any {
+		t.Helper()
+		fmt.Fprintf(conn, `{"execute": %q}`+"\n", c)
+		return recv()
+	}
+	if g := recv(); g["QMP"] == nil {
+		t.Fatalf("greeting %v", g)
+	}
+	cmd("qmp_capabilities")
+	status := func() string {
+		r := cmd("query-status")
+		ret, _ := r["return"].(map[string]any)
+		s, _ := ret["status"].(string)
+		return s
+	}
+	// The VM starts once the client connected (wait is the default).
+	for i := 0; i < 100 && status() != "running"; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := status(); s != "running" {
+		t.Fatalf("status %q, want running", s)
+	}
+	cmd("stop")
+	if s := status(); s != "paused" {
+		t.Fatalf("status after stop %q", s)
+	}
+	cmd("cont")
+	if s := status(); s != "running" {
+		t.Fatalf("status after cont %q", s)
+	}
+	if r := cmd("query-pci"); r["return"] == nil {
+		t.Fatalf("query-pci: %v", r)
+	}
+	cmd("quit")
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit code %d after quit", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("petrel run did not exit after quit")
 	}
 }
