@@ -212,8 +212,9 @@ func (s *Server) addPeer(conn *net.UnixConn) {
 		}
 		p.vectors = append(p.vectors, fd)
 	}
-	deadline := time.Now().Add(SendTimeout)
-	conn.SetWriteDeadline(deadline)
+	// Each client gets its own SendTimeout per batch: a stalled one must not
+	// eat into the others' time.
+	conn.SetWriteDeadline(time.Now().Add(SendTimeout))
 	if err := s.sendSetup(p); err != nil {
 		s.cfg.Logf("peer %d: setup failed: %v", id, err)
 		s.closePeerLocked(p)
@@ -225,12 +226,13 @@ func (s *Server) addPeer(conn *net.UnixConn) {
 	others := s.sortedIDsLocked()
 	for _, oid := range others {
 		o := s.peers[oid]
-		o.conn.SetWriteDeadline(deadline)
+		o.conn.SetWriteDeadline(time.Now().Add(SendTimeout))
 		if err := sendVectors(o.conn, p); err != nil {
 			s.cfg.Logf("peer %d: dropping, announcing peer %d failed: %v", oid, id, err)
 			broken = append(broken, o)
 		}
 	}
+	conn.SetWriteDeadline(time.Now().Add(SendTimeout))
 	for _, oid := range others {
 		if err := sendVectors(conn, s.peers[oid]); err != nil {
 			s.cfg.Logf("peer %d: setup failed: %v", id, err)
@@ -320,10 +322,9 @@ func (s *Server) removeLocked(p *peer) {
 // send failed for.
 func (s *Server) announceLeaveLocked(id int) []*peer {
 	var broken []*peer
-	deadline := time.Now().Add(SendTimeout)
 	for _, oid := range s.sortedIDsLocked() {
 		o := s.peers[oid]
-		o.conn.SetWriteDeadline(deadline)
+		o.conn.SetWriteDeadline(time.Now().Add(SendTimeout))
 		if err := proto.Send(o.conn, int64(id), -1); err != nil {
 			s.cfg.Logf("peer %d: dropping, announcing departure of %d failed: %v", oid, id, err)
 			broken = append(broken, o)

@@ -435,3 +435,45 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal("second server took over a live socket")
 	}
 }
+
+// TestStalledClientIsDropped: a client that never reads fills its socket
+// buffer; the server drops it after SendTimeout instead of blocking forever,
+// and the other clients keep working.
+func TestStalledClientIsDropped(t *testing.T) {
+	ts := start(t, proto.MaxVectors, 0)
+	rawConn(t, ts) // ID 0: connects, never reads
+	waitPeers(t, ts, 1)
+	good := dial(t, ts)
+	go func() {
+		for {
+			if _, err := good.Next(); err != nil && !errors.Is(err, proto.ErrProtocol) {
+				return
+			}
+		}
+	}()
+	// Each join and leave sends the stalled client 65 messages with fds.
+	for i := 0; ; i++ {
+		if i > 100 {
+			t.Fatal("the stalled client was never dropped")
+		}
+		c, err := proto.Dial(ts.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if ids := ts.Peers(); len(ids) > 0 && ids[0] != 0 {
+			break
+		}
+	}
+	late := dial(t, ts)
+	if err := good.Notify(late.ID(), 0); err != nil {
+		// The good client may not have read the announcement yet.
+		for i := 0; i < 500 && errors.Is(err, proto.ErrNoPeer); i++ {
+			time.Sleep(10 * time.Millisecond)
+			err = good.Notify(late.ID(), 0)
+		}
+		if err != nil {
+			t.Fatalf("good client after the stall: %v", err)
+		}
+	}
+}
