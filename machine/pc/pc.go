@@ -354,6 +354,11 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 	case vmm.StopReset:
 		return ExitReset, nil
 	case vmm.StopRequested:
+		if m.cfg.Log != nil {
+			for _, v := range m.vcpus {
+				m.logf("vcpu %d stopped at:\n%s", v.ID, v.DumpRegs())
+			}
+		}
 		return ExitStopped, nil
 	case vmm.StopTripleFault:
 		return ExitTripleFault, fmt.Errorf("vcpu %d: triple fault (KVM_EXIT_SHUTDOWN)\n%s", v.ID, v.DumpRegs())
