@@ -227,6 +227,25 @@ func (d *Device) SetIRQLine(l pci.IRQLine) {
 	d.updateIRQLocked()
 }
 
+// Reset implements pci.Resetter (machine reset, as QEMU's ivshmem_reset):
+// mask and status to 0, INTA# low, MSI-X to power-on, so own vectors go
+// back to the poller. The server connection, ID and peers stay.
+func (d *Device) Reset() {
+	if d.msix != nil {
+		d.msix.Reset()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.intrStatus, d.intrMask = 0, 0
+	d.updateIRQLocked()
+	if d.msixMode && !d.released {
+		d.msixMode = false
+		for v := range d.own {
+			d.routeVectorLocked(v)
+		}
+	}
+}
+
 // Release implements pci.Releaser: called after hot-unplug (the BARs are
 // unmapped by then), or by the owner at exit. It unregisters every irqfd and
 // ioeventfd, disconnects from the server and unmaps the memory it mapped.

@@ -397,3 +397,32 @@ func countFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+func TestMachineReset(t *testing.T) {
+	sock := startServer(t, 1)
+	r, irq := newRouter(t), &line{}
+	d := newDoorbell(t, sock, 1, Interrupts{Router: r, IRQ: irq})
+	b := plug(t, d)
+	enableMSIX(b, d, 0, 0xfee00000, 0x30)
+	wr(d, RegIntrMask, 1)
+	wr(d, RegIntrStatus, 1)
+	if _, n := r.counts(); n != 1 {
+		t.Fatalf("%d irqfds with MSI-X on", n)
+	}
+	b.Reset()
+	if _, n := r.counts(); n != 0 {
+		t.Fatalf("%d irqfds after reset", n)
+	}
+	if rd(d, RegIntrMask) != 0 || rd(d, RegIntrStatus) != 0 || rd(d, RegIVPosition) != 0 {
+		t.Fatal("registers not at power-on values (IVPosition must stay)")
+	}
+	if lvl, _ := irq.get(); lvl {
+		t.Fatal("pin high after reset")
+	}
+	// After reset, with MSI-X off, our vector is the poller's again.
+	peer := dialPeer(t, sock)
+	eventually(t, "peer to learn our vector", func() bool { return peer.Vectors(0) == 1 })
+	wr(d, RegIntrMask, 1)
+	peer.Notify(0, 0)
+	eventually(t, "pin after reset", func() bool { l, _ := irq.get(); return l })
+}
