@@ -15,7 +15,7 @@
 //
 // # Tables for machine/pc
 //
-//	tables, err := acpi.BuildPC(acpi.PCConfig{CPUs: 2, HotplugSlots: 0xfffffffe})
+//	tables, err := acpi.BuildPC(acpi.PCConfig{CPUs: 2, HotplugSlots: 0xfffffffe, Windows: pciWindows})
 //	blob, rsdp, err := tables.Place(acpi.PCTablesBase, acpi.PCTablesLimit)
 //	// write blob to guest RAM at PCTablesBase; give rsdp to the guest
 //	// (PVH start_info.rsdp_paddr or boot_params.acpi_rsdp_addr; it is also

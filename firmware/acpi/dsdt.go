@@ -4,17 +4,12 @@ import (
 	"fmt"
 
 	dev "github.com/petrel-vmm/petrel/devices/acpi"
+	"github.com/petrel-vmm/petrel/devices/pci"
 )
 
-// PC address windows of the PCI host bridge (docs/ARCHITECTURE.md; the same
-// as devices/pci.DefaultWindows, which assigns BARs from them).
+// The PCI host bridge's fixed resources (docs/ARCHITECTURE.md). Its BAR
+// windows are the devices/pci.Windows the BAR allocator uses (PCConfig.Windows).
 const (
-	PCIIOBase     = 0xc000
-	PCIIOEnd      = 0xffff
-	PCIMem32Base  = 0xc000_0000
-	PCIMem32End   = 0xfbff_ffff
-	PCIMem64Base  = 0x100_0000_0000
-	PCIMem64Size  = 0x100_0000_0000
 	PCIConfigPort = 0xcf8
 	PCIConfigLen  = 8
 	// PCIIntxBaseGSI: slot s's INTA is IOAPIC GSI PCIIntxBaseGSI + s%8.
@@ -102,27 +97,32 @@ func dsdtTerms(cfg PCConfig) []Term {
 
 // pci0 returns the host bridge device.
 func pci0(cfg PCConfig) Term {
-	prt := make(Package, 0, dev.HotplugSlots)
-	for s := 0; s < dev.HotplugSlots; s++ {
+	prt := make(Package, 0, pci.NumSlots)
+	for s := 0; s < pci.NumSlots; s++ {
 		// {address (slot, any function), pin (0 = INTA), source (0 = GSI), GSI}
 		prt = append(prt, Package{Integer(s<<16 | 0xffff), Zero, Zero, Integer(PCIIntxBaseGSI + s%8)})
 	}
 	bridge := AddressFlags{MinFixed: true, MaxFixed: true} // ResourceProducer, PosDecode
+	w := cfg.Windows
+	crs := ResourceTemplate{
+		WordBusNumber{AddressFlags: bridge, Min: 0, Max: 0xff, Length: 0x100},
+		IO{Decode16: true, Min: PCIConfigPort, Max: PCIConfigPort, Align: 1, Length: PCIConfigLen},
+		WordIO{AddressFlags: bridge, ISARanges: EntireRange, Min: 0, Max: PCIConfigPort - 1, Length: PCIConfigPort},
+		WordIO{AddressFlags: bridge, ISARanges: EntireRange, Min: uint16(w.IO.Base),
+			Max: uint16(w.IO.Base + w.IO.Size - 1), Length: uint16(w.IO.Size)},
+		DWordMemory{AddressFlags: bridge, MemoryFlags: MemoryFlags{Cache: NonCacheable, ReadWrite: true},
+			Min: uint32(w.Mem32.Base), Max: uint32(w.Mem32.Base + w.Mem32.Size - 1), Length: uint32(w.Mem32.Size)},
+	}
+	if w.Mem64.Size != 0 {
+		crs = append(crs, QWordMemory{AddressFlags: bridge, MemoryFlags: MemoryFlags{Cache: NonCacheable, ReadWrite: true},
+			Min: w.Mem64.Base, Max: w.Mem64.Base + w.Mem64.Size - 1, Length: w.Mem64.Size})
+	}
 	body := []Term{
 		Name{"_HID", EisaID("PNP0A03")}, // no _ADR: a device has _HID or _ADR, not both
 		Name{"_UID", Zero},
 		Name{"_BBN", Zero},
 		Name{"_PRT", prt},
-		Name{"_CRS", ResourceTemplate{
-			WordBusNumber{AddressFlags: bridge, Min: 0, Max: 0xff, Length: 0x100},
-			IO{Decode16: true, Min: PCIConfigPort, Max: PCIConfigPort, Align: 1, Length: PCIConfigLen},
-			WordIO{AddressFlags: bridge, ISARanges: EntireRange, Min: 0, Max: PCIConfigPort - 1, Length: PCIConfigPort},
-			WordIO{AddressFlags: bridge, ISARanges: EntireRange, Min: PCIIOBase, Max: PCIIOEnd, Length: PCIIOEnd - PCIIOBase + 1},
-			DWordMemory{AddressFlags: bridge, MemoryFlags: MemoryFlags{Cache: NonCacheable, ReadWrite: true},
-				Min: PCIMem32Base, Max: PCIMem32End, Length: PCIMem32End - PCIMem32Base + 1},
-			QWordMemory{AddressFlags: bridge, MemoryFlags: MemoryFlags{Cache: NonCacheable, ReadWrite: true},
-				Min: PCIMem64Base, Max: PCIMem64Base + PCIMem64Size - 1, Length: PCIMem64Size},
-		}},
+		Name{"_CRS", crs},
 		// The hotplug controller's registers, 4-byte access (acpi_pci_hotplug.txt).
 		OperationRegion{"PCST", SystemIO, Integer(dev.HotplugBase), Integer(dev.HotplugLen)},
 		Field{Region: "PCST", Access: DWordAcc, Update: WriteAsZeros, Units: []FieldUnit{

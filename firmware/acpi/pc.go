@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	dev "github.com/petrel-vmm/petrel/devices/acpi"
+	"github.com/petrel-vmm/petrel/devices/pci"
 )
 
 // PCTablesBase is where machine/pc places the tables: the start of the BIOS
@@ -26,6 +27,25 @@ type PCConfig struct {
 	// mask machine/pc passes to devices/acpi.NewHotplug. Slot 0 (the host
 	// bridge) must be clear.
 	HotplugSlots uint32
+	// Windows are the PCI BAR windows the host bridge's _CRS declares: the
+	// ones machine/pc gives devices/pci. The zero value means
+	// pci.DefaultWindows; a zero Mem64 size omits the 64-bit window.
+	Windows pci.Windows
+}
+
+// checkWindows validates w against what the _CRS descriptors can say and
+// the x86 PC's fixed ranges.
+func checkWindows(w pci.Windows) error {
+	io, m32, m64 := w.IO, w.Mem32, w.Mem64
+	switch {
+	case io.Size == 0 || io.Base < PCIConfigPort+PCIConfigLen || io.Base+io.Size > 0x10000:
+		return fmt.Errorf("pci i/o window %#x+%#x is not within 0xd00-0xffff", io.Base, io.Size)
+	case m32.Size == 0 || m32.Base+m32.Size > 1<<32 || m32.Base+m32.Size < m32.Base:
+		return fmt.Errorf("pci 32-bit window %#x+%#x is not below 4 GiB", m32.Base, m32.Size)
+	case m64.Size != 0 && (m64.Base < 1<<32 || m64.Base+m64.Size < m64.Base):
+		return fmt.Errorf("pci 64-bit window %#x+%#x is not above 4 GiB", m64.Base, m64.Size)
+	}
+	return nil
 }
 
 // Tables are the PC's ACPI tables before placement.
@@ -41,6 +61,12 @@ func BuildPC(cfg PCConfig) (*Tables, error) {
 	}
 	if cfg.HotplugSlots&1 != 0 {
 		return nil, fmt.Errorf("acpi tables: slot 0 (host bridge) cannot be hot-pluggable: %w", dev.ErrSlotNotHotpluggable)
+	}
+	if cfg.Windows == (pci.Windows{}) {
+		cfg.Windows = pci.DefaultWindows
+	}
+	if err := checkWindows(cfg.Windows); err != nil {
+		return nil, fmt.Errorf("acpi tables: %w", err)
 	}
 	dsdt, err := DefinitionBlock("DSDT", dsdtTerms(cfg)...)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/internal/testutil"
 )
 
@@ -244,4 +245,40 @@ func TestDSDTRoundTrip(t *testing.T) {
 func stripComments(s string) string {
 	s = regexp.MustCompile(`(?s)/\*.*?\*/`).ReplaceAllString(s, "")
 	return regexp.MustCompile(`//[^\n]*`).ReplaceAllString(s, "")
+}
+
+// The host bridge's _CRS follows the BAR windows machine/pc configures.
+func TestCustomWindows(t *testing.T) {
+	w := pci.Windows{IO: pci.Window{Base: 0x1000, Size: 0x1000}, Mem32: pci.Window{Base: 0x8000_0000, Size: 0x1000_0000}}
+	tables, err := BuildPC(PCConfig{CPUs: 1, Windows: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e Encoder
+	WordIO{AddressFlags: AddressFlags{MinFixed: true, MaxFixed: true}, ISARanges: EntireRange, Min: 0x1000, Max: 0x1fff, Length: 0x1000}.appendResource(&e)
+	DWordMemory{AddressFlags: AddressFlags{MinFixed: true, MaxFixed: true}, MemoryFlags: MemoryFlags{NonCacheable, true},
+		Min: 0x8000_0000, Max: 0x8fff_ffff, Length: 0x1000_0000}.appendResource(&e)
+	e.Emit(0x79, 0) // no QWordMemory: the end tag follows
+	if !bytes.Contains(tables.DSDT, e.buf) {
+		t.Fatal("DSDT _CRS does not carry the configured windows")
+	}
+	def, err := BuildPC(PCConfig{CPUs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withDefault, err := BuildPC(PCConfig{CPUs: 1, Windows: pci.DefaultWindows})
+	if err != nil || !bytes.Equal(def.DSDT, withDefault.DSDT) {
+		t.Fatalf("zero Windows is not pci.DefaultWindows (%v)", err)
+	}
+	for _, bad := range []pci.Windows{
+		{IO: pci.Window{Base: 0x100, Size: 0x100}, Mem32: w.Mem32},
+		{IO: pci.Window{Base: 0xc000, Size: 0x8000}, Mem32: w.Mem32},
+		{IO: w.IO, Mem32: pci.Window{Base: 0xf000_0000, Size: 0x2000_0000}},
+		{IO: w.IO, Mem32: w.Mem32, Mem64: pci.Window{Base: 0x1000, Size: 0x1000}},
+		{IO: w.IO},
+	} {
+		if _, err := BuildPC(PCConfig{CPUs: 1, Windows: bad}); err == nil {
+			t.Errorf("windows %+v accepted", bad)
+		}
+	}
 }
