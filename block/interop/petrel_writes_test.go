@@ -55,6 +55,8 @@ func TestPetrelWritesQemuReads(t *testing.T) {
 			}
 			sameBytes(t, "qemu-img convert of Petrel's image", qemuRaw(t, p), ref)
 			sameBytes(t, "Petrel reopening its image", petrelRead(t, p), ref)
+			compareInfoJSON(t, p, false)
+			compareMapJSON(t, p)
 		})
 	}
 }
@@ -139,9 +141,12 @@ func TestPetrelSnapshotsQemuReads(t *testing.T) {
 	after := writePattern(t, img, 12, before)
 	img.Close()
 	qemuCheckClean(t, p)
-	if out := run(t, "qemu-img", "snapshot", "-l", p); !strings.Contains(out, "first") {
-		t.Fatalf("qemu-img does not list Petrel's snapshot:\n%s", out)
+	qlist := run(t, "qemu-img", "snapshot", "-l", p)
+	plist := mustPetrel(t, "snapshot", "-l", p)
+	if !strings.Contains(qlist, "first") || strings.Join(snapshotRows(qlist), "\n") != strings.Join(snapshotRows(plist), "\n") {
+		t.Fatalf("snapshot lists differ:\nqemu-img:\n%s\npetrel:\n%s", qlist, plist)
 	}
+	compareInfoJSON(t, p, false)
 	sameBytes(t, "active layer", qemuRaw(t, p), after)
 	cp := p + ".copy"
 	b, _ := os.ReadFile(p)
@@ -171,4 +176,32 @@ func TestPetrelCreatesExtendedL2(t *testing.T) {
 	qemuPattern(t, p, "qcow2", 21)
 	want := qemuRaw(t, p)
 	sameBytes(t, "Petrel reading", petrelRead(t, p), want)
+}
+
+// convert -B writes only what differs from the new backing file's view;
+// safe rebase keeps the content while qemu-img reads the result.
+func TestPetrelConvertWithBackingAndRebase(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M")
+	qemuPattern(t, base, "qcow2", 40)
+	top := filepath.Join(dir, "top.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+	qemuPattern(t, top, "qcow2", 41)
+	want := qemuRaw(t, top)
+	out := filepath.Join(dir, "out.qcow2")
+	mustPetrel(t, "convert", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", top, out)
+	qemuCheckClean(t, out)
+	sameBytes(t, "convert -B output", qemuRaw(t, out), want)
+	other := filepath.Join(dir, "other.raw")
+	run(t, "qemu-img", "create", "-q", "-f", "raw", other, "4M")
+	qemuPattern(t, other, "raw", 42)
+	mustPetrel(t, "rebase", "-b", "other.raw", "-F", "raw", out)
+	qemuCheckClean(t, out)
+	sameBytes(t, "after safe rebase", qemuRaw(t, out), want)
+	if info := run(t, "qemu-img", "info", out); !strings.Contains(info, "backing file: other.raw") {
+		t.Fatalf("backing file not changed:\n%s", info)
+	}
+	compareMapJSON(t, out)
 }

@@ -25,6 +25,12 @@ type mapEntry struct {
 // means allocated in the layer at Depth (engines may or may not carry
 // ExtentAllocated up from backing layers, so the layer is asked itself).
 func layerStatus(img block.Image, chain []block.Image, off, n int64) (mapEntry, error) {
+	return layerStatusHost(img, chain, off, n, nil)
+}
+
+// layerStatusHost is layerStatus that, given host files, also marks data
+// lying in holes of a format image's host file as zero (qemu-img map).
+func layerStatusHost(img block.Image, chain []block.Image, off, n int64, host hostFiles) (mapEntry, error) {
 	e, err := img.BlockStatus(off, n)
 	if err != nil {
 		return mapEntry{}, err
@@ -52,6 +58,11 @@ func layerStatus(img block.Image, chain []block.Image, off, n int64) (mapEntry, 
 	}
 	if m.zero && m.present && m.offset < 0 && e.HostOffset >= 0 {
 		m.offset = e.HostOffset // raw holes keep their offset, as in qemu
+	}
+	if host != nil && m.data && m.offset >= 0 && m.file != "" && m.depth < len(chain) && chain[m.depth].Format() != "raw" {
+		hole, l := host.status(m.file, m.offset, m.length)
+		m.length = max(l, 1)
+		m.zero = m.zero || hole
 	}
 	return m, nil
 }
@@ -132,9 +143,11 @@ func runMap(t *tool, args []string) int {
 		end = min(end, start+l)
 	}
 	chain := block.Chain(img)
+	host := hostFiles{}
+	defer host.close()
 	var entries []mapEntry
 	for off := start; off < end; {
-		m, err := layerStatus(img, chain, off, end-off)
+		m, err := layerStatusHost(img, chain, off, end-off, host)
 		if err != nil {
 			return t.fail("Could not read file metadata: %v", err)
 		}

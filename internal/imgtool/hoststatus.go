@@ -1,0 +1,54 @@
+package imgtool
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// hostFiles answers "is this range of an image file a hole?" the way
+// qemu's block status does when it recurses from a format into the file
+// under it: data clusters lying in a hole of the host file read as zeroes
+// ("zero": true in qemu-img map). Files are opened once per command.
+type hostFiles map[string]*os.File
+
+// status returns whether [off, off+n) of path starts in a hole and how far
+// that state extends (at most n). Errors mean "data" (no information).
+func (h hostFiles) status(path string, off, n int64) (hole bool, length int64) {
+	f, ok := h[path]
+	if !ok {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			f = nil
+		}
+		h[path] = f
+	}
+	if f == nil {
+		return false, n
+	}
+	fd := int(f.Fd())
+	d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return true, n // no data at or after off
+	}
+	if err != nil {
+		return false, n
+	}
+	if d > off {
+		return true, min(n, d-off)
+	}
+	e, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil || e <= off {
+		return false, n
+	}
+	return false, min(n, e-off)
+}
+
+func (h hostFiles) close() {
+	for _, f := range h {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
