@@ -1,7 +1,7 @@
 // Package hostmem opens and maps the host shared memory behind ivshmem:
 // POSIX shared memory objects (/dev/shm/NAME, what shm_open(3) opens),
-// plain files, and anonymous memfds, always MAP_SHARED so that every
-// process mapping the object sees the same bytes.
+// plain files, and unlinked (anonymous) shm objects, always MAP_SHARED so
+// that every process mapping the object sees the same bytes.
 package hostmem
 
 import (
@@ -74,17 +74,21 @@ func Open(path string, size uint64) (*os.File, error) {
 	return f, nil
 }
 
-// Anonymous creates an unnamed shared memory object (memory-backend-shm,
-// memory-backend-memfd): shared with whoever is handed its fd.
+// Anonymous creates an unnamed POSIX shared memory object, as QEMU's
+// memory-backend-shm does (shm_open of a fresh name, unlinked at once):
+// shared with whoever is handed its fd, gone when the last one closes it.
 func Anonymous(name string, size uint64) (*os.File, error) {
 	if err := CheckSize(size); err != nil {
 		return nil, fmt.Errorf("anonymous shared memory %s: %w", name, err)
 	}
-	fd, err := unix.MemfdCreate("petrel-ivshmem-"+name, unix.MFD_CLOEXEC)
+	f, err := os.CreateTemp(ShmDir, "petrel-shm-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating anonymous shared memory %s: %w", name, err)
 	}
-	f := os.NewFile(uintptr(fd), "memfd:"+name)
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("unlinking anonymous shared memory %s: %w", name, err)
+	}
 	if err := f.Truncate(int64(size)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("sizing anonymous shared memory %s: %w", name, err)
