@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -235,3 +236,25 @@ func (vm *VM) EnableCap(cap uint32, args ...uint64) error {
 
 // ErrNoIRQChip is returned by interrupt calls on a VM without an irqchip.
 var ErrNoIRQChip = errors.New("vm has no in-kernel irqchip")
+
+// picIMROffset is the imr field of struct kvm_pic_state inside kvm_irqchip.chip.
+const picIMROffset = 2
+
+// MaskPIC masks every input of both in-kernel 8259s, as PC firmware leaves
+// them for an OS that uses the IOAPIC. KVM resets them unmasked with vector
+// base 0 and routes the BSP's LINT0 to them, so without this an ISA
+// interrupt reaches a guest that has not programmed the PIC as vectors
+// 0-15. An OS that wants the PIC initialises it anyway.
+func (vm *VM) MaskPIC() error {
+	for chip := uint32(0); chip < 2; chip++ {
+		c := kvm.IRQChip{ChipID: chip}
+		if err := kvm.GetIRQChip(uintptr(vm.fd), &c); err != nil {
+			return fmt.Errorf("reading pic %d state: %w", chip, err)
+		}
+		c.Chip[picIMROffset] = 0xff
+		if err := kvm.SetIRQChip(uintptr(vm.fd), &c); err != nil {
+			return fmt.Errorf("masking pic %d: %w", chip, err)
+		}
+	}
+	return nil
+}

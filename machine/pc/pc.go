@@ -197,6 +197,9 @@ func (m *Machine) setupPlatform() error {
 	if err := m.vm.CreateIRQChip(); err != nil {
 		return err
 	}
+	if err := m.vm.MaskPIC(); err != nil {
+		return err
+	}
 	return m.vm.CreatePIT2()
 }
 
