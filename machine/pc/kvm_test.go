@@ -298,3 +298,27 @@ func TestStopAfterCloseIsHarmless(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+func TestSerialInputEcho(t *testing.T) {
+	// Poll LSR.DR, read RBR, echo it; 'q' powers off.
+	code := concat([]byte{
+		0x66, 0xba, 0xfd, 0x03, // loop: mov dx, 0x3fd
+		0xec,       // in al, dx
+		0xa8, 0x01, // test al, 1
+		0x74, 0xf7, // jz loop
+		0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+		0xec,       // in al, dx
+		0x3c, 'q', // cmp al, 'q'
+		0x74, 0x03, // je done
+		0xee,       // out dx, al
+		0xeb, 0xeb, // jmp loop
+	}, acpiPowerOff, hlt)
+	in := strings.Repeat("echo through the UART FIFO; ", 3) + "q"
+	r, out, err := runGuest(t, Config{KernelBytes: pvhELF(code, 0x100000), SerialIn: strings.NewReader(in)})
+	if err != nil || r != ExitPowerOff {
+		t.Fatalf("run: %v, %v", r, err)
+	}
+	if want := strings.TrimSuffix(in, "q"); out != want {
+		t.Fatalf("echo %q, want %q", out, want)
+	}
+}
