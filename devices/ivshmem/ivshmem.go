@@ -79,7 +79,8 @@ type Device struct {
 	mem  []byte
 	irqs Interrupts
 
-	region *hostmem.Region // plain mode; not owned (the backend outlives the device)
+	region     *hostmem.Region // plain mode
+	ownsRegion bool            // NewPlainFile: Release closes region
 	client *proto.Client   // doorbell mode; owned
 	poll   *poller         // doorbell mode
 	events sync.WaitGroup  // the server message loop
@@ -158,6 +159,24 @@ func NewPlain(region *hostmem.Region, irqs Interrupts) (*Device, error) {
 		return nil, err
 	}
 	d.region = region
+	return d, nil
+}
+
+// NewPlainFile opens (or creates) the object at path with size bytes and
+// returns an ivshmem-plain device that owns it: Release unmaps it (QMP
+// device_add with Petrel's shm= and size=, where no -object outlives the
+// device).
+func NewPlainFile(id, path string, size uint64, irqs Interrupts) (*Device, error) {
+	r, err := hostmem.OpenRegion(id, path, size)
+	if err != nil {
+		return nil, fmt.Errorf("ivshmem-plain: %w", err)
+	}
+	d, err := NewPlain(r, irqs)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	d.ownsRegion = true
 	return d, nil
 }
 
@@ -277,6 +296,11 @@ func (d *Device) Release() error {
 		d.client.Close()
 		d.events.Wait()
 		if err := hostmem.Unmap(d.mem); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.ownsRegion {
+		if err := d.region.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
