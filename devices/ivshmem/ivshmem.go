@@ -81,9 +81,9 @@ type Device struct {
 
 	region     *hostmem.Region // plain mode
 	ownsRegion bool            // NewPlainFile: Release closes region
-	client *proto.Client   // doorbell mode; owned
-	poll   *poller         // doorbell mode
-	events sync.WaitGroup  // the server message loop
+	client     *proto.Client   // doorbell mode; owned
+	poll       *poller         // doorbell mode
+	events     sync.WaitGroup  // the server message loop
 
 	// mu guards the fields below. Lock order: pci Bus.mu, mu, MSIX.mu,
 	// ConfigSpace.mu; client.mu before mu (BeforeClose); never call the
