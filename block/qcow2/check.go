@@ -182,22 +182,50 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	}
 	var leaks []leak
 	last := int64(0)
-	for i, want := range s.refs {
-		rc, err := img.getRefcount(int64(i))
-		if err != nil {
-			s.errorf(false, "reading refcount of cluster %d: %v", i, err)
-			continue
+	compare := func(i int64, rc uint64) {
+		want := uint32(0)
+		if i < int64(len(s.refs)) {
+			want = s.refs[i]
 		}
 		if rc != 0 || want != 0 {
-			last = int64(i)
+			last = i
 		}
 		switch {
 		case rc > uint64(want):
 			res.Leaks++
 			res.Messages = append(res.Messages, fmt.Sprintf("Leaked cluster %d refcount=%d reference=%d", i, rc, want))
-			leaks = append(leaks, leak{int64(i), int64(want) - int64(rc)})
+			leaks = append(leaks, leak{i, int64(want) - int64(rc)})
 		case rc < uint64(want):
 			s.errorf(true, "cluster %d refcount=%d reference=%d", i, rc, want)
+		}
+	}
+	// Every cluster a refcount block describes (leaks may lie beyond the
+	// end of the file), and every referenced cluster.
+	E := img.rbEntries
+	for ti := int64(0); ti < max(int64(len(img.rt)), (int64(len(s.refs))+E-1)/E); ti++ {
+		off, err := img.refblockOffset(ti)
+		if err == nil && off != 0 && off>>img.clusterBits >= int64(len(s.refs)) {
+			err = corruptf("refcount block %d at %#x is outside the image", ti, off)
+		}
+		if err != nil {
+			s.errorf(true, "%v", err)
+			off = 0
+		}
+		for j := int64(0); j < E; j++ {
+			i := ti*E + j
+			if off == 0 {
+				if i >= int64(len(s.refs)) {
+					break
+				}
+				compare(i, 0)
+				continue
+			}
+			e, err := img.rbc.get(off)
+			if err != nil {
+				s.errorf(false, "reading refcount block %d: %v", ti, err)
+				break
+			}
+			compare(i, img.refcountAt(e.data, j))
 		}
 	}
 	res.ImageEndOffset = (last + 1) * cs

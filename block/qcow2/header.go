@@ -354,8 +354,16 @@ var knownFeatureTable = []featureName{
 }
 
 // encode serializes the header with its extensions and backing name into
-// one cluster-sized buffer.
+// one cluster-sized buffer. The optional feature name table is left out
+// when it does not fit (512-byte clusters), as QEMU does.
 func (h *header) encode() ([]byte, error) {
+	if buf, err := h.encodeWith(true); err == nil {
+		return buf, nil
+	}
+	return h.encodeWith(false)
+}
+
+func (h *header) encodeWith(featureTable bool) ([]byte, error) {
 	cs := 1 << h.clusterBits
 	buf := make([]byte, cs)
 	be := binary.BigEndian
@@ -399,7 +407,7 @@ func (h *header) encode() ([]byte, error) {
 			return nil, err
 		}
 	}
-	if h.version >= 3 {
+	if h.version >= 3 && featureTable {
 		ft := make([]byte, 48*len(knownFeatureTable))
 		for i, f := range knownFeatureTable {
 			ft[i*48] = f.kind

@@ -165,8 +165,7 @@ func (img *Image) allocClusters(n int64) (int64, error) {
 			}
 		}
 		if missing >= 0 {
-			at := max(start, missing*img.rbEntries)
-			if err := img.createRefblock(missing, at); err != nil {
+			if err := img.newRefblock(missing, start); err != nil {
 				return 0, err
 			}
 			continue
@@ -215,20 +214,59 @@ func (img *Image) findFree(n int64) (int64, error) {
 	}
 }
 
-// createRefblock allocates the refcount block for table index ti at host
-// cluster at, which lies inside the range the block describes (so the block
-// counts itself, as QEMU's self-describing blocks do). The block is written
-// before the table entry that points to it.
-func (img *Image) createRefblock(ti, at int64) error {
+// newRefblock creates the refcount block for table index ti, needed by a
+// candidate allocation starting at host cluster start. Like QEMU's
+// alloc_refcount_block it takes the lowest free cluster, so that new blocks
+// pile up before the candidate instead of splitting it: either inside a
+// range whose block exists (the block is counted there), or, when that
+// range has no block either, as that range's self-describing block.
+// Beyond the table, the table grows (at the uncovered candidate area).
+func (img *Image) newRefblock(ti, start int64) error {
 	if ti >= int64(len(img.rt)) {
-		return img.growRefcountTable(at)
+		return img.growRefcountTable(max(start, int64(len(img.rt))*img.rbEntries))
+	}
+	f, err := img.findFree(1)
+	if err != nil {
+		return err
+	}
+	tf := f / img.rbEntries
+	if tf >= int64(len(img.rt)) {
+		return img.growRefcountTable(max(f, int64(len(img.rt))*img.rbEntries))
+	}
+	fOff, err := img.refblockOffset(tf)
+	if err != nil {
+		return err
+	}
+	if fOff == 0 {
+		return img.installRefblock(tf, f, true)
+	}
+	if err := img.addRefcount(f, 1); err != nil {
+		return err
+	}
+	return img.installRefblock(ti, f, false)
+}
+
+// installRefblock writes an empty refcount block for table index ti at host
+// cluster at (counting itself when self), then the table entry.
+func (img *Image) installRefblock(ti, at int64, self bool) error {
+	if self {
+		if err := img.markDirty(); err != nil {
+			return err
+		}
 	}
 	e, err := img.rbc.getEmpty(at << img.clusterBits)
 	if err != nil {
 		return err
 	}
-	img.setRefcountAt(e.data, at%img.rbEntries, 1)
+	if self {
+		img.setRefcountAt(e.data, at%img.rbEntries, 1)
+	}
+	// The block itself (and the refcount that protects it) reach the disk
+	// before the table entry that makes it live.
 	if err := img.rbc.writeEntry(e); err != nil {
+		return err
+	}
+	if _, err := img.rbc.flush(); err != nil {
 		return err
 	}
 	if err := img.barrier(); err != nil {

@@ -1,0 +1,215 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+// TestConcurrentWriters: goroutines writing disjoint regions (allocating
+// and overwriting, with snapshots of shared clusters underneath) while
+// others read; run with -race. The result checks clean and reads back.
+func TestConcurrentWriters(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 16 << 20, ClusterSize: 4096})
+	const workers = 8
+	region := img.Size() / workers
+	model := make([]byte, img.Size())
+	// Some pre-existing data shared with a snapshot forces copy-on-write.
+	pre := make([]byte, 1<<20)
+	rand.New(rand.NewSource(99)).Read(pre)
+	for off := int64(0); off < img.Size(); off += 4 << 20 {
+		if _, err := img.WriteAt(pre, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], pre)
+	}
+	if err := img.CreateSnapshot("base"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*2)
+	for w := 0; w < workers; w++ {
+		wg.Add(2)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(w)))
+			lo := int64(w) * region
+			for i := 0; i < 150; i++ {
+				off := lo + rng.Int63n(region-70000)
+				buf := make([]byte, 1+rng.Intn(65536))
+				rng.Read(buf)
+				if _, err := img.WriteAt(buf, off); err != nil {
+					errs <- err
+					return
+				}
+				copy(model[off:], buf) // regions are disjoint
+			}
+		}(w)
+		go func(w int) {
+			defer wg.Done()
+			buf := make([]byte, 8192)
+			rng := rand.New(rand.NewSource(int64(w + 100)))
+			for i := 0; i < 200; i++ {
+				if _, err := img.ReadAt(buf, rng.Int63n(img.Size()-8192)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	assertEqual(t, "after concurrent writes", readAll(t, img), model)
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, path, false)
+	assertEqual(t, "qemu-img convert", qemuRaw(t, path), model)
+}
+
+// TestConcurrentSameCluster: many goroutines writing different bytes of the
+// same unallocated clusters must not allocate twice or lose writes.
+func TestConcurrentSameCluster(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20, ClusterSize: 65536})
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for c := int64(0); c < 8; c++ {
+				if _, err := img.WriteAt([]byte{byte(g + 1)}, c*65536+int64(g)*100); err != nil {
+					t.Error(err)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	got := readAll(t, img)
+	for g := 0; g < 16; g++ {
+		for c := int64(0); c < 8; c++ {
+			if b := got[c*65536+int64(g)*100]; b != byte(g+1) {
+				t.Fatalf("cluster %d byte of writer %d is %d", c, g, b)
+			}
+		}
+	}
+	img.Close()
+	qemuCheck(t, path, false)
+}
+
+// TestCheckFindsAndRepairs: damage made by hand is reported like qemu-img
+// check reports it, and -r leaks / -r all repair it so qemu-img agrees.
+func TestCheckFindsAndRepairs(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 4 << 20, ClusterSize: 4096})
+	data := make([]byte, 64<<10)
+	rand.New(rand.NewSource(5)).Read(data)
+	img.WriteAt(data, 0)
+	img.WriteAt(data, 1<<20)
+	// A leak: allocate a cluster nothing references.
+	img.mu.Lock()
+	leakOff, err := img.allocClusters(2)
+	img.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	img, _ = Open(path, block.Options{})
+	res, err := img.Check(block.RepairNone)
+	if err != nil || res.Leaks != 2 || res.Corruptions != 0 {
+		t.Fatalf("leak check: %+v %v", res, err)
+	}
+	res, err = img.Check(block.RepairLeaks)
+	if err != nil || res.LeaksFixed != 2 || res.Leaks != 0 {
+		t.Fatalf("leak repair: %+v %v", res, err)
+	}
+	img.Close()
+	qemuCheck(t, path, false)
+	_ = leakOff
+
+	// A corruption: lower the refcount of a data cluster to 0 on disk.
+	img, _ = Open(path, block.Options{ReadOnly: true})
+	ext, _ := img.BlockStatus(1<<20, 4096)
+	rtOff := img.hdr.rtOff
+	rbBits := img.rcBits
+	img.Close()
+	if ext.HostOffset <= 0 || rbBits != 16 {
+		t.Fatalf("unexpected layout: %+v", ext)
+	}
+	f, _ := os.OpenFile(path, os.O_RDWR, 0)
+	var b [8]byte
+	f.ReadAt(b[:], int64(rtOff))
+	rb := int64(binary.BigEndian.Uint64(b[:]))
+	f.WriteAt([]byte{0, 0}, rb+ext.HostOffset/4096*2)
+	f.Close()
+	out, _ := runAllowFail("qemu-img", "check", path)
+	if !strings.Contains(out, "ERROR cluster") {
+		t.Fatalf("qemu-img does not see the damage:\n%s", out)
+	}
+	img, err = Open(path, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = img.Check(block.RepairNone)
+	if err != nil || res.Corruptions == 0 {
+		t.Fatalf("corruption not found: %+v %v", res, err)
+	}
+	res, err = img.Check(block.RepairAll)
+	if err != nil || res.Corruptions != 0 || res.CorruptionsFixed == 0 {
+		t.Fatalf("repair all: %+v %v %v", res, err, res.Messages)
+	}
+	got := make([]byte, len(data))
+	img.ReadAt(got, 1<<20)
+	assertEqual(t, "data after repair", got, data)
+	img.Close()
+	qemuCheck(t, path, false)
+}
+
+// TestResizeAndDescribe: grow (moving the L1 table), refused shrink with
+// data, allowed shrink without, info fields, rebase -u.
+func TestResizeAndDescribe(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20, ClusterSize: 512, LazyRefcounts: true, RefcountBits: 8})
+	data := []byte("tail data")
+	img.WriteAt(data, 1<<20-9)
+	if err := img.Resize(3 << 30); err != nil { // 512-byte clusters: L1 grows
+		t.Fatal(err)
+	}
+	img.WriteAt(data, 3<<30-9)
+	if err := img.Resize(1 << 20); err == nil {
+		t.Fatal("shrink over data succeeded")
+	}
+	img.Discard(3<<30-512, 512)
+	if err := img.Resize(2 << 20); err != nil {
+		t.Fatalf("shrink over discarded clusters: %v", err)
+	}
+	d := img.Describe()
+	fs := d["format-specific"].(map[string]any)["data"].(map[string]any)
+	if d["virtual-size"] != int64(2<<20) || d["cluster-size"] != int64(512) || fs["lazy-refcounts"] != true || fs["refcount-bits"] != 8 || fs["compat"] != "1.1" {
+		t.Fatalf("describe: %v", d)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "other.raw"), make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.SetBackingFile("other.raw", "raw"); err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	qemuCheck(t, path, false)
+	info := run(t, "qemu-img", "info", "--output=json", "-U", path)
+	if !strings.Contains(info, `"backing-filename": "other.raw"`) || !strings.Contains(info, `"backing-filename-format": "raw"`) || !strings.Contains(info, `"virtual-size": 2097152`) {
+		t.Fatalf("qemu-img info:\n%s", info)
+	}
+}
+
+func runAllowFail(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
