@@ -416,3 +416,31 @@ func TestMachineReset(t *testing.T) {
 	peer.Notify(0, 0)
 	eventually(t, "pin after reset", func() bool { l, _ := irq.get(); return l })
 }
+
+// TestRegisterAccessDoesNotAllocate: the exit path (every register, good
+// and bad doorbells, odd widths) allocates nothing.
+func TestRegisterAccessDoesNotAllocate(t *testing.T) {
+	sock := startServer(t, 1)
+	d := newDoorbell(t, sock, 1, Interrupts{IRQ: &line{}})
+	peer := dialPeer(t, sock)
+	eventually(t, "device to learn the peer", func() bool { return d.client.Vectors(peer.ID()) == 1 })
+	b4, b2 := make([]byte, 4), make([]byte, 2)
+	good := uint32(peer.ID()) << 16
+	allocs := testing.AllocsPerRun(200, func() {
+		for off := uint64(0); off < 16; off += 4 {
+			d.Read(0, off, b4)
+		}
+		d.Read(0, 64, b4)
+		d.Read(0, 1, b2)
+		binary.LittleEndian.PutUint32(b4, 1)
+		d.Write(0, RegIntrMask, b4)
+		binary.LittleEndian.PutUint32(b4, good)
+		d.Write(0, RegDoorbell, b4)
+		binary.LittleEndian.PutUint32(b4, 77<<16)
+		d.Write(0, RegDoorbell, b4)
+		d.Write(0, RegDoorbell, b2)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round of register accesses", allocs)
+	}
+}

@@ -69,7 +69,7 @@ func (d *Device) ring(peer, vector int) {
 		d.DroppedDoorbells.Add(1) // ivshmem-plain has no peers
 		return
 	}
-	if err := d.client.Notify(peer, vector); err != nil {
+	if err := d.client.Ring(peer, vector); err != nil {
 		d.DroppedDoorbells.Add(1)
 	}
 }

@@ -215,6 +215,15 @@ var one = func() []byte {
 
 // Notify rings peer's doorbell for vector: it adds 1 to that eventfd.
 func (c *Client) Notify(peer, vector int) error {
+	if err := c.Ring(peer, vector); err != nil {
+		return fmt.Errorf("doorbell to peer %d vector %d: %w", peer, vector, err)
+	}
+	return nil
+}
+
+// Ring is Notify for the guest's exit path: it does not allocate, and
+// returns ErrNoPeer, ErrNoVector, net.ErrClosed or the write's errno bare.
+func (c *Client) Ring(peer, vector int) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed {
@@ -222,14 +231,14 @@ func (c *Client) Notify(peer, vector int) error {
 	}
 	fds, ok := c.peers[peer]
 	if !ok {
-		return fmt.Errorf("doorbell to peer %d: %w", peer, ErrNoPeer)
+		return ErrNoPeer
 	}
 	if vector < 0 || vector >= len(fds) {
-		return fmt.Errorf("doorbell to peer %d vector %d: %w", peer, vector, ErrNoVector)
+		return ErrNoVector
 	}
 	if _, err := unix.Write(fds[vector], one); err != nil && err != unix.EAGAIN {
 		// EAGAIN: the counter is saturated, the peer has a pending event anyway.
-		return fmt.Errorf("doorbell to peer %d vector %d: %w", peer, vector, err)
+		return err
 	}
 	return nil
 }
