@@ -11,16 +11,12 @@ import (
 
 // KVM ioctl numbers (linux/kvm.h). The _IO/_IOW encodings are spelled out
 // so that the structure sizes they carry can be checked against kvmabi.go.
-const (
-	kvmIO = 0xAE
+const kvmIO = 0xAE
 
-	iocNone  = 0
-	iocWrite = 1
-	iocRead  = 2
-)
-
+// ioc encodes an ioctl number (asm-generic/ioctl.h; the direction bits
+// differ on POWER, see ioc_*.go).
 func ioc(dir, nr, size uintptr) uintptr {
-	return dir<<30 | size<<16 | kvmIO<<8 | nr
+	return dir<<iocDirShift | size<<16 | kvmIO<<8 | nr
 }
 
 var (

@@ -1,0 +1,11 @@
+//go:build !ppc64 && !ppc64le
+
+package vmm
+
+// asm-generic/ioctl.h: 2 direction bits at 30.
+const (
+	iocNone     = 0
+	iocWrite    = 1
+	iocRead     = 2
+	iocDirShift = 30
+)
