@@ -142,3 +142,11 @@ func newI440FX() *i440fx {
 
 // Config implements pci.Device.
 func (h *i440fx) Config() *pci.ConfigSpace { return h.cfg }
+
+// The VM is the kernel fast path the PCI devices are handed.
+var (
+	_ pci.EventRouter = (*vmm.VM)(nil)
+	_ pci.MSISignaler = (*vmm.VM)(nil)
+	_ pci.IRQLine     = (*vmm.IRQLine)(nil)
+	_ pci.Host        = (*pciHost)(nil)
+)
