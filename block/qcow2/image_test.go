@@ -213,3 +213,60 @@ func runAllowFail(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
 }
+
+// TestLazyRefcountsDirtyBit: with lazy refcounts the dirty bit is on disk
+// after the first write and cleared by a clean close.
+func TestLazyRefcountsDirtyBit(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20, LazyRefcounts: true})
+	dirtyOnDisk := func() bool {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return binary.BigEndian.Uint64(b[72:])&incompatDirty != 0
+	}
+	if dirtyOnDisk() {
+		t.Fatal("dirty before any write")
+	}
+	if _, err := img.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !dirtyOnDisk() {
+		t.Fatal("not dirty after the first allocating write")
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if dirtyOnDisk() {
+		t.Fatal("still dirty after a clean close")
+	}
+	qemuCheck(t, path, false)
+}
+
+// TestSmallCache: a cache of a few tables forces evictions of dirty L2
+// tables and refcount blocks in every order; the result must check clean.
+func TestSmallCache(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.qcow2")
+	if err := Create(path, block.CreateOptions{Size: 32 << 20, ClusterSize: 1024, RefcountBits: 4}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Open(path, block.Options{CacheSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.l2c.max != 4 || img.rbc.max != 4 {
+		t.Fatalf("cache sizes %d/%d, want the minimum 4/4", img.l2c.max, img.rbc.max)
+	}
+	model := make([]byte, img.Size())
+	randomOps(t, img, model, rand.New(rand.NewSource(11)), 400, 8192)
+	if err := img.CreateSnapshot("s"); err != nil {
+		t.Fatal(err)
+	}
+	randomOps(t, img, model, rand.New(rand.NewSource(12)), 200, 8192)
+	assertEqual(t, "small cache", readAll(t, img), model)
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, path, false)
+	assertEqual(t, "qemu-img convert", qemuRaw(t, path), model)
+}

@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"fmt"
+
 	"github.com/petrel-vmm/petrel/block"
 )
 
@@ -151,12 +153,11 @@ func (img *Image) zeroClusters(start, end int64, unmap, discard bool) error {
 // unallocated ranges.
 func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	size := img.Size()
-	if err := img.checkRange(off, 0); err != nil || off >= size {
-		return block.Extent{}, img.checkRange(off, 1)
+	if off < 0 || off >= size {
+		return block.Extent{}, fmt.Errorf("block status at %d: outside the disk (size %d)", off, size)
 	}
-	n = min(n, size-off)
-	if n <= 0 {
-		n = 1
+	if n <= 0 || n > size-off {
+		n = size - off
 	}
 	img.mu.Lock()
 	m, err := img.resolve(off, n)

@@ -1,0 +1,127 @@
+package qcow2
+
+import (
+	"math/rand"
+	"path/filepath"
+	"testing"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+const benchSize = 256 << 20
+
+// benchImage creates a benchmark image, filled when fill is set.
+func benchImage(b *testing.B, fill bool) *Image {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "bench.qcow2")
+	if err := Create(path, block.CreateOptions{Size: benchSize}); err != nil {
+		b.Fatal(err)
+	}
+	img, err := Open(path, block.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if fill {
+		buf := make([]byte, 1<<20)
+		rand.New(rand.NewSource(1)).Read(buf)
+		for off := int64(0); off < benchSize; off += int64(len(buf)) {
+			if _, err := img.WriteAt(buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := img.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Cleanup(func() { img.Close() })
+	return img
+}
+
+func BenchmarkRandRead4K(b *testing.B) {
+	img := benchImage(b, true)
+	buf := make([]byte, 4096)
+	rng := rand.New(rand.NewSource(2))
+	b.SetBytes(4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := img.ReadAt(buf, rng.Int63n(benchSize/4096)*4096); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRandWrite4K overwrites allocated clusters (the steady state of a
+// guest disk).
+func BenchmarkRandWrite4K(b *testing.B) {
+	img := benchImage(b, true)
+	buf := make([]byte, 4096)
+	rng := rand.New(rand.NewSource(3))
+	b.SetBytes(4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := img.WriteAt(buf, rng.Int63n(benchSize/4096)*4096); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRandWrite4KAllocating writes into an empty image: every write
+// to a new cluster allocates it (copy-on-write fill of the rest).
+func BenchmarkRandWrite4KAllocating(b *testing.B) {
+	img := benchImage(b, false)
+	buf := make([]byte, 4096)
+	rng := rand.New(rand.NewSource(4))
+	b.SetBytes(4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := img.WriteAt(buf, rng.Int63n(benchSize/4096)*4096); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSeqWrite64K(b *testing.B) {
+	img := benchImage(b, false)
+	buf := make([]byte, 65536)
+	b.SetBytes(65536)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := img.WriteAt(buf, int64(i)*65536%benchSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSeqRead64K(b *testing.B) {
+	img := benchImage(b, true)
+	buf := make([]byte, 65536)
+	b.SetBytes(65536)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := img.ReadAt(buf, int64(i)*65536%benchSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParallelRandWrite4K: writers on several goroutines.
+func BenchmarkParallelRandWrite4K(b *testing.B) {
+	img := benchImage(b, true)
+	b.SetBytes(4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 4096)
+		rng := rand.New(rand.NewSource(rand.Int63()))
+		for pb.Next() {
+			if _, err := img.WriteAt(buf, rng.Int63n(benchSize/4096)*4096); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
