@@ -150,6 +150,7 @@ func (img *Image) scan(res *block.CheckResult, withRefcountMeta bool) (*refScan,
 			s.walkL1(l1, false)
 		}
 	}
+	s.scanBitmaps()
 	if withRefcountMeta {
 		s.ref(int64(img.hdr.rtOff), int64(img.hdr.rtClusters)*cs, "refcount table")
 		for i, ent := range img.rt {

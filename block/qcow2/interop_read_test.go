@@ -259,3 +259,34 @@ func TestReadLazyDirty(t *testing.T) {
 	qemuCheck(t, path, false)
 	assertEqual(t, "repaired image", qemuRaw(t, path), want)
 }
+
+// TestQemuBitmaps: persistent bitmaps made by qemu-img are counted by
+// Check (no leaks); a writable open marks them stale (autoclear bit 0
+// cleared), which QEMU then reports and ignores, and the data stays intact.
+func TestQemuBitmaps(t *testing.T) {
+	testutil.NeedTool(t, "qemu-img")
+	path := filepath.Join(t.TempDir(), "b.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", path, "4M")
+	qemuIO(t, path, "qcow2", "write -P 0x55 0 64k")
+	run(t, "qemu-img", "bitmap", "--add", path, "b0")
+	qemuIO(t, path, "qcow2", "write -P 0x56 1M 64k")
+	compareWithQemu(t, path)
+	img, err := Open(path, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.hdr.autoclear&autoclearBitmaps != 0 {
+		t.Fatal("bitmaps autoclear bit survived a writable open")
+	}
+	if _, err := img.WriteAt([]byte("x"), 5); err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	img, err = Open(path, block.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, img)
+	img.Close()
+	assertEqual(t, "after writable open", got, qemuRaw(t, path))
+}
