@@ -186,8 +186,11 @@ func (img *Image) writeHeader() error {
 	return img.sync()
 }
 
+// syncFile makes a file's data durable; FuzzOpen replaces it.
+var syncFile = unix.Fdatasync
+
 func (img *Image) sync() error {
-	if err := unix.Fdatasync(int(img.f.Fd())); err != nil {
+	if err := syncFile(int(img.f.Fd())); err != nil {
 		return fmt.Errorf("syncing %s: %w", img.path, err)
 	}
 	return nil
