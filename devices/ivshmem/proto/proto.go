@@ -73,22 +73,21 @@ func Recv(c *net.UnixConn) (value int64, fd int, err error) {
 	for got < msgSize {
 		n, oobn, flags, _, rerr := c.ReadMsgUnix(b[got:], oob)
 		fds, perr := parseRights(oob[:oobn])
-		for _, f := range fds {
-			if fd < 0 && perr == nil && len(fds) == 1 {
-				fd = f
-				continue
-			}
-			unix.Close(f)
-		}
-		if perr == nil && len(fds) > 1 {
-			perr = fmt.Errorf("%w: %d fds in one message", ErrProtocol, len(fds))
+		if perr == nil && (len(fds) > 1 || len(fds) == 1 && fd >= 0) {
+			perr = fmt.Errorf("%w: several fds in one message", ErrProtocol)
 		}
 		if perr == nil && flags&unix.MSG_CTRUNC != 0 {
 			perr = fmt.Errorf("%w: control message truncated", ErrProtocol)
 		}
 		if perr != nil {
+			for _, f := range fds {
+				unix.Close(f)
+			}
 			closeFD(&fd)
 			return 0, -1, perr
+		}
+		if len(fds) == 1 {
+			fd = fds[0]
 		}
 		if errors.Is(rerr, io.EOF) {
 			n, rerr = 0, nil

@@ -75,6 +75,18 @@ func TestRecvRejectsBadFraming(t *testing.T) {
 		t.Fatalf("split message: %#x fd %d %v", v, fd, err)
 	}
 	unix.Close(fd)
+	// One fd on each half of a split message: error, both closed.
+	e4, e5 := eventfd(t), eventfd(t)
+	a.WriteMsgUnix(msg[:3], unix.UnixRights(e4), nil)
+	a.WriteMsgUnix(msg[3:], unix.UnixRights(e5), nil)
+	unix.Close(e4)
+	unix.Close(e5)
+	if _, _, err := Recv(b); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("two fds on a split message: %v", err)
+	}
+	if got := countFDs(t); got != before {
+		t.Fatalf("%d fds open, %d before: split-message fds leaked", got, before)
+	}
 	// Closed after 5 bytes: a protocol error, not a short value.
 	a.Write(msg[:5])
 	a.Close()
