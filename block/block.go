@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"reflect"
 	"sort"
 	"sync"
 )
@@ -46,9 +45,13 @@ type Image interface {
 
 // Extent flags, as `qemu-img map` reports them.
 const (
-	ExtentData      = 1 << iota // some layer holds data here
-	ExtentZero                  // reads as zeroes
-	ExtentAllocated             // allocated in the layer at Extent.Depth (0: this image)
+	ExtentData = 1 << iota // some layer holds data here
+	ExtentZero             // reads as zeroes
+	// ExtentAllocated: allocated in the layer at Extent.Depth. Engines set
+	// it for their own clusters (Depth 0); for extents of a backing layer
+	// they may pass the layer's flag up or clear it (petrel img asks the
+	// layer itself).
+	ExtentAllocated
 )
 
 // Extent is one run of uniform allocation state.
@@ -192,14 +195,7 @@ func Open(path string, opts Options) (Image, error) {
 	if !ok {
 		return nil, fmt.Errorf("opening %s: %w %q", path, ErrUnknownFormat, name)
 	}
-	img, err := f.Open(path, opts)
-	if err != nil {
-		return nil, err
-	}
-	if reflect.TypeOf(img).Comparable() {
-		openedNames.Store(img, path)
-	}
-	return img, nil
+	return f.Open(path, opts)
 }
 
 // Create writes a new image of the named format.

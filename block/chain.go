@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 )
 
 // MaxChainDepth bounds how many backing layers may sit below an image; QEMU
@@ -101,20 +100,11 @@ type Named interface {
 	Filename() string
 }
 
-// openedNames remembers the path each image was opened from through Open,
-// for engines that do not implement Named.
-var openedNames sync.Map // Image -> string
-
-// Filename returns the path img was opened from, or "" if unknown.
+// Filename returns the path img was opened from, or "" if its engine
+// does not implement Named.
 func Filename(img Image) string {
-	if img == nil {
-		return ""
-	}
-	if n, ok := img.(Named); ok {
+	if n, ok := img.(Named); ok && img != nil {
 		return n.Filename()
-	}
-	if v, ok := openedNames.Load(img); ok {
-		return v.(string)
 	}
 	return ""
 }

@@ -101,10 +101,15 @@ func Create(path string, opts block.CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	if st.Mode().IsRegular() {
-		if err := f.Truncate(0); err != nil {
-			return fmt.Errorf("creating %s: %w", path, err)
+	if !st.Mode().IsRegular() { // a block device keeps its size
+		n, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
+		if err != nil || int64(n) < opts.Size {
+			return fmt.Errorf("creating %s: device smaller than %d bytes", path, opts.Size)
 		}
+		return nil
+	}
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
 	}
 	if err := preallocate(f, 0, opts.Size, mode); err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
