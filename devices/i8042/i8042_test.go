@@ -56,3 +56,28 @@ func TestStatusSelfTestCommandByte(t *testing.T) {
 		t.Fatal("wide read not all ones")
 	}
 }
+
+// FuzzController drives random port accesses: no panic, the output queue
+// stays bounded, and a reset is only ever requested by a reset command.
+func FuzzController(f *testing.F) {
+	f.Add([]byte{0x04, 0xaa, 0x00, 0x00, 0x04, 0xd1, 0x00, 0x01})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		resets := 0
+		c := New(func() { resets++ })
+		for i := 0; i+1 < len(ops); i += 2 {
+			off := uint64(ops[i] & 7)
+			if ops[i]&0x80 != 0 {
+				b := make([]byte, 1+int(ops[i]>>5&1))
+				c.Read(0, off, b)
+			} else {
+				c.Write(0, off, []byte{ops[i+1]})
+			}
+			if len(c.out) > 16 {
+				t.Fatalf("output queue grew to %d", len(c.out))
+			}
+		}
+		if resets > len(ops)/2 {
+			t.Fatalf("%d resets from %d accesses", resets, len(ops)/2)
+		}
+	})
+}

@@ -82,3 +82,46 @@ func TestSCISharedLine(t *testing.T) {
 		t.Fatalf("line transitions %v, want %v", l.levels, want)
 	}
 }
+
+// FuzzPMBlock drives random accesses to the PM block: no panic, the timer
+// stays 24-bit, and power-off happens only for SLP_TYP 5 with SLP_EN.
+func FuzzPMBlock(f *testing.F) {
+	f.Add([]byte{0x04, 0x02, 0x00, 0x34, 0x00, 0x00})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		offs := 0
+		p := NewPM(nil, func() { offs++ }, nil)
+		for i := 0; i+2 < len(ops); i += 3 {
+			off := uint64(ops[i] % 14)
+			n := 1 << (ops[i] >> 6 & 3)
+			if n > 4 {
+				n = 4
+			}
+			data := []byte{ops[i+1], ops[i+2], 0, 0}[:n]
+			before := p.cnt
+			if ops[i]&0x20 != 0 {
+				p.Read(0, off, data)
+				if off == 8 && n == 4 && binary.LittleEndian.Uint32(data) > 0xffffff {
+					t.Fatal("PM timer wider than 24 bits")
+				}
+				continue
+			}
+			o := offs
+			p.Write(0, off, data)
+			if offs != o {
+				// Which bytes of PM1_CNT did this write set?
+				cnt := before
+				for j, b := range data {
+					switch off + uint64(j) {
+					case 4:
+						cnt = cnt&0xff00 | uint16(b)
+					case 5:
+						cnt = cnt&0x00ff | uint16(b)<<8
+					}
+				}
+				if cnt&(1<<13) == 0 || (cnt>>10)&7 != SlpTypS5 {
+					t.Fatalf("powered off by PM1_CNT %#x", cnt)
+				}
+			}
+		}
+	})
+}
