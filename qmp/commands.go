@@ -67,19 +67,12 @@ func init() {
 			return b, nil, nil
 		}},
 		"stop": {run: func(s *Server, _ map[string]any) (any, func(), error) {
-			if err := s.m.Stop(); err != nil {
-				return nil, nil, err
-			}
-			return nil, func() { s.Emit("STOP", nil) }, nil
+			return nil, nil, s.m.Stop()
 		}},
 		"cont": {run: func(s *Server, _ map[string]any) (any, func(), error) {
-			if err := s.m.Cont(); err != nil {
-				return nil, nil, err
-			}
-			return nil, func() { s.Emit("RESUME", nil) }, nil
+			return nil, nil, s.m.Cont()
 		}},
 		"system_powerdown": {run: func(s *Server, _ map[string]any) (any, func(), error) {
-			s.Emit("POWERDOWN", nil)
 			return nil, nil, s.m.PowerDown()
 		}},
 		"quit": {run: func(s *Server, _ map[string]any) (any, func(), error) {

@@ -2,10 +2,11 @@
 // capabilities negotiation, commands and asynchronous events as QEMU speaks
 // them, so existing QMP clients drive Petrel.
 //
-// The server owns the protocol; what commands do is the Machine's. Events
-// the machine causes (SHUTDOWN by the guest, DEVICE_DELETED after the guest
-// ejects) are sent with Server.Emit; the server itself emits STOP, RESUME,
-// POWERDOWN and the SHUTDOWN of a `quit`.
+// The server owns the protocol; what commands do is the Machine's. The
+// machine reports the events it causes (STOP, RESUME, POWERDOWN, SHUTDOWN by
+// the guest, DEVICE_DELETED after the guest ejects) through Server.Emit, since
+// only it knows whether its state really changed; the server itself emits
+// only the SHUTDOWN of a `quit`.
 package qmp
 
 import (

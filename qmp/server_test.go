@@ -36,8 +36,20 @@ func (m *recMachine) Status() string {
 	defer m.mu.Unlock()
 	return m.status
 }
-func (m *recMachine) Stop() error      { m.mu.Lock(); m.status = "paused"; m.mu.Unlock(); return nil }
-func (m *recMachine) Cont() error      { m.mu.Lock(); m.status = "running"; m.mu.Unlock(); return nil }
+func (m *recMachine) Stop() error {
+	m.mu.Lock()
+	m.status = "paused"
+	m.mu.Unlock()
+	m.srv.Emit("STOP", nil)
+	return nil
+}
+func (m *recMachine) Cont() error {
+	m.mu.Lock()
+	m.status = "running"
+	m.mu.Unlock()
+	m.srv.Emit("RESUME", nil)
+	return nil
+}
 func (m *recMachine) PowerDown() error { m.log("powerdown"); return nil }
 func (m *recMachine) Quit()            { m.log("quit") }
 func (m *recMachine) QueryPCI() []PCIBus {
@@ -125,7 +137,15 @@ func TestGoQemuClient(t *testing.T) {
 	if mon.Version.QEMU.Major != 7 {
 		t.Errorf("greeting version %+v", mon.Version)
 	}
-	events, _ := mon.Events(nil)
+	// go-qemu delivers events on an unbuffered channel from the goroutine
+	// that also delivers replies, so drain it concurrently.
+	evch, _ := mon.Events(nil)
+	events := make(chan goqmp.Event, 16)
+	go func() {
+		for ev := range evch {
+			events <- ev
+		}
+	}()
 	run := func(cmd string) map[string]any {
 		t.Helper()
 		raw, err := mon.Run([]byte(cmd))

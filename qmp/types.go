@@ -6,9 +6,12 @@ package qmp
 type Machine interface {
 	// Status reports the run state: "running", "paused", "shutdown".
 	Status() string
+	// Stop and Cont pause and resume the vCPUs, emitting STOP and RESUME
+	// when the state changes.
 	Stop() error
 	Cont() error
-	// PowerDown presses the ACPI power button; the guest decides.
+	// PowerDown presses the ACPI power button (the guest decides) and
+	// emits POWERDOWN.
 	PowerDown() error
 	// Quit stops the VM at once; the server emits SHUTDOWN itself.
 	Quit()
