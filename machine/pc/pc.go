@@ -340,6 +340,14 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 	stop, v := vmm.RunVCPUs(m.vcpus)
 	m.finished.Store(true)
 	m.logf("guest ran %v: %s", time.Since(t0).Round(time.Microsecond), stop)
+	var exits, ioExits, mmioExits uint64
+	for _, v := range m.vcpus {
+		exits += v.Exits.Load()
+		ioExits += v.IOExits.Load()
+		mmioExits += v.MMIOExits.Load()
+	}
+	m.logf("exits: %d (io %d, mmio %d); accesses no device claimed: %d pio, %d mmio",
+		exits, ioExits, mmioExits, m.pio.Unhandled.Load(), m.mmio.Unhandled.Load())
 	if vmmRSS, guestRSS, err := m.ResidentMemory(); err == nil {
 		m.logf("resident memory: VMM %d KiB beyond guest RAM, guest RAM touched %d KiB", vmmRSS>>10, guestRSS>>10)
 	}
