@@ -177,15 +177,21 @@ func runConvert(t *tool, args []string) int {
 // aligned to the target's clusters, so each write is whole clusters).
 func (c *converter) plan(out chan<- *convertJob) error {
 	defer close(out)
-	seq := 0
-	var base int64
 	align := int64(convertChunk)
 	if c.cw != nil {
-		align = max(align/c.cw.ClusterSize(), 1) * c.cw.ClusterSize()
+		return c.planGrid(out, max(align/c.cw.ClusterSize(), 1)*c.cw.ClusterSize())
 	}
-	if c.cw != nil {
-		return c.planGrid(out, align)
+	seq := 0
+	var pending *convertJob
+	emit := func() {
+		if pending != nil {
+			pending.seq = seq
+			seq++
+			out <- pending
+			pending = nil
+		}
 	}
+	var base int64
 	for si, src := range c.srcs {
 		size := src.Size()
 		for off := int64(0); off < size; {
@@ -207,19 +213,30 @@ func (c *converter) plan(out chan<- *convertJob) error {
 					kind = jobZero
 				}
 			}
+			// Extents of one kind are coalesced (engines report runs of
+			// host-contiguous clusters, convert only cares about the
+			// kind); copy jobs end on the chunk grid of the target.
 			for done := int64(0); done < n; {
-				// Chunks end on the alignment grid of the target offset.
 				d := base + off + done
+				if pending != nil && (pending.kind != kind || pending.src != si) {
+					emit()
+				}
+				if pending == nil {
+					pending = &convertJob{src: si, srcOff: off + done, dstOff: d, kind: kind}
+				}
 				l := n - done
 				if kind == jobCopy {
 					l = min(l, align-d%align)
 				}
-				out <- &convertJob{seq: seq, src: si, srcOff: off + done, dstOff: d, n: l, kind: kind}
-				seq++
+				pending.n += l
 				done += l
+				if kind == jobCopy && (d+l)%align == 0 {
+					emit()
+				}
 			}
 			off += n
 		}
+		emit()
 		base += size
 	}
 	return nil
