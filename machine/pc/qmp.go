@@ -163,6 +163,11 @@ func (m *Machine) DeviceDel(id string) error {
 	defer m.devMu.Unlock()
 	for slot, did := range m.deviceIDs {
 		if did == id && id != "" {
+			// QEMU refuses a second request while the guest has not
+			// acted on the first; nothing changes.
+			if _, down := m.hotplug.Pending(); down&(1<<uint(slot)) != 0 {
+				return qmp.Errorf("Device '%s' is already in the process of unplug", id)
+			}
 			if err := m.hotplug.Unplug(slot); err != nil {
 				return qmp.Errorf("unplugging slot %d: %v", slot, err)
 			}
