@@ -277,7 +277,11 @@ func runMain(args []string) int {
 		return 1
 	}
 	defer con.Close()
-	o.cfg.Serial, o.cfg.SerialIn = con.out, con.in
+	o.cfg.Serial = con.out
+	var hub *inputHub
+	if con.in != nil {
+		hub = newInputHub(con.in)
+	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
@@ -292,6 +296,11 @@ func runMain(args []string) int {
 	o.cfg.Events = q.emit
 	defer o.pciDevs.close()
 	for {
+		var sess *session
+		if hub != nil {
+			sess = hub.session()
+			o.cfg.SerialIn = sess
+		}
 		m, err := pc.New(o.cfg)
 		if err == nil {
 			if err = o.pciDevs.attach(m); err != nil {
@@ -310,6 +319,9 @@ func runMain(args []string) int {
 			return 1
 		}
 		reason, err := m.Run(ctx)
+		if sess != nil {
+			sess.Close() // the next machine reads the input that follows
+		}
 		q.detach()
 		m.Close()
 		if err != nil {

@@ -119,3 +119,56 @@ func (e *escapeReader) filter(p []byte) int {
 	}
 	return w
 }
+
+// inputHub reads the console input on one goroutine for the whole life of
+// `petrel run`, so that each machine built across guest reboots gets the
+// keystrokes through its own session, and no reader of a finished machine
+// is left holding input.
+type inputHub struct{ ch chan []byte }
+
+func newInputHub(r io.Reader) *inputHub {
+	h := &inputHub{ch: make(chan []byte)}
+	go func() {
+		defer close(h.ch)
+		for {
+			buf := make([]byte, 256)
+			n, err := r.Read(buf)
+			if n > 0 {
+				h.ch <- buf[:n]
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return h
+}
+
+// session is one machine's view of the hub; it ends (io.EOF) when closed.
+type session struct {
+	hub     *inputHub
+	done    chan struct{}
+	pending []byte
+	once    sync.Once
+}
+
+func (h *inputHub) session() *session { return &session{hub: h, done: make(chan struct{})} }
+
+func (s *session) Read(p []byte) (int, error) {
+	if len(s.pending) == 0 {
+		select {
+		case b, ok := <-s.hub.ch:
+			if !ok {
+				return 0, io.EOF
+			}
+			s.pending = b
+		case <-s.done:
+			return 0, io.EOF
+		}
+	}
+	n := copy(p, s.pending)
+	s.pending = s.pending[n:]
+	return n, nil
+}
+
+func (s *session) Close() { s.once.Do(func() { close(s.done) }) }

@@ -89,3 +89,31 @@ func TestEscapeReader(t *testing.T) {
 type writerFunc func(p []byte)
 
 func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
+
+func TestInputHubSessions(t *testing.T) {
+	pr, pw := io.Pipe()
+	h := newInputHub(pr)
+	s1 := h.session()
+	go pw.Write([]byte("abc"))
+	buf := make([]byte, 2)
+	if n, _ := s1.Read(buf); string(buf[:n]) != "ab" {
+		t.Fatalf("first read %q", buf[:n])
+	}
+	if n, _ := s1.Read(buf); string(buf[:n]) != "c" {
+		t.Fatalf("second read %q", buf[:n])
+	}
+	s1.Close()
+	if _, err := s1.Read(buf); err != io.EOF {
+		t.Fatalf("closed session read: %v", err)
+	}
+	// The next machine's session gets the next input.
+	s2 := h.session()
+	go pw.Write([]byte("z"))
+	if n, _ := s2.Read(buf); string(buf[:n]) != "z" {
+		t.Fatalf("new session read %q", buf[:n])
+	}
+	pw.Close()
+	if _, err := s2.Read(buf); err != io.EOF {
+		t.Fatalf("read after input ended: %v", err)
+	}
+}

@@ -35,6 +35,7 @@ const (
 
 	pci32Base = 0xc0000000
 	pci32End  = 0xfc000000
+	pci64Base = 0x100_0000_0000 // 1 TiB
 )
 
 // E820 entry types.

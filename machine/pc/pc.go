@@ -132,8 +132,10 @@ func New(cfg Config) (m *Machine, err error) {
 	if cfg.CPUs == 0 {
 		cfg.CPUs = 1
 	}
-	if cfg.MemoryMiB < 2 || cfg.MemoryMiB > 1<<20 {
-		return nil, fmt.Errorf("memory %d MiB out of range (2 MiB .. 1 TiB)", cfg.MemoryMiB)
+	// RAM above 3 GiB continues at 4 GiB and must end below the 64-bit
+	// PCI window at 1 TiB.
+	if maxMiB := (pci64Base - highRAMBase + lowRAMMax) >> 20; cfg.MemoryMiB < 2 || cfg.MemoryMiB > maxMiB {
+		return nil, fmt.Errorf("memory %d MiB out of range (2 .. %d MiB)", cfg.MemoryMiB, maxMiB)
 	}
 	if cfg.CPUs < 1 || cfg.CPUs > 255 {
 		return nil, fmt.Errorf("cpu count %d out of range (1..255)", cfg.CPUs)
