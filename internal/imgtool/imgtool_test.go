@@ -260,3 +260,39 @@ func TestBenchWritesPattern(t *testing.T) {
 		t.Fatal("count 0 accepted")
 	}
 }
+
+// commit -b commits every layer above the named base into it; -d keeps
+// the top's data.
+func TestCommitToBaseKeepTop(t *testing.T) {
+	dir := t.TempDir()
+	l0 := filepath.Join(dir, "l0.raw")
+	randomFile(t, l0, 1<<20, 9)
+	must(t, "create", "-q", "-f", "qed", "-b", "l0.raw", "-F", "raw", "-o", "cluster_size=4096", filepath.Join(dir, "l1.qed"))
+	must(t, "create", "-q", "-f", "qed", "-b", "l1.qed", "-F", "qed", "-o", "cluster_size=4096", filepath.Join(dir, "l2.qed"))
+	l1, l2 := filepath.Join(dir, "l1.qed"), filepath.Join(dir, "l2.qed")
+	for i, p := range []string{l1, l2} {
+		img, err := block.Open(p, block.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img.WriteAt(bytes.Repeat([]byte{byte(0xa0 + i)}, 5000), int64(i)*300000+100)
+		img.Close()
+	}
+	want := readImage(t, l2)
+	must(t, "commit", "-d", "-b", l0, l2)
+	if got, _ := os.ReadFile(l0); !bytes.Equal(got, want) {
+		t.Fatal("commit -b did not bring both layers into the base")
+	}
+	if top := readImage(t, l2); !bytes.Equal(top, want) {
+		t.Fatal("top content changed")
+	}
+	img, _ := block.Open(l2, block.Options{ReadOnly: true, NoBacking: true})
+	e, _ := img.BlockStatus(300000, 4096)
+	img.Close()
+	if e.Flags&block.ExtentData == 0 || e.Depth != 0 {
+		t.Fatalf("commit -d emptied the top: %+v", e)
+	}
+	if rc, _, e := pimg("commit", "-b", filepath.Join(dir, "other.raw"), l2); rc != 1 || !strings.Contains(e, "Did not find") {
+		t.Fatalf("commit to a file outside the chain: %d %s", rc, e)
+	}
+}
