@@ -67,6 +67,26 @@ func TestRunMainBootsAndPowersOff(t *testing.T) {
 	if err != nil || string(got) != "hi" {
 		t.Fatalf("serial %q, %v", got, err)
 	}
+	// A guest reset (i8042 0xFE) with -no-reboot ends the run cleanly.
+	reset := helloELF()
+	copy(reset[0x1000:], []byte{0xb0, 0xfe, 0xe6, 0x64, 0xf4}) // mov al, 0xfe; out 0x64, al; hlt
+	rk := filepath.Join(dir, "reset.elf")
+	if err := os.WriteFile(rk, reset, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := runMain([]string{"-kernel", rk, "-m", "16M", "-serial", "none", "-no-reboot"}); code != 0 {
+		t.Fatalf("reset with -no-reboot: exit code %d", code)
+	}
+	// A triple fault is an error exit.
+	tf := helloELF()
+	copy(tf[0x1000:], []byte{0x31, 0xc9, 0xf7, 0xf1}) // xor ecx, ecx; div ecx (no IDT)
+	tk := filepath.Join(dir, "tf.elf")
+	if err := os.WriteFile(tk, tf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := runMain([]string{"-kernel", tk, "-m", "16M", "-serial", "none"}); code == 0 {
+		t.Fatal("triple fault exited 0")
+	}
 	if code := runMain([]string{"-kernel", filepath.Join(dir, "missing"), "-serial", "none"}); code == 0 {
 		t.Fatal("missing kernel exited 0")
 	}
