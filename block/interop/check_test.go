@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -108,8 +109,19 @@ func TestCheckExitCodesMatchQemu(t *testing.T) {
 			if prc != qrc {
 				t.Fatalf("petrel img check exit %d, qemu-img %d\npetrel: %s%s\nqemu-img: %s", prc, qrc, pout, perr, qout)
 			}
-			if prc, _, _ := petrel("check", "--output=json", c.path); prc != qrc {
+			prc, pjson, _ := petrel("check", "--output=json", c.path)
+			if prc != qrc {
 				t.Fatalf("petrel img check --output=json exit %d, want %d", prc, qrc)
+			}
+			_, qjson := exitCode(t, "qemu-img", "check", "--output=json", c.path)
+			if c.want != 63 {
+				pj := decodeJSON(t, "petrel check", pjson).(map[string]any)
+				qj := decodeJSON(t, "qemu-img check", qjson[strings.Index(qjson, "{"):]).(map[string]any)
+				for _, k := range []string{"corruptions", "leaks", "check-errors", "total-clusters", "filename", "format"} {
+					if pj[k] != qj[k] {
+						t.Errorf("check --output=json field %s: petrel %v, qemu-img %v", k, pj[k], qj[k])
+					}
+				}
 			}
 			if c.want == 2 || c.want == 3 {
 				fixed := cloneFile(t, c.path)
