@@ -29,20 +29,26 @@ var (
 	ivshmemBinErr  error
 )
 
-// ivshmemPetrel builds cmd/petrel once for the ivshmem tests.
+// ivshmemPetrel builds cmd/petrel once per test process. It goes to one
+// fixed place (built under a private name, then renamed over the old one,
+// so a concurrent test run keeps executing its own inode) rather than a
+// new temporary directory per run that nothing would remove.
 func ivshmemPetrel(t *testing.T) string {
 	t.Helper()
 	ivshmemBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "petrel-ivshmem-bin")
+		dir := filepath.Join(os.TempDir(), "petrel-ivshmem-tests")
+		if ivshmemBinErr = os.MkdirAll(dir, 0o755); ivshmemBinErr != nil {
+			return
+		}
+		tmp := filepath.Join(dir, fmt.Sprintf("petrel.%d.tmp", os.Getpid()))
+		out, err := exec.Command("go", "build", "-o", tmp, "github.com/petrel-vmm/petrel/cmd/petrel").CombinedOutput()
 		if err != nil {
-			ivshmemBinErr = err
+			os.Remove(tmp)
+			ivshmemBinErr = fmt.Errorf("building petrel: %v\n%s", err, out)
 			return
 		}
 		ivshmemBin = filepath.Join(dir, "petrel")
-		out, err := exec.Command("go", "build", "-o", ivshmemBin, "github.com/petrel-vmm/petrel/cmd/petrel").CombinedOutput()
-		if err != nil {
-			ivshmemBinErr = fmt.Errorf("building petrel: %v\n%s", err, out)
-		}
+		ivshmemBinErr = os.Rename(tmp, ivshmemBin)
 	})
 	if ivshmemBinErr != nil {
 		t.Fatal(ivshmemBinErr)
