@@ -83,7 +83,13 @@ func loadLinux64(mem *guestmem.Memory, in bootInput, img *bzimage.Image) (bootIn
 	if m := uint64(le.Uint32(k[bpInitrdAddrMax:])); m != 0 && m+1 < limit {
 		limit = m + 1
 	}
-	addr, err := placeInitrd(mem, in.initrd, (kernelAddr+need+0xfff)&^0xfff, limit)
+	// A relocatable kernel decompresses itself at pref_address (16 MiB for
+	// x86-64) and needs init_size from there: keep the initrd above both.
+	floor := kernelAddr + need
+	if img.PrefAddress > kernelAddr && img.PrefAddress < in.lowEnd {
+		floor = max(floor, img.PrefAddress+uint64(img.InitSize))
+	}
+	addr, err := placeInitrd(mem, in.initrd, (floor+0xfff)&^0xfff, limit)
 	if err != nil {
 		return bootInfo{}, err
 	}

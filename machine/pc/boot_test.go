@@ -189,3 +189,23 @@ func TestPVHStartInfo(t *testing.T) {
 		t.Fatal("bss not zeroed")
 	}
 }
+
+func TestInitrdAbovePrefAddress(t *testing.T) {
+	mem := testMem(t, 64<<20)
+	e820, _ := e820Map(64 << 20)
+	k := fakeBzImage(longModePM())
+	binary.LittleEndian.PutUint64(k[0x258:], 16<<20) // pref_address
+	binary.LittleEndian.PutUint32(k[0x260:], 40<<20) // init_size: up to 56 MiB
+	in := bootInput{kernel: k, initrd: make([]byte, 4<<20), e820: e820, lowEnd: 64 << 20, protocol: BootLinux64}
+	if _, err := loadKernel(mem, in); err != nil {
+		t.Fatal(err)
+	}
+	rd, _ := mem.Uint32(zeroPageAddr + 0x218)
+	if rd < 56<<20 {
+		t.Fatalf("initrd at %#x overlaps the kernel's decompressed image (16 MiB + 40 MiB)", rd)
+	}
+	in.initrd = make([]byte, 10<<20) // cannot fit above 56 MiB in 64 MiB
+	if _, err := loadKernel(mem, in); err == nil {
+		t.Fatal("initrd overlapping the relocated kernel accepted")
+	}
+}
