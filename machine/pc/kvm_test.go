@@ -213,7 +213,9 @@ func TestMMIOExits(t *testing.T) {
 func TestShutdownStopsASpinningGuest(t *testing.T) {
 	testutil.NeedKVM(t)
 	// jmp $ at CPL0: the vCPU never exits by itself.
-	m, err := New(Config{MemoryMiB: 16, KernelBytes: pvhELF([]byte{0xeb, 0xfe}, 0x100000)})
+	// Two vCPUs: the AP sits in KVM_RUN waiting for a SIPI, and must be
+	// paused and stopped all the same.
+	m, err := New(Config{MemoryMiB: 16, CPUs: 2, KernelBytes: pvhELF([]byte{0xeb, 0xfe}, 0x100000)})
 	if err != nil {
 		t.Fatal(err)
 	}
