@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"os"
 	"sort"
 	"strings"
@@ -223,7 +224,13 @@ func parseSize(s string) (int64, error) {
 		for _, c := range frac[:min(len(frac), 9)] {
 			f, d = f*10+int64(c-'0'), d*10
 		}
-		v += f * mult / d
+		// f < d, so f*mult/d < mult and the 128-bit quotient fits.
+		hi, lo := bits.Mul64(uint64(f), uint64(mult))
+		q, _ := bits.Div64(hi, lo, uint64(d))
+		if v > 1<<63-1-int64(q) {
+			return 0, fmt.Errorf("size %q too large", s)
+		}
+		v += int64(q)
 	}
 	return v, nil
 }
