@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/petrel-vmm/petrel/devices/ivshmem"
 	"github.com/petrel-vmm/petrel/devices/ivshmem/hostmem"
+	"github.com/petrel-vmm/petrel/devices/ivshmem/proto"
 	"github.com/petrel-vmm/petrel/devices/ivshmem/server"
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/internal/testutil"
@@ -296,5 +298,52 @@ func TestIvshmemQMPDeviceAdd(t *testing.T) {
 	data, err := os.ReadFile(file)
 	if err != nil || binary.LittleEndian.Uint32(data[0x2000:]) != 0x5a5a0000 {
 		t.Fatalf("the guest's write is not in %s (%v)", file, err)
+	}
+}
+
+// TestIvshmemHotUnplug: a device_add'ed ivshmem-doorbell is used by the
+// guest (MSI-X irqfd, doorbell ioeventfd, BAR2 memory slot) and then
+// ejected by it. The machine emits DEVICE_DELETED, and Release runs at once:
+// a Go peer on the same server sees the device leave while the machine is
+// still open, and the guest sees the old BARs decode nothing.
+func TestIvshmemHotUnplug(t *testing.T) {
+	elf := guest.Build(t, filepath.Join(guest.Dir(), "ivshmem", "unplug.c"))
+	sock, shm := ivshmemServer(t, 1)
+	var mu sync.Mutex
+	var events []string
+	cfg := pc.Config{Kernel: elf, Events: func(ev string, data any) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, fmt.Sprint(ev, data))
+	}}
+	m, out := newMachine(t, cfg)
+	if err := m.DeviceAdd(qmp.DeviceAddRequest{Driver: "ivshmem-doorbell", ID: "iv0", Slot: 5,
+		Props: map[string]any{"socket": sock}}); err != nil {
+		t.Fatal(err)
+	}
+	peer, err := proto.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	evs := peerEvents(peer)
+	r := run(t, m, out)
+	mustPass(t, r)
+	if !strings.Contains(r.Serial, "UNPLUG slot=5 id=0") {
+		t.Fatal("guest did not report the unplug of slot 5")
+	}
+	expectEvent(t, evs, proto.VectorAdded, 0, 0) // the device
+	expectEvent(t, evs, proto.VectorAdded, 1, 0) // the peer itself
+	expectEvent(t, evs, proto.PeerLeft, 0, 0)    // the device, released at eject
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(strings.Join(events, "\n"), "DEVICE_DELETED") {
+		t.Fatalf("no DEVICE_DELETED event: %q", events)
+	}
+	if got := binary.LittleEndian.Uint32(shm[0x300:]); got != 0xfeedf00d {
+		t.Fatalf("host sees %#x", got)
+	}
+	if m.PCI().Device(5) != nil {
+		t.Fatal("slot 5 still holds a device")
 	}
 }
