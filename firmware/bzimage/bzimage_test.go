@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -434,5 +435,41 @@ func TestLZOLongRunsAndMatches(t *testing.T) {
 		if _, err := decompress(LZO, p, len(in)-1); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("lzop %s: output over the limit gave %v", level, err)
 		}
+	}
+}
+
+func TestOpenPVH(t *testing.T) {
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	kpath := filepath.Join(dir, "bzImage")
+	elf1 := makeELF(t, testEntry, 32<<10)
+	if err := os.WriteFile(kpath, makeBzImage(goLZ4Legacy(t, elf1), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, wantCached := range []bool{false, true} {
+		f, entry, cached, err := OpenPVH(kpath, cache)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || cached != wantCached || entry != testEntry || !bytes.Equal(got, elf1) {
+			t.Fatalf("open %d: cached=%v entry=%#x err=%v same=%v", i, cached, entry, err, bytes.Equal(got, elf1))
+		}
+	}
+	// An unwritable cache still serves the kernel (from a temporary file).
+	blocker := filepath.Join(dir, "file-not-dir")
+	os.WriteFile(blocker, nil, 0o644)
+	f, entry, cached, err := OpenPVH(kpath, filepath.Join(blocker, "cache"))
+	if err != nil || cached || entry != testEntry {
+		t.Fatalf("unwritable cache: cached=%v entry=%#x err=%v", cached, entry, err)
+	}
+	got, _ := io.ReadAll(f)
+	f.Close()
+	if !bytes.Equal(got, elf1) {
+		t.Fatal("unwritable cache: wrong kernel bytes")
+	}
+	if _, _, _, err := OpenPVH(filepath.Join(dir, "missing"), cache); err == nil {
+		t.Fatal("missing kernel opened")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -55,6 +56,72 @@ func LoadPVH(path, cacheDir string) (elfData []byte, entry uint32, cached bool, 
 	// A cache that cannot be written costs only speed: the kernel is still returned.
 	_ = writeAtomic(cacheDir, file, elfData)
 	return elfData, entry, false, nil
+}
+
+// OpenPVH is LoadPVH for loaders that copy the kernel's segments straight
+// from the file into guest memory (ReadAt) instead of holding the whole
+// decompressed vmlinux in the VMM's heap: on a cache hit the bzImage is
+// only hashed (streamed) and the cached vmlinux opened. The caller closes f.
+// On a miss the kernel is decompressed and cached first; when the cache
+// cannot be written the ELF is served from a temporary file, removed on open.
+func OpenPVH(path, cacheDir string) (f *os.File, entry uint32, cached bool, err error) {
+	if cacheDir == "" {
+		if cacheDir, err = DefaultCacheDir(); err != nil {
+			return nil, 0, false, err
+		}
+	}
+	k, err := os.Open(path)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("reading kernel: %w", err)
+	}
+	h := sha256.New()
+	_, err = io.Copy(h, k)
+	k.Close()
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("reading kernel: %w", err)
+	}
+	file := filepath.Join(cacheDir, hex.EncodeToString(h.Sum(nil))+".vmlinux")
+	if f, e, ok := openCached(file); ok {
+		return f, e, true, nil
+	}
+	elfData, entry, _, err := LoadPVH(path, cacheDir)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if f, e, ok := openCached(file); ok {
+		return f, e, false, nil
+	}
+	// No usable cache: an unlinked temporary file keeps the interface.
+	tmp, err := os.CreateTemp("", "petrel-vmlinux-*")
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("temporary kernel file: %w", err)
+	}
+	os.Remove(tmp.Name())
+	if _, err := tmp.Write(elfData); err != nil {
+		tmp.Close()
+		return nil, 0, false, fmt.Errorf("temporary kernel file: %w", err)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		tmp.Close()
+		return nil, 0, false, fmt.Errorf("temporary kernel file: %w", err)
+	}
+	return tmp, entry, false, nil
+}
+
+// openCached opens a cache entry and checks its PVH note.
+func openCached(file string) (*os.File, uint32, bool) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, 0, false
+	}
+	st, err := f.Stat()
+	if err == nil {
+		if e, ok := FindPVHEntryReader(f, st.Size()); ok {
+			return f, e, true
+		}
+	}
+	f.Close()
+	return nil, 0, false
 }
 
 // writeAtomic writes data to file via a temporary file in dir and rename,

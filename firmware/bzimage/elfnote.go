@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"io"
 )
 
 // XenElfnotePhys32Entry is the PVH entry note type (xen/include/public/elfnote.h).
@@ -14,18 +15,31 @@ const XenElfnotePhys32Entry = 18
 // "Xen" note of type 18 in a PT_NOTE segment of an ELF64 file. Linux
 // emits the address as a quad (_ASM_PTR); a 4-byte descriptor is accepted too.
 func FindPVHEntry(elfData []byte) (uint32, bool) {
-	f, err := elf.NewFile(bytes.NewReader(elfData))
+	return FindPVHEntryReader(bytes.NewReader(elfData), int64(len(elfData)))
+}
+
+// maxNotes bounds the PT_NOTE bytes read from an ELF file.
+const maxNotes = 1 << 20
+
+// FindPVHEntryReader is FindPVHEntry for an ELF file of size bytes read
+// through r (a cached vmlinux need not be in memory to be checked).
+func FindPVHEntryReader(r io.ReaderAt, size int64) (uint32, bool) {
+	f, err := elf.NewFile(r)
 	if err != nil || f.Class != elf.ELFCLASS64 {
 		return 0, false
 	}
 	for _, p := range f.Progs {
-		if p.Type != elf.PT_NOTE {
+		if p.Type != elf.PT_NOTE || p.Filesz > maxNotes {
 			continue
 		}
-		if p.Off > uint64(len(elfData)) || p.Filesz > uint64(len(elfData))-p.Off {
+		if p.Off > uint64(size) || p.Filesz > uint64(size)-p.Off {
 			continue
 		}
-		if e, ok := scanNotes(elfData[p.Off:p.Off+p.Filesz], f.ByteOrder); ok {
+		notes := make([]byte, p.Filesz)
+		if _, err := r.ReadAt(notes, int64(p.Off)); err != nil {
+			continue
+		}
+		if e, ok := scanNotes(notes, f.ByteOrder); ok {
 			return e, true
 		}
 	}
