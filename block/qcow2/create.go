@@ -199,9 +199,16 @@ func (img *Image) preallocate(mode string) error {
 		}
 		off += k * cs
 	}
-	if mode == "falloc" && end > 0 {
-		if err := unix.Fallocate(int(img.f.Fd()), 0, 0, end); err != nil {
-			return fmt.Errorf("fallocate: %w", err)
+	if st, err := img.f.Stat(); err == nil && st.Size() < end {
+		// The data clusters must lie inside the file (qemu-img check
+		// counts references beyond the end as errors).
+		if mode == "falloc" {
+			err = unix.Fallocate(int(img.f.Fd()), 0, 0, end)
+		} else {
+			err = img.f.Truncate(end)
+		}
+		if err != nil {
+			return fmt.Errorf("extending the file for preallocation: %w", err)
 		}
 	}
 	return img.flushLocked()

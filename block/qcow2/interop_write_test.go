@@ -120,4 +120,21 @@ func TestBackingChain(t *testing.T) {
 	}
 	qemuCheck(t, top, false)
 	assertEqual(t, "qemu-img convert", qemuRaw(t, top), model)
+
+	// MakeEmpty: the top reads through to mid/base again.
+	img, err = Open(top, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.MakeEmpty(); err != nil {
+		t.Fatal(err)
+	}
+	below := make([]byte, 3<<20)
+	copy(below, readAll(t, img.Backing())) // mid is 2 MiB; the rest reads zeroes
+	assertEqual(t, "after MakeEmpty", readAll(t, img), below)
+	if ext, err := img.BlockStatus(0, 1<<20); err != nil || ext.Depth != 2 || ext.Flags&block.ExtentData == 0 {
+		t.Fatalf("block status after MakeEmpty: %+v %v", ext, err)
+	}
+	img.Close()
+	qemuCheck(t, top, false)
 }

@@ -25,7 +25,7 @@ func (img *Image) Discard(off, n int64) error {
 	if end <= start {
 		return nil
 	}
-	return img.zeroClusters(start, end, false, true)
+	return img.zeroClusters(start, end, false, modeDiscard)
 }
 
 // WriteZeroes makes the range read as zeroes: partial clusters are written,
@@ -52,7 +52,7 @@ func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
 			return err
 		}
 	}
-	if err := img.zeroClusters(start, end, unmap, false); err != nil {
+	if err := img.zeroClusters(start, end, unmap, modeZero); err != nil {
 		return err
 	}
 	if off+n > end {
@@ -77,10 +77,20 @@ func (img *Image) writeZeroData(off, n int64) error {
 	return nil
 }
 
+// What zeroClusters does to each cluster.
+type zeroMode int
+
+const (
+	modeZero    zeroMode = iota // WriteZeroes: reads as zeroes afterwards
+	modeDiscard                 // Discard: zeroes or, for v2, backing data
+	modeEmpty                   // MakeEmpty: unallocated, reads the backing file
+)
+
 // zeroClusters rewrites the L2 entries of the whole clusters in [start,
-// end). discard selects Discard's semantics, otherwise WriteZeroes'.
-// Entries are written to disk before the clusters they held are released.
-func (img *Image) zeroClusters(start, end int64, unmap, discard bool) error {
+// end) according to mode. Entries are written to disk before the clusters
+// they held are released.
+func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) error {
+	discard := mode != modeZero
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	for len(img.inflight) > 0 {
@@ -97,7 +107,7 @@ func (img *Image) zeroClusters(start, end int64, unmap, discard bool) error {
 		if err != nil {
 			return err
 		}
-		if l2off == 0 && (!v3 || (discard && img.backing == nil)) {
+		if l2off == 0 && (!v3 || mode == modeEmpty || (discard && img.backing == nil)) {
 			off = next
 			continue // already unallocated, which reads as wanted
 		}
@@ -113,6 +123,8 @@ func (img *Image) zeroClusters(start, end int64, unmap, discard bool) error {
 			old, _ := img.l2Entry(e.data, i)
 			var nw uint64
 			switch {
+			case mode == modeEmpty:
+				nw = 0
 			case discard && (!v3 || img.backing == nil):
 				nw = 0
 			case !v3:
@@ -177,20 +189,20 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 		ext.Flags = block.ExtentData | block.ExtentAllocated
 		ext.File = img.path
 	case mapUnallocated:
-		if img.backing == nil || off >= img.backing.Size() {
-			ext.Flags = block.ExtentZero
-			if img.backing != nil {
-				ext.Depth = 1
-			}
-			return ext, nil
-		}
-		be, err := img.backing.BlockStatus(off, min(m.length, img.backing.Size()-off))
-		if err != nil {
-			return block.Extent{}, err
-		}
-		be.Flags &^= block.ExtentAllocated
-		be.Depth++
-		return be, nil
+		return block.BackingStatus(img.backing, off, m.length)
 	}
 	return ext, nil
+}
+
+// MakeEmpty drops every cluster of the active image so that it reads
+// through to its backing file again (qemu-img commit), like
+// qcow2_make_empty. Snapshots keep their clusters.
+func (img *Image) MakeEmpty() error {
+	if img.readOnly {
+		return errReadOnly
+	}
+	if err := img.zeroClusters(0, img.Size(), true, modeEmpty); err != nil {
+		return err
+	}
+	return img.Flush()
 }
