@@ -23,7 +23,7 @@ func init() {
 func runIvshmemServer(args []string) int {
 	fs := flag.NewFlagSet("ivshmem-server", flag.ContinueOnError)
 	sock := fs.String("S", "/tmp/ivshmem_socket", "UNIX socket path")
-	shmName := fs.String("m", "ivshmem", "POSIX shared memory object name (in /dev/shm)")
+	shmName := fs.String("m", "ivshmem", "POSIX shared memory object name (in /dev/shm), or a directory (hugetlbfs mount) for an unlinked object")
 	sizeArg := fs.String("l", "4M", "shared memory size (power of two; suffixes K, M, G, T)")
 	vectors := fs.Int("n", 1, "number of interrupt vectors per peer (1..64)")
 	fs.Bool("F", false, "run in the foreground (always the case)")
@@ -46,6 +46,9 @@ func runIvshmemServer(args []string) int {
 		return 2
 	}
 	shmPath, err := hostmem.ShmPath(*shmName)
+	if st, serr := os.Stat(*shmName); serr == nil && st.IsDir() {
+		shmPath, err = *shmName, nil
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ivshmem-server: -m: %v\n", err)
 		return 2

@@ -78,10 +78,16 @@ func Open(path string, size uint64) (*os.File, error) {
 // memory-backend-shm does (shm_open of a fresh name, unlinked at once):
 // shared with whoever is handed its fd, gone when the last one closes it.
 func Anonymous(name string, size uint64) (*os.File, error) {
+	return AnonymousIn(ShmDir, name, size)
+}
+
+// AnonymousIn is Anonymous in another directory, such as a hugetlbfs mount
+// (QEMU's ivshmem-server -m with a directory).
+func AnonymousIn(dir, name string, size uint64) (*os.File, error) {
 	if err := CheckSize(size); err != nil {
 		return nil, fmt.Errorf("anonymous shared memory %s: %w", name, err)
 	}
-	f, err := os.CreateTemp(ShmDir, "petrel-shm-*")
+	f, err := os.CreateTemp(dir, "petrel-shm-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating anonymous shared memory %s: %w", name, err)
 	}

@@ -29,7 +29,8 @@ import (
 const SendTimeout = 2 * time.Second
 
 // Config describes a server. ShmPath is the object's path (for a shm_open
-// name use hostmem.ShmPath).
+// name use hostmem.ShmPath); a directory (a hugetlbfs mount, as QEMU's -m
+// allows) gets an unlinked object of its own.
 type Config struct {
 	SocketPath string
 	ShmPath    string
@@ -75,7 +76,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	shm, err := hostmem.Open(cfg.ShmPath, cfg.Size)
+	var shm *os.File
+	var err error
+	if st, serr := os.Stat(cfg.ShmPath); serr == nil && st.IsDir() {
+		shm, err = hostmem.AnonymousIn(cfg.ShmPath, "server", cfg.Size)
+	} else {
+		shm, err = hostmem.Open(cfg.ShmPath, cfg.Size)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ivshmem server: %w", err)
 	}

@@ -477,3 +477,43 @@ func TestStalledClientIsDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestShmDirectory: -m with a directory (a hugetlbfs mount in QEMU's usage)
+// gets an unlinked object there; clients still share it.
+func TestShmDirectory(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(t.TempDir(), "sock")
+	s, err := New(Config{SocketPath: sock, ShmPath: dir, Size: testSize, Vectors: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	defer s.Close()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("object left a name in the directory: %v", ents)
+	}
+	a, err := proto.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := proto.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ma, err := hostmem.Map(a.ShmFD(), testSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostmem.Unmap(ma)
+	mb, err := hostmem.Map(b.ShmFD(), testSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostmem.Unmap(mb)
+	copy(ma[10:], "both")
+	if string(mb[10:14]) != "both" {
+		t.Fatal("the two clients do not share the object")
+	}
+}
