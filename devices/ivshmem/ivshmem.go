@@ -72,7 +72,8 @@ type Interrupts struct {
 }
 
 // Device is one ivshmem function. It implements pci.Device,
-// pci.BARObserver and pci.Releaser; its register BAR handler is itself.
+// pci.BARObserver, pci.Resetter and pci.Releaser; its register BAR handler
+// (vmm.BusDevice) is itself.
 type Device struct {
 	cfg  *pci.ConfigSpace
 	msix *pci.MSIX // nil in plain mode
@@ -113,6 +114,13 @@ type Device struct {
 	// ioeventfd matched them in the kernel).
 	VMMDoorbells atomic.Uint64
 }
+
+var (
+	_ pci.Device      = (*Device)(nil)
+	_ pci.BARObserver = (*Device)(nil)
+	_ pci.Resetter    = (*Device)(nil)
+	_ pci.Releaser    = (*Device)(nil)
+)
 
 func newDevice(mem []byte, vectors int, irqs Interrupts) (*Device, error) {
 	cfg := pci.NewConfigSpace(pci.Header{
