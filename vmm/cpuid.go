@@ -28,17 +28,7 @@ func (k *KVM) SupportedCPUID() ([]CPUIDEntry, error) {
 	if _, err := ioctlBytes(k.fd, ioctlGetSupportedCPUID, b); err != nil {
 		return nil, fmt.Errorf("getting supported cpuid: %w", err)
 	}
-	n := binary.LittleEndian.Uint32(b)
-	if n > maxCPUIDEntries {
-		return nil, fmt.Errorf("getting supported cpuid: kernel returned %d entries", n)
-	}
-	es := make([]CPUIDEntry, n)
-	for i := range es {
-		o := b[8+i*cpuidEntrySize:]
-		u := func(j int) uint32 { return binary.LittleEndian.Uint32(o[4*j:]) }
-		es[i] = CPUIDEntry{Function: u(0), Index: u(1), Flags: u(2), EAX: u(3), EBX: u(4), ECX: u(5), EDX: u(6)}
-	}
-	return es, nil
+	return decodeCPUID(b)
 }
 
 // SetCPUID installs entries on the vCPU (KVM_SET_CPUID2).
@@ -55,6 +45,69 @@ func (v *VCPU) SetCPUID(es []CPUIDEntry) error {
 		return fmt.Errorf("vcpu %d: setting cpuid (%d entries): %w", v.ID, len(es), err)
 	}
 	return nil
+}
+
+// CPUID reads back the vCPU's CPUID table (KVM_GET_CPUID2). A host may
+// override entries it set: kvm_pvm forces leaf 1 and 7 bits outside its
+// supported mask to the host's values, because its guests' CPL3 code
+// executes CPUID natively.
+func (v *VCPU) CPUID() ([]CPUIDEntry, error) {
+	b := make([]byte, 8+maxCPUIDEntries*cpuidEntrySize)
+	binary.LittleEndian.PutUint32(b, maxCPUIDEntries)
+	if _, err := ioctlBytes(v.fd, ioctlGetCPUID2, b); err != nil {
+		return nil, fmt.Errorf("vcpu %d: reading cpuid: %w", v.ID, err)
+	}
+	return decodeCPUID(b)
+}
+
+func decodeCPUID(b []byte) ([]CPUIDEntry, error) {
+	n := binary.LittleEndian.Uint32(b)
+	if n > maxCPUIDEntries {
+		return nil, fmt.Errorf("cpuid: kernel returned %d entries", n)
+	}
+	es := make([]CPUIDEntry, n)
+	for i := range es {
+		o := b[8+i*cpuidEntrySize:]
+		u := func(j int) uint32 { return binary.LittleEndian.Uint32(o[4*j:]) }
+		es[i] = CPUIDEntry{Function: u(0), Index: u(1), Flags: u(2), EAX: u(3), EBX: u(4), ECX: u(5), EDX: u(6)}
+	}
+	return es, nil
+}
+
+// HasFeature reports whether the named feature is set in es.
+func HasFeature(es []CPUIDEntry, name string) bool {
+	f, ok := Features[name]
+	if !ok {
+		return false
+	}
+	for i := range es {
+		e := &es[i]
+		if e.Function == f.Leaf && (e.Flags&cpuidFlagSignificantIndex == 0 || e.Index == f.Subleaf) {
+			return *e.reg(f.Reg)&(1<<f.Bit) != 0
+		}
+	}
+	return false
+}
+
+// Overridden lists the features whose state in got differs from want:
+// what the host changed after KVM_SET_CPUID2.
+func Overridden(want, got []CPUIDEntry) []string {
+	var out []string
+	for _, n := range sortedFeatureNames() {
+		if HasFeature(want, n) != HasFeature(got, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func sortedFeatureNames() []string {
+	ns := make([]string, 0, len(Features))
+	for n := range Features {
+		ns = append(ns, n)
+	}
+	sortStrings(ns)
+	return ns
 }
 
 // cpuidReg names a register of a CPUID leaf.
@@ -165,14 +218,7 @@ func ParseCPUFlag(s string) (set, clear []string, err error) {
 	return set, clear, nil
 }
 
-func knownFeatures() string {
-	var ns []string
-	for n := range Features {
-		ns = append(ns, n)
-	}
-	sortStrings(ns)
-	return strings.Join(ns, " ")
-}
+func knownFeatures() string { return strings.Join(sortedFeatureNames(), " ") }
 
 func sortStrings(s []string) {
 	for i := 1; i < len(s); i++ {

@@ -22,4 +22,8 @@
 // GuestCPUID derives each vCPU's CPUID from KVM_GET_SUPPORTED_CPUID: APIC
 // ids and leaf 0xB topology, the hypervisor bit, and on kvm_pvm hosts
 // (DetectPVM) no CX16 and no XSAVE/AVX, which its CPL0 emulator lacks.
+// kvm_pvm takes only the bits in its supported mask from KVM_SET_CPUID2
+// and forces the rest to the host's values (its guests run CPUID natively
+// at CPL3), so XSAVE and AVX stay visible there: VCPU.CPUID and Overridden
+// report exactly which features the host overrode.
 package vmm

@@ -44,6 +44,7 @@ var (
 	ioctlSetSregs            = ioc(iocWrite, 0x84, 312)
 	ioctlSetMSRs             = ioc(iocWrite, 0x89, 8)
 	ioctlSetCPUID2           = ioc(iocWrite, 0x90, 8)
+	ioctlGetCPUID2           = ioc(iocRead|iocWrite, 0x91, 8)
 	ioctlGetFPU              = ioc(iocRead, 0x8c, 416)
 	ioctlSetFPU              = ioc(iocWrite, 0x8d, 416)
 )

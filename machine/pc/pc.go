@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,9 +112,11 @@ type Machine struct {
 	gpe     *acpi.GPE
 	hotplug *acpi.Hotplug
 
-	closers  []func() error
-	paused   atomic.Bool
-	finished atomic.Bool
+	closers []func() error
+	// cpuidOverrides are features KVM_SET_CPUID2 did not take as given.
+	cpuidOverrides []string
+	paused         atomic.Bool
+	finished       atomic.Bool
 
 	// devMu guards deviceIDs. Lock order: devMu, then pci.Bus's lock.
 	devMu     sync.Mutex
@@ -251,8 +254,19 @@ func (m *Machine) setupVCPUs() error {
 		m.closers = append(m.closers, v.Close)
 		v.MMIO = m.mmio
 		v.Handler = m
-		if err := v.SetCPUID(vmm.GuestCPUID(host, i, cc)); err != nil {
+		want := vmm.GuestCPUID(host, i, cc)
+		if err := v.SetCPUID(want); err != nil {
 			return err
+		}
+		if i == 0 {
+			got, err := v.CPUID()
+			if err != nil {
+				return err
+			}
+			if m.cpuidOverrides = vmm.Overridden(want, got); len(m.cpuidOverrides) > 0 {
+				m.logf("the host overrode these CPUID features (the guest sees the host's value): %s",
+					strings.Join(m.cpuidOverrides, " "))
+			}
 		}
 		m.vcpus = append(m.vcpus, v)
 	}
@@ -493,3 +507,8 @@ func (m *Machine) Resume() {
 
 // Paused reports whether Pause is in effect.
 func (m *Machine) Paused() bool { return m.paused.Load() }
+
+// CPUIDOverrides lists the CPUID features whose guest-visible state the
+// host forced to differ from what Petrel set (kvm_pvm does this for bits
+// outside its supported mask, e.g. xsave and avx).
+func (m *Machine) CPUIDOverrides() []string { return m.cpuidOverrides }
