@@ -5,10 +5,15 @@
 # -M pseries (TCG, POWER9, cap-nested-hv=on) boots Debian's stock ppc64el
 # kernel, which loads kvm-hv and exposes /dev/kvm as a nested KVM-HV
 # hypervisor. Inside it, Petrel's ppc64le binary (`petrel run-pseries`)
-# runs a tiny big-endian pseries guest (machine/pseries/testdata/guest/
-# hello.S) that prints through H_PUT_TERM_CHAR and powers off through the
-# RTAS power-off service (H_RTAS). The guest runs once with 1 vCPU and once
-# with 2 (the secondary stays stopped and must be released at power-off).
+# runs two tiny big-endian pseries guests (machine/pseries/testdata/guest/):
+#  - hello.S prints through H_PUT_TERM_CHAR and powers off through RTAS
+#    power-off (H_RTAS), once with 1 vCPU and once with 2 (the secondary
+#    stays stopped and must be released at power-off);
+#  - smp.S, with 2 vCPUs, checks RTAS get-time-of-day, H_LOGICAL_MEMOP
+#    copy and xor, RTAS nvram-store/fetch, start-cpu of CPU 1 and its
+#    stop-self (query-cpu-stopped-state), and an IPI raised with H_IPI,
+#    delivered by KVM_INTERRUPT at vector 0x500 and handled with H_XIRR
+#    and H_EOI.
 #
 # Why kvm-hv and not kvm_pr: Debian's ppc64el kernel is built without
 # CONFIG_KVM_BOOK3S_64_PR (there is no kvm-pr.ko), so the nested path uses
@@ -49,11 +54,12 @@ vmlinux=$(ls "$WORK"/k/boot/vmlinux-* | head -1)
 kvmdir=$(dirname "$(find "$WORK/k/lib/modules" -name kvm-hv.ko | head -1)")
 [ -f "$kvmdir/kvm.ko" ] || die "the kernel package has no kvm.ko/kvm-hv.ko"
 
-# 2. The guest program and Petrel for ppc64le.
-GUEST=machine/pseries/testdata/guest/hello.S
-powerpc64le-linux-gnu-as -a64 -mbig -mpower8 "$GUEST" -o "$WORK/hello.o"
-powerpc64le-linux-gnu-ld -EB -m elf64ppc -Ttext=0 -e _start "$WORK/hello.o" -o "$WORK/hello.elf"
-powerpc64le-linux-gnu-objcopy -O binary "$WORK/hello.elf" "$WORK/root/hello.bin"
+# 2. The guest programs and Petrel for ppc64le.
+for g in hello smp; do
+	powerpc64le-linux-gnu-as -a64 -mbig -mpower8 "machine/pseries/testdata/guest/$g.S" -o "$WORK/$g.o"
+	powerpc64le-linux-gnu-ld -EB -m elf64ppc -Ttext=0 -e _start "$WORK/$g.o" -o "$WORK/$g.elf"
+	powerpc64le-linux-gnu-objcopy -O binary "$WORK/$g.elf" "$WORK/root/$g.bin"
+done
 CGO_ENABLED=0 GOARCH=ppc64le go build -o "$WORK/root/petrel" ./cmd/petrel
 
 # 3. The L1 initramfs: busybox, the KVM modules, Petrel, the guest.
@@ -67,9 +73,11 @@ echo "E2E: L1 kernel $(uname -r), $(grep -m1 '^cpu' /proc/cpuinfo)"
 insmod /kvm.ko && insmod /kvm-hv.ko && echo "E2E: kvm-hv loaded"
 [ -c /dev/kvm ] && echo "E2E: /dev/kvm present"
 for smp in 1 2; do
-	/petrel run-pseries -kernel /hello.bin -m 64M -smp $smp -kvm-type HV -console stdio </dev/null
+	timeout 120 /petrel run-pseries -kernel /hello.bin -m 64M -smp $smp -kvm-type HV -console stdio </dev/null
 	echo "E2E: petrel smp=$smp rc=$?"
 done
+timeout 120 /petrel run-pseries -kernel /smp.bin -m 64M -smp 2 -kvm-type HV -console stdio </dev/null
+echo "E2E: petrel smp-guest rc=$?"
 poweroff -f
 INIT
 chmod +x "$WORK/root/init"
@@ -103,15 +111,17 @@ timeout 600 qemu-system-ppc64 \
 	-cpu POWER9 -m 2G -smp 1 -nographic -no-reboot \
 	-kernel "$vmlinux" -initrd "$WORK/initrd.cpio" -append "console=hvc0 quiet" \
 	</dev/null >"$log" 2>&1 || true
-grep -a '^E2E:\|petrel' "$log" || true
+grep -a 'E2E:\|petrel\| ok \|cpu[01] \|FAIL' "$log" || true
 
 fail=0
-for want in "E2E: /dev/kvm present" "E2E: petrel smp=1 rc=0" "E2E: petrel smp=2 rc=0"; do
+for want in "E2E: /dev/kvm present" "E2E: petrel smp=1 rc=0" "E2E: petrel smp=2 rc=0" "E2E: petrel smp-guest rc=0" \
+	"cpu0 up" "time ok" "memop ok" "xor ok" "nvram ok" "cpu1 up" "cpu1 stopped" "ipi ok"; do
 	grep -aq "$want" "$log" || { echo "e2e-pseries: FAIL: missing '$want' (console log: $log)"; fail=1; }
 done
 n=$(grep -ac 'petrel pseries: hello, POWER!!' "$log" || true)
 [ "$n" = 2 ] || { echo "e2e-pseries: FAIL: guest greeting seen $n times, want 2"; fail=1; }
 n=$(grep -ac 'petrel run-pseries: guest power-off' "$log" || true)
-[ "$n" = 2 ] || { echo "e2e-pseries: FAIL: RTAS power-off seen $n times, want 2"; fail=1; }
+[ "$n" = 3 ] || { echo "e2e-pseries: FAIL: RTAS power-off seen $n times, want 3"; fail=1; }
+if grep -aq FAIL "$log"; then echo "e2e-pseries: FAIL: the smp guest reported a failed check"; fail=1; fi
 [ $fail = 0 ] || exit 1
-echo "e2e-pseries: ok (Petrel ran a pseries guest on nested KVM-HV: H_PUT_TERM_CHAR output, RTAS power-off, 1 and 2 vCPUs)"
+echo "e2e-pseries: ok (Petrel ran pseries guests on nested KVM-HV: vty output, RTAS time/NVRAM/start-cpu/stop-self/power-off, H_LOGICAL_MEMOP, an IPI through KVM_INTERRUPT; 1 and 2 vCPUs)"

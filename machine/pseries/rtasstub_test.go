@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -56,9 +57,42 @@ func TestE2EGuestAgrees(t *testing.T) {
 	if VTYReg != 0x71000000 || !strings.Contains(string(src), "lis	4, 0x7100") {
 		t.Fatal("hello.S must name the vty's termno")
 	}
+	// smp.S names its hypercalls and RTAS tokens with .set lines.
+	smp, err := os.ReadFile("testdata/guest/smp.S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{
+		"H_PUT_TERM_CHAR": HPutTermChar, "H_EOI": HEOI, "H_CPPR": HCPPR, "H_IPI": HIPI,
+		"H_XIRR": HXIRR, "H_LOGICAL_MEMOP": HLogicalMemop,
+	}
+	for name, svc := range map[string]string{
+		"RTAS_GET_TIME_OF_DAY": "get-time-of-day", "RTAS_POWER_OFF": "power-off",
+		"RTAS_QUERY_CPU_STOPPED_STATE": "query-cpu-stopped-state", "RTAS_START_CPU": "start-cpu",
+		"RTAS_STOP_SELF": "stop-self", "RTAS_NVRAM_FETCH": "nvram-fetch", "RTAS_NVRAM_STORE": "nvram-store",
+	} {
+		tok, ok := RTASToken(svc)
+		if !ok {
+			t.Fatalf("no service %s", svc)
+		}
+		want[name] = uint64(tok)
+	}
+	set := regexp.MustCompile(`(?m)^\s*\.set\s+(\w+),\s*(0x[0-9a-f]+)`)
+	got := map[string]uint64{}
+	for _, m := range set.FindAllStringSubmatch(string(smp), -1) {
+		v, _ := strconv.ParseUint(m[2][2:], 16, 64)
+		got[m[1]] = v
+	}
+	for name, v := range want {
+		if got[name] != v {
+			t.Errorf("smp.S: %s = %#x, machine uses %#x", name, got[name], v)
+		}
+	}
 	as := testutil.NeedTool(t, "powerpc64le-linux-gnu-as")
-	obj := filepath.Join(t.TempDir(), "hello.o")
-	if out, err := exec.Command(as, "-a64", "-mbig", "-mpower8", "testdata/guest/hello.S", "-o", obj).CombinedOutput(); err != nil {
-		t.Fatalf("assembling hello.S: %v\n%s", err, out)
+	for _, g := range []string{"hello", "smp"} {
+		obj := filepath.Join(t.TempDir(), g+".o")
+		if out, err := exec.Command(as, "-a64", "-mbig", "-mpower8", "testdata/guest/"+g+".S", "-o", obj).CombinedOutput(); err != nil {
+			t.Fatalf("assembling %s.S: %v\n%s", g, err, out)
+		}
 	}
 }
