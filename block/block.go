@@ -75,6 +75,10 @@ type Options struct {
 	NoBacking bool
 	// DirectIO opens files with O_DIRECT (cache=none).
 	DirectIO bool
+	// NoSync is cache=unsafe: Flush and Close still write every cached
+	// table but skip fdatasync (qemu-img convert's default target mode).
+	// Engines that ignore it are merely slower.
+	NoSync bool
 	// CacheSize bounds the metadata cache in bytes (0: the engine default,
 	// as QEMU's l2-cache-size).
 	CacheSize int64

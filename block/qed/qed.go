@@ -35,6 +35,7 @@ type Image struct {
 	f       *os.File
 	path    string
 	ro      bool
+	noSync  bool // Options.NoSync
 	backing block.Image
 
 	clusterSize  int64
@@ -91,7 +92,7 @@ func openFile(f *os.File, path string, opts block.Options) (*Image, error) {
 		return nil, err
 	}
 	img := &Image{
-		f: f, path: path, ro: opts.ReadOnly, hdr: h,
+		f: f, path: path, ro: opts.ReadOnly, noSync: opts.NoSync, hdr: h,
 		clusterSize:  int64(h.ClusterSize),
 		tableEntries: int64(h.tableEntries()),
 		tableBytes:   int64(h.TableSize) * int64(h.ClusterSize),
@@ -190,6 +191,9 @@ func (img *Image) writeHeader() error {
 var syncFile = unix.Fdatasync
 
 func (img *Image) sync() error {
+	if img.noSync {
+		return nil
+	}
 	if err := syncFile(int(img.f.Fd())); err != nil {
 		return fmt.Errorf("syncing %s: %w", img.path, err)
 	}

@@ -36,6 +36,7 @@ type Image struct {
 	path   string
 	size   atomic.Int64
 	ro     bool
+	noSync bool // Options.NoSync
 	device bool
 	direct bool
 	// rmw serialises O_DIRECT read-modify-write of partial blocks so that
@@ -56,7 +57,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening raw image: %w", err)
 	}
-	img := &Image{f: f, path: path, ro: opts.ReadOnly, direct: opts.DirectIO}
+	img := &Image{f: f, path: path, ro: opts.ReadOnly, direct: opts.DirectIO, noSync: opts.NoSync}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -151,7 +152,7 @@ func (img *Image) Describe() map[string]any { return map[string]any{} }
 
 // Flush makes completed writes durable.
 func (img *Image) Flush() error {
-	if img.ro {
+	if img.ro || img.noSync {
 		return nil
 	}
 	if err := unix.Fdatasync(int(img.f.Fd())); err != nil {

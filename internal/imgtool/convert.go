@@ -71,8 +71,13 @@ func runConvert(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
-	dstDirect, err := cacheDirect(p.get("t"))
-	if err != nil {
+	// The target's default cache mode is unsafe, as in qemu-img convert.
+	dstCache := p.get("t")
+	if dstCache == "" {
+		dstCache = "unsafe"
+	}
+	var dstOpts block.Options
+	if err := cacheMode(dstCache, &dstOpts); err != nil {
 		return t.fail("%v", err)
 	}
 	workers := 8
@@ -124,7 +129,7 @@ func runConvert(t *tool, args []string) int {
 			return t.fail("%s: %v", dstPath, err)
 		}
 	}
-	dst, err := t.openImage(dstPath, outFmt, block.Options{DirectIO: dstDirect})
+	dst, err := t.openImage(dstPath, outFmt, dstOpts)
 	if err != nil {
 		return t.fail("%v", err)
 	}

@@ -274,15 +274,26 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// cacheDirect maps qemu-img's -t/-T cache modes to O_DIRECT.
-func cacheDirect(mode string) (bool, error) {
+// cacheMode maps qemu-img's -t/-T cache modes to block options:
+// none/directsync use O_DIRECT, unsafe skips fdatasync.
+func cacheMode(mode string, o *block.Options) error {
 	switch mode {
-	case "", "writeback", "unsafe", "writethrough":
-		return false, nil
+	case "", "writeback", "writethrough":
+	case "unsafe":
+		o.NoSync = true
 	case "none", "directsync":
-		return true, nil
+		o.DirectIO = true
+	default:
+		return fmt.Errorf("Invalid cache option: %s", mode)
 	}
-	return false, fmt.Errorf("Invalid cache option: %s", mode)
+	return nil
+}
+
+// cacheDirect reports whether a cache mode uses O_DIRECT.
+func cacheDirect(mode string) (bool, error) {
+	var o block.Options
+	err := cacheMode(mode, &o)
+	return o.DirectIO, err
 }
 
 // sameFile reports whether two paths name the same file.
