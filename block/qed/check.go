@@ -69,19 +69,29 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	validData := func(off uint64) bool {
 		return off%uint64(cs) == 0 && off >= uint64(img.hdr.HeaderSize)*uint64(cs) && off < uint64(fileSize)
 	}
+	// Pass 1 claims every L2 table, pass 2 the data clusters, so that a
+	// data entry pointing into a table is the one blamed (and cleared),
+	// not the table.
+	goodTables := make([]bool, len(img.l1))
 	for i, l2off := range img.l1 {
 		if l2off == 0 {
 			continue
 		}
-		if !validTable(l2off) || !markTable(int64(l2off)) {
-			res.Corruptions++
-			res.Messages = append(res.Messages, fmt.Sprintf("ERROR L1 entry %d: invalid or duplicate L2 table offset %#x", i, l2off))
-			if fixCorrupt {
-				if err := img.writeL1Entry(int64(i), 0); err != nil {
-					return res, err
-				}
-				res.CorruptionsFixed++
+		if validTable(l2off) && markTable(int64(l2off)) {
+			goodTables[i] = true
+			continue
+		}
+		res.Corruptions++
+		res.Messages = append(res.Messages, fmt.Sprintf("ERROR L1 entry %d: invalid or duplicate L2 table offset %#x", i, l2off))
+		if fixCorrupt {
+			if err := img.writeL1Entry(int64(i), 0); err != nil {
+				return res, err
 			}
+			res.CorruptionsFixed++
+		}
+	}
+	for i, l2off := range img.l1 {
+		if !goodTables[i] {
 			continue
 		}
 		t, err := img.readTable(int64(l2off))

@@ -2,6 +2,7 @@ package qed
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -233,5 +234,34 @@ func TestBackingLoop(t *testing.T) {
 	_, err := block.Open(a, block.Options{ReadOnly: true})
 	if err == nil || !errorsIs(err, block.ErrBackingLoop) {
 		t.Fatalf("loop not detected: %v", err)
+	}
+}
+
+// A data entry pointing into an L2 table is the corruption, not the table.
+func TestDataEntryIntoTableBlamed(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "d.qed")
+	mustCreate(t, p, block.CreateOptions{Size: 1 << 20, ClusterSize: 4096, Extra: map[string]string{"table_size": "2"}})
+	img, _ := Open(p, block.Options{})
+	img.WriteAt([]byte{7}, 0)
+	l2 := img.l1[0]
+	img.Close()
+	f, _ := os.OpenFile(p, os.O_RDWR, 0)
+	var e [8]byte
+	binary.LittleEndian.PutUint64(e[:], l2) // entry 5 -> the L2 table itself
+	f.WriteAt(e[:], int64(l2)+8*5)
+	f.Close()
+	img, err := Open(p, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	res, _ := img.Check(block.RepairAll)
+	if res.Corruptions != 1 || res.CorruptionsFixed != 1 {
+		t.Fatalf("check: %+v", res)
+	}
+	b := make([]byte, 1)
+	img.ReadAt(b, 0)
+	if b[0] != 7 {
+		t.Fatal("the good L2 table was dropped instead of the bad entry")
 	}
 }
