@@ -93,6 +93,24 @@ for d in 1 16; do
 done
 rm -f "$dir/wq.qcow2" "$dir/wp.qcow2"
 
+echo "== QED (Petrel's own engine)"
+q=$(timed qemu-img convert -O qed "$src" "$dir/q.qed")
+p=$(timed "$PETREL" img convert -O qed "$src" "$dir/p.qed")
+line "convert raw->qed (${size_mb} MiB)" "$p" "$q"
+qemu-img compare -q "$src" "$dir/p.qed" || { echo "petrel's qed differs from the source"; exit 1; }
+rm -f "$dir/p.qed"
+for d in 1 16; do
+  compare "qed bench 4k random read depth $d" bench -f qed -c 20000 -d $d -s 4k -S $rstep "$dir/q.qed"
+done
+for d in 1 16; do
+  cp --sparse=always "$dir/q.qed" "$dir/wq.qed"; cp --sparse=always "$dir/q.qed" "$dir/wp.qed"
+  q=$(timed qemu-img bench -f qed -w -c 20000 -d $d -s 4k -S $rstep "$dir/wq.qed")
+  p=$(timed "$PETREL" img bench -f qed -w -c 20000 -d $d -s 4k -S $rstep "$dir/wp.qed")
+  line "qed bench 4k random write depth $d" "$p" "$q"
+done
+compare "check ${size_mb} MiB mixed qed" check "$dir/q.qed"
+rm -f "$dir/wq.qed" "$dir/wp.qed" "$dir/q.qed"
+
 echo "== check of a large sparse image"
 sparse=$dir/sparse.qcow2
 qemu-img create -q -f qcow2 "$sparse" 2T
