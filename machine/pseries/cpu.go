@@ -22,6 +22,8 @@ type CPU struct {
 	prodPending  bool
 
 	wake chan struct{} // capacity 1: start-cpu or H_PROD happened
+
+	rtas rtasCall // scratch for the RTAS call this CPU is making
 }
 
 func newCPU(index int, running bool) *CPU {

@@ -44,19 +44,37 @@ func hLogicalMemop(m *Machine, cpu *CPU, args *[9]uint64) int64 {
 		copy(d, s) // copy is memmove-safe for overlapping slices
 		return HSuccess
 	}
-	// XOR is bytewise, and because both ranges are element-aligned the
-	// byte order of the walk decides overlap exactly as the element order
-	// would: walk backwards when the destination starts inside the source.
-	if dst > src && dst < src+n {
-		for i := n; i > 0; i-- {
+	xorMemmove(d, s, dst > src && dst < src+n)
+	return HSuccess
+}
+
+// xorMemmove does d ^= s where d and s may overlap, with memmove
+// semantics: every byte of s is read before the walk overwrites it. XOR
+// is bytewise, so the element size does not matter, and walking backwards
+// when d starts inside s (forwards otherwise) gives the element-by-element
+// result. Words of 8 bytes are loaded (both) before being stored, which
+// keeps that guarantee: a word's reads precede its writes, and the bytes
+// it reads lie in the part of s the walk has not yet written.
+func xorMemmove(d, s []byte, backwards bool) {
+	n := len(d)
+	le := binary.LittleEndian // any byte order: XOR does not care
+	if backwards {
+		i := n
+		for ; i >= 8; i -= 8 {
+			le.PutUint64(d[i-8:], le.Uint64(d[i-8:])^le.Uint64(s[i-8:]))
+		}
+		for ; i > 0; i-- {
 			d[i-1] ^= s[i-1]
 		}
-	} else {
-		for i := range d {
-			d[i] ^= s[i]
-		}
+		return
 	}
-	return HSuccess
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		le.PutUint64(d[i:], le.Uint64(d[i:])^le.Uint64(s[i:]))
+	}
+	for ; i < n; i++ {
+		d[i] ^= s[i]
+	}
 }
 
 // loadSize checks an H_LOGICAL_*_LOAD/STORE size (1, 2, 4 or 8 bytes) and

@@ -53,6 +53,8 @@ func TestLogicalMemopMatchesReference(t *testing.T) {
 				mc{0x4000, 0x2000, esize, 0x2000 / e, op}, // exactly adjacent
 				mc{0xff000, 0x10, esize, 0x1000 / e, op},  // up to the end of a region
 				mc{0x3000, 0x5000, esize, 1, op},          // one element
+				mc{0x6000 + 3*e, 0x6000, esize, 77, op},   // overlap closer than a word
+				mc{0x6000, 0x6000 + 5*e, esize, 77, op},   // the same, forwards
 			)
 		}
 	}

@@ -151,7 +151,10 @@ func (m *Machine) RTAS(cpu *CPU, addr uint64) (int64, error) {
 	if err := m.mem.Read(addr, hdr[:]); err != nil {
 		return HParameter, fmt.Errorf("reading RTAS block at %#x: %w", addr, err)
 	}
-	c := rtasCall{
+	// The call record lives in the CPU (which runs one call at a time),
+	// so the exit path does not allocate one per call.
+	c := &cpu.rtas
+	*c = rtasCall{
 		token: binary.BigEndian.Uint32(hdr[0:]),
 		nargs: binary.BigEndian.Uint32(hdr[4:]),
 		nret:  binary.BigEndian.Uint32(hdr[8:]),
@@ -179,7 +182,7 @@ func (m *Machine) RTAS(cpu *CPU, addr uint64) (int64, error) {
 		c.status(RTASParameterError)
 		ret, err = HParameter, fmt.Errorf("unknown RTAS token %#x", c.token)
 	} else {
-		fn(m, cpu, &c)
+		fn(m, cpu, c)
 	}
 	rets := cells[4*c.nargs:]
 	for i := 0; i < c.nrets && i < int(c.nret); i++ {

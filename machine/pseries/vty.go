@@ -17,8 +17,9 @@ const vtyInputMax = 4096
 // VTY is the PAPR virtual terminal: output goes to an io.Writer, input is
 // buffered until the guest polls it with H_GET_TERM_CHAR.
 type VTY struct {
-	outMu sync.Mutex
-	out   io.Writer
+	outMu  sync.Mutex
+	out    io.Writer
+	outBuf [16]byte // H_PUT_TERM_CHAR bytes; a field so writes do not allocate
 
 	inMu   sync.Mutex
 	in     []byte
@@ -41,6 +42,15 @@ func NewVTY(out io.Writer) *VTY {
 func (v *VTY) Put(p []byte) {
 	v.outMu.Lock()
 	v.out.Write(p)
+	v.outMu.Unlock()
+}
+
+// putPacked writes the first n bytes of hi, lo packed big-endian.
+func (v *VTY) putPacked(hi, lo uint64, n int) {
+	v.outMu.Lock()
+	binary.BigEndian.PutUint64(v.outBuf[0:], hi)
+	binary.BigEndian.PutUint64(v.outBuf[8:], lo)
+	v.out.Write(v.outBuf[:n])
 	v.outMu.Unlock()
 }
 
@@ -123,11 +133,8 @@ func hPutTermChar(m *Machine, cpu *CPU, args *[9]uint64) int64 {
 	if v == nil || n > 16 {
 		return HParameter
 	}
-	var buf [16]byte
-	binary.BigEndian.PutUint64(buf[0:], args[2])
-	binary.BigEndian.PutUint64(buf[8:], args[3])
 	if n > 0 {
-		v.Put(buf[:n])
+		v.putPacked(args[2], args[3], int(n))
 	}
 	return HSuccess
 }
