@@ -21,6 +21,7 @@ func TestPetrelWritesQemuReads(t *testing.T) {
 		{"raw-falloc", "raw", block.CreateOptions{Preallocation: "falloc"}},
 		{"qed", "qed", block.CreateOptions{}},
 		{"qed-4k-table2", "qed", block.CreateOptions{ClusterSize: 4096, Extra: map[string]string{"table_size": "2"}}},
+		{"qed-prealloc-full", "qed", block.CreateOptions{Preallocation: "full"}},
 		{"qcow2", "qcow2", block.CreateOptions{}},
 		{"qcow2-v2", "qcow2", block.CreateOptions{Compat: "0.10"}},
 		{"qcow2-512", "qcow2", block.CreateOptions{ClusterSize: 512}},

@@ -284,8 +284,12 @@ func Create(path string, opts block.CreateOptions) error {
 	if opts.Size < 0 || opts.Size%sectorSize != 0 || uint64(opts.Size) > maxImageSize(uint64(h.ClusterSize), uint64(h.TableSize)) {
 		return fmt.Errorf("creating %s: invalid image size specified; must be a multiple of %d and at most %d", path, sectorSize, maxImageSize(uint64(h.ClusterSize), uint64(h.TableSize)))
 	}
-	if p := opts.Preallocation; p != "" && p != "off" {
-		return fmt.Errorf("creating %s: unsupported preallocation mode: %s", path, p)
+	// As in QEMU, preallocation applies to the file QED creates (header
+	// and L1 table); there is no metadata preallocation.
+	switch opts.Preallocation {
+	case "", "off", "falloc", "full":
+	default:
+		return fmt.Errorf("creating %s: unsupported preallocation mode: %s", path, opts.Preallocation)
 	}
 	h.ImageSize = uint64(opts.Size)
 	h.L1TableOffset = uint64(h.HeaderSize) * uint64(h.ClusterSize)
@@ -315,6 +319,16 @@ func Create(path string, opts block.CreateOptions) error {
 	end := int64(h.L1TableOffset) + int64(h.TableSize)*int64(h.ClusterSize)
 	if err := f.Truncate(end); err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	switch opts.Preallocation {
+	case "falloc":
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, end); err != nil {
+			return fmt.Errorf("creating %s: fallocate: %w", path, err)
+		}
+	case "full":
+		if _, err := f.WriteAt(make([]byte, end-int64(len(first))), int64(len(first))); err != nil {
+			return fmt.Errorf("creating %s: %w", path, err)
+		}
 	}
 	return f.Sync()
 }

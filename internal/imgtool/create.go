@@ -15,7 +15,7 @@ func init() {
 // formatOptions are the -o keys each format accepts, as qemu-img.
 var formatOptions = map[string][]string{
 	"raw":   {"size", "preallocation"},
-	"qed":   {"size", "backing_file", "backing_fmt", "cluster_size", "table_size"},
+	"qed":   {"size", "backing_file", "backing_fmt", "cluster_size", "table_size", "preallocation"},
 	"qcow2": {"size", "compat", "backing_file", "backing_fmt", "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2", "compression_type"},
 }
 
@@ -171,6 +171,9 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 		opt("cluster_size", strconv.FormatInt(cs, 10))
 		if v, ok := given["table_size"]; ok {
 			opt("table_size", v)
+		}
+		if v, ok := given["preallocation"]; ok {
+			opt("preallocation", v)
 		}
 	default:
 		opt("size", strconv.FormatInt(o.Size, 10))
