@@ -24,6 +24,9 @@ func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	return img.check(mode)
 }
 
+// maxCheckClusters bounds the reference counter array (1 GiB).
+const maxCheckClusters = 1 << 28
+
 // refScan is the state of one walk over the metadata.
 type refScan struct {
 	img       *Image
@@ -127,6 +130,9 @@ func (img *Image) scan(res *block.CheckResult, withRefcountMeta bool) (*refScan,
 	}
 	cs := img.clusterSize
 	s := &refScan{img: img, res: res, fileEnd: st.Size()}
+	if n := (st.Size() + cs - 1) / cs; n > maxCheckClusters {
+		return nil, nil, fmt.Errorf("image file has %d clusters, more than check handles (%d)", n, maxCheckClusters)
+	}
 	s.refs = make([]uint32, (st.Size()+cs-1)/cs)
 	s.ref(0, cs, "header")
 	s.ref(int64(img.hdr.l1Off), int64(img.hdr.l1Size)*8, "L1 table")

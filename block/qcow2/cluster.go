@@ -151,6 +151,9 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 		m.kind = mapData
 		m.host = host + off&(cs-1)
 		m.writable = l2e&oflagCopied != 0
+		if host >= img.fileEnd.Load() {
+			return m, corruptf("data cluster at offset %#x lies beyond the end of the file", host)
+		}
 	}
 	return m, nil
 }
@@ -191,6 +194,9 @@ func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64) (mapp
 	m := mapping{kind: k, length: end*sc - inCluster}
 	if k == mapData {
 		m.host = host + inCluster
+		if host >= img.fileEnd.Load() {
+			return m, corruptf("data cluster at offset %#x lies beyond the end of the file", host)
+		}
 	}
 	return m, nil
 }

@@ -42,7 +42,12 @@ func fuzzBody(t *testing.T, data []byte) {
 	img.Check(block.RepairNone)
 	img.Snapshots()
 	img.Describe()
-	small := int64(img.hdr.rtClusters)*img.clusterSize <= 64<<10 && len(data) < 1<<20
+	// The writable pass only for images whose refcount table covers a
+	// modest file: allocation past a corrupt, fully used table lands
+	// beyond its coverage, and a sparse file of many GiB makes every
+	// later step slow without testing anything new.
+	covered := int64(len(img.rt)) * img.rbEntries * img.clusterSize
+	small := covered <= 256<<20 && len(data) < 1<<20
 	img.Close()
 	if !small {
 		return

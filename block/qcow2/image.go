@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -61,6 +62,10 @@ type Image struct {
 	idle         *sync.Cond // signalled when inflight empties
 	scratchTable []byte
 	closed       bool
+	// fileEnd bounds valid data offsets: the file size at open, raised by
+	// every allocation. A data cluster at or beyond it is corrupt metadata
+	// (refused rather than letting a write grow a huge sparse file).
+	fileEnd atomic.Int64
 
 	bufPool sync.Pool // cluster-sized []byte
 }
@@ -107,6 +112,7 @@ func openFile(f *os.File, path string, opts block.Options, creating bool) (*Imag
 		inflight: map[int64]chan struct{}{},
 	}
 	img.idle = sync.NewCond(&img.mu)
+	img.fileEnd.Store(st.Size())
 	img.l2EntryShift = h.l2EntryBits()
 	img.l2Entries = img.clusterSize >> img.l2EntryShift
 	img.rbEntries = img.clusterSize * 8 / int64(img.rcBits)

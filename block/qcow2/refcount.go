@@ -176,6 +176,7 @@ func (img *Image) allocClusters(n int64) (int64, error) {
 			}
 		}
 		img.freeHint = start + n
+		img.noteEnd((start + n) << img.clusterBits)
 		return start << img.clusterBits, nil
 	}
 }
@@ -237,6 +238,7 @@ func (img *Image) newRefblock(ti, start int64) error {
 	if err != nil {
 		return err
 	}
+	img.noteEnd((f + 1) << img.clusterBits)
 	if fOff == 0 {
 		return img.installRefblock(tf, f, true)
 	}
@@ -307,6 +309,7 @@ func (img *Image) growRefcountTable(a int64) error {
 		return fmt.Errorf("refcount table would exceed %d bytes", maxRefcountTable)
 	}
 	metaEnd := a + k + tc
+	img.noteEnd(metaEnd * cs)
 	blk := make([]byte, cs)
 	for j := int64(0); j < k; j++ {
 		clear(blk)
@@ -352,6 +355,16 @@ func (img *Image) growRefcountTable(a int64) error {
 		}
 	}
 	return nil
+}
+
+// noteEnd raises fileEnd to cover newly allocated space.
+func (img *Image) noteEnd(end int64) {
+	for {
+		cur := img.fileEnd.Load()
+		if end <= cur || img.fileEnd.CompareAndSwap(cur, end) {
+			return
+		}
+	}
 }
 
 // freeClusters drops one reference to each of n host clusters from off.
