@@ -249,6 +249,8 @@ func TestNewFailsCleanly(t *testing.T) {
 		"tiny memory":    {MemoryMiB: 1, KernelBytes: pvhELF(hlt, 0x100000)},
 		"too many cpus":  {CPUs: 1000, KernelBytes: pvhELF(hlt, 0x100000)},
 		"missing initrd": {MemoryMiB: 16, KernelBytes: pvhElf(), Initrd: "/nonexistent/initrd"},
+		"device kernel":  {MemoryMiB: 16, Kernel: "/dev/zero"},
+		"device initrd":  {MemoryMiB: 16, KernelBytes: pvhElf(), Initrd: "/dev/zero"},
 	} {
 		if m, err := New(cfg); err == nil {
 			m.Close()

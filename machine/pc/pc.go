@@ -280,7 +280,7 @@ func (m *Machine) load() error {
 		if m.cfg.Kernel == "" {
 			return errors.New("no kernel given")
 		}
-		b, err := os.ReadFile(m.cfg.Kernel)
+		b, err := readFileMax(m.cfg.Kernel, maxKernelSize)
 		if err != nil {
 			return fmt.Errorf("reading kernel: %w", err)
 		}
@@ -288,7 +288,7 @@ func (m *Machine) load() error {
 	}
 	initrd := m.cfg.InitrdBytes
 	if initrd == nil && m.cfg.Initrd != "" {
-		b, err := os.ReadFile(m.cfg.Initrd)
+		b, err := readFileMax(m.cfg.Initrd, uint64(m.cfg.MemoryMiB)<<20)
 		if err != nil {
 			return fmt.Errorf("reading initrd: %w", err)
 		}
@@ -512,3 +512,31 @@ func (m *Machine) Paused() bool { return m.paused.Load() }
 // host forced to differ from what Petrel set (kvm_pvm does this for bits
 // outside its supported mask, e.g. xsave and avx).
 func (m *Machine) CPUIDOverrides() []string { return m.cpuidOverrides }
+
+// maxKernelSize bounds a kernel file (a bzImage is tens of MiB).
+const maxKernelSize = 512 << 20
+
+// readFileMax reads a regular file of at most max bytes: a device such as
+// /dev/zero or an oversized file is refused before anything is allocated.
+func readFileMax(path string, max uint64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if uint64(fi.Size()) > max {
+		return nil, fmt.Errorf("%s is %d MiB, more than the %d MiB allowed", path, fi.Size()>>20, max>>20)
+	}
+	b := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return b, nil
+}
