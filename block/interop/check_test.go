@@ -3,6 +3,7 @@ package interop
 import (
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -108,6 +109,12 @@ func TestCheckExitCodesMatchQemu(t *testing.T) {
 			prc, pout, perr := petrel("check", c.path)
 			if prc != qrc {
 				t.Fatalf("petrel img check exit %d, qemu-img %d\npetrel: %s%s\nqemu-img: %s", prc, qrc, pout, perr, qout)
+			}
+			if c.want != 63 {
+				qstdout, _ := exec.Command("qemu-img", "check", c.path).Output()
+				if string(qstdout) != pout {
+					t.Errorf("check output differs:\nqemu-img:\n%s\npetrel:\n%s", qstdout, pout)
+				}
 			}
 			prc, pjson, _ := petrel("check", "--output=json", c.path)
 			if prc != qrc {

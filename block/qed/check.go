@@ -100,12 +100,20 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 			res.Messages = append(res.Messages, fmt.Sprintf("ERROR reading L2 table at %#x: %v", l2off, err))
 			continue
 		}
+		// Allocation and fragmentation are counted as qemu's qed-check
+		// does: every data entry, fragmented when not right after the
+		// previous one of the same table.
+		last := uint64(0)
 		for j, e := range t {
 			if e == 0 || e == entryZero {
 				continue
 			}
+			res.AllocatedClusters++
+			if last != 0 && last+uint64(cs) != e {
+				res.FragmentedClusters++
+			}
+			last = e
 			if validData(e) && used.mark(int64(e)/cs) {
-				res.AllocatedClusters++
 				continue
 			}
 			res.Corruptions++
