@@ -102,13 +102,20 @@ func cHex(v int64) string {
 	return fmt.Sprintf("%#x", v)
 }
 
-func writeMapHuman(w io.Writer, entries []mapEntry) {
+// writeMapHuman prints the runs that hold data as qemu-img map does
+// (data that reads as zeroes is left out); data without a host offset
+// (compressed clusters) cannot be shown.
+func writeMapHuman(w io.Writer, entries []mapEntry) error {
 	fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
 	for _, e := range entries {
-		if e.data && e.offset >= 0 {
+		if e.data && e.offset < 0 {
+			return fmt.Errorf("File contains external, encrypted or compressed clusters.")
+		}
+		if e.data && !e.zero {
 			fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", cHex(e.start), cHex(e.length), cHex(e.offset), e.file)
 		}
 	}
+	return nil
 }
 
 func runMap(t *tool, args []string) int {
@@ -161,8 +168,8 @@ func runMap(t *tool, args []string) int {
 	}
 	if out == "json" {
 		writeMapJSON(t.stdout, entries)
-	} else {
-		writeMapHuman(t.stdout, entries)
+	} else if err := writeMapHuman(t.stdout, entries); err != nil {
+		return t.fail("%v", err)
 	}
 	return 0
 }
