@@ -2,6 +2,7 @@ package interop
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -178,4 +179,9 @@ func qemuPattern(t *testing.T, path, format string, seed int64) {
 		}
 	}
 	run(t, "qemu-io", append(args, path)...)
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
