@@ -1,0 +1,107 @@
+/*
+ * MSI test guest (TestMSIAndIrqfdReachGuest). A flat PVH ELF entered in
+ * 32-bit protected mode at CPL0. It enables the local APIC, sets the flag
+ * byte at 0x9000 to 1 and halts with interrupts on. Vector 0x40 (the test
+ * sends it with KVM_SIGNAL_MSI) prints 'M', EOIs, sets the flag to 2 and
+ * halts again; vector 0x41 (sent through an irqfd and an MSI GSI route)
+ * prints 'F' and powers off. Handlers never iret (kvm_pvm cannot emulate a
+ * 32-bit iret at CPL0): each halts with interrupts on inside the last.
+ *
+ * Build: as --32 -o g.o msi-guest.S && ld -m elf_i386 -Ttext=0x100000 -e 0x100000 --oformat binary -o g.bin g.o
+ */
+	.intel_syntax noprefix
+	.set BASE, 0x100000
+	.text
+	.code32
+ehdr:	.byte 0x7f, 'E', 'L', 'F', 2, 1, 1, 0
+	.long 0, 0
+	.word 2, 62
+	.long 1
+	.long entry, 0
+	.long phdrs - ehdr, 0
+	.long 0, 0
+	.long 0
+	.word 64, 56, 2, 64, 0, 0
+phdrs:	.long 1, 7
+	.long 0, 0, BASE, 0, BASE, 0
+	.long file_end - ehdr, 0, file_end - ehdr, 0
+	.long 0x1000, 0
+	.long 4, 4
+	.long note - ehdr, 0, note, 0, note, 0
+	.long note_end - note, 0, note_end - note, 0
+	.long 4, 0
+note:	.long 4, 4, 18
+	.asciz "Xen"
+	.long entry
+note_end:
+
+entry:
+	mov esp, offset stack_top
+	lidt [idtr]
+	mov dword ptr [0xfee000f0], 0x1ff	/* LAPIC software enable */
+	mov byte ptr [0x9000], 1
+	sti
+1:	hlt
+	jmp 1b
+
+msi:
+	mov dx, 0x3f8
+	mov al, 'M'
+	out dx, al
+	mov dword ptr [0xfee000b0], 0		/* EOI */
+	mov byte ptr [0x9000], 2
+	sti
+2:	hlt
+	jmp 2b
+
+irqfd:
+	mov dx, 0x3f8
+	mov al, 'F'
+	out dx, al
+	mov dx, 0x604
+	mov ax, 0x3400
+	out dx, ax
+3:	hlt
+	jmp 3b
+
+/* Vector v's stub prints '?' and v, then stops: an unexpected interrupt. */
+	.set v, 0
+stubs:
+	.rept 256
+	mov al, v
+	.byte 0xe9
+	.long other - (. + 4)
+	.set v, v + 1
+	.endr
+	.set STUB, 7
+other:
+	mov dx, 0x3f8
+	mov ah, al
+	mov al, '?'
+	out dx, al
+	mov al, ah
+	out dx, al
+4:	hlt
+	jmp 4b
+
+	.balign 8
+idt:
+	.set v, 0
+	.rept 256
+	.if v == 0x40
+	.word msi - ehdr + BASE & 0xffff, 0x10, 0x8e00, (msi - ehdr + BASE) >> 16
+	.elseif v == 0x41
+	.word irqfd - ehdr + BASE & 0xffff, 0x10, 0x8e00, (irqfd - ehdr + BASE) >> 16
+	.else
+	.word stubs + v * STUB - ehdr + BASE & 0xffff, 0x10, 0x8e00, (stubs + v * STUB - ehdr + BASE) >> 16
+	.endif
+	.set v, v + 1
+	.endr
+idt_end:
+idtr:	.word idt_end - idt - 1
+	.long idt
+
+	.balign 16
+	.fill 1024, 1, 0
+stack_top:
+file_end:
