@@ -117,3 +117,45 @@ func TestMSIAndIrqfdReachGuest(t *testing.T) {
 		t.Fatalf("serial %q, want MF", out.String())
 	}
 }
+
+// TestIoeventfdSkipsTheVMM: a guest write matching an ioeventfd signals
+// the eventfd inside KVM without an exit; a write with another value still
+// exits to the VMM.
+func TestIoeventfdSkipsTheVMM(t *testing.T) {
+	testutil.NeedKVM(t)
+	code := concat(
+		[]byte{0x66, 0xba, 0x10, 0x05}, // mov dx, 0x510
+		[]byte{0x66, 0xb8, 0x34, 0x12}, // mov ax, 0x1234
+		[]byte{0x66, 0xef},             // out dx, ax (matches: no exit)
+		[]byte{0x66, 0xef},             // again
+		[]byte{0x66, 0xb8, 0x35, 0x12}, // mov ax, 0x1235
+		[]byte{0x66, 0xef},             // out dx, ax (no match: exits)
+		acpiPowerOff, hlt)
+	m, err := New(Config{MemoryMiB: 16, KernelBytes: pvhELF(code, 0x100000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(efd)
+	match := uint64(0x1234)
+	if err := m.VM().AddIoeventfd(efd, 0x510, 2, true, &match); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := m.Run(context.Background()); err != nil || r != ExitPowerOff {
+		t.Fatalf("run: %v, %v", r, err)
+	}
+	buf := make([]byte, 8)
+	if n, err := unix.Read(efd, buf); err != nil || n != 8 || buf[0] != 2 {
+		t.Fatalf("eventfd read %d bytes %x, %v; want a count of 2", n, buf, err)
+	}
+	if got := m.VCPUs()[0].IOExits.Load(); got != 2 {
+		t.Fatalf("%d IO exits, want 2 (the unmatched write and the power-off)", got)
+	}
+	if got := m.PIO().Unhandled.Load(); got != 1 {
+		t.Fatalf("%d unclaimed PIO accesses, want 1", got)
+	}
+}
