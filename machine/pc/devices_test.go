@@ -32,6 +32,15 @@ func TestACPITablesAndDisksWired(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	if m.Status() != "prelaunch" {
+		t.Fatalf("status %q before Run", m.Status())
+	}
+	if err := m.PowerDown(); err != nil {
+		t.Fatal(err)
+	}
+	if sts, _ := m.GPE().Status(); sts&(1<<2) == 0 || events[len(events)-1] != "POWERDOWN" {
+		t.Fatalf("power button: GPE0 status %#x, events %v", sts, events)
+	}
 	rsdp, err := m.Memory().Uint64(pvhStartInfo + 32)
 	if err != nil || rsdp == 0 {
 		t.Fatalf("rsdp_paddr %#x, %v", rsdp, err)

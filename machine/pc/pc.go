@@ -116,6 +116,7 @@ type Machine struct {
 	// cpuidOverrides are features KVM_SET_CPUID2 did not take as given.
 	cpuidOverrides []string
 	paused         atomic.Bool
+	started        atomic.Bool
 	finished       atomic.Bool
 
 	// devMu guards deviceIDs. Lock order: devMu, then pci.Bus's lock.
@@ -353,6 +354,7 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 		watcher.Wait()
 	}()
 	t0 := time.Now()
+	m.started.Store(true)
 	stop, v := vmm.RunVCPUs(m.vcpus)
 	m.finished.Store(true)
 	m.logf("guest ran %v: %s", time.Since(t0).Round(time.Microsecond), stop)

@@ -23,6 +23,8 @@ func (m *Machine) Status() string {
 		return "shutdown"
 	case m.paused.Load():
 		return "paused"
+	case !m.started.Load():
+		return "prelaunch"
 	}
 	return "running"
 }
