@@ -88,8 +88,13 @@ const (
 	ExitError
 )
 
+var exitNames = [...]string{"power-off", "reset", "stopped", "triple fault", "guest crash", "error"}
+
 func (r ExitReason) String() string {
-	return [...]string{"power-off", "reset", "stopped", "triple fault", "guest crash", "error"}[r]
+	if r >= 0 && int(r) < len(exitNames) {
+		return exitNames[r]
+	}
+	return fmt.Sprintf("exit(%d)", int(r))
 }
 
 // Machine is a built PC.

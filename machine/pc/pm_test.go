@@ -125,3 +125,9 @@ func FuzzPMBlock(f *testing.F) {
 		}
 	})
 }
+
+func TestExitReasonString(t *testing.T) {
+	if ExitPowerOff.String() != "power-off" || ExitTripleFault.String() != "triple fault" || ExitReason(42).String() != "exit(42)" {
+		t.Fatal("ExitReason names")
+	}
+}
