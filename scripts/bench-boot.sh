@@ -5,7 +5,10 @@
 # in-guest decompressor), and QEMU (-enable-kvm). For each: wall time from
 # process start to the first byte on the serial port and to the kernel's
 # first "ACPI:" line, and the VMM's peak RSS beyond guest RAM (VmHWM minus
-# the resident part of the guest-RAM mapping). Ratios are against QEMU.
+# the resident part of the guest-RAM mapping). QEMU boots the bzImage and,
+# for the PVH comparison, the same decompressed vmlinux Petrel cached
+# (QEMU enters an ELF with a PVH note by PVH). Ratios: Petrel PVH against
+# QEMU PVH, Petrel linux64 against QEMU with the bzImage.
 # Under kvm_pvm the kernel's own code is emulated, so absolute times are
 # slow; the comparison is what counts. BENCH_TIMEOUT bounds each run (180 s).
 set -euo pipefail
@@ -71,6 +74,13 @@ ratio() { # a b -> a/b with two decimals, "n/a" when either is missing
   if (($1 < 0 || $2 <= 0)); then echo "n/a"; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi
 }
 
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/petrel/kernels
+VMLINUX="$cache/$(sha256sum "$KERNEL" | cut -d' ' -f1).vmlinux"
+[[ -f $VMLINUX ]] || { echo "bench-boot: no cached vmlinux at $VMLINUX" >&2; exit 1; }
+measure qemu-pvh qemu-system-x86_64 -enable-kvm -cpu host,-arch-capabilities,-cx16,-xsave -m ${MEM_MIB}M \
+  -kernel "$VMLINUX" -initrd "$INITRD" -append "$APPEND" -serial stdio -display none -monitor none \
+  -nodefaults -no-reboot
+v_first=$FIRST_MS v_acpi=$ACPI_MS v_mem=$EXTRA_MIB
 measure qemu qemu-system-x86_64 -enable-kvm -cpu host,-arch-capabilities,-cx16,-xsave -m ${MEM_MIB}M \
   -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" -serial stdio -display none -monitor none \
   -nodefaults -no-reboot
@@ -84,11 +94,12 @@ l_first=$FIRST_MS l_acpi=$ACPI_MS l_mem=$EXTRA_MIB
 
 echo
 echo "boot benchmark: $(basename "$KERNEL"), ${MEM_MIB} MiB, $(hw_virt && echo 'hardware virtualization' || echo 'kvm_pvm (software)')"
-printf '%-16s %14s %8s %14s %8s %14s %8s\n' vmm "first byte ms" "x qemu" "first ACPI: ms" "x qemu" "RSS-RAM MiB" "x qemu"
-row() {
-  printf '%-16s %14s %8s %14s %8s %14s %8s\n' "$1" "$2" "$(ratio "$2" "$q_first")" "$3" "$(ratio "$3" "$q_acpi")" "$4" "$(ratio "$4" "$q_mem")"
+printf '%-16s %14s %8s %14s %8s %12s %8s\n' vmm "first byte ms" "x qemu" "first ACPI: ms" "x qemu" "RSS-RAM MiB" "x qemu"
+row() { # name first acpi mem qfirst qacpi qmem
+  printf '%-16s %14s %8s %14s %8s %12s %8s\n' "$1" "$2" "$(ratio "$2" "$5")" "$3" "$(ratio "$3" "$6")" "$4" "$(ratio "$4" "$7")"
 }
-row petrel-pvh "$p_first" "$p_acpi" "$p_mem"
-row petrel-linux64 "$l_first" "$l_acpi" "$l_mem"
-row qemu "$q_first" "$q_acpi" "$q_mem"
+row petrel-pvh "$p_first" "$p_acpi" "$p_mem" "$v_first" "$v_acpi" "$v_mem"
+row qemu-pvh "$v_first" "$v_acpi" "$v_mem" "$v_first" "$v_acpi" "$v_mem"
+row petrel-linux64 "$l_first" "$l_acpi" "$l_mem" "$q_first" "$q_acpi" "$q_mem"
+row qemu-bzimage "$q_first" "$q_acpi" "$q_mem" "$q_first" "$q_acpi" "$q_mem"
 echo "(-1 = not reached within ${TIMEOUT}s; logs in $out/)"
