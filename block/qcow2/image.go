@@ -40,6 +40,7 @@ type Image struct {
 	f        *os.File
 	path     string
 	readOnly bool
+	noSync   bool // cache=unsafe: ordering by write order only, no fsync
 	backing  block.Image
 
 	clusterSize  int64
@@ -106,7 +107,7 @@ func openFile(f *os.File, path string, opts block.Options, creating bool) (*Imag
 		return nil, err
 	}
 	img := &Image{
-		f: f, path: path, readOnly: opts.ReadOnly, hdr: h,
+		f: f, path: path, readOnly: opts.ReadOnly, noSync: opts.NoSync, hdr: h,
 		clusterBits: h.clusterBits, clusterSize: 1 << h.clusterBits,
 		rcBits: 1 << h.refcountOrder, extL2: h.incompat&incompatExtendedL2 != 0,
 		inflight: map[int64]chan struct{}{},
@@ -246,7 +247,7 @@ func (img *Image) writeMeta(p []byte, off int64) error {
 var skipSync bool
 
 func (img *Image) sync() error {
-	if skipSync {
+	if skipSync || img.noSync {
 		return nil
 	}
 	if err := img.f.Sync(); err != nil {
