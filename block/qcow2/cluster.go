@@ -55,6 +55,18 @@ func (img *Image) setL2Entry(tbl []byte, i int64, v uint64) {
 	binary.BigEndian.PutUint64(tbl[i<<img.l2EntryShift:], v)
 }
 
+// allSubclustersAllocated is the extended L2 bitmap of a fully written
+// cluster: every allocation bit (0-31) set, no zero bit (32-63).
+const allSubclustersAllocated = 0xffffffff
+
+// allSubclustersZero reads the whole cluster as zeroes.
+const allSubclustersZero = 0xffffffff << 32
+
+// setL2Bitmap sets the subcluster bitmap of extended L2 entry i.
+func (img *Image) setL2Bitmap(tbl []byte, i int64, bm uint64) {
+	binary.BigEndian.PutUint64(tbl[i*16+8:], bm)
+}
+
 // l2TableOffset returns the validated L2 table offset from L1 entry l1i (0
 // when unallocated).
 func (img *Image) l2TableOffset(l1 []uint64, l1i int64) (int64, error) {
@@ -140,7 +152,7 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 		return m, corruptf("data cluster at offset %#x overlaps the header", host)
 	}
 	if img.extL2 {
-		return img.classifySubcluster(host, bitmap, off)
+		return img.classifySubcluster(host, bitmap, off, l2e&oflagCopied != 0)
 	}
 	switch {
 	case l2e&oflagZero != 0:
@@ -161,7 +173,7 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 // classifySubcluster decodes an extended L2 entry: bits 0-31 of the bitmap
 // say "allocated", bits 32-63 "reads as zeroes", per subcluster. The run is
 // extended over following subclusters of the same state.
-func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64) (mapping, error) {
+func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCopied bool) (mapping, error) {
 	cs := img.clusterSize
 	sc := cs / subclusters
 	inCluster := off & (cs - 1)
@@ -194,6 +206,7 @@ func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64) (mapp
 	m := mapping{kind: k, length: end*sc - inCluster}
 	if k == mapData {
 		m.host = host + inCluster
+		m.writable = l2eCopied
 		if host >= img.fileEnd.Load() {
 			return m, corruptf("data cluster at offset %#x lies beyond the end of the file", host)
 		}

@@ -174,6 +174,9 @@ func (img *Image) WriteCompressed(p []byte, off int64) error {
 	x := 62 - (img.clusterBits - 8)
 	sectors := (hostOff+int64(len(data))-1)>>9 - hostOff>>9
 	img.setL2Entry(e.data, l2i, oflagCompressed|uint64(sectors)<<x|uint64(hostOff))
+	if img.extL2 {
+		img.setL2Bitmap(e.data, l2i, 0) // must be zero for compressed clusters
+	}
 	e.dirty = true
 	if old&oflagCompressed != 0 || old&l2OffsetMask != 0 {
 		if err := img.l2c.writeThrough(e); err != nil {

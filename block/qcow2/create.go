@@ -54,7 +54,7 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if _, err := f.WriteAt(buf, 0); err != nil {
 		return err
 	}
-	im, err := openFile(f, path, block.Options{NoBacking: true}, true)
+	im, err := openFile(f, path, block.Options{NoBacking: true})
 	if err != nil {
 		return err
 	}

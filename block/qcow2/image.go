@@ -83,7 +83,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	img, err := openFile(f, path, opts, false)
+	img, err := openFile(f, path, opts)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("opening qcow2 image %s: %w", path, err)
@@ -91,9 +91,8 @@ func Open(path string, opts block.Options) (*Image, error) {
 	return img, nil
 }
 
-// openFile opens an image on f; creating lets Create lay out metadata of
-// formats (extended L2) whose data writes are refused.
-func openFile(f *os.File, path string, opts block.Options, creating bool) (*Image, error) {
+// openFile opens an image on f.
+func openFile(f *os.File, path string, opts block.Options) (*Image, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -121,9 +120,6 @@ func openFile(f *os.File, path string, opts block.Options, creating bool) (*Imag
 	if !opts.ReadOnly {
 		if h.incompat&incompatCorrupt != 0 {
 			return nil, errors.New("image is marked corrupt (incompatible feature bit 1); it can only be opened read-only")
-		}
-		if img.extL2 && !creating {
-			return nil, errors.New("writing qcow2 images with extended_l2 is not supported (open read-only)")
 		}
 	}
 	cacheSize := opts.CacheSize

@@ -25,6 +25,8 @@ func TestWriteInterop(t *testing.T) {
 		{Size: 16 << 20, Compat: "0.10", ClusterSize: 4096},
 		{Size: 40 << 20, ClusterSize: 2 << 20},
 		{Size: 3<<20 + 12345, ClusterSize: 65536}, // rounded up to 512
+		{Size: 16 << 20, ExtendedL2: true},
+		{Size: 8 << 20, ExtendedL2: true, ClusterSize: 16384, RefcountBits: 4},
 	}
 	for _, o := range cases {
 		t.Run(fmt.Sprintf("cs%d_rb%d_%s_lazy%v_size%d", o.ClusterSize, o.RefcountBits, o.Compat, o.LazyRefcounts, o.Size), func(t *testing.T) {
@@ -108,6 +110,31 @@ func TestBackingChain(t *testing.T) {
 	if err := Create(top, block.CreateOptions{Size: 3 << 20, BackingFile: mid, ClusterSize: 4096}); err != nil {
 		t.Fatal(err)
 	}
+	backingChainOps(t, top, mid, model, rng)
+
+	// The same over an extended L2 top: subcluster states over a backing file.
+	ext := filepath.Join(dir, "ext.qcow2")
+	if err := Create(ext, block.CreateOptions{Size: 3 << 20, BackingFile: mid, ExtendedL2: true, ClusterSize: 32768}); err != nil {
+		t.Fatal(err)
+	}
+	model = make([]byte, 3<<20)
+	copy(model, readBackingModel(t, mid))
+	backingChainOps(t, ext, mid, model, rng)
+}
+
+// readBackingModel reads a whole image through the engine.
+func readBackingModel(t *testing.T, path string) []byte {
+	img, err := Open(path, block.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	return readAll(t, img)
+}
+
+// backingChainOps writes into top over its chain and checks the result.
+func backingChainOps(t *testing.T, top, mid string, model []byte, rng *rand.Rand) {
+	t.Helper()
 	img, err := Open(top, block.Options{})
 	if err != nil {
 		t.Fatal(err)

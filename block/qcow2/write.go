@@ -74,18 +74,18 @@ func (img *Image) allocWrite(p []byte, off int64) (int, error) {
 		img.mu.Unlock()
 		return 0, err
 	}
-	olds := make([]uint64, 0, min(maxK, 64))
-	first, _ := img.l2Entry(e.data, l2i)
-	olds = append(olds, first)
+	olds := make([]l2Pair, 0, min(maxK, 64))
+	first, bm := img.l2Entry(e.data, l2i)
+	olds = append(olds, l2Pair{first, bm})
 	for k := int64(1); k < maxK; k++ {
 		if _, busy := img.inflight[c0+k]; busy {
 			break
 		}
-		ent, _ := img.l2Entry(e.data, l2i+k)
-		if ent&oflagCopied != 0 && ent&(oflagCompressed|oflagZero) == 0 && ent&l2OffsetMask != 0 {
+		ent, bm := img.l2Entry(e.data, l2i+k)
+		if img.inPlace(ent, bm) {
 			break // allocated in place: the next loop round writes it directly
 		}
-		olds = append(olds, ent)
+		olds = append(olds, l2Pair{ent, bm})
 	}
 	k := int64(len(olds))
 	host, err := img.allocClusters(k)
@@ -125,7 +125,7 @@ func (img *Image) allocWrite(p []byte, off int64) (int, error) {
 // writeNewClusters writes p (guest offset off) into the k = len(olds) new
 // host clusters at host, filling partially written clusters from their old
 // content (copy-on-write).
-func (img *Image) writeNewClusters(p []byte, off, host int64, olds []uint64) error {
+func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) error {
 	cs := img.clusterSize
 	k := int64(len(olds))
 	gStart := off &^ (cs - 1) // guest offset of the first cluster
@@ -169,23 +169,51 @@ func (img *Image) writeNewClusters(p []byte, off, host int64, olds []uint64) err
 
 // cowRead fills buf with the current content of the guest cluster at g,
 // described by its old L2 entry.
-func (img *Image) cowRead(buf []byte, g int64, old uint64) error {
-	m, err := img.classify(old, 0, 0)
-	if err != nil {
-		return err
-	}
-	if m.kind == mapData {
-		m.host &^= img.clusterSize - 1
-	}
+func (img *Image) cowRead(buf []byte, g int64, old l2Pair) error {
 	// The last cluster may extend beyond the virtual size.
 	n := min(int64(len(buf)), int64(img.hdr.size)-g)
 	clear(buf[n:])
-	return img.readMapped(buf[:n], g, m)
+	// Runs of uniform state: the whole cluster, or subclusters.
+	for done := int64(0); done < n; {
+		m, err := img.classify(old.e, old.bm, done)
+		if err != nil {
+			return err
+		}
+		if m.kind == mapCompressed {
+			return img.readMapped(buf[:n], g, m)
+		}
+		if img.extL2 {
+			m.length = min(m.length, n-done) // one subcluster run
+		} else {
+			m.length = n - done
+		}
+		if err := img.readMapped(buf[done:done+m.length], g+done, m); err != nil {
+			return err
+		}
+		done += m.length
+	}
+	return nil
+}
+
+// l2Pair is an L2 entry with its subcluster bitmap (0 without extended L2).
+type l2Pair struct{ e, bm uint64 }
+
+// inPlace reports whether a cluster can be overwritten where it is: owned
+// by this image alone (copied flag), plain data, and with extended L2 every
+// subcluster allocated.
+func (img *Image) inPlace(e, bm uint64) bool {
+	if e&oflagCopied == 0 || e&oflagCompressed != 0 || e&l2OffsetMask == 0 {
+		return false
+	}
+	if img.extL2 {
+		return bm == allSubclustersAllocated
+	}
+	return e&oflagZero == 0
 }
 
 // linkClusters points L2 entries [l2i, l2i+len(olds)) of table l1i at the
 // new clusters from host and releases what the old entries held.
-func (img *Image) linkClusters(l1i, l2i, host int64, olds []uint64) error {
+func (img *Image) linkClusters(l1i, l2i, host int64, olds []l2Pair) error {
 	l2off, err := img.l2ForWrite(l1i)
 	if err != nil {
 		return err
@@ -197,7 +225,10 @@ func (img *Image) linkClusters(l1i, l2i, host int64, olds []uint64) error {
 	release := false
 	for i, old := range olds {
 		img.setL2Entry(e.data, l2i+int64(i), uint64(host+int64(i)*img.clusterSize)|oflagCopied)
-		if old&oflagCompressed != 0 || old&l2OffsetMask != 0 {
+		if img.extL2 {
+			img.setL2Bitmap(e.data, l2i+int64(i), allSubclustersAllocated)
+		}
+		if old.e&oflagCompressed != 0 || old.e&l2OffsetMask != 0 {
 			release = true
 		}
 	}
@@ -212,7 +243,7 @@ func (img *Image) linkClusters(l1i, l2i, host int64, olds []uint64) error {
 		return err
 	}
 	for _, old := range olds {
-		if err := img.releaseEntry(old); err != nil {
+		if err := img.releaseEntry(old.e); err != nil {
 			return err
 		}
 	}

@@ -120,7 +120,20 @@ func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) erro
 		}
 		released = released[:0]
 		for i := l2i; i < l2i+count; i++ {
-			old, _ := img.l2Entry(e.data, i)
+			old, obm := img.l2Entry(e.data, i)
+			if img.extL2 {
+				nw, nbm := img.zeroExtended(old, mode, unmap)
+				if nw == old && nbm == obm {
+					continue
+				}
+				img.setL2Entry(e.data, i, nw)
+				img.setL2Bitmap(e.data, i, nbm)
+				e.dirty = true
+				if old&oflagCompressed != 0 || (old&l2OffsetMask != 0 && nw&l2OffsetMask == 0) {
+					released = append(released, old)
+				}
+				continue
+			}
 			var nw uint64
 			switch {
 			case mode == modeEmpty:
@@ -159,6 +172,18 @@ func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) erro
 		off = next
 	}
 	return nil
+}
+
+// zeroExtended is zeroClusters' rule for extended L2 entries, where zero
+// state lives in the subcluster bitmap (bits 32-63) instead of bit 0.
+func (img *Image) zeroExtended(old uint64, mode zeroMode, unmap bool) (uint64, uint64) {
+	switch {
+	case mode == modeEmpty, mode == modeDiscard && img.backing == nil:
+		return 0, 0
+	case mode == modeZero && !unmap && old&oflagCompressed == 0 && old&l2OffsetMask != 0 && old&oflagCopied != 0:
+		return old, allSubclustersZero // keep the host cluster
+	}
+	return 0, allSubclustersZero
 }
 
 // BlockStatus describes the extent at off, following the backing chain for
