@@ -3,9 +3,18 @@
 //
 // Files by responsibility, as QEMU splits qcow2.c: header.go (header and
 // extensions), cache.go (bounded metadata cache), refcount.go (refcounts and
-// cluster allocation), cluster.go (L1/L2 mapping), image.go (open, read,
-// write), zero.go (discard, zeroes, block status), compress.go, snapshot.go,
-// check.go, create.go, info.go (resize, rebase, describe).
+// cluster allocation), cluster.go (L1/L2 mapping, extended L2 subclusters),
+// image.go (open, flush, close, read), write.go (in-place and allocating
+// writes, copy-on-write), zero.go (discard, zeroes, block status,
+// make-empty), compress.go, snapshot.go, check.go (check and refcount
+// rebuild), bitmap.go (bitmap references for check), create.go, info.go
+// (resize, rebase, describe).
+//
+// Crash consistency comes from write order: a new cluster's refcount is
+// in the refcount cache, its data is written, then its L2 entry is set;
+// dirty L2 tables are only written after the refcount blocks (with an
+// fsync barrier unless lazy refcounts), L2 tables before L1 entries, and
+// clusters are released only after the entry that dropped them is on disk.
 package qcow2
 
 import (

@@ -157,9 +157,18 @@ func TestReadQemuCompressed(t *testing.T) {
 // applied and deleted by qemu-img.
 func TestReadQemuSnapshots(t *testing.T) {
 	testutil.NeedTool(t, "qemu-img")
+	for _, opts := range []string{"compat=1.1", "compat=0.10", "extended_l2=on", "refcount_bits=2"} {
+		t.Run(opts, func(t *testing.T) {
+			t.Parallel()
+			snapshotInterop(t, opts)
+		})
+	}
+}
+
+func snapshotInterop(t *testing.T, opts string) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "s.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", path, "4M")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, path, "4M")
 	qemuIO(t, path, "qcow2", "write -P 0x55 0 64k")
 	run(t, "qemu-img", "snapshot", "-c", "snap1", path)
 	qemuIO(t, path, "qcow2", "write -P 0x66 0 4k", "write -P 0x77 1M 64k")
