@@ -279,3 +279,31 @@ func (vm *VM) RemoveIoeventfd(fd int, addr uint64, size uint32, pio bool, match 
 	}
 	return nil
 }
+
+// RouteToIOAPICPin makes gsi drive IOAPIC pin instead of the pin of the
+// same number, keeping its PIC route, and commits the routing table. A PC
+// uses it for the ISA timer: the PIT raises GSI 0, and the MADT's
+// interrupt source override says IRQ 0 is IOAPIC pin 2 (as on QEMU's pc).
+func (vm *VM) RouteToIOAPICPin(gsi, pin uint32) error {
+	if pin >= ioapicPins {
+		return fmt.Errorf("routing gsi %d: ioapic pin %d out of range", gsi, pin)
+	}
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	old, ok := vm.routes[gsi]
+	if !ok || old.msi {
+		return fmt.Errorf("routing gsi %d: not an irqchip route", gsi)
+	}
+	r := old
+	for i := 0; i < r.npins; i++ {
+		if r.pins[i][0] == irqchipIOAPIC {
+			r.pins[i][1] = pin
+		}
+	}
+	vm.routes[gsi] = r
+	if err := vm.commitRoutesLocked(); err != nil {
+		vm.routes[gsi] = old
+		return err
+	}
+	return nil
+}

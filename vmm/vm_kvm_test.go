@@ -32,6 +32,16 @@ func TestVMEventRouter(t *testing.T) {
 	if err := vm.CreateIRQChip(); err != nil {
 		t.Fatal(err)
 	}
+	// The ISA timer override: GSI 0 to IOAPIC pin 2, PIC pin 0 kept.
+	if err := vm.RouteToIOAPICPin(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if r := vm.routes[0]; r.npins != 2 || r.pins[0] != [2]uint32{irqchipPICMaster, 0} || r.pins[1] != [2]uint32{irqchipIOAPIC, 2} {
+		t.Fatalf("gsi 0 route %+v", r)
+	}
+	if vm.RouteToIOAPICPin(0, 24) == nil || vm.RouteToIOAPICPin(100, 2) == nil {
+		t.Fatal("bad pin or unknown gsi accepted")
+	}
 	g1, err := vm.AddMSIRoute(0xfee00000, 0x30)
 	if err != nil {
 		t.Fatal(err)

@@ -159,3 +159,24 @@ func TestIoeventfdSkipsTheVMM(t *testing.T) {
 		t.Fatalf("%d unclaimed PIO accesses, want 1", got)
 	}
 }
+
+// TestPITReachesIOAPICPin2: the in-kernel PIT's IRQ 0 arrives on IOAPIC
+// pin 2, where the MADT's interrupt source override tells the guest to
+// look for it.
+func TestPITReachesIOAPICPin2(t *testing.T) {
+	testutil.NeedKVM(t)
+	var out bytes.Buffer
+	m, err := New(Config{MemoryMiB: 16, KernelBytes: buildGuest(t, "pit-guest.S"), Serial: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if r, err := m.Run(ctx); err != nil || r != ExitPowerOff {
+		t.Fatalf("run: %v, %v (serial %q)", r, err, out.String())
+	}
+	if out.String() != "PIT" {
+		t.Fatalf("serial %q, want PIT from the pin 2 handler", out.String())
+	}
+}

@@ -211,6 +211,11 @@ func (m *Machine) setupPlatform() error {
 	if err := m.vm.MaskPIC(); err != nil {
 		return err
 	}
+	// ISA IRQ 0 (the PIT) is IOAPIC pin 2, as the MADT's interrupt source
+	// override says and as on QEMU's pc; KVM's default routes it to pin 0.
+	if err := m.vm.RouteToIOAPICPin(0, 2); err != nil {
+		return err
+	}
 	return m.vm.CreatePIT2()
 }
 

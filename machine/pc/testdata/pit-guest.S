@@ -1,0 +1,106 @@
+/*
+ * PIT interrupt test guest (TestPITReachesIOAPICPin2). A flat PVH ELF
+ * entered in 32-bit protected mode at CPL0. It points IOAPIC pin 2 (where
+ * the MADT's override puts ISA IRQ 0) at vector 0x30, enables the local
+ * APIC, starts PIT channel 0 at 1 kHz and halts with interrupts on. The
+ * vector 0x30 handler prints "PIT" and powers off; other vectors print '?'.
+ *
+ * Build: as --32 -o g.o pit-guest.S && ld -m elf_i386 -Ttext=0x100000 -e 0x100000 --oformat binary -o g.bin g.o
+ */
+	.intel_syntax noprefix
+	.set BASE, 0x100000
+	.text
+	.code32
+ehdr:	.byte 0x7f, 'E', 'L', 'F', 2, 1, 1, 0
+	.long 0, 0
+	.word 2, 62
+	.long 1
+	.long entry, 0
+	.long phdrs - ehdr, 0
+	.long 0, 0
+	.long 0
+	.word 64, 56, 2, 64, 0, 0
+phdrs:	.long 1, 7
+	.long 0, 0, BASE, 0, BASE, 0
+	.long file_end - ehdr, 0, file_end - ehdr, 0
+	.long 0x1000, 0
+	.long 4, 4
+	.long note - ehdr, 0, note, 0, note, 0
+	.long note_end - note, 0, note_end - note, 0
+	.long 4, 0
+note:	.long 4, 4, 18
+	.asciz "Xen"
+	.long entry
+note_end:
+
+entry:
+	mov esp, offset stack_top
+	lidt [idtr]
+	mov dword ptr [0xfec00000], 0x14	/* IOAPIC redirection entry 2, low */
+	mov dword ptr [0xfec00010], 0x30	/* vector 0x30, fixed, edge, unmasked */
+	mov dword ptr [0xfec00000], 0x15	/* high: destination APIC 0 */
+	mov dword ptr [0xfec00010], 0
+	mov dword ptr [0xfee000f0], 0x1ff	/* LAPIC software enable */
+	mov al, 0x34				/* PIT channel 0, lo/hi byte, mode 2 */
+	out 0x43, al
+	mov al, 0xa9				/* 1193 = 0x4a9: 1 kHz */
+	out 0x40, al
+	mov al, 0x04
+	out 0x40, al
+	sti
+1:	hlt
+	jmp 1b
+
+irq4:
+	mov dx, 0x3f8
+	mov al, 'P'
+	out dx, al
+	mov al, 'I'
+	out dx, al
+	mov al, 'T'
+	out dx, al
+	mov dx, 0x604
+	mov ax, 0x3400
+	out dx, ax
+2:	hlt
+	jmp 2b
+
+/* Vector v's stub prints '?' and v, then stops: an unexpected interrupt. */
+	.set v, 0
+stubs:
+	.rept 256
+	mov al, v
+	.byte 0xe9				/* jmp rel32, so every stub is 7 bytes */
+	.long other - (. + 4)
+	.set v, v + 1
+	.endr
+	.set STUB, 7
+other:
+	mov dx, 0x3f8
+	mov ah, al
+	mov al, '?'
+	out dx, al
+	mov al, ah
+	out dx, al
+3:	hlt
+	jmp 3b
+
+	.balign 8
+idt:
+	.set v, 0
+	.rept 256
+	.if v == 0x30
+	.word irq4 - ehdr + BASE & 0xffff, 0x10, 0x8e00, (irq4 - ehdr + BASE) >> 16
+	.else
+	.word stubs + v * STUB - ehdr + BASE & 0xffff, 0x10, 0x8e00, (stubs + v * STUB - ehdr + BASE) >> 16
+	.endif
+	.set v, v + 1
+	.endr
+idt_end:
+idtr:	.word idt_end - idt - 1
+	.long idt
+
+	.balign 16
+	.fill 1024, 1, 0
+stack_top:
+file_end:
