@@ -8,6 +8,7 @@ package serial
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // Register offsets from the base port.
@@ -76,9 +77,9 @@ type UART struct {
 	rx       []byte
 	irqLevel bool
 	// Dropped counts input bytes lost to a full FIFO (overrun).
-	Dropped uint64
+	Dropped atomic.Uint64
 	// Errors counts failed writes to the output.
-	Errors uint64
+	Errors atomic.Uint64
 }
 
 // New returns a UART writing transmitted bytes to out (nil discards) and
@@ -211,7 +212,7 @@ func (u *UART) writeReg(off uint64, v uint8) {
 			u.pushRx(v)
 		} else if u.out != nil {
 			if _, err := u.out.Write([]byte{v}); err != nil {
-				u.Errors++
+				u.Errors.Add(1)
 			}
 		}
 		// Transmission is instantaneous: THR is empty again at once.
@@ -247,7 +248,7 @@ func (u *UART) writeReg(off uint64, v uint8) {
 func (u *UART) pushRx(b byte) {
 	if len(u.rx) >= fifoSize {
 		u.lsr |= lsrOE
-		u.Dropped++
+		u.Dropped.Add(1)
 		return
 	}
 	u.rx = append(u.rx, b)

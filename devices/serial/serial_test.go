@@ -135,8 +135,8 @@ func TestFeedWaitsForRoom(t *testing.T) {
 		}
 	}
 	close(done)
-	if len(got) != 40 || u.Dropped != 0 {
-		t.Fatalf("got %d bytes, dropped %d", len(got), u.Dropped)
+	if len(got) != 40 || u.Dropped.Load() != 0 {
+		t.Fatalf("got %d bytes, dropped %d", len(got), u.Dropped.Load())
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
