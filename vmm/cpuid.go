@@ -279,8 +279,8 @@ func GuestCPUID(host []CPUIDEntry, id int, c CPUIDConfig) []CPUIDEntry {
 		if e.Function == 0xd && hideXsave {
 			continue // no XSAVE state components without XSAVE
 		}
-		if e.Function == 0xb {
-			continue // rebuilt below
+		if e.Function == 0xb || e.Function == 0x1f {
+			continue // topology: 0xB is rebuilt below, 0x1F (v2) left out
 		}
 		es = append(es, e)
 	}
@@ -310,6 +310,10 @@ func GuestCPUID(host []CPUIDEntry, id int, c CPUIDConfig) []CPUIDEntry {
 		case 4:
 			// Cores per package minus one in EAX[31:26].
 			e.EAX = e.EAX&0x03ffffff | uint32((cpus-1)&0x3f)<<26
+		case 0x80000008:
+			// AMD: cores per package minus one in ECX[7:0], APIC id bits
+			// for the core in ECX[15:12].
+			e.ECX = e.ECX&^0xf0ff | uint32((cpus-1)&0xff) | shift<<12
 		}
 	}
 	if c.PVM {

@@ -13,6 +13,8 @@ func hostCPUID() []CPUIDEntry {
 		{Function: 0xd, Index: 0, Flags: cpuidFlagSignificantIndex, EAX: 7, EBX: 0x340},
 		{Function: 0xd, Index: 1, Flags: cpuidFlagSignificantIndex, EAX: 1},
 		{Function: 0x80000001, ECX: 1, EDX: 1<<26 | 1<<27},
+		{Function: 0x80000008, EAX: 0x3030, ECX: 0x7001},
+		{Function: 0x1f, Index: 0, Flags: cpuidFlagSignificantIndex, EAX: 1, EBX: 2},
 	}
 }
 
@@ -60,6 +62,12 @@ func TestGuestCPUIDPVM(t *testing.T) {
 	}
 	if l4 := find(es, 4, 0); l4.EAX>>26 != 3 {
 		t.Errorf("leaf 4 cores %d, want 3 (=4-1)", l4.EAX>>26)
+	}
+	if e := find(es, 0x80000008, 0); e.ECX&0xff != 3 || (e.ECX>>12)&0xf != 2 || e.EAX != 0x3030 {
+		t.Errorf("leaf 0x80000008 %+v: want 4 cores, 2 APIC id bits", e)
+	}
+	if find(es, 0x1f, 0) != nil {
+		t.Error("leaf 0x1f kept with the host's topology")
 	}
 	// The host table is not modified.
 	if host[1].ECX&(1<<13) == 0 {
