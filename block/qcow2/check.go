@@ -74,6 +74,7 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 	img := s.img
 	cs := img.clusterSize
 	for i, ent := range l1 {
+		nextContiguous := int64(0) // fragmentation as QEMU counts it, per L2 table
 		l2off := int64(ent & l1OffsetMask)
 		if l2off == 0 {
 			continue
@@ -100,8 +101,10 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 				}
 				s.ref(off, size, "compressed cluster")
 				if active {
+					// Compressed clusters count as fragmented by nature.
 					s.res.CompressedClusters++
 					s.res.AllocatedClusters++
+					s.res.FragmentedClusters++
 				}
 				continue
 			}
@@ -114,8 +117,12 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 				continue
 			}
 			s.ref(host, cs, "data cluster")
-			if active && l2e&oflagZero == 0 {
+			if active {
 				s.res.AllocatedClusters++
+				if nextContiguous != 0 && host != nextContiguous {
+					s.res.FragmentedClusters++
+				}
+				nextContiguous = host + cs
 			}
 		}
 	}

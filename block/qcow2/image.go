@@ -67,6 +67,8 @@ type Image struct {
 	// every allocation. A data cluster at or beyond it is corrupt metadata
 	// (refused rather than letting a write grow a huge sparse file).
 	fileEnd atomic.Int64
+	// size mirrors hdr.size for lock-free range checks; written under mu.
+	size atomic.Int64
 
 	bufPool sync.Pool // cluster-sized []byte
 }
@@ -113,6 +115,7 @@ func openFile(f *os.File, path string, opts block.Options) (*Image, error) {
 	}
 	img.idle = sync.NewCond(&img.mu)
 	img.fileEnd.Store(st.Size())
+	img.size.Store(int64(h.size))
 	img.l2EntryShift = h.l2EntryBits()
 	img.l2Entries = img.clusterSize >> img.l2EntryShift
 	img.rbEntries = img.clusterSize * 8 / int64(img.rcBits)
@@ -309,9 +312,7 @@ func (img *Image) Close() error {
 
 // Size is the virtual disk size.
 func (img *Image) Size() int64 {
-	img.mu.Lock()
-	defer img.mu.Unlock()
-	return int64(img.hdr.size)
+	return img.size.Load()
 }
 
 func (img *Image) Format() string       { return "qcow2" }

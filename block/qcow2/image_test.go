@@ -270,3 +270,22 @@ func TestSmallCache(t *testing.T) {
 	qemuCheck(t, path, false)
 	assertEqual(t, "qemu-img convert", qemuRaw(t, path), model)
 }
+
+// TestNoAllocsOnHotPath: reads and in-place writes of allocated clusters
+// allocate nothing.
+func TestNoAllocsOnHotPath(t *testing.T) {
+	img, _ := mustCreate(t, block.CreateOptions{Size: 8 << 20})
+	defer img.Close()
+	buf := make([]byte, 4096)
+	for off := int64(0); off < img.Size(); off += 65536 {
+		img.WriteAt(buf, off)
+	}
+	off := int64(0)
+	if n := testing.AllocsPerRun(200, func() {
+		off = (off + 69632) % (img.Size() - 4096)
+		img.ReadAt(buf, off)
+		img.WriteAt(buf, off)
+	}); n != 0 {
+		t.Fatalf("%v allocations per read+write", n)
+	}
+}

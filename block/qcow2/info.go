@@ -44,6 +44,7 @@ func (img *Image) Resize(newSize int64) error {
 		return fmt.Errorf("writing virtual size: %w", err)
 	}
 	img.hdr.size = uint64(newSize)
+	img.size.Store(newSize)
 	return img.barrier()
 }
 

@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -109,6 +110,21 @@ func compareWithQemu(t *testing.T, path string) {
 	res, err := img.Check(block.RepairNone)
 	if err != nil || res.Corruptions != 0 || res.Leaks != 0 {
 		t.Fatalf("own check of a qemu image: %+v %v %v", res, err, res.Messages)
+	}
+	compareCheckStats(t, path, res)
+}
+
+// compareCheckStats: the statistics qemu-img check prints must match ours.
+func compareCheckStats(t *testing.T, path string, res block.CheckResult) {
+	t.Helper()
+	out, _ := exec.Command("qemu-img", "check", "-U", "--output=json", path).Output()
+	var q block.CheckResult
+	if err := json.Unmarshal(out, &q); err != nil {
+		t.Fatalf("qemu-img check json: %v\n%s", err, out)
+	}
+	if q.ImageEndOffset != res.ImageEndOffset || q.TotalClusters != res.TotalClusters || q.AllocatedClusters != res.AllocatedClusters ||
+		q.FragmentedClusters != res.FragmentedClusters || q.CompressedClusters != res.CompressedClusters {
+		t.Fatalf("check statistics differ from qemu-img's:\nqemu   %+v\npetrel %+v", q, res)
 	}
 }
 

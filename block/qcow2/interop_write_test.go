@@ -55,6 +55,7 @@ func TestWriteInterop(t *testing.T) {
 			if err != nil || res.Corruptions != 0 || res.Leaks != 0 {
 				t.Fatalf("own check: %+v %v %v", res, err, res.Messages)
 			}
+			compareCheckStats(t, path, res)
 		})
 	}
 }

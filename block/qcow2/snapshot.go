@@ -442,6 +442,7 @@ func (img *Image) ApplySnapshot(nameOrID string) error {
 			return err
 		}
 		img.hdr.size = sn.diskSize
+		img.size.Store(int64(sn.diskSize))
 	}
 	img.freeByte = 0
 	return img.flushLocked()

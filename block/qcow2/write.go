@@ -171,7 +171,7 @@ func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) err
 // described by its old L2 entry.
 func (img *Image) cowRead(buf []byte, g int64, old l2Pair) error {
 	// The last cluster may extend beyond the virtual size.
-	n := min(int64(len(buf)), int64(img.hdr.size)-g)
+	n := min(int64(len(buf)), img.Size()-g)
 	clear(buf[n:])
 	// Runs of uniform state: the whole cluster, or subclusters.
 	for done := int64(0); done < n; {
