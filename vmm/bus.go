@@ -42,6 +42,9 @@ type Bus struct {
 
 	// Unhandled counts accesses that hit no device.
 	Unhandled atomic.Uint64
+	// OnUnhandled, when set before the bus is used, is told of each access
+	// no device claimed (for a rate-limited log); it runs on the vCPU thread.
+	OnUnhandled func(addr uint64, size int, write bool)
 }
 
 // Insert maps [base, base+size) to dev.
@@ -128,6 +131,9 @@ func (b *Bus) Read(addr uint64, data []byte) bool {
 			data[i] = 0xff
 		}
 		b.Unhandled.Add(1)
+		if b.OnUnhandled != nil {
+			b.OnUnhandled(addr, len(data), false)
+		}
 		return false
 	}
 	r.dev.Read(r.base, addr-r.base, data)
@@ -139,6 +145,9 @@ func (b *Bus) Write(addr uint64, data []byte) bool {
 	r, ok := b.find(addr, len(data))
 	if !ok {
 		b.Unhandled.Add(1)
+		if b.OnUnhandled != nil {
+			b.OnUnhandled(addr, len(data), true)
+		}
 		return false
 	}
 	r.dev.Write(r.base, addr-r.base, data)

@@ -137,3 +137,21 @@ func TestBusConcurrentInsert(t *testing.T) {
 	}
 	<-done
 }
+
+func TestBusOnUnhandled(t *testing.T) {
+	var b Bus
+	var got []uint64
+	b.OnUnhandled = func(addr uint64, size int, write bool) {
+		if write {
+			addr |= 1 << 63
+		}
+		got = append(got, addr, uint64(size))
+	}
+	b.Insert(0x10, 1, &recDev{})
+	b.Read(0x20, make([]byte, 2))
+	b.Write(0x30, []byte{1})
+	b.Write(0x10, []byte{1}) // claimed: not reported
+	if len(got) != 4 || got[0] != 0x20 || got[1] != 2 || got[2] != 1<<63|0x30 || got[3] != 1 {
+		t.Fatalf("reported %x", got)
+	}
+}

@@ -154,6 +154,8 @@ func New(cfg Config) (m *Machine, err error) {
 	m.logf = func(string, ...any) {}
 	if cfg.Log != nil {
 		m.logf = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "petrel: "+f+"\n", a...) }
+		m.pio.OnUnhandled = (&oddLog{what: "port", logf: m.logf}).note
+		m.mmio.OnUnhandled = (&oddLog{what: "mmio", logf: m.logf}).note
 	}
 	built := m
 	defer func() {

@@ -131,3 +131,19 @@ func TestExitReasonString(t *testing.T) {
 		t.Fatal("ExitReason names")
 	}
 }
+
+func TestOddLogIsRateLimited(t *testing.T) {
+	var lines []string
+	o := &oddLog{what: "port", logf: func(f string, a ...any) { lines = append(lines, f) }}
+	for i := 0; i < 100; i++ {
+		o.note(0x99, 1, i%2 == 0)
+	}
+	if len(lines) != oddBurst {
+		t.Fatalf("%d lines for 100 accesses in a burst, want %d", len(lines), oddBurst)
+	}
+	o.window = o.window.Add(-2 * time.Second) // a second later
+	o.note(0x99, 1, false)
+	if len(lines) != oddBurst+2 {
+		t.Fatalf("after the window: %d lines, want the suppressed count and the new access", len(lines))
+	}
+}

@@ -1,0 +1,42 @@
+package pc
+
+import (
+	"sync"
+	"time"
+)
+
+// oddLog logs accesses no device claimed, at most oddBurst lines per
+// second, then a count of the ones it left out (STYLE: devices never fail
+// the VM; a counter and a rate-limited line record the odd access).
+type oddLog struct {
+	mu         sync.Mutex
+	what       string
+	logf       func(string, ...any)
+	window     time.Time
+	n          int
+	suppressed int
+}
+
+const oddBurst = 10
+
+func (o *oddLog) note(addr uint64, size int, write bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := time.Now()
+	if now.Sub(o.window) >= time.Second {
+		if o.suppressed > 0 {
+			o.logf("%d more unclaimed %s accesses not shown", o.suppressed, o.what)
+		}
+		o.window, o.n, o.suppressed = now, 0, 0
+	}
+	if o.n >= oddBurst {
+		o.suppressed++
+		return
+	}
+	o.n++
+	dir := "read"
+	if write {
+		dir = "write"
+	}
+	o.logf("unclaimed %s %s of %d byte(s) at %#x", o.what, dir, size, addr)
+}
