@@ -22,11 +22,11 @@ fi
 files=(-files "tools/initramfs/petrel-init:bin/petrel-init")
 moddir=$(ls -d "$kroot"/lib/modules/*/kernel 2>/dev/null | head -n1 || true)
 if [[ -n "$moddir" ]]; then
-  for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_pci_legacy_dev \
+  for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev \
            drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk; do
     f="$moddir/$m.ko"
     if [[ -f "$f" ]]; then
-      files+=(-files "$(realpath "$f"):lib/modules/$(basename "$f")")
+      files+=(-files "$(realpath "$f"):lib/petrel/$(basename "$f")")
     fi
   done
 else
