@@ -326,3 +326,25 @@ func TestSerialInputEcho(t *testing.T) {
 		t.Fatalf("echo %q, want %q", out, want)
 	}
 }
+
+func TestRAMAbove3GiBStartsAt4GiB(t *testing.T) {
+	testutil.NeedKVM(t)
+	m, err := New(Config{MemoryMiB: 5 << 10, KernelBytes: pvhELF(hlt, 0x100000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rs := m.Memory().Regions()
+	if len(rs) != 2 || rs[0].GPA != 0 || len(rs[0].Host) != 3<<30 || rs[1].GPA != 4<<30 || len(rs[1].Host) != 2<<30 {
+		t.Fatalf("regions %d: want [0, 3G) and [4G, 6G)", len(rs))
+	}
+	if err := m.Memory().PutUint64(6<<30-8, 42); err != nil {
+		t.Fatalf("last word of RAM: %v", err)
+	}
+	if _, err := m.Memory().Uint64(3 << 30); err == nil {
+		t.Fatal("the PCI hole is backed by RAM")
+	}
+	if _, guest, _ := m.ResidentMemory(); guest > 2<<20 {
+		t.Fatalf("%d KiB of a 5 GiB guest resident before it ran", guest>>10)
+	}
+}
