@@ -243,20 +243,17 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 		}
 	}
 	res.ImageEndOffset = (last + 1) * cs
-	copiedBad, err := img.fixCopiedFlags(false)
+	copiedBad, err := img.fixCopiedFlags(false, &res.Messages)
 	if err != nil {
 		return res, err
 	}
-	if copiedBad > 0 {
-		res.Corruptions += copiedBad
-		res.Messages = append(res.Messages, fmt.Sprintf("ERROR %d L1/L2 entries with a wrong OFLAG_COPIED", copiedBad))
-	}
+	res.Corruptions += copiedBad
 	switch {
 	case mode == block.RepairAll && (res.Corruptions > 0 || res.Leaks > 0):
 		if err := img.rebuildRefcounts(); err != nil {
 			return res, fmt.Errorf("rebuilding refcounts: %w", err)
 		}
-		if _, err := img.fixCopiedFlags(true); err != nil {
+		if _, err := img.fixCopiedFlags(true, nil); err != nil {
 			return res, err
 		}
 		if err := img.flushLocked(); err != nil {
@@ -292,8 +289,14 @@ func (img *Image) recheck(res *block.CheckResult) (block.CheckResult, error) {
 }
 
 // fixCopiedFlags compares (and with fix, corrects) the copied flag of every
-// active L1 and L2 entry against refcount == 1.
-func (img *Image) fixCopiedFlags(fix bool) (int, error) {
+// active L1 and L2 entry against refcount == 1, reporting each mismatch in
+// msgs (when not nil) with qemu-img's wording.
+func (img *Image) fixCopiedFlags(fix bool, msgs *[]string) (int, error) {
+	report := func(format string, a ...any) {
+		if msgs != nil {
+			*msgs = append(*msgs, fmt.Sprintf(format, a...))
+		}
+	}
 	bad := 0
 	cs := img.clusterSize
 	for i, ent := range img.l1 {
@@ -311,6 +314,7 @@ func (img *Image) fixCopiedFlags(fix bool) (int, error) {
 		}
 		if want != ent {
 			bad++
+			report("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", i, ent, rc)
 			if fix {
 				img.l1[i] = want
 				if err := img.writeL1Entry(int64(i)); err != nil {
@@ -338,6 +342,7 @@ func (img *Image) fixCopiedFlags(fix bool) (int, error) {
 			}
 			if want != l2e {
 				bad++
+				report("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", l2e, rc)
 				if fix {
 					img.setL2Entry(e.data, j, want)
 					e.dirty = true

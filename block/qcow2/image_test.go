@@ -289,3 +289,35 @@ func TestNoAllocsOnHotPath(t *testing.T) {
 		t.Fatalf("%v allocations per read+write", n)
 	}
 }
+
+// TestCheckCopiedFlag: a data entry whose copied flag disagrees with its
+// refcount is a corruption for qemu-img and for us; RepairAll sets it.
+func TestCheckCopiedFlag(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20})
+	img.WriteAt([]byte("data"), 0)
+	l2off := int64(img.l1[0] & l1OffsetMask)
+	img.Close()
+	f, _ := os.OpenFile(path, os.O_RDWR, 0)
+	var b [8]byte
+	f.ReadAt(b[:], l2off)
+	b[0] &^= 0x80 // clear bit 63 of L2 entry 0
+	f.WriteAt(b[:], l2off)
+	f.Close()
+	out, _ := runAllowFail("qemu-img", "check", path)
+	if !strings.Contains(out, "ERROR OFLAG_COPIED data cluster") {
+		t.Fatalf("qemu-img does not see the damage:\n%s", out)
+	}
+	img, err := Open(path, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := img.Check(block.RepairNone)
+	if err != nil || res.Corruptions != 1 || !strings.Contains(strings.Join(res.Messages, "\n"), "ERROR OFLAG_COPIED data cluster") {
+		t.Fatalf("check: %+v %v", res, err)
+	}
+	if res, err = img.Check(block.RepairAll); err != nil || res.Corruptions != 0 || res.CorruptionsFixed != 1 {
+		t.Fatalf("repair: %+v %v", res, err)
+	}
+	img.Close()
+	qemuCheck(t, path, false)
+}

@@ -343,9 +343,8 @@ func (img *Image) CreateSnapshot(name string) error {
 	if name == "" || len(name) > 65535 {
 		return errors.New("invalid snapshot name")
 	}
-	if findSnapshot(snaps, name) >= 0 && snaps[findSnapshot(snaps, name)].name == name {
-		return fmt.Errorf("a snapshot named %q already exists", name)
-	}
+	// Like QEMU, names need not be unique (IDs are); name lookups find
+	// the first.
 	if len(snaps) >= maxSnapshots {
 		return errors.New("too many snapshots")
 	}
@@ -382,7 +381,7 @@ func (img *Image) CreateSnapshot(name string) error {
 		l1Off: uint64(l1Off), l1Size: uint32(len(img.l1)),
 		id: strconv.Itoa(maxID + 1), name: name,
 		dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
-		diskSize: img.hdr.size, icount: ^uint64(0),
+		diskSize: img.hdr.size, icount: 0, // qemu-img writes 0
 	})
 	return img.writeSnapshots(snaps, oldSize)
 }
