@@ -53,7 +53,7 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	fs.StringVar(&cpu, "cpu", "host", "CPU model: host[,+feature,-feature]")
 	fs.StringVar(&boot, "boot-protocol", "auto", "auto, pvh or linux64")
 	fs.StringVar(&kcache, "kernel-cache", "", "directory caching decompressed kernels (default: user cache dir)")
-	fs.Var(&disks, "disk", "FILE[,readonly=on,cache=none|writeback,format=qcow2|qed|raw,serial=STR,id=NAME] (repeatable)")
+	fs.Var(&disks, "disk", "FILE[,readonly=on,cache=none|writeback|unsafe,format=qcow2|qed|raw,serial=STR,id=NAME] (repeatable)")
 	fs.Var(&drives, "drive", "file=FILE,if=virtio[,format=,readonly=on,cache=,id=,serial=] (repeatable)")
 	fs.StringVar(&o.serial, "serial", "stdio", "COM1: stdio, none or file:PATH")
 	fs.StringVar(&o.qmp, "qmp", "", "QMP server: unix:PATH,server[,wait=off] or stdio")
@@ -206,11 +206,13 @@ func parseDisk(s string, qemuDrive bool) (pc.DiskConfig, error) {
 		case "cache":
 			switch v {
 			case "none", "directsync":
-				d.DirectIO = true
-			case "writeback", "writethrough", "unsafe":
-				d.DirectIO = false
+				d.DirectIO, d.NoSync = true, false
+			case "writeback", "writethrough":
+				d.DirectIO, d.NoSync = false, false
+			case "unsafe":
+				d.DirectIO, d.NoSync = false, true
 			default:
-				return d, fmt.Errorf("disk %q: cache %q: want none or writeback", s, v)
+				return d, fmt.Errorf("disk %q: cache %q: want none, writeback or unsafe", s, v)
 			}
 		case "serial":
 			d.Serial = v

@@ -39,13 +39,13 @@ func (n *blockNode) info() qmp.BlockInfo {
 }
 
 // openNode opens an image and records it under name.
-func (m *Machine) openNode(name, path, format string, readOnly, direct bool) (*blockNode, error) {
+func (m *Machine) openNode(name, path, format string, readOnly, direct, noSync bool) (*blockNode, error) {
 	m.blockMu.Lock()
 	defer m.blockMu.Unlock()
 	if _, dup := m.nodes[name]; dup {
 		return nil, fmt.Errorf("duplicate node name '%s'", name)
 	}
-	img, err := block.Open(path, block.Options{ReadOnly: readOnly, Format: format, DirectIO: direct})
+	img, err := block.Open(path, block.Options{ReadOnly: readOnly, Format: format, DirectIO: direct, NoSync: noSync})
 	if err != nil {
 		return nil, fmt.Errorf("opening disk %s: %w", path, err)
 	}
@@ -79,7 +79,7 @@ func (m *Machine) BlockdevAdd(req qmp.BlockdevAddRequest) error {
 	if req.NodeName == "" {
 		return qmp.Errorf("blockdev-add needs a node-name")
 	}
-	if _, err := m.openNode(req.NodeName, req.Filename, req.Driver, req.ReadOnly, req.Direct); err != nil {
+	if _, err := m.openNode(req.NodeName, req.Filename, req.Driver, req.ReadOnly, req.Direct, false); err != nil {
 		return qmp.Errorf("%v", err)
 	}
 	return nil

@@ -66,6 +66,7 @@ type DiskConfig struct {
 	ReadOnly bool
 	Format   string // "" probes
 	DirectIO bool   // cache=none
+	NoSync   bool   // cache=unsafe: flushes skip fsync
 	Serial   string
 	ID       string
 }

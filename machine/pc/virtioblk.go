@@ -50,7 +50,7 @@ func (m *Machine) attachDisks() error {
 		if name == "" {
 			name = fmt.Sprintf("disk%d", i)
 		}
-		n, err := m.openNode(name, d.Path, d.Format, d.ReadOnly, d.DirectIO)
+		n, err := m.openNode(name, d.Path, d.Format, d.ReadOnly, d.DirectIO, d.NoSync)
 		if err != nil {
 			return err
 		}
@@ -96,7 +96,7 @@ func addVirtioBlkQMP(m *Machine, req qmp.DeviceAddRequest, slot int) error {
 			name = fmt.Sprintf("slot%d", slot)
 		}
 		var err error
-		if n, err = m.openNode("#"+name, file, str("format"), ro, false); err != nil {
+		if n, err = m.openNode("#"+name, file, str("format"), ro, false, false); err != nil {
 			return err
 		}
 		owned = true
