@@ -4,7 +4,20 @@
 // note, the Linux 64-bit boot protocol for a bzImage).
 //
 //	m, err := pc.New(pc.Config{MemoryMiB: 256, Kernel: "guest.elf", Serial: &out})
-//	reason, err := m.Run(ctx)
+//	defer m.Close()
+//	reason, err := m.Run(ctx) // ExitPowerOff, ExitReset, ExitStopped, ...
+//
+// Run returns a non-nil error with the vCPU registers for a triple fault,
+// an entry failure or a KVM internal error. Shutdown, Pause/Resume and the
+// qmp.Machine methods work from any goroutine while Run runs. Other
+// packages reach the parts through VM() (event router, MSI, IRQ lines,
+// memory slots), Memory(), PIO()/MMIO() (buses), PCI(), Serial(), GPE(),
+// Hotplug(), VCPUs() (exit counters) and AddPCIDevice.
+//
+// Layout (docs/ARCHITECTURE.md): RAM below 3 GiB and from 4 GiB; e820
+// reserves 0x9fc00-0xfffff (ACPI tables at 0xe0000) and 0xfc000000-4 GiB
+// (IOAPIC, LAPIC, KVM's TSS and identity-map pages). The 8259s are left
+// masked and ISA IRQ 0 is routed to IOAPIC pin 2, as the MADT says.
 package pc
 
 import (
