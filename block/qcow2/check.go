@@ -16,11 +16,8 @@ func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	if mode != block.RepairNone && img.readOnly {
 		return block.CheckResult{}, errReadOnly
 	}
-	img.mu.Lock()
-	defer img.mu.Unlock()
-	for len(img.inflight) > 0 {
-		img.idle.Wait()
-	}
+	img.quiesce()
+	defer img.unquiesce()
 	return img.check(mode)
 }
 

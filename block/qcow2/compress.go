@@ -149,11 +149,8 @@ func (img *Image) WriteCompressed(p []byte, off int64) error {
 		_, err := img.WriteAt(p, off)
 		return err
 	}
-	img.mu.Lock()
-	defer img.mu.Unlock()
-	for len(img.inflight) > 0 {
-		img.idle.Wait()
-	}
+	img.quiesce()
+	defer img.unquiesce()
 	hostOff, err := img.allocBytes(int64(len(data)))
 	if err != nil {
 		return err

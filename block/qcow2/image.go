@@ -33,7 +33,8 @@ const defaultCacheSize = 1 << 20
 // Image is an open qcow2 image.
 //
 // Locking: mu guards all metadata (header, L1, refcount table, both caches,
-// inflight). Data I/O runs without mu on host ranges resolved under it.
+// inflight). Data I/O runs without mu on host ranges resolved under it,
+// inside gate's shared lock.
 // Guest clusters being allocated are listed in inflight so that a second
 // writer to the same cluster waits instead of allocating twice.
 type Image struct {
@@ -51,6 +52,11 @@ type Image struct {
 	rcBits       uint32
 	rbEntries    int64 // refcount entries per refcount block
 
+	// gate is held shared by every ReadAt/WriteAt for its whole duration
+	// and exclusively by operations that must see no I/O in flight
+	// (snapshots, discard, resize, check, compressed writes, close).
+	// Lock order: gate before mu.
+	gate         sync.RWMutex
 	mu           sync.Mutex
 	hdr          *header
 	l1           []uint64
@@ -60,7 +66,6 @@ type Image struct {
 	freeByte     int64 // next free byte for compressed data (0: none)
 	dirtyMarked  bool  // the dirty bit is set on disk (lazy refcounts)
 	inflight     map[int64]chan struct{}
-	idle         *sync.Cond // signalled when inflight empties
 	scratchTable []byte
 	closed       bool
 	// fileEnd bounds valid data offsets: the file size at open, raised by
@@ -113,7 +118,6 @@ func openFile(f *os.File, path string, opts block.Options) (*Image, error) {
 		rcBits: 1 << h.refcountOrder, extL2: h.incompat&incompatExtendedL2 != 0,
 		inflight: map[int64]chan struct{}{},
 	}
-	img.idle = sync.NewCond(&img.mu)
 	img.fileEnd.Store(st.Size())
 	img.size.Store(int64(h.size))
 	img.l2EntryShift = h.l2EntryBits()
@@ -290,13 +294,10 @@ func (img *Image) Flush() error {
 
 // Close flushes, clears the dirty bit and closes the file and backing chain.
 func (img *Image) Close() error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.quiesce()
+	defer img.unquiesce()
 	if img.closed {
 		return nil
-	}
-	for len(img.inflight) > 0 {
-		img.idle.Wait()
 	}
 	img.closed = true
 	var errs []error
@@ -337,11 +338,24 @@ func (img *Image) checkRange(off, n int64) error {
 	return nil
 }
 
+// quiesce waits until no read or write is in flight and takes img.mu.
+func (img *Image) quiesce() {
+	img.gate.Lock()
+	img.mu.Lock()
+}
+
+func (img *Image) unquiesce() {
+	img.mu.Unlock()
+	img.gate.Unlock()
+}
+
 // ReadAt reads guest data; unallocated ranges come from the backing file.
 func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	if err := img.checkRange(off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	img.gate.RLock()
+	defer img.gate.RUnlock()
 	done := 0
 	for done < len(p) {
 		img.mu.Lock()

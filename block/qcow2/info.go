@@ -17,11 +17,8 @@ func (img *Image) Resize(newSize int64) error {
 	if newSize < 0 || newSize%512 != 0 {
 		return fmt.Errorf("invalid size %d: must be a non-negative multiple of 512", newSize)
 	}
-	img.mu.Lock()
-	defer img.mu.Unlock()
-	for len(img.inflight) > 0 {
-		img.idle.Wait()
-	}
+	img.quiesce()
+	defer img.unquiesce()
 	if img.hdr.nbSnapshots > 0 {
 		return errors.New("can't resize an image which has snapshots")
 	}

@@ -301,19 +301,16 @@ func (img *Image) Snapshots() ([]block.SnapshotInfo, error) {
 	return out, nil
 }
 
-// lockForSnapshot takes img.mu with no allocating write in flight and
-// returns the current table.
+// lockForSnapshot quiesces the image (no I/O in flight, img.mu held) and
+// returns the current table; callers unquiesce.
 func (img *Image) lockForSnapshot() ([]snapshot, int64, error) {
 	if img.readOnly {
 		return nil, 0, errReadOnly
 	}
-	img.mu.Lock()
-	for len(img.inflight) > 0 {
-		img.idle.Wait()
-	}
+	img.quiesce()
 	snaps, size, err := img.readSnapshots()
 	if err != nil {
-		img.mu.Unlock()
+		img.unquiesce()
 		return nil, 0, err
 	}
 	return snaps, size, nil
@@ -339,7 +336,7 @@ func (img *Image) CreateSnapshot(name string) error {
 	if err != nil {
 		return err
 	}
-	defer img.mu.Unlock()
+	defer img.unquiesce()
 	if name == "" || len(name) > 65535 {
 		return errors.New("invalid snapshot name")
 	}
@@ -392,7 +389,7 @@ func (img *Image) ApplySnapshot(nameOrID string) error {
 	if err != nil {
 		return err
 	}
-	defer img.mu.Unlock()
+	defer img.unquiesce()
 	i := findSnapshot(snaps, nameOrID)
 	if i < 0 {
 		return fmt.Errorf("snapshot %q not found", nameOrID)
@@ -453,7 +450,7 @@ func (img *Image) DeleteSnapshot(nameOrID string) error {
 	if err != nil {
 		return err
 	}
-	defer img.mu.Unlock()
+	defer img.unquiesce()
 	i := findSnapshot(snaps, nameOrID)
 	if i < 0 {
 		return fmt.Errorf("snapshot %q not found", nameOrID)

@@ -18,6 +18,8 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	if err := img.checkRange(off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	img.gate.RLock()
+	defer img.gate.RUnlock()
 	done := 0
 	for done < len(p) {
 		cur := off + int64(done)
@@ -108,9 +110,6 @@ func (img *Image) allocWrite(p []byte, off int64) (int, error) {
 			delete(img.inflight, c0+i)
 		}
 		close(ch)
-		if len(img.inflight) == 0 {
-			img.idle.Broadcast()
-		}
 		img.mu.Unlock()
 	}()
 	if err != nil {

@@ -91,11 +91,8 @@ const (
 // they held are released.
 func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) error {
 	discard := mode != modeZero
-	img.mu.Lock()
-	defer img.mu.Unlock()
-	for len(img.inflight) > 0 {
-		img.idle.Wait()
-	}
+	img.quiesce()
+	defer img.unquiesce()
 	v3 := img.hdr.version >= 3
 	cs := img.clusterSize
 	var released []uint64
