@@ -16,6 +16,7 @@ dir=${BENCH_DIR:-$(mktemp -d /tmp/petrel-bench-img.XXXXXX)}
 mkdir -p "$dir"
 size_mb=${BENCH_SIZE:-1024}
 
+RUNS=${BENCH_RUNS:-3}
 now() { date +%s.%N; }
 # timed CMD...: run CMD quietly, print its wall time in seconds.
 timed() {
@@ -29,13 +30,26 @@ timed() {
 line() { # name petrel_seconds qemu_seconds
   printf '%-34s petrel %8.3fs  qemu-img %8.3fs  ratio %5.2f\n' "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"
 }
-# compare NAME ARGS...: time `petrel img ARGS` and `qemu-img ARGS`.
+fmin() { if (( $(echo "$1 < $2" | bc -l) )); then echo "$1"; else echo "$2"; fi; }
+# pair NAME SETUP QCMD PCMD: RUNS alternating runs of the qemu-img and the
+# Petrel command (each after SETUP, untimed); prints the best time of each.
+# The machine is shared, so the best of a few runs is the fair figure.
+pair() {
+  local name=$1 setup=$2 qcmd=$3 pcmd=$4 q=999999 p=999999 i
+  for ((i = 0; i < RUNS; i++)); do
+    eval "$setup"
+    q=$(fmin "$q" "$(eval "timed $qcmd")")
+    eval "$setup"
+    p=$(fmin "$p" "$(eval "timed $pcmd")")
+  done
+  line "$name" "$p" "$q"
+}
+# compare NAME ARGS...: `petrel img ARGS` against `qemu-img ARGS`.
 compare() {
   local name=$1; shift
-  local q p
-  q=$(timed qemu-img "$@")
-  p=$(timed "$PETREL" img "$@")
-  line "$name" "$p" "$q"
+  local args
+  args=$(printf '%q ' "$@")
+  pair "$name" : "qemu-img $args" "\"\$PETREL\" img $args"
 }
 
 echo "== generating a ${size_mb} MiB image with mixed data in $dir"
@@ -56,19 +70,17 @@ for ((i = 0; i < size_mb / 4; i++)); do
 done
 sync
 
-echo "== convert"
-q=$(timed qemu-img convert -O qcow2 "$src" "$dir/q.qcow2")
-p=$(timed "$PETREL" img convert -O qcow2 "$src" "$dir/p.qcow2")
-line "convert raw->qcow2 (${size_mb} MiB)" "$p" "$q"
-qemu-img compare -q "$src" "$dir/p.qcow2" || { echo "petrel's qcow2 differs from the source"; exit 1; }
-rm -f "$dir/p.qcow2"
-q=$(timed qemu-img convert -O raw "$dir/q.qcow2" "$dir/q.raw")
-p=$(timed "$PETREL" img convert -O raw "$dir/q.qcow2" "$dir/p.raw")
-line "convert qcow2->raw (${size_mb} MiB)" "$p" "$q"
-cmp -s "$dir/q.raw" "$dir/p.raw" || { echo "petrel's raw output differs"; exit 1; }
-rm -f "$dir/q.raw" "$dir/p.raw"
+echo "== convert (best of $RUNS)"
+pair "convert raw->qcow2 (${size_mb} MiB)" 'rm -f "$dir/o.qcow2"' \
+  'qemu-img convert -O qcow2 "$src" "$dir/o.qcow2"' '"$PETREL" img convert -O qcow2 "$src" "$dir/o.qcow2"'
+qemu-img compare -q "$src" "$dir/o.qcow2" || { echo "petrel's qcow2 differs from the source"; exit 1; }
+qemu-img convert -O qcow2 "$src" "$dir/q.qcow2"
+pair "convert qcow2->raw (${size_mb} MiB)" 'rm -f "$dir/o.raw"' \
+  'qemu-img convert -O raw "$dir/q.qcow2" "$dir/o.raw"' '"$PETREL" img convert -O raw "$dir/q.qcow2" "$dir/o.raw"'
+cmp -s "$src" "$dir/o.raw" || { echo "petrel's raw output differs"; exit 1; }
+rm -f "$dir/o.raw" "$dir/o.qcow2"
 
-echo "== bench (on copies of the qcow2 image)"
+echo "== bench (best of $RUNS, writes on fresh copies of the qcow2 image)"
 img=$dir/q.qcow2
 bytes=$((size_mb << 20))
 # A "random" walk: a large odd step (in 4 KiB units) modulo the image.
@@ -77,39 +89,35 @@ for d in 1 16; do
   compare "bench 4k random read  depth $d" bench -f qcow2 -c 20000 -d $d -s 4k -S $rstep "$img"
 done
 for d in 1 16; do
-  cp --sparse=always "$img" "$dir/wq.qcow2"; cp --sparse=always "$img" "$dir/wp.qcow2"
-  q=$(timed qemu-img bench -f qcow2 -w -c 20000 -d $d -s 4k -S $rstep "$dir/wq.qcow2")
-  p=$(timed "$PETREL" img bench -f qcow2 -w -c 20000 -d $d -s 4k -S $rstep "$dir/wp.qcow2")
-  line "bench 4k random write depth $d" "$p" "$q"
+  pair "bench 4k random write depth $d" 'cp --sparse=always "$img" "$dir/w.qcow2"' \
+    'qemu-img bench -f qcow2 -w -c 20000 -d $d -s 4k -S $rstep "$dir/w.qcow2"' \
+    '"$PETREL" img bench -f qcow2 -w -c 20000 -d $d -s 4k -S $rstep "$dir/w.qcow2"'
 done
 for d in 1 16; do
   compare "bench 64k seq read    depth $d" bench -f qcow2 -c 8000 -d $d -s 64k "$img"
 done
 for d in 1 16; do
-  cp --sparse=always "$img" "$dir/wq.qcow2"; cp --sparse=always "$img" "$dir/wp.qcow2"
-  q=$(timed qemu-img bench -f qcow2 -w -c 8000 -d $d -s 64k "$dir/wq.qcow2")
-  p=$(timed "$PETREL" img bench -f qcow2 -w -c 8000 -d $d -s 64k "$dir/wp.qcow2")
-  line "bench 64k seq write   depth $d" "$p" "$q"
+  pair "bench 64k seq write   depth $d" 'cp --sparse=always "$img" "$dir/w.qcow2"' \
+    'qemu-img bench -f qcow2 -w -c 8000 -d $d -s 64k "$dir/w.qcow2"' \
+    '"$PETREL" img bench -f qcow2 -w -c 8000 -d $d -s 64k "$dir/w.qcow2"'
 done
-rm -f "$dir/wq.qcow2" "$dir/wp.qcow2"
+rm -f "$dir/w.qcow2"
 
 echo "== QED (Petrel's own engine)"
-q=$(timed qemu-img convert -O qed "$src" "$dir/q.qed")
-p=$(timed "$PETREL" img convert -O qed "$src" "$dir/p.qed")
-line "convert raw->qed (${size_mb} MiB)" "$p" "$q"
-qemu-img compare -q "$src" "$dir/p.qed" || { echo "petrel's qed differs from the source"; exit 1; }
-rm -f "$dir/p.qed"
+pair "convert raw->qed (${size_mb} MiB)" 'rm -f "$dir/o.qed"' \
+  'qemu-img convert -O qed "$src" "$dir/o.qed"' '"$PETREL" img convert -O qed "$src" "$dir/o.qed"'
+qemu-img compare -q "$src" "$dir/o.qed" || { echo "petrel's qed differs from the source"; exit 1; }
+qemu-img convert -O qed "$src" "$dir/q.qed"
 for d in 1 16; do
   compare "qed bench 4k random read depth $d" bench -f qed -c 20000 -d $d -s 4k -S $rstep "$dir/q.qed"
 done
 for d in 1 16; do
-  cp --sparse=always "$dir/q.qed" "$dir/wq.qed"; cp --sparse=always "$dir/q.qed" "$dir/wp.qed"
-  q=$(timed qemu-img bench -f qed -w -c 20000 -d $d -s 4k -S $rstep "$dir/wq.qed")
-  p=$(timed "$PETREL" img bench -f qed -w -c 20000 -d $d -s 4k -S $rstep "$dir/wp.qed")
-  line "qed bench 4k random write depth $d" "$p" "$q"
+  pair "qed bench 4k random write depth $d" 'cp --sparse=always "$dir/q.qed" "$dir/w.qed"' \
+    'qemu-img bench -f qed -w -c 20000 -d $d -s 4k -S $rstep "$dir/w.qed"' \
+    '"$PETREL" img bench -f qed -w -c 20000 -d $d -s 4k -S $rstep "$dir/w.qed"'
 done
 compare "check ${size_mb} MiB mixed qed" check "$dir/q.qed"
-rm -f "$dir/wq.qed" "$dir/wp.qed" "$dir/q.qed"
+rm -f "$dir/w.qed" "$dir/q.qed" "$dir/o.qed"
 
 echo "== check of a large sparse image"
 sparse=$dir/sparse.qcow2
