@@ -194,7 +194,11 @@ func (img *Image) allocBytes(n int64) (int64, error) {
 	cs := img.clusterSize
 	if fb := img.freeByte; fb != 0 && fb&(cs-1) != 0 {
 		room := cs - fb&(cs-1)
-		if n <= room {
+		rc, err := img.getRefcount(fb >> img.clusterBits)
+		if err != nil {
+			return 0, err
+		}
+		if n <= room && rc < img.maxRefcount() {
 			if err := img.addRefcount(fb>>img.clusterBits, 1); err != nil {
 				return 0, err
 			}

@@ -321,3 +321,32 @@ func TestCheckCopiedFlag(t *testing.T) {
 	img.Close()
 	qemuCheck(t, path, false)
 }
+
+// TestSnapshotRefcountOverflow: a snapshot that would overflow narrow
+// refcounts fails with an error and leaves the image consistent.
+func TestSnapshotRefcountOverflow(t *testing.T) {
+	for _, bits := range []int{1, 2} {
+		img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20, RefcountBits: bits})
+		img.WriteAt([]byte("some data"), 0)
+		img.WriteAt([]byte("more data"), 1<<19)
+		made := 0
+		for ; made < 4; made++ {
+			if err := img.CreateSnapshot("s"); err != nil {
+				if !strings.Contains(err.Error(), "exceed") {
+					t.Fatalf("%d-bit: unexpected error %v", bits, err)
+				}
+				break
+			}
+		}
+		if want := 1<<bits - 2; made != want {
+			t.Fatalf("%d-bit refcounts: %d snapshots made, want %d", bits, made, want)
+		}
+		if _, err := img.WriteAt([]byte("after"), 3); err != nil {
+			t.Fatal(err)
+		}
+		if err := img.Close(); err != nil {
+			t.Fatal(err)
+		}
+		qemuCheck(t, path, false)
+	}
+}

@@ -185,8 +185,38 @@ func (img *Image) writeSnapshots(snaps []snapshot, oldSize int64) error {
 // updateTree adds addend to the refcount of every L2 table and data
 // cluster reachable from l1 (QEMU's qcow2_update_snapshot_refcount); with
 // active, the copied flags of l1 (in place) and its L2 tables are then set
-// from the resulting refcounts.
+// from the resulting refcounts. On failure (a refcount would overflow its
+// width, corrupt metadata) the changes made so far are undone, so the
+// refcounts stay consistent.
 func (img *Image) updateTree(l1 []uint64, addend int64, active bool) error {
+	var done []int64
+	err := img.walkTree(l1, addend, active, &done)
+	if err == nil || addend == 0 {
+		return err
+	}
+	for _, c := range done {
+		if uerr := img.addRefcount(c, -addend); uerr != nil {
+			return fmt.Errorf("%w (undoing refcount changes: %v)", err, uerr)
+		}
+	}
+	if active {
+		if uerr := img.walkTree(l1, 0, true, nil); uerr != nil {
+			return fmt.Errorf("%w (restoring copied flags: %v)", err, uerr)
+		}
+	}
+	return err
+}
+
+// walkTree is updateTree's single pass; every cluster whose refcount it
+// changed is appended to done.
+func (img *Image) walkTree(l1 []uint64, addend int64, active bool, done *[]int64) error {
+	add := func(c int64) error {
+		if err := img.addRefcount(c, addend); err != nil {
+			return err
+		}
+		*done = append(*done, c)
+		return nil
+	}
 	cs := img.clusterSize
 	for i, ent := range l1 {
 		l2off, err := img.l2TableOffset(l1, int64(i))
@@ -206,7 +236,7 @@ func (img *Image) updateTree(l1 []uint64, addend int64, active bool) error {
 				if addend != 0 {
 					off, size := img.compressedRange(l2e)
 					for c := off >> img.clusterBits; c <= (off+size-1)>>img.clusterBits; c++ {
-						if err := img.addRefcount(c, addend); err != nil {
+						if err := add(c); err != nil {
 							return err
 						}
 					}
@@ -221,7 +251,7 @@ func (img *Image) updateTree(l1 []uint64, addend int64, active bool) error {
 				return corruptf("data cluster offset %#x is not cluster aligned", host)
 			}
 			if addend != 0 {
-				if err := img.addRefcount(host>>img.clusterBits, addend); err != nil {
+				if err := add(host >> img.clusterBits); err != nil {
 					return err
 				}
 			}
@@ -242,7 +272,7 @@ func (img *Image) updateTree(l1 []uint64, addend int64, active bool) error {
 			}
 		}
 		if addend != 0 {
-			if err := img.addRefcount(l2off>>img.clusterBits, addend); err != nil {
+			if err := add(l2off >> img.clusterBits); err != nil {
 				return err
 			}
 		}
