@@ -119,8 +119,13 @@ func (img *Image) allocWrite(off int64, p []byte, k kind) (int64, error) {
 		end -= cs
 		n = end - off
 	}
-	buf := make([]byte, end-start)
-	if k == kindUnallocated {
+	var buf []byte
+	if start == off && end == off+n {
+		buf = p[:n] // whole clusters: no bounce buffer
+	} else {
+		buf = make([]byte, end-start)
+	}
+	if k == kindUnallocated && len(buf) != len(p[:n]) {
 		if off > start {
 			if err := block.ReadBacking(img.backing, buf[:off-start], start); err != nil {
 				return 0, err
@@ -132,7 +137,9 @@ func (img *Image) allocWrite(off int64, p []byte, k kind) (int64, error) {
 			}
 		}
 	}
-	copy(buf[off-start:], p[:n])
+	if len(buf) != len(p[:n]) {
+		copy(buf[off-start:], p[:n])
+	}
 	if err := img.markNeedCheck(); err != nil {
 		return 0, err
 	}
@@ -141,9 +148,10 @@ func (img *Image) allocWrite(off int64, p []byte, k kind) (int64, error) {
 		return 0, fmt.Errorf("writing new clusters at %#x: %w", host, err)
 	}
 	img.fileSize += end - start
-	if img.backing != nil {
-		// Data must be durable before the L2 entry points at it, or a
-		// crash could expose a cluster that lost its backing bytes.
+	if img.backing != nil && k == kindUnallocated && len(buf) != len(p[:n]) {
+		// A partial cluster copied from the backing file must be durable
+		// before the L2 entry points at it, or a crash could expose a
+		// cluster that lost its backing bytes (as QEMU's QED).
 		if err := img.sync(); err != nil {
 			return 0, err
 		}
