@@ -19,6 +19,21 @@ func TestACPIPowerOff(t *testing.T) {
 	}
 }
 
+// TestGuestArgs: guest_arg/guest_arg_u64 read key=value words, hex and
+// bare flags from the PVH command line, and a mismatch fails the guest.
+func TestGuestArgs(t *testing.T) {
+	elf := guest.Build(t, "poweroff.c")
+	r := runGuest(t, elf, pc.Config{Cmdline: "petrel-test n=0x2a flag want=42"})
+	mustPass(t, r)
+	if !strings.Contains(r.Serial, "arg want=42 n=42 flag=yes") {
+		t.Fatal("arguments not parsed")
+	}
+	r = runGuest(t, elf, pc.Config{Cmdline: "petrel-test want=5"})
+	if res := resultLine(r.Serial); !strings.HasPrefix(res, "RESULT FAIL want 5 but n=7") {
+		t.Fatalf("mismatched argument: %q, want a failure", res)
+	}
+}
+
 // TestGuestFailureIsReported: a guest exception reaches the kit's handler,
 // which reports the vector and fails, so a broken guest cannot pass.
 func TestGuestFailureIsReported(t *testing.T) {

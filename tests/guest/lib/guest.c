@@ -61,8 +61,18 @@ int strncmp(const char *a, const char *b, size_t n)
 
 /* ---- COM1 ---- */
 
+/* at_line_start lets result lines begin a line whatever was printed before. */
+static int at_line_start = 1;
+
+static void new_line(void)
+{
+	if (!at_line_start)
+		putchar('\n');
+}
+
 void putchar(int c)
 {
+	at_line_start = c == '\n';
 	/* LSR bit 5: transmit holding register empty. Bounded: a UART that
 	 * never says ready still gets the byte. */
 	for (int i = 0; i < 1000 && !(inb(COM1_BASE + 5) & 0x20); i++)
@@ -186,6 +196,7 @@ static void __attribute__((noreturn)) acpi_s5(void)
 
 void poweroff(int code)
 {
+	new_line();
 	if (code == 0)
 		printf("RESULT PASS\n");
 	else
@@ -196,6 +207,7 @@ void poweroff(int code)
 void fail(const char *fmt, ...)
 {
 	va_list ap;
+	new_line();
 	printf("RESULT FAIL ");
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
@@ -211,6 +223,7 @@ void guest_exception(uint64_t *frame)
 {
 	uint64_t cr2;
 	__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+	new_line();
 	printf("EXCEPTION vector %lu error 0x%lx rip 0x%lx cs 0x%lx rflags 0x%lx rsp 0x%lx cr2 0x%lx\n",
 	       frame[0], frame[1], frame[2], frame[3], frame[4], frame[5], cr2);
 	fail("exception %lu at rip %lx", frame[0], frame[2]);
@@ -223,6 +236,50 @@ const char *guest_cmdline(void)
 		return "";
 	uint64_t p = *(uint64_t *)(pvh_start_info + 24);
 	return p ? (const char *)p : "";
+}
+
+const char *guest_arg(const char *key)
+{
+	static char val[256];
+	size_t klen = strlen(key);
+	const char *p = guest_cmdline();
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		const char *w = p;
+		while (*p && *p != ' ')
+			p++;
+		if ((size_t)(p - w) >= klen && strncmp(w, key, klen) == 0 && (w[klen] == '=' || w + klen == p)) {
+			const char *v = w + klen + (w[klen] == '=');
+			size_t n = v < p ? (size_t)(p - v) : 0;
+			if (n >= sizeof(val))
+				n = sizeof(val) - 1;
+			memcpy(val, v, n);
+			val[n] = 0;
+			return val;
+		}
+	}
+	return NULL;
+}
+
+uint64_t guest_arg_u64(const char *key, uint64_t def)
+{
+	const char *v = guest_arg(key);
+	if (!v || !*v)
+		return def;
+	uint64_t x = 0;
+	int base = 10;
+	if (v[0] == '0' && (v[1] == 'x' || v[1] == 'X')) {
+		base = 16;
+		v += 2;
+	}
+	for (; *v; v++) {
+		int d = *v >= '0' && *v <= '9' ? *v - '0' : *v >= 'a' && *v <= 'f' ? *v - 'a' + 10 : *v >= 'A' && *v <= 'F' ? *v - 'A' + 10 : 99;
+		if (d >= base)
+			return def;
+		x = x * (uint64_t)base + (uint64_t)d;
+	}
+	return x;
 }
 
 /* ---- PCI configuration mechanism 1 ---- */

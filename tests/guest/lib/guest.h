@@ -99,13 +99,18 @@ void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 #define CHECK(cond, ...)                                                        \
 	do {                                                                    \
 		if (!(cond)) {                                                  \
-			printf("CHECK failed at %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+			printf("CHECK failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
 			fail(__VA_ARGS__);                                      \
 		}                                                               \
 	} while (0)
 
 /* The kernel command line from hvm_start_info ("" if none). */
 const char *guest_cmdline(void);
+/* guest_arg returns the value of "key=value" on the command line (a copy,
+ * valid until the next call), "" for a bare "key", NULL when absent. */
+const char *guest_arg(const char *key);
+/* guest_arg_u64 parses guest_arg(key) as decimal or 0x hex; def if absent. */
+uint64_t guest_arg_u64(const char *key, uint64_t def);
 
 /* PCI configuration mechanism 1 (bus 0..255, dev 0..31, fn 0..7). */
 uint32_t pci_read32(int bus, int dev, int fn, int off);
