@@ -389,9 +389,7 @@ func (h *header) encodeWith(featureTable bool) ([]byte, error) {
 	be.PutUint64(buf[64:], h.snapOff)
 	off := v2HeaderLen
 	if h.version >= 3 {
-		if h.headerLen < v3HeaderLenWritten {
-			h.headerLen = v3HeaderLenWritten
-		}
+		h.headerLen = v3HeaderLenWritten // fields beyond ours are not kept, as QEMU
 		be.PutUint64(buf[72:], h.incompat)
 		be.PutUint64(buf[80:], h.compat)
 		be.PutUint64(buf[88:], h.autoclear)

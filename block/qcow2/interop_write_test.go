@@ -1,9 +1,11 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/petrel-vmm/petrel/block"
@@ -77,11 +79,61 @@ func TestRefcountTableGrowth(t *testing.T) {
 		}
 		copy(model[off:], buf[:8])
 	}
+	if img.hdr.rtClusters < 2 || img.hdr.rtOff == uint64(img.clusterSize) {
+		t.Fatalf("refcount table never moved: %d clusters at %#x", img.hdr.rtClusters, img.hdr.rtOff)
+	}
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
 	qemuCheck(t, path, false)
 	assertEqual(t, "qemu-img convert", qemuRaw(t, path), model)
+}
+
+// TestBeyond2TiB: data written past 2 TiB (and near the end of a 3 TiB
+// disk) reads back through the engine and qemu-io.
+func TestBeyond2TiB(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 3 << 40})
+	for _, off := range []int64{2<<40 + 12345, 3<<40 - 4096} {
+		if _, err := img.WriteAt([]byte("far away"), off); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 8)
+		img.ReadAt(got, off)
+		if string(got) != "far away" {
+			t.Fatalf("read %q at %d", got, off)
+		}
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, path, false)
+	out := run(t, "qemu-io", "-c", fmt.Sprintf("read -P 0x66 %d 1", int64(3<<40-4096)), "-c", fmt.Sprintf("read -v %d 8", int64(2<<40+12345)), path)
+	if !strings.Contains(out, "far.away") || strings.Contains(out, "Pattern verification failed") {
+		t.Fatalf("qemu-io:\n%s", out)
+	}
+}
+
+// TestBackingLoop: a chain that names itself is refused, not followed.
+func TestBackingLoop(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.qcow2"), filepath.Join(dir, "b.qcow2")
+	if err := Create(a, block.CreateOptions{Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(b, block.CreateOptions{Size: 1 << 20, BackingFile: "a.qcow2", BackingFormat: "qcow2"}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Open(a, block.Options{NoBacking: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.SetBackingFile("b.qcow2", "qcow2"); err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	if _, err := Open(a, block.Options{ReadOnly: true}); err == nil || !errors.Is(err, block.ErrBackingLoop) {
+		t.Fatalf("opening a backing loop: %v", err)
+	}
 }
 
 // TestBackingChain: reads fall through a chain, a shorter backing file
