@@ -28,6 +28,16 @@ func crashData(seed int64, i, n int) []byte {
 	return b
 }
 
+// crashCompressible is the deterministic content of compressed write i.
+func crashCompressible(seed int64, i int) []byte {
+	b := make([]byte, 4096)
+	r := rand.New(rand.NewSource(seed*7 + int64(i)))
+	for j := range b {
+		b[j] = "qcow2"[r.Intn(5)]
+	}
+	return b
+}
+
 // TestCrashChild is the writer the crash test runs in a child process and
 // kills: it logs every operation on stdout before doing it and "F" after
 // each Flush returns.
@@ -50,7 +60,29 @@ func TestCrashChild(t *testing.T) {
 		off := rng.Int63n(crashDiskSize)
 		n := 1 + rng.Int63n(min(96<<10, crashDiskSize-off))
 		op := rng.Intn(20)
+		if rng.Intn(400) == 0 {
+			op = 100 // snapshot churn: create, and delete the oldest beyond two
+		}
 		switch {
+		case op == 100:
+			if err := img.CreateSnapshot(fmt.Sprintf("s%d", i)); err != nil {
+				fmt.Printf("E %v\n", err)
+				os.Exit(3)
+			}
+			if snaps, _ := img.Snapshots(); len(snaps) > 2 {
+				if err := img.DeleteSnapshot(snaps[0].ID); err != nil {
+					fmt.Printf("E %v\n", err)
+					os.Exit(3)
+				}
+			}
+		case op == 14:
+			c := off &^ 4095
+			fmt.Fprintf(out, "C %d 4096 %d\n", c, i)
+			out.Flush()
+			if err := img.WriteCompressed(crashCompressible(seed, i), c); err != nil {
+				fmt.Printf("E %v\n", err)
+				os.Exit(3)
+			}
 		case op < 15:
 			fmt.Fprintf(out, "W %d %d %d\n", off, n, i)
 			out.Flush()
@@ -176,6 +208,9 @@ func crashRound(t *testing.T, path string, seed int64, d time.Duration, model []
 		case "W":
 			i, _ := strconv.Atoi(f[3])
 			copy(cur[off:], crashData(seed, i, int(n)))
+		case "C":
+			i, _ := strconv.Atoi(f[3])
+			copy(cur[off:], crashCompressible(seed, i))
 		case "Z":
 			clear(cur[off : off+n])
 		case "D":

@@ -297,8 +297,13 @@ func withCopied(ent uint64, copied bool) uint64 {
 	return ent &^ oflagCopied
 }
 
-// writeActiveL1 writes the whole active L1 table.
+// writeActiveL1 writes the whole active L1 table. Its copied flags must
+// agree with the refcounts on disk, so the caches (refcount blocks, then
+// L2 tables) are flushed first.
 func (img *Image) writeActiveL1() error {
+	if err := img.flushLocked(); err != nil {
+		return err
+	}
 	raw := make([]byte, len(img.l1)*8)
 	for i, v := range img.l1 {
 		binary.BigEndian.PutUint64(raw[i*8:], v)
