@@ -24,7 +24,7 @@ type kvmVM struct {
 	cpus     []*kvmVCPU
 	ram      []byte
 	htab     []byte // user-space hash table (PR KVM); nil when KVM owns it
-	mmioOdd  atomic.Uint64
+	stats    loopStats
 	firstErr error
 	errOnce  sync.Once
 }
@@ -34,7 +34,6 @@ type kvmVCPU struct {
 	run runView
 	cpu *CPU
 	tid atomic.Int32 // OS thread id once the goroutine is locked to it
-	le  uint64       // the H_SET_MODE generation applied to LPCR
 }
 
 // Run boots cfg on KVM and returns when the guest powers off, reboots or
@@ -231,79 +230,38 @@ func (c *kvmVCPU) enterAt(pc, r3 uint64) error {
 	return nil
 }
 
-// applyMode programs LPCR[ILE] after the guest's H_SET_MODE(LE).
-func (v *kvmVM) applyMode(c *kvmVCPU) error {
-	le, gen := v.m.InterruptsLittleEndian()
-	if gen == c.le {
-		return nil
-	}
-	c.le = gen
+// The kvmVCPU methods below make it the run loop's vcpuDriver (loop.go).
+
+func (c *kvmVCPU) Run() error {
+	_, err := ioctlVal(c.fd, kvmRun, 0)
+	return err
+}
+
+func (c *kvmVCPU) ClearImmediateExit()         { c.run.setImmediateExit(false) }
+func (c *kvmVCPU) ExitReason() uint32          { return c.run.exitReason() }
+func (c *kvmVCPU) PAPRHcall() *kvmRunPAPRHcall { return c.run.papr() }
+func (c *kvmVCPU) MMIO() *kvmRunMMIO           { return c.run.mmio() }
+func (c *kvmVCPU) EnterAt(pc, r3 uint64) error { return c.enterAt(pc, r3) }
+
+// SetInterruptsLE programs LPCR[ILE] after the guest's H_SET_MODE(LE).
+func (c *kvmVCPU) SetInterruptsLE(le bool) error {
 	lpcr := uint64(0)
 	if le {
 		lpcr = lpcrILE
 	}
 	if err := setOneReg(c.fd, kvmRegPPCLPCR64, lpcr); err != nil {
-		return fmt.Errorf("setting LPCR[ILE] on vCPU %d: %w", c.cpu.Server, err)
+		return fmt.Errorf("setting LPCR[ILE]: %w", err)
 	}
 	return nil
 }
 
+// runVCPU runs c's loop on its own locked OS thread, recording the thread
+// id so kickAll can interrupt KVM_RUN.
 func (v *kvmVM) runVCPU(c *kvmVCPU) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	c.tid.Store(int32(unix.Gettid()))
-	done := v.m.Done()
-	if c.cpu.Index == 0 {
-		if err := c.enterAt(v.layout.Entry, v.layout.FDT); err != nil {
-			return err
-		}
-	} else if pc, r3, ok := c.cpu.WaitStart(done); !ok {
-		return nil
-	} else if err := c.enterAt(pc, r3); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-done:
-			return nil
-		default:
-		}
-		if err := v.applyMode(c); err != nil {
-			return err
-		}
-		if _, err := ioctlVal(c.fd, kvmRun, 0); err != nil {
-			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-				c.run.setImmediateExit(false)
-				continue // a kick: the select above decides
-			}
-			return fmt.Errorf("KVM_RUN on vCPU %d: %w", c.cpu.Server, err)
-		}
-		switch reason := c.run.exitReason(); reason {
-		case kvmExitPAPRHcall:
-			h := c.run.papr()
-			h.Ret = uint64(v.m.Hypercall(c.cpu, h.NR, &h.Args))
-			if c.cpu.TakeStop() {
-				pc, r3, ok := c.cpu.WaitStart(done)
-				if !ok {
-					return nil
-				}
-				if err := c.enterAt(pc, r3); err != nil {
-					return err
-				}
-			}
-		case kvmExitMMIO:
-			// Nothing is mapped outside RAM (the PHB window is empty):
-			// reads see all ones, writes are dropped, as a master abort.
-			mm := c.run.mmio()
-			if mm.IsWrite == 0 {
-				mm.Data = [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-			}
-			v.mmioOdd.Add(1)
-		case kvmExitIntr:
-		default:
-			return fmt.Errorf("vCPU %d: unhandled KVM exit %d", c.cpu.Server, reason)
-		}
-	}
+	return v.m.runVCPU(c, c.cpu, v.layout.Entry, v.layout.FDT, &v.stats)
 }
 
 // kickAll forces every vCPU out of KVM_RUN: immediate_exit stops a vCPU
