@@ -115,8 +115,8 @@ func TestQemuSnapshotsPetrelReads(t *testing.T) {
 	sameBytes(t, "applied qemu snapshot", petrelRead(t, p), first)
 }
 
-// snapshotRows returns the lines of a snapshot list, exactly (the qcow2
-// snapshot table stores icount -1 for "none", which both tools print).
+// snapshotRows returns the lines of a snapshot list; both tools must print
+// them identically.
 func snapshotRows(out string) []string {
 	return strings.Split(strings.TrimSpace(out), "\n")
 }
