@@ -13,7 +13,7 @@
 #    copy and xor, RTAS nvram-store/fetch, start-cpu of CPU 1 and its
 #    stop-self (query-cpu-stopped-state), and an IPI raised with H_IPI,
 #    delivered by KVM_INTERRUPT at vector 0x500 and handled with H_XIRR
-#    and H_EOI.
+#    and H_EOI, and H_REGISTER_PROC_TBL of a radix process table.
 #
 # Why kvm-hv and not kvm_pr: Debian's ppc64el kernel is built without
 # CONFIG_KVM_BOOK3S_64_PR (there is no kvm-pr.ko), so the nested path uses
@@ -115,7 +115,7 @@ grep -a 'E2E:\|petrel\| ok \|cpu[01] \|FAIL' "$log" || true
 
 fail=0
 for want in "E2E: /dev/kvm present" "E2E: petrel smp=1 rc=0" "E2E: petrel smp=2 rc=0" "E2E: petrel smp-guest rc=0" \
-	"cpu0 up" "time ok" "memop ok" "xor ok" "nvram ok" "cpu1 up" "cpu1 stopped" "ipi ok"; do
+	"cpu0 up" "time ok" "memop ok" "xor ok" "nvram ok" "cpu1 up" "cpu1 stopped" "ipi ok" "proctbl ok"; do
 	grep -aq "$want" "$log" || { echo "e2e-pseries: FAIL: missing '$want' (console log: $log)"; fail=1; }
 done
 n=$(grep -ac 'petrel pseries: hello, POWER!!' "$log" || true)

@@ -122,6 +122,7 @@ func newKVMVM(cfg Config) (*kvmVM, error) {
 		v.cpus = append(v.cpus, vc)
 	}
 	v.m.SetInterruptOutput(v.interruptLine)
+	v.m.SetMMUConfigurer(func(c MMUConfig) error { return configureV3MMU(v.vm, c) })
 	shift, err := v.setupHTAB(cfg.RAMSize)
 	if err != nil {
 		return nil, err
@@ -174,9 +175,11 @@ func (v *kvmVM) setupHTAB(ram uint64) (uint32, error) {
 		if n, _ := ioctlVal(v.vm, kvmCheckExtension, kvmCapPPCMMURadix); n <= 0 {
 			return 0, fmt.Errorf("KVM offers neither a hash page table (%v) nor radix", err)
 		}
-		if err := configureRadix(v.vm); err != nil {
+		radix := MMUConfig{Radix: true, GTSE: true, ProcessTable: pate1GR}
+		if err := configureV3MMU(v.vm, radix); err != nil {
 			return 0, fmt.Errorf("KVM_PPC_CONFIGURE_V3_MMU (radix): %w", err)
 		}
+		v.m.initMMU(radix)
 		return 0, nil
 	case !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL):
 		return 0, fmt.Errorf("KVM_PPC_ALLOCATE_HTAB: %w", err)

@@ -69,12 +69,17 @@ func allocateHTAB(vmFd int, shift uint32) (uint32, error) {
 	return shift, err
 }
 
-// configureRadix puts the guest in ISA v3.00 radix mode with no process
-// table yet (the guest registers one later; real mode needs none). The
-// process table word must carry PATB_GR (guest radix) to agree with the
-// flags, as KVM checks.
-func configureRadix(vmFd int) error {
-	cfg := kvmPPCMMUv3Cfg{Flags: kvmMMUv3Radix | kvmMMUv3GTSE, ProcessTable: patbGR}
+// configureV3MMU sets the VM's ISA v3.00 MMU mode and process table
+// (KVM_PPC_CONFIGURE_V3_MMU; KVM wants PATE1_GR in the table word exactly
+// when the mode is radix).
+func configureV3MMU(vmFd int, c MMUConfig) error {
+	cfg := kvmPPCMMUv3Cfg{ProcessTable: c.ProcessTable}
+	if c.Radix {
+		cfg.Flags |= kvmMMUv3Radix
+	}
+	if c.GTSE {
+		cfg.Flags |= kvmMMUv3GTSE
+	}
 	return ioctlPtr(vmFd, kvmPPCConfigureV3MMU, unsafe.Pointer(&cfg))
 }
 

@@ -60,9 +60,8 @@ var (
 const (
 	sizeofMMUv3Cfg    = 16
 	kvmCapPPCMMURadix = 134
-	kvmMMUv3Radix     = 1       // guest uses radix translation
-	kvmMMUv3GTSE      = 2       // guest may issue tlbie itself
-	patbGR            = 1 << 63 // process table entry flag: the guest uses radix
+	kvmMMUv3Radix     = 1 // guest uses radix translation
+	kvmMMUv3GTSE      = 2 // guest may issue tlbie itself
 )
 
 type kvmPPCMMUv3Cfg struct {

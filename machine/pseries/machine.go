@@ -71,6 +71,7 @@ type Machine struct {
 	irqOut    atomic.Pointer[func(server uint32, raise bool)]
 	rtcOffset atomic.Int64 // nanoseconds added to host time (set-time-of-day)
 	mode      modeState    // H_SET_MODE results
+	mmu       mmuState     // H_REGISTER_PROC_TBL results
 
 	exitOnce sync.Once
 	exitWhy  atomic.Int32

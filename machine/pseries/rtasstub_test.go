@@ -64,7 +64,7 @@ func TestE2EGuestAgrees(t *testing.T) {
 	}
 	want := map[string]uint64{
 		"H_PUT_TERM_CHAR": HPutTermChar, "H_EOI": HEOI, "H_CPPR": HCPPR, "H_IPI": HIPI,
-		"H_XIRR": HXIRR, "H_LOGICAL_MEMOP": HLogicalMemop,
+		"H_XIRR": HXIRR, "H_LOGICAL_MEMOP": HLogicalMemop, "H_REGISTER_PROC_TBL": HRegisterProcTbl,
 	}
 	for name, svc := range map[string]string{
 		"RTAS_GET_TIME_OF_DAY": "get-time-of-day", "RTAS_POWER_OFF": "power-off",

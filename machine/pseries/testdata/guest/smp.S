@@ -8,6 +8,8 @@
 #   query-cpu-stopped-state   -> "cpu1 stopped"
 #   H_IPI to itself, taken as an external interrupt at 0x500 through
 #   KVM_INTERRUPT, accepted with H_XIRR and ended with H_EOI -> "ipi ok"
+#   H_REGISTER_PROC_TBL of a radix process table (KVM_PPC_CONFIGURE_V3_MMU)
+#                             -> "proctbl ok"
 #   RTAS power-off.
 # The RTAS tokens are Petrel's (machine/pseries TestE2EGuestAgrees checks
 # them). Built like hello.S (-Ttext=0, loaded and linked at 0).
@@ -18,6 +20,7 @@
 	.set	H_IPI, 0x6c
 	.set	H_XIRR, 0x74
 	.set	H_LOGICAL_MEMOP, 0xf001
+	.set	H_REGISTER_PROC_TBL, 0x37c
 	.set	RTAS_GET_TIME_OF_DAY, 0x2001
 	.set	RTAS_POWER_OFF, 0x2003
 	.set	RTAS_QUERY_CPU_STOPPED_STATE, 0x2005
@@ -171,6 +174,16 @@ main:
 	cmpd	22, 5
 	bne	fail
 	PUTS	m_ipi
+
+	li	3, H_REGISTER_PROC_TBL	# MODIFY|REGISTER|RADIX|GTSE, a 4 KiB
+	li	4, 0x1d			# table at 0x30000 (size field 0)
+	lis	5, 3
+	li	6, 0
+	li	7, 0
+	sc	1
+	cmpdi	3, 0
+	bne	fail
+	PUTS	m_proctbl
 	b	off
 
 fail:	PUTS	m_fail
@@ -197,6 +210,7 @@ m_nvram:	.ascii	"nvram ok      \r\n"
 m_cpu1:		.ascii	"cpu1 up       \r\n"
 m_stopped:	.ascii	"cpu1 stopped  \r\n"
 m_ipi:		.ascii	"ipi ok        \r\n"
+m_proctbl:	.ascii	"proctbl ok    \r\n"
 m_fail:		.ascii	"FAIL          \r\n"
 buf:		.space	16
 buf2:		.space	16
