@@ -89,3 +89,9 @@ type Describer interface {
 type Emptier interface {
 	MakeEmpty() error
 }
+
+// PreallocResizer grows an image with the new area preallocated
+// (`qemu-img resize --preallocation=falloc|full`).
+type PreallocResizer interface {
+	ResizePrealloc(newSize int64, mode string) error
+}

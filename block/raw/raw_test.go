@@ -113,3 +113,19 @@ func TestDirectIOUnaligned(t *testing.T) {
 		t.Fatal("file content differs from what was written with O_DIRECT")
 	}
 }
+
+func TestResizePrealloc(t *testing.T) {
+	p := create(t, 1<<20, "off")
+	img, _ := Open(p, block.Options{})
+	defer img.Close()
+	if err := img.ResizePrealloc(3<<20, "full"); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := img.BlockStatus(2<<20, 1<<20)
+	if img.Size() != 3<<20 || e.Flags&block.ExtentData == 0 {
+		t.Fatalf("grown area not allocated: size %d, %+v", img.Size(), e)
+	}
+	if err := img.ResizePrealloc(4<<20, "metadata"); err == nil {
+		t.Fatal("metadata preallocation accepted for raw")
+	}
+}

@@ -107,3 +107,27 @@ func (img *Image) Resize(newSize int64) error {
 	img.size.Store(newSize)
 	return nil
 }
+
+// ResizePrealloc resizes like Resize; growth is preallocated with mode
+// ("off", "falloc" or "full").
+func (img *Image) ResizePrealloc(newSize int64, mode string) error {
+	switch mode {
+	case "", "off":
+		return img.Resize(newSize)
+	case "falloc", "full":
+	default:
+		return fmt.Errorf("resizing %s: unsupported preallocation mode: %s", img.path, mode)
+	}
+	if img.ro {
+		return fmt.Errorf("resizing %s: %w", img.path, os.ErrPermission)
+	}
+	old := img.Size()
+	if newSize < old || img.device {
+		return img.Resize(newSize)
+	}
+	if err := preallocate(img.f, old, newSize, mode); err != nil {
+		return fmt.Errorf("resizing %s: %w", img.path, err)
+	}
+	img.size.Store(newSize)
+	return nil
+}

@@ -25,8 +25,11 @@ func runResize(t *tool, args []string) int {
 	if len(p.args) != 1 {
 		return t.fail("Expecting one image file name")
 	}
-	if pa := p.get("preallocation"); pa != "" && pa != "off" {
-		return t.fail("Unsupported preallocation mode for resize: %s", pa)
+	prealloc := p.get("preallocation")
+	switch prealloc {
+	case "", "off", "falloc", "full", "metadata":
+	default:
+		return t.fail("Invalid preallocation mode: '%s'", prealloc)
 	}
 	rel := 0
 	num := sizeArg
@@ -65,7 +68,15 @@ func runResize(t *tool, args []string) int {
 		t.errorf("warning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.")
 		return 1
 	}
-	if err := r.Resize(newSize); err != nil {
+	if prealloc != "" && prealloc != "off" {
+		pr, ok := img.(block.PreallocResizer)
+		if !ok {
+			return t.fail("Error resizing image: Unsupported preallocation mode '%s' for %s images", prealloc, img.Format())
+		}
+		if err := pr.ResizePrealloc(newSize, prealloc); err != nil {
+			return t.fail("Error resizing image: %v", err)
+		}
+	} else if err := r.Resize(newSize); err != nil {
 		return t.fail("Error resizing image: %v", err)
 	}
 	if err := img.Flush(); err != nil {
