@@ -162,9 +162,12 @@ func (m *Machine) RTAS(cpu *CPU, addr uint64) (int64, error) {
 	if c.nargs > rtasMaxCount || c.nret > rtasMaxCount {
 		return HParameter, fmt.Errorf("RTAS block at %#x: nargs %d nret %d too large", addr, c.nargs, c.nret)
 	}
-	cells, err := m.mem.Slice(addr+12, 4*uint64(c.nargs+c.nret))
-	if err != nil {
-		return HParameter, fmt.Errorf("RTAS block at %#x: %w", addr, err)
+	var cells []byte
+	var err error
+	if n := 4 * uint64(c.nargs+c.nret); n > 0 {
+		if cells, err = m.mem.Slice(addr+12, n); err != nil {
+			return HParameter, fmt.Errorf("RTAS block at %#x: %w", addr, err)
+		}
 	}
 	for i := 0; i < int(c.nargs) && i < rtasMaxCells; i++ {
 		c.args[i] = binary.BigEndian.Uint32(cells[4*i:])

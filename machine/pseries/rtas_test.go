@@ -49,6 +49,15 @@ func TestRTASBlockErrors(t *testing.T) {
 	if v.be32(addr+12) != 0 {
 		t.Error("wrote into a block that runs past RAM")
 	}
+	// A header-only block (no cells) ending exactly at the end of RAM is
+	// in memory: it is served (its count error has nowhere to be written).
+	end := uint64(testLowSize - 12)
+	v.putBE32(end, token(t, "system-reboot"))
+	v.putBE32(end+4, 0)
+	v.putBE32(end+8, 0)
+	if got := v.Hypercall(v.cpus[0], HRTAS, &[9]uint64{end}); got != HSuccess || v.ExitReason() != ExitNone {
+		t.Errorf("header-only block at the end of RAM: %d, exit %v", got, v.ExitReason())
+	}
 	// Huge counts are refused before any arithmetic.
 	v.putBE32(blk, tok)
 	v.putBE32(blk+4, 0xffffffff)
