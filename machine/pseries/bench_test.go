@@ -69,6 +69,11 @@ func TestHypercallsDoNotAllocate(t *testing.T) {
 			call(HEOI, 0xff000002)
 		},
 		"H_SET_MODE": func() { call(HSetMode, 1, setModeLE) },
+		"H_PROD/H_CEDE": func() {
+			call(HProd, 0)
+			call(HCede)
+		},
+		"H_CEDE to its bound": func() { call(HCede) },
 	}
 	for name, f := range cases {
 		if n := testing.AllocsPerRun(100, f); n != 0 {

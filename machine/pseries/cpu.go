@@ -23,7 +23,8 @@ type CPU struct {
 
 	wake chan struct{} // capacity 1: start-cpu or H_PROD happened
 
-	rtas rtasCall // scratch for the RTAS call this CPU is making
+	rtas      rtasCall    // scratch for the RTAS call this CPU is making
+	cedeTimer *time.Timer // bounds H_CEDE; used only by the CPU's own goroutine
 }
 
 func newCPU(index int, running bool) *CPU {
@@ -120,13 +121,19 @@ func (c *CPU) cede(done <-chan struct{}) {
 		return
 	}
 	c.mu.Unlock()
-	t := time.NewTimer(cedeMax)
-	defer t.Stop()
+	// One timer per CPU, reset per cede, so H_CEDE does not allocate.
+	// (Since Go 1.23 Reset leaves no stale tick in the channel.)
+	if c.cedeTimer == nil {
+		c.cedeTimer = time.NewTimer(cedeMax)
+	} else {
+		c.cedeTimer.Reset(cedeMax)
+	}
 	select {
 	case <-c.wake:
 	case <-done:
-	case <-t.C:
+	case <-c.cedeTimer.C:
 	}
+	c.cedeTimer.Stop()
 	c.mu.Lock()
 	c.prodPending = false
 	c.mu.Unlock()
