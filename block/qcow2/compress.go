@@ -119,10 +119,10 @@ func compress(ctype uint8, in []byte) ([]byte, error) {
 	return out, nil
 }
 
-// WriteCompressed writes one whole cluster compressed at a cluster-aligned
+// writeCompressed writes one whole cluster compressed at a cluster-aligned
 // guest offset (the last cluster of the disk may be short). The target
 // cluster is overwritten whatever it held, as qemu-img convert -c does.
-func (img *Image) WriteCompressed(p []byte, off int64) error {
+func (img *Image) writeCompressed(p []byte, off int64) error {
 	if img.readOnly {
 		return errReadOnly
 	}

@@ -72,6 +72,8 @@ type Image struct {
 	// every allocation. A data cluster at or beyond it is corrupt metadata
 	// (refused rather than letting a write grow a huge sparse file).
 	fileEnd atomic.Int64
+	// corrupted is set once corruption was found while writing.
+	corrupted atomic.Bool
 	// size mirrors hdr.size for lock-free range checks; written under mu.
 	size atomic.Int64
 

@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -348,5 +349,37 @@ func TestSnapshotRefcountOverflow(t *testing.T) {
 			t.Fatal(err)
 		}
 		qemuCheck(t, path, false)
+	}
+}
+
+// TestCorruptionMarksImage: a write that meets corrupt metadata fails,
+// sets the corrupt bit as QEMU does, and later writes are refused.
+func TestCorruptionMarksImage(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20})
+	img.WriteAt([]byte("data"), 0)
+	l2off := int64(img.l1[0] & l1OffsetMask)
+	img.Close()
+	f, _ := os.OpenFile(path, os.O_RDWR, 0)
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], oflagCopied|1<<40) // data cluster far beyond the file
+	f.WriteAt(b[:], l2off)
+	f.Close()
+	img, err := Open(path, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.WriteAt([]byte("x"), 10); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("write over a corrupt entry: %v", err)
+	}
+	if _, err := img.WriteAt([]byte("x"), 512<<10); err == nil || !strings.Contains(err.Error(), "marked corrupt") {
+		t.Fatalf("write after corruption: %v", err)
+	}
+	img.Close()
+	if _, err := Open(path, block.Options{}); err == nil {
+		t.Fatal("read-write open of a corrupt-marked image succeeded")
+	}
+	info := run(t, "qemu-img", "info", "--output=json", path)
+	if !strings.Contains(info, `"corrupt": true`) {
+		t.Fatalf("qemu-img info does not see the corrupt bit:\n%s", info)
 	}
 }

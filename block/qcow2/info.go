@@ -6,11 +6,11 @@ import (
 	"fmt"
 )
 
-// Resize changes the virtual size. Growing enlarges the L1 table when
+// resize changes the virtual size. Growing enlarges the L1 table when
 // needed; shrinking is refused while any cluster beyond the new end is
 // allocated or zero-flagged. Images with snapshots cannot be resized, as
 // in QEMU.
-func (img *Image) Resize(newSize int64) error {
+func (img *Image) resize(newSize int64) error {
 	if img.readOnly {
 		return errReadOnly
 	}

@@ -365,8 +365,8 @@ func findSnapshot(snaps []snapshot, nameOrID string) int {
 	return -1
 }
 
-// CreateSnapshot records the current disk state under name.
-func (img *Image) CreateSnapshot(name string) error {
+// createSnapshot records the current disk state under name.
+func (img *Image) createSnapshot(name string) error {
 	snaps, oldSize, err := img.lockForSnapshot()
 	if err != nil {
 		return err
@@ -418,8 +418,8 @@ func (img *Image) CreateSnapshot(name string) error {
 	return img.writeSnapshots(snaps, oldSize)
 }
 
-// ApplySnapshot makes a snapshot's state the active disk state.
-func (img *Image) ApplySnapshot(nameOrID string) error {
+// applySnapshot makes a snapshot's state the active disk state.
+func (img *Image) applySnapshot(nameOrID string) error {
 	snaps, _, err := img.lockForSnapshot()
 	if err != nil {
 		return err
@@ -479,8 +479,8 @@ func (img *Image) ApplySnapshot(nameOrID string) error {
 	return img.flushLocked()
 }
 
-// DeleteSnapshot removes a snapshot and releases what only it referenced.
-func (img *Image) DeleteSnapshot(nameOrID string) error {
+// deleteSnapshot removes a snapshot and releases what only it referenced.
+func (img *Image) deleteSnapshot(nameOrID string) error {
 	snaps, oldSize, err := img.lockForSnapshot()
 	if err != nil {
 		return err

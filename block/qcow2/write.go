@@ -8,10 +8,10 @@ import (
 // errReadOnly is returned by every mutating call on a read-only image.
 var errReadOnly = errors.New("qcow2 image is opened read-only")
 
-// WriteAt writes guest data. Clusters owned by this image alone are
+// writeAt writes guest data. Clusters owned by this image alone are
 // overwritten in place without the metadata lock; others (unallocated,
 // zero, compressed, shared with a snapshot) get fresh clusters.
-func (img *Image) WriteAt(p []byte, off int64) (int, error) {
+func (img *Image) writeAt(p []byte, off int64) (int, error) {
 	if img.readOnly {
 		return 0, errReadOnly
 	}

@@ -6,10 +6,10 @@ import (
 	"github.com/petrel-vmm/petrel/block"
 )
 
-// Discard deallocates whole clusters in the range (partial clusters are
+// discard deallocates whole clusters in the range (partial clusters are
 // left alone, as QEMU does). With a v3 image over a backing file the
 // clusters become zero clusters so the backing data stays hidden.
-func (img *Image) Discard(off, n int64) error {
+func (img *Image) discard(off, n int64) error {
 	if img.readOnly {
 		return errReadOnly
 	}
@@ -28,10 +28,10 @@ func (img *Image) Discard(off, n int64) error {
 	return img.zeroClusters(start, end, false, modeDiscard)
 }
 
-// WriteZeroes makes the range read as zeroes: partial clusters are written,
+// writeZeroes makes the range read as zeroes: partial clusters are written,
 // whole ones become zero clusters (v3) or unallocated (v2 without a
 // backing file); unmap frees their host clusters.
-func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
+func (img *Image) writeZeroes(off, n int64, unmap bool) error {
 	if img.readOnly {
 		return errReadOnly
 	}
@@ -216,10 +216,10 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	return ext, nil
 }
 
-// MakeEmpty drops every cluster of the active image so that it reads
+// makeEmpty drops every cluster of the active image so that it reads
 // through to its backing file again (qemu-img commit), like
 // qcow2_make_empty. Snapshots keep their clusters.
-func (img *Image) MakeEmpty() error {
+func (img *Image) makeEmpty() error {
 	if img.readOnly {
 		return errReadOnly
 	}
