@@ -260,9 +260,12 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 		if _, err := img.recheck(&after); err != nil {
 			return res, err
 		}
-		res.CorruptionsFixed = res.Corruptions - after.Corruptions
-		res.LeaksFixed = res.Leaks - after.Leaks
-		res.Corruptions, res.Leaks = after.Corruptions, after.Leaks
+		// Like qemu-img, report the state found by checking again, with
+		// how much the repair fixed.
+		fixedC, fixedL := max(res.Corruptions-after.Corruptions, 0), max(res.Leaks-after.Leaks, 0)
+		after.Messages = append(res.Messages, after.Messages...)
+		res = after
+		res.CorruptionsFixed, res.LeaksFixed = fixedC, fixedL
 	case mode >= block.RepairLeaks && res.Leaks > 0:
 		for _, l := range leaks {
 			if err := img.addRefcount(l.idx, l.delta); err != nil {
