@@ -212,6 +212,8 @@ var compressors = []struct {
 	{"lz4-cli-legacy", LZ4, cli("lz4", "-l", "-9", "-c")},
 	{"zstd-go", Zstd, goZstd},
 	{"zstd-cli", Zstd, cli("zstd", "-19", "-c")},
+	// scripts/Makefile.lib cmd_zstd22: a 128 MiB window declared from stdin.
+	{"zstd-cli-ultra22", Zstd, cli("zstd", "--ultra", "-22", "-c")},
 	{"lzo-cli", LZO, cli("lzop", "-9", "-c")},
 	{"lzo-cli-fast-crc", LZO, cli("lzop", "-1", "-c", "--crc32")},
 }

@@ -152,14 +152,13 @@ func decompress(c Compression, payload []byte, limit int) ([]byte, error) {
 	case LZ4:
 		r = lz4.NewReader(bytes.NewReader(stream))
 	case Zstd:
-		// The decoder allocates the frame's whole window up front. The
-		// kernel's "zstd -22 --ultra" reads stdin and so picks a 128 MiB
-		// window whatever the size; small outputs get a 16 MiB cap.
-		window := uint64(256 << 20)
-		if limit < 16<<20 {
-			window = 16 << 20
-		}
-		zr, err := zstd.NewReader(bytes.NewReader(stream),
+		// The decoder allocates the frame's whole window up front, and the
+		// kernel's "zstd -22 --ultra" reads stdin, so it declares a 128 MiB
+		// window whatever the kernel's size. No offset reaches past the
+		// output, so the first frame's window is lowered to the limit.
+		window := zstdWindowCap(limit)
+		head := capZstdWindow(stream, window)
+		zr, err := zstd.NewReader(io.MultiReader(bytes.NewReader(head), bytes.NewReader(stream[len(head):])),
 			zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderMaxMemory(window),
 			zstd.WithDecoderMaxWindow(window))
@@ -185,4 +184,38 @@ func readLimited(r io.Reader, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("%w: output exceeds the limit of %d bytes", ErrCorrupt, limit)
 	}
 	return buf.Bytes(), nil
+}
+
+// zstdHeaderPrefix covers the magic, Frame_Header_Descriptor and
+// Window_Descriptor (RFC 8878 3.1.1.1).
+const zstdHeaderPrefix = 6
+
+// zstdWindowCap is the smallest power of two >= limit, at least 1 MiB (so
+// that the 128 KiB maximum block size stays below the window).
+func zstdWindowCap(limit int) uint64 {
+	w := uint64(1 << 20)
+	for w < uint64(limit) {
+		w <<= 1
+	}
+	return w
+}
+
+// capZstdWindow returns the first bytes of a zstd stream with the first
+// frame's Window_Descriptor lowered to window when it declares more.
+func capZstdWindow(stream []byte, window uint64) []byte {
+	head := append([]byte(nil), stream[:min(len(stream), zstdHeaderPrefix)]...)
+	if len(head) < zstdHeaderPrefix || head[4]&0x20 != 0 { // Single_Segment: no window descriptor
+		return head
+	}
+	wd := head[5]
+	log := uint(10 + wd>>3)
+	size := uint64(1)<<log + (uint64(1)<<log)/8*uint64(wd&7)
+	if size > window {
+		exp := 0
+		for uint64(1)<<(10+exp) < window {
+			exp++
+		}
+		head[5] = byte(exp << 3)
+	}
+	return head
 }
