@@ -186,10 +186,12 @@ func (img *Image) findFree(n int64) (int64, error) {
 	start := max(img.freeHint, 1)
 	run := int64(0)
 	for i := start; ; i++ {
-		if i>>(63-img.clusterBits) != 0 {
-			return 0, fmt.Errorf("image file is full")
+		if i >= 1<<(56-img.clusterBits) {
+			// L2 entries hold host offsets below 2^56.
+			return 0, fmt.Errorf("image file is full (host offsets reach 2^56)")
 		}
-		// Whole uncovered ranges are free: jump over them.
+		// A range without a refcount block is all free: when it alone
+		// completes the run, stop without visiting its clusters.
 		ti := i / img.rbEntries
 		if off, err := img.refblockOffset(ti); err == nil && off == 0 && i%img.rbEntries == 0 && run+img.rbEntries >= n {
 			if run == 0 {
