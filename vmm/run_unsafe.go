@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -89,6 +90,19 @@ func (r runView) header() *kvmRunHeader {
 
 func (r runView) union() unsafe.Pointer {
 	return unsafe.Pointer(&r.mem[kvmRunUnionOffset])
+}
+
+// setImmediateExit stores kvm_run.immediate_exit with a full barrier: it
+// writes the first 32-bit word (request_interrupt_window, immediate_exit
+// and padding; Petrel never requests an interrupt window) atomically, so
+// a kicker's store and the vCPU thread's clear cannot be reordered around
+// the request flags they publish (see VCPU.Run).
+func (r runView) setImmediateExit(on bool) {
+	var w uint32
+	if on {
+		w = 1 << 8
+	}
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&r.mem[0])), w)
 }
 
 func (r runView) io() *kvmRunIO               { return (*kvmRunIO)(r.union()) }

@@ -88,6 +88,7 @@ type VCPU struct {
 	pauseMu   sync.Mutex // guards pauseWant, parked, running, closed, cond
 	cond      *sync.Cond
 	pauseWant bool
+	pauseReq  atomic.Bool // pauseWant, readable without the lock
 	parked    bool
 	running   bool
 	closed    bool
@@ -147,7 +148,7 @@ func (v *VCPU) interrupt() {
 	if v.closed {
 		return
 	}
-	v.run.header().ImmediateExit = 1
+	v.run.setImmediateExit(true)
 	if tid := v.tid.Load(); tid != 0 {
 		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
 	}
@@ -166,6 +167,7 @@ func (v *VCPU) Pause() {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
 	v.pauseWant = true
+	v.pauseReq.Store(true)
 	v.interrupt()
 	for !v.parked && v.running && Stop(v.stopReq.Load()) == StopNone {
 		v.pauseCond().Wait()
@@ -176,6 +178,7 @@ func (v *VCPU) Pause() {
 func (v *VCPU) Resume() {
 	v.pauseMu.Lock()
 	v.pauseWant = false
+	v.pauseReq.Store(false)
 	v.pauseCond().Broadcast()
 	v.pauseMu.Unlock()
 }
@@ -212,26 +215,26 @@ func (v *VCPU) Run() Stop {
 	defer v.tid.Store(0)
 	v.setRunning(true)
 	defer v.setRunning(false)
+	// Kick protocol: a kicker publishes its request (stopReq, pauseReq)
+	// and then sets immediate_exit and signals the thread. This loop clears
+	// immediate_exit only after KVM_RUN returned EINTR, and then re-reads
+	// the requests before entering again. Both sides use atomic operations
+	// (full barriers on x86), so a request published after the loop read
+	// the flags has its immediate_exit store land after the clear: KVM_RUN
+	// returns at once and no kick is lost.
 	for {
 		if s := Stop(v.stopReq.Load()); s != StopNone {
 			return s
 		}
-		if v.run.header().ImmediateExit != 0 {
-			// A pause request (or a stale kick) left immediate_exit set.
-			v.run.header().ImmediateExit = 0
-			v.pauseMu.Lock()
-			want := v.pauseWant
-			v.pauseMu.Unlock()
-			if want {
-				v.park()
-				continue
-			}
+		if v.pauseReq.Load() {
+			v.park()
+			continue
 		}
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(v.fd), ioctlRun, 0)
 		if e != 0 {
 			if e == unix.EINTR || e == unix.EAGAIN {
-				// A kick, or a Go runtime signal: the stop check above decides.
-				v.run.header().ImmediateExit = 1 // let the loop top look at pauses
+				// A kick, or a Go runtime signal: the checks above decide.
+				v.run.setImmediateExit(false)
 				continue
 			}
 			v.lastErr = fmt.Errorf("vcpu %d: KVM_RUN: %w", v.ID, e)

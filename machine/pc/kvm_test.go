@@ -348,3 +348,35 @@ func TestRAMAbove3GiBStartsAt4GiB(t *testing.T) {
 		t.Fatalf("%d KiB of a 5 GiB guest resident before it ran", guest>>10)
 	}
 }
+
+// TestKickIsNeverLost stops and pauses spinning guests at arbitrary
+// moments (before the vCPU entered KVM_RUN, inside it, between exits);
+// every request must take effect.
+func TestKickIsNeverLost(t *testing.T) {
+	testutil.NeedKVM(t)
+	// out 0x80 in a loop: frequent exits, so requests race the exit path.
+	code := []byte{0xe6, 0x80, 0xeb, 0xfc} // l: out 0x80, al; jmp l
+	for i := 0; i < 40; i++ {
+		m, err := New(Config{MemoryMiB: 8, CPUs: 2, KernelBytes: pvhELF(code, 0x100000)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan ExitReason, 1)
+		go func() { r, _ := m.Run(context.Background()); done <- r }()
+		time.Sleep(time.Duration(i%8) * 250 * time.Microsecond)
+		if i%2 == 1 {
+			m.Pause()
+			m.Resume()
+		}
+		m.Shutdown()
+		select {
+		case r := <-done:
+			if r != ExitStopped {
+				t.Fatalf("iteration %d: %v", i, r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("iteration %d: Shutdown was lost; the vCPU is still running", i)
+		}
+		m.Close()
+	}
+}
