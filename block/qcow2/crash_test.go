@@ -55,6 +55,8 @@ func TestCrashChild(t *testing.T) {
 		os.Exit(3)
 	}
 	out := bufio.NewWriter(os.Stdout)
+	fmt.Fprintf(out, "R\n") // ready: the parent starts its kill timer now
+	out.Flush()
 	rng := rand.New(rand.NewSource(seed))
 	for i := 0; ; i++ {
 		off := rng.Int63n(crashDiskSize)
@@ -163,20 +165,32 @@ func crashRound(t *testing.T, path string, seed int64, d time.Duration, model []
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := make(chan string, 1024)
+	// Collect the log; the kill timer starts when the child is ready, so
+	// a slow start on a loaded machine does not make empty rounds.
+	var log []string
+	ready := make(chan struct{})
+	collected := make(chan struct{})
 	go func() {
+		defer close(collected)
 		sc := bufio.NewScanner(stdout)
+		signalled := false
 		for sc.Scan() {
-			lines <- sc.Text()
+			if sc.Text() == "R" && !signalled {
+				close(ready)
+				signalled = true
+				continue
+			}
+			log = append(log, sc.Text())
 		}
-		close(lines)
 	}()
+	select {
+	case <-ready:
+	case <-collected:
+	case <-time.After(30 * time.Second):
+	}
 	time.Sleep(d)
 	cmd.Process.Signal(syscall.SIGKILL)
-	var log []string
-	for l := range lines {
-		log = append(log, l)
-	}
+	<-collected
 	cmd.Wait()
 
 	// Replay: flushed holds what a completed Flush made durable; dirty
