@@ -97,7 +97,12 @@ func (img *Image) resolve(off, n int64) (mapping, error) {
 		return mapping{}, err
 	}
 	if l2off == 0 {
-		return mapping{kind: mapUnallocated, length: limit}, nil
+		// Following L1 entries without an L2 table extend the run.
+		length := limit
+		for i := l1i + 1; length < n && i < int64(len(img.l1)) && img.l1[i]&l1OffsetMask == 0; i++ {
+			length = min(n, length+img.l2Entries*cs)
+		}
+		return mapping{kind: mapUnallocated, length: length}, nil
 	}
 	e, err := img.l2c.get(l2off)
 	if err != nil {

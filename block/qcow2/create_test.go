@@ -76,6 +76,11 @@ func TestCreateOptions(t *testing.T) {
 				}
 				assertEqual(t, "preallocated content", readAll(t, img), make([]byte, img.Size()))
 			}
+			if c.name == "huge_3T" {
+				if ext, err := img.BlockStatus(0, img.Size()); err != nil || ext.Length != img.Size() || ext.Flags != block.ExtentZero {
+					t.Fatalf("an empty 3 TiB disk is not one zero extent: %+v %v", ext, err)
+				}
+			}
 			if c.o.BackingFile != "" {
 				if info.BackingFile != "base.raw" || img.Size() != 1<<17 {
 					t.Fatalf("backing %q size %d", info.BackingFile, img.Size())
