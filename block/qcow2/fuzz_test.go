@@ -148,6 +148,13 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	qemuIO(t, e, "qcow2", "write -P 0x11 1k 1k", "write -z 4k 512")
 	b, _ = os.ReadFile(e)
 	seeds = append(seeds, b)
+	bm := filepath.Join(dir, "bm.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", bm, "256k")
+	qemuIO(t, bm, "qcow2", "write -P 0x11 0 4k")
+	run(t, "qemu-img", "bitmap", "--add", bm, "b0")
+	qemuIO(t, bm, "qcow2", "write -P 0x12 64k 4k")
+	b, _ = os.ReadFile(bm)
+	seeds = append(seeds, b)
 	writeCorpus(t, "FuzzOpen", seeds, func(b []byte) string { return fmt.Sprintf("[]byte(%q)\n", b) })
 
 	// Snapshot tables: the table of the snapshot image above, v3 and v2.
