@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -298,7 +297,6 @@ func runMain(args []string) int {
 	defer q.Close()
 	o.cfg.Events = q.emit
 	defer o.pciDevs.close()
-	warned := false
 	for {
 		var sess *session
 		if hub != nil {
@@ -316,7 +314,6 @@ func runMain(args []string) int {
 			fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)
 			return 1
 		}
-		warnCPUIDOverrides(m, o.cfg.Cmdline, &warned)
 		q.attach(m)
 		if err := q.waitClient(); err != nil {
 			m.Close()
@@ -342,16 +339,4 @@ func runMain(args []string) int {
 		}
 		return 0
 	}
-}
-
-// warnCPUIDOverrides tells the user, once, when the host shows the guest
-// XSAVE although Petrel hid it (kvm_pvm cannot emulate XSAVE-family
-// instructions at CPL0): a Linux guest then needs noxsave.
-func warnCPUIDOverrides(m *pc.Machine, cmdline string, warned *bool) {
-	if *warned || !slices.Contains(m.CPUIDOverrides(), "xsave") || strings.Contains(cmdline, "noxsave") {
-		return
-	}
-	*warned = true
-	fmt.Fprintln(os.Stderr, "petrel: warning: the host forces XSAVE visible in the guest CPUID although its CPL0 emulator "+
-		"cannot run XSAVE instructions; add noxsave to a Linux guest's -append")
 }

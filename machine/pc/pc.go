@@ -330,8 +330,12 @@ func (m *Machine) load() error {
 	if err != nil {
 		return err
 	}
+	cmdline, added := withNoXsave(m.cfg.Cmdline, kernel, m.cpuidOverrides)
+	if added {
+		m.logf("the host shows XSAVE to the guest although it cannot run it; added noxsave to the Linux command line")
+	}
 	in := bootInput{
-		kernel: kernel, initrd: initrd, cmdline: m.cfg.Cmdline, e820: e820, rsdp: rsdp,
+		kernel: kernel, initrd: initrd, cmdline: cmdline, e820: e820, rsdp: rsdp,
 		lowEnd: low, protocol: m.cfg.Boot, cacheDir: m.cfg.KernelCacheDir,
 	}
 	if m.cfg.KernelBytes == nil {
