@@ -81,30 +81,32 @@ func TestConcurrentWriters(t *testing.T) {
 // TestConcurrentSameCluster: many goroutines writing different bytes of the
 // same unallocated clusters must not allocate twice or lose writes.
 func TestConcurrentSameCluster(t *testing.T) {
-	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20, ClusterSize: 65536})
-	var wg sync.WaitGroup
-	for g := 0; g < 16; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
+	for _, ext := range []bool{false, true} {
+		img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20, ClusterSize: 65536, ExtendedL2: ext})
+		var wg sync.WaitGroup
+		for g := 0; g < 16; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				for c := int64(0); c < 8; c++ {
+					if _, err := img.WriteAt([]byte{byte(g + 1)}, c*65536+int64(g)*100); err != nil {
+						t.Error(err)
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		got := readAll(t, img)
+		for g := 0; g < 16; g++ {
 			for c := int64(0); c < 8; c++ {
-				if _, err := img.WriteAt([]byte{byte(g + 1)}, c*65536+int64(g)*100); err != nil {
-					t.Error(err)
+				if b := got[c*65536+int64(g)*100]; b != byte(g+1) {
+					t.Fatalf("extended L2 %v: cluster %d byte of writer %d is %d", ext, c, g, b)
 				}
 			}
-		}(g)
-	}
-	wg.Wait()
-	got := readAll(t, img)
-	for g := 0; g < 16; g++ {
-		for c := int64(0); c < 8; c++ {
-			if b := got[c*65536+int64(g)*100]; b != byte(g+1) {
-				t.Fatalf("cluster %d byte of writer %d is %d", c, g, b)
-			}
 		}
+		img.Close()
+		qemuCheck(t, path, false)
 	}
-	img.Close()
-	qemuCheck(t, path, false)
 }
 
 // TestCheckFindsAndRepairs: damage made by hand is reported like qemu-img

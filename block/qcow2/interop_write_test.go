@@ -218,3 +218,46 @@ func backingChainOps(t *testing.T, top, mid string, model []byte, rng *rand.Rand
 	img.Close()
 	qemuCheck(t, top, false)
 }
+
+// TestSubclusterAllocation: a small write into an extended L2 image over a
+// backing file allocates only the subclusters it touches; the rest of the
+// cluster still reads from the backing file.
+func TestSubclusterAllocation(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	if err := Create(base, block.CreateOptions{Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Open(base, block.Options{})
+	pattern := []byte(strings.Repeat("B", 1<<20))
+	b.WriteAt(pattern, 0)
+	b.Close()
+	top := filepath.Join(dir, "top.qcow2")
+	if err := Create(top, block.CreateOptions{Size: 1 << 20, BackingFile: "base.qcow2", BackingFormat: "qcow2", ExtendedL2: true}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Open(top, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.WriteAt([]byte("top"), 65536+2048+100) // subcluster 1 of cluster 1 (2 KiB subclusters)
+	want := append([]byte(nil), pattern...)
+	copy(want[65536+2048+100:], "top")
+	assertEqual(t, "read", readAll(t, img), want)
+	for _, c := range []struct {
+		off   int64
+		depth int
+	}{{65536, 1}, {65536 + 2048, 0}, {65536 + 4096, 1}} {
+		ext, err := img.BlockStatus(c.off, 2048)
+		if err != nil || ext.Depth != c.depth || ext.Offset != c.off {
+			t.Fatalf("block status at %d: %+v %v (want depth %d)", c.off, ext, err, c.depth)
+		}
+	}
+	img.Close()
+	qemuCheck(t, top, false)
+	assertEqual(t, "qemu-img convert", qemuRaw(t, top), want)
+	out := run(t, "qemu-img", "map", "--output=json", top)
+	if !strings.Contains(out, `"start": 67584, "length": 2048, "depth": 0`) {
+		t.Fatalf("qemu-img map does not show one allocated subcluster:\n%s", out)
+	}
+}

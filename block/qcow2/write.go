@@ -42,7 +42,12 @@ func (img *Image) writeAt(p []byte, off int64) (int, error) {
 			done += int(m.length)
 			continue
 		}
-		n, err := img.allocWrite(p[done:], cur) // releases img.mu
+		var n int
+		if img.extL2 && (cur&(img.clusterSize-1) != 0 || int64(len(p)-done) < img.clusterSize) {
+			n, err = img.subclusterWrite(p[done:], cur) // releases img.mu
+		} else {
+			n, err = img.allocWrite(p[done:], cur) // releases img.mu
+		}
 		done += n
 		if err != nil {
 			return done, err
