@@ -1,9 +1,12 @@
 package pc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 
 	"github.com/petrel-vmm/petrel/firmware/bzimage"
 	"github.com/petrel-vmm/petrel/vmm/guestmem"
@@ -75,15 +78,25 @@ func loadKernel(mem *guestmem.Memory, in bootInput) (bootInfo, error) {
 		return bootInfo{}, fmt.Errorf("kernel is neither an ELF with a PVH note nor a bzImage: %w", err)
 	}
 	if in.protocol != BootLinux64 {
-		var elfData []byte
-		var entry uint32
 		if in.kernelPath != "" {
-			elfData, entry, _, err = bzimage.LoadPVH(in.kernelPath, in.cacheDir)
+			// The decompressed vmlinux comes from the cache as a file
+			// and is copied segment by segment into guest RAM, so the
+			// VMM never holds it (tens of MiB) in its own memory.
+			var f *os.File
+			var entry uint32
+			if f, entry, _, err = bzimage.OpenPVH(in.kernelPath, in.cacheDir); err == nil {
+				defer f.Close()
+				var fi os.FileInfo
+				if fi, err = f.Stat(); err == nil {
+					return loadPVHAt(mem, in, f, fi.Size(), entry)
+				}
+			}
 		} else {
-			elfData, entry, err = img.PVHKernel()
-		}
-		if err == nil {
-			return loadPVH(mem, in, elfData, entry)
+			var elfData []byte
+			var entry uint32
+			if elfData, entry, err = img.PVHKernel(); err == nil {
+				return loadPVH(mem, in, elfData, entry)
+			}
 		}
 		if in.protocol == BootPVH {
 			return bootInfo{}, fmt.Errorf("pvh boot of a bzImage: %w", err)
@@ -130,7 +143,13 @@ const (
 // loadPVH loads elfData's PT_LOAD segments at their physical addresses and
 // writes hvm_start_info (version 1: memmap, cmdline, initrd module, RSDP).
 func loadPVH(mem *guestmem.Memory, in bootInput, elfData []byte, entry uint32) (bootInfo, error) {
-	segs, err := parseELF(elfData)
+	return loadPVHAt(mem, in, bytes.NewReader(elfData), int64(len(elfData)), entry)
+}
+
+// loadPVHAt is loadPVH reading the ELF through r (size bytes): segments go
+// straight from the file into guest RAM.
+func loadPVHAt(mem *guestmem.Memory, in bootInput, r io.ReaderAt, size int64, entry uint32) (bootInfo, error) {
+	segs, err := parseELFAt(r, size)
 	if err != nil {
 		return bootInfo{}, fmt.Errorf("pvh kernel: %w", err)
 	}
@@ -143,7 +162,9 @@ func loadPVH(mem *guestmem.Memory, in bootInput, elfData []byte, entry uint32) (
 		if err != nil {
 			return bootInfo{}, fmt.Errorf("pvh kernel segment at %#x+%#x: %w", s.Paddr, s.Memsz, err)
 		}
-		copy(dst, elfData[s.Offset:s.Offset+s.Filesz])
+		if _, err := r.ReadAt(dst[:s.Filesz], int64(s.Offset)); err != nil {
+			return bootInfo{}, fmt.Errorf("reading pvh kernel segment at %#x: %w", s.Paddr, err)
+		}
 		clear(dst[s.Filesz:])
 		kernelEnd = max(kernelEnd, s.Paddr+s.Memsz)
 	}

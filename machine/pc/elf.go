@@ -1,9 +1,11 @@
 package pc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // elfSegment is one PT_LOAD program header of an ELF64 little-endian file.
@@ -23,25 +25,44 @@ const (
 // segment lies inside the file, has filesz <= memsz, and does not wrap.
 // The image is untrusted (a user-supplied kernel): errors, never panics.
 func parseELF(b []byte) ([]elfSegment, error) {
-	if len(b) < 64 || string(b[:4]) != "\x7fELF" || b[4] != 2 || b[5] != 1 {
+	return parseELFAt(bytes.NewReader(b), int64(len(b)))
+}
+
+// parseELFAt is parseELF for a file of size bytes read through r: only the
+// header and program headers are read, so a large vmlinux is never held in
+// memory whole.
+func parseELFAt(r io.ReaderAt, size int64) ([]elfSegment, error) {
+	hdr := make([]byte, 64)
+	if size < 64 {
+		return nil, ErrNotELF
+	}
+	if _, err := r.ReadAt(hdr, 0); err != nil {
+		return nil, fmt.Errorf("reading elf header: %w", err)
+	}
+	if string(hdr[:4]) != "\x7fELF" || hdr[4] != 2 || hdr[5] != 1 {
 		return nil, ErrNotELF
 	}
 	le := binary.LittleEndian
-	if m := le.Uint16(b[18:]); m != 62 { // EM_X86_64
+	if m := le.Uint16(hdr[18:]); m != 62 { // EM_X86_64
 		return nil, fmt.Errorf("elf machine %d: %w", m, ErrNotELF)
 	}
-	phoff := le.Uint64(b[32:])
-	phentsize := uint64(le.Uint16(b[54:]))
-	phnum := uint64(le.Uint16(b[56:]))
-	if phentsize < 56 || phnum == 0 || phnum > 512 {
+	phoff := le.Uint64(hdr[32:])
+	phentsize := uint64(le.Uint16(hdr[54:]))
+	phnum := uint64(le.Uint16(hdr[56:]))
+	if phentsize < 56 || phentsize > 4096 || phnum == 0 || phnum > 512 {
 		return nil, fmt.Errorf("elf program headers: entsize %d, count %d", phentsize, phnum)
 	}
-	if phoff > uint64(len(b)) || phnum*phentsize > uint64(len(b))-phoff {
-		return nil, fmt.Errorf("elf program headers at %#x+%d*%d beyond the %d-byte file", phoff, phnum, phentsize, len(b))
+	fsize := uint64(size)
+	if phoff > fsize || phnum*phentsize > fsize-phoff {
+		return nil, fmt.Errorf("elf program headers at %#x+%d*%d beyond the %d-byte file", phoff, phnum, phentsize, size)
+	}
+	phdrs := make([]byte, phnum*phentsize)
+	if _, err := r.ReadAt(phdrs, int64(phoff)); err != nil {
+		return nil, fmt.Errorf("reading elf program headers: %w", err)
 	}
 	var segs []elfSegment
 	for i := uint64(0); i < phnum; i++ {
-		ph := b[phoff+i*phentsize:]
+		ph := phdrs[i*phentsize:]
 		if le.Uint32(ph) != ptLoad {
 			continue
 		}
@@ -54,8 +75,8 @@ func parseELF(b []byte) ([]elfSegment, error) {
 		if s.Filesz > s.Memsz {
 			return nil, fmt.Errorf("elf segment %d: filesz %#x > memsz %#x", i, s.Filesz, s.Memsz)
 		}
-		if s.Offset > uint64(len(b)) || s.Filesz > uint64(len(b))-s.Offset {
-			return nil, fmt.Errorf("elf segment %d at file offset %#x+%#x beyond the %d-byte file", i, s.Offset, s.Filesz, len(b))
+		if s.Offset > fsize || s.Filesz > fsize-s.Offset {
+			return nil, fmt.Errorf("elf segment %d at file offset %#x+%#x beyond the %d-byte file", i, s.Offset, s.Filesz, size)
 		}
 		if s.Paddr+s.Memsz < s.Paddr {
 			return nil, fmt.Errorf("elf segment %d at %#x+%#x wraps", i, s.Paddr, s.Memsz)
