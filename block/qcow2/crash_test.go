@@ -29,8 +29,8 @@ func crashData(seed int64, i, n int) []byte {
 }
 
 // crashCompressible is the deterministic content of compressed write i.
-func crashCompressible(seed int64, i int) []byte {
-	b := make([]byte, 4096)
+func crashCompressible(seed int64, i int, n int64) []byte {
+	b := make([]byte, n)
 	r := rand.New(rand.NewSource(seed*7 + int64(i)))
 	for j := range b {
 		b[j] = "qcow2"[r.Intn(5)]
@@ -78,10 +78,11 @@ func TestCrashChild(t *testing.T) {
 				}
 			}
 		case op == 14:
-			c := off &^ 4095
-			fmt.Fprintf(out, "C %d 4096 %d\n", c, i)
+			cs := img.ClusterSize()
+			c := off &^ (cs - 1)
+			fmt.Fprintf(out, "C %d %d %d\n", c, cs, i)
 			out.Flush()
-			if err := img.WriteCompressed(crashCompressible(seed, i), c); err != nil {
+			if err := img.WriteCompressed(crashCompressible(seed, i, cs), c); err != nil {
 				fmt.Printf("E %v\n", err)
 				os.Exit(3)
 			}
@@ -122,16 +123,21 @@ func TestCrashChild(t *testing.T) {
 // corruption (leaks are allowed, as in QEMU) and everything acknowledged
 // by a completed Flush reads back.
 func TestCrashConsistency(t *testing.T) {
-	iters := 20
+	iters := 15
 	if *crashIterations > 0 {
 		iters = *crashIterations
 	} else if v, err := strconv.Atoi(os.Getenv("QCOW2_CRASH_ITERATIONS")); err == nil && v > 0 {
 		iters = v
 	}
-	for _, lazy := range []bool{false, true} {
-		t.Run(fmt.Sprintf("lazy=%v", lazy), func(t *testing.T) {
+	for _, mode := range []string{"plain", "lazy", "extended_l2"} {
+		lazy := mode == "lazy"
+		t.Run(mode, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "crash.qcow2")
-			if err := Create(path, block.CreateOptions{Size: crashDiskSize, ClusterSize: 4096, LazyRefcounts: lazy}); err != nil {
+			co := block.CreateOptions{Size: crashDiskSize, ClusterSize: 4096, LazyRefcounts: lazy}
+			if mode == "extended_l2" {
+				co.ClusterSize, co.ExtendedL2 = 32768, true // 1 KiB subclusters
+			}
+			if err := Create(path, co); err != nil {
 				t.Fatal(err)
 			}
 			model := make([]byte, crashDiskSize)
@@ -140,7 +146,7 @@ func TestCrashConsistency(t *testing.T) {
 			for it := 0; it < iters; it++ {
 				seed := rng.Int63n(1 << 40)
 				var o, f int
-				model, o, f = crashRound(t, path, seed, time.Duration(10+rng.Intn(150))*time.Millisecond, model, lazy)
+				model, o, f = crashRound(t, path, seed, time.Duration(10+rng.Intn(150))*time.Millisecond, model, lazy, co.ClusterSize)
 				ops, flushes = ops+o, flushes+f
 			}
 			t.Logf("%d rounds, %d operations logged, %d completed flushes", iters, ops, flushes)
@@ -154,7 +160,7 @@ func TestCrashConsistency(t *testing.T) {
 // crashRound runs one child, kills it after d, verifies the image and
 // returns the new verified content and how many operations and flushes
 // the child logged.
-func crashRound(t *testing.T, path string, seed int64, d time.Duration, model []byte, lazy bool) ([]byte, int, int) {
+func crashRound(t *testing.T, path string, seed int64, d time.Duration, model []byte, lazy bool, crashCluster int64) ([]byte, int, int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("QCOW2_CRASH_CHILD=%s,%d", path, seed))
@@ -224,11 +230,11 @@ func crashRound(t *testing.T, path string, seed int64, d time.Duration, model []
 			copy(cur[off:], crashData(seed, i, int(n)))
 		case "C":
 			i, _ := strconv.Atoi(f[3])
-			copy(cur[off:], crashCompressible(seed, i))
+			copy(cur[off:], crashCompressible(seed, i, n))
 		case "Z":
 			clear(cur[off : off+n])
 		case "D":
-			s, e := (off+4095)&^4095, (off+n)&^4095
+			s, e := (off+crashCluster-1)&^(crashCluster-1), (off+n)&^(crashCluster-1)
 			if e > s {
 				clear(cur[s:e])
 			}
