@@ -5,7 +5,8 @@
 // extensions), cache.go (bounded metadata cache), refcount.go (refcounts and
 // cluster allocation), cluster.go (L1/L2 mapping, extended L2 subclusters),
 // image.go (open, flush, close, read), write.go (in-place and allocating
-// writes, copy-on-write), zero.go (discard, zeroes, block status,
+// writes, copy-on-write), subcluster.go (extended L2 partial writes),
+// corrupt.go (public mutators; corruption marks the image), zero.go (discard, zeroes, block status,
 // make-empty), compress.go, snapshot.go, check.go (check and refcount
 // rebuild), bitmap.go (bitmap references for check), create.go, info.go
 // (resize, rebase, describe).
