@@ -105,6 +105,10 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 				}
 				continue
 			}
+			if l2e&img.l2ReservedMask() != 0 {
+				s.errorf(true, "found l2 entry with reserved bits set: %x", l2e)
+				continue
+			}
 			host := int64(l2e & l2OffsetMask)
 			if host == 0 {
 				continue
@@ -247,6 +251,9 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	res.Corruptions += copiedBad
 	switch {
 	case mode == block.RepairAll && (res.Corruptions > 0 || res.Leaks > 0):
+		if err := img.dropInvalidEntries(s.fileEnd); err != nil {
+			return res, fmt.Errorf("clearing invalid entries: %w", err)
+		}
 		if err := img.rebuildRefcounts(); err != nil {
 			return res, fmt.Errorf("rebuilding refcounts: %w", err)
 		}
@@ -428,4 +435,68 @@ func (img *Image) rebuildRefcounts() error {
 	img.freeHint = 0
 	img.freeByte = 0
 	return nil
+}
+
+// dropInvalidEntries clears active L1/L2 entries that cannot be valid
+// (misaligned, overlapping the header, beyond the end of the file): L1
+// entries become unallocated, L2 entries zero clusters (v3) or unallocated
+// (v2), as qemu-img check -r all does for entries it cannot follow. The
+// data they pointed to is lost either way; the image becomes consistent.
+func (img *Image) dropInvalidEntries(fileEnd int64) error {
+	cs := img.clusterSize
+	bad := func(off, size int64) bool {
+		return off < cs || off+size > fileEnd
+	}
+	for i, ent := range img.l1 {
+		l2off := int64(ent & l1OffsetMask)
+		if l2off == 0 {
+			continue
+		}
+		if l2off&(cs-1) != 0 || bad(l2off, cs) {
+			img.l1[i] = 0
+			if err := img.writeL1Entry(int64(i)); err != nil {
+				return err
+			}
+			continue
+		}
+		e, err := img.l2c.get(l2off)
+		if err != nil {
+			return err
+		}
+		for j := int64(0); j < img.l2Entries; j++ {
+			l2e, _ := img.l2Entry(e.data, j)
+			var invalid bool
+			if l2e&oflagCompressed != 0 {
+				off, size := img.compressedRange(l2e)
+				invalid = bad(off, size)
+			} else if host := int64(l2e & l2OffsetMask); l2e&img.l2ReservedMask() != 0 {
+				invalid = true
+			} else if host != 0 {
+				invalid = host&(cs-1) != 0 || bad(host, cs)
+			}
+			if !invalid {
+				continue
+			}
+			var repl uint64
+			if img.hdr.version >= 3 && !img.extL2 {
+				repl = oflagZero
+			}
+			img.setL2Entry(e.data, j, repl)
+			if img.extL2 {
+				img.setL2Bitmap(e.data, j, allSubclustersZero)
+			}
+			e.dirty = true
+		}
+	}
+	return nil
+}
+
+// l2ReservedMask covers the bits of a standard L2 entry that must be zero
+// (1-8 and 56-61; bit 0 too with extended L2, where zero state lives in
+// the bitmap).
+func (img *Image) l2ReservedMask() uint64 {
+	if img.extL2 {
+		return 0x3f000000000001ff
+	}
+	return 0x3f000000000001fe
 }
