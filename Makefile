@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/petrel
 
-.PHONY: all build test vet demo bench bench-boot e2e e2e-pseries fuzz clean
+.PHONY: all build test vet demo bench bench-boot e2e e2e-reference e2e-pseries fuzz clean
 
 all: build
 
@@ -28,6 +28,10 @@ bench-boot: build
 # Slow tier: boots Debian's stock kernel (see README).
 e2e: build
 	bash scripts/e2e.sh
+
+# The slow tier's harness checked against QEMU (TCG) as the VMM.
+e2e-reference: build
+	E2E_VMM=qemu-tcg bash scripts/e2e.sh
 
 e2e-pseries:
 	bash scripts/e2e-pseries.sh

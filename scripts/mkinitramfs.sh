@@ -34,7 +34,7 @@ else
 fi
 
 cmds=()
-for c in init gosh ls cat mount umount dd sync shutdown echo insmod mkdir dmesg uname; do
+for c in init gosh ls cat mount umount dd sync shutdown echo insmod mkdir dmesg uname sleep; do
   cmds+=("github.com/u-root/u-root/cmds/core/$c")
 done
 # u-root resolves the files relative to where it runs: give it absolute paths.

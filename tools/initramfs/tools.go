@@ -18,6 +18,7 @@ import (
 	_ "github.com/u-root/u-root/cmds/core/mkdir"
 	_ "github.com/u-root/u-root/cmds/core/mount"
 	_ "github.com/u-root/u-root/cmds/core/shutdown"
+	_ "github.com/u-root/u-root/cmds/core/sleep"
 	_ "github.com/u-root/u-root/cmds/core/sync"
 	_ "github.com/u-root/u-root/cmds/core/umount"
 	_ "github.com/u-root/u-root/cmds/core/uname"
