@@ -20,7 +20,7 @@ func buildGuest(t *testing.T, src string) []byte {
 	ld := testutil.NeedTool(t, "ld")
 	dir := t.TempDir()
 	obj, bin := filepath.Join(dir, "g.o"), filepath.Join(dir, "g.bin")
-	if out, err := exec.Command(as, "--32", "-o", obj, filepath.Join("testdata", src)).CombinedOutput(); err != nil {
+	if out, err := exec.Command(as, "--32", "-I", "testdata", "-o", obj, filepath.Join("testdata", src)).CombinedOutput(); err != nil {
 		t.Fatalf("as: %v\n%s", err, out)
 	}
 	if out, err := exec.Command(ld, "-m", "elf_i386", "-Ttext=0x100000", "-e", "0x100000", "--oformat", "binary",

@@ -5,33 +5,9 @@
  * APIC, starts PIT channel 0 at 1 kHz and halts with interrupts on. The
  * vector 0x30 handler prints "PIT" and powers off; other vectors print '?'.
  *
- * Build: as --32 -o g.o pit-guest.S && ld -m elf_i386 -Ttext=0x100000 -e 0x100000 --oformat binary -o g.bin g.o
+ * Build: as --32 -I testdata -o g.o pit-guest.S && ld -m elf_i386 -Ttext=0x100000 -e 0x100000 --oformat binary -o g.bin g.o
  */
-	.intel_syntax noprefix
-	.set BASE, 0x100000
-	.text
-	.code32
-ehdr:	.byte 0x7f, 'E', 'L', 'F', 2, 1, 1, 0
-	.long 0, 0
-	.word 2, 62
-	.long 1
-	.long entry, 0
-	.long phdrs - ehdr, 0
-	.long 0, 0
-	.long 0
-	.word 64, 56, 2, 64, 0, 0
-phdrs:	.long 1, 7
-	.long 0, 0, BASE, 0, BASE, 0
-	.long file_end - ehdr, 0, file_end - ehdr, 0
-	.long 0x1000, 0
-	.long 4, 4
-	.long note - ehdr, 0, note, 0, note, 0
-	.long note_end - note, 0, note_end - note, 0
-	.long 4, 0
-note:	.long 4, 4, 18
-	.asciz "Xen"
-	.long entry
-note_end:
+	.include "pvh32-header.inc"
 
 entry:
 	mov esp, offset stack_top
@@ -65,25 +41,7 @@ irq4:
 2:	hlt
 	jmp 2b
 
-/* Vector v's stub prints '?' and v, then stops: an unexpected interrupt. */
-	.set v, 0
-stubs:
-	.rept 256
-	mov al, v
-	.byte 0xe9				/* jmp rel32, so every stub is 7 bytes */
-	.long other - (. + 4)
-	.set v, v + 1
-	.endr
-	.set STUB, 7
-other:
-	mov dx, 0x3f8
-	mov ah, al
-	mov al, '?'
-	out dx, al
-	mov al, ah
-	out dx, al
-3:	hlt
-	jmp 3b
+	.include "stubs.inc"
 
 	.balign 8
 idt:
