@@ -323,8 +323,10 @@ func (c *converter) fail(err error) {
 
 func (c *converter) run() error {
 	jobs := make(chan *convertJob, 2*c.workers)
-	var planErr error
-	go func() { planErr = c.plan(jobs) }()
+	// plan closes jobs before it returns, so the workers can finish before
+	// its error is known: take the error through a channel.
+	planErr := make(chan error, 1)
+	go func() { planErr <- c.plan(jobs) }()
 	var wg sync.WaitGroup
 	for range c.workers {
 		wg.Add(1)
@@ -342,8 +344,8 @@ func (c *converter) run() error {
 		}()
 	}
 	wg.Wait()
-	if planErr != nil {
-		return planErr
+	if err := <-planErr; err != nil {
+		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
