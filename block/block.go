@@ -86,6 +86,9 @@ type Options struct {
 	BackingOverride string
 	// BackingFormat forces the backing file's format.
 	BackingFormat string
+	// Repair: opened for `check -r`. A qcow2 image marked corrupt may then
+	// be opened writable; only Check may change it (as QEMU's BDRV_O_CHECK).
+	Repair bool
 
 	// parents are the files above this one in the chain being opened
 	// (OpenBacking's loop and depth checks).

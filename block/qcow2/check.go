@@ -11,14 +11,25 @@ import (
 // qemu-img check: refcount > references is a leak, refcount < references
 // (or a misplaced or misaligned entry, or a wrong copied flag) is a
 // corruption. RepairLeaks lowers leaked refcounts; RepairAll rebuilds the
-// refcount structures from the references and fixes the copied flags.
+// refcount structures from the references and fixes the copied flags. A
+// repair (of either kind) that leaves no corruption and no check error
+// clears the image's corrupt mark.
 func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	if mode != block.RepairNone && img.readOnly {
 		return block.CheckResult{}, errReadOnly
 	}
 	img.quiesce()
 	defer img.unquiesce()
-	return img.check(mode)
+	res, err := img.check(mode)
+	if err != nil || mode == block.RepairNone || res.Corruptions > 0 || res.CheckErrors > 0 {
+		return res, err
+	}
+	// A repair left the image consistent: it is no longer corrupt, as
+	// qcow2_co_check_locked's qcow2_mark_consistent.
+	if err := img.markConsistent(); err != nil {
+		return res, err
+	}
+	return res, nil
 }
 
 // maxCheckClusters bounds the reference counter array (1 GiB).

@@ -126,10 +126,13 @@ func openFile(f *os.File, path string, opts block.Options) (*Image, error) {
 	img.l2Entries = img.clusterSize >> img.l2EntryShift
 	img.rbEntries = img.clusterSize * 8 / int64(img.rcBits)
 	img.bufPool.New = func() any { b := make([]byte, img.clusterSize); return &b }
-	if !opts.ReadOnly {
-		if h.incompat&incompatCorrupt != 0 {
-			return nil, errors.New("image is marked corrupt (incompatible feature bit 1); it can only be opened read-only")
+	if !opts.ReadOnly && h.incompat&incompatCorrupt != 0 {
+		if !opts.Repair {
+			return nil, errors.New("image is marked corrupt (incompatible feature bit 1); it can only be opened read-only, or for repair with check -r all")
 		}
+		// Opened for repair: Check may rebuild it; every other change is
+		// refused until a repair clears the bit.
+		img.corrupted.Store(true)
 	}
 	cacheSize := opts.CacheSize
 	if cacheSize <= 0 {

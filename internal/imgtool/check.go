@@ -50,7 +50,7 @@ func runCheck(t *tool, args []string) int {
 		return t.fail("%v", err)
 	}
 	path := p.args[0]
-	img, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: mode == block.RepairNone, NoBacking: true, DirectIO: direct})
+	img, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: mode == block.RepairNone, Repair: mode != block.RepairNone, NoBacking: true, DirectIO: direct})
 	if err != nil {
 		return t.fail("%v", err)
 	}
