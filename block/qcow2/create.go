@@ -7,8 +7,6 @@ import (
 	"math/bits"
 	"os"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/petrel-vmm/petrel/block"
 )
 
@@ -54,7 +52,11 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if _, err := f.WriteAt(buf, 0); err != nil {
 		return err
 	}
-	im, err := openFile(f, path, block.Options{NoBacking: true})
+	hf, err := block.NewHostFile(f, false)
+	if err != nil {
+		return err
+	}
+	im, err := openFile(hf, path, block.Options{NoBacking: true})
 	if err != nil {
 		return err
 	}
@@ -203,7 +205,7 @@ func (img *Image) preallocate(mode string) error {
 		// The data clusters must lie inside the file (qemu-img check
 		// counts references beyond the end as errors).
 		if mode == "falloc" {
-			err = unix.Fallocate(int(img.f.Fd()), 0, 0, end)
+			err = img.f.Fallocate(0, 0, end)
 		} else {
 			err = img.f.Truncate(end)
 		}
@@ -215,7 +217,7 @@ func (img *Image) preallocate(mode string) error {
 }
 
 // writeZeroRange writes literal zeroes to the file.
-func writeZeroRange(f *os.File, off, n int64) error {
+func writeZeroRange(f *block.HostFile, off, n int64) error {
 	zero := make([]byte, min(n, 1<<20))
 	for n > 0 {
 		c := min(n, int64(len(zero)))

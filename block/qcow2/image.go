@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -38,7 +37,7 @@ const defaultCacheSize = 1 << 20
 // Guest clusters being allocated are listed in inflight so that a second
 // writer to the same cluster waits instead of allocating twice.
 type Image struct {
-	f        *os.File
+	f        *block.HostFile // O_DIRECT-aware for cache=none
 	path     string
 	readOnly bool
 	noSync   bool // cache=unsafe: ordering by write order only, no fsync
@@ -82,13 +81,9 @@ type Image struct {
 
 // Open opens a qcow2 image file.
 func Open(path string, opts block.Options) (*Image, error) {
-	flags := os.O_RDWR
-	if opts.ReadOnly {
-		flags = os.O_RDONLY
-	}
-	// opts.DirectIO is not honoured: metadata updates are sub-sector
-	// writes, which O_DIRECT refuses; the page cache is used.
-	f, err := os.OpenFile(path, flags, 0)
+	// opts.DirectIO (cache=none) opens the file with O_DIRECT; HostFile
+	// bounces the sub-block metadata updates and unaligned guest buffers.
+	f, err := block.OpenHostFile(path, opts.ReadOnly, opts.DirectIO)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +96,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 }
 
 // openFile opens an image on f.
-func openFile(f *os.File, path string, opts block.Options) (*Image, error) {
+func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
