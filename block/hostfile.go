@@ -34,6 +34,11 @@ type HostFile struct {
 	rmw    sync.RWMutex
 }
 
+// ErrNoDirectIO is the error of opening with DirectIO (cache=none) a file
+// whose file system has no O_DIRECT (QEMU fails the same way rather than
+// use the page cache).
+var ErrNoDirectIO = errors.New("filesystem does not support O_DIRECT")
+
 // hostBounceSize is the size of one O_DIRECT bounce buffer; larger requests
 // are split.
 const hostBounceSize = 1 << 20
@@ -62,7 +67,7 @@ func OpenHostFile(path string, readOnly, direct bool) (*HostFile, error) {
 	f, err := os.OpenFile(path, flags, 0)
 	if err != nil {
 		if direct && errors.Is(err, unix.EINVAL) {
-			return nil, fmt.Errorf("could not open %s: filesystem does not support O_DIRECT", path)
+			return nil, &os.PathError{Op: "open", Path: path, Err: ErrNoDirectIO}
 		}
 		return nil, err
 	}
@@ -100,7 +105,7 @@ func (hf *HostFile) probeAlignment() error {
 	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &sx); err == nil &&
 		sx.Mask&unix.STATX_DIOALIGN != 0 {
 		if sx.Dio_offset_align == 0 {
-			return fmt.Errorf("could not open %s: filesystem does not support O_DIRECT", hf.path)
+			return &os.PathError{Op: "open", Path: hf.path, Err: ErrNoDirectIO}
 		}
 		hf.align = int64(sx.Dio_offset_align)
 		hf.memAl = uintptr(max(sx.Dio_mem_align, 1))

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -277,7 +278,7 @@ func TestDirectIOUnsupported(t *testing.T) {
 		img.Close()
 		t.Fatal("DirectIO open on ramfs succeeded")
 	}
-	if !strings.Contains(err.Error(), "filesystem does not support O_DIRECT") || !strings.Contains(err.Error(), path) {
+	if !errors.Is(err, block.ErrNoDirectIO) || !strings.Contains(err.Error(), "filesystem does not support O_DIRECT") || !strings.Contains(err.Error(), path) {
 		t.Fatalf("error %q does not say the file system lacks O_DIRECT", err)
 	}
 	img, err = Open(path, block.Options{})
