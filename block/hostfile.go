@@ -89,7 +89,16 @@ func NewHostFile(f *os.File, direct bool) (*HostFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	hf.size.Store(st.Size())
+	size := st.Size()
+	if st.Mode()&os.ModeDevice != 0 {
+		// A block device's size is fixed; nothing writes past it.
+		n, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
+		if err != nil {
+			return nil, fmt.Errorf("reading size of block device %s: %w", hf.path, err)
+		}
+		size = int64(n)
+	}
+	hf.size.Store(size)
 	if err := hf.probeAlignment(); err != nil {
 		return nil, err
 	}

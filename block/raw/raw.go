@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -26,38 +25,23 @@ func init() {
 	})
 }
 
-// directAlign is the alignment O_DIRECT needs for offsets, lengths and
-// buffers: 4096 covers every logical block size Linux disks use.
-const directAlign = 4096
-
 // Image is an open raw file or block device.
 type Image struct {
-	f      *os.File
+	f      *block.HostFile // bounces unaligned O_DIRECT requests
 	path   string
 	size   atomic.Int64
 	ro     bool
 	noSync bool // Options.NoSync
 	device bool
-	direct bool
-	// rmw serialises O_DIRECT read-modify-write of partial blocks so that
-	// two unaligned writes sharing a block do not lose each other's bytes.
-	rmw sync.Mutex
 }
 
 // Open opens a raw image.
 func Open(path string, opts block.Options) (*Image, error) {
-	flags := os.O_RDWR
-	if opts.ReadOnly {
-		flags = os.O_RDONLY
-	}
-	if opts.DirectIO {
-		flags |= unix.O_DIRECT
-	}
-	f, err := os.OpenFile(path, flags, 0)
+	f, err := block.OpenHostFile(path, opts.ReadOnly, opts.DirectIO)
 	if err != nil {
 		return nil, fmt.Errorf("opening raw image: %w", err)
 	}
-	img := &Image{f: f, path: path, ro: opts.ReadOnly, direct: opts.DirectIO, noSync: opts.NoSync}
+	img := &Image{f: f, path: path, ro: opts.ReadOnly, noSync: opts.NoSync}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -66,7 +50,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 	size := st.Size()
 	if st.Mode()&os.ModeDevice != 0 {
 		img.device = true
-		n, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
+		n, err := unix.IoctlGetUint64(int(f.File().Fd()), unix.BLKGETSIZE64)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("reading size of block device %s: %w", path, err)
@@ -112,18 +96,22 @@ func Create(path string, opts block.CreateOptions) error {
 	if err := f.Truncate(0); err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
-	if err := preallocate(f, 0, opts.Size, mode); err != nil {
+	hf, err := block.NewHostFile(f, false)
+	if err != nil {
+		return err
+	}
+	if err := preallocate(hf, 0, opts.Size, mode); err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
 	return f.Sync()
 }
 
 // preallocate grows f from old to size bytes with the given mode.
-func preallocate(f *os.File, old, size int64, mode string) error {
+func preallocate(f *block.HostFile, old, size int64, mode string) error {
 	switch mode {
 	case "falloc":
 		if size > old {
-			if err := unix.Fallocate(int(f.Fd()), 0, old, size-old); err != nil {
+			if err := f.Fallocate(0, old, size-old); err != nil {
 				return fmt.Errorf("fallocate: %w", err)
 			}
 		}
@@ -155,7 +143,7 @@ func (img *Image) Flush() error {
 	if img.ro || img.noSync {
 		return nil
 	}
-	if err := unix.Fdatasync(int(img.f.Fd())); err != nil {
+	if err := unix.Fdatasync(int(img.f.File().Fd())); err != nil {
 		return fmt.Errorf("flushing %s: %w", img.path, err)
 	}
 	return nil
@@ -180,15 +168,10 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if img.direct {
-		err = img.directRead(p[:n], off)
-	} else {
-		var m int
-		m, err = img.f.ReadAt(p[:n], off)
-		if errors.Is(err, io.EOF) { // file shorter than the size we saw: zeroes
-			clear(p[m:n])
-			err = nil
-		}
+	m, err := img.f.ReadAt(p[:n], off)
+	if errors.Is(err, io.EOF) { // file shorter than the size we saw: zeroes
+		clear(p[m:n])
+		err = nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("reading %s at %#x: %w", img.path, off, err)
@@ -208,11 +191,7 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil || n < len(p) {
 		return 0, fmt.Errorf("raw: write of %d bytes at %#x beyond disk size %d", len(p), off, img.Size())
 	}
-	if img.direct {
-		err = img.directWrite(p, off)
-	} else {
-		_, err = img.f.WriteAt(p, off)
-	}
+	_, err = img.f.WriteAt(p, off)
 	if err != nil {
 		return 0, fmt.Errorf("writing %s at %#x: %w", img.path, off, err)
 	}

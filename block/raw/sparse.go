@@ -38,13 +38,12 @@ func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
 	if n == 0 {
 		return nil
 	}
-	fd := int(img.f.Fd())
 	mode := uint32(unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE)
 	if unmap {
 		mode = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
 	}
-	if !img.direct || (off%directAlign == 0 && n%directAlign == 0) {
-		if err := unix.Fallocate(fd, mode, off, n); err == nil {
+	if a := img.f.Alignment(); off%a == 0 && n%a == 0 {
+		if err := img.f.Fallocate(mode, off, n); err == nil {
 			return nil
 		}
 	}
@@ -70,7 +69,7 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	if img.device {
 		return data, nil
 	}
-	fd := int(img.f.Fd())
+	fd := int(img.f.File().Fd())
 	d, err := unix.Seek(fd, off, unix.SEEK_DATA)
 	switch {
 	case errors.Is(err, unix.ENXIO): // no data after off
