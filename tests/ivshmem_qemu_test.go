@@ -295,13 +295,21 @@ func TestIvshmemPetrelRunDoorbell(t *testing.T) {
 	dev := []string{"-chardev", "socket,id=ivs,path=" + sock, "-device", "ivshmem-doorbell,chardev=ivs,vectors=1,addr=0x4"}
 	waitA := petrelRun(t, bin, append([]string{"-kernel", elf, "-append", "role=a mode=msix rounds=20"}, dev...)...)
 	waitB := petrelRun(t, bin, append([]string{"-kernel", elf, "-append", "role=b mode=msix rounds=20"}, dev...)...)
-	for name, wait := range map[string]func() (string, error){"A": waitA, "B": waitB} {
-		out, err := wait()
-		t.Logf("guest %s:\n%s", name, indent(out))
-		if err != nil {
-			t.Fatalf("guest %s: %v", name, err)
+	// Collect both guests' output before judging either, so a failure
+	// shows what the other side saw.
+	outs, errs := map[string]string{}, map[string]error{}
+	for _, g := range []struct {
+		name string
+		wait func() (string, error)
+	}{{"A", waitA}, {"B", waitB}} {
+		outs[g.name], errs[g.name] = g.wait()
+		t.Logf("guest %s:\n%s", g.name, indent(outs[g.name]))
+	}
+	for _, name := range []string{"A", "B"} {
+		if errs[name] != nil {
+			t.Fatalf("guest %s: %v", name, errs[name])
 		}
-		if res := resultLine(out); res != "RESULT PASS" {
+		if res := resultLine(outs[name]); res != "RESULT PASS" {
 			t.Fatalf("guest %s: %q", name, res)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/petrel-vmm/petrel/devices/ivshmem/proto"
 )
@@ -23,6 +24,7 @@ func (d *Device) startDoorbell(c *proto.Client) error {
 	d.client, d.poll = c, p
 	d.id = int32(c.ID())
 	c.BeforeClose = d.peerLeaving
+	d.awaitSetup(c)
 	// Vectors announced during the handshake (peers that were there before
 	// us) are already in the client.
 	for _, peer := range c.Peers() {
@@ -34,6 +36,31 @@ func (d *Device) startDoorbell(c *proto.Client) error {
 	d.events.Add(1)
 	go d.serverLoop()
 	return nil
+}
+
+// setupWait bounds how long a new doorbell device waits for the server's
+// setup burst (a variable so that fuzzing a silent server stays fast).
+var setupWait = time.Second
+
+// awaitSetup applies server messages until the first of our own vectors
+// arrives, as QEMU's ivshmem does before the guest runs. The server sends
+// the vectors of every peer already connected and then ours, in one burst
+// at accept; once ours is here every earlier peer is known. Without this a
+// fast guest can read a peer's ID from shared memory and ring it before the
+// VMM has read that peer's eventfd, and the doorbell is dropped. A server
+// that sends no vectors costs at most setupWait; serverLoop does the rest.
+func (d *Device) awaitSetup(c *proto.Client) {
+	c.SetReadDeadline(time.Now().Add(setupWait))
+	defer c.SetReadDeadline(time.Time{})
+	for c.Vectors(c.ID()) == 0 {
+		if _, err := c.Next(); err != nil {
+			if errors.Is(err, proto.ErrProtocol) {
+				d.ServerErrors.Add(1)
+				continue
+			}
+			return // deadline or a closed connection: serverLoop reports it
+		}
+	}
 }
 
 // serverLoop applies server messages until the connection ends. Losing the

@@ -2,6 +2,7 @@ package ivshmem
 
 import (
 	"encoding/binary"
+	"time"
 
 	"github.com/petrel-vmm/petrel/devices/pci"
 )
@@ -61,6 +62,10 @@ func (d *Device) Write(_, off uint64, data []byte) {
 	}
 }
 
+// ringRetryMax bounds, in milliseconds, how long a doorbell to a peer not
+// yet known waits for pending server messages.
+const ringRetryMax = 200
+
 // ring signals peer's eventfd for vector; it reaches here only when no
 // ioeventfd took the write in the kernel.
 func (d *Device) ring(peer, vector int) {
@@ -69,7 +74,17 @@ func (d *Device) ring(peer, vector int) {
 		d.DroppedDoorbells.Add(1) // ivshmem-plain has no peers
 		return
 	}
-	if err := d.client.Ring(peer, vector); err != nil {
+	err := d.client.Ring(peer, vector)
+	// A peer that joined a moment ago may be known to the guest (through
+	// shared memory) before this VMM has applied the server's message
+	// announcing it. While such messages are waiting, give them a little
+	// time rather than drop the doorbell; a doorbell to a peer that really
+	// is absent (nothing pending) is dropped at once.
+	for wait := 0; err != nil && wait < ringRetryMax && d.client.Pending(); wait++ {
+		time.Sleep(time.Millisecond)
+		err = d.client.Ring(peer, vector)
+	}
+	if err != nil {
 		d.DroppedDoorbells.Add(1)
 	}
 }

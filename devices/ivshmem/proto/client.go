@@ -7,6 +7,8 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +51,9 @@ type Client struct {
 	conn  *net.UnixConn
 	id    int
 	shmFD int
+
+	// applying counts messages Next has received and not yet applied.
+	applying atomic.Int32
 
 	mu     sync.RWMutex // guards peers, closed; fds are closed under mu held for writing
 	peers  map[int][]int
@@ -159,6 +164,14 @@ func (c *Client) apply(v int64, fd int) (Event, error) {
 // concern one bad message and the stream stays usable; any other error
 // (the server went away, the client was closed) is final.
 func (c *Client) Next() (Event, error) {
+	// Wait with MSG_PEEK until a message is there, and count it as being
+	// applied before taking it out of the socket: Pending never sees a
+	// message that is neither in the socket nor counted.
+	if err := c.waitReadable(); err != nil {
+		return Event{}, err
+	}
+	c.applying.Add(1)
+	defer c.applying.Add(-1)
 	v, fd, err := Recv(c.conn)
 	if err != nil {
 		return Event{}, err
@@ -169,6 +182,42 @@ func (c *Client) Next() (Event, error) {
 	}
 	return c.apply(v, fd)
 }
+
+// waitReadable blocks (through the runtime's poller, honouring the read
+// deadline) until the socket has data or is closed, without consuming it.
+func (c *Client) waitReadable() error {
+	rc, err := c.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var b [1]byte
+	return rc.Read(func(fd uintptr) bool {
+		_, _, perr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return perr != unix.EAGAIN // data, EOF or an error Recv will report
+	})
+}
+
+// Pending reports whether server messages are waiting to be applied: bytes
+// unread in the socket, or a message Next has read but not yet applied. A
+// doorbell to a peer that is not known yet is worth retrying only then.
+func (c *Client) Pending() bool {
+	if c.applying.Load() > 0 {
+		return true
+	}
+	rc, err := c.conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	rc.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	return n > 0
+}
+
+// SetReadDeadline bounds Next (zero: no deadline); Next then fails with an
+// error wrapping os.ErrDeadlineExceeded.
+func (c *Client) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
 
 // ID is the client's peer ID assigned by the server.
 func (c *Client) ID() int { return c.id }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -228,4 +229,55 @@ func FuzzClient(f *testing.F) {
 			t.Fatalf("%d fds open after the client closed, %d before", got, before)
 		}
 	})
+}
+
+// TestPending: a server message is Pending from the moment it is in the
+// socket until Next has applied it, so a doorbell to a peer announced in it
+// can wait for it instead of being dropped; with nothing queued, a doorbell
+// to an unknown peer is not worth waiting for.
+func TestPending(t *testing.T) {
+	srv, cl := pair(t)
+	defer srv.Close()
+	shm := eventfd(t)
+	defer unix.Close(shm)
+	for _, m := range []struct {
+		v  int64
+		fd int
+	}{{Version, -1}, {2, -1}, {ShmMessage, shm}} {
+		if err := Send(srv, m.v, m.fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := NewClient(cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Pending() {
+		t.Fatal("Pending with nothing queued")
+	}
+	if err := c.Ring(7, 0); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("ring of unknown peer: %v", err)
+	}
+	efd := eventfd(t)
+	if err := Send(srv, 7, efd); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(efd)
+	for deadline := 0; !c.Pending(); deadline++ {
+		if deadline > 1000 {
+			t.Fatal("a queued message is not Pending")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ev, err := c.Next()
+	if err != nil || ev.Kind != VectorAdded || ev.Peer != 7 {
+		t.Fatalf("Next: %+v, %v", ev, err)
+	}
+	if c.Pending() {
+		t.Fatal("Pending after the message was applied")
+	}
+	if err := c.Ring(7, 0); err != nil {
+		t.Fatalf("ring of the announced peer: %v", err)
+	}
 }
