@@ -14,7 +14,10 @@ fi
 pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 if [[ -z "$pkg" ]]; then
   echo "fetch-kernel: refreshing the apt lists" >&2
-  apt-get update -qq >&2
+  # A half-synced mirror index for one suite or architecture makes
+  # apt-get update fail although the list we need is fine: go on and let
+  # the lookup below say whether it is.
+  apt-get update -qq >&2 || echo "fetch-kernel: apt-get update reported errors; trying anyway" >&2
   pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 fi
 [[ -n "$pkg" ]] || { echo "fetch-kernel: cannot resolve linux-image-cloud-amd64" >&2; exit 1; }
