@@ -26,6 +26,6 @@ make_disk() {
   rm -f "$raw" "$1"
   truncate -s 64M "$raw"
   mkfs.ext4 -q -F -L petrel "$raw"
-  qemu-img convert -f raw -O qcow2 "$raw" "$1"
+  ./bin/petrel img convert -f raw -O qcow2 "$raw" "$1"
   rm -f "$raw"
 }
