@@ -43,36 +43,47 @@ func NewServer(m Machine) *Server {
 // ListenUnix creates a UNIX socket at path, mode 0600, and serves it in the
 // background. A stale socket at path is replaced; any other file is not.
 func (s *Server) ListenUnix(path string) error {
+	ln, err := ListenSocket(path)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	go s.acceptLoop(ln)
+	return nil
+}
+
+// ListenSocket creates a listening UNIX socket at path with mode 0600,
+// without touching the process umask: it binds under a temporary name,
+// restricts it, then renames it into place, so the socket is never
+// reachable with looser permissions. A stale socket at path is replaced;
+// any other file is not. Closing the listener removes the socket.
+func ListenSocket(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
-			return fmt.Errorf("qmp socket %s: file exists and is not a socket", path)
+			return nil, fmt.Errorf("qmp socket %s: file exists and is not a socket", path)
 		}
 		os.Remove(path)
 	}
-	// Bind under a temporary name, restrict it, then rename it into place,
-	// so the socket is never reachable with looser permissions.
 	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d.tmp", filepath.Base(path), os.Getpid()))
 	os.Remove(tmp)
 	ln, err := net.Listen("unix", tmp)
 	if err != nil {
-		return fmt.Errorf("qmp socket %s: %w", path, err)
+		return nil, fmt.Errorf("qmp socket %s: %w", path, err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(tmp, 0o600); err != nil {
 		ln.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("qmp socket %s: %w", path, err)
+		return nil, fmt.Errorf("qmp socket %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		ln.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("qmp socket %s: %w", path, err)
+		return nil, fmt.Errorf("qmp socket %s: %w", path, err)
 	}
-	s.mu.Lock()
-	s.lns = append(s.lns, &unlinkListener{ln, path})
-	s.mu.Unlock()
-	go s.acceptLoop(ln)
-	return nil
+	return &unlinkListener{ln, path}, nil
 }
 
 type unlinkListener struct {

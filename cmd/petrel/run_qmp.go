@@ -61,17 +61,9 @@ func startQMP(spec string, quit func()) (*qmpFront, error) {
 	if !server {
 		return nil, fmt.Errorf("-qmp %q: only server sockets are supported (add ,server)", spec)
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("-qmp %s: file exists and is not a socket", path)
-		}
-		os.Remove(path)
-	}
-	old := umask(0o077) // the socket is created mode 0600
-	ln, err := net.Listen("unix", path)
-	umask(old)
+	ln, err := qmp.ListenSocket(path) // mode 0600
 	if err != nil {
-		return nil, fmt.Errorf("-qmp %s: %w", path, err)
+		return nil, fmt.Errorf("-qmp: %w", err)
 	}
 	q.ln = ln
 	go q.accept()
