@@ -47,19 +47,12 @@ idt:
 	.set v, 0
 	.rept 256
 	.if v == 0x40
-	.word msi - ehdr + BASE & 0xffff, 0x10, 0x8e00, (msi - ehdr + BASE) >> 16
+	gate msi
 	.elseif v == 0x41
-	.word irqfd - ehdr + BASE & 0xffff, 0x10, 0x8e00, (irqfd - ehdr + BASE) >> 16
+	gate irqfd
 	.else
-	.word stubs + v * STUB - ehdr + BASE & 0xffff, 0x10, 0x8e00, (stubs + v * STUB - ehdr + BASE) >> 16
+	gate "stubs + v * STUB"
 	.endif
 	.set v, v + 1
 	.endr
-idt_end:
-idtr:	.word idt_end - idt - 1
-	.long idt
-
-	.balign 16
-	.fill 1024, 1, 0
-stack_top:
-file_end:
+	guest_tail

@@ -48,17 +48,10 @@ idt:
 	.set v, 0
 	.rept 256
 	.if v == 0x30
-	.word irq4 - ehdr + BASE & 0xffff, 0x10, 0x8e00, (irq4 - ehdr + BASE) >> 16
+	gate irq4
 	.else
-	.word stubs + v * STUB - ehdr + BASE & 0xffff, 0x10, 0x8e00, (stubs + v * STUB - ehdr + BASE) >> 16
+	gate "stubs + v * STUB"
 	.endif
 	.set v, v + 1
 	.endr
-idt_end:
-idtr:	.word idt_end - idt - 1
-	.long idt
-
-	.balign 16
-	.fill 1024, 1, 0
-stack_top:
-file_end:
+	guest_tail
