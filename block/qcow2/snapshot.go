@@ -418,6 +418,16 @@ func (img *Image) createSnapshot(name string) error {
 	return img.writeSnapshots(snaps, oldSize)
 }
 
+// snapshotL1 finds a snapshot by name or ID and loads its L1 table.
+func (img *Image) snapshotL1(snaps []snapshot, nameOrID string) (int, []uint64, error) {
+	i := findSnapshot(snaps, nameOrID)
+	if i < 0 {
+		return -1, nil, fmt.Errorf("snapshot %q not found", nameOrID)
+	}
+	l1, err := img.loadL1(int64(snaps[i].l1Off), snaps[i].l1Size)
+	return i, l1, err
+}
+
 // applySnapshot makes a snapshot's state the active disk state.
 func (img *Image) applySnapshot(nameOrID string) error {
 	snaps, _, err := img.lockForSnapshot()
@@ -425,15 +435,11 @@ func (img *Image) applySnapshot(nameOrID string) error {
 		return err
 	}
 	defer img.unquiesce()
-	i := findSnapshot(snaps, nameOrID)
-	if i < 0 {
-		return fmt.Errorf("snapshot %q not found", nameOrID)
-	}
-	sn := snaps[i]
-	snL1, err := img.loadL1(int64(sn.l1Off), sn.l1Size)
+	i, snL1, err := img.snapshotL1(snaps, nameOrID)
 	if err != nil {
 		return err
 	}
+	sn := snaps[i]
 	if int64(len(snL1)) > int64(len(img.l1)) {
 		if err := img.growL1(int64(len(snL1))); err != nil {
 			return err
@@ -486,15 +492,11 @@ func (img *Image) deleteSnapshot(nameOrID string) error {
 		return err
 	}
 	defer img.unquiesce()
-	i := findSnapshot(snaps, nameOrID)
-	if i < 0 {
-		return fmt.Errorf("snapshot %q not found", nameOrID)
-	}
-	sn := snaps[i]
-	snL1, err := img.loadL1(int64(sn.l1Off), sn.l1Size)
+	i, snL1, err := img.snapshotL1(snaps, nameOrID)
 	if err != nil {
 		return err
 	}
+	sn := snaps[i]
 	// The table no longer names the snapshot before its references go.
 	if err := img.writeSnapshots(append(snaps[:i:i], snaps[i+1:]...), oldSize); err != nil {
 		return err
