@@ -1,0 +1,231 @@
+# Runs jobs on real KVM by nesting (sourced, not run).
+#
+# This host may have no /dev/kvm (or only kvm_pvm, the software hypervisor).
+# Real KVM is then reached one level down: qemu-system-x86_64 under TCG with
+# `-cpu max` exposes AMD SVM with NPT, Debian's cloud kernel (L1, the one
+# scripts/fetch-kernel.sh fetches) loads irqbypass.ko, kvm.ko and kvm-amd.ko
+# from its own package and gets /dev/kvm, and static Petrel runs there.
+#
+# Contract (scripts/test-kvm.sh, scripts/e2e.sh and the demo rely on it):
+#
+#   nested_prepare
+#       Fetches the kernel, finds a static busybox (the installed one when it
+#       is static, else Debian's busybox-static unpacked under out/nested)
+#       and builds bin/petrel-static (CGO_ENABLED=0). Sets NESTED_KERNEL (the
+#       bzImage), NESTED_MODDIR (its lib/modules/VERSION) and NESTED_BUSYBOX.
+#
+#   nested_run JOBDIR [TIMEOUT_SECONDS]      (default 900)
+#       JOBDIR/in/ holds job.sh and any files it needs. L1 boots with an
+#       initramfs holding busybox, the kvm modules, /bin/petrel (static), the
+#       L2 kernel at /l2/vmlinuz (the same bzImage) and JOBDIR/in at /job;
+#       JOBDIR/in/rootfs/, when present, is merged into L1's / (see
+#       nested_copy_tool). L1's init loads the modules, checks /dev/kvm, runs
+#       `sh /job/job.sh` in /job with OUT=/out, HOME=/root and the L1 kernel's
+#       modules directory in NESTED_L1_MODULES, and prints its output to the
+#       console prefixed "job: ". Then /out travels back through a raw virtio
+#       disk (busybox tar) into JOBDIR/out/, the job's exit code in
+#       JOBDIR/out/rc, and L1 powers off. The console is in JOBDIR/console.log;
+#       "nested:" and "job:" lines are echoed to stdout as they come, with the
+#       time L1 took to boot. Returns the job's exit code; a failed L1 boot,
+#       a missing /dev/kvm or a timeout returns non-zero with the log's tail.
+#       Knobs: NESTED_CPU (default max; `qemu64,-svm` is the negative
+#       control: kvm-amd refuses and nested_run fails), NESTED_MEM (4G),
+#       NESTED_SMP (2), NESTED_OUT_SIZE (raw out-disk size, 2G sparse),
+#       NESTED_APPEND (extra L1 kernel parameters).
+#
+#   nested_copy_tool ROOTFS PROGRAM...
+#       Copies host programs with the shared libraries ldd names (and the
+#       dynamic loader) under ROOTFS (use JOBDIR/in/rootfs), so that tools
+#       such as qemu-img run inside L1.
+#
+#   nested_hw_kvm
+#       Succeeds when this host's own /dev/kvm has hardware virtualization
+#       (VT-x/AMD-V with kvm_intel/kvm_amd): callers may then run directly.
+#       Prints which path applies and why.
+
+NESTED_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NESTED_WORK=$NESTED_REPO/out/nested
+
+nested_log() { echo "nested: $*"; }
+
+nested_hw_kvm() {
+  if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then
+    nested_log "no usable /dev/kvm on this host: running nested (qemu TCG -cpu max, kvm-amd in L1)"
+    return 1
+  fi
+  if grep -qw kvm_pvm /proc/modules 2>/dev/null; then
+    nested_log "/dev/kvm here is kvm_pvm (no hardware virtualization): running nested"
+    return 1
+  fi
+  if grep -Eqw 'vmx|svm' /proc/cpuinfo && grep -Eqw 'kvm_intel|kvm_amd' /proc/modules 2>/dev/null; then
+    nested_log "/dev/kvm here has hardware virtualization ($(grep -Eow 'kvm_intel|kvm_amd' /proc/modules | head -1)): running directly"
+    return 0
+  fi
+  nested_log "/dev/kvm here is not backed by kvm_intel/kvm_amd: running nested"
+  return 1
+}
+
+# nested_static FILE: succeeds when FILE is a statically linked executable.
+nested_static() {
+  [[ -x $1 ]] && LC_ALL=C ldd "$1" 2>&1 | grep -q 'not a dynamic executable'
+}
+
+nested_prepare() {
+  local tool
+  for tool in qemu-system-x86_64 cpio tar; do
+    command -v "$tool" >/dev/null || { echo "nested: $tool not found (apt-get install -y qemu-system-x86 cpio tar)" >&2; return 1; }
+  done
+  mkdir -p "$NESTED_WORK"
+  NESTED_KERNEL=$(cd "$NESTED_REPO" && bash scripts/fetch-kernel.sh) || return 1
+  NESTED_KERNEL=$NESTED_REPO/$NESTED_KERNEL
+  local ver
+  ver=$(basename "$NESTED_KERNEL"); ver=${ver#vmlinuz-}
+  NESTED_MODDIR=$NESTED_REPO/out/kernel/root/lib/modules/$ver
+  [[ -f $NESTED_MODDIR/kernel/arch/x86/kvm/kvm-amd.ko ]] || { echo "nested: $NESTED_MODDIR has no kvm-amd.ko" >&2; return 1; }
+  if nested_static /bin/busybox; then
+    NESTED_BUSYBOX=/bin/busybox
+  else
+    NESTED_BUSYBOX=$NESTED_WORK/busybox/bin/busybox
+    if ! nested_static "$NESTED_BUSYBOX"; then
+      nested_log "fetching Debian's busybox-static"
+      (cd "$NESTED_WORK" && rm -f busybox-static_*.deb && apt-get download busybox-static >&2) || return 1
+      rm -rf "$NESTED_WORK/busybox"
+      dpkg-deb -x "$NESTED_WORK"/busybox-static_*.deb "$NESTED_WORK/busybox" || return 1
+    fi
+  fi
+  (cd "$NESTED_REPO" && CGO_ENABLED=0 go build -o bin/petrel-static ./cmd/petrel) || return 1
+  NESTED_PETREL=$NESTED_REPO/bin/petrel-static
+}
+
+nested_copy_tool() {
+  local root=$1 prog path lib
+  shift
+  for prog in "$@"; do
+    path=$(command -v "$prog") || { echo "nested: $prog not found" >&2; return 1; }
+    mkdir -p "$root/usr/bin"
+    cp -L "$path" "$root/usr/bin/$(basename "$path")"
+    for lib in $(ldd "$path" 2>/dev/null | grep -oE '/[^ ]+'); do
+      mkdir -p "$root$(dirname "$lib")"
+      cp -Ln "$lib" "$root$lib"
+    done
+  done
+}
+
+# nested_init writes L1's /init.
+nested_init() {
+  cat <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/usr/bin:/sbin:/usr/sbin HOME=/root
+mkdir -p /proc /sys /dev /tmp /root /out /run
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp; mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+ip link set lo up 2>/dev/null
+echo "nested: L1 init after $(cut -d' ' -f1 /proc/uptime) s of L1 uptime, kernel $(uname -r), $(nproc) CPUs"
+M=/l1/modules
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do insmod $M/$m.ko || echo "nested: insmod $m failed"; done
+for m in irqbypass kvm kvm-amd; do insmod $M/$m.ko || echo "nested: insmod $m failed"; done
+finish() {
+  echo "$1" > /out/rc
+  sync
+  if [ -b /dev/vda ]; then
+    tar -cf /dev/vda -C /out . && sync && echo "nested: out copied back"
+  else
+    echo "nested: no /dev/vda to copy /out back"
+  fi
+  poweroff -f
+}
+if [ ! -c /dev/kvm ]; then
+  echo "nested: FAIL: no /dev/kvm in L1 (kvm-amd refused: $(dmesg | grep -i -m1 -E 'kvm|svm' ))"
+  finish 97
+fi
+echo "nested: /dev/kvm ready ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2))"
+[ -d /job/rootfs ] && cp -a /job/rootfs/. / && rm -rf /job/rootfs
+cd /job
+export OUT=/out NESTED_L1_MODULES=$M
+( sh /job/job.sh < /dev/null 2>&1; echo $? > /tmp/job.rc ) | sed 's/^/job: /'
+rc=$(cat /tmp/job.rc 2>/dev/null || echo 98)
+echo "nested: job exited with $rc"
+finish "$rc"
+INIT
+}
+
+nested_run() {
+  local job=$1 limit=${2:-900}
+  [[ -f $job/in/job.sh ]] || { echo "nested: $job/in/job.sh missing" >&2; return 1; }
+  [[ -n ${NESTED_KERNEL:-} ]] || nested_prepare || return 1
+  job=$(cd "$job" && pwd)
+  local root=$job/root
+  rm -rf "$root" "$job/out" "$job/out.raw" "$job/initrd.cpio"
+  mkdir -p "$root/bin" "$root/l1/modules" "$root/l2" "$job/out"
+  cp "$NESTED_BUSYBOX" "$root/bin/busybox"
+  cp "$NESTED_PETREL" "$root/bin/petrel"
+  cp "$NESTED_KERNEL" "$root/l2/vmlinuz"
+  local m
+  for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/virtio/virtio_ring drivers/virtio/virtio \
+    drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci drivers/block/virtio_blk; do
+    cp "$NESTED_MODDIR/kernel/$m.ko" "$root/l1/modules/"
+  done
+  cp -a "$job/in" "$root/job"
+  nested_init >"$root/init"
+  chmod +x "$root/init"
+  (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$job/initrd.cpio" || return 1
+  rm -rf "$root"
+  truncate -s "${NESTED_OUT_SIZE:-2G}" "$job/out.raw"
+
+  local log=$job/console.log start now
+  : >"$log"
+  start=$(date +%s.%N)
+  nested_log "L1 booting ($(du -m "$job/initrd.cpio" | cut -f1) MiB initramfs, -cpu ${NESTED_CPU:-max}, timeout ${limit}s)"
+  timeout "$limit" qemu-system-x86_64 -accel tcg -cpu "${NESTED_CPU:-max}" -smp "${NESTED_SMP:-2}" -m "${NESTED_MEM:-4G}" \
+    -nographic -no-reboot -nic none -kernel "$NESTED_KERNEL" -initrd "$job/initrd.cpio" \
+    -append "console=ttyS0 quiet panic=-1 ${NESTED_APPEND:-}" \
+    -drive "file=$job/out.raw,format=raw,if=virtio,cache=unsafe" </dev/null >"$log" 2>&1 &
+  local qpid=$! qrc=0 seen=0 n line
+  # Echo the progress lines while L1 runs (complete lines only); the first
+  # one from init times the boot.
+  while :; do
+    kill -0 "$qpid" 2>/dev/null || break
+    n=$(wc -l <"$log")
+    if ((n > seen)); then
+      while IFS= read -r line; do
+        line=${line%$'\r'}
+        case $line in
+          job:*) echo "$line" ;;
+          *nested:\ L1\ init*)
+            now=$(date +%s.%N)
+            echo "nested:${line#*nested:}"
+            nested_log "L1 booted in $(awk "BEGIN{printf \"%.1f\", $now - $start}") s (host clock)" ;;
+          nested:* | job:*) echo "$line" ;;
+        esac
+      done < <(sed -n "$((seen + 1)),${n}p" "$log")
+      seen=$n
+    fi
+    sleep 1
+  done
+  wait "$qpid" || qrc=$?
+  while IFS= read -r line; do
+    line=${line%$'\r'}
+    case $line in nested:* | job:*) echo "$line" ;; esac
+  done < <(tail -n +$((seen + 1)) "$log")
+  nested_log "L1 ran $(awk "BEGIN{printf \"%.0f\", $(date +%s.%N) - $start}") s"
+  tar -xf "$job/out.raw" -C "$job/out" 2>/dev/null
+  rm -f "$job/out.raw" "$job/initrd.cpio"
+  if [[ $qrc == 124 ]]; then
+    echo "nested: FAIL: L1 timed out after ${limit}s; the console's tail ($log):" >&2
+    tail -n 30 "$log" >&2
+    return 124
+  fi
+  if [[ ! -s $job/out/rc ]]; then
+    echo "nested: FAIL: L1 ended (qemu status $qrc) without the job's exit code; the console's tail ($log):" >&2
+    tail -n 30 "$log" >&2
+    return 1
+  fi
+  local rc
+  rc=$(cat "$job/out/rc")
+  if [[ $rc == 97 ]]; then
+    echo "nested: FAIL: L1 has no /dev/kvm (-cpu ${NESTED_CPU:-max}); the console's tail ($log):" >&2
+    tail -n 15 "$log" >&2
+  fi
+  return "$rc"
+}
