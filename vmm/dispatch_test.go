@@ -32,23 +32,12 @@ func setMMIOExit(v *VCPU, addr uint64, n uint32, write bool) {
 	}
 }
 
-// pioHandler is a minimal machine handler: IO goes to a bus.
-type pioHandler struct{ bus *Bus }
-
-func (h pioHandler) HandleExit(v *VCPU, reason uint32) Stop {
-	if reason == ExitIO {
-		v.HandleIO(h.bus)
-		return StopNone
-	}
-	return StopError
-}
-
 func TestDispatchStringIO(t *testing.T) {
 	v := fakeVCPU()
 	var bus Bus
 	d := &seqDev{}
 	bus.Insert(0x3f8, 8, d)
-	v.Handler = pioHandler{&bus}
+	v.PIO = &bus
 	copy(v.run.mem[4096:], "hello")
 	setIOExit(v, 0x3f8, 1, 5, true, 4096)
 	if s := v.dispatch(); s != StopNone {
@@ -70,8 +59,14 @@ func TestDispatchStringIO(t *testing.T) {
 	setIOExit(v, 0x3f8, 4, 1000, true, 8000)
 	before := len(d.out)
 	v.dispatch()
-	if len(d.out) != before {
-		t.Fatal("out-of-range string IO dispatched")
+	if len(d.out) != before || bus.Unhandled.Load() != 1 {
+		t.Fatalf("out-of-range string IO dispatched (unhandled %d)", bus.Unhandled.Load())
+	}
+	// Without a PIO bus an IN reads all ones and no handler is asked.
+	v.PIO = nil
+	setIOExit(v, 0x60, 2, 1, false, 4096)
+	if s := v.dispatch(); s != StopNone || v.run.mem[4096] != 0xff || v.run.mem[4097] != 0xff {
+		t.Fatalf("IN without a bus: %v, % x", s, v.run.mem[4096:4098])
 	}
 }
 
@@ -155,7 +150,7 @@ func TestDispatchAllocs(t *testing.T) {
 	pio.Insert(0x80, 1, pd)
 	mmio.Insert(0xd0000000, 0x1000, md)
 	v.MMIO = &mmio
-	v.Handler = pioHandler{&pio}
+	v.PIO = &pio
 	setIOExit(v, 0x80, 1, 1, true, 4096)
 	if n := testing.AllocsPerRun(1000, func() { v.dispatch() }); n != 0 {
 		t.Fatalf("PIO exit dispatch allocates %.1f times", n)
@@ -183,7 +178,7 @@ func BenchmarkDispatchPIO(b *testing.B) {
 	for i := uint64(0); i < 16; i++ {
 		pio.Insert(0x100+i*16, 8, &nopDev{})
 	}
-	v.Handler = pioHandler{&pio}
+	v.PIO = &pio
 	setIOExit(v, 0x150, 1, 1, true, 4096)
 	b.ReportAllocs()
 	for b.Loop() {

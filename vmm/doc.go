@@ -9,9 +9,11 @@
 //
 // A VCPU runs on one goroutine locked to its OS thread (Run, or RunVCPUs
 // for all of them). Exit dispatch has two levels: vmm decodes the mmap'd
-// kvm_run in place and handles what every architecture shares (MMIO,
-// SHUTDOWN, SYSTEM_EVENT, FAIL_ENTRY, INTERNAL_ERROR, EINTR); the rest
-// (IO on x86, PAPR_HCALL on pseries) goes to the machine's ExitHandler.
+// kvm_run in place and handles what every architecture shares (IO and
+// MMIO from the VCPU's PIO and MMIO buses, SHUTDOWN, SYSTEM_EVENT,
+// FAIL_ENTRY, INTERNAL_ERROR, EINTR); only the exits that belong to a
+// machine (PAPR_HCALL on pseries, HLT without an irqchip) go to its
+// ExitHandler.
 // The IO and MMIO paths neither allocate nor lock (TestDispatchAllocs).
 //
 // A vCPU is stopped or paused from another goroutine by Kick/Pause, which

@@ -66,9 +66,11 @@ func (s Stop) String() string {
 	return fmt.Sprintf("stop(%d)", int(s))
 }
 
-// ExitHandler handles the exits that belong to a machine (IO on x86,
-// PAPR_HCALL on pseries, HLT without an irqchip). It must not allocate or
-// lock on its hot path. It returns StopNone to resume the guest.
+// ExitHandler handles the exits that belong to a machine, not to a bus:
+// PAPR_HCALL on pseries, HLT without an irqchip on x86. vmm serves PIO and
+// MMIO from the VCPU's buses itself and maps SHUTDOWN and SYSTEM_EVENT to
+// a Stop. It must not allocate or lock on its hot path. It returns StopNone
+// to resume the guest.
 type ExitHandler interface {
 	HandleExit(v *VCPU, reason uint32) Stop
 }
@@ -79,8 +81,9 @@ type VCPU struct {
 	fd  int
 	run runView
 
-	// MMIO is the bus MMIO exits dispatch to (shared by all vCPUs).
-	MMIO *Bus
+	// PIO and MMIO are the buses port I/O and MMIO exits dispatch to
+	// (shared by all vCPUs). A nil bus reads as all ones and drops writes.
+	PIO, MMIO *Bus
 	// Handler takes the machine's exits.
 	Handler ExitHandler
 
@@ -252,6 +255,10 @@ func (v *VCPU) dispatch() Stop {
 	v.Exits.Add(1)
 	h := v.run.header()
 	switch h.ExitReason {
+	case ExitIO:
+		v.IOExits.Add(1)
+		v.handleIO()
+		return StopNone
 	case ExitMMIO:
 		v.MMIOExits.Add(1)
 		m := v.run.mmio()
@@ -314,34 +321,35 @@ func (v *VCPU) Fail(err error) Stop {
 	return StopError
 }
 
-// IO returns the pending KVM_EXIT_IO: port, access size, repeat count, the
-// direction, and the data area (count*size bytes inside kvm_run). It
-// returns ok=false when the kernel's data offset is out of range.
-func (v *VCPU) IO() (port uint16, size, count int, out bool, data []byte, ok bool) {
+// handleIO serves the pending KVM_EXIT_IO from the PIO bus, walking
+// string instructions (count > 1) one element at a time. A data offset
+// outside kvm_run (a kernel bug) is counted as unhandled and dropped.
+func (v *VCPU) handleIO() {
 	io := v.run.io()
-	size, count = int(io.Size), int(io.Count)
+	size, count := int(io.Size), int(io.Count)
 	end := io.DataOffset + uint64(size*count)
 	if size == 0 || end > uint64(len(v.run.mem)) || io.DataOffset > end {
-		return io.Port, size, count, io.Direction == 1, nil, false
+		if v.PIO != nil {
+			v.PIO.Unhandled.Add(1)
+		}
+		return
 	}
-	return io.Port, size, count, io.Direction == 1, v.run.mem[io.DataOffset:end], true
-}
-
-// HandleIO serves the pending KVM_EXIT_IO from bus, walking string
-// instructions (count > 1) one element at a time.
-func (v *VCPU) HandleIO(bus *Bus) {
-	v.IOExits.Add(1)
-	port, size, count, out, data, ok := v.IO()
-	if !ok {
-		bus.Unhandled.Add(1)
+	data := v.run.mem[io.DataOffset:end]
+	out, port := io.Direction == 1, uint64(io.Port)
+	if v.PIO == nil {
+		if !out {
+			for i := range data {
+				data[i] = 0xff
+			}
+		}
 		return
 	}
 	for i := 0; i < count; i++ {
 		d := data[i*size : (i+1)*size]
 		if out {
-			bus.Write(uint64(port), d)
+			v.PIO.Write(port, d)
 		} else {
-			bus.Read(uint64(port), d)
+			v.PIO.Read(port, d)
 		}
 	}
 }

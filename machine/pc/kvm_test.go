@@ -132,7 +132,7 @@ func (p *seqPort) Read(_, _ uint64, data []byte) {
 func (p *seqPort) Write(_, _ uint64, _ []byte) {}
 
 // TestRepInsbBatched: KVM batches rep insb into KVM_EXIT_IO with count > 1
-// (its read-ahead), and HandleIO must fill count*size bytes.
+// (its read-ahead), and vmm must fill count*size bytes.
 func TestRepInsbBatched(t *testing.T) {
 	testutil.NeedKVM(t)
 	const n = 200

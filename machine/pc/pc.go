@@ -279,7 +279,7 @@ func (m *Machine) setupVCPUs() error {
 			return err
 		}
 		m.closers = append(m.closers, v.Close)
-		v.MMIO = m.mmio
+		v.PIO, v.MMIO = m.pio, m.mmio
 		v.Handler = m
 		want := vmm.GuestCPUID(host, i, cc)
 		if err := v.SetCPUID(want); err != nil {
@@ -474,13 +474,11 @@ func (m *Machine) Close() error {
 	return first
 }
 
-// HandleExit takes the exits vmm leaves to the PC: port I/O.
+// HandleExit takes the exits vmm leaves to the PC (vmm serves the PIO and
+// MMIO buses itself): HLT, which reaches user space only without an
+// in-kernel irqchip.
 func (m *Machine) HandleExit(v *vmm.VCPU, reason uint32) vmm.Stop {
-	switch reason {
-	case vmm.ExitIO:
-		v.HandleIO(m.pio)
-		return vmm.StopNone
-	case vmm.ExitHLT:
+	if reason == vmm.ExitHLT {
 		return vmm.StopHalted
 	}
 	return v.Fail(fmt.Errorf("vcpu %d: unexpected exit reason %d", v.ID, reason))
