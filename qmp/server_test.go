@@ -13,6 +13,8 @@ import (
 	"time"
 
 	goqmp "github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
 // recMachine is a Machine that records what the server asked of it. The
@@ -20,14 +22,14 @@ import (
 type recMachine struct {
 	mu      sync.Mutex
 	status  string
-	devices map[string]DeviceAddRequest
-	nodes   map[string]BlockdevAddRequest
+	devices map[string]qemuopt.DeviceSpec
+	nodes   map[string]qemuopt.BlockdevSpec
 	calls   []string
 	srv     *Server
 }
 
 func newRec() *recMachine {
-	return &recMachine{status: "running", devices: map[string]DeviceAddRequest{}, nodes: map[string]BlockdevAddRequest{}}
+	return &recMachine{status: "running", devices: map[string]qemuopt.DeviceSpec{}, nodes: map[string]qemuopt.BlockdevSpec{}}
 }
 
 func (m *recMachine) log(s string) { m.mu.Lock(); m.calls = append(m.calls, s); m.mu.Unlock() }
@@ -62,7 +64,7 @@ func (m *recMachine) QueryPCI() []PCIBus {
 	return []PCIBus{b}
 }
 func (m *recMachine) QueryBlock() []BlockInfo { return nil }
-func (m *recMachine) DeviceAdd(r DeviceAddRequest) error {
+func (m *recMachine) DeviceAdd(r qemuopt.DeviceSpec) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, dup := m.devices[r.ID]; dup {
@@ -86,7 +88,7 @@ func (m *recMachine) DeviceDel(id string) error {
 	go m.srv.Emit("DEVICE_DELETED", map[string]any{"device": id, "path": "/machine/peripheral/" + id})
 	return nil
 }
-func (m *recMachine) BlockdevAdd(r BlockdevAddRequest) error {
+func (m *recMachine) BlockdevAdd(r qemuopt.BlockdevSpec) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.nodes[r.NodeName] = r
@@ -338,7 +340,7 @@ func TestDisconnectMidCommand(t *testing.T) {
 	m.mu.Lock()
 	d := m.devices["ok1"]
 	m.mu.Unlock()
-	if d.Props["readonly"] != true || d.Props["num-queues"] != int64(2) || d.Slot != 3 {
+	if !d.ReadOnly || d.NumQueues != 2 || d.Slot != 3 || d.File != "/x.img" {
 		t.Fatalf("props not coerced: %+v", d)
 	}
 	c.send(t, `{"execute":"quit"}`)
@@ -347,19 +349,5 @@ func TestDisconnectMidCommand(t *testing.T) {
 	}
 	if r := c.read(t); r["event"] != "SHUTDOWN" {
 		t.Fatalf("after quit: %v", r)
-	}
-}
-
-func TestParseSlot(t *testing.T) {
-	good := map[string]int{"5": 5, "0x5": 5, "05.0": 5, "0x1f.0": 31, "1F": 31}
-	for in, want := range good {
-		if got, err := ParseSlot(in); err != nil || got != want {
-			t.Errorf("ParseSlot(%q) = %d, %v", in, got, err)
-		}
-	}
-	for _, in := range []string{"", "0x20", "zz", "3.8", "3.1", "-1"} {
-		if _, err := ParseSlot(in); err == nil {
-			t.Errorf("ParseSlot(%q) accepted", in)
-		}
 	}
 }

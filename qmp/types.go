@@ -1,5 +1,7 @@
 package qmp
 
+import "github.com/petrel-vmm/petrel/qemuopt"
+
 // Machine is what a QMP server drives. machine/pc implements it. Methods are
 // called from connection goroutines, possibly concurrently; implementations
 // serialise what they must.
@@ -19,34 +21,12 @@ type Machine interface {
 	QueryBlock() []BlockInfo
 	// DeviceAdd hot-plugs a device; it returns once the device is on the
 	// bus and the guest has been notified.
-	DeviceAdd(req DeviceAddRequest) error
+	DeviceAdd(spec qemuopt.DeviceSpec) error
 	// DeviceDel asks the guest to eject a device. Completion is signalled
 	// later by the machine through Server.Emit("DEVICE_DELETED", ...).
 	DeviceDel(id string) error
-	BlockdevAdd(req BlockdevAddRequest) error
+	BlockdevAdd(spec qemuopt.BlockdevSpec) error
 	BlockdevDel(nodeName string) error
-}
-
-// DeviceAddRequest is a validated device_add.
-type DeviceAddRequest struct {
-	Driver string
-	ID     string
-	// Slot is the PCI slot from "addr", or -1 for the first free one.
-	Slot int
-	// Props are the remaining properties, already type-checked against the
-	// driver's property table (strings, bools, or int64 for numbers).
-	Props map[string]any
-}
-
-// BlockdevAddRequest is a validated blockdev-add.
-type BlockdevAddRequest struct {
-	NodeName string
-	// Driver is the image format ("qcow2", "qed", "raw"); Filename the file.
-	Driver   string
-	Filename string
-	ReadOnly bool
-	// Direct is cache.direct (O_DIRECT).
-	Direct bool
 }
 
 // PCIBus is one entry of query-pci.

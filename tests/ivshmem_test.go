@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,7 +21,7 @@ import (
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/internal/testutil"
 	"github.com/petrel-vmm/petrel/machine/pc"
-	"github.com/petrel-vmm/petrel/qmp"
+	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/tests/guest"
 )
 
@@ -256,7 +257,15 @@ func TestIvshmemQMPDeviceAdd(t *testing.T) {
 	m, out := newMachine(t, pc.Config{Kernel: elf})
 	file := filepath.Join(t.TempDir(), "plain")
 	add := func(driver string, props map[string]any) error {
-		return m.DeviceAdd(qmp.DeviceAddRequest{Driver: driver, ID: driver, Slot: -1, Props: props})
+		args := map[string]any{"driver": driver, "id": driver}
+		for k, v := range props {
+			args[k] = v
+		}
+		spec, err := qemuopt.DeviceFromQMP(args)
+		if err != nil {
+			return err
+		}
+		return m.DeviceAdd(spec)
 	}
 	for _, bad := range []struct {
 		driver string
@@ -267,7 +276,7 @@ func TestIvshmemQMPDeviceAdd(t *testing.T) {
 		{"ivshmem-plain", map[string]any{"size": "64K"}},
 		{"ivshmem-doorbell", map[string]any{"chardev": "c"}},
 		{"ivshmem-doorbell", map[string]any{"socket": filepath.Join(t.TempDir(), "none")}},
-		{"ivshmem-doorbell", map[string]any{"socket": sock, "vectors": int64(99)}},
+		{"ivshmem-doorbell", map[string]any{"socket": sock, "vectors": json.Number("99")}},
 	} {
 		if err := add(bad.driver, bad.props); err == nil {
 			t.Fatalf("device_add %s %v succeeded", bad.driver, bad.props)
@@ -276,7 +285,7 @@ func TestIvshmemQMPDeviceAdd(t *testing.T) {
 	if err := add("ivshmem-plain", map[string]any{"shm": file, "size": "64K"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := add("ivshmem-doorbell", map[string]any{"socket": sock, "vectors": int64(2)}); err != nil {
+	if err := add("ivshmem-doorbell", map[string]any{"socket": sock, "vectors": json.Number("2")}); err != nil {
 		t.Fatal(err)
 	}
 	var plain, bell *ivshmem.Device
@@ -317,8 +326,8 @@ func TestIvshmemHotUnplug(t *testing.T) {
 		events = append(events, fmt.Sprint(ev, data))
 	}}
 	m, out := newMachine(t, cfg)
-	if err := m.DeviceAdd(qmp.DeviceAddRequest{Driver: "ivshmem-doorbell", ID: "iv0", Slot: 5,
-		Props: map[string]any{"socket": sock}}); err != nil {
+	if err := m.DeviceAdd(qemuopt.DeviceSpec{Driver: "ivshmem-doorbell", ID: "iv0", Slot: 5,
+		Socket: sock, Vectors: 1}); err != nil {
 		t.Fatal(err)
 	}
 	peer, err := proto.Dial(sock)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/devices/ivshmem/hostmem"
 	"github.com/petrel-vmm/petrel/devices/ivshmem/server"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
 func init() {
@@ -40,7 +41,7 @@ func runIvshmemServer(args []string) int {
 		fmt.Fprintf(os.Stderr, "ivshmem-server: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	size, err := hostmem.ParseSize(*sizeArg)
+	size, err := qemuopt.ParseSize(*sizeArg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ivshmem-server: -l: %v\n", err)
 		return 2

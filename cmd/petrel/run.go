@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/petrel-vmm/petrel/machine/pc"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
 func init() {
@@ -93,16 +94,19 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	}
 	o.cfg.KernelCacheDir = kcache
 	for _, d := range disks {
-		dc, err := parseDisk(d, false)
+		dc, err := qemuopt.ParseDisk(d)
 		if err != nil {
 			return nil, err
 		}
 		o.cfg.Disks = append(o.cfg.Disks, dc)
 	}
 	for _, d := range drives {
-		dc, err := parseDisk(d, true)
+		dc, err := qemuopt.ParseDrive(d)
 		if err != nil {
 			return nil, err
+		}
+		if dc.NoDevice {
+			return nil, fmt.Errorf("-drive %q: if=none is not supported yet; use if=virtio", d)
 		}
 		o.cfg.Disks = append(o.cfg.Disks, dc)
 	}
@@ -117,35 +121,21 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	return &o, nil
 }
 
-// parseMemSize parses QEMU's -m: a size with an optional K/M/G/T suffix
-// (MiB without one), or "size=..." .
+// parseMemSize parses QEMU's -m: [size=]SIZE with an optional K/M/G/T
+// suffix (MiB without one).
 func parseMemSize(s string) (int, error) {
-	s = strings.TrimPrefix(s, "size=")
-	if i := strings.IndexByte(s, ','); i >= 0 {
-		s = s[:i]
+	o, err := qemuopt.Parse("-m", s, "size")
+	if err != nil {
+		return 0, err
 	}
-	if s == "" {
-		return 0, errors.New("-m: empty size")
+	size := o.Str("size")
+	if err := o.Unused("-m: unsupported option '%s'"); err != nil {
+		return 0, err
 	}
-	unit := uint64(1 << 20)
-	num := s
-	switch strings.ToUpper(s[len(s)-1:]) {
-	case "K":
-		unit, num = 1<<10, s[:len(s)-1]
-	case "M":
-		unit, num = 1<<20, s[:len(s)-1]
-	case "G":
-		unit, num = 1<<30, s[:len(s)-1]
-	case "T":
-		unit, num = 1<<40, s[:len(s)-1]
-	case "B":
-		unit, num = 1, s[:len(s)-1]
-	}
-	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n <= 0 || n*float64(unit) > 1<<40 {
+	bytes, err := qemuopt.ParseSizeUnit(size, 1<<20)
+	if err != nil || bytes > 1<<40 {
 		return 0, fmt.Errorf("-m %q: not a size between 2M and 1T", s)
 	}
-	bytes := uint64(n * float64(unit))
 	if bytes < 2<<20 || bytes%(1<<20) != 0 {
 		return 0, fmt.Errorf("-m %q: need a whole number of MiB, at least 2M", s)
 	}
@@ -164,101 +154,6 @@ func parseSMP(s string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("-smp %q: want N or cpus=N", s)
-}
-
-// parseDisk parses -disk FILE[,opts] (qemuDrive false) or -drive file=...
-func parseDisk(s string, qemuDrive bool) (pc.DiskConfig, error) {
-	var d pc.DiskConfig
-	parts := splitOpts(s)
-	if !qemuDrive {
-		if len(parts) == 0 || strings.Contains(parts[0], "=") && !strings.HasPrefix(parts[0], "file=") {
-			return d, fmt.Errorf("-disk %q: first item must be the image file", s)
-		}
-		d.Path = strings.TrimPrefix(parts[0], "file=")
-		parts = parts[1:]
-	}
-	for _, p := range parts {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok {
-			return d, fmt.Errorf("disk option %q in %q: want key=value", p, s)
-		}
-		switch k {
-		case "file":
-			d.Path = v
-		case "if":
-			if v != "virtio" {
-				return d, fmt.Errorf("disk %q: only if=virtio is supported", s)
-			}
-		case "format":
-			switch v {
-			case "qcow2", "qed", "raw":
-				d.Format = v
-			default:
-				return d, fmt.Errorf("disk %q: format %q: want qcow2, qed or raw", s, v)
-			}
-		case "readonly":
-			b, err := parseOnOff(v)
-			if err != nil {
-				return d, fmt.Errorf("disk %q: readonly: %w", s, err)
-			}
-			d.ReadOnly = b
-		case "cache":
-			switch v {
-			case "none", "directsync":
-				d.DirectIO, d.NoSync = true, false
-			case "writeback", "writethrough":
-				d.DirectIO, d.NoSync = false, false
-			case "unsafe":
-				d.DirectIO, d.NoSync = false, true
-			default:
-				return d, fmt.Errorf("disk %q: cache %q: want none, writeback or unsafe", s, v)
-			}
-		case "serial":
-			d.Serial = v
-		case "id":
-			d.ID = v
-		case "media":
-			if v != "disk" {
-				return d, fmt.Errorf("disk %q: only media=disk is supported", s)
-			}
-		default:
-			return d, fmt.Errorf("disk %q: unknown option %q", s, k)
-		}
-	}
-	if d.Path == "" {
-		return d, fmt.Errorf("disk %q: no file given", s)
-	}
-	return d, nil
-}
-
-// splitOpts splits QEMU options at commas; ",," is a literal comma.
-func splitOpts(s string) []string {
-	var out []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			out = append(out, cur.String())
-			cur.Reset()
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	return append(out, cur.String())
-}
-
-func parseOnOff(v string) (bool, error) {
-	switch v {
-	case "on", "yes", "true", "1":
-		return true, nil
-	case "off", "no", "false", "0":
-		return false, nil
-	}
-	return false, fmt.Errorf("%q is not on or off", v)
 }
 
 func runMain(args []string) int {

@@ -4,13 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/petrel-vmm/petrel/devices/ivshmem"
 	"github.com/petrel-vmm/petrel/devices/ivshmem/hostmem"
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/machine/pc"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
 // pciDeviceOptions are `petrel run`'s QEMU-style -object, -chardev and
@@ -28,20 +27,10 @@ import (
 type pciDeviceOptions struct {
 	objects, chardevs, devices listFlag
 
-	backends map[string]backendSpec
+	backends map[string]qemuopt.ObjectSpec
 	sockets  map[string]string // chardev id -> socket path
-	devs     []deviceSpec
+	devs     []qemuopt.DeviceSpec
 	regions  map[string]*hostmem.Region
-}
-
-type backendSpec struct {
-	id, kind, path string
-	size           uint64
-}
-
-type deviceSpec struct {
-	driver, id, memdev, chardev string
-	vectors, slot               int
 }
 
 func (o *pciDeviceOptions) register(fs *flag.FlagSet) {
@@ -50,168 +39,51 @@ func (o *pciDeviceOptions) register(fs *flag.FlagSet) {
 	fs.Var(&o.devices, "device", "ivshmem-plain,memdev=ID[,addr=SLOT][,id=] or ivshmem-doorbell,chardev=ID[,vectors=N][,addr=SLOT][,id=] (repeatable)")
 }
 
-// keyValues splits "driver,k=v,..." into the driver and its options,
-// refusing repeated keys. A bare key is a boolean set to on, as QEMU reads
-// "share" in "memory-backend-file,share,...".
-func keyValues(opt, s string) (string, map[string]string, error) {
-	parts := splitOpts(s)
-	kv := map[string]string{}
-	for _, p := range parts[1:] {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok {
-			v = "on"
-		}
-		if k == "" {
-			return "", nil, fmt.Errorf("-%s %q: empty option name", opt, s)
-		}
-		if _, dup := kv[k]; dup {
-			return "", nil, fmt.Errorf("-%s %q: %s given twice", opt, s, k)
-		}
-		kv[k] = v
-	}
-	return parts[0], kv, nil
-}
-
-// takeKeys returns an error naming any key of kv not in allowed.
-func takeKeys(opt, s string, kv map[string]string, allowed ...string) error {
-	for k := range kv {
-		found := false
-		for _, a := range allowed {
-			found = found || a == k
-		}
-		if !found {
-			return fmt.Errorf("-%s %q: unknown option %q", opt, s, k)
-		}
-	}
-	return nil
-}
-
 func (o *pciDeviceOptions) parse() error {
-	o.backends, o.sockets = map[string]backendSpec{}, map[string]string{}
+	o.backends, o.sockets = map[string]qemuopt.ObjectSpec{}, map[string]string{}
 	for _, s := range o.objects {
-		kind, kv, err := keyValues("object", s)
+		b, err := qemuopt.ParseObject(s)
 		if err != nil {
 			return err
 		}
-		b := backendSpec{id: kv["id"], kind: kind}
-		if b.id == "" {
-			return fmt.Errorf("-object %q: id= is required", s)
-		}
-		if _, dup := o.backends[b.id]; dup {
-			return fmt.Errorf("-object %q: duplicate id %q", s, b.id)
-		}
-		if b.size, err = hostmem.ParseSize(kv["size"]); err != nil {
-			return fmt.Errorf("-object %q: size: %w", s, err)
-		}
-		if err := hostmem.CheckSize(b.size); err != nil {
+		if err := hostmem.CheckSize(b.Size); err != nil {
 			return fmt.Errorf("-object %q: %w", s, err)
 		}
-		if v, ok := kv["share"]; ok {
-			on, err := parseOnOff(v)
-			if err != nil {
-				return fmt.Errorf("-object %q: share: %w", s, err)
-			}
-			if !on {
-				return fmt.Errorf("-object %q: share=off: ivshmem needs share=on memory", s)
-			}
+		if _, dup := o.backends[b.ID]; dup {
+			return fmt.Errorf("-object %q: duplicate id %q", s, b.ID)
 		}
-		switch kind {
-		case "memory-backend-file":
-			if _, ok := kv["share"]; !ok {
-				return fmt.Errorf("-object %q: memory-backend-file needs share=on for ivshmem", s)
-			}
-			if b.path = kv["mem-path"]; b.path == "" {
-				return fmt.Errorf("-object %q: mem-path= is required", s)
-			}
-			err = takeKeys("object", s, kv, "id", "size", "share", "mem-path")
-		case "memory-backend-shm":
-			err = takeKeys("object", s, kv, "id", "size", "share")
-		default:
-			return fmt.Errorf("-object %q: unsupported object type %q (want memory-backend-file or memory-backend-shm)", s, kind)
-		}
-		if err != nil {
-			return err
-		}
-		o.backends[b.id] = b
+		o.backends[b.ID] = b
 	}
 	for _, s := range o.chardevs {
-		kind, kv, err := keyValues("chardev", s)
+		c, err := qemuopt.ParseChardev(s)
 		if err != nil {
 			return err
 		}
-		if kind != "socket" {
-			return fmt.Errorf("-chardev %q: only socket chardevs are supported", s)
+		if _, dup := o.sockets[c.ID]; dup {
+			return fmt.Errorf("-chardev %q: duplicate id %q", s, c.ID)
 		}
-		if err := takeKeys("chardev", s, kv, "id", "path"); err != nil {
-			return err
-		}
-		id, path := kv["id"], kv["path"]
-		if id == "" || path == "" {
-			return fmt.Errorf("-chardev %q: id= and path= are required", s)
-		}
-		if _, dup := o.sockets[id]; dup {
-			return fmt.Errorf("-chardev %q: duplicate id %q", s, id)
-		}
-		o.sockets[id] = path
+		o.sockets[c.ID] = c.Path
 	}
 	for _, s := range o.devices {
-		d, err := o.parseDevice(s)
+		d, err := qemuopt.ParseDevice(s)
 		if err != nil {
 			return err
+		}
+		switch d.Driver {
+		case "ivshmem-plain":
+			if _, ok := o.backends[d.Memdev]; !ok {
+				return fmt.Errorf("-device %q: memdev=%q names no -object memory backend", s, d.Memdev)
+			}
+		case "ivshmem-doorbell":
+			if _, ok := o.sockets[d.Chardev]; !ok {
+				return fmt.Errorf("-device %q: chardev=%q names no -chardev socket", s, d.Chardev)
+			}
+		default:
+			return fmt.Errorf("-device %q: unsupported driver %q (petrel run builds ivshmem-plain and ivshmem-doorbell; disks use -disk/-drive)", s, d.Driver)
 		}
 		o.devs = append(o.devs, d)
 	}
 	return nil
-}
-
-func (o *pciDeviceOptions) parseDevice(s string) (deviceSpec, error) {
-	driver, kv, err := keyValues("device", s)
-	if err != nil {
-		return deviceSpec{}, err
-	}
-	d := deviceSpec{driver: driver, id: kv["id"], memdev: kv["memdev"], chardev: kv["chardev"]}
-	if a, ok := kv["addr"]; ok {
-		if d.slot, err = parseSlot(a); err != nil {
-			return d, fmt.Errorf("-device %q: %w", s, err)
-		}
-	}
-	switch driver {
-	case "ivshmem-plain":
-		if _, ok := o.backends[d.memdev]; !ok {
-			return d, fmt.Errorf("-device %q: memdev=%q names no -object memory backend", s, d.memdev)
-		}
-		err = takeKeys("device", s, kv, "id", "memdev", "addr", "master")
-	case "ivshmem-doorbell":
-		if _, ok := o.sockets[d.chardev]; !ok {
-			return d, fmt.Errorf("-device %q: chardev=%q names no -chardev socket", s, d.chardev)
-		}
-		d.vectors = 1
-		if v, ok := kv["vectors"]; ok {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > ivshmem.MaxVectors {
-				return d, fmt.Errorf("-device %q: vectors=%q: want 1..%d", s, v, ivshmem.MaxVectors)
-			}
-			d.vectors = n
-		}
-		err = takeKeys("device", s, kv, "id", "chardev", "vectors", "addr", "master", "ioeventfd", "msi")
-	default:
-		return d, fmt.Errorf("-device %q: unsupported driver %q (petrel run builds ivshmem-plain and ivshmem-doorbell; disks use -disk/-drive)", s, driver)
-	}
-	return d, err
-}
-
-// parseSlot parses QEMU's addr=SLOT[.FN] (hex, as QEMU reads it); only
-// function 0 exists here.
-func parseSlot(a string) (int, error) {
-	slot, fn, hasFn := strings.Cut(a, ".")
-	if hasFn && strings.TrimLeft(fn, "0") != "" {
-		return 0, fmt.Errorf("addr=%q: only function 0 is supported", a)
-	}
-	n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(slot), "0x"), 16, 8)
-	if err != nil || n < 1 || n >= pci.NumSlots {
-		return 0, fmt.Errorf("addr=%q: want a slot 1..0x1f", a)
-	}
-	return int(n), nil
 }
 
 // region opens backend id on first use.
@@ -222,10 +94,10 @@ func (o *pciDeviceOptions) region(id string) (*hostmem.Region, error) {
 	b := o.backends[id]
 	var r *hostmem.Region
 	var err error
-	if b.kind == "memory-backend-shm" {
-		r, err = hostmem.NewAnonymousRegion(id, b.size)
+	if b.Type == "memory-backend-shm" {
+		r, err = hostmem.NewAnonymousRegion(id, b.Size)
 	} else {
-		r, err = hostmem.OpenRegion(id, b.path, b.size)
+		r, err = hostmem.OpenRegion(id, b.MemPath, b.Size)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("memory backend %q: %w", id, err)
@@ -241,9 +113,9 @@ func (o *pciDeviceOptions) region(id string) (*hostmem.Region, error) {
 func (o *pciDeviceOptions) attach(m *pc.Machine) error {
 	for _, d := range o.devs {
 		var build func(p pc.PCIPlumbing) (pci.Device, error)
-		switch d.driver {
+		switch d.Driver {
 		case "ivshmem-plain":
-			r, err := o.region(d.memdev)
+			r, err := o.region(d.Memdev)
 			if err != nil {
 				return err
 			}
@@ -251,13 +123,13 @@ func (o *pciDeviceOptions) attach(m *pc.Machine) error {
 				return ivshmem.NewPlain(r, ivshmem.Interrupts{Router: p.Router, Signaler: p.Signaler, IRQ: p.IRQ})
 			}
 		case "ivshmem-doorbell":
-			path, vectors := o.sockets[d.chardev], d.vectors
+			path, vectors := o.sockets[d.Chardev], d.Vectors
 			build = func(p pc.PCIPlumbing) (pci.Device, error) {
 				return ivshmem.NewDoorbell(path, vectors, ivshmem.Interrupts{Router: p.Router, Signaler: p.Signaler, IRQ: p.IRQ})
 			}
 		}
-		if _, err := m.AddPCIDevice(d.id, d.slot, build); err != nil {
-			return fmt.Errorf("-device %s: %w", d.driver, err)
+		if _, err := m.AddPCIDevice(d.ID, max(d.Slot, 0), build); err != nil {
+			return fmt.Errorf("-device %s: %w", d.Driver, err)
 		}
 	}
 	return nil

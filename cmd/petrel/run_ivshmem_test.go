@@ -19,10 +19,10 @@ func TestParseIvshmemDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := o.pciDevs.devs
-	if len(d) != 3 || d[0].slot != 5 || d[0].id != "iv0" || d[1].slot != 0 || d[2].vectors != 4 || d[2].slot != 6 {
+	if len(d) != 3 || d[0].Slot != 5 || d[0].ID != "iv0" || d[1].Slot != -1 || d[2].Vectors != 4 || d[2].Slot != 6 {
 		t.Fatalf("devices %+v", d)
 	}
-	if b := o.pciDevs.backends["m1"]; b.size != 1<<20 || b.path != "/dev/shm/x" {
+	if b := o.pciDevs.backends["m1"]; b.Size != 1<<20 || b.MemPath != "/dev/shm/x" {
 		t.Fatalf("backend %+v", b)
 	}
 	if o.pciDevs.sockets["ivs"] != "/tmp/ivshmem_socket" {
@@ -39,6 +39,7 @@ func TestParseIvshmemDeviceErrors(t *testing.T) {
 		{"-object memory-backend-ram,id=m,size=1M", "unsupported object"},
 		{"-object memory-backend-shm,size=1M", "id= is required"},
 		{"-object memory-backend-shm,id=m,size=1M,bogus=1", "unknown option"},
+		{"-object memory-backend-shm,id=m,size=1M,share=maybe", "on or off"},
 		{"-object memory-backend-shm,id=m,size=1M -object memory-backend-shm,id=m,size=1M", "duplicate"},
 		{"-chardev pipe,id=c,path=/x", "only socket"},
 		{"-chardev socket,id=c", "required"},
@@ -46,10 +47,11 @@ func TestParseIvshmemDeviceErrors(t *testing.T) {
 		{"-device ivshmem-doorbell,chardev=nope", "names no -chardev"},
 		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,vectors=0", "vectors"},
 		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,vectors=65", "vectors"},
-		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,addr=0x20", "slot"},
+		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,addr=0x20", "slot must be"},
 		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,addr=3.1", "function 0"},
-		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,size=1M", "unknown option"},
-		{"-device e1000", "unsupported driver"},
+		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,size=1M", "not found"},
+		{"-device e1000", "not a valid device model"},
+		{"-device virtio-blk-pci,drive=d", "unsupported driver"},
 		{"-device ivshmem-plain,memdev", "names no -object"},
 		{"-device ivshmem-plain,=x", "empty option"},
 	} {

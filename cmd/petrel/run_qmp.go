@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/petrel-vmm/petrel/machine/pc"
+	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/qmp"
 )
 
@@ -204,7 +205,7 @@ func (p *machineProxy) QueryBlock() []qmp.BlockInfo {
 	return m.QueryBlock()
 }
 
-func (p *machineProxy) DeviceAdd(r qmp.DeviceAddRequest) error {
+func (p *machineProxy) DeviceAdd(r qemuopt.DeviceSpec) error {
 	m, err := p.get()
 	if err != nil {
 		return err
@@ -220,7 +221,7 @@ func (p *machineProxy) DeviceDel(id string) error {
 	return m.DeviceDel(id)
 }
 
-func (p *machineProxy) BlockdevAdd(r qmp.BlockdevAddRequest) error {
+func (p *machineProxy) BlockdevAdd(r qemuopt.BlockdevSpec) error {
 	m, err := p.get()
 	if err != nil {
 		return err

@@ -63,13 +63,6 @@ func TestParseMemSize(t *testing.T) {
 	}
 }
 
-func TestSplitOpts(t *testing.T) {
-	got := splitOpts("file=a,,b.img,id=x")
-	if len(got) != 2 || got[0] != "file=a,b.img" || got[1] != "id=x" {
-		t.Fatalf("%q", got)
-	}
-}
-
 func TestEscapeReader(t *testing.T) {
 	quit := 0
 	var help []byte

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/petrel-vmm/petrel/internal/testutil"
-	"github.com/petrel-vmm/petrel/qmp"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
 func rawDisk(t *testing.T, size int64) string {
@@ -69,25 +69,25 @@ func TestACPITablesAndDisksWired(t *testing.T) {
 	// blockdev-add + device_add drive=, then device_del (the guest never
 	// ejects here, so the slot stays) and the error cases.
 	disk2 := rawDisk(t, 2<<20)
-	if err := m.BlockdevAdd(qmp.BlockdevAddRequest{NodeName: "n1", Driver: "raw", Filename: disk2}); err != nil {
+	if err := m.BlockdevAdd(qemuopt.BlockdevSpec{NodeName: "n1", Format: "raw", Filename: disk2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.BlockdevAdd(qmp.BlockdevAddRequest{NodeName: "n1", Driver: "raw", Filename: disk2}); err == nil {
+	if err := m.BlockdevAdd(qemuopt.BlockdevSpec{NodeName: "n1", Format: "raw", Filename: disk2}); err == nil {
 		t.Fatal("duplicate node accepted")
 	}
-	if err := m.DeviceAdd(qmp.DeviceAddRequest{Driver: "virtio-blk-pci", ID: "v1", Slot: 5, Props: map[string]any{"drive": "n1"}}); err != nil {
+	if err := m.DeviceAdd(qemuopt.DeviceSpec{Driver: "virtio-blk-pci", ID: "v1", Slot: 5, Drive: "n1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.BlockdevDel("n1"); err == nil {
 		t.Fatal("blockdev-del of a node in use accepted")
 	}
-	for name, req := range map[string]qmp.DeviceAddRequest{
-		"busy slot":  {Driver: "virtio-blk-pci", ID: "v2", Slot: 5, Props: map[string]any{"drive": "n1"}},
-		"dup id":     {Driver: "virtio-blk-pci", ID: "v1", Slot: 6, Props: map[string]any{"file": disk2}},
-		"no drive":   {Driver: "virtio-blk-pci", ID: "v3", Slot: 6, Props: map[string]any{}},
+	for name, req := range map[string]qemuopt.DeviceSpec{
+		"busy slot":  {Driver: "virtio-blk-pci", ID: "v2", Slot: 5, Drive: "n1"},
+		"dup id":     {Driver: "virtio-blk-pci", ID: "v1", Slot: 6, File: disk2},
+		"no drive":   {Driver: "virtio-blk-pci", ID: "v3", Slot: 6},
 		"bad driver": {Driver: "e1000", ID: "v4", Slot: -1},
-		"node busy":  {Driver: "virtio-blk-pci", ID: "v5", Slot: 7, Props: map[string]any{"drive": "n1"}},
-		"slot 0":     {Driver: "virtio-blk-pci", ID: "v6", Slot: 0, Props: map[string]any{"drive": "n1"}},
+		"node busy":  {Driver: "virtio-blk-pci", ID: "v5", Slot: 7, Drive: "n1"},
+		"slot 0":     {Driver: "virtio-blk-pci", ID: "v6", Slot: 0, Drive: "n1"},
 	} {
 		if err := m.DeviceAdd(req); err == nil {
 			t.Errorf("%s: device_add accepted", name)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/block"
 	_ "github.com/petrel-vmm/petrel/block/all" // every image engine
+	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/qmp"
 )
 
@@ -75,11 +76,11 @@ func (m *Machine) closeNodes() error {
 }
 
 // BlockdevAdd opens an image as a named node (QMP blockdev-add).
-func (m *Machine) BlockdevAdd(req qmp.BlockdevAddRequest) error {
+func (m *Machine) BlockdevAdd(req qemuopt.BlockdevSpec) error {
 	if req.NodeName == "" {
 		return qmp.Errorf("blockdev-add needs a node-name")
 	}
-	if _, err := m.openNode(req.NodeName, req.Filename, req.Driver, req.ReadOnly, req.Direct, false); err != nil {
+	if _, err := m.openNode(req.NodeName, req.Filename, req.Format, req.ReadOnly, req.DirectIO, req.NoSync); err != nil {
 		return qmp.Errorf("%v", err)
 	}
 	return nil

@@ -7,7 +7,7 @@ import (
 	"github.com/petrel-vmm/petrel/devices/ivshmem"
 	"github.com/petrel-vmm/petrel/devices/ivshmem/hostmem"
 	"github.com/petrel-vmm/petrel/devices/pci"
-	"github.com/petrel-vmm/petrel/qmp"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
 func init() {
@@ -30,13 +30,12 @@ func (m *Machine) plugIvshmem(d *ivshmem.Device, slot int) error {
 // addIvshmemPlainQMP is device_add ivshmem-plain,shm=NAME|PATH,size=SIZE:
 // a shm_open name (no '/') or a file path, created if missing. memdev=
 // needs -object backends, which live in `petrel run`, not here.
-func addIvshmemPlainQMP(m *Machine, req qmp.DeviceAddRequest, slot int) error {
-	str := func(k string) string { s, _ := req.Props[k].(string); return s }
-	if md := str("memdev"); md != "" {
+func addIvshmemPlainQMP(m *Machine, req qemuopt.DeviceSpec, slot int) error {
+	if md := req.Memdev; md != "" {
 		return fmt.Errorf("memdev=%q: memory backends are not available to device_add; use shm= and size=", md)
 	}
-	shm := str("shm")
-	if shm == "" {
+	shm := req.Shm
+	if shm == "" || req.Size == 0 {
 		return fmt.Errorf("shm= (a POSIX shm name or a file path) and size= are required")
 	}
 	path := shm
@@ -46,11 +45,7 @@ func addIvshmemPlainQMP(m *Machine, req qmp.DeviceAddRequest, slot int) error {
 			return err
 		}
 	}
-	size, err := hostmem.ParseSize(str("size"))
-	if err != nil {
-		return fmt.Errorf("size: %w", err)
-	}
-	d, err := ivshmem.NewPlainFile(req.ID, path, size, m.ivshmemInterrupts(slot))
+	d, err := ivshmem.NewPlainFile(req.ID, path, req.Size, m.ivshmemInterrupts(slot))
 	if err != nil {
 		return err
 	}
@@ -59,22 +54,15 @@ func addIvshmemPlainQMP(m *Machine, req qmp.DeviceAddRequest, slot int) error {
 
 // addIvshmemDoorbellQMP is device_add ivshmem-doorbell,socket=PATH[,vectors=N]
 // (chardev= needs -chardev, which lives in `petrel run`).
-func addIvshmemDoorbellQMP(m *Machine, req qmp.DeviceAddRequest, slot int) error {
-	if cd, _ := req.Props["chardev"].(string); cd != "" {
+func addIvshmemDoorbellQMP(m *Machine, req qemuopt.DeviceSpec, slot int) error {
+	if cd := req.Chardev; cd != "" {
 		return fmt.Errorf("chardev=%q: chardevs are not available to device_add; use socket=PATH", cd)
 	}
-	sock, _ := req.Props["socket"].(string)
+	sock := req.Socket
 	if sock == "" {
 		return fmt.Errorf("socket= (the ivshmem server's socket path) is required")
 	}
-	vectors := int64(1)
-	if v, ok := req.Props["vectors"].(int64); ok {
-		vectors = v
-	}
-	if vectors < 1 || vectors > ivshmem.MaxVectors {
-		return fmt.Errorf("vectors=%d: want 1..%d", vectors, ivshmem.MaxVectors)
-	}
-	d, err := ivshmem.NewDoorbell(sock, int(vectors), m.ivshmemInterrupts(slot))
+	d, err := ivshmem.NewDoorbell(sock, req.Vectors, m.ivshmemInterrupts(slot))
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/petrel-vmm/petrel/devices/acpi"
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/devices/serial"
+	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/vmm"
 	"github.com/petrel-vmm/petrel/vmm/guestmem"
 )
@@ -73,16 +74,8 @@ type Config struct {
 	Events func(event string, data any)
 }
 
-// DiskConfig is one virtio-blk disk.
-type DiskConfig struct {
-	Path     string
-	ReadOnly bool
-	Format   string // "" probes
-	DirectIO bool   // cache=none
-	NoSync   bool   // cache=unsafe: flushes skip fsync
-	Serial   string
-	ID       string
-}
+// DiskConfig is one -disk or -drive: an image and its virtio-blk device.
+type DiskConfig = qemuopt.DriveSpec
 
 // ExitReason says how a machine's run ended.
 type ExitReason int

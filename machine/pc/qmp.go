@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/qmp"
 )
 
@@ -120,7 +121,7 @@ func (m *Machine) QueryBlock() []qmp.BlockInfo {
 }
 
 // DeviceAdd hot-plugs a device (QMP device_add).
-func (m *Machine) DeviceAdd(req qmp.DeviceAddRequest) error {
+func (m *Machine) DeviceAdd(req qemuopt.DeviceSpec) error {
 	m.devMu.Lock()
 	defer m.devMu.Unlock()
 	if req.ID != "" {
@@ -180,7 +181,7 @@ func (m *Machine) DeviceDel(id string) error {
 }
 
 // deviceMaker builds and adds one device_add driver's device at slot.
-type deviceMaker func(m *Machine, req qmp.DeviceAddRequest, slot int) error
+type deviceMaker func(m *Machine, req qemuopt.DeviceSpec, slot int) error
 
 // deviceMakers are the device_add drivers this build has (see
 // devices_virtio.go); others are refused with QEMU's wording.

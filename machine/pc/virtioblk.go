@@ -7,7 +7,7 @@ import (
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/devices/virtio"
 	"github.com/petrel-vmm/petrel/devices/virtio/blk"
-	"github.com/petrel-vmm/petrel/qmp"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
 func init() { deviceMakers["virtio-blk-pci"] = addVirtioBlkQMP }
@@ -22,12 +22,12 @@ func (k keepOpen) Close() error { return k.Flush() }
 // addVirtioBlk plugs a virtio-blk device serving n into slot. A node the
 // device owns (-disk, -drive, device_add file=) is closed with the device;
 // a blockdev-add node is only lent.
-func (m *Machine) addVirtioBlk(n *blockNode, slot int, serial, qdev string, owned bool) error {
+func (m *Machine) addVirtioBlk(n *blockNode, slot int, serial, qdev string, queues int, owned bool) error {
 	img := n.img
 	if !owned {
 		img = keepOpen{img}
 	}
-	dev, _, err := blk.NewPCI(img, blk.Options{Serial: serial, ReadOnly: n.img.ReadOnly()}, virtio.Options{
+	dev, _, err := blk.NewPCI(img, blk.Options{Serial: serial, NumQueues: queues, ReadOnly: n.img.ReadOnly()}, virtio.Options{
 		Mem: m.mem, MSI: m.vm, Router: m.vm, IRQ: m.vm.IRQLine(pci.INTxGSI(slot)),
 	})
 	if err != nil {
@@ -58,7 +58,7 @@ func (m *Machine) attachDisks() error {
 		if slot < 0 {
 			return fmt.Errorf("disk %s: no free PCI slot", d.Path)
 		}
-		if err := m.addVirtioBlk(n, slot, d.Serial, name, true); err != nil {
+		if err := m.addVirtioBlk(n, slot, d.Serial, name, 0, true); err != nil {
 			return err
 		}
 		m.devMu.Lock()
@@ -71,12 +71,10 @@ func (m *Machine) attachDisks() error {
 
 // addVirtioBlkQMP is device_add virtio-blk-pci: drive=NODE (a blockdev-add
 // node or a -drive id) or file=PATH[,format=][,readonly=].
-func addVirtioBlkQMP(m *Machine, req qmp.DeviceAddRequest, slot int) error {
-	str := func(k string) string { s, _ := req.Props[k].(string); return s }
-	ro, _ := req.Props["readonly"].(bool)
+func addVirtioBlkQMP(m *Machine, req qemuopt.DeviceSpec, slot int) error {
 	var n *blockNode
 	owned := false
-	switch drive, file := str("drive"), str("file"); {
+	switch drive, file := req.Drive, req.File; {
 	case drive != "" && file != "":
 		return fmt.Errorf("give drive or file, not both")
 	case drive != "":
@@ -96,14 +94,14 @@ func addVirtioBlkQMP(m *Machine, req qmp.DeviceAddRequest, slot int) error {
 			name = fmt.Sprintf("slot%d", slot)
 		}
 		var err error
-		if n, err = m.openNode("#"+name, file, str("format"), ro, false, false); err != nil {
+		if n, err = m.openNode("#"+name, file, req.Format, req.ReadOnly, false, false); err != nil {
 			return err
 		}
 		owned = true
 	default:
 		return fmt.Errorf("Property 'drive' is required")
 	}
-	if err := m.addVirtioBlk(n, slot, str("serial"), req.ID, owned); err != nil {
+	if err := m.addVirtioBlk(n, slot, req.Serial, req.ID, req.NumQueues, owned); err != nil {
 		if owned {
 			m.dropNode(n.name, true)
 		}

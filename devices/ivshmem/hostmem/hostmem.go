@@ -142,49 +142,6 @@ func Unmap(m []byte) error {
 	return nil
 }
 
-// ParseSize parses a size as QEMU does: a number with an optional suffix
-// K, M, G or T (powers of 1024; "4M", "1G", "65536", "4MiB" is refused).
-func ParseSize(s string) (uint64, error) {
-	if s == "" {
-		return 0, fmt.Errorf("empty size")
-	}
-	mult := uint64(1)
-	num := s
-	switch s[len(s)-1] {
-	case 'k', 'K':
-		mult = 1 << 10
-	case 'm', 'M':
-		mult = 1 << 20
-	case 'g', 'G':
-		mult = 1 << 30
-	case 't', 'T':
-		mult = 1 << 40
-	case 'b', 'B':
-		num = s[:len(s)-1]
-	}
-	if mult != 1 {
-		num = s[:len(s)-1]
-	}
-	if num == "" {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	var v uint64
-	for _, ch := range num {
-		if ch < '0' || ch > '9' {
-			return 0, fmt.Errorf("bad size %q", s)
-		}
-		d := uint64(ch - '0')
-		if v > (1<<63)/10 {
-			return 0, fmt.Errorf("size %q overflows", s)
-		}
-		v = v*10 + d
-	}
-	if v != 0 && v > (1<<63)/mult {
-		return 0, fmt.Errorf("size %q overflows", s)
-	}
-	return v * mult, nil
-}
-
 // Region is a mapped shared memory object: a QEMU memory backend
 // (memory-backend-file with share=on, memory-backend-shm).
 type Region struct {

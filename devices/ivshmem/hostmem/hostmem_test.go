@@ -8,19 +8,6 @@ import (
 	"testing"
 )
 
-func TestParseSize(t *testing.T) {
-	for s, want := range map[string]uint64{"4M": 4 << 20, "1g": 1 << 30, "65536": 65536, "2K": 2048, "1T": 1 << 40, "512B": 512} {
-		if got, err := ParseSize(s); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v", s, got, err)
-		}
-	}
-	for _, s := range []string{"", "M", "4X", "-1", "1.5M", "99999999999999999999", "17179869184T"} {
-		if _, err := ParseSize(s); err == nil {
-			t.Errorf("ParseSize(%q) succeeded", s)
-		}
-	}
-}
-
 func TestAnonymousRegionIsSharedAndUnnamed(t *testing.T) {
 	before, _ := os.ReadDir(ShmDir)
 	r, err := NewAnonymousRegion("m", 1<<16)
