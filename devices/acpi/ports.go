@@ -1,12 +1,15 @@
-// Package acpi implements the ACPI devices of the x86 PC: the GPE0 block and
+// Package acpi implements the ACPI devices of the x86 PC: the GPE0 block,
 // the PCI hotplug controller of QEMU's PIIX4 interface
-// (/work/shared/specs/acpi_pci_hotplug.txt).
+// (../shared/specs/acpi_pci_hotplug.txt), and the
+// DSDT objects that drive them (aml.go).
 //
 // "Firmware lives with the device": the port numbers and bits below are the
-// single source of truth. firmware/acpi builds the FADT and the DSDT's
-// OperationRegions and GPE methods from them, and machine/pc inserts the
-// devices (and its own PM1/PM timer block) at the same addresses.
+// single source of truth. The devices decode them, aml.go describes them to
+// the guest, machine/pc inserts the devices (and its own PM1/PM timer block)
+// at the same addresses and hands them to firmware/acpi for the FADT.
 package acpi
+
+import "github.com/petrel-vmm/petrel/devices/pci"
 
 // PM block (implemented by machine/pc, described by the FADT).
 const (
@@ -31,13 +34,6 @@ const (
 
 // SCIIRQ is the ISA IRQ (and GSI, level / active high via a MADT override) of the SCI.
 const SCIIRQ = 9
-
-// Reset register (FADT RESET_REG): the i8042 command port, value 0xFE
-// (pulse the CPU reset line). machine/pc's i8042 handles it.
-const (
-	ResetPort  = 0x64
-	ResetValue = 0xFE
-)
 
 // GPE0 block: ports GPE0Base..GPE0Base+3, byte access only. Bytes 0-1 are
 // status (write 1 to clear), bytes 2-3 enable.
@@ -66,5 +62,5 @@ const (
 
 	// HotplugSlots is the number of slots on bus 0; slot 0 is the host
 	// bridge and never hot-pluggable.
-	HotplugSlots = 32
+	HotplugSlots = pci.NumSlots
 )

@@ -6,10 +6,16 @@ package i8042
 
 import "sync"
 
-// Ports, relative to the device inserted at 0x60 with size 5 (0x60..0x64).
+// The controller's ports (IBM PC/AT assignment), relative to the device
+// inserted at DataPort with size Ports (0x60..0x64), and the keyboard's ISA
+// IRQ. ResetCommand written to CommandPort pulses the CPU reset line: the
+// FADT's RESET_REG and RESET_VALUE (machine/pc passes these to firmware/acpi).
 const (
-	DataPort    = 0x60
-	CommandPort = 0x64
+	DataPort     = 0x60
+	CommandPort  = 0x64
+	Ports        = CommandPort - DataPort + 1
+	IRQ          = 1
+	ResetCommand = cmdPulseReset
 
 	offData    = 0
 	offCommand = 4

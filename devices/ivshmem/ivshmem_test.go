@@ -13,6 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// testWindows are BAR windows for a test bus (the PC's 32- and 64-bit
+// windows; machine/pc owns the real ones).
+var testWindows = pci.Windows{
+	IO:    pci.Window{Base: 0xc000, Size: 0x4000},
+	Mem32: pci.Window{Base: 0xc000_0000, Size: 0x3c00_0000},
+	Mem64: pci.Window{Base: 1 << 40, Size: 1 << 40},
+}
+
 const slot = 3
 
 func rd(d *Device, off uint64) uint32 {
@@ -29,7 +37,7 @@ func wr(d *Device, off uint64, v uint32) {
 
 func plug(t *testing.T, d *Device) *pci.Bus {
 	t.Helper()
-	b := pci.NewBus(host{})
+	b := pci.NewBus(host{}, testWindows)
 	if err := b.Add(slot, d); err != nil {
 		t.Fatal(err)
 	}

@@ -52,21 +52,6 @@ type Host interface {
 	UnmapBAR(m Mapping) error
 }
 
-// Window is an address window BARs are assigned from: [Base, Base+Size).
-type Window struct{ Base, Size uint64 }
-
-// Windows are the three BAR windows (ARCHITECTURE.md memory map).
-type Windows struct {
-	IO, Mem32, Mem64 Window
-}
-
-// DefaultWindows is the x86 PC layout from ARCHITECTURE.md.
-var DefaultWindows = Windows{
-	IO:    Window{0xc000, 0x4000},
-	Mem32: Window{0xc000_0000, 0xfc00_0000 - 0xc000_0000},
-	Mem64: Window{0x100_0000_0000, 0x100_0000_0000},
-}
-
 // Large64 is the size from which a prefetchable 64-bit BAR is placed in the
 // 64-bit window; smaller BARs go below 4 GiB where every guest reaches them.
 const Large64 = 64 << 20
@@ -94,8 +79,16 @@ type Resetter interface {
 	Reset()
 }
 
+// Configuration mechanism 1 (PCI Local Bus 3.0 section 3.2.2.3.2):
+// CONFIG_ADDRESS at 0xcf8, CONFIG_DATA at 0xcfc; the PIIX/ICH reset control
+// register 0xcf9 lies inside the range.
+const (
+	ConfigPort = 0xcf8
+	ConfigLen  = 8
+)
+
 // Bus is PCI bus 0. It serves configuration mechanism 1 as a vmm.BusDevice
-// at PIO 0xcf8 size 8. All configuration accesses, Add and Remove are
+// at PIO ConfigPort size ConfigLen. All configuration accesses, Add and Remove are
 // serialised by mu (lock order: Bus.mu, then ConfigSpace.mu).
 type Bus struct {
 	mu      sync.Mutex
@@ -110,11 +103,10 @@ type Bus struct {
 	MapErrors atomic.Uint64
 }
 
-// NewBus returns an empty bus mapping BARs through host from DefaultWindows.
-func NewBus(host Host) *Bus { return NewBusWindows(host, DefaultWindows) }
-
-// NewBusWindows returns an empty bus with the given BAR windows.
-func NewBusWindows(host Host, w Windows) *Bus { return &Bus{host: host, windows: w} }
+// NewBus returns an empty bus mapping BARs through host and assigning them
+// from the windows w, which the machine defines (machine/pc's memory map)
+// and which the host bridge's _CRS declares (Bus.AML).
+func NewBus(host Host, w Windows) *Bus { return &Bus{host: host, windows: w} }
 
 // SetResetHandler makes a byte write to port 0xcf9 with RST_CPU (bit 2) set
 // call fn: the PIIX/ICH reset control register shares the mechanism 1 range.

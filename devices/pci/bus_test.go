@@ -30,7 +30,7 @@ func cfgWrite32(b *Bus, slot, reg int, v uint32) {
 
 func TestBARAssignSizeMoveUnmap(t *testing.T) {
 	h := newRecHost()
-	b := NewBus(h)
+	b := NewBus(h, testWindows)
 	cfg := NewConfigSpace(Header{VendorID: 0x1af4, DeviceID: 0x1042, Class: 0x010000, InterruptPin: 1})
 	must(t, cfg.SetBAR(0, BAR{Size: 0x4000, Is64: true, Handler: nullDev{}}))
 	must(t, cfg.SetBAR(2, BAR{Size: 0x1000, Handler: nullDev{}}))
@@ -114,7 +114,7 @@ func (d *releasingDev) Release() error { d.released++; return nil }
 
 func TestAssignmentWindows(t *testing.T) {
 	h := newRecHost()
-	b := NewBus(h)
+	b := NewBus(h, testWindows)
 	ram := make([]byte, 128<<20)
 	big := NewConfigSpace(Header{VendorID: 0x1af4, DeviceID: 0x1110, Class: 0x050000})
 	must(t, big.SetBAR(0, BAR{Size: 0x100, Handler: nullDev{}}))
@@ -122,7 +122,7 @@ func TestAssignmentWindows(t *testing.T) {
 	must(t, big.SetBAR(2, BAR{Size: 128 << 20, Is64: true, Prefetch: true, RAM: ram}))
 	dev := &releasingDev{testDev: testDev{big}}
 	must(t, b.Add(5, dev))
-	if a := big.BARAddress(2); a < DefaultWindows.Mem64.Base || a%(128<<20) != 0 {
+	if a := big.BARAddress(2); a < testWindows.Mem64.Base || a%(128<<20) != 0 {
 		t.Fatalf("large prefetchable 64-bit BAR at %#x, want the 64-bit window, aligned", a)
 	}
 	// A second device's BARs avoid the first's.
@@ -136,7 +136,7 @@ func TestAssignmentWindows(t *testing.T) {
 		for i := range NumBARs {
 			if d := c.BARDef(i); d.Size != 0 {
 				a := c.BARAddress(i)
-				if a%d.Size != 0 || a < DefaultWindows.Mem32.Base {
+				if a%d.Size != 0 || a < testWindows.Mem32.Base {
 					t.Fatalf("BAR at %#x size %#x misplaced", a, d.Size)
 				}
 				for _, r := range all {
@@ -178,7 +178,7 @@ func TestAssignmentWindows(t *testing.T) {
 }
 
 func TestWindowExhaustion(t *testing.T) {
-	b := NewBusWindows(newRecHost(), Windows{IO: Window{0xc000, 0x100}, Mem32: Window{0xc000_0000, 0x2000}})
+	b := NewBus(newRecHost(), Windows{IO: Window{0xc000, 0x100}, Mem32: Window{0xc000_0000, 0x2000}})
 	for i := 1; i <= 2; i++ {
 		c := NewConfigSpace(Header{})
 		must(t, c.SetBAR(0, BAR{Size: 0x1000, Handler: nullDev{}}))
@@ -198,7 +198,7 @@ func TestWindowExhaustion(t *testing.T) {
 
 func TestGuestBARPlacementErrors(t *testing.T) {
 	h := newRecHost()
-	b := NewBus(h)
+	b := NewBus(h, testWindows)
 	for _, s := range []int{1, 2} {
 		c := NewConfigSpace(Header{})
 		must(t, c.SetBAR(0, BAR{Size: 0x1000, Handler: nullDev{}}))
@@ -228,7 +228,7 @@ func TestGuestBARPlacementErrors(t *testing.T) {
 }
 
 func TestResetControl(t *testing.T) {
-	b := NewBus(newRecHost())
+	b := NewBus(newRecHost(), testWindows)
 	n := 0
 	b.SetResetHandler(func() { n++; b.Devices() }) // may use the bus
 	b.Write(0xcf8, 1, []byte{0x02})
@@ -239,7 +239,7 @@ func TestResetControl(t *testing.T) {
 }
 
 func TestHostBridge(t *testing.T) {
-	b := NewBus(newRecHost())
+	b := NewBus(newRecHost(), testWindows)
 	must(t, b.Add(0, NewHostBridge()))
 	if got := cfgRead32(b, 0, 8) >> 8; got != ClassHostBridge {
 		t.Fatalf("class %#x", got)
@@ -255,7 +255,7 @@ func (d *resettingDev) Reset() { d.resets++ }
 
 func TestBusReset(t *testing.T) {
 	h := newRecHost()
-	b := NewBus(h)
+	b := NewBus(h, testWindows)
 	cfg := NewConfigSpace(Header{VendorID: 1})
 	must(t, cfg.SetBAR(0, BAR{Size: 0x1000, Handler: nullDev{}}))
 	m, err := NewMSIX(cfg, MSIXConfig{Vectors: 2, TableBAR: 0, PBABAR: 0, PBAOffset: 0x800, Signaler: &recSignaler{}})

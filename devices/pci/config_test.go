@@ -8,7 +8,7 @@ import (
 
 func newTestBus(t *testing.T) (*Bus, *recHost, *ConfigSpace) {
 	h := newRecHost()
-	b := NewBus(h)
+	b := NewBus(h, testWindows)
 	cfg := NewConfigSpace(Header{VendorID: 0x1234, DeviceID: 0x5678, Class: 0x020000, Revision: 7,
 		SubsysVendor: 0xaaaa, SubsysID: 0xbbbb, InterruptPin: 1})
 	must(t, cfg.SetBAR(0, BAR{Size: 0x1000, Handler: nullDev{}}))
@@ -182,7 +182,7 @@ func FuzzConfigSpace(f *testing.F) {
 	f.Add([]byte{0x42, 0x00, 0xc0, 0, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		h := newRecHost()
-		b := NewBus(h)
+		b := NewBus(h, testWindows)
 		cfg := NewConfigSpace(Header{VendorID: 0x1af4, DeviceID: 0x1042, Class: 0x010000})
 		must(t, cfg.SetBAR(0, BAR{Size: 0x4000, Is64: true, Prefetch: true, Handler: nullDev{}}))
 		must(t, cfg.SetBAR(2, BAR{Size: 0x1000, Handler: nullDev{}}))

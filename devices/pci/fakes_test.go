@@ -81,3 +81,11 @@ func (nullDev) Write(_, _ uint64, _ []byte) {}
 type testDev struct{ cfg *ConfigSpace }
 
 func (d *testDev) Config() *ConfigSpace { return d.cfg }
+
+// testWindows are the x86 PC's windows (docs/ARCHITECTURE.md), spelled out
+// here rather than taken from machine/pc, which imports this package.
+var testWindows = Windows{
+	IO:    Window{0xc000, 0x4000},
+	Mem32: Window{0xc000_0000, 0xfc00_0000 - 0xc000_0000},
+	Mem64: Window{0x100_0000_0000, 0x100_0000_0000},
+}

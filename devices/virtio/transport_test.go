@@ -19,6 +19,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// testWindows are BAR windows for a test bus (the PC's 32- and 64-bit
+// windows; machine/pc owns the real ones).
+var testWindows = pci.Windows{
+	IO:    pci.Window{Base: 0xc000, Size: 0x4000},
+	Mem32: pci.Window{Base: 0xc000_0000, Size: 0x3c00_0000},
+	Mem64: pci.Window{Base: 1 << 40, Size: 1 << 40},
+}
+
 const want = virtio.FeatureVersion1 | virtio.FeatureEventIdx | virtio.FeatureIndirectDesc |
 	blk.FeatureFlush | blk.FeatureMQ
 
@@ -358,7 +366,7 @@ func TestIoeventfdAndIrqfd(t *testing.T) {
 	rt := newRouter()
 	sig := &msiCount{}
 	dev, d := newDevice(t, virtio.Options{Router: rt, MSI: sig}, 2)
-	bus := pci.NewBus(host{})
+	bus := pci.NewBus(host{}, testWindows)
 	if err := bus.Add(4, dev); err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +506,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // setup; the device works again after the driver initialises it anew.
 func TestBusResetStopsDevice(t *testing.T) {
 	dev, d := newDevice(t, virtio.Options{MSI: &msiCount{}}, 1)
-	bus := pci.NewBus(host{})
+	bus := pci.NewBus(host{}, testWindows)
 	if err := bus.Add(3, dev); err != nil {
 		t.Fatal(err)
 	}

@@ -1,21 +1,15 @@
-// Package acpi builds Petrel's ACPI firmware: an AML builder and the tables
-// of the x86 PC machine (ACPI 6.x).
+// Package acpi lays out Petrel's ACPI tables (ACPI 6.x chapter 5): RSDP,
+// XSDT, FACS, FADT, MADT and the DSDT/SSDT header around AML.
 //
-// # AML builder
+// It knows table formats, not devices. Everything machine-specific comes
+// in through PCConfig: the register blocks the FADT points at, the
+// interrupt controller addresses for the MADT, and the DSDT's content, which
+// machine/pc collects from the devices' own descriptions (each device
+// package builds its AML with firmware/aml from the constants it decodes).
+// The imports run devices -> firmware/aml and never firmware -> devices
+// (internal/layering).
 //
-// Each ASL construct is a Go type implementing Term, whose AppendAML appends
-// its AML encoding to an Encoder (Scope, Device, Method, Name, If/Else,
-// While, Store, And, Or, ShiftLeft, LEqual, Notify, Return, Package, Buffer,
-// Integer, String, EisaID, OperationRegion, Field, ResourceTemplate with IO,
-// IRQNoFlags, Interrupt, WordBusNumber, WordIO, DWordMemory, QWordMemory,
-// Local0-7, Arg0-6, Path references and Call). Encode(terms...) returns the
-// bytes or the first error (invalid name, out-of-range operand). The output
-// is byte-identical to what iasl -on compiles from the equivalent ASL; the
-// golden tests check this for every construct.
-//
-// # Tables for machine/pc
-//
-//	tables, err := acpi.BuildPC(acpi.PCConfig{CPUs: 2, HotplugSlots: 0xfffffffe, Windows: pciWindows})
+//	tables, err := acpi.BuildPC(acpi.PCConfig{CPUs: 2, ..., DSDT: terms})
 //	blob, rsdp, err := tables.Place(acpi.PCTablesBase, acpi.PCTablesLimit)
 //	// write blob to guest RAM at PCTablesBase; give rsdp to the guest
 //	// (PVH start_info.rsdp_paddr or boot_params.acpi_rsdp_addr; it is also
@@ -25,11 +19,9 @@
 // blob starting at base, fixing every pointer and checksum (a few KiB: 8
 // KiB for 255 CPUs). machine/pc.buildACPI does exactly this.
 //
-// Contract with machine/pc: SCI_EN in PM1a_CNT reads 1 from reset (SMI_CMD
-// is 0), the PM timer is 24-bit, reset is 0xFE written to the i8042 port
-// 0x64 (FADT RESET_REG), there is no PM2 block and no fixed power or sleep
-// button (the power button is GPE0 bit 2 and \_SB.PWRB).
-//
-// Port numbers, GPE bits and the SCI come from devices/acpi, the package of
-// the devices the AML drives, so that the two cannot disagree.
+// What the FADT promises machine/pc: SMI_CMD is 0, so SCI_EN in PM1a_CNT
+// must read 1 from reset; the PM timer is 24-bit (TMR_VAL_EXT clear);
+// RESET_REG is one byte in I/O space; there is no PM2 block and no fixed
+// power or sleep button (the power button is a control-method device in the
+// DSDT, raised through a GPE).
 package acpi

@@ -4,8 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	dev "github.com/petrel-vmm/petrel/devices/acpi"
-	"github.com/petrel-vmm/petrel/devices/pci"
+	"github.com/petrel-vmm/petrel/firmware/aml"
 )
 
 // PCTablesBase is where machine/pc places the tables: the start of the BIOS
@@ -19,31 +18,54 @@ const (
 // MaxCPUs is the largest CPU count: xAPIC IDs are 8-bit and 0xff is broadcast.
 const MaxCPUs = 255
 
-// PCConfig describes the machine the tables are for.
+// IOBlock is a fixed-feature register block in I/O space (a FADT *_BLK
+// address and its *_LEN).
+type IOBlock struct {
+	Port uint16
+	Len  uint8
+}
+
+// PCConfig describes the machine the tables are for. This package defines
+// none of its values: machine/pc fills it from its memory map and from the
+// constants of the devices that decode the registers (devices/acpi, i8042),
+// and collects the DSDT's content from the devices' own AML.
 type PCConfig struct {
 	// CPUs is the number of vCPUs; vCPU i has APIC ID and ACPI UID i.
 	CPUs int
-	// HotplugSlots has bit n set when PCI slot n is hot-pluggable: the same
-	// mask machine/pc passes to devices/acpi.NewHotplug. Slot 0 (the host
-	// bridge) must be clear.
-	HotplugSlots uint32
-	// Windows are the PCI BAR windows the host bridge's _CRS declares: the
-	// ones machine/pc gives devices/pci. The zero value means
-	// pci.DefaultWindows; a zero Mem64 size omits the 64-bit window.
-	Windows pci.Windows
+	// LocalAPIC and IOAPIC are the interrupt controllers' MMIO addresses
+	// (MADT), IOAPICID the IOAPIC's ID.
+	LocalAPIC, IOAPIC uint32
+	IOAPICID          uint8
+	// SCI is the ISA IRQ of the SCI, identity-mapped to a GSI and
+	// overridden to level / active high in the MADT (FADT SCI_INT).
+	SCI uint8
+	// The PM1a event, PM1a control, PM timer and GPE0 blocks (FADT).
+	// ACPI 6.x section 4.8.3 fixes PM1_EVT_LEN >= 4, PM1_CNT_LEN >= 2,
+	// PM_TMR_LEN = 4 and GPE0_BLK_LEN a multiple of 2 (status, enable).
+	PM1aEvent, PM1aControl, PMTimer, GPE0 IOBlock
+	// ResetPort and ResetValue are the FADT's RESET_REG (one byte in I/O
+	// space) and RESET_VALUE.
+	ResetPort  uint16
+	ResetValue uint8
+	// DSDT is the content of the DSDT.
+	DSDT []aml.Term
 }
 
-// checkWindows validates w against what the _CRS descriptors can say and
-// the x86 PC's fixed ranges.
-func checkWindows(w pci.Windows) error {
-	io, m32, m64 := w.IO, w.Mem32, w.Mem64
+// check validates the values the FADT and MADT encode.
+func (c *PCConfig) check() error {
 	switch {
-	case io.Size == 0 || io.Base < PCIConfigPort+PCIConfigLen || io.Base+io.Size > 0x10000:
-		return fmt.Errorf("pci i/o window %#x+%#x is not within 0xd00-0xffff", io.Base, io.Size)
-	case m32.Size == 0 || m32.Base+m32.Size > 1<<32 || m32.Base+m32.Size < m32.Base:
-		return fmt.Errorf("pci 32-bit window %#x+%#x is not below 4 GiB", m32.Base, m32.Size)
-	case m64.Size != 0 && (m64.Base < 1<<32 || m64.Base+m64.Size < m64.Base):
-		return fmt.Errorf("pci 64-bit window %#x+%#x is not above 4 GiB", m64.Base, m64.Size)
+	case c.CPUs < 1 || c.CPUs > MaxCPUs:
+		return fmt.Errorf("%d CPUs: want 1..%d", c.CPUs, MaxCPUs)
+	case c.PM1aEvent.Len < 4 || c.PM1aEvent.Len%2 != 0:
+		return fmt.Errorf("PM1a event block of %d bytes: want an even length of at least 4", c.PM1aEvent.Len)
+	case c.PM1aControl.Len < 2:
+		return fmt.Errorf("PM1a control block of %d bytes: want at least 2", c.PM1aControl.Len)
+	case c.PMTimer.Len != 4:
+		return fmt.Errorf("PM timer block of %d bytes: want 4", c.PMTimer.Len)
+	case c.GPE0.Len == 0 || c.GPE0.Len%2 != 0:
+		return fmt.Errorf("GPE0 block of %d bytes: want a non-zero even length", c.GPE0.Len)
+	case c.LocalAPIC == 0 || c.IOAPIC == 0:
+		return errors.New("local APIC or IOAPIC address is 0")
 	}
 	return nil
 }
@@ -52,27 +74,33 @@ func checkWindows(w pci.Windows) error {
 type Tables struct {
 	DSDT []byte // complete DSDT
 	MADT []byte // complete MADT
+	cfg  PCConfig
 }
 
 // BuildPC builds the tables for cfg.
 func BuildPC(cfg PCConfig) (*Tables, error) {
-	if cfg.CPUs < 1 || cfg.CPUs > MaxCPUs {
-		return nil, fmt.Errorf("acpi tables for %d CPUs: want 1..%d", cfg.CPUs, MaxCPUs)
-	}
-	if cfg.HotplugSlots&1 != 0 {
-		return nil, fmt.Errorf("acpi tables: slot 0 (host bridge) cannot be hot-pluggable: %w", dev.ErrSlotNotHotpluggable)
-	}
-	if cfg.Windows == (pci.Windows{}) {
-		cfg.Windows = pci.DefaultWindows
-	}
-	if err := checkWindows(cfg.Windows); err != nil {
+	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("acpi tables: %w", err)
 	}
-	dsdt, err := DefinitionBlock("DSDT", dsdtTerms(cfg)...)
+	dsdt, err := DefinitionBlock("DSDT", cfg.DSDT...)
 	if err != nil {
 		return nil, fmt.Errorf("building DSDT: %w", err)
 	}
-	return &Tables{DSDT: dsdt, MADT: madt(cfg.CPUs)}, nil
+	return &Tables{DSDT: dsdt, MADT: madt(&cfg), cfg: cfg}, nil
+}
+
+// ProcessorsAML returns a processor device (ACPI0007) for each of cpus
+// vCPUs, to be placed in \_SB: C000, C001, ... with _UID i, the UID the
+// MADT gives vCPU i's Local APIC entry.
+func ProcessorsAML(cpus int) []aml.Term {
+	devs := make([]aml.Term, 0, cpus)
+	for i := 0; i < cpus; i++ {
+		devs = append(devs, aml.Device{Path: fmt.Sprintf("C%03X", i), Body: []aml.Term{
+			aml.Name{Path: "_HID", Value: aml.String("ACPI0007")},
+			aml.Name{Path: "_UID", Value: aml.Integer(i)},
+		}})
+	}
+	return devs
 }
 
 // ErrTablesTooBig is returned by Place when the tables do not fit.
@@ -125,7 +153,7 @@ func (t *Tables) PlaceLayout(base, limit uint64) ([]byte, Layout, error) {
 	put(l.RSDP, rsdp(l.XSDT))
 	put(l.XSDT, xsdt([]uint64{l.FADT, l.MADT}))
 	put(l.FACS, facs())
-	put(l.FADT, fadt(l.FACS, l.DSDT))
+	put(l.FADT, fadt(&t.cfg, l.FACS, l.DSDT))
 	put(l.DSDT, t.DSDT)
 	put(l.MADT, t.MADT)
 	return blob, l, nil

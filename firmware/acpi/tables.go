@@ -3,6 +3,8 @@ package acpi
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/petrel-vmm/petrel/firmware/aml"
 )
 
 // Common table header (ACPI 6.x section 5.2.6).
@@ -59,11 +61,11 @@ func padRight(s string, n int) []byte {
 
 // DefinitionBlock returns a DSDT or SSDT (revision 2: 64-bit integers)
 // holding the AML of terms.
-func DefinitionBlock(sig string, terms ...Term) ([]byte, error) {
+func DefinitionBlock(sig string, terms ...aml.Term) ([]byte, error) {
 	if sig != "DSDT" && sig != "SSDT" {
 		return nil, fmt.Errorf("definition block signature %q is not DSDT or SSDT", sig)
 	}
-	body, err := Encode(terms...)
+	body, err := aml.Encode(terms...)
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s: %w", sig, err)
 	}
@@ -89,8 +91,8 @@ func (g gas) put(b []byte) {
 	binary.LittleEndian.PutUint64(b[4:], g.addr)
 }
 
-func ioGAS(port uint64, bytes int, access byte) gas {
-	return gas{space: 1, bitWidth: byte(bytes * 8), access: access, addr: port}
+func ioGAS(port uint16, bytes uint8, access byte) gas {
+	return gas{space: 1, bitWidth: bytes * 8, access: access, addr: uint64(port)}
 }
 
 // rsdp returns the Root System Description Pointer, revision 2 (5.2.5.3):

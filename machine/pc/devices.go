@@ -11,15 +11,16 @@ import (
 	"github.com/petrel-vmm/petrel/vmm"
 )
 
-// Legacy ports and IRQs (docs/ARCHITECTURE.md).
+// Ports and IRQs of the machine's own (docs/ARCHITECTURE.md). The legacy
+// devices' ports and IRQs are their packages' constants (serial.COM1Port,
+// rtc.Port, i8042.DataPort, pci.ConfigPort, devices/acpi), which their AML
+// describes too; only what no device package owns is defined here.
 const (
-	COM1Port    = 0x3f8
-	COM1IRQ     = 4
-	RTCPort     = 0x70
-	I8042Port   = 0x60
-	PostPort    = 0x80
-	PCIConfPort = 0xcf8
-	SCIIRQ      = acpi.SCIIRQ
+	// PostPort is the POST diagnostic port BIOSes and kernels write
+	// progress codes to (and use as an I/O delay).
+	PostPort = 0x80
+	// SCIIRQ is the SCI's ISA IRQ (devices/acpi.SCIIRQ).
+	SCIIRQ = acpi.SCIIRQ
 )
 
 // sink ignores writes and reads as 0xff (port 0x80 POST codes).
@@ -35,7 +36,7 @@ func (sink) Write(_, _ uint64, _ []byte) {}
 // setupDevices creates the legacy devices, the ACPI blocks and PCI bus 0.
 func (m *Machine) setupDevices() error {
 	low, high := ramLayout(uint64(m.cfg.MemoryMiB) << 20)
-	m.uart = serial.New(m.cfg.Serial, m.vm.IRQLine(COM1IRQ))
+	m.uart = serial.New(m.cfg.Serial, m.vm.IRQLine(serial.COM1IRQ))
 	m.sci = &sciOr{line: m.vm.IRQLine(SCIIRQ)}
 	m.pm = NewPM(sciSource{m.sci, 0}.SetLevel, m.PowerOff, func(typ int) {
 		m.logf("guest asked for sleep state S%d: not supported, ignored", typ)
@@ -43,7 +44,7 @@ func (m *Machine) setupDevices() error {
 	gpe := acpi.NewGPE(sciSource{m.sci, 1})
 	m.gpe = gpe
 	m.host = &pciHost{m: m, slots: map[pciKey]uint32{}}
-	m.pci = pci.NewBus(m.host)
+	m.pci = pci.NewBus(m.host, pciWindows)
 	m.pci.SetResetHandler(m.Reset)
 	if err := m.pci.Add(0, newI440FX()); err != nil {
 		return fmt.Errorf("adding pci host bridge: %w", err)
@@ -58,11 +59,11 @@ func (m *Machine) setupDevices() error {
 		port, size uint64
 		dev        vmm.BusDevice
 	}{
-		{"i8042", I8042Port, 5, i8042.New(m.Reset)},
-		{"rtc", RTCPort, 2, rtc.New(low, high)},
+		{"i8042", i8042.DataPort, i8042.Ports, i8042.New(m.Reset)},
+		{"rtc", rtc.Port, rtc.Ports, rtc.New(low, high)},
 		{"post", PostPort, 1, sink{}},
-		{"com1", COM1Port, 8, m.uart},
-		{"pci config", PCIConfPort, 8, m.pci},
+		{"com1", serial.COM1Port, serial.Ports, m.uart},
+		{"pci config", pci.ConfigPort, pci.ConfigLen, m.pci},
 		{"acpi pm", PM1aEvtPort, PMBlockSize, m.pm},
 		{"acpi gpe0", acpi.GPE0Base, acpi.GPE0Len, gpe},
 		{"pci hotplug", acpi.HotplugBase, acpi.HotplugLen, hp},

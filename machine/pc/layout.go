@@ -1,6 +1,10 @@
 package pc
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/petrel-vmm/petrel/devices/pci"
+)
 
 // Guest-physical layout (docs/ARCHITECTURE.md "x86 PC memory map").
 const (
@@ -27,16 +31,33 @@ const (
 
 	// Reserved MMIO above the 32-bit PCI window: IOAPIC, LAPIC, and the
 	// pages KVM needs for its TSS and identity map (below 4 GiB, not RAM).
+	// The MADT gives the guest ioapicBase and lapicBase (buildACPI).
 	ioapicBase      = 0xfec00000
 	lapicBase       = 0xfee00000
 	reservedHighLow = 0xfc000000
 	identityMapAddr = 0xfeffc000
 	tssAddr         = 0xfeffd000
+	// ioapicID is the ID KVM's in-kernel IOAPIC reports at reset.
+	ioapicID = 0
 
+	// The PCI BAR windows: the 32-bit one fills the hole between low RAM
+	// and the reserved MMIO, the 64-bit one sits at 1 TiB (above any RAM
+	// Config allows), the I/O one is the top quarter of port space.
 	pci32Base = 0xc0000000
-	pci32End  = 0xfc000000
+	pci32End  = reservedHighLow
 	pci64Base = 0x100_0000_0000 // 1 TiB
+	pci64Size = 0x100_0000_0000
+	pciIOBase = 0xc000
+	pciIOEnd  = 0x10000
 )
+
+// pciWindows are the PCI BAR windows: the bus assigns BARs from them and
+// the host bridge's _CRS declares them (pci.Bus.AML), one definition for both.
+var pciWindows = pci.Windows{
+	IO:    pci.Window{Base: pciIOBase, Size: pciIOEnd - pciIOBase},
+	Mem32: pci.Window{Base: pci32Base, Size: pci32End - pci32Base},
+	Mem64: pci.Window{Base: pci64Base, Size: pci64Size},
+}
 
 // E820 entry types.
 const (

@@ -1,4 +1,4 @@
-package acpi
+package aml
 
 // Statement and expression opcodes (20.2.5.3, 20.2.5.4).
 const (

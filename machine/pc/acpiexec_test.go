@@ -1,4 +1,4 @@
-package acpi
+package pc
 
 import (
 	"encoding/binary"
@@ -34,14 +34,11 @@ func testSSDT() string {
 // acpiexec runs acpiexec in batch mode on the DSDT for cfg plus the test
 // SSDT and returns its output, failing on any ACPICA error other than the
 // ones in allowed.
-func acpiexec(t *testing.T, cfg PCConfig, cmds []string, allowed ...string) string {
+func acpiexec(t *testing.T, cfg tablesCase, cmds []string, allowed ...string) string {
 	t.Helper()
 	tool := testutil.NeedTool(t, "acpiexec")
 	iasl := testutil.NeedTool(t, "iasl")
-	tables, err := BuildPC(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tables := cfg.build(t)
 	dir := t.TempDir()
 	dsdt := filepath.Join(dir, "dsdt.dat")
 	if err := os.WriteFile(dsdt, tables.DSDT, 0o644); err != nil {
@@ -114,7 +111,7 @@ func result(t *testing.T, out, path string) []uint64 {
 	return vals
 }
 
-func allSlots() PCConfig { return PCConfig{CPUs: 2, HotplugSlots: 0xfffffffe} }
+func allSlots() tablesCase { return tablesCase{cpus: 2, hotplug: hotplugSlots} }
 
 // hotplugRegs plugs and unplugs slots on a real devices/acpi controller and
 // returns its up, down and removable registers as the guest reads them.
@@ -146,7 +143,7 @@ func hotplugRegs(t *testing.T, mask uint32, plug, unplug []int) (up, down, rmv u
 // exactly the Notify calls the host asked for.
 func TestACPIExecHotplugEvent(t *testing.T) {
 	cfg := allSlots()
-	up, down, rmv := hotplugRegs(t, cfg.HotplugSlots, []int{3, 31}, []int{3, 5})
+	up, down, rmv := hotplugRegs(t, cfg.hotplug, []int{3, 31}, []int{3, 5})
 	out := acpiexec(t, cfg, []string{
 		fmt.Sprintf(`execute \TSET %d %d %d`, up, down, rmv),
 		fmt.Sprintf(`execute \_GPE._E%02X`, dev.GPEPCIHotplug),
@@ -160,7 +157,7 @@ func TestACPIExecHotplugEvent(t *testing.T) {
 
 func TestACPIExecHotplugOnlyHotpluggableSlots(t *testing.T) {
 	// Slot 3 is fixed: its pending bits raise no Notify and it has no _EJ0.
-	cfg := PCConfig{CPUs: 1, HotplugSlots: 1<<2 | 1<<4}
+	cfg := tablesCase{cpus: 1, hotplug: 1<<2 | 1<<4}
 	out := acpiexec(t, cfg, []string{
 		`execute \TSET 0x1C 0x1C 0`,
 		fmt.Sprintf(`execute \_GPE._E%02X`, dev.GPEPCIHotplug),
@@ -190,7 +187,7 @@ func TestACPIExecEject(t *testing.T) {
 			t.Fatalf("slot %d: eject register = %x, want %#x", slot, got, uint64(1)<<slot)
 		}
 		var ejected []int
-		h, err := dev.NewHotplug(dev.NewGPE(nil), allSlots().HotplugSlots, func(s int) { ejected = append(ejected, s) })
+		h, err := dev.NewHotplug(dev.NewGPE(nil), allSlots().hotplug, func(s int) { ejected = append(ejected, s) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,7 +223,7 @@ func TestACPIExecPowerButton(t *testing.T) {
 }
 
 func TestACPIExecObjects(t *testing.T) {
-	out := acpiexec(t, PCConfig{CPUs: 3, HotplugSlots: 0xfffffffe}, []string{
+	out := acpiexec(t, tablesCase{cpus: 3, hotplug: hotplugSlots}, []string{
 		`evaluate \_S5`, `evaluate \_SB.PCI0._PRT`, `evaluate \_SB.PCI0._HID`, `evaluate \_SB.PCI0.S1F._ADR`,
 		`evaluate \_SB.PCI0.S1F._SUN`, `evaluate \_SB.PWRB._HID`, `evaluate \_SB.C002._UID`,
 		`resources \_SB.PCI0`, `resources \_SB.COM1`,
@@ -271,7 +268,7 @@ func TestACPIExecObjects(t *testing.T) {
 // it and wires the SCI) and runs a hotplug event through it.
 func TestACPIExecWithFADT(t *testing.T) {
 	tool := testutil.NeedTool(t, "acpiexec")
-	blob, l, tables := placed(t, PCConfig{CPUs: 2, HotplugSlots: 0xfffffffe})
+	blob, l, tables := allSlots().place(t)
 	dir := t.TempDir()
 	var files []string
 	for name, data := range map[string][]byte{"facp": table(t, blob, l.FADT), "dsdt": tables.DSDT, "apic": tables.MADT} {

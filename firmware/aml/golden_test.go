@@ -1,4 +1,4 @@
-package acpi
+package aml
 
 import (
 	"bytes"
@@ -12,6 +12,10 @@ import (
 
 	"github.com/petrel-vmm/petrel/internal/testutil"
 )
+
+// tableHeaderLen is the size of the ACPI table header iasl writes before
+// the AML (ACPI 6.x section 5.2.6).
+const tableHeaderLen = 36
 
 // compileASL compiles body inside a DefinitionBlock with iasl and returns
 // the AML after the 36-byte table header. -on keeps name paths as written
@@ -40,10 +44,10 @@ func compileASL(t *testing.T, body string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(aml) < headerLen {
+	if len(aml) < tableHeaderLen {
 		t.Fatalf("iasl output of %d bytes is shorter than a table header", len(aml))
 	}
-	return aml[headerLen:]
+	return aml[tableHeaderLen:]
 }
 
 type goldenCase struct {

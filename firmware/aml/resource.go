@@ -1,4 +1,4 @@
-package acpi
+package aml
 
 import (
 	"encoding/binary"

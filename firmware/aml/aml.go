@@ -1,4 +1,4 @@
-package acpi
+package aml
 
 import (
 	"errors"
@@ -185,10 +185,4 @@ func nameSeg(s string) ([4]byte, error) {
 		seg[i] = c
 	}
 	return seg, nil
-}
-
-// ValidNameSeg reports whether s is a valid (unpadded) NameSeg.
-func ValidNameSeg(s string) bool {
-	_, err := nameSeg(s)
-	return err == nil
 }
