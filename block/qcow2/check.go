@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -42,6 +43,10 @@ type refScan struct {
 	res       *block.CheckResult
 	fileEnd   int64
 	copiedBad int // active entries whose copied flag disagrees
+	// tableFixes counts snapshot table entries a repair rewrites
+	// (incomplete entries, oversized extra data).
+	tableFixes int
+	dropped    []int // indices of snapshot table entries a repair deletes
 }
 
 func (s *refScan) errorf(corrupt bool, format string, a ...any) {
@@ -142,38 +147,32 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 
 // scan walks all metadata of the image into s.refs. withRefcountMeta adds
 // the refcount table and blocks themselves.
-func (img *Image) scan(res *block.CheckResult, withRefcountMeta bool) (*refScan, []snapshot, error) {
+// With repair, snapshot table entries with oversized extra data are read
+// (the excess dropped) instead of failing the scan.
+func (img *Image) scan(res *block.CheckResult, withRefcountMeta, repair bool) (*refScan, []snapshot, int64, error) {
 	st, err := img.f.Stat()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	cs := img.clusterSize
 	s := &refScan{img: img, res: res, fileEnd: st.Size()}
 	if n := (st.Size() + cs - 1) / cs; n > maxCheckClusters {
-		return nil, nil, fmt.Errorf("image file has %d clusters, more than check handles (%d)", n, maxCheckClusters)
+		return nil, nil, 0, fmt.Errorf("image file has %d clusters, more than check handles (%d)", n, maxCheckClusters)
 	}
 	s.refs = make([]uint32, (st.Size()+cs-1)/cs)
 	s.ref(0, cs, "header")
 	s.ref(int64(img.hdr.l1Off), int64(img.hdr.l1Size)*8, "L1 table")
 	s.walkL1(img.l1, true)
-	snaps, tableSize, err := img.readSnapshots()
+	snaps, tableSize, err := img.readSnapshotTable(repair)
 	if err != nil {
-		s.errorf(true, "snapshot table: %v", err)
-	} else {
-		s.ref(int64(img.hdr.snapOff), tableSize, "snapshot table")
-		for _, sn := range snaps {
-			if sn.l1Off&uint64(cs-1) != 0 {
-				s.errorf(true, "snapshot %s L1 table offset %#x is not cluster aligned", sn.id, sn.l1Off)
-				continue
-			}
-			s.ref(int64(sn.l1Off), int64(sn.l1Size)*8, "snapshot L1 table")
-			l1, err := img.loadL1(int64(sn.l1Off), sn.l1Size)
-			if err != nil {
-				s.errorf(false, "snapshot %s: %v", sn.id, err)
-				continue
-			}
-			s.walkL1(l1, false)
-		}
+		// Without the table, snapshot references cannot be counted: a
+		// repair would free clusters the snapshots still use, so the
+		// check stops here, as qemu-img's does.
+		return nil, nil, 0, fmt.Errorf("ERROR failed to read the snapshot table: %w", err)
+	}
+	s.ref(int64(img.hdr.snapOff), tableSize, "snapshot table")
+	for i, sn := range snaps {
+		s.snapshotEntry(i, sn, repair)
 	}
 	s.scanBitmaps()
 	if withRefcountMeta {
@@ -190,13 +189,64 @@ func (img *Image) scan(res *block.CheckResult, withRefcountMeta bool) (*refScan,
 			s.ref(off, cs, "refcount block")
 		}
 	}
-	return s, snaps, nil
+	return s, snaps, tableSize, nil
+}
+
+// snapshotEntry counts the references of snapshot table entry i, as
+// qemu-img check: an entry whose L1 table cannot be valid is reported and
+// its references are not counted (the snapshot cannot be loaded, so what
+// only it held leaks); incomplete entries and dropped extra data are
+// corruptions that a repair fixes by rewriting the table.
+func (s *refScan) snapshotEntry(i int, sn snapshot, repair bool) {
+	img, cs := s.img, s.img.clusterSize
+	verb := "ERROR"
+	if repair {
+		verb = "Repairing"
+	}
+	if sn.droppedExtra > 0 {
+		s.res.Messages = append(s.res.Messages, fmt.Sprintf("Discarding too much extra metadata in snapshot table entry %d (%d > %d)", i, sn.droppedExtra, maxSnapshotExtra))
+		s.res.Corruptions++
+		s.tableFixes++
+	}
+	if sn.incomplete {
+		s.res.Messages = append(s.res.Messages, fmt.Sprintf("%s snapshot table entry %d is incomplete", verb, i))
+		s.res.Corruptions++
+		s.tableFixes++
+	}
+	// An L1 table that cannot be valid makes the snapshot unusable; QEMU
+	// keeps such an entry, whose bogus extent then trips its overlap
+	// checks on every later metadata write. A repair drops the entry.
+	bad := func(msg string) {
+		s.res.Corruptions++
+		s.res.Messages = append(s.res.Messages, msg)
+		if repair {
+			s.tableFixes++
+			s.dropped = append(s.dropped, i)
+			s.res.Messages = append(s.res.Messages, fmt.Sprintf("Repairing snapshot table: deleting snapshot %s (%s), its L1 table is invalid", sn.id, sn.name))
+		}
+	}
+	switch l1Bytes := int64(sn.l1Size) * 8; {
+	case sn.l1Off&uint64(cs-1) != 0:
+		bad(fmt.Sprintf("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot table entry corrupted", sn.id, sn.name, sn.l1Off))
+	case l1Bytes > maxL1Bytes:
+		bad(fmt.Sprintf("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry corrupted", sn.id, sn.name, sn.l1Size))
+	case sn.l1Off > uint64(s.fileEnd) || int64(sn.l1Off)+l1Bytes > (s.fileEnd+cs-1)&^(cs-1):
+		bad(fmt.Sprintf("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset %#x size %#x", sn.l1Off, l1Bytes))
+	default:
+		s.ref(int64(sn.l1Off), l1Bytes, "snapshot L1 table")
+		l1, err := img.loadL1(int64(sn.l1Off), sn.l1Size)
+		if err != nil {
+			s.errorf(false, "snapshot %s: %v", sn.id, err)
+			return
+		}
+		s.walkL1(l1, false)
+	}
 }
 
 // check implements Check under img.mu.
 func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	var res block.CheckResult
-	s, _, err := img.scan(&res, true)
+	s, snaps, tableSize, err := img.scan(&res, true, mode == block.RepairAll)
 	if err != nil {
 		return res, err
 	}
@@ -262,17 +312,36 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	res.Corruptions += copiedBad
 	switch {
 	case mode == block.RepairAll && (res.Corruptions > 0 || res.Leaks > 0):
-		if err := img.dropInvalidEntries(s.fileEnd); err != nil {
-			return res, fmt.Errorf("clearing invalid entries: %w", err)
+		if res.Corruptions > s.tableFixes || res.Leaks > 0 {
+			if err := img.dropInvalidEntries(s.fileEnd); err != nil {
+				return res, fmt.Errorf("clearing invalid entries: %w", err)
+			}
+			if err := img.rebuildRefcounts(); err != nil {
+				return res, fmt.Errorf("rebuilding refcounts: %w", err)
+			}
+			if _, err := img.fixCopiedFlags(true, nil); err != nil {
+				return res, err
+			}
+			if err := img.flushLocked(); err != nil {
+				return res, err
+			}
 		}
-		if err := img.rebuildRefcounts(); err != nil {
-			return res, fmt.Errorf("rebuilding refcounts: %w", err)
-		}
-		if _, err := img.fixCopiedFlags(true, nil); err != nil {
-			return res, err
-		}
-		if err := img.flushLocked(); err != nil {
-			return res, err
+		// The snapshot table is rewritten (completing entries, dropping
+		// excess extra data) only once the refcounts it allocates from
+		// are right, as qcow2_check_fix_snapshot_table.
+		if s.tableFixes > 0 {
+			kept := snaps[:0:0]
+			for i, sn := range snaps {
+				if !slices.Contains(s.dropped, i) {
+					kept = append(kept, sn)
+				}
+			}
+			if err := img.writeSnapshots(kept, tableSize); err != nil {
+				return res, fmt.Errorf("rewriting the snapshot table: %w", err)
+			}
+			if err := img.flushLocked(); err != nil {
+				return res, err
+			}
 		}
 		var after block.CheckResult
 		if _, err := img.recheck(&after); err != nil {
@@ -376,7 +445,7 @@ func (img *Image) fixCopiedFlags(fix bool, msgs *[]string) (int, error) {
 // (QEMU's rebuild_refcount_structure). The old structures become free.
 func (img *Image) rebuildRefcounts() error {
 	var res block.CheckResult
-	s, _, err := img.scan(&res, false)
+	s, _, _, err := img.scan(&res, false, true)
 	if err != nil {
 		return err
 	}

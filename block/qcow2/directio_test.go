@@ -198,7 +198,7 @@ func maskSnapshotTable(t *testing.T, b []byte, cs int64) {
 	t.Helper()
 	nb := binary.BigEndian.Uint32(b[60:])
 	off := int64(binary.BigEndian.Uint64(b[64:]))
-	_, n, err := parseSnapshots(bytes.NewReader(b), off, nb, int64(len(b)), cs, true)
+	_, n, err := parseSnapshots(bytes.NewReader(b), off, nb, int64(len(b)), tableParse{v3: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,12 +81,12 @@ func fuzzBody(t *testing.T, data []byte) {
 func FuzzSnapshotTable(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, n uint16, v3 bool) {
 		r := bytes.NewReader(data)
-		snaps, _, err := parseSnapshots(r, 0, uint32(n), int64(len(data)), 512, v3)
+		snaps, _, err := parseSnapshots(r, 0, uint32(n), int64(len(data)), tableParse{v3: v3, diskSize: 1 << 20, repair: n%2 == 1})
 		if err != nil {
 			return
 		}
 		enc := encodeSnapshots(snaps)
-		again, size, err := parseSnapshots(bytes.NewReader(enc), 0, uint32(len(snaps)), int64(max(len(enc), len(data))), 512, v3)
+		again, size, err := parseSnapshots(bytes.NewReader(enc), 0, uint32(len(snaps)), int64(max(len(enc), len(data))), tableParse{v3: v3, diskSize: 1 << 20})
 		if err != nil {
 			t.Fatalf("re-parsing encoded table: %v", err)
 		}

@@ -4,183 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"time"
 
 	"github.com/petrel-vmm/petrel/block"
 )
-
-// snapshot is one entry of the snapshot table (spec "Snapshots").
-type snapshot struct {
-	l1Off    uint64
-	l1Size   uint32
-	id, name string
-	dateSec  uint32
-	dateNsec uint32
-	vmClock  uint64
-	vmState  uint64
-	diskSize uint64
-	icount   uint64 // ^0: unknown
-	extra    []byte // extra data beyond the fields we know, preserved
-}
-
-// snapshotExtraLen is the extra data QEMU writes: vm_state_size_large,
-// disk_size, icount.
-const snapshotExtraLen = 24
-
-// parseSnapshots reads n snapshot table entries at off from r, bounding
-// every length before trusting it. It returns the entries and the table
-// size in bytes.
-func parseSnapshots(r io.ReaderAt, off int64, n uint32, fileSize int64, clusterSize int64, v3 bool) ([]snapshot, int64, error) {
-	if n > maxSnapshots {
-		return nil, 0, corruptf("too many snapshots (%d)", n)
-	}
-	var snaps []snapshot
-	pos := off
-	var hdr [40]byte
-	read := func(p []byte, at int64) error {
-		if at < 0 || at+int64(len(p)) > fileSize {
-			return corruptf("snapshot table entry at %#x runs beyond the end of the file", at)
-		}
-		if _, err := r.ReadAt(p, at); err != nil {
-			return fmt.Errorf("reading snapshot table at %#x: %w", at, err)
-		}
-		return nil
-	}
-	be := binary.BigEndian
-	for i := uint32(0); i < n; i++ {
-		if pos-off > maxSnapshotTable {
-			return nil, 0, corruptf("snapshot table is larger than %d bytes", maxSnapshotTable)
-		}
-		if err := read(hdr[:], pos); err != nil {
-			return nil, 0, err
-		}
-		sn := snapshot{
-			l1Off:    be.Uint64(hdr[0:]),
-			l1Size:   be.Uint32(hdr[8:]),
-			dateSec:  be.Uint32(hdr[16:]),
-			dateNsec: be.Uint32(hdr[20:]),
-			vmClock:  be.Uint64(hdr[24:]),
-			vmState:  uint64(be.Uint32(hdr[32:])),
-			icount:   ^uint64(0),
-		}
-		idLen, nameLen := int64(be.Uint16(hdr[12:])), int64(be.Uint16(hdr[14:]))
-		extraLen := int64(be.Uint32(hdr[36:]))
-		if extraLen > maxSnapshotExtra {
-			return nil, 0, corruptf("snapshot %d extra data too large (%d bytes)", i, extraLen)
-		}
-		if v3 && extraLen < 16 {
-			return nil, 0, corruptf("snapshot %d: version 3 snapshot entries need 16 bytes of extra data, have %d", i, extraLen)
-		}
-		if uint64(sn.l1Size)*8 > maxL1Bytes {
-			return nil, 0, corruptf("snapshot %d L1 table too large (%d entries)", i, sn.l1Size)
-		}
-		if sn.l1Off%uint64(clusterSize) != 0 || sn.l1Off+uint64(sn.l1Size)*8 > uint64(fileSize) {
-			return nil, 0, corruptf("snapshot %d L1 table at %#x+%d entries is invalid", i, sn.l1Off, sn.l1Size)
-		}
-		rest := make([]byte, extraLen+idLen+nameLen)
-		if err := read(rest, pos+40); err != nil {
-			return nil, 0, err
-		}
-		extra := rest[:extraLen]
-		if len(extra) >= 8 {
-			sn.vmState = be.Uint64(extra[0:])
-		}
-		if len(extra) >= 16 {
-			sn.diskSize = be.Uint64(extra[8:])
-		}
-		if len(extra) >= 24 {
-			sn.icount = be.Uint64(extra[16:])
-		}
-		if len(extra) > snapshotExtraLen {
-			sn.extra = append([]byte(nil), extra[snapshotExtraLen:]...)
-		}
-		sn.id = string(rest[extraLen : extraLen+idLen])
-		sn.name = string(rest[extraLen+idLen:])
-		pos += (40 + extraLen + idLen + nameLen + 7) &^ 7
-		snaps = append(snaps, sn)
-	}
-	return snaps, pos - off, nil
-}
-
-// encodeSnapshots serializes the snapshot table.
-func encodeSnapshots(snaps []snapshot) []byte {
-	var out []byte
-	be := binary.BigEndian
-	for _, sn := range snaps {
-		extraLen := snapshotExtraLen + len(sn.extra)
-		n := (40 + extraLen + len(sn.id) + len(sn.name) + 7) &^ 7
-		e := make([]byte, n)
-		be.PutUint64(e[0:], sn.l1Off)
-		be.PutUint32(e[8:], sn.l1Size)
-		be.PutUint16(e[12:], uint16(len(sn.id)))
-		be.PutUint16(e[14:], uint16(len(sn.name)))
-		be.PutUint32(e[16:], sn.dateSec)
-		be.PutUint32(e[20:], sn.dateNsec)
-		be.PutUint64(e[24:], sn.vmClock)
-		be.PutUint32(e[32:], uint32(min(sn.vmState, 1<<32-1)))
-		be.PutUint32(e[36:], uint32(extraLen))
-		be.PutUint64(e[40:], sn.vmState)
-		be.PutUint64(e[48:], sn.diskSize)
-		be.PutUint64(e[56:], sn.icount)
-		copy(e[64:], sn.extra)
-		copy(e[40+extraLen:], sn.id)
-		copy(e[40+extraLen+len(sn.id):], sn.name)
-		out = append(out, e...)
-	}
-	return out
-}
-
-// readSnapshots reads the image's snapshot table.
-func (img *Image) readSnapshots() ([]snapshot, int64, error) {
-	if img.hdr.nbSnapshots == 0 {
-		return nil, 0, nil
-	}
-	st, err := img.f.Stat()
-	if err != nil {
-		return nil, 0, err
-	}
-	return parseSnapshots(img.f, int64(img.hdr.snapOff), img.hdr.nbSnapshots, st.Size(), img.clusterSize, img.hdr.version >= 3)
-}
-
-// writeSnapshots writes a new snapshot table, points the header at it, and
-// frees the old one.
-func (img *Image) writeSnapshots(snaps []snapshot, oldSize int64) error {
-	cs := img.clusterSize
-	raw := encodeSnapshots(snaps)
-	var newOff int64
-	if len(raw) > 0 {
-		if int64(len(raw)) > maxSnapshotTable {
-			return fmt.Errorf("snapshot table would exceed %d bytes", maxSnapshotTable)
-		}
-		var err error
-		if newOff, err = img.allocClusters((int64(len(raw)) + cs - 1) / cs); err != nil {
-			return err
-		}
-		if err := img.writeMeta(raw, newOff); err != nil {
-			return fmt.Errorf("writing snapshot table: %w", err)
-		}
-	}
-	if err := img.flushLocked(); err != nil {
-		return err
-	}
-	var hb [12]byte
-	binary.BigEndian.PutUint32(hb[0:], uint32(len(snaps)))
-	binary.BigEndian.PutUint64(hb[4:], uint64(newOff))
-	if err := img.writeMeta(hb[:], 60); err != nil {
-		return fmt.Errorf("updating snapshot table location: %w", err)
-	}
-	if err := img.sync(); err != nil {
-		return err
-	}
-	oldOff := int64(img.hdr.snapOff)
-	img.hdr.nbSnapshots, img.hdr.snapOff = uint32(len(snaps)), uint64(newOff)
-	if oldOff != 0 && oldSize > 0 {
-		return img.freeClusters(oldOff, (oldSize+cs-1)/cs)
-	}
-	return nil
-}
 
 // updateTree adds addend to the refcount of every L2 table and data
 // cluster reachable from l1 (QEMU's qcow2_update_snapshot_refcount); with
@@ -424,6 +252,9 @@ func (img *Image) snapshotL1(snaps []snapshot, nameOrID string) (int, []uint64, 
 	if i < 0 {
 		return -1, nil, fmt.Errorf("snapshot %q not found", nameOrID)
 	}
+	if err := img.validateSnapshotL1(snaps[i]); err != nil {
+		return i, nil, err
+	}
 	l1, err := img.loadL1(int64(snaps[i].l1Off), snaps[i].l1Size)
 	return i, l1, err
 }
@@ -516,4 +347,40 @@ func (img *Image) deleteSnapshot(nameOrID string) error {
 		return err
 	}
 	return img.flushLocked()
+}
+
+// errNoSnapshot is QEMU's wording when LoadSnapshot finds no match.
+var errNoSnapshot = errors.New("Can't find snapshot")
+
+// LoadSnapshot makes a read-only image present the snapshot with the given
+// ID and name (either may be empty) instead of the active state, as
+// qcow2_snapshot_load_tmp: the snapshot's L1 table replaces the active one
+// in memory only; the virtual size is unchanged.
+func (img *Image) LoadSnapshot(id, name string) error {
+	if !img.readOnly {
+		return errors.New("Device is not readonly")
+	}
+	if id == "" && name == "" {
+		return errors.New("snapshot_id and name are both NULL")
+	}
+	img.quiesce()
+	defer img.unquiesce()
+	snaps, _, err := img.readSnapshots()
+	if err != nil {
+		return err
+	}
+	for _, sn := range snaps {
+		if (id == "" || sn.id == id) && (name == "" || sn.name == name) {
+			if err := img.validateSnapshotL1(sn); err != nil {
+				return err
+			}
+			l1, err := img.loadL1(int64(sn.l1Off), sn.l1Size)
+			if err != nil {
+				return err
+			}
+			img.l1 = l1
+			return nil
+		}
+	}
+	return errNoSnapshot
 }
