@@ -95,3 +95,13 @@ type Emptier interface {
 type PreallocResizer interface {
 	ResizePrealloc(newSize int64, mode string) error
 }
+
+// SnapshotLoader is implemented by formats whose read-only images can show
+// an internal snapshot's contents instead of the active state (`qemu-img
+// convert -l`, QEMU's bdrv_snapshot_load_tmp). The virtual size stays the
+// image's current size, as in QEMU.
+type SnapshotLoader interface {
+	// LoadSnapshot selects the snapshot whose ID and name match; an empty
+	// id or name matches any (not both empty).
+	LoadSnapshot(id, name string) error
+}

@@ -141,4 +141,5 @@ var (
 	_ block.Describer        = (*Image)(nil)
 	_ block.Emptier          = (*Image)(nil)
 	_ block.Named            = (*Image)(nil)
+	_ block.SnapshotLoader   = (*Image)(nil)
 )

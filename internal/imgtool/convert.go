@@ -10,7 +10,7 @@ import (
 )
 
 func init() {
-	register("convert", "copy/convert: convert [-c] [-p] [-n] [-f fmt] [-O fmt] [-o opts] [-B backing] [-t cache] [-T cache] [-m N] [-W] [-S size] src... dst", runConvert)
+	register("convert", "copy/convert: convert [-c] [-p] [-n] [-f fmt] [-l snapshot] [-O fmt] [-o opts] [-B backing] [-t cache] [-T cache] [-m N] [-W] [-S size] src... dst", runConvert)
 }
 
 // convertChunk is the unit of work of one convert worker.
@@ -60,6 +60,12 @@ func runConvert(t *tool, args []string) int {
 		return t.fail("Expecting image file name")
 	}
 	srcPaths, dstPath := p.args[:len(p.args)-1], p.args[len(p.args)-1]
+	var snap snapshotSel
+	if p.has("l") {
+		if snap, err = parseSnapshotSel(p.get("l")); err != nil {
+			return t.fail("%v", err)
+		}
+	}
 	outFmt := p.get("O")
 	if outFmt == "" {
 		outFmt = "raw"
@@ -106,6 +112,14 @@ func runConvert(t *tool, args []string) int {
 		}
 		srcs = append(srcs, img)
 		total += img.Size()
+	}
+	if p.has("l") {
+		if snap.idOrName != "" && len(srcs) > 1 {
+			return t.fail("No support for concatenating multiple snapshot")
+		}
+		if err := loadSnapshot(srcs[0], snap); err != nil {
+			return t.fail("%v", err)
+		}
 	}
 	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F")}
 	given := map[string]string{}
