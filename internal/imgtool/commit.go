@@ -35,9 +35,13 @@ func runCommit(t *tool, args []string) int {
 	baseIdx := 1
 	if b := p.get("b"); b != "" {
 		baseIdx = -1
+		// As bdrv_find_backing_image: the name as given, or relative to
+		// the directory of the layer above.
 		for i := 1; i < len(chain); i++ {
-			if fn := block.Filename(chain[i]); fn == b || sameFile(fn, b) {
+			fn := block.Filename(chain[i])
+			if fn == b || sameFile(fn, b) || sameFile(fn, block.ResolveBacking(block.Filename(chain[i-1]), b)) {
 				baseIdx = i
+				break
 			}
 		}
 		if baseIdx < 0 {
@@ -59,7 +63,9 @@ func runCommit(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
-	if !p.has("d") {
+	// -b implies -d, as in qemu-img: with a base below an intermediate
+	// layer, emptying the top would expose the intermediate's older data.
+	if !p.has("d") && !p.has("b") {
 		if err := emptyImage(t, path, p.get("f")); err != nil {
 			return t.fail("Could not empty %s: %v", path, err)
 		}
@@ -70,7 +76,9 @@ func runCommit(t *tool, args []string) int {
 	return 0
 }
 
-// commitInto copies every range allocated above chain[baseIdx] into base.
+// commitInto copies every range allocated above chain[baseIdx] into base:
+// the data of every layer between, as the top sees it, so that the top's
+// guest-visible content is unchanged.
 func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Image, progress bool, t *tool) error {
 	size := top.Size()
 	if base.Size() < size {

@@ -1,0 +1,70 @@
+package imgtool
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// commitChain makes base <- mid <- top in dir, each layer writing part of
+// what the one below holds (iotest 097's shape).
+func commitChain(t *testing.T, dir string) {
+	t.Helper()
+	base, mid, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "mid.qcow2"), filepath.Join(dir, "top.qcow2")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+	qemuTool(t, "qemu-io", "-c", "write -P 1 0 1M", base)
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", mid)
+	qemuTool(t, "qemu-io", "-c", "write -P 2 0 512k", mid)
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
+	qemuTool(t, "qemu-io", "-c", "write -P 3 128k 256k", "-c", "write -P 4 768k 64k", top)
+}
+
+// TestCommitLikeQemu runs the same commit with qemu-img and petrel img on
+// copies of one chain: every layer must read the same afterwards (the top
+// keeps its data with -b, which implies -d; a base below an intermediate
+// layer receives the data of every layer above it).
+func TestCommitLikeQemu(t *testing.T) {
+	for _, args := range [][]string{
+		{"-b", "base.qcow2"},
+		{"-b", "mid.qcow2"},
+		{},
+		{"-d"},
+	} {
+		t.Run(strings.Join(append([]string{"commit"}, args...), " "), func(t *testing.T) {
+			q, p := t.TempDir(), t.TempDir()
+			commitChain(t, q)
+			for _, n := range []string{"base.qcow2", "mid.qcow2", "top.qcow2"} {
+				b, err := os.ReadFile(filepath.Join(q, n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(p, n), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := filepath.Join(t.TempDir(), "before.raw")
+			qemuTool(t, "qemu-img", "convert", "-O", "raw", filepath.Join(q, "top.qcow2"), before)
+			qemuTool(t, "qemu-img", append(append([]string{"commit", "-q"}, args...), filepath.Join(q, "top.qcow2"))...)
+			if rc, o, e := pimg(append(append([]string{"commit", "-q"}, args...), filepath.Join(p, "top.qcow2"))...); rc != 0 {
+				t.Fatalf("petrel img commit: exit %d %s%s", rc, o, e)
+			}
+			for _, n := range []string{"base.qcow2", "mid.qcow2", "top.qcow2"} {
+				if out, err := exec.Command("qemu-img", "compare", filepath.Join(q, n), filepath.Join(p, n)).CombinedOutput(); err != nil {
+					t.Fatalf("%s differs from qemu-img's result: %v %s", n, err, out)
+				}
+				// Each layer alone, without its backing file.
+				u := "json:{\"driver\":\"qcow2\",\"backing\":null,\"file\":{\"driver\":\"file\",\"filename\":\"%s\"}}"
+				if out, err := exec.Command("qemu-img", "compare", strings.Replace(u, "%s", filepath.Join(q, n), 1), strings.Replace(u, "%s", filepath.Join(p, n), 1)).CombinedOutput(); err != nil {
+					t.Fatalf("%s alone differs from qemu-img's result: %v %s", n, err, out)
+				}
+			}
+			if len(args) > 0 && args[0] == "-b" {
+				if out, err := exec.Command("qemu-img", "compare", "-F", "raw", filepath.Join(p, "top.qcow2"), before).CombinedOutput(); err != nil {
+					t.Fatalf("the top's content changed: %v %s", err, out)
+				}
+			}
+		})
+	}
+}
