@@ -10,7 +10,8 @@ import (
 )
 
 // KVM ioctl numbers (linux/kvm.h). The _IO/_IOW encodings are spelled out
-// so that the structure sizes they carry can be checked against kvmabi.go.
+// so that the structure sizes they carry can be checked against the Go
+// structs (layout_unsafe_test.go).
 const kvmIO = 0xAE
 
 // ioc encodes an ioctl number (asm-generic/ioctl.h; the direction bits

@@ -1,4 +1,4 @@
-// Package qcow2 is Petrel's native qcow2 engine (docs: /work/shared/specs/qcow2.txt,
+// Package qcow2 is Petrel's native qcow2 engine (../shared/specs/qcow2.txt,
 // with QEMU's current behaviour where the spec is silent).
 //
 // Files by responsibility, as QEMU splits qcow2.c: header.go (header and

@@ -1,4 +1,4 @@
-// Package qed is the QED image engine (/work/shared/specs/qed_spec.txt):
+// Package qed is the QED image engine (../shared/specs/qed_spec.txt):
 // two-level tables, zero clusters, backing files, and the need-check bit
 // with a consistency check on open.
 package qed

@@ -1,5 +1,5 @@
 // Package ivshmem is the inter-VM shared memory PCI device
-// (/work/shared/specs/ivshmem_device_spec.txt; QEMU's hw/misc/ivshmem.c is
+// (../shared/specs/ivshmem_device_spec.txt; QEMU's hw/misc/ivshmem.c is
 // the reference where the spec is silent).
 //
 //   - BAR0: 256 bytes of registers (IntrMask 0, IntrStatus 4, IVPosition 8,

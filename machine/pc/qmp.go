@@ -183,8 +183,8 @@ func (m *Machine) DeviceDel(id string) error {
 // deviceMaker builds and adds one device_add driver's device at slot.
 type deviceMaker func(m *Machine, req qemuopt.DeviceSpec, slot int) error
 
-// deviceMakers are the device_add drivers this build has (see
-// devices_virtio.go); others are refused with QEMU's wording.
+// deviceMakers are the device_add drivers this build has, registered from
+// init in virtioblk.go and ivshmem.go; others are refused with QEMU's wording.
 var deviceMakers = map[string]deviceMaker{}
 
 // ejected finishes a guest eject: the device leaves the bus, and
