@@ -126,9 +126,12 @@ type Format struct {
 	Create func(path string, opts CreateOptions) error
 }
 
+// The registry. probeOrder holds every name but "raw" sorted, the fixed
+// order in which Probe asks the engines; it changes only in Register.
 var (
-	formatsMu sync.RWMutex
-	formats   = map[string]Format{}
+	formatsMu  sync.RWMutex
+	formats    = map[string]Format{}
+	probeOrder []string
 )
 
 // Register adds a format engine. Registering a name twice panics.
@@ -139,6 +142,10 @@ func Register(f Format) {
 		panic("block: format registered twice: " + f.Name)
 	}
 	formats[f.Name] = f
+	if f.Name != "raw" {
+		i := sort.SearchStrings(probeOrder, f.Name)
+		probeOrder = append(probeOrder[:i], append([]string{f.Name}, probeOrder[i:]...)...)
+	}
 }
 
 // Lookup returns the engine for a format name.
@@ -164,8 +171,10 @@ func Formats() []string {
 // ErrUnknownFormat is returned when no engine claims a file or a name.
 var ErrUnknownFormat = errors.New("unknown image format")
 
-// Probe names the format of the file at path; "raw" when no other engine
-// claims it.
+// Probe names the format of the file at path: the first engine, in the
+// order of their names, whose Probe claims its first 4 KiB; "raw" when none
+// does. The order is fixed so that a file two engines claim always opens
+// the same way (the engines' magics do not overlap today).
 func Probe(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -180,8 +189,8 @@ func Probe(path string) (string, error) {
 	head = head[:n]
 	formatsMu.RLock()
 	defer formatsMu.RUnlock()
-	for name, fm := range formats {
-		if name != "raw" && fm.Probe != nil && fm.Probe(head) {
+	for _, name := range probeOrder {
+		if fm := formats[name]; fm.Probe != nil && fm.Probe(head) {
 			return name, nil
 		}
 	}
