@@ -45,8 +45,11 @@ const (
 	cmdPulseReset       = 0xfe
 )
 
-// Controller is the i8042. It is a vmm.BusDevice at port 0x60, size 5.
+// Controller is the i8042. It is a vmm.BusDevice at DataPort, size Ports.
 type Controller struct {
+	// mu guards the registers and the output queue. The reset callback
+	// runs after mu is released (Write), so it may reset or rebuild the
+	// machine, this controller included.
 	mu      sync.Mutex
 	status  uint8
 	cmdByte uint8
@@ -57,10 +60,17 @@ type Controller struct {
 }
 
 // New returns a controller calling reset when the guest pulses the reset line.
+// The power-on state: status says the self test passed and the keyboard
+// is not inhibited; command byte 0x61 (keyboard interrupt on, auxiliary
+// port disabled, scan-code translation); output port 0x03 (bit 0: reset
+// line not asserted, bit 1: A20 enabled).
 func New(reset func()) *Controller {
 	return &Controller{status: stsSystem | stsUnlock, cmdByte: 0x61, outPort: 0x03, reset: reset}
 }
 
+// push queues a byte for the guest to read at the data port; the queue is
+// bounded at 16 bytes (a guest that never reads cannot grow it) and bytes
+// beyond are dropped.
 func (c *Controller) push(b uint8) {
 	if len(c.out) < 16 {
 		c.out = append(c.out, b)
@@ -117,6 +127,10 @@ func (c *Controller) Write(base, offset uint64, data []byte) {
 	}
 }
 
+// command runs controller command b (written to CommandPort). Commands that
+// take an argument (0x60 write command byte, 0xd1 write output port) wait
+// for it in pending. It returns the reset callback when b pulses the CPU
+// reset line, for Write to call unlocked.
 func (c *Controller) command(b uint8) func() {
 	c.pending = 0
 	switch b {
@@ -125,9 +139,9 @@ func (c *Controller) command(b uint8) func() {
 	case cmdWriteCommandByte, cmdWriteOutputPort:
 		c.pending = b
 	case cmdSelfTest:
-		c.push(0x55)
+		c.push(0x55) // self test passed
 	case cmdTestKbd, cmdTestAux:
-		c.push(0x00)
+		c.push(0x00) // interface test: no error
 	case cmdDisableKbd:
 		c.cmdByte |= 0x10
 	case cmdEnableKbd:
@@ -149,6 +163,9 @@ func (c *Controller) command(b uint8) func() {
 	return nil
 }
 
+// data takes a byte written to DataPort: the argument of a pending
+// command, or else a byte for the keyboard. Like command, it returns the
+// reset callback when the byte drives the reset line low.
 func (c *Controller) data(b uint8) func() {
 	switch c.pending {
 	case cmdWriteCommandByte:
@@ -165,9 +182,9 @@ func (c *Controller) data(b uint8) func() {
 	}
 	// A byte for the (absent) keyboard: acknowledge resets and other
 	// commands so a driver probing it moves on.
-	c.push(0xfa)
+	c.push(0xfa) // ACK
 	if b == 0xff {
-		c.push(0xaa)
+		c.push(0xaa) // reset: basic assurance test passed
 	}
 	return nil
 }

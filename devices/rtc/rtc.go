@@ -34,9 +34,12 @@ const (
 	nvramSize = 128
 )
 
-// CMOS is the RTC plus NVRAM. It is a vmm.BusDevice inserted at port 0x70
-// with size 2.
+// CMOS is the RTC plus NVRAM. It is a vmm.BusDevice inserted at Port with
+// size Ports. The time registers are not stored: they are computed on each
+// read from the host clock plus offset, so the guest's clock never drifts
+// from the host's beyond what the guest itself set.
 type CMOS struct {
+	// mu guards every field; Read and Write hold it for the whole access.
 	mu     sync.Mutex
 	index  uint8
 	nvram  [nvramSize]uint8
@@ -53,7 +56,11 @@ func New(lowMem, highMem uint64) *CMOS {
 	c.nvram[RegA] = 0x26 // 32.768 kHz divider, 1024 Hz rate
 	c.nvram[RegB] = regB24h
 	c.nvram[RegD] = regDVRT
-	// Base memory 640 KiB.
+	// The memory-size bytes BIOSes and old kernels read (IBM PC/AT CMOS
+	// map, as QEMU's pc_cmos_init fills them), little-endian: 0x15-0x16
+	// base memory in KiB (640), 0x17-0x18 and 0x30-0x31 extended memory
+	// above 1 MiB in KiB (capped at 0xffff), 0x34-0x35 memory above 16 MiB
+	// in 64 KiB units, 0x5b-0x5d memory above 4 GiB in 64 KiB units.
 	c.nvram[0x15], c.nvram[0x16] = 0x80, 0x02
 	ext := uint64(0)
 	if lowMem > 1<<20 {
@@ -79,6 +86,9 @@ func (c *CMOS) SetClock(now func() time.Time) {
 	c.mu.Unlock()
 }
 
+// guestTime is the time the registers show: frozen at the moment the
+// guest set register B's SET bit (an update in progress), else the host
+// clock plus the guest's offset.
 func (c *CMOS) guestTime() time.Time {
 	if c.nvram[RegB]&regBSet != 0 && !c.frozen.IsZero() {
 		return c.frozen
@@ -86,6 +96,7 @@ func (c *CMOS) guestTime() time.Time {
 	return c.now().UTC().Add(c.offset)
 }
 
+// toReg encodes v (0-99) as register B's data mode asks: binary, or BCD.
 func (c *CMOS) toReg(v int) uint8 {
 	if c.nvram[RegB]&regBBinary != 0 {
 		return uint8(v)
@@ -93,6 +104,9 @@ func (c *CMOS) toReg(v int) uint8 {
 	return uint8(v/10<<4 | v%10)
 }
 
+// fromReg decodes a register value written by the guest in the current
+// data mode. Invalid BCD digits are taken at face value; the time they
+// yield is normalised by time.Date (FuzzCMOS checks reads stay BCD).
 func (c *CMOS) fromReg(v uint8) int {
 	if c.nvram[RegB]&regBBinary != 0 {
 		return int(v)
@@ -100,6 +114,8 @@ func (c *CMOS) fromReg(v uint8) int {
 	return int(v>>4)*10 + int(v&0xf)
 }
 
+// hourReg encodes hour h (0-23) in 24-hour form, or in 12-hour form with
+// bit 7 as PM and 12 for midnight and noon, as register B's bit 1 asks.
 func (c *CMOS) hourReg(h int) uint8 {
 	if c.nvram[RegB]&regB24h != 0 {
 		return c.toReg(h)
@@ -115,6 +131,7 @@ func (c *CMOS) hourReg(h int) uint8 {
 	return c.toReg(h) | pm
 }
 
+// hourFromReg is hourReg's inverse.
 func (c *CMOS) hourFromReg(v uint8) int {
 	if c.nvram[RegB]&regB24h != 0 {
 		return c.fromReg(v)

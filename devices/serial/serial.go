@@ -62,8 +62,14 @@ const (
 // IRQLine is the interrupt output (pci.IRQLine).
 type IRQLine interface{ SetLevel(asserted bool) }
 
-// UART is one 16550A. It is a vmm.BusDevice at 8 ports.
+// UART is one 16550A. It is a vmm.BusDevice at Ports ports; register
+// offsets and bits follow the National Semiconductor PC16550D datasheet.
+// Only byte accesses are architected: wider reads return 0xff, wider writes
+// are ignored.
 type UART struct {
+	// mu guards every register and the receive FIFO. It is held while
+	// calling irq.SetLevel, so level changes reach the line in the order
+	// they were decided; the IRQ line must not call back into the UART.
 	mu  sync.Mutex
 	out io.Writer
 	irq IRQLine
@@ -90,6 +96,9 @@ func New(out io.Writer, irq IRQLine) *UART {
 	return u
 }
 
+// reset puts the registers in their power-on state (PC16550D table
+// "UART Reset Configuration"), except the divisor, which is set to 9600
+// baud as a BIOS would leave it.
 func (u *UART) reset() {
 	u.dll, u.dlm = 0x0c, 0 // 9600 baud
 	u.ier, u.lcr, u.mcr, u.scr, u.fcr = 0, 0x03, 0x08, 0, 0
@@ -99,7 +108,9 @@ func (u *UART) reset() {
 	u.rx = u.rx[:0]
 }
 
-// iir computes the interrupt identification from the current state.
+// iir computes the interrupt identification from the current state: the
+// highest-priority enabled source (IIR bits 3-1), bit 0 clear when one is
+// pending, and bits 7-6 set while the FIFOs are enabled.
 func (u *UART) iir() uint8 {
 	v := uint8(iirNone)
 	switch {
@@ -141,6 +152,9 @@ func (u *UART) Read(base, offset uint64, data []byte) {
 	u.updateIRQ()
 }
 
+// readReg returns register off (DLAB selects the divisor latch at 0 and
+// 1) with its read side effects: RBR pops the FIFO, IIR acknowledges a
+// THR-empty interrupt, LSR clears the error bits, MSR its delta bits.
 func (u *UART) readReg(off uint64) uint8 {
 	switch off {
 	case regData:
@@ -201,6 +215,9 @@ func (u *UART) Write(base, offset uint64, data []byte) {
 	u.updateIRQ()
 }
 
+// writeReg stores v into register off (DLAB selects the divisor latch at
+// 0 and 1); a THR write transmits at once, or loops back into the FIFO in
+// loopback mode.
 func (u *UART) writeReg(off uint64, v uint8) {
 	switch off {
 	case regData:
@@ -233,6 +250,8 @@ func (u *UART) writeReg(off uint64, v uint8) {
 			u.rx = u.rx[:0]
 			u.lsr &^= lsrDR
 		}
+		// Keep FIFO enable (bit 0), DMA mode (bit 3) and the trigger
+		// level (bits 7-6); the reset bits 1-2 are self-clearing.
 		u.fcr = v & 0xc9
 	case regLCR:
 		u.lcr = v
@@ -245,6 +264,8 @@ func (u *UART) writeReg(off uint64, v uint8) {
 	}
 }
 
+// pushRx queues one received byte, or records an overrun (LSR OE, Dropped)
+// when the FIFO is full.
 func (u *UART) pushRx(b byte) {
 	if len(u.rx) >= fifoSize {
 		u.lsr |= lsrOE
