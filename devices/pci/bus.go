@@ -301,6 +301,9 @@ func (b *Bus) ConfigWrite(slotNum, off int, data []byte) {
 	b.configWriteLocked(slotNum, off, data)
 }
 
+// configReadLocked reads the configuration space of slotNum, function 0;
+// an empty slot reads as all-ones, which is how software finds it empty
+// (vendor ID 0xffff, PCI Local Bus 3.0 section 6.2.1).
 func (b *Bus) configReadLocked(slotNum, off int, data []byte) {
 	if slotNum < 0 || slotNum >= NumSlots || b.slots[slotNum] == nil {
 		fillOnes(data)
@@ -309,6 +312,9 @@ func (b *Bus) configReadLocked(slotNum, off int, data []byte) {
 	b.slots[slotNum].cfg.Read(off, data)
 }
 
+// configWriteLocked writes the configuration space of slotNum (ignored for
+// an empty slot) and, when the write touches the command register or a
+// BAR, re-derives which BARs are decoded where.
 func (b *Bus) configWriteLocked(slotNum, off int, data []byte) {
 	if slotNum < 0 || slotNum >= NumSlots || b.slots[slotNum] == nil {
 		return
@@ -378,6 +384,7 @@ func (b *Bus) decodeLocked(dataOffset uint64) (slotNum, reg int, ok bool) {
 	return int(a>>11) & 0x1f, int(a&0xfc) + int(dataOffset-4), true
 }
 
+// fillOnes makes data read as all-ones (master abort, unclaimed access).
 func fillOnes(data []byte) {
 	for i := range data {
 		data[i] = 0xff
@@ -401,6 +408,12 @@ func decodable(def BAR, addr uint64, cmd uint16) bool {
 	}
 }
 
+// updateMappingsLocked makes the host's mappings of slot's BARs match its
+// command register and BAR registers: a BAR that stopped being decodable or
+// moved is unmapped (observer told first), one that became decodable is
+// mapped (observer told after). A mapping the host refuses is counted in
+// MapErrors and leaves that BAR undecoded; the guest sees no error, as on
+// hardware where a bad BAR address simply decodes nothing.
 func (b *Bus) updateMappingsLocked(slotNum int, s *slot) {
 	cmd := s.cfg.Command()
 	for i := range NumBARs {
@@ -429,6 +442,9 @@ func (b *Bus) updateMappingsLocked(slotNum int, s *slot) {
 	}
 }
 
+// unmapLocked removes BAR i of slot from the host, telling the device's
+// BARObserver first so that it drops ioeventfds while the address is
+// still the one it registered them at.
 func (b *Bus) unmapLocked(slotNum int, s *slot, i int) error {
 	def := s.cfg.BARDef(i)
 	if o, ok := s.dev.(BARObserver); ok {
@@ -441,6 +457,7 @@ func (b *Bus) unmapLocked(slotNum int, s *slot, i int) error {
 	return nil
 }
 
+// mappingOf is BAR i of slotNum, defined by def, decoded at addr.
 func mappingOf(slotNum, i int, def BAR, addr uint64) Mapping {
 	return Mapping{Slot: slotNum, BAR: i, Addr: addr, Size: def.Size, IO: def.IO,
 		Prefetch: def.Prefetch, Handler: def.Handler, RAM: def.RAM}

@@ -225,6 +225,9 @@ func (c *ConfigSpace) BARAddress(i int) uint64 {
 	return c.barAddressLocked(i)
 }
 
+// barAddressLocked decodes BAR i's register(s) (PCI Local Bus 3.0 section
+// 6.2.5.1): bits 1-0 of an I/O BAR and bits 3-0 of a memory BAR are flags,
+// and a 64-bit BAR takes its high half from the next register.
 func (c *ConfigSpace) barAddressLocked(i int) uint64 {
 	if i < 0 || i >= NumBARs || c.bars[i].Size == 0 {
 		return 0
@@ -310,6 +313,7 @@ func (c *ConfigSpace) SetW1CMask(off int, mask []byte) error {
 	return c.setMask(c.w1c[:], off, mask)
 }
 
+// setMask copies mask into dst (one of the per-byte mask arrays) at off.
 func (c *ConfigSpace) setMask(dst []byte, off int, mask []byte) error {
 	if off < 0 || off+len(mask) > ExtendedConfigSize {
 		return fmt.Errorf("config mask at %#x+%d: out of range", off, len(mask))
@@ -407,6 +411,8 @@ func (c *ConfigSpace) PutUint32(off int, v uint32) {
 	c.raw(off, b[:], true)
 }
 
+// raw copies between b and the space at off ignoring masks and hooks: the
+// device's own view, not the guest's. Out-of-range accesses do nothing.
 func (c *ConfigSpace) raw(off int, b []byte, write bool) {
 	if off < 0 || off+len(b) > ExtendedConfigSize {
 		return

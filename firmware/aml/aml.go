@@ -134,6 +134,9 @@ func (e *Encoder) Name(path string) {
 	e.buf = b
 }
 
+// appendNameString appends path's NameString encoding to b. It never
+// shortens a path (iasl -on keeps them as written too), so the bytes follow
+// from the text alone.
 func appendNameString(b []byte, path string) ([]byte, error) {
 	rest := path
 	if strings.HasPrefix(rest, `\`) {

@@ -42,6 +42,9 @@ type IO struct {
 	Length   uint8
 }
 
+// appendResource writes the small I/O Port Descriptor: tag 0x47 (type 0x08,
+// length 7), information byte (bit 0: 16-bit decode), minimum, maximum,
+// alignment, length.
 func (d IO) appendResource(e *Encoder) {
 	var info byte
 	if d.Decode16 {
@@ -57,6 +60,8 @@ func (d IO) appendResource(e *Encoder) {
 // IRQs are edge-triggered, active-high, exclusive.
 type IRQNoFlags []uint8
 
+// appendResource writes the 2-byte-body IRQ Descriptor (tag 0x22): a mask
+// with bit n set for IRQ n; only IRQs 0-15 exist.
 func (d IRQNoFlags) appendResource(e *Encoder) {
 	var mask uint16
 	for _, irq := range d {
@@ -80,6 +85,9 @@ type Interrupt struct {
 	GSIs      []uint32
 }
 
+// appendResource writes the Extended Interrupt Descriptor (6.4.3.6): large
+// tag 0x89, length, flags (bit 0 consumer, 1 edge, 2 active-low, 3 shared,
+// 4 wake capable), the count and the 32-bit interrupt numbers.
 func (d Interrupt) appendResource(e *Encoder) {
 	if len(d.GSIs) == 0 || len(d.GSIs) > 255 {
 		e.Fail(fmt.Errorf("aml: Interrupt: %d interrupts, want 1-255", len(d.GSIs)))
@@ -116,6 +124,8 @@ type AddressFlags struct {
 	MaxFixed  bool
 }
 
+// byte is the General Flags byte: bit 0 consumer, 1 subtractive decode,
+// 2 minimum fixed, 3 maximum fixed.
 func (f AddressFlags) byte() byte {
 	var b byte
 	for i, set := range []bool{f.Consumer, f.SubDecode, f.MinFixed, f.MaxFixed} {
@@ -140,6 +150,9 @@ type MemoryFlags struct {
 	ReadWrite bool // ReadWrite (else ReadOnly)
 }
 
+// byte is the memory Type Specific Flags byte: bit 0 read-write, bits 2-1
+// the caching attribute (MTP and TTP bits stay 0: AddressRangeMemory,
+// TypeStatic).
 func (f MemoryFlags) byte() byte {
 	b := byte(f.Cache&3) << 1
 	if f.ReadWrite {
@@ -155,6 +168,10 @@ const (
 	EntireRange      = 3
 )
 
+// appendAddressSpace writes a Word (tag 0x88), DWord (0x87) or QWord (0x8a)
+// Address Space Descriptor whose five values are width bytes each; the
+// length field counts the body after itself (3 flag bytes + 5 values). The
+// optional resource source is never written.
 func appendAddressSpace(e *Encoder, tag byte, width int, typ, general, specific byte, vals [5]uint64) {
 	e.Emit(tag)
 	e.buf = binary.LittleEndian.AppendUint16(e.buf, uint16(3+5*width))
