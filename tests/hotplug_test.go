@@ -18,6 +18,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/internal/testutil"
 	"github.com/petrel-vmm/petrel/machine/pc"
+	"github.com/petrel-vmm/petrel/machine/pcqmp"
 	"github.com/petrel-vmm/petrel/qmp"
 	"github.com/petrel-vmm/petrel/tests/guest"
 )
@@ -43,7 +44,7 @@ func TestHotplugQMP(t *testing.T) {
 			s.Emit(ev, data)
 		}
 	}})
-	s := qmp.NewServer(m)
+	s := qmp.NewServer(pcqmp.New(m, nil))
 	srv.Store(s)
 	sock := filepath.Join(dir, "qmp.sock")
 	if err := s.ListenUnix(sock); err != nil {

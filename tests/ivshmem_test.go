@@ -20,6 +20,7 @@ import (
 	"github.com/petrel-vmm/petrel/devices/ivshmem/server"
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/internal/testutil"
+	"github.com/petrel-vmm/petrel/machine/devmgr"
 	"github.com/petrel-vmm/petrel/machine/pc"
 	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/tests/guest"
@@ -61,7 +62,7 @@ func ivshmemPC(elf, cmdline, sock string, out *syncBuffer) (*pc.Machine, *ivshme
 		return nil, nil, err
 	}
 	var dev *ivshmem.Device
-	if _, err := m.AddPCIDevice("ivshmem0", 0, func(p pc.PCIPlumbing) (pci.Device, error) {
+	if _, err := m.Devices().AddPCIDevice("ivshmem0", -1, func(p devmgr.Plumbing) (pci.Device, error) {
 		d, err := ivshmem.NewDoorbell(sock, 1, ivshmem.Interrupts{Router: p.Router, Signaler: p.Signaler, IRQ: p.IRQ})
 		dev = d
 		return d, err
@@ -265,7 +266,8 @@ func TestIvshmemQMPDeviceAdd(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return m.DeviceAdd(spec)
+		_, err = m.Devices().AddDevice(spec, true)
+		return err
 	}
 	for _, bad := range []struct {
 		driver string
@@ -326,8 +328,8 @@ func TestIvshmemHotUnplug(t *testing.T) {
 		events = append(events, fmt.Sprint(ev, data))
 	}}
 	m, out := newMachine(t, cfg)
-	if err := m.DeviceAdd(qemuopt.DeviceSpec{Driver: "ivshmem-doorbell", ID: "iv0", Slot: 5,
-		Socket: sock, Vectors: 1}); err != nil {
+	if _, err := m.Devices().AddDevice(qemuopt.DeviceSpec{Driver: "ivshmem-doorbell", ID: "iv0", Slot: 5,
+		Socket: sock, Vectors: 1}, true); err != nil {
 		t.Fatal(err)
 	}
 	peer, err := proto.Dial(sock)

@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	register("run", "boot a virtual machine (QEMU-style options: -kernel -initrd -append -m -smp -disk -drive -serial -qmp)", runMain)
+	register("run", "boot a virtual machine (QEMU-style options: -kernel -initrd -append -m -smp -disk -drive -blockdev -device -serial -qmp)", runMain)
 }
 
 // listFlag collects a repeatable option.
@@ -33,7 +33,7 @@ type runOptions struct {
 	qmp      string
 	noReboot bool
 	verbose  bool
-	pciDevs  pciDeviceOptions // -object/-chardev/-device (run_ivshmem.go)
+	devs     deviceOptions // -blockdev/-object/-chardev/-device (run_devices.go)
 }
 
 func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
@@ -54,18 +54,15 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	fs.StringVar(&boot, "boot-protocol", "auto", "auto, pvh or linux64")
 	fs.StringVar(&kcache, "kernel-cache", "", "directory caching decompressed kernels (default: user cache dir)")
 	fs.Var(&disks, "disk", "FILE[,readonly=on,cache=none|writeback|unsafe,format=qcow2|qed|raw,serial=STR,id=NAME] (repeatable)")
-	fs.Var(&drives, "drive", "file=FILE,if=virtio[,format=,readonly=on,cache=,id=,serial=] (repeatable)")
+	fs.Var(&drives, "drive", "file=FILE[,if=virtio|none][,format=,readonly=on,cache=,id=,serial=] (repeatable)")
 	fs.StringVar(&o.serial, "serial", "stdio", "COM1: stdio, none or file:PATH")
 	fs.StringVar(&o.qmp, "qmp", "", "QMP server: unix:PATH,server[,wait=off] or stdio")
 	fs.BoolVar(&nographic, "nographic", false, "accepted for QEMU compatibility (there is no display)")
 	fs.BoolVar(&o.cfg.NoACPI, "no-acpi", false, "boot without ACPI tables")
 	fs.BoolVar(&o.noReboot, "no-reboot", false, "exit instead of rebooting when the guest resets")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: boot path and timings on stderr")
-	o.pciDevs.register(fs)
+	o.devs.register(fs)
 	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if err := o.pciDevs.parse(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -105,10 +102,10 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 		if err != nil {
 			return nil, err
 		}
-		if dc.NoDevice {
-			return nil, fmt.Errorf("-drive %q: if=none is not supported yet; use if=virtio", d)
-		}
 		o.cfg.Disks = append(o.cfg.Disks, dc)
+	}
+	if err := o.devs.parse(&o.cfg); err != nil {
+		return nil, err
 	}
 	switch {
 	case o.serial == "stdio", o.serial == "none", strings.HasPrefix(o.serial, "file:") && len(o.serial) > 5:
@@ -191,7 +188,6 @@ func runMain(args []string) int {
 	}
 	defer q.Close()
 	o.cfg.Events = q.emit
-	defer o.pciDevs.close()
 	for {
 		var sess *session
 		if hub != nil {
@@ -199,11 +195,6 @@ func runMain(args []string) int {
 			o.cfg.SerialIn = sess
 		}
 		m, err := pc.New(o.cfg)
-		if err == nil {
-			if err = o.pciDevs.attach(m); err != nil {
-				m.Close()
-			}
-		}
 		if err != nil {
 			con.Close()
 			fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/petrel-vmm/petrel/machine/pc"
+	"github.com/petrel-vmm/petrel/machine/pcqmp"
 	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/qmp"
 )
@@ -131,17 +132,20 @@ func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 // machineProxy forwards qmp.Machine calls to the current machine.
 type machineProxy struct {
 	mu   sync.Mutex
-	m    *pc.Machine
+	m    *pcqmp.Adapter
 	quit func()
 }
 
 func (p *machineProxy) set(m *pc.Machine) {
 	p.mu.Lock()
-	p.m = m
+	p.m = nil
+	if m != nil {
+		p.m = pcqmp.New(m, nil)
+	}
 	p.mu.Unlock()
 }
 
-func (p *machineProxy) get() (*pc.Machine, error) {
+func (p *machineProxy) get() (*pcqmp.Adapter, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {

@@ -176,16 +176,38 @@ func (b *Bus) Reset() {
 }
 
 // Remove unplugs the device in slot: its BARs are unmapped, then Release is
-// called if the device has it. The slot is free even if Release fails.
+// called if the device implements Releaser.
 func (b *Bus) Remove(slotNum int) error {
+	dev, err := b.Detach(slotNum)
+	if dev == nil {
+		return err
+	}
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if r, ok := dev.(Releaser); ok {
+		if err := r.Release(); err != nil {
+			errs = append(errs, fmt.Errorf("releasing device in slot %d: %w", slotNum, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Detach takes the device in slot off the bus (its BARs unmapped, the slot
+// reading all ones) without releasing it, and returns it: the caller
+// releases it, for example on a worker so that a guest's eject does not
+// wait for its queues to drain. The device is returned even when an
+// unmapping failed (the error says which).
+func (b *Bus) Detach(slotNum int) (Device, error) {
 	if slotNum < 0 || slotNum >= NumSlots {
-		return fmt.Errorf("removing slot %d: %w", slotNum, ErrBadSlot)
+		return nil, fmt.Errorf("removing slot %d: %w", slotNum, ErrBadSlot)
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	s := b.slots[slotNum]
 	if s == nil {
-		b.mu.Unlock()
-		return fmt.Errorf("removing slot %d: %w", slotNum, ErrSlotEmpty)
+		return nil, fmt.Errorf("removing slot %d: %w", slotNum, ErrSlotEmpty)
 	}
 	var errs []error
 	for i := range NumBARs {
@@ -196,13 +218,7 @@ func (b *Bus) Remove(slotNum int) error {
 		}
 	}
 	b.slots[slotNum] = nil
-	b.mu.Unlock()
-	if r, ok := s.dev.(Releaser); ok {
-		if err := r.Release(); err != nil {
-			errs = append(errs, fmt.Errorf("releasing device in slot %d: %w", slotNum, err))
-		}
-	}
-	return errors.Join(errs...)
+	return s.dev, errors.Join(errs...)
 }
 
 // Device returns the device in slot, or nil.

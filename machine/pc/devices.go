@@ -54,6 +54,7 @@ func (m *Machine) setupDevices() error {
 		return fmt.Errorf("creating pci hotplug controller: %w", err)
 	}
 	m.hotplug = hp
+	m.newDeviceManager()
 	for _, d := range []struct {
 		name       string
 		port, size uint64
@@ -79,8 +80,9 @@ func (m *Machine) setupDevices() error {
 // bridge in slot 0.
 const hotplugSlots = 0xfffffffe
 
-// ejectSlot is called on the vCPU thread when the guest ejects a slot (_EJ0).
-func (m *Machine) ejectSlot(slot int) { m.ejected(slot) }
+// ejectSlot is called on the vCPU thread when the guest ejects a slot
+// (_EJ0); the device manager finishes the eject on a worker.
+func (m *Machine) ejectSlot(slot int) { m.devices.Ejected(slot) }
 
 // pciKey names one BAR mapping.
 type pciKey struct{ slot, bar int }

@@ -35,11 +35,9 @@ func TestACPITablesAndDisksWired(t *testing.T) {
 	if m.Status() != "prelaunch" {
 		t.Fatalf("status %q before Run", m.Status())
 	}
-	if err := m.PowerDown(); err != nil {
-		t.Fatal(err)
-	}
-	if sts, _ := m.GPE().Status(); sts&(1<<2) == 0 || events[len(events)-1] != "POWERDOWN" {
-		t.Fatalf("power button: GPE0 status %#x, events %v", sts, events)
+	m.PressPowerButton()
+	if sts, _ := m.GPE().Status(); sts&(1<<2) == 0 {
+		t.Fatalf("power button: GPE0 status %#x", sts)
 	}
 	rsdp, err := m.Memory().Uint64(pvhStartInfo + 32)
 	if err != nil || rsdp == 0 {
@@ -50,36 +48,36 @@ func TestACPITablesAndDisksWired(t *testing.T) {
 	if string(sig) != "RSD PTR " {
 		t.Fatalf("no RSDP at %#x: %q", rsdp, sig)
 	}
-	buses := m.QueryPCI()
-	if len(buses) != 1 || len(buses[0].Devices) != 2 {
-		t.Fatalf("query-pci %+v", buses)
+	devs := m.PCI().Devices()
+	if len(devs) != 2 {
+		t.Fatalf("pci devices %+v", devs)
 	}
-	hb, vb := buses[0].Devices[0], buses[0].Devices[1]
-	if hb.Slot != 0 || hb.ID.Vendor != 0x8086 || hb.ID.Device != 0x1237 || hb.ClassInfo.Class != 0x0600 {
+	hb, vb := devs[0], devs[1]
+	if hb.Slot != 0 || hb.VendorID != 0x8086 || hb.DeviceID != 0x1237 || hb.Class>>8 != 0x0600 {
 		t.Fatalf("host bridge %+v", hb)
 	}
-	if vb.Slot != 1 || vb.ID.Vendor != 0x1af4 || vb.ID.Device != 0x1042 || vb.QdevID != "d0" {
-		t.Fatalf("virtio-blk %+v", vb)
+	if vb.Slot != 1 || vb.VendorID != 0x1af4 || vb.DeviceID != 0x1042 || m.Devices().ID(1) != "d0" {
+		t.Fatalf("virtio-blk %+v id %q", vb, m.Devices().ID(1))
 	}
-	bl := m.QueryBlock()
-	if len(bl) != 1 || bl[0].Device != "d0" || bl[0].Inserted == nil || bl[0].Inserted.Image.VirtualSize != 1<<20 {
-		t.Fatalf("query-block %+v", bl)
+	bl := m.Blocks().List()
+	if len(bl) != 1 || bl[0].Name != "d0" || bl[0].User != "d0" || bl[0].Image.Size() != 1<<20 {
+		t.Fatalf("block nodes %+v", bl)
 	}
 
-	// blockdev-add + device_add drive=, then device_del (the guest never
-	// ejects here, so the slot stays) and the error cases.
+	// A named node + a device using it, then an unplug request (the guest
+	// never ejects here, so the slot stays) and the error cases.
 	disk2 := rawDisk(t, 2<<20)
-	if err := m.BlockdevAdd(qemuopt.BlockdevSpec{NodeName: "n1", Format: "raw", Filename: disk2}); err != nil {
+	if err := m.Blocks().Open(qemuopt.BlockdevSpec{NodeName: "n1", Format: "raw", Filename: disk2}, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.BlockdevAdd(qemuopt.BlockdevSpec{NodeName: "n1", Format: "raw", Filename: disk2}); err == nil {
+	if err := m.Blocks().Open(qemuopt.BlockdevSpec{NodeName: "n1", Format: "raw", Filename: disk2}, false); err == nil {
 		t.Fatal("duplicate node accepted")
 	}
-	if err := m.DeviceAdd(qemuopt.DeviceSpec{Driver: "virtio-blk-pci", ID: "v1", Slot: 5, Drive: "n1"}); err != nil {
+	if _, err := m.Devices().AddDevice(qemuopt.DeviceSpec{Driver: "virtio-blk-pci", ID: "v1", Slot: 5, Drive: "n1"}, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.BlockdevDel("n1"); err == nil {
-		t.Fatal("blockdev-del of a node in use accepted")
+	if err := m.Blocks().Delete("n1"); err == nil {
+		t.Fatal("deleting a node in use accepted")
 	}
 	for name, req := range map[string]qemuopt.DeviceSpec{
 		"busy slot":  {Driver: "virtio-blk-pci", ID: "v2", Slot: 5, Drive: "n1"},
@@ -89,23 +87,34 @@ func TestACPITablesAndDisksWired(t *testing.T) {
 		"node busy":  {Driver: "virtio-blk-pci", ID: "v5", Slot: 7, Drive: "n1"},
 		"slot 0":     {Driver: "virtio-blk-pci", ID: "v6", Slot: 0, Drive: "n1"},
 	} {
-		if err := m.DeviceAdd(req); err == nil {
-			t.Errorf("%s: device_add accepted", name)
+		if _, err := m.Devices().AddDevice(req, true); err == nil {
+			t.Errorf("%s: device added", name)
 		}
 	}
-	if err := m.DeviceDel("v1"); err != nil {
+	if m.PCI().Device(6) != nil || m.PCI().Device(7) != nil {
+		t.Fatal("a refused device is on the bus")
+	}
+	if err := m.Devices().Unplug("v1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.DeviceDel("nosuch"); err == nil {
-		t.Fatal("device_del of an unknown id accepted")
+	if err := m.Devices().Unplug("v1"); err == nil {
+		t.Fatal("a second unplug request accepted")
+	}
+	if err := m.Devices().Unplug("nosuch"); err == nil {
+		t.Fatal("unplug of an unknown id accepted")
 	}
 	// The guest ejects slot 5 (as its _EJ0 would): the device leaves the
-	// bus, DEVICE_DELETED is emitted and the node is free again.
-	m.ejected(5)
-	if m.PCI().Device(5) != nil || len(events) == 0 || events[len(events)-1] != "DEVICE_DELETED" {
-		t.Fatalf("eject: device %v events %v", m.PCI().Device(5), events)
+	// bus at once; a worker releases it, emits DEVICE_DELETED and frees
+	// the node.
+	m.Devices().Ejected(5)
+	if m.PCI().Device(5) != nil {
+		t.Fatal("slot 5 still has a device after the eject")
 	}
-	if err := m.BlockdevDel("n1"); err != nil {
-		t.Fatalf("blockdev-del after eject: %v", err)
+	m.Devices().WaitEjects()
+	if len(events) == 0 || events[len(events)-1] != "DEVICE_DELETED" {
+		t.Fatalf("eject: events %v", events)
+	}
+	if err := m.Blocks().Delete("n1"); err != nil {
+		t.Fatalf("deleting the node after the eject: %v", err)
 	}
 }

@@ -9,10 +9,11 @@
 //
 // Run returns a non-nil error with the vCPU registers for a triple fault,
 // an entry failure or a KVM internal error. Shutdown, Pause/Resume and the
-// qmp.Machine methods work from any goroutine while Run runs. Other
+// device manager work from any goroutine while Run runs. Other
 // packages reach the parts through VM() (event router, MSI, IRQ lines,
 // memory slots), Memory(), PIO()/MMIO() (buses), PCI(), Serial(), GPE(),
-// Hotplug(), VCPUs() (exit counters) and AddPCIDevice.
+// Hotplug(), VCPUs() (exit counters), Devices() (the device manager) and
+// Blocks() (the block-node registry). QMP is served by machine/pcqmp.
 //
 // Layout (docs/ARCHITECTURE.md): RAM below 3 GiB and from 4 GiB; e820
 // reserves 0x9fc00-0xfffff (ACPI tables at 0xe0000) and 0xfc000000-4 GiB
@@ -35,6 +36,8 @@ import (
 	"github.com/petrel-vmm/petrel/devices/acpi"
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/devices/serial"
+	"github.com/petrel-vmm/petrel/machine/blocknodes"
+	"github.com/petrel-vmm/petrel/machine/devmgr"
 	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/vmm"
 	"github.com/petrel-vmm/petrel/vmm/guestmem"
@@ -60,8 +63,16 @@ type Config struct {
 	KernelCacheDir string
 	// CPU is the -cpu string, "host[,+feat,-feat]" ("" = host).
 	CPU string
-	// Disks are attached as virtio-blk devices.
+	// Disks are -disk/-drive images: block nodes, each with a virtio-blk
+	// device unless NoDevice (-drive if=none).
 	Disks []DiskConfig
+	// Blockdevs are -blockdev nodes; Objects and Chardevs the memory
+	// backends and sockets devices name; Devices the -device devices,
+	// plugged after the disks.
+	Blockdevs []qemuopt.BlockdevSpec
+	Objects   []qemuopt.ObjectSpec
+	Chardevs  []qemuopt.ChardevSpec
+	Devices   []qemuopt.DeviceSpec
 	// Serial receives COM1 output (nil discards); SerialIn feeds COM1 input.
 	Serial   io.Writer
 	SerialIn io.Reader
@@ -131,13 +142,10 @@ type Machine struct {
 	started        atomic.Bool
 	finished       atomic.Bool
 
-	// devMu guards deviceIDs. Lock order: devMu, then pci.Bus's lock.
-	devMu     sync.Mutex
-	deviceIDs map[int]string // PCI slot -> device id
-	blockMu   sync.Mutex     // guards nodes
-	nodes     map[string]*blockNode
-	runMu     sync.Mutex // one Run at a time
-	logf      func(format string, args ...any)
+	devices *devmgr.Manager      // PCI slots, qdev ids, hotplug
+	blocks  *blocknodes.Registry // block nodes (images)
+	runMu   sync.Mutex           // one Run at a time
+	logf    func(format string, args ...any)
 }
 
 // New builds a PC from cfg and loads its kernel; vCPUs start in Run.
@@ -156,8 +164,7 @@ func New(cfg Config) (m *Machine, err error) {
 	if cfg.CPUs < 1 || cfg.CPUs > 255 {
 		return nil, fmt.Errorf("cpu count %d out of range (1..255)", cfg.CPUs)
 	}
-	m = &Machine{cfg: cfg, mem: guestmem.New(), pio: &vmm.Bus{}, mmio: &vmm.Bus{},
-		deviceIDs: map[int]string{}, nodes: map[string]*blockNode{}}
+	m = &Machine{cfg: cfg, mem: guestmem.New(), pio: &vmm.Bus{}, mmio: &vmm.Bus{}}
 	m.logf = func(string, ...any) {}
 	if cfg.Log != nil {
 		m.logf = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "petrel: "+f+"\n", a...) }
@@ -191,7 +198,7 @@ func New(cfg Config) (m *Machine, err error) {
 	if err = m.setupVCPUs(); err != nil {
 		return nil, err
 	}
-	if err = m.attachDisks(); err != nil {
+	if err = m.plugConfigured(); err != nil {
 		return nil, err
 	}
 	if err = m.load(); err != nil {
@@ -379,6 +386,9 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 	t0 := time.Now()
 	m.started.Store(true)
 	stop, v := vmm.RunVCPUs(m.vcpus)
+	// Ejects the guest made finish (device released, DEVICE_DELETED sent)
+	// before Run reports the end.
+	m.devices.WaitEjects()
 	m.finished.Store(true)
 	m.logf("guest ran %v: %s", time.Since(t0).Round(time.Microsecond), stop)
 	var exits, ioExits, mmioExits uint64
@@ -394,11 +404,11 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 	}
 	switch stop {
 	case vmm.StopPowerOff:
-		m.emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-shutdown"})
+		m.Emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-shutdown"})
 	case vmm.StopReset:
-		m.emit("RESET", map[string]any{"guest": true, "reason": "guest-reset"})
+		m.Emit("RESET", map[string]any{"guest": true, "reason": "guest-reset"})
 	case vmm.StopTripleFault, vmm.StopCrash:
-		m.emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-panic"})
+		m.Emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-panic"})
 	}
 	switch stop {
 	case vmm.StopPowerOff:
@@ -442,17 +452,15 @@ func (m *Machine) Reset() { m.kickAll(vmm.StopReset) }
 func (m *Machine) Close() error {
 	// Devices first: their queue workers use guest memory and disk images.
 	var errs []error
-	if m.pci != nil {
-		for slot := 1; slot < pci.NumSlots; slot++ {
-			if m.pci.Device(slot) != nil {
-				if err := m.pci.Remove(slot); err != nil {
-					errs = append(errs, err)
-				}
-			}
+	if m.devices != nil {
+		if err := m.devices.Close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if err := m.closeNodes(); err != nil {
-		errs = append(errs, err)
+	if m.blocks != nil {
+		if err := m.blocks.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	var first error
 	if len(errs) > 0 {

@@ -4,52 +4,92 @@ import (
 	"fmt"
 
 	"github.com/petrel-vmm/petrel/devices/pci"
+	"github.com/petrel-vmm/petrel/machine/blocknodes"
+	"github.com/petrel-vmm/petrel/machine/devmgr"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
-// PCIPlumbing is what a PCI device built outside machine/pc (ivshmem, for
-// one) gets from the machine for the slot it is plugged into.
-type PCIPlumbing struct {
-	Slot     int
-	Router   pci.EventRouter // irqfds, ioeventfds, MSI routes (the VM)
-	Signaler pci.MSISignaler // KVM_SIGNAL_MSI (the VM)
-	IRQ      pci.IRQLine     // the slot's INTA# (IOAPIC GSI pci.INTxGSI(slot))
+// newDeviceManager creates the block-node registry and the device manager
+// over PCI bus 0 and the hotplug controller.
+func (m *Machine) newDeviceManager() {
+	m.blocks = blocknodes.New()
+	m.devices = devmgr.New(devmgr.Platform{
+		Bus: m.pci, Hotplug: m.hotplug, Mem: m.mem, Router: m.vm, Signaler: m.vm,
+		IRQ:    func(slot int) pci.IRQLine { return m.vm.IRQLine(pci.INTxGSI(slot)) },
+		Blocks: m.blocks, Events: m.Emit, Logf: m.logf,
+	})
 }
 
-// AddPCIDevice builds a device with build and plugs it into slot (0 picks
-// the first free slot) under the qdev id (may be empty). It is meant for
-// boot-time devices, before Run. A device that cannot be plugged is
-// released; Close releases the others.
-func (m *Machine) AddPCIDevice(id string, slot int, build func(PCIPlumbing) (pci.Device, error)) (int, error) {
-	m.devMu.Lock()
-	defer m.devMu.Unlock()
-	if id != "" {
-		for _, other := range m.deviceIDs {
-			if other == id {
-				return 0, fmt.Errorf("duplicate device id %q", id)
-			}
+// plugConfigured opens the configured block nodes and memory backends and
+// plugs the configured devices: -disk/-drive disks first (slots 1, 2, ...),
+// then each -device.
+func (m *Machine) plugConfigured() error {
+	for _, o := range m.cfg.Objects {
+		if err := m.devices.AddObject(o); err != nil {
+			return err
 		}
 	}
-	if slot == 0 {
-		if slot = m.pci.FreeSlot(); slot < 0 {
-			return 0, fmt.Errorf("device %q: no free PCI slot", id)
+	for _, c := range m.cfg.Chardevs {
+		if err := m.devices.AddChardev(c); err != nil {
+			return err
 		}
 	}
-	if slot < 1 || slot >= pci.NumSlots {
-		return 0, fmt.Errorf("device %q: PCI slot %d out of range 1..%d", id, slot, pci.NumSlots-1)
-	}
-	if m.pci.Device(slot) != nil {
-		return 0, fmt.Errorf("device %q: PCI slot %d is in use", id, slot)
-	}
-	dev, err := build(PCIPlumbing{Slot: slot, Router: m.vm, Signaler: m.vm, IRQ: m.vm.IRQLine(pci.INTxGSI(slot))})
-	if err != nil {
-		return 0, err
-	}
-	if err := m.pci.Add(slot, dev); err != nil {
-		if r, ok := dev.(pci.Releaser); ok {
-			r.Release()
+	for _, b := range m.cfg.Blockdevs {
+		if err := m.blocks.Open(b, false); err != nil {
+			return fmt.Errorf("-blockdev %s: %w", b.NodeName, err)
 		}
-		return 0, fmt.Errorf("device %q: adding to slot %d: %w", id, slot, err)
 	}
-	m.deviceIDs[slot] = id
-	return slot, nil
+	for i, d := range m.cfg.Disks {
+		// The node and the device share the name: the -drive id, or diskN.
+		name := d.ID
+		if name == "" {
+			name = fmt.Sprintf("disk%d", i)
+		}
+		if err := m.blocks.Open(qemuopt.BlockdevSpec{NodeName: name, Format: d.Format, Filename: d.Path,
+			ReadOnly: d.ReadOnly, DirectIO: d.DirectIO, NoSync: d.NoSync}, true); err != nil {
+			return err
+		}
+		if d.NoDevice {
+			continue
+		}
+		spec := qemuopt.DeviceSpec{Driver: "virtio-blk-pci", ID: name, Slot: -1, Drive: name, Serial: d.Serial}
+		if _, err := m.devices.AddDevice(spec, false); err != nil {
+			return fmt.Errorf("disk %s: %w", d.Path, err)
+		}
+	}
+	for _, d := range m.cfg.Devices {
+		if _, err := m.devices.AddDevice(d, false); err != nil {
+			return fmt.Errorf("-device %s: %w", d.Driver, err)
+		}
+	}
+	return nil
+}
+
+// Devices is the device manager: PCI slots, qdev ids, -device/device_add,
+// hot-unplug.
+func (m *Machine) Devices() *devmgr.Manager { return m.devices }
+
+// Blocks is the block-node registry.
+func (m *Machine) Blocks() *blocknodes.Registry { return m.blocks }
+
+// Emit sends a QMP event (SHUTDOWN, RESET, STOP, RESUME, POWERDOWN,
+// DEVICE_DELETED) to Config.Events.
+func (m *Machine) Emit(event string, data any) {
+	if m.cfg.Events != nil {
+		m.cfg.Events(event, data)
+	}
+}
+
+// Status is the run state with QEMU's names: "prelaunch" before Run,
+// "running", "paused", and "shutdown" once Run has returned.
+func (m *Machine) Status() string {
+	switch {
+	case m.finished.Load():
+		return "shutdown"
+	case m.paused.Load():
+		return "paused"
+	case !m.started.Load():
+		return "prelaunch"
+	}
+	return "running"
 }

@@ -18,15 +18,45 @@ func TestParseIvshmemDevices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := o.pciDevs.devs
+	d := o.cfg.Devices
 	if len(d) != 3 || d[0].Slot != 5 || d[0].ID != "iv0" || d[1].Slot != -1 || d[2].Vectors != 4 || d[2].Slot != 6 {
 		t.Fatalf("devices %+v", d)
 	}
-	if b := o.pciDevs.backends["m1"]; b.Size != 1<<20 || b.MemPath != "/dev/shm/x" {
+	if b := o.cfg.Objects[0]; b.ID != "m1" || b.Size != 1<<20 || b.MemPath != "/dev/shm/x" {
 		t.Fatalf("backend %+v", b)
 	}
-	if o.pciDevs.sockets["ivs"] != "/tmp/ivshmem_socket" {
-		t.Fatal("chardev path lost")
+	if c := o.cfg.Chardevs[0]; c.ID != "ivs" || c.Path != "/tmp/ivshmem_socket" {
+		t.Fatalf("chardev %+v", c)
+	}
+}
+
+// QEMU's own spellings for disks: -drive if=none or -blockdev, then
+// -device virtio-blk-pci,drive=.
+func TestParseQEMUDiskOptions(t *testing.T) {
+	o, err := parseRunArgs([]string{"-kernel", "k",
+		"-drive", "file=a.qcow2,if=none,id=d0,format=qcow2",
+		"-blockdev", "driver=raw,node-name=n1,file.driver=file,file.filename=b.img",
+		"-blockdev", `{"driver":"qcow2","node-name":"n2","file":{"driver":"file","filename":"c.qcow2"}}`,
+		"-device", "virtio-blk-pci,drive=d0,id=vd0,addr=0x4",
+		"-device", "virtio-blk-pci,drive=n1,serial=S",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.cfg
+	if len(c.Disks) != 1 || !c.Disks[0].NoDevice || len(c.Blockdevs) != 2 || c.Blockdevs[1].Filename != "c.qcow2" ||
+		len(c.Devices) != 2 || c.Devices[0].Drive != "d0" || c.Devices[0].Slot != 4 || c.Devices[1].Serial != "S" {
+		t.Fatalf("config %+v", c)
+	}
+	for _, bad := range [][]string{
+		{"-device", "virtio-blk-pci,drive=nope"},
+		{"-disk", "a.img,id=d0", "-device", "virtio-blk-pci,drive=d0"},
+		{"-drive", "file=a,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0", "-device", "virtio-blk-pci,drive=d0"},
+		{"-drive", "file=a,if=none,id=d0", "-blockdev", "driver=raw,node-name=d0,file.driver=file,file.filename=b"},
+	} {
+		if _, err := parseRunArgs(append([]string{"-kernel", "k"}, bad...), io.Discard); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }
 
@@ -51,7 +81,7 @@ func TestParseIvshmemDeviceErrors(t *testing.T) {
 		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,addr=3.1", "function 0"},
 		{"-chardev socket,id=c,path=/s -device ivshmem-doorbell,chardev=c,size=1M", "not found"},
 		{"-device e1000", "not a valid device model"},
-		{"-device virtio-blk-pci,drive=d", "unsupported driver"},
+		{"-device virtio-blk-pci,drive=d", "names no -blockdev"},
 		{"-device ivshmem-plain,memdev", "names no -object"},
 		{"-device ivshmem-plain,=x", "empty option"},
 	} {
