@@ -158,6 +158,11 @@ func (q *Queue) availIdx() uint16 { return q.load16(q.availW, q.availOff+2) }
 // been popped.
 func (q *Queue) Pending() bool { return q.availIdx() != q.lastAvail }
 
+// Available is how many chains the driver made available that have not
+// been popped (a device short of buffers compares it before and after
+// EnableNotify to learn whether more came).
+func (q *Queue) Available() int { return int(q.availIdx() - q.lastAvail) }
+
 // Pop parses the next available chain into c. It reports false when the
 // ring is empty, or with ErrAvailIndex in c.Err when the driver's index is
 // impossible (the queue is then broken until reset).
@@ -257,13 +262,32 @@ func (q *Queue) parse(head uint16, c *Chain) {
 // Push returns chain head to the driver with len bytes written, publishing
 // the used element before the index (release).
 func (q *Queue) Push(head uint16, written uint32) {
-	slot := int(q.usedIdx % q.cfg.Size)
+	q.Fill(0, head, written)
+	q.Publish(1)
+}
+
+// Fill stores used element i places past the published used index without
+// publishing it: a device that returns several chains as one unit (a
+// virtio-net frame spread over mergeable receive buffers, 5.1.6.3.2) fills
+// them all, then publishes them with one index update, so the driver never
+// sees a partial frame.
+func (q *Queue) Fill(i int, head uint16, written uint32) {
+	slot := int((q.usedIdx + uint16(i)) % q.cfg.Size)
 	e := q.usedW[q.usedOff+4+8*slot:]
 	binary.LittleEndian.PutUint32(e[0:], uint32(head))
 	binary.LittleEndian.PutUint32(e[4:], written)
-	q.usedIdx++
+}
+
+// Publish makes the n used elements stored by Fill visible (release).
+func (q *Queue) Publish(n int) {
+	q.usedIdx += uint16(n)
 	q.store16(q.usedW, q.usedOff+2, q.usedIdx)
 }
+
+// Unpop gives the last n popped chains back: the next Pop parses them
+// again. Chains stay in the available ring until they are used, so a device
+// that found too few buffers for a frame can wait for more.
+func (q *Queue) Unpop(n int) { q.lastAvail -= uint16(n) }
 
 // SuppressNotify asks the driver not to notify while the device is busy
 // (VIRTQ_USED_F_NO_NOTIFY; with EVENT_IDX the device just stops moving
@@ -299,4 +323,41 @@ func (q *Queue) NeedInterrupt() bool {
 	event := q.load16(q.availW, q.availOff+4+2*int(q.cfg.Size)) // used_event
 	// vring_need_event: (new - event - 1) < (new - old), in 16-bit arithmetic.
 	return !valid || now-event-1 < now-old
+}
+
+// Gather copies the chain's device-readable bytes from offset off into
+// dst (zeros past their end).
+func (c *Chain) Gather(off uint64, dst []byte) {
+	clear(dst)
+	for i := range c.Segs {
+		s := &c.Segs[i]
+		if s.Write || len(dst) == 0 {
+			continue
+		}
+		if off >= uint64(s.Len) {
+			off -= uint64(s.Len)
+			continue
+		}
+		k := copy(dst, s.Buf[off:])
+		dst, off = dst[k:], 0
+	}
+}
+
+// Scatter copies src into the chain's device-writable bytes from offset
+// off and returns how many bytes it stored.
+func (c *Chain) Scatter(off uint64, src []byte) int {
+	done := 0
+	for i := range c.Segs {
+		s := &c.Segs[i]
+		if !s.Write || len(src) == 0 {
+			continue
+		}
+		if off >= uint64(s.Len) {
+			off -= uint64(s.Len)
+			continue
+		}
+		k := copy(s.Buf[off:], src)
+		src, off, done = src[k:], 0, done+k
+	}
+	return done
 }

@@ -25,6 +25,9 @@ type worker struct {
 	kick  *os.File
 	stop  atomic.Bool
 	buf   [8]byte
+	// server, when set, serves the queue itself: the goroutine only
+	// forwards driver notifications to it.
+	server QueueServer
 }
 
 // activateLocked builds the enabled queues and starts their goroutines.
@@ -43,13 +46,22 @@ func (p *PCI) activateLocked() error {
 		if s.size > p.be.MaxQueueSize() {
 			return fmt.Errorf("queue %d: size %d above the maximum %d", i, s.size, p.be.MaxQueueSize())
 		}
-		ws = append(ws, &worker{qi: i, q: q, chain: NewChain(), kick: p.kicks[i]})
+		w := &worker{qi: i, q: q, chain: NewChain(), kick: p.kicks[i]}
+		if qs, ok := p.be.(QueueServer); ok && qs.ServesQueue(i) {
+			w.server = qs
+		}
+		ws = append(ws, w)
 	}
 	if len(ws) == 0 {
 		return errors.New("no queue enabled")
 	}
 	if err := p.be.Activate(feats); err != nil {
 		return err
+	}
+	for _, w := range ws {
+		if w.server != nil {
+			w.server.StartQueue(w.qi, &ServedQueue{Queue: w.q, p: p, qi: w.qi})
+		}
 	}
 	p.workers = ws
 	for _, w := range ws {
@@ -73,7 +85,11 @@ func (p *PCI) stopWorkersLocked() {
 func (p *PCI) run(w *worker) {
 	defer p.wg.Done()
 	for !w.stop.Load() {
-		p.service(w)
+		if w.server != nil {
+			w.server.QueueNotified(w.qi)
+		} else {
+			p.service(w)
+		}
 		if _, err := w.kick.Read(w.buf[:]); err != nil {
 			return // closed by Release
 		}
@@ -97,9 +113,7 @@ func (p *PCI) service(w *worker) {
 			pushed = true
 		}
 		if w.chain.Err == ErrAvailIndex {
-			// Not p.mu: a reset holds it while waiting for this goroutine.
-			p.needsReset.Store(true)
-			p.interrupt(uint16(p.configVector.Load()), isrConfig)
+			p.queueBroken()
 			w.stop.Store(true)
 			break
 		}
@@ -110,6 +124,14 @@ func (p *PCI) service(w *worker) {
 	if pushed && w.q.NeedInterrupt() {
 		p.interrupt(uint16(p.vectors[w.qi].Load()), isrQueue)
 	}
+}
+
+// queueBroken marks the device DEVICE_NEEDS_RESET after a driver broke a
+// ring's invariants, and tells the driver with a configuration interrupt.
+// Not p.mu: a reset holds it while waiting for queue goroutines.
+func (p *PCI) queueBroken() {
+	p.needsReset.Store(true)
+	p.interrupt(uint16(p.configVector.Load()), isrConfig)
 }
 
 // interrupt raises vector through MSI-X when it is enabled, else the ISR

@@ -24,7 +24,7 @@ func (b *Blk) HandleChain(_ int, c *virtio.Chain) uint32 {
 		return b.finish(status, StatusIOErr, 0)
 	}
 	var hdr [headerSize]byte
-	gather(c, 0, hdr[:])
+	c.Gather(0, hdr[:])
 	typ := binary.LittleEndian.Uint32(hdr[0:])
 	sector := binary.LittleEndian.Uint64(hdr[8:])
 	switch typ {
@@ -55,7 +55,7 @@ func (b *Blk) HandleChain(_ int, c *virtio.Chain) uint32 {
 		return b.finish(status, StatusOK, 0)
 	case TypeGetID:
 		n := min(uint64(IDBytes), c.WriteLen-1)
-		scatter(c, b.serial[:n])
+		c.Scatter(0, b.serial[:n])
 		return b.finish(status, StatusOK, uint32(n))
 	case TypeDiscard, TypeWriteZeroes:
 		return b.finish(status, b.discardOrZero(c, typ == TypeWriteZeroes), 0)
@@ -91,7 +91,7 @@ func (b *Blk) discardOrZero(c *virtio.Chain, zero bool) uint8 {
 	}
 	for off := uint64(headerSize); off < c.ReadLen; off += segmentSize {
 		var seg [segmentSize]byte
-		gather(c, off, seg[:])
+		c.Gather(off, seg[:])
 		sector := binary.LittleEndian.Uint64(seg[0:])
 		num := binary.LittleEndian.Uint32(seg[8:])
 		flags := binary.LittleEndian.Uint32(seg[12:])
@@ -155,35 +155,6 @@ func (b *Blk) transfer(c *virtio.Chain, write bool, pos int64, n uint64) error {
 		n -= uint64(len(buf))
 	}
 	return nil
-}
-
-// gather copies readable chain bytes from offset off into dst (zeros past
-// the end).
-func gather(c *virtio.Chain, off uint64, dst []byte) {
-	clear(dst)
-	for i := range c.Segs {
-		s := &c.Segs[i]
-		if s.Write || len(dst) == 0 {
-			continue
-		}
-		if off >= uint64(s.Len) {
-			off -= uint64(s.Len)
-			continue
-		}
-		k := copy(dst, s.Buf[off:])
-		dst, off = dst[k:], 0
-	}
-}
-
-// scatter copies src to the start of the chain's writable bytes.
-func scatter(c *virtio.Chain, src []byte) {
-	for i := range c.Segs {
-		s := &c.Segs[i]
-		if !s.Write || len(src) == 0 {
-			continue
-		}
-		src = src[copy(s.Buf, src):]
-	}
 }
 
 // statusByte returns the last writable byte of the chain, or nil if there
