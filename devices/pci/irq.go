@@ -25,5 +25,8 @@ type EventRouter interface {
 }
 
 // INTxGSI is the IOAPIC GSI that slot's INTA# is wired to (ARCHITECTURE.md:
-// 16 + slot%8, level, active high); the DSDT _PRT says the same.
+// 16 + slot%8, level, active high), the one statement of the rule: the
+// machine wires each slot's line with it and the host bridge's _PRT
+// (Bus.AML) is built from it. GSIs 16-23 are the IOAPIC pins above the ISA
+// IRQs, so PCI interrupts never share a line with a legacy device.
 func INTxGSI(slot int) uint32 { return 16 + uint32(slot%8) }
