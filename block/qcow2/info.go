@@ -1,0 +1,61 @@
+package qcow2
+
+import "fmt"
+
+// SetBackingFile rewrites the backing file name and format in the header
+// (qemu-img rebase -u); an empty name removes the backing file.
+func (img *Image) SetBackingFile(name, format string) error {
+	if img.readOnly {
+		return errReadOnly
+	}
+	if len(name) > maxBackingNameLen {
+		return fmt.Errorf("backing file name is too long (%d bytes, limit %d)", len(name), maxBackingNameLen)
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if name == "" {
+		format = ""
+	}
+	oldName, oldFmt := img.hdr.backingFile, img.hdr.backingFormat
+	img.hdr.backingFile, img.hdr.backingFormat = name, format
+	if err := img.writeHeader(); err != nil {
+		img.hdr.backingFile, img.hdr.backingFormat = oldName, oldFmt
+		return err
+	}
+	return nil
+}
+
+// Describe returns what qemu-img info prints for the image.
+func (img *Image) Describe() map[string]any {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	h := img.hdr
+	data := map[string]any{
+		"compat":           "1.1",
+		"compression-type": "zlib",
+		"refcount-bits":    int(img.rcBits),
+	}
+	if h.compressionType == compressionZstd {
+		data["compression-type"] = "zstd"
+	}
+	if h.version == 2 {
+		data["compat"] = "0.10"
+	} else {
+		data["lazy-refcounts"] = h.compat&compatLazyRefcounts != 0
+		data["corrupt"] = h.incompat&incompatCorrupt != 0
+		data["extended-l2"] = img.extL2
+	}
+	info := map[string]any{
+		"virtual-size":    int64(h.size),
+		"cluster-size":    img.clusterSize,
+		"dirty-flag":      h.incompat&incompatDirty != 0,
+		"format-specific": map[string]any{"type": "qcow2", "data": data},
+	}
+	if h.backingFile != "" {
+		info["backing-filename"] = h.backingFile
+		if h.backingFormat != "" {
+			info["backing-filename-format"] = h.backingFormat
+		}
+	}
+	return info
+}
