@@ -6,10 +6,12 @@
 // cluster allocation), cluster.go (L1/L2 mapping, extended L2 subclusters),
 // image.go (open, flush, close, read), write.go (in-place and allocating
 // writes, copy-on-write), subcluster.go (extended L2 partial writes),
-// corrupt.go (public mutators; corruption marks the image), zero.go (discard, zeroes, block status,
+// api.go (the exported mutators: each refuses read-only and corrupt-marked
+// images and marks the image corrupt when its change finds corruption),
+// corruption.go (the corrupt mark), zero.go (discard, zeroes, block status,
 // make-empty), compress.go, snapshot.go, check.go (check and refcount
-// rebuild), bitmap.go (bitmap references for check), create.go, info.go
-// (resize, rebase, describe).
+// rebuild), bitmap.go (bitmap references for check), create.go, resize.go,
+// info.go (describe for qemu-img info, the backing name for rebase -u).
 //
 // Crash consistency comes from write order: a new cluster's refcount is
 // in the refcount cache, its data is written, then its L2 entry is set;
