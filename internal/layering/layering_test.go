@@ -46,6 +46,8 @@ var rules = []rule{
 		from: []string{"machine/pc", "machine/devmgr", "machine/blocknodes"}, to: []string{"qmp"}, tests: true},
 	{why: "the option parser is a leaf the command line, QMP and the machine share",
 		from: []string{"qemuopt"}, to: []string{""}, tests: true},
+	{why: "qmp speaks the protocol against its Machine interface and knows no implementation of it",
+		from: []string{"qmp"}, to: []string{"machine", "devices", "firmware", "vmm", "block", "cmd"}, tests: true},
 	{why: "machines are driven by cmd, not the other way",
 		from: []string{"machine"}, to: []string{"cmd"}, tests: true},
 	{why: "test helpers stay out of the binary",
