@@ -54,6 +54,8 @@ type Backend interface {
 	// and frames arriving without a receiver are dropped and counted.
 	Attach(r Receiver) error
 	Detach()
+	// Attached reports whether a NIC uses the backend.
+	Attached() bool
 	// Stats returns the frame counters.
 	Stats() *Stats
 	// Close stops the backend and releases its host resources.
@@ -95,6 +97,13 @@ func (p *Port) Detach() {
 	p.mu.Lock()
 	p.recv = nil
 	p.mu.Unlock()
+}
+
+// Attached implements Backend.Attached.
+func (p *Port) Attached() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.recv != nil
 }
 
 // Stats implements Backend.Stats.

@@ -29,6 +29,10 @@ type DeviceSpec struct {
 	Chardev string // a -chardev socket id
 	Socket  string // Petrel extension: the ivshmem server's socket path
 	Vectors int    // 1 by default
+
+	// virtio-net-pci
+	Netdev string // a -netdev / netdev_add id
+	MAC    string // "" = the machine picks 52:54:00:12:34:NN
 }
 
 // MaxVectors bounds ivshmem-doorbell's vectors (devices/ivshmem.MaxVectors).
@@ -40,10 +44,13 @@ var deviceKeys = map[string][]string{
 	"virtio-blk-pci":   {"drive", "file", "format", "readonly", "serial", "num-queues"},
 	"ivshmem-plain":    {"memdev", "shm", "size", "master"},
 	"ivshmem-doorbell": {"chardev", "socket", "vectors", "ioeventfd", "master"},
+	"virtio-net-pci":   {"netdev", "mac"},
 }
 
 // Drivers lists the device models Petrel builds.
-func Drivers() []string { return []string{"virtio-blk-pci", "ivshmem-plain", "ivshmem-doorbell"} }
+func Drivers() []string {
+	return []string{"virtio-blk-pci", "ivshmem-plain", "ivshmem-doorbell", "virtio-net-pci"}
+}
 
 // ParseDevice reads a -device string: DRIVER,prop=value,...
 func ParseDevice(s string) (DeviceSpec, error) {
@@ -129,6 +136,7 @@ func deviceFromOpts(o *Opts, addr string, hasAddr bool) (d DeviceSpec, err error
 	}
 	d.Drive, d.File, d.Format, d.Serial = str("drive"), str("file"), str("format"), str("serial")
 	d.Memdev, d.Shm, d.Chardev, d.Socket = str("memdev"), str("shm"), str("chardev"), str("socket")
+	d.Netdev, d.MAC = str("netdev"), str("mac")
 	if has["readonly"] {
 		if d.ReadOnly, err = o.Bool("readonly", false); err != nil {
 			return d, err
@@ -180,6 +188,9 @@ func deviceFromOpts(o *Opts, addr string, hasAddr bool) (d DeviceSpec, err error
 		return d, fmt.Errorf("format= and readonly= go with file=; a drive= node has its own")
 	case d.Size != 0 && d.Shm == "":
 		return d, fmt.Errorf("size= goes with shm=; a memdev= backend has its own size")
+	}
+	if d.Driver == "virtio-net-pci" && d.Netdev == "" {
+		return d, fmt.Errorf("netdev= is required (a -netdev id)")
 	}
 	if d.Format != "" {
 		if err := checkFormat(d.Format); err != nil {

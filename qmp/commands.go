@@ -101,6 +101,19 @@ func init() {
 			required: []string{"driver", "node-name", "file"},
 			run:      runBlockdevAdd,
 		},
+		"netdev_add": {
+			args:     map[string]argType{"type": tStr, "id": tStr},
+			required: []string{"type", "id"},
+			open:     true,
+			run:      runNetdevAdd,
+		},
+		"netdev_del": {
+			args:     map[string]argType{"id": tStr},
+			required: []string{"id"},
+			run: func(s *Server, a map[string]any) (any, func(), error) {
+				return nil, nil, s.m.NetdevDel(a["id"].(string))
+			},
+		},
 		"blockdev-del": {
 			args:     map[string]argType{"node-name": tStr},
 			required: []string{"node-name"},

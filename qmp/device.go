@@ -13,6 +13,15 @@ func runDeviceAdd(s *Server, a map[string]any) (any, func(), error) {
 	return nil, nil, s.m.DeviceAdd(spec)
 }
 
+// runNetdevAdd reads netdev_add's arguments with -netdev's parser.
+func runNetdevAdd(s *Server, a map[string]any) (any, func(), error) {
+	spec, err := qemuopt.NetdevFromQMP(a)
+	if err != nil {
+		return nil, nil, Errorf("%v", err)
+	}
+	return nil, nil, s.m.NetdevAdd(spec)
+}
+
 // runBlockdevAdd reads blockdev-add's arguments as -blockdev's JSON form.
 func runBlockdevAdd(s *Server, a map[string]any) (any, func(), error) {
 	spec, err := qemuopt.BlockdevFromQMP(a)

@@ -104,6 +104,15 @@ func (m *recMachine) BlockdevDel(n string) error {
 	return nil
 }
 
+func (m *recMachine) NetdevAdd(n qemuopt.NetdevSpec) error {
+	m.log("netdev_add " + n.Type + " " + n.ID)
+	return nil
+}
+func (m *recMachine) NetdevDel(id string) error {
+	m.log("netdev_del " + id)
+	return nil
+}
+
 func startServer(t *testing.T) (*recMachine, *Server, string) {
 	t.Helper()
 	m := newRec()
@@ -165,6 +174,8 @@ func TestGoQemuClient(t *testing.T) {
 		t.Fatalf("status %v", st)
 	}
 	run(`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"d1","file":{"driver":"file","filename":"/tmp/x.qcow2"}}}`)
+	run(`{"execute":"netdev_add","arguments":{"type":"user","id":"u1","hostfwd":[{"str":"tcp::2222-:22"}]}}`)
+	run(`{"execute":"netdev_del","arguments":{"id":"u1"}}`)
 	run(`{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","id":"disk1","drive":"d1","addr":"0x5"}}`)
 	r = run(`{"execute":"query-pci"}`)
 	devs := r["return"].([]any)[0].(map[string]any)["devices"].([]any)
@@ -283,6 +294,10 @@ func TestBadInput(t *testing.T) {
 		{`{"execute":"device_add","arguments":{"driver":"ivshmem-doorbell","id":"a","vectors":"many"}}`, ClassGeneric, "expects an integer"},
 		{`{"execute":"device_del","arguments":{"id":"ghost"}}`, ClassDeviceNotFound, "Device 'ghost' not found"},
 		{`{"execute":"blockdev-del","arguments":{"node-name":"ghost"}}`, ClassGeneric, "Failed to find node"},
+		{`{"execute":"netdev_add","arguments":{"type":"user","id":"u","hostfwd":"tcp::1-:2"}}`, ClassGeneric, "expected: array"},
+		{`{"execute":"netdev_add","arguments":{"type":"vde","id":"v"}}`, ClassGeneric, "does not accept value 'vde'"},
+		{`{"execute":"netdev_add","arguments":{"type":"user"}}`, ClassGeneric, "Parameter 'id' is missing"},
+		{`{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"n"}}`, ClassGeneric, "netdev= is required"},
 	}
 	for _, tc := range cases {
 		c.send(t, tc.in+"\n")

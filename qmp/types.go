@@ -27,6 +27,10 @@ type Machine interface {
 	DeviceDel(id string) error
 	BlockdevAdd(spec qemuopt.BlockdevSpec) error
 	BlockdevDel(nodeName string) error
+	// NetdevAdd opens a network backend; NetdevDel closes one no device
+	// uses.
+	NetdevAdd(spec qemuopt.NetdevSpec) error
+	NetdevDel(id string) error
 }
 
 // PCIBus is one entry of query-pci.

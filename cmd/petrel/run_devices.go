@@ -19,18 +19,24 @@ import (
 //	-device virtio-blk-pci,drive=NODE[,addr=SLOT][,serial=S][,id=NAME]
 //	-device ivshmem-plain,memdev=ID[,addr=SLOT][,id=NAME]
 //	-device ivshmem-doorbell,chardev=ID[,vectors=N][,addr=SLOT][,id=NAME]
+//	-netdev tap,id=N,ifname=TAP[,script=no,downscript=no][,vhost=off]
+//	-netdev user,id=N[,net=10.0.2.0/24][,hostfwd=tcp::HOSTPORT-:GUESTPORT]...
+//	-device virtio-net-pci,netdev=N[,mac=MAC][,addr=SLOT][,id=NAME]
+//	-nic user|tap,...[,model=virtio-net-pci][,mac=MAC] (a -netdev and its device)
 //
 // The references between them (drive=, memdev=, chardev=) are checked here
 // so that a typo fails before anything is opened.
 type deviceOptions struct {
-	blockdevs, objects, chardevs, devices listFlag
+	blockdevs, objects, chardevs, devices, netdevs, nics listFlag
 }
 
 func (o *deviceOptions) register(fs *flag.FlagSet) {
 	fs.Var(&o.blockdevs, "blockdev", "driver=qcow2|qed|raw,node-name=N,file.driver=file,file.filename=PATH[,read-only=on][,cache.direct=on] or its JSON form (repeatable)")
 	fs.Var(&o.objects, "object", "memory-backend-file,id=ID,share=on,mem-path=PATH,size=SIZE or memory-backend-shm,id=ID,size=SIZE (repeatable)")
 	fs.Var(&o.chardevs, "chardev", "socket,id=ID,path=PATH (repeatable)")
-	fs.Var(&o.devices, "device", "virtio-blk-pci,drive=NODE, ivshmem-plain,memdev=ID or ivshmem-doorbell,chardev=ID[,vectors=N]; each [,addr=SLOT][,id=NAME] (repeatable)")
+	fs.Var(&o.devices, "device", "virtio-blk-pci,drive=NODE, virtio-net-pci,netdev=N[,mac=MAC], ivshmem-plain,memdev=ID or ivshmem-doorbell,chardev=ID[,vectors=N]; each [,addr=SLOT][,id=NAME] (repeatable)")
+	fs.Var(&o.netdevs, "netdev", "tap,id=N,ifname=TAP[,script=no,downscript=no][,vhost=off] or user,id=N[,net=CIDR][,hostfwd=tcp:[HADDR]:HPORT-[GADDR]:GPORT]... (repeatable)")
+	fs.Var(&o.nics, "nic", "user|tap,NETDEV-OPTIONS[,model=virtio-net-pci][,mac=MAC]: a -netdev with its virtio-net-pci (repeatable)")
 }
 
 // parse fills cfg's Blockdevs, Objects, Chardevs and Devices. cfg.Disks
@@ -80,12 +86,42 @@ func (o *deviceOptions) parse(cfg *pc.Config) error {
 		chardevs[c.ID] = true
 		cfg.Chardevs = append(cfg.Chardevs, c)
 	}
+	netdevs := map[string]bool{} // id -> in use by a device
+	for _, s := range o.netdevs {
+		n, err := qemuopt.ParseNetdev(s)
+		if err != nil {
+			return err
+		}
+		if _, dup := netdevs[n.ID]; dup {
+			return fmt.Errorf("-netdev %q: duplicate id %q", s, n.ID)
+		}
+		netdevs[n.ID] = false
+		cfg.Netdevs = append(cfg.Netdevs, n)
+	}
+	for i, s := range o.nics {
+		n, d, err := qemuopt.ParseNIC(s, i)
+		if err != nil {
+			return err
+		}
+		netdevs[n.ID] = true
+		cfg.Netdevs = append(cfg.Netdevs, n)
+		cfg.Devices = append(cfg.Devices, d)
+	}
 	for _, s := range o.devices {
 		d, err := qemuopt.ParseDevice(s)
 		if err != nil {
 			return err
 		}
 		switch {
+		case d.Driver == "virtio-net-pci":
+			used, ok := netdevs[d.Netdev]
+			if !ok {
+				return fmt.Errorf("-device %q: netdev=%q names no -netdev", s, d.Netdev)
+			}
+			if used {
+				return fmt.Errorf("-device %q: netdev %q is already in use by another device", s, d.Netdev)
+			}
+			netdevs[d.Netdev] = true
 		case d.Driver == "virtio-blk-pci" && d.Drive != "":
 			used, ok := nodes[d.Drive]
 			if !ok {

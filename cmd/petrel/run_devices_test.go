@@ -92,3 +92,32 @@ func TestParseIvshmemDeviceErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestParseNetworkOptions(t *testing.T) {
+	o, err := parseRunArgs([]string{"-kernel", "k",
+		"-netdev", "user,id=n0,hostfwd=tcp::5555-:22",
+		"-netdev", "tap,id=t0,ifname=tap0,script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:60,addr=0x6,id=nic0",
+		"-device", "virtio-net-pci,netdev=t0",
+		"-nic", "user,model=virtio",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := o.cfg.Netdevs; len(n) != 3 || n[0].ID != "n0" || n[1].Ifname != "tap0" || n[2].ID != "__nic0" {
+		t.Fatalf("netdevs %+v", n)
+	}
+	if d := o.cfg.Devices; len(d) != 3 || d[0].Netdev != "__nic0" || d[1].Slot != 6 || d[1].MAC != "52:54:00:12:34:60" || d[2].Netdev != "t0" {
+		t.Fatalf("devices %+v", d)
+	}
+	for _, bad := range [][]string{
+		{"-device", "virtio-net-pci,netdev=nope"},
+		{"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-net-pci,netdev=n0"},
+		{"-netdev", "user,id=n0", "-netdev", "user,id=n0"},
+		{"-nic", "user,model=e1000"},
+	} {
+		if _, err := parseRunArgs(append([]string{"-kernel", "k"}, bad...), io.Discard); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

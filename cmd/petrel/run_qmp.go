@@ -233,6 +233,22 @@ func (p *machineProxy) BlockdevAdd(r qemuopt.BlockdevSpec) error {
 	return m.BlockdevAdd(r)
 }
 
+func (p *machineProxy) NetdevAdd(n qemuopt.NetdevSpec) error {
+	m, err := p.get()
+	if err != nil {
+		return err
+	}
+	return m.NetdevAdd(n)
+}
+
+func (p *machineProxy) NetdevDel(id string) error {
+	m, err := p.get()
+	if err != nil {
+		return err
+	}
+	return m.NetdevDel(id)
+}
+
 func (p *machineProxy) BlockdevDel(n string) error {
 	m, err := p.get()
 	if err != nil {

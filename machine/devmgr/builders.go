@@ -22,6 +22,7 @@ var builders = map[string]builder{
 	"virtio-blk-pci":   buildVirtioBlk,
 	"ivshmem-plain":    buildIvshmemPlain,
 	"ivshmem-doorbell": buildIvshmemDoorbell,
+	"virtio-net-pci":   buildVirtioNet,
 }
 
 // buildVirtioBlk serves drive=NODE (a -blockdev/-drive/blockdev-add node)

@@ -21,6 +21,7 @@ import (
 	"github.com/petrel-vmm/petrel/devices/ivshmem/hostmem"
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/machine/blocknodes"
+	"github.com/petrel-vmm/petrel/netdev"
 	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/vmm/guestmem"
 )
@@ -76,12 +77,14 @@ type entry struct {
 type Manager struct {
 	p Platform
 
-	mu       sync.Mutex // guards slots, objects, regions, chardevs
+	mu       sync.Mutex // guards slots, objects, regions, chardevs, netdevs
 	slots    map[int]*entry
 	objects  map[string]qemuopt.ObjectSpec
 	regions  map[string]*hostmem.Region // opened memory backends
 	chardevs map[string]qemuopt.ChardevSpec
-	ejects   sync.WaitGroup // eject workers in flight
+	netdevs  map[string]netdev.Backend // -netdev / netdev_add backends
+	nics     int                       // default MACs handed out
+	ejects   sync.WaitGroup            // eject workers in flight
 }
 
 // New returns a manager over p. The host bridge in slot 0 is the
@@ -94,7 +97,8 @@ func New(p Platform) *Manager {
 		p.Logf = func(string, ...any) {}
 	}
 	return &Manager{p: p, slots: map[int]*entry{}, objects: map[string]qemuopt.ObjectSpec{},
-		regions: map[string]*hostmem.Region{}, chardevs: map[string]qemuopt.ChardevSpec{}}
+		regions: map[string]*hostmem.Region{}, chardevs: map[string]qemuopt.ChardevSpec{},
+		netdevs: map[string]netdev.Backend{}}
 }
 
 // AddObject records a memory backend (-object); it is opened when a device
@@ -298,7 +302,7 @@ func (m *Manager) Ejected(slot int) {
 // WaitEjects blocks until every eject in flight has finished.
 func (m *Manager) WaitEjects() { m.ejects.Wait() }
 
-// Close releases every device and memory backend. The vCPUs must have
+// Close releases every device, memory backend and network backend. The vCPUs must have
 // stopped.
 func (m *Manager) Close() error {
 	m.ejects.Wait()
@@ -318,5 +322,6 @@ func (m *Manager) Close() error {
 		}
 		delete(m.regions, id)
 	}
+	errs = append(errs, m.closeNetdevsLocked()...)
 	return errors.Join(errs...)
 }

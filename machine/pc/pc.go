@@ -73,6 +73,9 @@ type Config struct {
 	Objects   []qemuopt.ObjectSpec
 	Chardevs  []qemuopt.ChardevSpec
 	Devices   []qemuopt.DeviceSpec
+	// Netdevs are the -netdev/-nic network backends, opened before the
+	// devices that name them.
+	Netdevs []qemuopt.NetdevSpec
 	// Serial receives COM1 output (nil discards); SerialIn feeds COM1 input.
 	Serial   io.Writer
 	SerialIn io.Reader

@@ -34,6 +34,11 @@ func (m *Machine) plugConfigured() error {
 			return err
 		}
 	}
+	for _, n := range m.cfg.Netdevs {
+		if err := m.devices.AddNetdev(n); err != nil {
+			return fmt.Errorf("-netdev %s: %w", n.ID, err)
+		}
+	}
 	for _, b := range m.cfg.Blockdevs {
 		if err := m.blocks.Open(b, false); err != nil {
 			return fmt.Errorf("-blockdev %s: %w", b.NodeName, err)

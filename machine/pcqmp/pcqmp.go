@@ -104,6 +104,8 @@ func classDesc(c uint32) string {
 		return "Host bridge"
 	case 0x0100:
 		return "SCSI controller"
+	case 0x0200:
+		return "Ethernet controller"
 	case 0x0500:
 		return "RAM controller"
 	case 0x0580:
@@ -143,8 +145,11 @@ func (a *Adapter) DeviceAdd(spec qemuopt.DeviceSpec) error {
 
 // DeviceDel asks the guest to eject a device (QMP device_del); the
 // DEVICE_DELETED event follows when the guest ejects it.
-func (a *Adapter) DeviceDel(id string) error {
-	err := a.m.Devices().Unplug(id)
+func (a *Adapter) DeviceDel(id string) error { return byID(id, a.m.Devices().Unplug(id)) }
+
+// byID turns a device manager error about id into QMP's: DeviceNotFound
+// for an unknown id, GenericError otherwise.
+func byID(id string, err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -161,6 +166,17 @@ func (a *Adapter) BlockdevAdd(spec qemuopt.BlockdevSpec) error {
 	}
 	return nil
 }
+
+// NetdevAdd opens a network backend (QMP netdev_add).
+func (a *Adapter) NetdevAdd(spec qemuopt.NetdevSpec) error {
+	if err := a.m.Devices().AddNetdev(spec); err != nil {
+		return qmp.Errorf("%v", err)
+	}
+	return nil
+}
+
+// NetdevDel closes a network backend no device uses (QMP netdev_del).
+func (a *Adapter) NetdevDel(id string) error { return byID(id, a.m.Devices().DelNetdev(id)) }
 
 // BlockdevDel closes a node no device uses (QMP blockdev-del).
 func (a *Adapter) BlockdevDel(name string) error {
