@@ -64,6 +64,8 @@ var (
 	ErrNoSpace   = errors.New("no room in the PCI BAR window")
 )
 
+// slot is one occupied slot. Invariant: mapped[i] is true exactly while
+// BAR i is mapped through the Host at at[i] (and its BARObserver was told).
 type slot struct {
 	dev      Device
 	cfg      *ConfigSpace
@@ -91,8 +93,11 @@ const (
 // at PIO ConfigPort size ConfigLen. All configuration accesses, Add and Remove are
 // serialised by mu (lock order: Bus.mu, then ConfigSpace.mu).
 type Bus struct {
-	mu      sync.Mutex
-	host    Host
+	// mu guards slots, address and onReset, and is held across Host and
+	// BARObserver calls (which must not call back into the bus).
+	mu   sync.Mutex
+	host Host
+	// windows never change after NewBus, so AML reads them without mu.
 	windows Windows
 	slots   [NumSlots]*slot
 	address uint32 // CONFIG_ADDRESS latch
