@@ -1,5 +1,5 @@
 // Package layering holds the test that keeps Petrel's imports running one
-// way (docs/ARCHITECTURE.md "Layers"):
+// way (docs/ARCHITECTURE.md "Layers"), and go.mod tidy:
 //
 //	cmd -> machine -> devices, firmware -> block, vmm
 //	devices -> firmware/aml (the AML builder, a leaf), never firmware -> devices
