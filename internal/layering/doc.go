@@ -1,9 +1,11 @@
-// Package layering holds the tests that keep Petrel's imports running one
-// way (docs/ARCHITECTURE.md "Layers") and go.mod tidy. The layers:
+// Package layering holds the tests that keep the module in order: imports
+// run one way (docs/ARCHITECTURE.md "Layers"), go.mod is tidy, and every
+// testdata directory says how its files were made. The layers:
 //
 //	cmd -> machine -> devices, firmware -> block, vmm
 //	devices -> firmware/aml (the AML builder, a leaf), never firmware -> devices
 //
 // It has no code: layering_test.go parses every file's imports and fails on
-// an edge the rules forbid; gomod_test.go runs `go mod tidy -diff`.
+// an edge the rules forbid; gomod_test.go runs `go mod tidy -diff`;
+// testdata_test.go looks for a README.md in every testdata directory.
 package layering
