@@ -3,7 +3,6 @@ module github.com/petrel-vmm/petrel
 go 1.26.0
 
 require (
-	github.com/bobuhiro11/gokvm v0.0.8-0.20231003020000-f53faca69d28
 	github.com/containers/gvisor-tap-vsock v0.8.9
 	github.com/digitalocean/go-qemu v0.0.0-20250212194115-ee9b0668d242
 	github.com/insomniacslk/dhcp v0.0.0-20240710054256-ddd8a41251c9

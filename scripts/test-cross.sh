@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Cross-architecture checks for the POWER port (called by scripts/test.sh):
 #  1. the whole repository vets as ppc64le and builds as ppc64 (big-endian),
-#     so the KVM files of machine/pseries (build-tagged ppc64 || ppc64le)
+#     so the KVM files of vmm and machine/pseries (build-tagged ppc64 || ppc64le)
 #     compile and nothing else breaks the POWER build;
-#  2. the portable pseries/FDT tests run as ppc64 and ppc64le binaries under
-#     qemu-user, so a byte-order mistake (PAPR data is big-endian in guest
-#     memory whatever the host) fails on one of the two.
+#  2. the portable pseries/FDT tests and vmm's (with its POWER ioctl and
+#     structure checks) run as ppc64 and ppc64le binaries under qemu-user,
+#     so a byte-order mistake (PAPR data is big-endian in guest memory
+#     whatever the host) fails on one of the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CGO_ENABLED=0
-PKGS=(./firmware/fdt/ ./machine/pseries/)
+PKGS=(./firmware/fdt/ ./machine/pseries/ ./vmm/)
 
 echo "== GOARCH=ppc64le go vet ./..."
 GOARCH=ppc64le go vet ./...

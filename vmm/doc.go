@@ -1,11 +1,18 @@
-// Package vmm is Petrel's KVM layer, shared by every machine.
+// Package vmm is Petrel's KVM layer, shared by every machine and both host
+// architectures: the shared code is in plain files, what only x86 has in
+// _amd64.go files (registers, CPUID, PIC/PIT, IOAPIC and MSI routing) and
+// what only POWER has in _ppc64x.go files (registers, PAPR mode, ONE_REG,
+// KVM_INTERRUPT, the hash page table and the v3 MMU). vmm owns the KVM ABI
+// (kvm.go, kvm_*.go) and Open refuses a host that lacks a capability it
+// relies on (requiredCaps), naming it.
 //
 // A VM (CreateVM) owns the memory slots (AddMemory/RemoveMemory over
-// lazily allocated AllocGuestRAM), the in-kernel irqchip and PIT, and the
-// interrupt fast paths: it implements pci.EventRouter (ioeventfds, irqfds,
-// MSI GSI routes re-sent with KVM_SET_GSI_ROUTING together with the
-// default IOAPIC/PIC pin routes), pci.MSISignaler (KVM_SIGNAL_MSI) and
-// hands out level-triggered IRQLines (KVM_IRQ_LINE).
+// lazily allocated AllocGuestRAM). On x86 it also owns the in-kernel
+// irqchip and PIT, and the interrupt fast paths: it implements
+// pci.EventRouter (ioeventfds, irqfds, MSI GSI routes re-sent with
+// KVM_SET_GSI_ROUTING together with the default IOAPIC/PIC pin routes),
+// pci.MSISignaler (KVM_SIGNAL_MSI) and hands out level-triggered IRQLines
+// (KVM_IRQ_LINE).
 //
 // A VCPU runs on one goroutine locked to its OS thread (Run, or RunVCPUs
 // for all of them). Exit dispatch has two levels: vmm decodes the mmap'd
@@ -21,7 +28,7 @@
 // runtime tolerates); KVM_RUN then returns EINTR and the loop looks at the
 // request instead of blindly re-entering the guest.
 //
-// GuestCPUID derives each vCPU's CPUID from KVM_GET_SUPPORTED_CPUID: APIC
+// On x86, GuestCPUID derives each vCPU's CPUID from KVM_GET_SUPPORTED_CPUID: APIC
 // ids and leaf 0xB topology, the hypervisor bit, and on kvm_pvm hosts
 // (DetectPVM) no CX16 and no XSAVE/AVX, which its CPL0 emulator lacks.
 // kvm_pvm takes only the bits in its supported mask from KVM_SET_CPUID2

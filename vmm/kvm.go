@@ -9,60 +9,73 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// KVM ioctl numbers (linux/kvm.h). The _IO/_IOW encodings are spelled out
-// so that the structure sizes they carry can be checked against the Go
-// structs (layout_unsafe_test.go).
+// vmm owns the KVM ABI: every ioctl number and argument structure it uses
+// is defined here and in the per-architecture files (kvm_amd64.go,
+// kvm_ppc64x.go), with tests against the values the kernel headers give
+// (docs/ARCHITECTURE.md, "The KVM boundary").
 const kvmIO = 0xAE
 
-// ioc encodes an ioctl number (asm-generic/ioctl.h; the direction bits
-// differ on POWER, see ioc_*.go).
+// ioc encodes an ioctl number (include/uapi/asm-generic/ioctl.h; POWER
+// has its own direction bits and shift, see ioc_*.go).
 func ioc(dir, nr, size uintptr) uintptr {
 	return dir<<iocDirShift | size<<16 | kvmIO<<8 | nr
 }
 
+// The ioctls every architecture uses (linux/kvm.h).
 var (
 	ioctlGetAPIVersion       = ioc(iocNone, 0x00, 0)
 	ioctlCreateVM            = ioc(iocNone, 0x01, 0)
 	ioctlCheckExtension      = ioc(iocNone, 0x03, 0)
 	ioctlGetVCPUMmapSize     = ioc(iocNone, 0x04, 0)
-	ioctlGetSupportedCPUID   = ioc(iocRead|iocWrite, 0x05, 8)
 	ioctlCreateVCPU          = ioc(iocNone, 0x41, 0)
 	ioctlSetUserMemoryRegion = ioc(iocWrite, 0x46, 32)
-	ioctlSetTSSAddr          = ioc(iocNone, 0x47, 0)
-	ioctlSetIdentityMapAddr  = ioc(iocWrite, 0x48, 8)
-	ioctlCreateIRQChip       = ioc(iocNone, 0x60, 0)
 	ioctlIRQLine             = ioc(iocWrite, 0x61, 8)
-	ioctlSetGSIRouting       = ioc(iocWrite, 0x6a, 8)
 	ioctlIrqfd               = ioc(iocWrite, 0x76, 32)
-	ioctlCreatePIT2          = ioc(iocWrite, 0x77, 64)
 	ioctlIoeventfd           = ioc(iocWrite, 0x79, 64)
-	ioctlEnableCap           = ioc(iocWrite, 0xa3, 104)
 	ioctlSignalMSI           = ioc(iocWrite, 0xa5, 32)
 	ioctlRun                 = ioc(iocNone, 0x80, 0)
-	ioctlGetRegs             = ioc(iocRead, 0x81, 144)
-	ioctlSetRegs             = ioc(iocWrite, 0x82, 144)
-	ioctlGetSregs            = ioc(iocRead, 0x83, 312)
-	ioctlSetSregs            = ioc(iocWrite, 0x84, 312)
-	ioctlSetMSRs             = ioc(iocWrite, 0x89, 8)
-	ioctlSetCPUID2           = ioc(iocWrite, 0x90, 8)
-	ioctlGetCPUID2           = ioc(iocRead|iocWrite, 0x91, 8)
-	ioctlGetFPU              = ioc(iocRead, 0x8c, 416)
-	ioctlSetFPU              = ioc(iocWrite, 0x8d, 416)
 )
 
-// KVM capabilities used by Petrel (KVM_CAP_*).
+// kvmAPIVersion is the only KVM_GET_API_VERSION there has ever been.
+const kvmAPIVersion = 12
+
+// The capabilities (KVM_CAP_*, linux/kvm.h) every architecture relies on;
+// requiredCaps (kvm_*.go) lists all the ones Open checks.
 const (
-	CapIRQChip       = 0
-	CapUserMemory    = 3
-	CapSetTSSAddr    = 4
-	CapIRQRouting    = 25
-	CapIRQFD         = 32
-	CapPIT2          = 33
-	CapIoeventfd     = 36
-	CapSignalMSI     = 77
-	CapImmediateExit = 136
-	CapNrMemslots    = 10
+	capUserMemory    = 3
+	capImmediateExit = 136
 )
+
+// commonCaps are the capabilities the shared code needs: memory slots,
+// and immediate_exit, on which the kick protocol (VCPU.Run) rests.
+var commonCaps = []capability{
+	{capUserMemory, "KVM_CAP_USER_MEMORY", "guest memory slots"},
+	{capImmediateExit, "KVM_CAP_IMMEDIATE_EXIT", "kicking a vCPU out of KVM_RUN without losing the kick"},
+}
+
+// capability names a KVM_CAP_* value for error messages.
+type capability struct {
+	id   uintptr
+	name string
+	why  string // what vmm uses it for
+}
+
+// sysCalls is the part of the kernel Open talks to, behind an interface
+// so the version and capability checks are tested without /dev/kvm
+// (kvm_test.go); hostSys is the real one.
+type sysCalls interface {
+	Open(path string) (int, error)
+	Ioctl(fd int, req, arg uintptr) (uintptr, error)
+	Close(fd int) error
+}
+
+type hostSys struct{}
+
+func (hostSys) Open(path string) (int, error) {
+	return unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+}
+func (hostSys) Ioctl(fd int, req, arg uintptr) (uintptr, error) { return ioctl(fd, req, arg) }
+func (hostSys) Close(fd int) error                              { return unix.Close(fd) }
 
 // KVM is an open /dev/kvm.
 type KVM struct {
@@ -73,38 +86,60 @@ type KVM struct {
 	PVM bool
 }
 
-// Open opens /dev/kvm and checks the API version.
+// ErrMissingCapability is wrapped by Open when the host's KVM lacks a
+// capability vmm relies on.
+var ErrMissingCapability = errors.New("kvm lacks a required capability")
+
+// Open opens /dev/kvm, checks the API version and every capability in
+// requiredCaps, and reads the kvm_run mapping size.
 func Open() (*KVM, error) {
-	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	k, err := openWith(hostSys{}, "/dev/kvm")
 	if err != nil {
-		return nil, fmt.Errorf("opening /dev/kvm: %w", err)
+		return nil, err
 	}
-	k := &KVM{fd: fd, PVM: DetectPVM()}
-	v, err := ioctl(fd, ioctlGetAPIVersion, 0)
-	if err != nil || v != 12 {
-		unix.Close(fd)
-		return nil, fmt.Errorf("kvm api version %d (want 12): %v", v, err)
-	}
-	n, err := ioctl(fd, ioctlGetVCPUMmapSize, 0)
+	k.PVM = DetectPVM()
+	return k, nil
+}
+
+func openWith(s sysCalls, path string) (*KVM, error) {
+	fd, err := s.Open(path)
 	if err != nil {
-		unix.Close(fd)
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if err := checkKVM(s, fd); err != nil {
+		s.Close(fd)
+		return nil, err
+	}
+	n, err := s.Ioctl(fd, ioctlGetVCPUMmapSize, 0)
+	if err != nil {
+		s.Close(fd)
 		return nil, fmt.Errorf("getting kvm_run mmap size: %w", err)
 	}
-	k.mmapSize = int(n)
-	return k, nil
+	return &KVM{fd: fd, mmapSize: int(n)}, nil
+}
+
+// checkKVM checks the API version and the required capabilities, naming
+// the first one missing.
+func checkKVM(s sysCalls, fd int) error {
+	v, err := s.Ioctl(fd, ioctlGetAPIVersion, 0)
+	if err != nil {
+		return fmt.Errorf("reading kvm api version: %w", err)
+	}
+	if v != kvmAPIVersion {
+		return fmt.Errorf("kvm api version %d, want %d", v, kvmAPIVersion)
+	}
+	for _, c := range requiredCaps {
+		// KVM_CHECK_EXTENSION answers 0 for "no" (and a few
+		// capabilities answer a count): an error is a no as well.
+		if n, err := s.Ioctl(fd, ioctlCheckExtension, c.id); err != nil || n == 0 {
+			return fmt.Errorf("%w: %s (%d), needed for %s", ErrMissingCapability, c.name, c.id, c.why)
+		}
+	}
+	return nil
 }
 
 // Close closes /dev/kvm (VMs stay valid).
 func (k *KVM) Close() error { return unix.Close(k.fd) }
-
-// CheckExtension returns KVM_CHECK_EXTENSION for cap (0 = unsupported).
-func (k *KVM) CheckExtension(cap int) int {
-	v, err := ioctl(k.fd, ioctlCheckExtension, uintptr(cap))
-	if err != nil {
-		return 0
-	}
-	return int(v)
-}
 
 // DetectPVM reports whether the host runs the kvm_pvm module.
 func DetectPVM() bool {

@@ -1,11 +1,9 @@
 package vmm
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
-	"github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -13,8 +11,9 @@ import (
 // vCPUs. It implements pci.EventRouter, pci.MSISignaler and hands out
 // IRQ lines (docs/ARCHITECTURE.md).
 //
-// Lock order: VM.mu guards the memory-slot and routing tables; it is never
-// held while a vCPU runs an exit, and no exit path takes it.
+// Lock order: VM.mu guards the memory-slot table and the architecture's
+// state (the GSI routing table on x86); it is never held while a vCPU runs
+// an exit, and no exit path takes it.
 type VM struct {
 	kvm *KVM
 	fd  int
@@ -22,9 +21,7 @@ type VM struct {
 	mu       sync.Mutex
 	slots    map[uint32]memSlot // slot id -> region
 	nextSlot uint32
-	routes   map[uint32]route // GSI -> route (IOAPIC/PIC pins and MSIs)
-	nextGSI  uint32
-	irqchip  bool
+	archVM   // vm_amd64.go, vm_ppc64x.go
 }
 
 type memSlot struct {
@@ -32,45 +29,20 @@ type memSlot struct {
 	host []byte
 }
 
-// Interrupt-routing entry kinds (KVM_IRQ_ROUTING_*).
-const (
-	routeIRQChip = 1
-	routeMSI     = 2
-)
+// CreateVM creates an empty VM of the host's default type.
+func (k *KVM) CreateVM() (*VM, error) { return k.CreateVMType(0) }
 
-// Irqchip ids for KVM_IRQ_ROUTING_IRQCHIP entries.
-const (
-	irqchipPICMaster = 0
-	irqchipPICSlave  = 1
-	irqchipIOAPIC    = 2
-)
-
-// route is one GSI's routing: up to two irqchip pins (KVM's default routing
-// sends GSIs 0-15 to both the PIC and the IOAPIC) or one MSI.
-type route struct {
-	msi   bool
-	addr  uint64
-	data  uint32
-	pins  [2][2]uint32 // {irqchip, pin}
-	npins int
-}
-
-// ioapicPins is the IOAPIC's pin count; GSIs above it are free for MSIs.
-const ioapicPins = 24
-
-// CreateVM creates an empty VM.
-func (k *KVM) CreateVM() (*VM, error) {
-	fd, err := ioctlRetry(k.fd, ioctlCreateVM, 0)
+// CreateVMType creates an empty VM; typ is KVM_CREATE_VM's machine type
+// argument (0 everywhere but on POWER, where 1 asks for HV KVM and 2 for
+// PR KVM).
+func (k *KVM) CreateVMType(typ int) (*VM, error) {
+	fd, err := ioctlRetry(k.fd, ioctlCreateVM, uintptr(typ))
 	if err != nil {
-		return nil, fmt.Errorf("creating vm: %w", err)
+		return nil, fmt.Errorf("creating vm (type %d): %w", typ, err)
 	}
-	return &VM{
-		kvm:     k,
-		fd:      int(fd),
-		slots:   map[uint32]memSlot{},
-		routes:  map[uint32]route{},
-		nextGSI: ioapicPins,
-	}, nil
+	vm := &VM{kvm: k, fd: int(fd), slots: map[uint32]memSlot{}}
+	vm.initArch()
+	return vm, nil
 }
 
 // FD is the VM file descriptor (for architecture code in other packages).
@@ -158,103 +130,3 @@ func AllocGuestRAM(size uint64) ([]byte, error) {
 
 // FreeGuestRAM unmaps memory from AllocGuestRAM.
 func FreeGuestRAM(b []byte) error { return unix.Munmap(b) }
-
-// SetTSSAddr and SetIdentityMapAddr place the pages KVM needs on Intel
-// hosts for real-mode emulation; they must lie outside RAM and MMIO.
-func (vm *VM) SetTSSAddr(addr uint32) error {
-	if _, err := ioctlRetry(vm.fd, ioctlSetTSSAddr, uintptr(addr)); err != nil {
-		return fmt.Errorf("setting tss address %#x: %w", addr, err)
-	}
-	return nil
-}
-
-// SetIdentityMapAddr sets the EPT identity-map page address.
-func (vm *VM) SetIdentityMapAddr(addr uint64) error {
-	if _, err := ioctlPtr(vm.fd, ioctlSetIdentityMapAddr, &addr); err != nil {
-		return fmt.Errorf("setting identity map address %#x: %w", addr, err)
-	}
-	return nil
-}
-
-// CreateIRQChip creates the in-kernel PIC+IOAPIC+LAPIC and records KVM's
-// default GSI routing so that later MSI routes keep it.
-func (vm *VM) CreateIRQChip() error {
-	if _, err := ioctlRetry(vm.fd, ioctlCreateIRQChip, 0); err != nil {
-		return fmt.Errorf("creating in-kernel irqchip: %w", err)
-	}
-	vm.mu.Lock()
-	defer vm.mu.Unlock()
-	vm.irqchip = true
-	for gsi := uint32(0); gsi < ioapicPins; gsi++ {
-		r := route{}
-		if gsi < 8 {
-			r.pins[r.npins] = [2]uint32{irqchipPICMaster, gsi}
-			r.npins++
-		} else if gsi < 16 {
-			r.pins[r.npins] = [2]uint32{irqchipPICSlave, gsi - 8}
-			r.npins++
-		}
-		r.pins[r.npins] = [2]uint32{irqchipIOAPIC, gsi}
-		r.npins++
-		vm.routes[gsi] = r
-	}
-	return nil
-}
-
-// kvmPitConfig mirrors struct kvm_pit_config.
-type kvmPitConfig struct {
-	Flags uint32
-	_     [15]uint32
-}
-
-// CreatePIT2 creates the in-kernel i8254 PIT (with a dummy speaker port).
-func (vm *VM) CreatePIT2() error {
-	c := kvmPitConfig{Flags: 1} // KVM_PIT_SPEAKER_DUMMY
-	if _, err := ioctlPtr(vm.fd, ioctlCreatePIT2, &c); err != nil {
-		return fmt.Errorf("creating in-kernel pit: %w", err)
-	}
-	return nil
-}
-
-// kvmEnableCap mirrors struct kvm_enable_cap.
-type kvmEnableCap struct {
-	Cap   uint32
-	Flags uint32
-	Args  [4]uint64
-	_     [64]uint8
-}
-
-// EnableCap issues KVM_ENABLE_CAP on the VM.
-func (vm *VM) EnableCap(cap uint32, args ...uint64) error {
-	c := kvmEnableCap{Cap: cap}
-	copy(c.Args[:], args)
-	if _, err := ioctlPtr(vm.fd, ioctlEnableCap, &c); err != nil {
-		return fmt.Errorf("enabling kvm capability %d: %w", cap, err)
-	}
-	return nil
-}
-
-// ErrNoIRQChip is returned by interrupt calls on a VM without an irqchip.
-var ErrNoIRQChip = errors.New("vm has no in-kernel irqchip")
-
-// picIMROffset is the imr field of struct kvm_pic_state inside kvm_irqchip.chip.
-const picIMROffset = 2
-
-// MaskPIC masks every input of both in-kernel 8259s, as PC firmware leaves
-// them for an OS that uses the IOAPIC. KVM resets them unmasked with vector
-// base 0 and routes the BSP's LINT0 to them, so without this an ISA
-// interrupt reaches a guest that has not programmed the PIC as vectors
-// 0-15. An OS that wants the PIC initialises it anyway.
-func (vm *VM) MaskPIC() error {
-	for chip := uint32(0); chip < 2; chip++ {
-		c := kvm.IRQChip{ChipID: chip}
-		if err := kvm.GetIRQChip(uintptr(vm.fd), &c); err != nil {
-			return fmt.Errorf("reading pic %d state: %w", chip, err)
-		}
-		c.Chip[picIMROffset] = 0xff
-		if err := kvm.SetIRQChip(uintptr(vm.fd), &c); err != nil {
-			return fmt.Errorf("masking pic %d: %w", chip, err)
-		}
-	}
-	return nil
-}

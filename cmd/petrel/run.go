@@ -1,3 +1,5 @@
+//go:build amd64
+
 package main
 
 import (
@@ -8,7 +10,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -116,41 +117,6 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 		return nil, errors.New("-qmp stdio and -serial stdio cannot share stdio; use -serial none or file:PATH")
 	}
 	return &o, nil
-}
-
-// parseMemSize parses QEMU's -m: [size=]SIZE with an optional K/M/G/T
-// suffix (MiB without one).
-func parseMemSize(s string) (int, error) {
-	o, err := qemuopt.Parse("-m", s, "size")
-	if err != nil {
-		return 0, err
-	}
-	size := o.Str("size")
-	if err := o.Unused("-m: unsupported option '%s'"); err != nil {
-		return 0, err
-	}
-	bytes, err := qemuopt.ParseSizeUnit(size, 1<<20)
-	if err != nil || bytes > 1<<40 {
-		return 0, fmt.Errorf("-m %q: not a size between 2M and 1T", s)
-	}
-	if bytes < 2<<20 || bytes%(1<<20) != 0 {
-		return 0, fmt.Errorf("-m %q: need a whole number of MiB, at least 2M", s)
-	}
-	return int(bytes >> 20), nil
-}
-
-// parseSMP parses "N" or "cpus=N[,...]".
-func parseSMP(s string) (int, error) {
-	for _, p := range strings.Split(s, ",") {
-		v := strings.TrimPrefix(p, "cpus=")
-		if n, err := strconv.Atoi(v); err == nil {
-			if n < 1 || n > 255 {
-				return 0, fmt.Errorf("-smp %q: cpu count must be 1..255", s)
-			}
-			return n, nil
-		}
-	}
-	return 0, fmt.Errorf("-smp %q: want N or cpus=N", s)
 }
 
 func runMain(args []string) int {

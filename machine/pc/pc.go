@@ -1,3 +1,5 @@
+//go:build amd64
+
 // Package pc is Petrel's x86 PC machine: memory map and e820, the
 // in-kernel irqchip and PIT, COM1, CMOS RTC, i8042, the ACPI PM block, the
 // PCI host bridge, and the two boot paths (PVH for an ELF with the PVH

@@ -1,3 +1,5 @@
+//go:build amd64
+
 // Package pcqmp serves QMP for a PC: Adapter implements qmp.Machine over a
 // *pc.Machine, turning QMP commands into calls on the machine, its device
 // manager and its block-node registry, and their results into QMP's

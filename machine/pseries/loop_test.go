@@ -1,77 +1,86 @@
 package pseries
 
 import (
-	"errors"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrel-vmm/petrel/vmm"
 )
 
-// step is one exit a scripted vCPU reports from Run.
+// step is one exit a scripted vCPU reports from KVM_RUN.
 type step struct {
 	before func()          // runs first (e.g. to wait for another CPU)
-	err    error           // Run's error (EINTR: a kick)
-	reason uint32          // exit reason when err is nil
+	kick   bool            // KVM_RUN returned EINTR: a kick, no exit
+	reason uint32          // exit reason
 	nr     uint64          // hcall number for KVM_EXIT_PAPR_HCALL
 	args   [9]uint64       // hcall arguments
-	mmio   *kvmRunMMIO     // for KVM_EXIT_MMIO
-	after  func(*scripted) // checks what the loop wrote back, at the next Run
+	after  func(*scripted) // checks what the handler wrote back, at the next KVM_RUN
 }
 
-// scripted is a vcpuDriver that replays steps, recording what the loop
-// does to it. It stands in for KVM, which cannot run POWER guests here.
+// scripted stands in for KVM, which cannot run POWER guests here: it
+// replays steps as exits and records what the machine does to the vCPU's
+// registers (it is the handler's cpuControl).
 type scripted struct {
 	t       *testing.T
 	steps   []step
 	i       int
-	papr    kvmRunPAPRHcall
-	mmio    kvmRunMMIO
-	reason  uint32
+	papr    vmm.PaprHcall // kvm_run.papr_hcall
 	entered [][2]uint64
 	le      []bool
-	clears  int
+	kicks   int
 }
 
-func (s *scripted) Run() error {
-	if s.i > 0 && s.steps[s.i-1].after != nil {
-		s.steps[s.i-1].after(s)
-	}
-	if s.i >= len(s.steps) {
-		s.t.Errorf("script ran out after %d steps", s.i)
-		return syscall.EIO
-	}
-	st := s.steps[s.i]
-	s.i++
-	if st.before != nil {
-		st.before()
-	}
-	if st.err != nil {
-		return st.err
-	}
-	s.reason = st.reason
-	switch st.reason {
-	case kvmExitPAPRHcall:
-		s.papr = kvmRunPAPRHcall{NR: st.nr, Ret: 0xbad, Args: st.args}
-	case kvmExitMMIO:
-		s.mmio = *st.mmio
-	}
-	return nil
-}
-
-func (s *scripted) ClearImmediateExit()           { s.clears++ }
-func (s *scripted) ExitReason() uint32            { return s.reason }
-func (s *scripted) PAPRHcall() *kvmRunPAPRHcall   { return &s.papr }
-func (s *scripted) MMIO() *kvmRunMMIO             { return &s.mmio }
 func (s *scripted) SetInterruptsLE(le bool) error { s.le = append(s.le, le); return nil }
 func (s *scripted) EnterAt(pc, r3 uint64) error {
 	s.entered = append(s.entered, [2]uint64{pc, r3})
 	return nil
 }
 
+// drive runs cpu as vmm.VCPU.Run runs it: start, then one exit per step
+// handed to the machine, until the handler stops the vCPU. A kick ends the
+// run once the machine has stopped (pseries.Run kicks every vCPU then).
+func drive(m *Machine, s *scripted, cpu *CPU, entry, fdt uint64) (vmm.Stop, error) {
+	h := newCPUExits(m, cpu, s)
+	if ok, err := h.start(entry, fdt); !ok || err != nil {
+		return vmm.StopRequested, err
+	}
+	for {
+		if s.i > 0 && s.steps[s.i-1].after != nil {
+			s.steps[s.i-1].after(s)
+		}
+		if s.i >= len(s.steps) {
+			s.t.Errorf("script ran out after %d steps", s.i)
+			return vmm.StopError, nil
+		}
+		st := s.steps[s.i]
+		s.i++
+		if st.before != nil {
+			st.before()
+		}
+		if st.kick {
+			s.kicks++
+			select {
+			case <-m.Done():
+				return vmm.StopRequested, nil
+			default:
+				continue
+			}
+		}
+		s.papr = vmm.PaprHcall{Nr: st.nr, Ret: 0xbad, Args: st.args}
+		stop, err := h.exit(st.reason, &s.papr)
+		if err != nil || stop != vmm.StopNone {
+			if st.after != nil {
+				st.after(s)
+			}
+			return stop, err
+		}
+	}
+}
+
 func hcallStep(nr uint64, args ...uint64) step {
-	s := step{reason: kvmExitPAPRHcall, nr: nr}
+	s := step{reason: vmm.ExitPaprHcall, nr: nr}
 	copy(s.args[:], args)
 	return s
 }
@@ -90,9 +99,7 @@ func TestRunLoopExits(t *testing.T) {
 	s := &scripted{t: t}
 	s.steps = []step{
 		hcallStep(HPutTermChar, VTYReg, 2, hi),
-		{reason: kvmExitMMIO, mmio: &kvmRunMMIO{PhysAddr: PHBMem32Base, Len: 4}},
-		{reason: kvmExitMMIO, mmio: &kvmRunMMIO{PhysAddr: PHBMem32Base, Len: 4, IsWrite: 1, Data: [8]byte{1, 2, 3, 4}}},
-		{err: syscall.EINTR}, // a kick with the machine still running
+		{kick: true}, // a kick with the machine still running
 		hcallStep(HSetMode, 1, setModeLE),
 		hcallStep(0x1234), // unknown: H_FUNCTION
 		rtasStep(v, 0x8000, "power-off", 1, 0, 0),
@@ -103,39 +110,34 @@ func TestRunLoopExits(t *testing.T) {
 		}
 	}
 	s.steps[1].after = func(s *scripted) {
-		if s.mmio.Data != [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff} {
-			t.Errorf("MMIO read of the empty window: % x", s.mmio.Data)
-		}
-	}
-	s.steps[2].after = func(s *scripted) {
-		if s.mmio.Data != [8]byte{1, 2, 3, 4} {
-			t.Errorf("MMIO write data changed: % x", s.mmio.Data)
-		}
-	}
-	s.steps[3].after = func(s *scripted) {
 		if len(s.le) != 0 {
 			t.Errorf("LPCR written before the guest asked")
 		}
 	}
-	s.steps[4].after = func(s *scripted) {
+	s.steps[2].after = func(s *scripted) {
 		if len(s.le) != 1 || !s.le[0] {
 			t.Errorf("H_SET_MODE(LE) not applied before re-entry: %v", s.le)
 		}
 	}
-	s.steps[5].after = func(s *scripted) {
+	s.steps[3].after = func(s *scripted) {
 		if int64(s.papr.Ret) != HFunction {
 			t.Errorf("unknown hcall: ret %d", int64(s.papr.Ret))
 		}
 	}
-	var st loopStats
-	if err := v.runVCPU(s, v.cpus[0], 0x10, 0xfe00000, &st); err != nil {
-		t.Fatal(err)
+	s.steps[4].after = func(s *scripted) {
+		if int64(s.papr.Ret) != HSuccess {
+			t.Errorf("H_RTAS power-off: ret %d", int64(s.papr.Ret))
+		}
+	}
+	stop, err := drive(v.Machine, s, v.cpus[0], 0x10, 0xfe00000)
+	if err != nil || stop != vmm.StopPowerOff {
+		t.Fatalf("vCPU stopped with %v, %v; want power-off", stop, err)
 	}
 	if s.i != len(s.steps) || len(s.entered) != 1 || s.entered[0] != [2]uint64{0x10, 0xfe00000} {
 		t.Fatalf("ran %d steps, entered %v", s.i, s.entered)
 	}
-	if s.clears != 1 || st.mmio.Load() != 2 || v.ExitReason() != ExitPowerOff {
-		t.Fatalf("clears %d, mmio %d, exit %v", s.clears, st.mmio.Load(), v.ExitReason())
+	if s.kicks != 1 || v.ExitReason() != ExitPowerOff {
+		t.Fatalf("kicks %d, exit %v", s.kicks, v.ExitReason())
 	}
 }
 
@@ -149,7 +151,7 @@ func TestRunLoopSecondaryStartStop(t *testing.T) {
 		rtasStep(v, 0x8000, "start-cpu", 1, 1, 0x100, 0x42),
 		rtasStep(v, 0x8000, "query-cpu-stopped-state", 2, 1),
 		rtasStep(v, 0x8000, "start-cpu", 1, 1, 0x200, 7),
-		{err: syscall.EINTR}, // a kick once the machine stops
+		{kick: true}, // a kick once the machine stops
 	}
 	query := s0.steps[1].before
 	s0.steps[1].before = func() {
@@ -171,12 +173,20 @@ func TestRunLoopSecondaryStartStop(t *testing.T) {
 		rtasStep(v, 0x9000, "stop-self", 1),
 		rtasStep(v, 0x9000, "power-off", 1, 0, 0),
 	}
-	errs := make(chan error, 2)
-	go func() { errs <- v.runVCPU(s1, v.cpus[1], 0, 0, &loopStats{}) }()
-	go func() { errs <- v.runVCPU(s0, v.cpus[0], 0x10, 0x20, &loopStats{}) }()
+	type result struct {
+		cpu  int
+		stop vmm.Stop
+		err  error
+	}
+	res := make(chan result, 2)
+	go func() { s, err := drive(v.Machine, s1, v.cpus[1], 0, 0); res <- result{1, s, err} }()
+	go func() { s, err := drive(v.Machine, s0, v.cpus[0], 0x10, 0x20); res <- result{0, s, err} }()
 	for i := 0; i < 2; i++ {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+		r := <-res
+		// CPU 1 powers off; CPU 0 is kicked once the machine stopped.
+		want := []vmm.Stop{vmm.StopRequested, vmm.StopPowerOff}[r.cpu]
+		if r.err != nil || r.stop != want {
+			t.Fatalf("CPU %d stopped with %v, %v; want %v", r.cpu, r.stop, r.err, want)
 		}
 	}
 	// Two entries: the first start and the restart after stop-self; a
@@ -191,18 +201,16 @@ func TestRunLoopSecondaryStartStop(t *testing.T) {
 
 func TestRunLoopErrors(t *testing.T) {
 	v := newTestVM(t, 1)
-	s := &scripted{t: t, steps: []step{{reason: kvmExitShutdown}}}
-	if err := v.runVCPU(s, v.cpus[0], 0, 0, &loopStats{}); err == nil || !strings.Contains(err.Error(), "unhandled KVM exit 8") {
-		t.Fatalf("shutdown exit: %v", err)
-	}
-	s = &scripted{t: t, steps: []step{{err: syscall.EFAULT}}}
-	if err := v.runVCPU(s, v.cpus[0], 0, 0, &loopStats{}); !errors.Is(err, syscall.EFAULT) {
-		t.Fatalf("KVM_RUN failure: %v", err)
+	s := &scripted{t: t, steps: []step{{reason: vmm.ExitShutdown}}}
+	if stop, err := drive(v.Machine, s, v.cpus[0], 0, 0); stop != vmm.StopError || err == nil ||
+		!strings.Contains(err.Error(), "unhandled KVM exit 8") {
+		t.Fatalf("shutdown exit: %v, %v", stop, err)
 	}
 	// A secondary that is never started returns when the machine stops.
 	w := newTestVM(t, 2)
 	w.RequestExit(ExitPowerOff)
-	if err := w.runVCPU(&scripted{t: t}, w.cpus[1], 0, 0, &loopStats{}); err != nil {
-		t.Fatal(err)
+	s = &scripted{t: t}
+	if stop, err := drive(w.Machine, s, w.cpus[1], 0, 0); err != nil || stop != vmm.StopRequested || len(s.entered) != 0 {
+		t.Fatalf("unstarted secondary: %v, %v, entered %v", stop, err, s.entered)
 	}
 }

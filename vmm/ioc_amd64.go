@@ -1,5 +1,3 @@
-//go:build !ppc64 && !ppc64le
-
 package vmm
 
 // asm-generic/ioctl.h: 2 direction bits at 30.
