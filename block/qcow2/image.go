@@ -245,12 +245,8 @@ func (img *Image) writeMeta(p []byte, off int64) error {
 	return err
 }
 
-// skipSync is set by the fuzz targets only: fsync makes no difference to
-// what they check and costs milliseconds per barrier.
-var skipSync bool
-
 func (img *Image) sync() error {
-	if skipSync || img.noSync {
+	if img.noSync {
 		return nil
 	}
 	if err := img.f.Sync(); err != nil {

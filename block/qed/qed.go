@@ -378,11 +378,6 @@ func (img *Image) Resize(newSize int64) error {
 	return img.writeHeader()
 }
 
-// fullBackingName is the backing path resolved against the image.
-func (img *Image) fullBackingName() string {
-	return block.ResolveBacking(img.path, img.backingName)
-}
-
 // MakeEmpty drops every L2 table and data cluster: the L1 table is zeroed
 // and the file truncated after it, so the image reads through to its
 // backing file. The L1 is cleared (and synced) before the truncation, so a

@@ -308,11 +308,6 @@ func (c *ConfigSpace) SetWriteMask(off int, mask []byte) error {
 	return c.setMask(c.wmask[:], off, mask)
 }
 
-// SetW1CMask makes the bits set in mask write-1-to-clear at off.
-func (c *ConfigSpace) SetW1CMask(off int, mask []byte) error {
-	return c.setMask(c.w1c[:], off, mask)
-}
-
 // setMask copies mask into dst (one of the per-byte mask arrays) at off.
 func (c *ConfigSpace) setMask(dst []byte, off int, mask []byte) error {
 	if off < 0 || off+len(mask) > ExtendedConfigSize {

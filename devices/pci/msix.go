@@ -117,12 +117,6 @@ func (m *MSIX) CapOffset() int { return m.capOff }
 // Vectors is the table size.
 func (m *MSIX) Vectors() int { return len(m.vec) }
 
-// TableSize and PBASize are the byte sizes of the two structures.
-func (m *MSIX) TableSize() uint64 { return uint64(len(m.table)) }
-
-// PBASize is the byte size of the pending bit array.
-func (m *MSIX) PBASize() uint64 { return uint64(len(m.pending)) * 8 }
-
 // Enabled reports the MSI-X enable bit.
 func (m *MSIX) Enabled() bool {
 	m.mu.Lock()

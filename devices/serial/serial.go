@@ -276,13 +276,6 @@ func (u *UART) pushRx(b byte) {
 	u.lsr |= lsrDR
 }
 
-// RxRoom reports how many bytes the receive FIFO can take now.
-func (u *UART) RxRoom() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return fifoSize - len(u.rx)
-}
-
 // Input queues host bytes as received data; it returns how many fitted in
 // the FIFO (the rest must be offered again later: see Feed).
 func (u *UART) Input(p []byte) int {

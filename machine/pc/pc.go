@@ -541,9 +541,6 @@ func (m *Machine) Resume() {
 	}
 }
 
-// Paused reports whether Pause is in effect.
-func (m *Machine) Paused() bool { return m.paused.Load() }
-
 // CPUIDOverrides lists the CPUID features whose guest-visible state the
 // host forced to differ from what Petrel set (kvm_pvm does this for bits
 // outside its supported mask, e.g. xsave and avx).
