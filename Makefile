@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/petrel
 
-.PHONY: all build test vet demo bench bench-boot e2e e2e-reference e2e-pseries fuzz clean
+.PHONY: all build test vet iotests demo bench bench-boot e2e e2e-reference e2e-pseries fuzz clean
 
 all: build
 
@@ -15,6 +15,11 @@ vet:
 # The whole fast tier: unit, interop, fuzz-seed and whole-VM tests.
 test: build vet
 	bash scripts/test.sh
+
+# QEMU's qemu-iotests (fetched from Debian into out/) judge `petrel img`
+# against Debian's qemu-img: see scripts/iotests.sh.
+iotests: build
+	bash scripts/iotests.sh
 
 demo: build
 	bash scripts/demo.sh

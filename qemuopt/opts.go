@@ -17,8 +17,6 @@ package qemuopt
 import (
 	"encoding/json"
 	"fmt"
-	"math"
-	"math/bits"
 	"sort"
 	"strconv"
 	"strings"
@@ -235,71 +233,6 @@ func ParseBool(v string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%q is not on or off", v)
-}
-
-// ParseSize reads a size in bytes with QEMU's suffixes (qemu_strtosz): a
-// decimal number, optionally with a fraction, then B, K, M, G, T, P or E in
-// either case (none = bytes). A fraction needs a suffix other than B.
-func ParseSize(s string) (uint64, error) { return ParseSizeUnit(s, 1) }
-
-// ParseSizeUnit is ParseSize with the unit of a number without suffix
-// (-m counts MiB).
-func ParseSizeUnit(s string, unit uint64) (uint64, error) {
-	if s == "" {
-		return 0, fmt.Errorf("empty size")
-	}
-	mult := unit
-	num := s
-	if c := s[len(s)-1]; c < '0' || c > '9' {
-		num = s[:len(s)-1]
-		switch c | 0x20 { // lower case
-		case 'b':
-			mult = 1
-		case 'k':
-			mult = 1 << 10
-		case 'm':
-			mult = 1 << 20
-		case 'g':
-			mult = 1 << 30
-		case 't':
-			mult = 1 << 40
-		case 'p':
-			mult = 1 << 50
-		case 'e':
-			mult = 1 << 60
-		default:
-			return 0, fmt.Errorf("invalid size suffix in %q (want B, K, M, G, T, P or E)", s)
-		}
-	}
-	whole, frac, hasFrac := strings.Cut(num, ".")
-	if whole == "" || strings.Trim(whole, "0123456789") != "" || hasFrac && (frac == "" || strings.Trim(frac, "0123456789") != "") {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	if hasFrac && mult == 1 {
-		return 0, fmt.Errorf("invalid size %q: a fraction of a byte", s)
-	}
-	w, err := strconv.ParseUint(whole, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q is too large", s)
-	}
-	hi, v := bits.Mul64(w, mult)
-	if hi != 0 || v > math.MaxInt64 {
-		return 0, fmt.Errorf("size %q is too large", s)
-	}
-	if hasFrac {
-		// At most 9 digits of fraction: f < d <= 1e9, so f*mult/d < mult.
-		f, d := uint64(0), uint64(1)
-		for _, c := range frac[:min(len(frac), 9)] {
-			f, d = f*10+uint64(c-'0'), d*10
-		}
-		fh, fl := bits.Mul64(f, mult)
-		q, _ := bits.Div64(fh, fl, d)
-		if v+q < v || v+q > math.MaxInt64 {
-			return 0, fmt.Errorf("size %q is too large", s)
-		}
-		v += q
-	}
-	return v, nil
 }
 
 // Slots on a PCI bus and functions per slot (PCI Local Bus 3.0, 3.2.2.3.2).

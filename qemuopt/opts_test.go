@@ -22,13 +22,13 @@ func TestSplit(t *testing.T) {
 
 func TestParseSize(t *testing.T) {
 	good := map[string]uint64{"4096": 4096, "4k": 4096, "4K": 4096, "1.5M": 3 << 19, "2g": 2 << 30,
-		"1T": 1 << 40, "1P": 1 << 50, "7E": 7 << 60, "512b": 512, "0": 0, "0.5K": 512}
+		"1T": 1 << 40, "1P": 1 << 50, "7E": 7 << 60, "512b": 512, "0": 0, "0.5K": 512, "1.M": 1 << 20, " 1": 1, "0x1000": 4096, "1024.0b": 1024}
 	for in, want := range good {
 		if got, err := ParseSize(in); err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "K", "1.5", "1.5B", "1x", "-1", "1..5M", "8E", "99999999999999999999", "1.M", " 1"} {
+	for _, in := range []string{"", "K", "1.5", "1.5B", "1x", "-1", "1..5M", "8E", "99999999999999999999", "1. ", "0x"} {
 		if n, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) = %d, accepted", in, n)
 		}

@@ -10,4 +10,7 @@ func init() {
 	register("img", "disk image tool (qemu-img compatible: create, info, check, convert, ...)", func(args []string) int {
 		return imgtool.Main(args, os.Stdout, os.Stderr)
 	})
+	personas["qemu-img"] = func(args []string) int {
+		return imgtool.MainAs("qemu-img", args, os.Stdout, os.Stderr)
+	}
 }

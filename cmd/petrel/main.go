@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 )
 
@@ -18,6 +19,11 @@ type command struct {
 }
 
 var commands = map[string]command{}
+
+// personas are programs petrel stands in for when invoked under their name
+// (a `qemu-img` symlink to petrel behaves as qemu-img); each gets every
+// argument after the program name.
+var personas = map[string]func(args []string) int{}
 
 // register adds a subcommand; a duplicate name is a programming error.
 func register(name, summary string, run func(args []string) int) {
@@ -41,6 +47,9 @@ func usage() {
 }
 
 func main() {
+	if run, ok := personas[filepath.Base(os.Args[0])]; ok {
+		os.Exit(run(os.Args[1:]))
+	}
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
 		usage()
 		if len(os.Args) < 2 {

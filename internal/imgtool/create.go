@@ -2,6 +2,7 @@ package imgtool
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -213,9 +214,8 @@ func runCreate(t *tool, args []string) int {
 	}
 	haveSize := given["size"] != ""
 	if len(p.args) == 2 {
-		if o.Size, err = parseSize(p.args[1]); err != nil || o.Size < 0 {
-			t.errorf("Invalid image size specified. You may use k, M, G, T, P or E suffixes for")
-			t.errorf("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		var ok bool
+		if o.Size, ok = t.cvtnum("image size", p.args[1], 0, math.MaxInt64); !ok {
 			return 1
 		}
 		haveSize = true

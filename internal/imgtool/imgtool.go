@@ -7,21 +7,21 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/bits"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/petrel-vmm/petrel/block"
 	_ "github.com/petrel-vmm/petrel/block/all"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
-// prog prefixes error messages where qemu-img prints "qemu-img:".
-const prog = "petrel img"
-
-// tool is one invocation: its output streams.
+// tool is one invocation: its output streams and the program name that
+// prefixes its messages.
 type tool struct {
 	stdout, stderr io.Writer
+	// prog prefixes error messages where qemu-img prints "qemu-img:".
+	prog string
 }
 
 type subcommand struct {
@@ -37,7 +37,14 @@ func register(name, summary string, run func(t *tool, args []string) int) {
 
 // Main runs `petrel img ARGS...` and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	t := &tool{stdout: stdout, stderr: stderr}
+	return MainAs("petrel img", args, stdout, stderr)
+}
+
+// MainAs runs the image tool under another program name: as "qemu-img"
+// (petrel invoked through a qemu-img symlink) its messages say "qemu-img:"
+// exactly as qemu-img's do.
+func MainAs(prog string, args []string, stdout, stderr io.Writer) int {
+	t := &tool{stdout: stdout, stderr: stderr, prog: prog}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		t.usage()
 		if len(args) == 0 {
@@ -72,7 +79,7 @@ func (t *tool) usage() {
 
 // errorf prints "petrel img: ..." as qemu-img prints "qemu-img: ...".
 func (t *tool) errorf(format string, a ...any) {
-	fmt.Fprintf(t.stderr, "%s: %s\n", prog, fmt.Sprintf(format, a...))
+	fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, fmt.Sprintf(format, a...))
 }
 
 // fail reports err and returns exit code 1.
@@ -173,66 +180,31 @@ func (s optSpec) parse(args []string) (*parsed, error) {
 	return p, nil
 }
 
-// parseSize reads a size with qemu's optional suffix (k/K, M, G, T, P, E;
-// b or none for bytes), allowing a fraction ("1.5M").
+// parseSize reads a size as qemu-img does (qemuopt.ParseSize, QEMU's
+// qemu_strtosz); sizes of 2^63 bytes and more are refused.
 func parseSize(s string) (int64, error) {
-	if s == "" {
-		return 0, errors.New("empty size")
+	v, err := qemuopt.ParseSize(s)
+	return int64(v), err
+}
+
+// cvtnum is qemu-img's cvtnum_full: a size argument between lo and hi,
+// with its error messages naming the argument ("image size", "offset").
+// It prints the hex-suffix deprecation warning as qemu-img does.
+func (t *tool) cvtnum(what, s string, lo, hi int64) (int64, bool) {
+	v, err := qemuopt.ParseSize(s)
+	if err != nil && !errors.Is(err, qemuopt.ErrSizeRange) {
+		t.errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", what)
+		t.errorf("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		return 0, false
 	}
-	mult := int64(1)
-	switch s[len(s)-1] {
-	case 'k', 'K':
-		mult = 1 << 10
-	case 'M':
-		mult = 1 << 20
-	case 'G':
-		mult = 1 << 30
-	case 'T':
-		mult = 1 << 40
-	case 'P':
-		mult = 1 << 50
-	case 'E':
-		mult = 1 << 60
-	case 'b', 'B':
-	default:
-		if s[len(s)-1] < '0' || s[len(s)-1] > '9' {
-			return 0, fmt.Errorf("invalid size suffix in %q", s)
-		}
-		s += "b"
+	if err != nil || v > uint64(hi) || int64(v) < lo {
+		t.errorf("Invalid %s specified. Must be between %d and %d.", what, lo, hi)
+		return 0, false
 	}
-	num := s[:len(s)-1]
-	whole, frac, hasFrac := strings.Cut(num, ".")
-	if whole == "" || strings.Trim(whole, "0123456789") != "" || (hasFrac && strings.Trim(frac, "0123456789") != "") {
-		return 0, fmt.Errorf("invalid size %q", s)
+	if qemuopt.SizeHexSuffix(s) {
+		t.errorf("warning: Using a multiplier suffix on hex numbers is deprecated: %s", s)
 	}
-	var w int64
-	for _, c := range whole {
-		if w > (1<<62)/10 {
-			return 0, fmt.Errorf("size %q too large", s)
-		}
-		w = w*10 + int64(c-'0')
-	}
-	if w > (1<<63-1)/mult {
-		return 0, fmt.Errorf("size %q too large", s)
-	}
-	v := w * mult
-	if hasFrac && frac != "" {
-		if mult == 1 {
-			return 0, fmt.Errorf("fractional byte count %q", s)
-		}
-		f, d := int64(0), int64(1)
-		for _, c := range frac[:min(len(frac), 9)] {
-			f, d = f*10+int64(c-'0'), d*10
-		}
-		// f < d, so f*mult/d < mult and the 128-bit quotient fits.
-		hi, lo := bits.Mul64(uint64(f), uint64(mult))
-		q, _ := bits.Div64(hi, lo, uint64(d))
-		if v > 1<<63-1-int64(q) {
-			return 0, fmt.Errorf("size %q too large", s)
-		}
-		v += int64(q)
-	}
-	return v, nil
+	return int64(v), true
 }
 
 // humanSize prints sizes as qemu's size_to_str: the unit keeps the value

@@ -30,7 +30,7 @@ func must(t *testing.T, args ...string) string {
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{
 		"0": 0, "512": 512, "1k": 1024, "1K": 1024, "2M": 2 << 20, "1G": 1 << 30, "1T": 1 << 40,
-		"1.5M": 3 << 19, "100b": 100, "7E": 7 << 60,
+		"1.5M": 3 << 19, "100b": 100, "7E": 7 << 60, "1g": 1 << 30, "0x10": 16, "1024.0b": 1024,
 	} {
 		got, err := parseSize(in)
 		if err != nil || got != want {
