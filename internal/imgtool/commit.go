@@ -2,6 +2,7 @@ package imgtool
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -35,11 +36,14 @@ func runCommit(t *tool, args []string) int {
 	baseIdx := 1
 	if b := p.get("b"); b != "" {
 		baseIdx = -1
-		// As bdrv_find_backing_image: the name as given, or relative to
-		// the directory of the layer above.
-		for i := 1; i < len(chain); i++ {
-			fn := block.Filename(chain[i])
-			if fn == b || sameFile(fn, b) || sameFile(fn, block.ResolveBacking(block.Filename(chain[i-1]), b)) {
+		// As QEMU's bdrv_find_backing_image: a relative name is taken
+		// relative to the image whose backing file it would be.
+		for i := 1; i < len(chain) && baseIdx < 0; i++ {
+			cand := b
+			if !filepath.IsAbs(b) {
+				cand = filepath.Join(filepath.Dir(block.Filename(chain[i-1])), b)
+			}
+			if sameFile(block.Filename(chain[i]), cand) {
 				baseIdx = i
 				break
 			}

@@ -164,22 +164,38 @@ func runInfo(t *tool, args []string) int {
 	}
 	path := p.args[0]
 	chain := p.has("backing-chain")
-	img, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: true, NoBacking: !chain})
-	if err != nil {
-		return t.fail("%v", err)
-	}
-	defer img.Close()
-	layers := []block.Image{img}
-	if chain {
-		layers = block.Chain(img)
-	}
-	var objs []object
-	for i, l := range layers {
-		name := path
-		if i > 0 {
-			name = block.Filename(l)
+	// As qemu-img: each layer is opened on its own, without its backing
+	// file; the chain is followed by the full backing file names, and a
+	// name seen twice is a loop.
+	var layers []block.Image
+	defer func() {
+		for _, l := range layers {
+			l.Close()
 		}
-		objs = append(objs, imageInfo(l, name))
+	}()
+	var objs []object
+	seen := map[string]bool{}
+	for name, format := path, p.get("f"); name != ""; {
+		if seen[name] {
+			return t.fail("Backing file '%s' creates an infinite loop.", name)
+		}
+		seen[name] = true
+		img, err := t.openImage(name, format, block.Options{ReadOnly: true, NoBacking: true})
+		if err != nil {
+			return t.fail("%v", err)
+		}
+		layers = append(layers, img)
+		o := imageInfo(img, name)
+		objs = append(objs, o)
+		name, format = "", ""
+		if chain {
+			if full, ok := lookup(o, "full-backing-filename"); ok {
+				name = full.(string)
+			}
+			if bff, ok := lookup(o, "backing-filename-format"); ok {
+				format, _ = bff.(string)
+			}
+		}
 	}
 	if out == "json" {
 		if chain {
