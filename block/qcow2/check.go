@@ -524,8 +524,12 @@ func (img *Image) rebuildRefcounts() error {
 // data they pointed to is lost either way; the image becomes consistent.
 func (img *Image) dropInvalidEntries(fileEnd int64) error {
 	cs := img.clusterSize
+	// As qcow2_inc_refcounts_imrt, a range is beyond the file only when it
+	// exceeds the end by a cluster or more: the last compressed cluster's
+	// sector count is rounded up past the bytes written, and the last data
+	// cluster need not be written whole.
 	bad := func(off, size int64) bool {
-		return off < cs || off+size > fileEnd
+		return off < cs || off+size-fileEnd >= cs
 	}
 	for i, ent := range img.l1 {
 		l2off := int64(ent & l1OffsetMask)
