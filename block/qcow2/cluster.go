@@ -276,6 +276,14 @@ func (img *Image) l2ForWrite(l1i int64) (int64, error) {
 	}
 	if saved != nil {
 		copy(e.data, saved)
+		// The old table is shared, so every cluster it maps is too: no
+		// entry of the copy may keep a (stale) copied flag, or a write
+		// would land in place inside another tree's data.
+		for j := int64(0); j < img.l2Entries; j++ {
+			if l2e, _ := img.l2Entry(e.data, j); l2e&oflagCopied != 0 {
+				img.setL2Entry(e.data, j, l2e&^oflagCopied)
+			}
+		}
 	}
 	if err := img.l2c.writeThrough(e); err != nil {
 		return 0, err

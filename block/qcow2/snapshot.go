@@ -118,6 +118,32 @@ func (img *Image) walkTree(l1 []uint64, addend int64, active bool, done *[]int64
 	return nil
 }
 
+// clearCopied drops the copied flag from every entry of the tree l1 (in
+// place) and of its L2 tables (in the cache, marked dirty).
+func (img *Image) clearCopied(l1 []uint64) error {
+	for i, ent := range l1 {
+		l2off, err := img.l2TableOffset(l1, int64(i))
+		if err != nil {
+			return err
+		}
+		if l2off == 0 {
+			continue
+		}
+		e, err := img.l2c.get(l2off)
+		if err != nil {
+			return err
+		}
+		for j := int64(0); j < img.l2Entries; j++ {
+			if l2e, _ := img.l2Entry(e.data, j); l2e&oflagCopied != 0 {
+				img.setL2Entry(e.data, j, l2e&^oflagCopied)
+				e.dirty = true
+			}
+		}
+		l1[i] = ent &^ oflagCopied
+	}
+	return nil
+}
+
 func withCopied(ent uint64, copied bool) uint64 {
 	if copied {
 		return ent | oflagCopied
@@ -214,11 +240,32 @@ func (img *Image) createSnapshot(name string) error {
 			maxID = n
 		}
 	}
-	// References first: every cluster of the active tree gains one.
-	if err := img.updateTree(img.l1, 1, true); err != nil {
+	// Crash order (QEMU's rule: a copied flag may be missing, never
+	// wrong): the active tree loses its copied flags on disk first (L2
+	// tables, then the L1 table), then every cluster of it gains a
+	// reference (refcount blocks, made durable), and only then do the
+	// snapshot's L1 table and table entry name it. A crash leaves at worst
+	// missing flags (an extra copy-on-write) and leaked references.
+	if err := img.clearCopied(img.l1); err != nil {
 		return err
 	}
 	if err := img.writeActiveL1(); err != nil {
+		return err
+	}
+	if err := img.barrier(); err != nil {
+		return err
+	}
+	if err := img.updateTree(img.l1, 1, false); err != nil {
+		// The refcounts were restored; give the flags back.
+		if ferr := img.updateTree(img.l1, 0, true); ferr != nil {
+			return fmt.Errorf("%w (restoring copied flags: %v)", err, ferr)
+		}
+		if ferr := img.writeActiveL1(); ferr != nil {
+			return fmt.Errorf("%w (restoring copied flags: %v)", err, ferr)
+		}
+		return err
+	}
+	if err := img.flushLocked(); err != nil {
 		return err
 	}
 	cs := img.clusterSize
@@ -288,6 +335,11 @@ func (img *Image) applySnapshot(nameOrID string) error {
 	oldL1 := append([]uint64(nil), img.l1...)
 	clear(img.l1)
 	copy(img.l1, snL1)
+	// Flags in an inactive L1 table mean nothing; until the pass below sets
+	// them from the refcounts, none may be written as active.
+	for i := range img.l1 {
+		img.l1[i] &^= oflagCopied
+	}
 	if err := img.writeActiveL1(); err != nil {
 		return err
 	}
