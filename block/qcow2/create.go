@@ -150,11 +150,11 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 	default:
 		return nil, 0, fmt.Errorf("invalid preallocation mode %q", o.Preallocation)
 	}
-	if o.Preallocation != "" && o.Preallocation != "off" && o.BackingFile != "" {
-		return nil, 0, errors.New("backing_file and preallocation can only be used at the same time if extended_l2 is on")
-	}
-	if o.ExtendedL2 && o.Preallocation != "" && o.Preallocation != "off" {
-		return nil, 0, errors.New("preallocation of images with extended_l2 is not supported")
+	// Preallocated clusters of an extended L2 image have every subcluster
+	// unallocated (bitmap 0), so they still read the backing file; without
+	// subclusters they would hide it.
+	if o.Preallocation != "" && o.Preallocation != "off" && o.BackingFile != "" && !o.ExtendedL2 {
+		return nil, 0, errors.New("Backing file and preallocation can only be used at the same time if extended_l2 is on")
 	}
 	if len(h.backingFile) > maxBackingNameLen {
 		return nil, 0, fmt.Errorf("backing file name is too long (%d bytes)", len(h.backingFile))
@@ -164,7 +164,10 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 }
 
 // preallocate allocates (and for falloc/full, reserves or writes) a host
-// cluster for every guest cluster, in large contiguous runs.
+// cluster for every guest cluster, in large contiguous runs. With extended
+// L2 entries the subcluster bitmaps stay 0 (all unallocated), as QEMU
+// writes them: the clusters read as before (backing data or zeroes), and
+// subcluster writes fill them in place.
 func (img *Image) preallocate(mode string) error {
 	if mode == "" || mode == "off" {
 		return nil
