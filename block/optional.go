@@ -105,3 +105,9 @@ type SnapshotLoader interface {
 	// id or name matches any (not both empty).
 	LoadSnapshot(id, name string) error
 }
+
+// BitmapHolder is implemented by formats that can store persistent dirty
+// bitmaps (qcow2). PersistentBitmaps counts the valid ones the image holds.
+type BitmapHolder interface {
+	PersistentBitmaps() int
+}

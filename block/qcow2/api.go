@@ -86,4 +86,5 @@ var (
 	_ block.Emptier          = (*Image)(nil)
 	_ block.Named            = (*Image)(nil)
 	_ block.SnapshotLoader   = (*Image)(nil)
+	_ block.BitmapHolder     = (*Image)(nil)
 )

@@ -86,3 +86,18 @@ func (s *refScan) scanBitmaps() {
 		}
 	}
 }
+
+// PersistentBitmaps counts the image's bitmaps; none when the autoclear
+// bit says they are stale (another writer opened the image), as QEMU then
+// ignores the extension.
+func (img *Image) PersistentBitmaps() int {
+	if img.hdr.autoclear&autoclearBitmaps == 0 {
+		return 0
+	}
+	for _, e := range img.hdr.others {
+		if e.typ == extBitmaps && len(e.data) >= 4 {
+			return int(binary.BigEndian.Uint32(e.data))
+		}
+	}
+	return 0
+}

@@ -60,6 +60,12 @@ func runConvert(t *tool, args []string) int {
 		return t.fail("Expecting image file name")
 	}
 	srcPaths, dstPath := p.args[:len(p.args)-1], p.args[len(p.args)-1]
+	if p.has("skip-broken-bitmaps") && !p.has("bitmaps") {
+		return t.fail("Use of --skip-broken-bitmaps requires --bitmaps")
+	}
+	if p.has("bitmaps") && len(srcPaths) > 1 {
+		return t.fail("Copying bitmaps only possible with single source")
+	}
 	var snap snapshotSel
 	if p.has("l") {
 		if snap, err = parseSnapshotSel(p.get("l")); err != nil {
@@ -118,6 +124,11 @@ func runConvert(t *tool, args []string) int {
 			return t.fail("No support for concatenating multiple snapshot")
 		}
 		if err := loadSnapshot(srcs[0], snap); err != nil {
+			return t.fail("%v", err)
+		}
+	}
+	if p.has("bitmaps") {
+		if err := checkBitmapCopy(srcs[0], outFmt); err != nil {
 			return t.fail("%v", err)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"github.com/petrel-vmm/petrel/block"
 )
 
+// Source selection for convert: -l (an internal snapshot) and --bitmaps.
+
 // snapshotSel is what `convert -l` names: an ID or name
 // (-l NAME: by ID first, then by name, as bdrv_snapshot_load_tmp_by_id_or_name),
 // or -l snapshot.id=ID,snapshot.name=NAME (both must match).
@@ -54,6 +56,22 @@ func loadSnapshot(src block.Image, sel snapshotSel) error {
 	}
 	if err != nil {
 		return fmt.Errorf("Failed to load snapshot: %v", err)
+	}
+	return nil
+}
+
+// checkBitmapCopy refuses convert --bitmaps where qemu-img refuses it, and
+// where it would copy bitmaps: petrel img does not write persistent
+// bitmaps, and leaving them out silently would lose them.
+func checkBitmapCopy(src block.Image, outFmt string) error {
+	bh, ok := src.(block.BitmapHolder)
+	switch {
+	case !ok:
+		return fmt.Errorf("Source lacks bitmap support")
+	case outFmt != "qcow2":
+		return fmt.Errorf("Format driver '%s' does not support bitmaps", outFmt)
+	case bh.PersistentBitmaps() > 0:
+		return fmt.Errorf("Copying persistent bitmaps is not supported (the source has %d); convert without --bitmaps to leave them out", bh.PersistentBitmaps())
 	}
 	return nil
 }
