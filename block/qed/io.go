@@ -203,7 +203,7 @@ func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
 			return fmt.Errorf("writing zeroes to %s at %#x: %w", img.path, off, err)
 		}
 		if k == kindData {
-			if err := unix.Fallocate(int(img.f.Fd()), unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, host, l); err != nil {
+			if err := img.f.Fallocate(unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, host, l); err != nil {
 				if err := img.writeZeroBytes(off, l); err != nil {
 					return err
 				}

@@ -32,7 +32,7 @@ func init() {
 // Allocating writes hold mu throughout, so allocation is serial (as in
 // QEMU's QED) and the write order data -> L2 -> L1 is kept.
 type Image struct {
-	f       *os.File
+	f       *block.HostFile // O_DIRECT-aware for cache=none
 	path    string
 	ro      bool
 	noSync  bool // Options.NoSync
@@ -55,15 +55,10 @@ type Image struct {
 // Open opens a QED image and its backing chain. A writable image with the
 // need-check bit set is checked and repaired first, as QEMU does.
 func Open(path string, opts block.Options) (*Image, error) {
-	flags := os.O_RDWR
-	if opts.ReadOnly {
-		flags = os.O_RDONLY
-	}
-	// opts.DirectIO is not applied to QED files: table entries and the
-	// header are updated in place at byte granularity, which O_DIRECT
-	// forbids. Durability comes from fdatasync on Flush and before
-	// metadata that depends on data (see allocWrite).
-	f, err := os.OpenFile(path, flags, 0)
+	// opts.DirectIO (cache=none) opens the file with O_DIRECT; HostFile
+	// bounces the byte-granular header and table updates through aligned
+	// read-modify-write, as for qcow2.
+	f, err := block.OpenHostFile(path, opts.ReadOnly, opts.DirectIO)
 	if err != nil {
 		return nil, fmt.Errorf("opening QED image: %w", err)
 	}
@@ -75,7 +70,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 	return img, nil
 }
 
-func openFile(f *os.File, path string, opts block.Options) (*Image, error) {
+func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -194,7 +189,7 @@ func (img *Image) sync() error {
 	if img.noSync {
 		return nil
 	}
-	if err := syncFile(int(img.f.Fd())); err != nil {
+	if err := syncFile(int(img.f.File().Fd())); err != nil {
 		return fmt.Errorf("syncing %s: %w", img.path, err)
 	}
 	return nil
