@@ -165,7 +165,7 @@ func TestCrashConsistency(t *testing.T) {
 			for it := 0; it < iters; it++ {
 				seed := rng.Int63n(1 << 40)
 				var st crashStats
-				model, st = crashRound(t, path, seed, time.Duration(10+rng.Intn(150))*time.Millisecond, model, snaps, lazy, co.ClusterSize)
+				model, st = crashRound(t, path, seed, rng.Intn(80), time.Duration(rng.Intn(20000))*time.Microsecond, model, snaps, lazy, co.ClusterSize)
 				total.ops, total.flushes, total.snapshotOps = total.ops+st.ops, total.flushes+st.flushes, total.snapshotOps+st.snapshotOps
 			}
 			t.Logf("%d rounds (kills), %d operations logged, %d completed flushes, %d snapshot creates/deletes", iters, total.ops, total.flushes, total.snapshotOps)
@@ -209,10 +209,11 @@ func missingCopiedFlag(l string) bool {
 	return false
 }
 
-// crashRound runs one child, kills it after d, verifies the image and
+// crashRound runs one child, kills it d after its killAfter-th log line,
+// verifies the image and
 // returns the new verified content and what the child logged. snaps holds
 // the expected content of every snapshot by name, across rounds.
-func crashRound(t *testing.T, path string, seed int64, d time.Duration, model []byte, snaps map[string][]byte, lazy bool, crashCluster int64) ([]byte, crashStats) {
+func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Duration, model []byte, snaps map[string][]byte, lazy bool, crashCluster int64) ([]byte, crashStats) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("QCOW2_CRASH_CHILD=%s,%d", path, seed))
@@ -223,28 +224,33 @@ func crashRound(t *testing.T, path string, seed int64, d time.Duration, model []
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Collect the log; the kill timer starts when the child is ready, so
-	// a slow start on a loaded machine does not make empty rounds.
+	// Collect the log. The kill comes d after the child has logged
+	// killAfter lines (operations, flushes, snapshot steps), so that every
+	// round does work however loaded the machine is, and lands at a random
+	// point inside the operation under way.
 	var log []string
-	ready := make(chan struct{})
+	reached := make(chan struct{})
 	collected := make(chan struct{})
 	go func() {
 		defer close(collected)
 		sc := bufio.NewScanner(stdout)
-		signalled := false
+		started, lines := false, 0
 		for sc.Scan() {
-			if sc.Text() == "R" && !signalled {
-				close(ready)
-				signalled = true
-				continue
+			if sc.Text() == "R" && !started {
+				started = true
+			} else {
+				log = append(log, sc.Text())
+				lines++
 			}
-			log = append(log, sc.Text())
+			if started && lines == killAfter {
+				close(reached)
+			}
 		}
 	}()
 	select {
-	case <-ready:
+	case <-reached:
 	case <-collected:
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 	}
 	time.Sleep(d)
 	cmd.Process.Signal(syscall.SIGKILL)
