@@ -64,10 +64,25 @@ func TestCrashChild(t *testing.T) {
 		off := rng.Int63n(crashDiskSize)
 		n := 1 + rng.Int63n(min(96<<10, crashDiskSize-off))
 		op := rng.Intn(20)
-		if rng.Intn(crashSnapshotEvery) == 0 {
+		switch rng.Intn(2 * crashSnapshotEvery) {
+		case 0, 1:
 			op = 100 // snapshot churn: create, and delete the oldest beyond two
+		case 2:
+			op = 101 // apply a snapshot
 		}
 		switch {
+		case op == 101:
+			list, _ := img.Snapshots()
+			if len(list) == 0 {
+				continue
+			}
+			name := list[rng.Intn(len(list))].Name
+			fmt.Fprintf(out, "A %s\n", name)
+			out.Flush()
+			if err := img.ApplySnapshot(name); err != nil {
+				fmt.Printf("E %v\n", err)
+				os.Exit(3)
+			}
 		case op == 100:
 			name := fmt.Sprintf("s%d-%d", seed, i)
 			fmt.Fprintf(out, "S c %s\n", name)
@@ -126,7 +141,8 @@ func TestCrashChild(t *testing.T) {
 }
 
 // crashSnapshotEvery: one operation in this many is a snapshot create
-// (and a delete of the oldest beyond two).
+// (and a delete of the oldest beyond two), and one in twice as many an
+// apply of a snapshot.
 const crashSnapshotEvery = 40
 
 // crashStats counts what the children logged.
@@ -134,8 +150,8 @@ type crashStats struct{ ops, flushes, snapshotOps int }
 
 // TestCrashConsistency kills a writer child with SIGKILL at random points,
 // with and without lazy refcounts and with extended L2 entries, while it
-// writes, zeroes, discards, compresses, flushes and creates and deletes
-// internal snapshots. Afterwards qemu-img check finds nothing but leaks and
+// writes, zeroes, discards, compresses, flushes and creates, deletes and
+// applies internal snapshots. Afterwards qemu-img check finds nothing but leaks and
 // missing copied flags (a crash may leave those, as in QEMU: an extra
 // copy-on-write, never shared data written in place), everything a
 // completed Flush acknowledged reads back, and every snapshot in the image
@@ -168,7 +184,7 @@ func TestCrashConsistency(t *testing.T) {
 				model, st = crashRound(t, path, seed, rng.Intn(80), time.Duration(rng.Intn(20000))*time.Microsecond, model, snaps, lazy, co.ClusterSize)
 				total.ops, total.flushes, total.snapshotOps = total.ops+st.ops, total.flushes+st.flushes, total.snapshotOps+st.snapshotOps
 			}
-			t.Logf("%d rounds (kills), %d operations logged, %d completed flushes, %d snapshot creates/deletes", iters, total.ops, total.flushes, total.snapshotOps)
+			t.Logf("%d rounds (kills), %d operations logged, %d completed flushes, %d snapshot creates/deletes/applies", iters, total.ops, total.flushes, total.snapshotOps)
 			if total.flushes == 0 || total.ops < iters || total.snapshotOps == 0 {
 				t.Fatalf("the child did too little work to test anything (%+v)", total)
 			}
@@ -263,9 +279,22 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 	cur := append([]byte(nil), model...)
 	dirty := make([]bool, len(model))
 	var st crashStats
+	applying := "" // a snapshot apply not yet known to have completed
 	for _, l := range log {
 		f := strings.Fields(l)
+		if applying != "" {
+			// The child logged a next line: the apply completed, and it
+			// flushes; the disk is the snapshot's content.
+			copy(cur, snaps[applying])
+			copy(flushed, cur)
+			clear(dirty)
+			applying = ""
+		}
 		switch f[0] {
+		case "A":
+			st.snapshotOps++
+			applying = f[1]
+			continue
 		case "E":
 			t.Fatalf("child failed: %s", l)
 		case "F":
@@ -325,6 +354,11 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 	}
 	defer img.Close()
 	got := readAll(t, img)
+	if applying != "" && bytes.Equal(got, snaps[applying]) {
+		// Killed inside an apply that got as far as switching the L1 table.
+		verifyCrashSnapshots(t, path, img, snaps, seed)
+		return got, st
+	}
 	for j := range got {
 		if !dirty[j] && got[j] != flushed[j] {
 			t.Fatalf("seed %d (%d log lines): flushed byte at %#x is %#x, want %#x", seed, len(log), j, got[j], flushed[j])
