@@ -9,8 +9,10 @@
 // api.go (the exported mutators: each refuses read-only and corrupt-marked
 // images and marks the image corrupt when its change finds corruption),
 // corruption.go (the corrupt mark), zero.go (discard, zeroes, block status,
-// make-empty), compress.go, snapshot.go, check.go (check and refcount
-// rebuild), bitmap.go (bitmap references for check), create.go, resize.go,
+// make-empty), compress.go, snapshot.go (create, apply, delete, load for
+// convert -l), snaptable.go (the snapshot table: parse, encode, write),
+// check.go (check and refcount rebuild, snapshot table repair), bitmap.go
+// (bitmap references for check, the bitmap count), create.go, resize.go,
 // info.go (describe for qemu-img info, the backing name for rebase -u).
 //
 // Crash consistency comes from write order: a new cluster's refcount is
@@ -18,6 +20,9 @@
 // dirty L2 tables are only written after the refcount blocks (with an
 // fsync barrier unless lazy refcounts), L2 tables before L1 entries, and
 // clusters are released only after the entry that dropped them is on disk.
+// Snapshot operations follow QEMU's rule that a copied flag may be missing
+// but never wrong (see createSnapshot): a crash leaves leaks and missing
+// flags at worst.
 package qcow2
 
 import (
