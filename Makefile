@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/petrel
 
-.PHONY: all build test vet iotests demo bench bench-boot e2e e2e-reference e2e-pseries fuzz clean
+.PHONY: all build test vet iotests demo bench bench-boot e2e e2e-reference e2e-pseries e2e-net fuzz clean
 
 all: build
 
@@ -40,6 +40,9 @@ e2e-reference: build
 
 e2e-pseries:
 	bash scripts/e2e-pseries.sh
+
+e2e-net:
+	bash scripts/e2e-net.sh
 
 # Short coverage-guided runs of every fuzz target (FUZZTIME per target).
 fuzz:

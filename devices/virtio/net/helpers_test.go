@@ -94,11 +94,20 @@ type rig struct {
 
 func newRig(t testing.TB, vnet bool, want uint64) *rig {
 	t.Helper()
-	mem, ram := virtiotest.NewMemory(ramSize)
 	be := &fakeBackend{vnet: vnet, maxFrame: netdev.MaxFrame}
 	if !vnet {
 		be.maxFrame = 1518
 	}
+	r := newRigOn(t, be, want)
+	r.be = be
+	return r
+}
+
+// newRigOn builds the device on backend be and initialises it with a test
+// driver negotiating want.
+func newRigOn(t testing.TB, be netdev.Backend, want uint64) *rig {
+	t.Helper()
+	mem, ram := virtiotest.NewMemory(ramSize)
 	msi := &msiCount{}
 	dev, n, err := NewPCI(be, Options{MAC: testMAC}, virtio.Options{Mem: mem, MSI: msi})
 	if err != nil {
@@ -116,7 +125,7 @@ func newRig(t testing.TB, vnet bool, want uint64) *rig {
 	if err := drv.Init(want, nq, 0, true); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, be: be, dev: dev, net: n, drv: drv, ram: ram, mem: mem, msi: msi}
+	r := &rig{t: t, dev: dev, net: n, drv: drv, ram: ram, mem: mem, msi: msi}
 	r.txArea = drv.Alloc(1 << 20)
 	r.rxArea = drv.Alloc(4 << 20)
 	r.ctrlArea = drv.Alloc(64 << 10)
