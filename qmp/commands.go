@@ -101,6 +101,17 @@ func init() {
 			required: []string{"driver", "node-name", "file"},
 			run:      runBlockdevAdd,
 		},
+		"query-rx-filter": {
+			args: map[string]argType{"name": tStr},
+			run: func(s *Server, a map[string]any) (any, func(), error) {
+				name, _ := a["name"].(string)
+				r, err := s.m.QueryRxFilter(name)
+				if r == nil {
+					r = []RxFilterInfo{}
+				}
+				return r, nil, err
+			},
+		},
 		"netdev_add": {
 			args:     map[string]argType{"type": tStr, "id": tStr},
 			required: []string{"type", "id"},

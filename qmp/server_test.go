@@ -108,6 +108,12 @@ func (m *recMachine) NetdevAdd(n qemuopt.NetdevSpec) error {
 	m.log("netdev_add " + n.Type + " " + n.ID)
 	return nil
 }
+func (m *recMachine) QueryRxFilter(name string) ([]RxFilterInfo, error) {
+	if name != "" {
+		return nil, DeviceNotFound(name)
+	}
+	return nil, nil
+}
 func (m *recMachine) NetdevDel(id string) error {
 	m.log("netdev_del " + id)
 	return nil
@@ -176,6 +182,9 @@ func TestGoQemuClient(t *testing.T) {
 	run(`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"d1","file":{"driver":"file","filename":"/tmp/x.qcow2"}}}`)
 	run(`{"execute":"netdev_add","arguments":{"type":"user","id":"u1","hostfwd":[{"str":"tcp::2222-:22"}]}}`)
 	run(`{"execute":"netdev_del","arguments":{"id":"u1"}}`)
+	if r := run(`{"execute":"query-rx-filter"}`); len(r["return"].([]any)) != 0 {
+		t.Fatalf("query-rx-filter: %v", r)
+	}
 	run(`{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","id":"disk1","drive":"d1","addr":"0x5"}}`)
 	r = run(`{"execute":"query-pci"}`)
 	devs := r["return"].([]any)[0].(map[string]any)["devices"].([]any)

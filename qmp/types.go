@@ -31,6 +31,25 @@ type Machine interface {
 	// uses.
 	NetdevAdd(spec qemuopt.NetdevSpec) error
 	NetdevDel(id string) error
+	// QueryRxFilter lists the receive filters of the NICs (of NIC name
+	// only, when not empty).
+	QueryRxFilter(name string) ([]RxFilterInfo, error)
+}
+
+// RxFilterInfo is one NIC in query-rx-filter, with QEMU's field names.
+type RxFilterInfo struct {
+	Name              string   `json:"name"`
+	Promiscuous       bool     `json:"promiscuous"`
+	Multicast         string   `json:"multicast"` // normal, none, all
+	Unicast           string   `json:"unicast"`
+	VLAN              string   `json:"vlan"`
+	BroadcastAllowed  bool     `json:"broadcast-allowed"`
+	MulticastOverflow bool     `json:"multicast-overflow"`
+	UnicastOverflow   bool     `json:"unicast-overflow"`
+	MainMAC           string   `json:"main-mac"`
+	VLANTable         []int    `json:"vlan-table"`
+	UnicastTable      []string `json:"unicast-table"`
+	MulticastTable    []string `json:"multicast-table"`
 }
 
 // PCIBus is one entry of query-pci.

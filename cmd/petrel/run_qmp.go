@@ -243,6 +243,14 @@ func (p *machineProxy) NetdevAdd(n qemuopt.NetdevSpec) error {
 	return m.NetdevAdd(n)
 }
 
+func (p *machineProxy) QueryRxFilter(name string) ([]qmp.RxFilterInfo, error) {
+	m, err := p.get()
+	if err != nil {
+		return nil, err
+	}
+	return m.QueryRxFilter(name)
+}
+
 func (p *machineProxy) NetdevDel(id string) error {
 	m, err := p.get()
 	if err != nil {

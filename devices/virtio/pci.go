@@ -250,6 +250,9 @@ func (h pciCfgHook) ConfigWrite(off int, data []byte) {
 // Config implements pci.Device.
 func (p *PCI) Config() *pci.ConfigSpace { return p.cfg }
 
+// Backend returns the device model behind the function.
+func (p *PCI) Backend() Backend { return p.be }
+
 // MSIX returns the function's MSI-X state.
 func (p *PCI) MSIX() *pci.MSIX { return p.msix }
 

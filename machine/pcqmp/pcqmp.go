@@ -10,6 +10,8 @@ import (
 	"errors"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/devices/virtio"
+	vnet "github.com/petrel-vmm/petrel/devices/virtio/net"
 	"github.com/petrel-vmm/petrel/machine/devmgr"
 	"github.com/petrel-vmm/petrel/machine/pc"
 	"github.com/petrel-vmm/petrel/qemuopt"
@@ -167,6 +169,41 @@ func (a *Adapter) BlockdevAdd(spec qemuopt.BlockdevSpec) error {
 		return qmp.Errorf("%v", err)
 	}
 	return nil
+}
+
+// QueryRxFilter reports each virtio-net device's receive filter as the
+// driver programmed it (QMP query-rx-filter).
+func (a *Adapter) QueryRxFilter(name string) ([]qmp.RxFilterInfo, error) {
+	var out []qmp.RxFilterInfo
+	for _, d := range a.m.PCI().Devices() {
+		p, ok := a.m.PCI().Device(d.Slot).(*virtio.PCI)
+		if !ok {
+			continue
+		}
+		n, ok := p.Backend().(*vnet.Net)
+		id := a.m.Devices().ID(d.Slot)
+		if !ok || (name != "" && id != name) {
+			continue
+		}
+		f := n.Filter()
+		info := qmp.RxFilterInfo{Name: id, Promiscuous: f.Promisc, Multicast: "normal", Unicast: "normal",
+			VLAN: "none", BroadcastAllowed: true, MulticastOverflow: f.MultiOverflow, UnicastOverflow: f.UniOverflow,
+			MainMAC: vnet.FormatMAC(f.MAC), VLANTable: []int{}, UnicastTable: []string{}, MulticastTable: []string{}}
+		if f.Allmulti {
+			info.Multicast = "all"
+		}
+		for _, m := range f.Unicast {
+			info.UnicastTable = append(info.UnicastTable, vnet.FormatMAC(m))
+		}
+		for _, m := range f.Multicast {
+			info.MulticastTable = append(info.MulticastTable, vnet.FormatMAC(m))
+		}
+		out = append(out, info)
+	}
+	if name != "" && len(out) == 0 {
+		return nil, qmp.Errorf("invalid net client name: %s", name)
+	}
+	return out, nil
 }
 
 // NetdevAdd opens a network backend (QMP netdev_add).
