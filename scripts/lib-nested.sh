@@ -31,7 +31,9 @@
 #       Knobs: NESTED_CPU (default max; `qemu64,-svm` is the negative
 #       control: kvm-amd refuses and nested_run fails), NESTED_MEM (4G),
 #       NESTED_SMP (2), NESTED_OUT_SIZE (raw out-disk size, 2G sparse),
-#       NESTED_APPEND (extra L1 kernel parameters).
+#       NESTED_APPEND (extra L1 kernel parameters), NESTED_INTERACTIVE=1
+#       (L1's serial console and the job's stdin/stdout are this terminal:
+#       no console.log, no "job: " prefix; the demo's shell).
 #
 #   nested_copy_tool ROOTFS PROGRAM...
 #       Copies host programs with the shared libraries ldd names (and the
@@ -66,8 +68,11 @@ nested_hw_kvm() {
 }
 
 # nested_static FILE: succeeds when FILE is a statically linked executable.
+# (ldd fails on a static file: under pipefail a pipe into grep would too.)
 nested_static() {
-  [[ -x $1 ]] && LC_ALL=C ldd "$1" 2>&1 | grep -q 'not a dynamic executable'
+  local out
+  out=$(LC_ALL=C ldd "$1" 2>&1) || true
+  [[ -x $1 && $out == *'not a dynamic executable'* ]]
 }
 
 nested_prepare() {
@@ -143,7 +148,12 @@ echo "nested: /dev/kvm ready ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 [ -d /job/rootfs ] && cp -a /job/rootfs/. / && rm -rf /job/rootfs
 cd /job
 export OUT=/out NESTED_L1_MODULES=$M
-( sh /job/job.sh < /dev/null 2>&1; echo $? > /tmp/job.rc ) | sed 's/^/job: /'
+if grep -qw nested.interactive /proc/cmdline; then
+  sh /job/job.sh </dev/console >/dev/console 2>&1; echo $? > /tmp/job.rc
+else
+  # A read loop, not sed: sed buffers its output and the progress comes late.
+  ( sh /job/job.sh < /dev/null 2>&1; echo $? > /tmp/job.rc ) | while IFS= read -r l; do echo "job: $l"; done
+fi
 rc=$(cat /tmp/job.rc 2>/dev/null || echo 98)
 echo "nested: job exited with $rc"
 finish "$rc"
@@ -177,6 +187,16 @@ nested_run() {
   : >"$log"
   start=$(date +%s.%N)
   nested_log "L1 booting ($(du -m "$job/initrd.cpio" | cut -f1) MiB initramfs, -cpu ${NESTED_CPU:-max}, timeout ${limit}s)"
+  if [[ ${NESTED_INTERACTIVE:-0} == 1 ]]; then
+    # The job owns this terminal through L1's serial console (the demo).
+    timeout --foreground "$limit" qemu-system-x86_64 -accel tcg -cpu "${NESTED_CPU:-max}" -smp "${NESTED_SMP:-2}" \
+      -m "${NESTED_MEM:-4G}" -nographic -no-reboot -nic none -kernel "$NESTED_KERNEL" -initrd "$job/initrd.cpio" \
+      -append "console=ttyS0 quiet panic=-1 nested.interactive ${NESTED_APPEND:-}" \
+      -drive "file=$job/out.raw,format=raw,if=virtio,cache=unsafe" || true
+    tar -xf "$job/out.raw" -C "$job/out" 2>/dev/null
+    rm -f "$job/out.raw" "$job/initrd.cpio"
+    return "$(cat "$job/out/rc" 2>/dev/null || echo 1)"
+  fi
   timeout "$limit" qemu-system-x86_64 -accel tcg -cpu "${NESTED_CPU:-max}" -smp "${NESTED_SMP:-2}" -m "${NESTED_MEM:-4G}" \
     -nographic -no-reboot -nic none -kernel "$NESTED_KERNEL" -initrd "$job/initrd.cpio" \
     -append "console=ttyS0 quiet panic=-1 ${NESTED_APPEND:-}" \

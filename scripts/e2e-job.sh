@@ -1,0 +1,165 @@
+#!/bin/sh
+# The slow tier's job: runs where /dev/kvm has hardware virtualization,
+# either in the nested L1 guest (scripts/lib-nested.sh runs it with busybox
+# sh in /job) or directly on such a host (scripts/e2e.sh runs it in a copy
+# of the job directory). It starts the Linux guests of
+# scripts/e2e-guest-init.sh on Petrel, drives QMP when they ask, and leaves
+# their consoles, the disk images and what it saw in $OUT for the host's
+# checks. Environment: OUT, PETREL (default petrel), L2_KERNEL (default
+# /l2/vmlinuz). Exit status: non-zero when a Petrel process failed or a
+# step timed out; the content checks are the host's.
+set -u
+P=${PETREL:-petrel}
+K=${L2_KERNEL:-/l2/vmlinuz}
+JOB=$(pwd)
+APPEND="console=ttyS0 quiet panic=-1 acpi_force_table_verification"
+TMP=${TMPDIR:-/tmp}/petrel-e2e.$$
+mkdir -p "$TMP" "$OUT"
+rc=0
+log() { echo "e2e: $*"; }
+fail() { log "FAIL: $*"; rc=1; }
+
+# await FILE PATTERN SECONDS: waits for PATTERN (grep -E) in FILE while
+# the process $vm lives, echoing the guest's E2E- lines as they come.
+await() {
+  i=0
+  while :; do
+    show "$1"
+    grep -Eq "$2" "$1" && return 0
+    if ! kill -0 "$vm" 2>/dev/null; then
+      show "$1"
+      log "the VM ended before '$2'"
+      return 1
+    fi
+    [ $i -ge "$3" ] && { log "timed out after $3 s waiting for '$2'"; return 1; }
+    sleep 1
+    i=$((i + 1))
+  done
+}
+# show FILE: prints the E2E- lines of FILE not shown yet.
+show() {
+  # Complete lines only (wc -l counts newlines): the guest may be mid-line.
+  head -n "$(wc -l <"$1")" "$1" 2>/dev/null | grep 'E2E-' >"$1.now"
+  n=$(wc -l <"$1.now")
+  s=$(cat "$1.shown" 2>/dev/null || echo 0)
+  if [ "$n" -gt "$s" ]; then
+    tail -n +$((s + 1)) "$1.now" | grep -v 'E2E-DMESG' | sed "s|^|  $(basename "$1" .log): |"
+    echo "$n" >"$1.shown"
+  fi
+  rm -f "$1.now"
+}
+qmp() { "$JOB/qmpsend" -timeout 120s "$TMP/qmp.sock" "$@" >>"$OUT/qmp.log" 2>&1; }
+
+# Lines Linux should not print may come from L1's emulation rather than from
+# Petrel: then QEMU-KVM, booting the same kernel on the same /dev/kvm, gets
+# them too (scripts/e2e.sh excuses only lines it shows as well). The
+# reference boots once, beside the ivshmem guests, when a log needs it.
+reference_pid=
+reference() {
+  [ -z "$reference_pid" ] || return 0
+  cat "$OUT"/*.log | grep -E '^E2E-DMESG' | grep -Eq -f forbidden.re || return 0
+  if ! command -v qemu-system-x86_64 >/dev/null; then
+    log "reference: no qemu-system-x86_64 here to compare with"
+    return 0
+  fi
+  log "reference: Linux printed lines to explain; booting the same kernel with QEMU-KVM"
+  (
+    t=$(date +%s)
+    timeout 400 qemu-system-x86_64 -enable-kvm -cpu host -M pc -m 256M -smp 2 -nographic -vga none -no-reboot -nic none \
+      -L "$JOB/qemu-firmware" -kernel "$K" -initrd l2-initrd.cpio -append "$APPEND petrel.role=reference" \
+      </dev/null >"$OUT/reference.qemu" 2>&1
+    log "reference: QEMU-KVM exited with $? after $(($(date +%s) - t)) s"
+  ) &
+  reference_pid=$!
+}
+
+# 1. disks: root on qcow2 and three data disks, 2 vCPUs, hot-plug, reboot.
+start=$(date +%s)
+log "disks: booting Linux with root=/dev/vda (qcow2), a QED, a raw and an overlay disk, 2 vCPUs"
+cd "$JOB"
+: >"$OUT/qmp.log"
+timeout 600 "$P" run -m 256M -smp 2 -kernel "$K" -initrd l2-initrd.cpio \
+  -append "$APPEND root=/dev/vda petrel.role=disks" \
+  -disk root.qcow2,serial=root -disk data.qed,format=qed -disk data.raw,format=raw -disk overlay.qcow2 \
+  -qmp "unix:$TMP/qmp.sock,server,wait=off" >"$OUT/disks.log" 2>"$OUT/disks.err" &
+vm=$!
+if await "$OUT/disks.log" 'E2E-HOTPLUG-BLK-WAIT' 240; then
+  log "disks: Linux up after $(($(date +%s) - start)) s; QMP blockdev-add + device_add virtio-blk-pci in slot 6"
+  qmp "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\",\"node-name\":\"hot0\",\"file\":{\"driver\":\"file\",\"filename\":\"$JOB/hot.qcow2\"}}}" \
+    '{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","id":"hot1","drive":"hot0","addr":"0x6"}}' ||
+    fail "QMP hot-add of the disk"
+fi
+if await "$OUT/disks.log" 'E2E-UNPLUG-BLK-WAIT' 120; then
+  log "disks: device_del hot1, waiting for DEVICE_DELETED"
+  qmp '{"execute":"device_del","arguments":{"id":"hot1"}}' wait:DEVICE_DELETED && echo "E2E-QMP hot1 DEVICE_DELETED" >>"$OUT/events" ||
+    fail "device_del hot1 / DEVICE_DELETED"
+fi
+if await "$OUT/disks.log" 'E2E-HOTPLUG-SHM-WAIT' 120; then
+  # The shared memory file holds the host's marker before the guest maps it.
+  printf 'petrel-e2e ivshmem-plain marker' >"$TMP/plain.shm"
+  truncate -s 1M "$TMP/plain.shm"
+  log "disks: device_add ivshmem-plain in slot 7 on $TMP/plain.shm"
+  qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"ivshmem-plain\",\"id\":\"shm1\",\"shm\":\"$TMP/plain.shm\",\"size\":\"1M\",\"addr\":\"0x7\"}}" ||
+    fail "QMP hot-add of ivshmem-plain"
+fi
+if await "$OUT/disks.log" 'E2E-UNPLUG-SHM-WAIT' 120; then
+  log "disks: device_del shm1, waiting for DEVICE_DELETED"
+  qmp '{"execute":"device_del","arguments":{"id":"shm1"}}' wait:DEVICE_DELETED && echo "E2E-QMP shm1 DEVICE_DELETED" >>"$OUT/events" ||
+    fail "device_del shm1 / DEVICE_DELETED"
+  echo "E2E-HOST-SHM-READ $(dd if="$TMP/plain.shm" bs=4096 skip=1 count=1 2>/dev/null | tr -d '\0')" >>"$OUT/events"
+fi
+await "$OUT/disks.log" 'E2E-SECOND-BOOT' 240 && log "disks: Linux came up again after reboot -f"
+wait "$vm"
+vrc=$?
+show "$OUT/disks.log"
+echo "E2E-EXIT disks $vrc" >>"$OUT/events"
+[ $vrc = 0 ] || fail "disks: petrel run exited with $vrc (stderr: $(tail -n 3 "$OUT/disks.err"))"
+log "disks: done in $(($(date +%s) - start)) s"
+cp root.qcow2 data.qed data.raw overlay.qcow2 base.qcow2 hot.qcow2 "$OUT/"
+
+reference
+
+# 2. ivshmem-doorbell between two Linux guests on one server.
+start=$(date +%s)
+log "ivshmem: one ivshmem-server, two Linux guests ringing each other"
+if [ ! -d /dev/shm ]; then
+  mkdir -p /dev/shm && mount -t tmpfs shm /dev/shm
+fi
+"$P" ivshmem-server -S "$TMP/ivs.sock" -m "petrel-e2e-$$" -l 1M -n 1 >"$OUT/ivshmem-server.log" 2>&1 &
+srv=$!
+i=0
+while [ ! -S "$TMP/ivs.sock" ] && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
+pids=
+for r in b a; do
+  timeout 400 "$P" run -m 192M -kernel "$K" -initrd l2-initrd.cpio -append "$APPEND petrel.role=ivshmem-$r" \
+    -chardev "socket,id=ivs,path=$TMP/ivs.sock" -device ivshmem-doorbell,chardev=ivs,vectors=1 \
+    >"$OUT/ivshmem-$r.log" 2>"$OUT/ivshmem-$r.err" &
+  pids="$pids $!"
+done
+for p in $pids; do
+  vm=$p
+  while kill -0 "$p" 2>/dev/null; do
+    show "$OUT/ivshmem-a.log"
+    show "$OUT/ivshmem-b.log"
+    sleep 1
+  done
+done
+for r in a b; do
+  show "$OUT/ivshmem-$r.log"
+done
+set -- $pids
+for r in b a; do
+  wait "$1"
+  vrc=$?
+  shift
+  echo "E2E-EXIT ivshmem-$r $vrc" >>"$OUT/events"
+  [ $vrc = 0 ] || fail "ivshmem-$r: petrel run exited with $vrc (stderr: $(tail -n 3 "$OUT/ivshmem-$r.err"))"
+done
+kill "$srv" 2>/dev/null
+wait "$srv" 2>/dev/null
+log "ivshmem: done in $(($(date +%s) - start)) s"
+reference
+[ -z "$reference_pid" ] || wait "$reference_pid"
+
+rm -rf "$TMP"
+exit $rc

@@ -1,0 +1,31 @@
+# The Linux guest (L2) of the Linux tier and the demo (sourced, not run).
+#
+# l2_build WORKDIR DESTDIR
+#   Needs nested_prepare (scripts/lib-nested.sh) and bin/petrel. Writes
+#   DESTDIR/l2-initrd.cpio (busybox, tools/pcibar, the kernel's virtio, uio
+#   and uio_pci_generic modules, scripts/e2e-guest-init.sh as /init) and
+#   DESTDIR/root.qcow2 (the same files as an ext4 root, made by mkfs.ext4 -d
+#   and converted by petrel img). WORKDIR holds the tree.
+l2_build() {
+  local w=$1 dest=$2 m tree=$1/tree
+  rm -rf "$tree"
+  mkdir -p "$dest" "$tree"/{bin,lib/petrel,etc,proc,sys,dev,tmp,mnt,newroot}
+  CGO_ENABLED=0 go build -o "$tree/bin/pcibar" ./tools/pcibar || return 1
+  cp "$NESTED_BUSYBOX" "$tree/bin/busybox"
+  for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev \
+    drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
+    drivers/uio/uio drivers/uio/uio_pci_generic; do
+    cp "$NESTED_MODDIR/kernel/$m.ko" "$tree/lib/petrel/" || return 1
+  done
+  install -m 755 scripts/e2e-guest-init.sh "$tree/init"
+  # The root disk: the tree as an ext4 file system, as qcow2.
+  rm -f "$w/root.raw" "$dest/root.qcow2"
+  truncate -s 64M "$w/root.raw"
+  mkfs.ext4 -q -F -L petrel-root -d "$tree" "$w/root.raw" || return 1
+  ./bin/petrel img convert -f raw -O qcow2 "$w/root.raw" "$dest/root.qcow2" || return 1
+  rm -f "$w/root.raw"
+  # The initramfs: the tree and /etc/initramfs, which makes /init mount
+  # root=/dev/vda when the command line names it.
+  touch "$tree/etc/initramfs"
+  (cd "$tree" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$dest/l2-initrd.cpio"
+}
