@@ -20,7 +20,8 @@ log() { echo "e2e: $*"; }
 fail() { log "FAIL: $*"; rc=1; }
 
 # await FILE PATTERN SECONDS: waits for PATTERN (grep -E) in FILE while
-# the process $vm lives, echoing the guest's E2E- lines as they come.
+# the process $vm lives, echoing the guest's E2E- lines as they come. A
+# timeout stops the VM, and the later steps of a stopped VM fail at once.
 await() {
   i=0
   while :; do
@@ -31,7 +32,11 @@ await() {
       log "the VM ended before '$2'"
       return 1
     fi
-    [ $i -ge "$3" ] && { log "timed out after $3 s waiting for '$2'"; return 1; }
+    if [ $i -ge "$3" ]; then
+      fail "timed out after $3 s waiting for '$2' (the console's last line: $(tail -n 1 "$1" | cut -c1-120)); stopping the VM"
+      kill "$vm" 2>/dev/null
+      return 1
+    fi
     sleep 1
     i=$((i + 1))
   done
