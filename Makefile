@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/petrel
 
-.PHONY: all build test vet iotests demo bench bench-boot e2e e2e-reference e2e-pseries e2e-net fuzz clean
+.PHONY: all deps build test vet iotests demo bench bench-boot e2e e2e-pseries e2e-net fuzz clean
 
 all: build
 
@@ -12,8 +12,13 @@ build:
 vet:
 	$(GO) vet ./...
 
-# The whole fast tier: unit, interop, fuzz-seed and whole-VM tests.
-test: build vet
+# The Debian packages the tests and the demo use (installs the missing ones
+# as root; otherwise prints the command).
+deps:
+	bash scripts/deps.sh
+
+# Everything: unit, interop, fuzz-seed and whole-VM tests, and the Linux tier.
+test: deps build vet
 	bash scripts/test.sh
 
 # QEMU's qemu-iotests (fetched from Debian into out/) judge `petrel img`
@@ -21,7 +26,7 @@ test: build vet
 iotests: build
 	bash scripts/iotests.sh
 
-demo: build
+demo: deps build
 	bash scripts/demo.sh
 
 bench: build
@@ -30,13 +35,9 @@ bench: build
 bench-boot: build
 	bash scripts/bench-boot.sh
 
-# Slow tier: boots Debian's stock kernel (see README).
-e2e: build
+# The Linux tier: Debian's kernel on Petrel, on this host's KVM or nested.
+e2e: deps build
 	bash scripts/e2e.sh
-
-# The slow tier's harness checked against QEMU (TCG) as the VMM.
-e2e-reference: build
-	E2E_VMM=qemu-tcg bash scripts/e2e.sh
 
 e2e-pseries:
 	bash scripts/e2e-pseries.sh
