@@ -83,23 +83,23 @@ start=$(date +%s)
 log "disks: booting Linux with root=/dev/vda (qcow2), a QED, a raw and an overlay disk, 2 vCPUs"
 cd "$JOB"
 : >"$OUT/qmp.log"
-timeout 600 "$P" run -m 256M -smp 2 -kernel "$K" -initrd l2-initrd.cpio \
+timeout 1200 "$P" run -m 256M -smp 2 -kernel "$K" -initrd l2-initrd.cpio \
   -append "$APPEND root=/dev/vda petrel.role=disks" \
   -disk root.qcow2,serial=root -disk data.qed,format=qed -disk data.raw,format=raw -disk overlay.qcow2 \
   -qmp "unix:$TMP/qmp.sock,server,wait=off" >"$OUT/disks.log" 2>"$OUT/disks.err" &
 vm=$!
-if await "$OUT/disks.log" 'E2E-HOTPLUG-BLK-WAIT' 240; then
+if await "$OUT/disks.log" 'E2E-HOTPLUG-BLK-WAIT' 600; then
   log "disks: Linux up after $(($(date +%s) - start)) s; QMP blockdev-add + device_add virtio-blk-pci in slot 6"
   qmp "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\",\"node-name\":\"hot0\",\"file\":{\"driver\":\"file\",\"filename\":\"$JOB/hot.qcow2\"}}}" \
     '{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","id":"hot1","drive":"hot0","addr":"0x6"}}' ||
     fail "QMP hot-add of the disk"
 fi
-if await "$OUT/disks.log" 'E2E-UNPLUG-BLK-WAIT' 120; then
+if await "$OUT/disks.log" 'E2E-UNPLUG-BLK-WAIT' 300; then
   log "disks: device_del hot1, waiting for DEVICE_DELETED"
   qmp '{"execute":"device_del","arguments":{"id":"hot1"}}' wait:DEVICE_DELETED && echo "E2E-QMP hot1 DEVICE_DELETED" >>"$OUT/events" ||
     fail "device_del hot1 / DEVICE_DELETED"
 fi
-if await "$OUT/disks.log" 'E2E-HOTPLUG-SHM-WAIT' 120; then
+if await "$OUT/disks.log" 'E2E-HOTPLUG-SHM-WAIT' 300; then
   # The shared memory file holds the host's marker before the guest maps it.
   printf 'petrel-e2e ivshmem-plain marker' >"$TMP/plain.shm"
   truncate -s 1M "$TMP/plain.shm"
@@ -107,13 +107,13 @@ if await "$OUT/disks.log" 'E2E-HOTPLUG-SHM-WAIT' 120; then
   qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"ivshmem-plain\",\"id\":\"shm1\",\"shm\":\"$TMP/plain.shm\",\"size\":\"1M\",\"addr\":\"0x7\"}}" ||
     fail "QMP hot-add of ivshmem-plain"
 fi
-if await "$OUT/disks.log" 'E2E-UNPLUG-SHM-WAIT' 120; then
+if await "$OUT/disks.log" 'E2E-UNPLUG-SHM-WAIT' 300; then
   log "disks: device_del shm1, waiting for DEVICE_DELETED"
   qmp '{"execute":"device_del","arguments":{"id":"shm1"}}' wait:DEVICE_DELETED && echo "E2E-QMP shm1 DEVICE_DELETED" >>"$OUT/events" ||
     fail "device_del shm1 / DEVICE_DELETED"
   echo "E2E-HOST-SHM-READ $(dd if="$TMP/plain.shm" bs=4096 skip=1 count=1 2>/dev/null | tr -d '\0')" >>"$OUT/events"
 fi
-await "$OUT/disks.log" 'E2E-SECOND-BOOT' 240 && log "disks: Linux came up again after reboot -f"
+await "$OUT/disks.log" 'E2E-SECOND-BOOT' 600 && log "disks: Linux came up again after reboot -f"
 wait "$vm"
 vrc=$?
 show "$OUT/disks.log"
@@ -134,7 +134,7 @@ i=0
 while [ ! -S "$TMP/ivs.sock" ] && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
 pids=
 for r in b a; do
-  timeout 400 "$P" run -m 192M -kernel "$K" -initrd l2-initrd.cpio -append "$APPEND petrel.role=ivshmem-$r" \
+  timeout 900 "$P" run -m 192M -kernel "$K" -initrd l2-initrd.cpio -append "$APPEND petrel.role=ivshmem-$r" \
     -chardev "socket,id=ivs,path=$TMP/ivs.sock" -device ivshmem-doorbell,chardev=ivs,vectors=1 \
     >"$OUT/ivshmem-$r.log" 2>"$OUT/ivshmem-$r.err" &
   pids="$pids $!"

@@ -98,6 +98,10 @@ need() { # need SCENARIO PATTERN...
   for p in "$@"; do grep -Eq -- "$p" <<<"$all" || bad "$s" "missing '$p'"; done
   ok "$s"
 }
+if [[ ! -s $out/events ]]; then
+  say "FAIL: no guest ran (the job's status $jrc; see the lines above and $job/console.log)"
+  exit 1
+fi
 ((jrc == 0)) || bad job "the job ended with status $jrc (console: $job/console.log)"
 grep -q 'E2E-FAIL' <<<"$all" && bad guest "a guest reported: $(grep 'E2E-FAIL' <<<"$all" | head -3 | tr '\n' ' ')"
 
