@@ -37,6 +37,9 @@ var (
 // new temporary directory per run that nothing would remove.
 func ivshmemPetrel(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("PETREL_BIN"); p != "" {
+		return p
+	}
 	ivshmemBinOnce.Do(func() {
 		dir := filepath.Join(os.TempDir(), "petrel-ivshmem-tests")
 		if ivshmemBinErr = os.MkdirAll(dir, 0o755); ivshmemBinErr != nil {

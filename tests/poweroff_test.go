@@ -39,9 +39,7 @@ func TestGuestArgs(t *testing.T) {
 // TestGuestFailureIsReported: a guest exception reaches the kit's handler,
 // which reports the vector and fails, so a broken guest cannot pass.
 func TestGuestFailureIsReported(t *testing.T) {
-	elf := guest.BuildSource(t, "fault.c", `#include "guest.h"
-int main(void) { return *(volatile int *)0xdead0000000UL; }
-`)
+	elf := guest.Build(t, "fault.c")
 	r := runGuest(t, elf, pc.Config{})
 	if r.Err != nil {
 		t.Fatalf("VMM error: %v", r.Err)

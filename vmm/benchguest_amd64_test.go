@@ -3,15 +3,13 @@ package vmm_test
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/petrel-vmm/petrel/internal/testutil"
 	"github.com/petrel-vmm/petrel/machine/pc"
+	"github.com/petrel-vmm/petrel/tests/guest"
 )
 
 // TestBenchGuestRunsAtCPL3 boots the exit-benchmark guest with a few
@@ -20,21 +18,7 @@ import (
 // the guest's report comes out whole (scripts/bench-exit.sh parses it).
 func TestBenchGuestRunsAtCPL3(t *testing.T) {
 	testutil.NeedKVM(t)
-	as := testutil.NeedTool(t, "as")
-	ld := testutil.NeedTool(t, "ld")
-	dir := t.TempDir()
-	obj, bin := filepath.Join(dir, "g.o"), filepath.Join(dir, "g.bin")
-	if out, err := exec.Command(as, "--64", "--defsym", "ITER=50", "-o", obj, "testdata/bench-guest.S").CombinedOutput(); err != nil {
-		t.Fatalf("as: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(ld, "-m", "elf_x86_64", "-Ttext=0x100000", "-e", "0x100000", "--oformat", "binary",
-		"-o", bin, obj).CombinedOutput(); err != nil {
-		t.Fatalf("ld: %v\n%s", err, out)
-	}
-	k, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := guest.Flat(t, "bench-guest") // ITER=50
 	var serial bytes.Buffer
 	m, err := pc.New(pc.Config{MemoryMiB: 32, KernelBytes: k, Serial: &serial})
 	if err != nil {

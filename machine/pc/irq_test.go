@@ -5,35 +5,20 @@ package pc
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/petrel-vmm/petrel/internal/testutil"
+	"github.com/petrel-vmm/petrel/tests/guest"
 	"golang.org/x/sys/unix"
 )
 
-// buildGuest assembles a flat PVH guest from testdata with binutils.
+// buildGuest assembles a flat PVH guest from testdata (tests/guest.Flat:
+// binutils, or the prebuilt copy under PETREL_GUEST_DIR).
 func buildGuest(t *testing.T, src string) []byte {
 	t.Helper()
-	as := testutil.NeedTool(t, "as")
-	ld := testutil.NeedTool(t, "ld")
-	dir := t.TempDir()
-	obj, bin := filepath.Join(dir, "g.o"), filepath.Join(dir, "g.bin")
-	if out, err := exec.Command(as, "--32", "-I", "testdata", "-o", obj, filepath.Join("testdata", src)).CombinedOutput(); err != nil {
-		t.Fatalf("as: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(ld, "-m", "elf_i386", "-Ttext=0x100000", "-e", "0x100000", "--oformat", "binary",
-		"-o", bin, obj).CombinedOutput(); err != nil {
-		t.Fatalf("ld: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return guest.Flat(t, strings.TrimSuffix(src, ".S"))
 }
 
 // TestSerialInterruptReachesGuest: COM1's THR-empty interrupt goes out on

@@ -52,23 +52,24 @@ func LibDir() string { return filepath.Join(Dir(), "lib") }
 // a name without a directory is looked up in progs/) with the kit and
 // returns the ELF's path. Builds are cached by the SHA-256 of the
 // compiler version, flags and every input under os.UserCacheDir()/petrel/guest.
+//
+// With PETREL_GUEST_DIR set (a machine without gcc, such as the nested
+// KVM guest of scripts/test-kvm.sh), the program is taken from that
+// directory, where Prebuild put it, by the same key minus the compiler.
 func Build(t testing.TB, srcs ...string) string {
 	t.Helper()
+	if dir := os.Getenv(PrebuiltEnv); dir != "" {
+		p, err := prebuilt(dir, srcs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	p, err := build(testutil.NeedTool(t, "gcc"), srcs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// BuildSource is Build for a program given as C source text.
-func BuildSource(t testing.TB, name, csrc string) string {
-	t.Helper()
-	f := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(f, []byte(csrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return Build(t, f)
 }
 
 func resolve(src string) string {
@@ -78,23 +79,20 @@ func resolve(src string) string {
 	return filepath.Join(Dir(), "progs", src)
 }
 
-func build(gcc string, srcs []string) (string, error) {
+// sourceKey hashes the flags and every input of a program (the kit's
+// library and srcs resolved), prefixed by extra (the compiler's version).
+func sourceKey(extra []byte, srcs []string) (name, key string, progs []string, err error) {
 	if len(srcs) == 0 {
-		return "", fmt.Errorf("guest build: no sources")
+		return "", "", nil, fmt.Errorf("guest build: no sources")
 	}
 	h := sha256.New()
-	ver, err := exec.Command(gcc, "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("guest build: %s --version: %w", gcc, err)
-	}
-	h.Write(ver)
+	h.Write(extra)
 	fmt.Fprintln(h, Flags)
 	var inputs []string
 	libFiles := append(append([]string{}, libSources...), "link.ld", "guest.h", "virtio.h")
 	for _, f := range libFiles {
 		inputs = append(inputs, filepath.Join(LibDir(), f))
 	}
-	var progs []string
 	for _, s := range srcs {
 		progs = append(progs, resolve(s))
 	}
@@ -102,17 +100,28 @@ func build(gcc string, srcs []string) (string, error) {
 	for _, f := range inputs {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return "", fmt.Errorf("guest build: %w", err)
+			return "", "", nil, fmt.Errorf("guest build: %w", err)
 		}
 		fmt.Fprintf(h, "%s %d\n", filepath.Base(f), len(b))
 		h.Write(b)
 	}
-	key := hex.EncodeToString(h.Sum(nil))[:24]
+	name = strings.TrimSuffix(filepath.Base(progs[0]), filepath.Ext(progs[0]))
+	return name, hex.EncodeToString(h.Sum(nil))[:24], progs, nil
+}
+
+func build(gcc string, srcs []string) (string, error) {
+	ver, err := exec.Command(gcc, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("guest build: %s --version: %w", gcc, err)
+	}
+	name, key, progs, err := sourceKey(ver, srcs)
+	if err != nil {
+		return "", err
+	}
 	dir, err := cacheDir()
 	if err != nil {
 		return "", err
 	}
-	name := strings.TrimSuffix(filepath.Base(progs[0]), filepath.Ext(progs[0]))
 	out := filepath.Join(dir, name+"-"+key+".elf")
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
