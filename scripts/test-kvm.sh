@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The whole-VM Go tests on real KVM, part of make test.
+#
+# Tests that need /dev/kvm (testutil.NeedKVM) skip where it cannot be
+# opened. Where this host's KVM has hardware virtualization, the plain
+# `go test ./...` of scripts/test.sh already ran them, and this script only
+# says so. Otherwise it runs them one level down (scripts/lib-nested.sh): the
+# test binaries of every package with a NeedKVM test are built here with
+# CGO_ENABLED=0, the guest programs are prebuilt here (L1 has no gcc or
+# binutils: PETREL_GUEST_DIR), static petrel goes in as PETREL_BIN, and
+# qemu-img, qemu-io and qemu-system-x86_64 (with their libraries and
+# firmware) go in as the peers some tests check against. The module's
+# files are placed at this checkout's path inside L1, so testdata and the
+# guest sources resolve as here. One L1 boot runs every package with -v;
+# any failing test, or a test skipped for lack of KVM, fails the run.
+#
+# For development: TEST_KVM_PKGS="vmm tests" picks packages, TEST_KVM_RUN=REGEXP
+# narrows the tests (-test.run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+source scripts/lib-nested.sh
+
+if [[ ${TEST_KVM_FORCE_NESTED:-} != 1 ]] && nested_hw_kvm; then
+  echo "test-kvm: the whole-VM tests already ran on this host's KVM in go test ./..."
+  exit 0
+fi
+
+t0=$(date +%s)
+JOB=${TEST_KVM_DIR:-$REPO/out/test-kvm}
+rm -rf "$JOB"
+mkdir -p "$JOB/in/bin" "$JOB/in/guests" "$JOB/in/src" "$JOB/in/rootfs"
+nested_prepare
+
+pkgs=${TEST_KVM_PKGS:-$(grep -rl --include='*_test.go' 'testutil.NeedKVM(' . | xargs -n1 dirname | sed 's#^\./##' | sort -u)}
+echo "test-kvm: building the test binaries of: $(echo $pkgs)"
+for p in $pkgs; do
+  CGO_ENABLED=0 go test -c -o "$JOB/in/bin/${p//\//_}.test" "./$p"
+done
+go run ./tests/guest/prebuild "$JOB/in/guests"
+if [[ -d .git || -f .git ]]; then
+  git ls-files -z | xargs -0 cp --parents -t "$JOB/in/src" 2>/dev/null || true
+else
+  tar -c --exclude=./out --exclude=./bin . | tar -x -C "$JOB/in/src"
+fi
+nested_copy_tool "$JOB/in/rootfs" qemu-img qemu-io qemu-system-x86_64
+mkdir -p "$JOB/in/rootfs/usr/share"
+cp -a /usr/share/qemu /usr/share/seabios "$JOB/in/rootfs/usr/share/"
+echo "test-kvm: prepared in $(($(date +%s) - t0)) s"
+
+{
+  echo "mkdir -p '$(dirname "$REPO")' && ln -sfn /job/src '$REPO'"
+  echo "export PETREL_GUEST_DIR=/job/guests PETREL_BIN=/bin/petrel CI='${CI:-}'"
+  echo "repo='$REPO' run='${TEST_KVM_RUN:-.}' pkgs='$(echo $pkgs)'"
+  cat <<'JOB'
+fail=0
+for p in $pkgs; do
+  name=$(echo $p | tr / _)
+  cd "$repo/$p"
+  s=$(cut -d' ' -f1 /proc/uptime)
+  # Every line to the log; test starts and results to the console as
+  # they come, so a hang shows where.
+  { /job/bin/$name.test -test.v -test.count=1 -test.timeout=15m -test.run "$run" 2>&1; echo $? >/tmp/rc; } |
+    while IFS= read -r l; do
+      echo "$l" >>$OUT/$name.log
+      case $l in "=== RUN"* | *"--- "* | panic:*) echo "$p: $l" ;; esac
+    done
+  rc=$(cat /tmp/rc)
+  echo "$p: rc=$rc pass=$(grep -c -- '--- PASS' $OUT/$name.log) fail=$(grep -c -- '--- FAIL' $OUT/$name.log) skip=$(grep -c -- '--- SKIP' $OUT/$name.log) ($s..$(cut -d' ' -f1 /proc/uptime) s of L1 uptime)"
+  grep -- '--- FAIL' $OUT/$name.log
+  [ $rc = 0 ] || fail=1
+done
+exit $fail
+JOB
+} >"$JOB/in/job.sh"
+
+rc=0
+nested_run "$JOB" "${TEST_KVM_TIMEOUT:-1200}" || rc=$?
+
+# The report: counts per package, every skip with its reason.
+echo "test-kvm: results inside L1 (logs in $JOB/out):"
+bad=0
+for p in $pkgs; do
+  log=$JOB/out/${p//\//_}.log
+  if [[ ! -f $log ]]; then
+    echo "  $p: no log"
+    bad=1
+    continue
+  fi
+  printf '  %-22s pass %3d  fail %3d  skip %3d\n' "$p" "$(grep -c -- '--- PASS' "$log" || true)" \
+    "$(grep -c -- '--- FAIL' "$log" || true)" "$(grep -c -- '--- SKIP' "$log" || true)"
+  grep -A1 -- '--- SKIP' "$log" | grep -v -- '^--$' | sed 's/^/      /' || true
+  if grep -q 'cannot be opened.*this test needs KVM' "$log"; then
+    echo "  $p: a test skipped for lack of KVM inside L1"
+    bad=1
+  fi
+  if grep -q -- '--- FAIL\|^FAIL\|^panic:' "$log"; then
+    # What each failing test logged: the lines since its === RUN.
+    awk '/^=== RUN/ {buf = ""; next} {buf = buf "      " $0 "\n"} /--- FAIL|^panic:/ {printf "%s", buf; buf = ""}' "$log" | head -80
+    bad=1
+  fi
+done
+echo "test-kvm: took $(($(date +%s) - t0)) s in all"
+if [[ $rc != 0 || $bad != 0 ]]; then
+  echo "test-kvm: FAIL (nested run status $rc)"
+  exit 1
+fi
+echo "test-kvm: ok"
