@@ -39,7 +39,7 @@ func (c tablesCase) config(t *testing.T) fwacpi.PCConfig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tablesConfig(c.cpus, pci.NewBus(nil, pciWindows), hp)
+	return tablesConfig(c.cpus, pci.NewBus(nil, testWindows(t)), hp)
 }
 
 func (c tablesCase) build(t *testing.T) *fwacpi.Tables {
@@ -188,7 +188,7 @@ func BenchmarkBuildACPI(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bus := pci.NewBus(nil, pciWindows)
+	bus := pci.NewBus(nil, testWindows(b))
 	for b.Loop() {
 		t, err := fwacpi.BuildPC(tablesConfig(8, bus, hp))
 		if err != nil {

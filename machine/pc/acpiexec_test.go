@@ -256,7 +256,7 @@ func TestACPIExecObjects(t *testing.T) {
 		"Address Maximum : 00FF", "Address Minimum : 0CF8", "Address Maximum : 0CF7",
 		"Address Minimum : C000", "Address Maximum : FFFF",
 		"Address Minimum : C0000000", "Address Maximum : FBFFFFFF",
-		"Address Minimum : 0000010000000000", "Address Maximum : 000001FFFFFFFFFF",
+		"Address Minimum : 0000000100000000", "Address Maximum : 00000008FFFFFFFF",
 		"Address Minimum : 03F8", "Interrupt Count : 01",
 	} {
 		if !strings.Contains(out, want) {

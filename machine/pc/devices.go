@@ -46,7 +46,19 @@ func (m *Machine) setupDevices() error {
 	gpe := acpi.NewGPE(sciSource{m.sci, 1})
 	m.gpe = gpe
 	m.host = &pciHost{m: m, slots: map[pciKey]uint32{}}
-	m.pci = pci.NewBus(m.host, pciWindows)
+	cpuid, err := m.kvm.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	ramEnd := low
+	if high > 0 {
+		ramEnd = highRAMBase + high
+	}
+	windows, err := pciWindows(ramEnd, physBits(cpuid))
+	if err != nil {
+		return err
+	}
+	m.pci = pci.NewBus(m.host, windows)
 	m.pci.SetResetHandler(m.Reset)
 	if err := m.pci.Add(0, newI440FX()); err != nil {
 		return fmt.Errorf("adding pci host bridge: %w", err)

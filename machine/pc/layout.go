@@ -5,6 +5,8 @@ package pc
 import (
 	"fmt"
 
+	"github.com/petrel-vmm/petrel/vmm"
+
 	"github.com/petrel-vmm/petrel/devices/pci"
 )
 
@@ -43,22 +45,64 @@ const (
 	ioapicID = 0
 
 	// The PCI BAR windows: the 32-bit one fills the hole between low RAM
-	// and the reserved MMIO, the 64-bit one sits at 1 TiB (above any RAM
-	// Config allows), the I/O one is the top quarter of port space.
+	// and the reserved MMIO, the 64-bit one follows RAM (pci64Window), the
+	// I/O one is the top quarter of port space.
 	pci32Base = 0xc0000000
 	pci32End  = reservedHighLow
-	pci64Base = 0x100_0000_0000 // 1 TiB
-	pci64Size = 0x100_0000_0000
 	pciIOBase = 0xc000
 	pciIOEnd  = 0x10000
+	// pci64Size is QEMU's default pci-hole64-size (32 GiB); pci64Align
+	// is its alignment of the hole's start.
+	pci64Size  = 32 << 30
+	pci64Align = 1 << 30
+	// defaultPhysBits is the physical address width of a CPU without
+	// CPUID leaf 0x80000008 (Intel SDM vol. 3A, 4.1.4: MAXPHYADDR 36).
+	defaultPhysBits = 36
 )
 
-// pciWindows are the PCI BAR windows: the bus assigns BARs from them and
-// the host bridge's _CRS declares them (pci.Bus.AML), one definition for both.
-var pciWindows = pci.Windows{
-	IO:    pci.Window{Base: pciIOBase, Size: pciIOEnd - pciIOBase},
-	Mem32: pci.Window{Base: pci32Base, Size: pci32End - pci32Base},
-	Mem64: pci.Window{Base: pci64Base, Size: pci64Size},
+// pciWindows are the PCI BAR windows of a machine whose RAM ends at
+// ramEnd and whose CPU addresses physBits bits: the bus assigns BARs from
+// them and the host bridge's _CRS declares them (pci.Bus.AML), one
+// definition for both.
+func pciWindows(ramEnd uint64, physBits uint) (pci.Windows, error) {
+	m64, err := pci64Window(ramEnd, physBits)
+	return pci.Windows{
+		IO:    pci.Window{Base: pciIOBase, Size: pciIOEnd - pciIOBase},
+		Mem32: pci.Window{Base: pci32Base, Size: pci32End - pci32Base},
+		Mem64: m64,
+	}, err
+}
+
+// pci64Window places the 64-bit BAR window as QEMU's pc machine places
+// pci-hole64 (pc_pci_hole64_start): at 4 GiB or the end of RAM above it,
+// rounded up to 1 GiB, 32 GiB long. A guest cannot reach addresses at or
+// above 2^physBits (the PTE bits above MAXPHYADDR are reserved, so Linux
+// reports such BARs "not CPU addressable"), so the window is cut to end
+// there; one shorter than 1 GiB is an error, as QEMU refuses to start
+// when its hole does not fit the CPU's phys-bits.
+func pci64Window(ramEnd uint64, physBits uint) (pci.Window, error) {
+	base := max(ramEnd, highRAMBase)
+	base = (base + pci64Align - 1) &^ (pci64Align - 1)
+	limit := uint64(1) << physBits
+	size := uint64(pci64Size)
+	if base+size > limit {
+		if limit < base+pci64Align {
+			return pci.Window{}, fmt.Errorf("the 64-bit PCI window at %#x does not fit below the CPU's %d-bit physical address limit %#x (less RAM, or a CPU with more phys-bits)", base, physBits, limit)
+		}
+		size = limit - base
+	}
+	return pci.Window{Base: base, Size: size}, nil
+}
+
+// physBits reads the physical address width from CPUID leaf 0x80000008
+// EAX[7:0] of the entries the guest is given.
+func physBits(es []vmm.CPUIDEntry) uint {
+	for _, e := range es {
+		if e.Function == 0x80000008 && e.EAX&0xff != 0 {
+			return uint(e.EAX & 0xff)
+		}
+	}
+	return defaultPhysBits
 }
 
 // E820 entry types.

@@ -161,9 +161,9 @@ func New(cfg Config) (m *Machine, err error) {
 	if cfg.CPUs == 0 {
 		cfg.CPUs = 1
 	}
-	// RAM above 3 GiB continues at 4 GiB and must end below the 64-bit
-	// PCI window at 1 TiB.
-	if maxMiB := (pci64Base - highRAMBase + lowRAMMax) >> 20; cfg.MemoryMiB < 2 || cfg.MemoryMiB > maxMiB {
+	// RAM above 3 GiB continues at 4 GiB and ends by 1 TiB; the 64-bit
+	// PCI window follows it within the CPU's address width (pciWindows).
+	if maxMiB := (1<<40 - highRAMBase + lowRAMMax) >> 20; cfg.MemoryMiB < 2 || cfg.MemoryMiB > maxMiB {
 		return nil, fmt.Errorf("memory %d MiB out of range (2 .. %d MiB)", cfg.MemoryMiB, maxMiB)
 	}
 	if cfg.CPUs < 1 || cfg.CPUs > 255 {

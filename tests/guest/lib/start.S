@@ -5,7 +5,8 @@
  * %ebx pointing at hvm_start_info (xen/include/public/arch-x86/hvm/start_info.h).
  * This stub switches to long mode with static identity page tables (2 MiB
  * pages, the first 4 GiB and the first 1 GiB of the 64-bit PCI window at
- * 1 TiB, every page user-accessible, 3-4 GiB and the high window uncached),
+ * 4 GiB (where machine/pc puts it for guests with no RAM above 4 GiB),
+ * every page user-accessible, 3-4 GiB and the high window uncached),
  * loads a GDT with user segments and a TSS, fills the IDT, masks the 8259s
  * and drops to CPL3 with IOPL=3 and IF=1 in _cstart (guest.c).
  *
@@ -211,18 +212,14 @@ pvh_start_info:
 	.balign 4096
 pml4:
 	.quad pdpt_low + PTE_TABLE
-	.quad 0
-	.quad pdpt_high + PTE_TABLE	/* 1 TiB: the 64-bit PCI window */
-	.fill 509, 8, 0
+	.fill 511, 8, 0
 pdpt_low:
 	.quad pd_low + PTE_TABLE
 	.quad pd_low + 0x1000 + PTE_TABLE
 	.quad pd_low + 0x2000 + PTE_TABLE
 	.quad pd_low + 0x3000 + PTE_TABLE
-	.fill 508, 8, 0
-pdpt_high:
-	.quad pd_high + PTE_TABLE
-	.fill 511, 8, 0
+	.quad pd_high + PTE_TABLE	/* 4 GiB: the 64-bit PCI window */
+	.fill 507, 8, 0
 pd_low:
 	.set i, 0
 	.rept 1536			/* 0-3 GiB: RAM, write-back */
@@ -236,7 +233,7 @@ pd_low:
 pd_high:
 	.set i, 0
 	.rept 512
-	.quad (1 << 40) + (i << 21) + PTE_2M_UC
+	.quad (4 << 30) + (i << 21) + PTE_2M_UC
 	.set i, i + 1
 	.endr
 

@@ -115,7 +115,7 @@ static void legacy_ports(void)
 			port_garbage(p, 1);
 	/* Unassigned MMIO in the PCI windows. */
 	mmio_garbage(0xd0000000UL, 256);
-	mmio_garbage(0x10000000000UL + 0x20000000UL, 256);
+	mmio_garbage(0x100000000UL + 0x20000000UL, 256); /* 64-bit window at 4 GiB */
 	printf("PHASE legacy\n");
 }
 
