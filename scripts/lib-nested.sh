@@ -124,6 +124,7 @@ nested_init() {
 export PATH=/bin:/usr/bin:/sbin:/usr/sbin HOME=/root
 mkdir -p /proc /sys /dev /tmp /root /out /run
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/shm; mount -t tmpfs shm /dev/shm
 mount -t tmpfs tmp /tmp; mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 ip link set lo up 2>/dev/null
 echo "nested: L1 init after $(cut -d' ' -f1 /proc/uptime) s of L1 uptime, kernel $(uname -r), $(nproc) CPUs"

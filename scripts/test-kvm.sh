@@ -32,7 +32,7 @@ rm -rf "$JOB"
 mkdir -p "$JOB/in/bin" "$JOB/in/guests" "$JOB/in/src" "$JOB/in/rootfs"
 nested_prepare
 
-pkgs=${TEST_KVM_PKGS:-$(grep -rl --include='*_test.go' 'testutil.NeedKVM(' . | xargs -n1 dirname | sed 's#^\./##' | sort -u)}
+pkgs=${TEST_KVM_PKGS:-$(grep -rl --include='*_test.go' --exclude-dir=out --exclude-dir=bin 'testutil.NeedKVM(' . | xargs -n1 dirname | sed 's#^\./##' | sort -u)}
 echo "test-kvm: building the test binaries of: $(echo $pkgs)"
 for p in $pkgs; do
   CGO_ENABLED=0 go test -c -o "$JOB/in/bin/${p//\//_}.test" "./$p"
