@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -473,5 +474,45 @@ func TestOpenPVH(t *testing.T) {
 	}
 	if _, _, _, err := OpenPVH(filepath.Join(dir, "missing"), cache); err == nil {
 		t.Fatal("missing kernel opened")
+	}
+}
+
+// TestOpenPVHWithoutHome: with no user cache directory ($HOME and
+// $XDG_CACHE_HOME unset, as in a bare initramfs) the kernel still opens by
+// PVH and is cached in a private directory under $TMPDIR, which
+// DefaultCacheDir names in its note.
+func TestOpenPVHWithoutHome(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("HOME", "")
+	t.Setenv("XDG_CACHE_HOME", "")
+	t.Setenv("TMPDIR", dir)
+	kpath := filepath.Join(dir, "bzImage")
+	elf1 := makeELF(t, testEntry, 32<<10)
+	if err := os.WriteFile(kpath, makeBzImage(goLZ4Legacy(t, elf1), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, wantCached := range []bool{false, true} {
+		f, entry, cached, err := OpenPVH(kpath, "")
+		if err != nil {
+			t.Fatalf("open %d without $HOME: %v", i, err)
+		}
+		f.Close()
+		if cached != wantCached || entry != testEntry {
+			t.Fatalf("open %d: cached=%v entry=%#x", i, cached, entry)
+		}
+	}
+	cache, note, err := DefaultCacheDir()
+	if err != nil || !strings.HasPrefix(cache, dir) || !strings.Contains(note, cache) {
+		t.Fatalf("DefaultCacheDir = %q, note %q, err %v: want a directory under %s, named in the note", cache, note, err, dir)
+	}
+	if fi, err := os.Stat(cache); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("cache directory %v, err %v: want mode 0700", fi.Mode(), err)
+	}
+	// A directory others can write is not used.
+	if err := os.Chmod(cache, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := DefaultCacheDir(); err == nil {
+		t.Fatal("a world-writable cache directory was accepted")
 	}
 }

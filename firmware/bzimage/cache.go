@@ -6,20 +6,59 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // ErrNoPVH means the kernel has no ELF PVH entry note: boot it by the 64-bit protocol.
 var ErrNoPVH = errors.New("kernel has no PVH entry note")
 
-// DefaultCacheDir is os.UserCacheDir()/petrel/kernels.
-func DefaultCacheDir() (string, error) {
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("finding the user cache directory: %w", err)
+// DefaultCacheDir is os.UserCacheDir()/petrel/kernels. Where there is no
+// user cache directory ($HOME and $XDG_CACHE_HOME unset, as in a bare
+// initramfs) it is a private directory of this user under the temporary
+// directory, and note says so (for -v); the boot path never changes
+// because a cache is missing.
+func DefaultCacheDir() (dir, note string, err error) {
+	d, uerr := os.UserCacheDir()
+	if uerr == nil {
+		return filepath.Join(d, "petrel", "kernels"), "", nil
 	}
-	return filepath.Join(d, "petrel", "kernels"), nil
+	dir, err = privateTempDir(fmt.Sprintf("petrel-%d-kernels", os.Getuid()))
+	if err != nil {
+		return "", "", fmt.Errorf("no user cache directory (%v), and %w", uerr, err)
+	}
+	return dir, fmt.Sprintf("no user cache directory (%v): caching decompressed kernels in %s", uerr, dir), nil
+}
+
+// privateTempDir is os.TempDir()/name, created with mode 0700 and used
+// only while it is a real directory owned by this user and closed to
+// others (the temporary directory is shared: another user could have
+// planted the name first).
+func privateTempDir(name string) (string, error) {
+	dir := filepath.Join(os.TempDir(), name)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return "", fmt.Errorf("checking %s: %w", dir, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s is not a private directory of this user", dir)
+	}
+	return dir, nil
+}
+
+// resolveCacheDir is cacheDir, or DefaultCacheDir when it is empty.
+func resolveCacheDir(cacheDir string) (string, error) {
+	if cacheDir != "" {
+		return cacheDir, nil
+	}
+	d, _, err := DefaultCacheDir()
+	return d, err
 }
 
 // LoadPVH reads the bzImage at path and returns its vmlinux ELF and PVH
@@ -33,10 +72,8 @@ func LoadPVH(path, cacheDir string) (elfData []byte, entry uint32, cached bool, 
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("reading kernel: %w", err)
 	}
-	if cacheDir == "" {
-		if cacheDir, err = DefaultCacheDir(); err != nil {
-			return nil, 0, false, err
-		}
+	if cacheDir, err = resolveCacheDir(cacheDir); err != nil {
+		return nil, 0, false, err
 	}
 	sum := sha256.Sum256(data)
 	file := filepath.Join(cacheDir, hex.EncodeToString(sum[:])+".vmlinux")
@@ -65,10 +102,8 @@ func LoadPVH(path, cacheDir string) (elfData []byte, entry uint32, cached bool, 
 // On a miss the kernel is decompressed and cached first; when the cache
 // cannot be written the ELF is served from a temporary file, removed on open.
 func OpenPVH(path, cacheDir string) (f *os.File, entry uint32, cached bool, err error) {
-	if cacheDir == "" {
-		if cacheDir, err = DefaultCacheDir(); err != nil {
-			return nil, 0, false, err
-		}
+	if cacheDir, err = resolveCacheDir(cacheDir); err != nil {
+		return nil, 0, false, err
 	}
 	k, err := os.Open(path)
 	if err != nil {

@@ -43,6 +43,8 @@ type bootInfo struct {
 	protocol BootProtocol
 	entry    uint64 // 32-bit PVH entry or 64-bit kernel entry
 	param    uint64 // ebx (start_info) for PVH, rsi (boot_params) for Linux
+	// whyNotPVH says why BootAuto took the 64-bit protocol.
+	whyNotPVH error
 }
 
 // bootInput is the kernel, initrd and platform data a loader places.
@@ -103,6 +105,15 @@ func loadKernel(mem *guestmem.Memory, in bootInput) (bootInfo, error) {
 		if in.protocol == BootPVH {
 			return bootInfo{}, fmt.Errorf("pvh boot of a bzImage: %w", err)
 		}
+		// Auto takes the 64-bit protocol only for kernels PVH cannot
+		// boot, never because of a failure on the way (a cache that
+		// cannot be opened, a read error): those are errors.
+		if !errors.Is(err, bzimage.ErrNoPVH) && !errors.Is(err, bzimage.ErrUnsupported) {
+			return bootInfo{}, fmt.Errorf("pvh boot of a bzImage (-boot-protocol linux64 skips it): %w", err)
+		}
+		b, lerr := loadLinux64(mem, in, img)
+		b.whyNotPVH = err
+		return b, lerr
 	}
 	return loadLinux64(mem, in, img)
 }

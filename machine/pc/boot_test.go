@@ -5,6 +5,8 @@ package pc
 import (
 	"bytes"
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/petrel-vmm/petrel/vmm/guestmem"
@@ -209,5 +211,29 @@ func TestInitrdAbovePrefAddress(t *testing.T) {
 	in.initrd = make([]byte, 10<<20) // cannot fit above 56 MiB in 64 MiB
 	if _, err := loadKernel(mem, in); err == nil {
 		t.Fatal("initrd overlapping the relocated kernel accepted")
+	}
+}
+
+// TestAutoBootNeverFallsBackOnFailure: BootAuto takes the 64-bit protocol
+// for a bzImage PVH cannot boot (no PVH note: the reason is kept for -v),
+// but a failure on the PVH path (here the kernel file cannot be read for
+// the decompressed-kernel cache) is an error, not a silent change of path.
+func TestAutoBootNeverFallsBackOnFailure(t *testing.T) {
+	mem := testMem(t, 16<<20)
+	e820, _ := e820Map(16 << 20)
+	dir := t.TempDir()
+	kpath := filepath.Join(dir, "bzImage")
+	bz := fakeBzImage(longModePM())
+	if err := os.WriteFile(kpath, bz, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := bootInput{kernel: bz, e820: e820, lowEnd: 16 << 20, kernelPath: kpath, cacheDir: filepath.Join(dir, "cache")}
+	b, err := loadKernel(mem, in)
+	if err != nil || b.protocol != BootLinux64 || b.whyNotPVH == nil {
+		t.Fatalf("bzImage without a PVH payload: protocol %v, why %v, err %v; want linux64 with the reason", b.protocol, b.whyNotPVH, err)
+	}
+	in.kernelPath = filepath.Join(dir, "vanished")
+	if b, err := loadKernel(mem, in); err == nil {
+		t.Fatalf("unreadable kernel file: booted by %v instead of failing", b.protocol)
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/petrel-vmm/petrel/devices/acpi"
 	"github.com/petrel-vmm/petrel/devices/pci"
 	"github.com/petrel-vmm/petrel/devices/serial"
+	"github.com/petrel-vmm/petrel/firmware/bzimage"
 	"github.com/petrel-vmm/petrel/machine/blocknodes"
 	"github.com/petrel-vmm/petrel/machine/devmgr"
 	"github.com/petrel-vmm/petrel/qemuopt"
@@ -345,12 +346,24 @@ func (m *Machine) load() error {
 	}
 	if m.cfg.KernelBytes == nil {
 		in.kernelPath = m.cfg.Kernel
+		if in.cacheDir == "" {
+			var note string
+			if in.cacheDir, note, err = bzimage.DefaultCacheDir(); err != nil {
+				return fmt.Errorf("decompressed-kernel cache: %w (-kernel-cache DIR names one)", err)
+			}
+			if note != "" {
+				m.logf("%s", note)
+			}
+		}
 	}
 	t0 := time.Now()
 	if m.boot, err = loadKernel(m.mem, in); err != nil {
 		return err
 	}
 	m.logf("kernel loaded by %s in %v", m.boot.protocol, time.Since(t0).Round(time.Microsecond))
+	if m.boot.whyNotPVH != nil {
+		m.logf("not by pvh: %v", m.boot.whyNotPVH)
+	}
 	if err := writeBootTables(m.mem, m.boot.protocol == BootLinux64); err != nil {
 		return err
 	}
