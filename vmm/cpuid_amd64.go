@@ -180,6 +180,9 @@ type CPUIDConfig struct {
 	PVM bool
 	// Set and Clear force named features on or off (applied last).
 	Set, Clear []string
+	// Brand is the processor brand string for a host whose supported
+	// CPUID has none (HostBrand; DefaultBrand when empty).
+	Brand string
 }
 
 // ParseCPUFlag parses "-cpu host[,+feat,-feat,feat=on|off]" into Set and
@@ -331,5 +334,9 @@ func GuestCPUID(host []CPUIDEntry, id int, c CPUIDConfig) []CPUIDEntry {
 	for _, n := range c.Set {
 		setFeature(es, Features[n], true)
 	}
-	return es
+	brand := c.Brand
+	if brand == "" {
+		brand = DefaultBrand
+	}
+	return withBrand(es, brand)
 }

@@ -270,7 +270,7 @@ func (m *Machine) setupVCPUs() error {
 	if err != nil {
 		return err
 	}
-	cc := vmm.CPUIDConfig{CPUs: m.cfg.CPUs, PVM: m.kvm.PVM}
+	cc := vmm.CPUIDConfig{CPUs: m.cfg.CPUs, PVM: m.kvm.PVM, Brand: vmm.HostBrand()}
 	if m.cfg.CPU != "" {
 		if cc.Set, cc.Clear, err = vmm.ParseCPUFlag(m.cfg.CPU); err != nil {
 			return err
