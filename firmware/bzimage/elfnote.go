@@ -12,7 +12,8 @@ import (
 const XenElfnotePhys32Entry = 18
 
 // FindPVHEntry returns the 32-bit physical PVH entry point from the
-// "Xen" note of type 18 in a PT_NOTE segment of an ELF64 file. Linux
+// "Xen" note of type 18 in a PT_NOTE segment of an ELF64 or ELF32 file
+// (the PVH ABI allows both). Linux
 // emits the address as a quad (_ASM_PTR); a 4-byte descriptor is accepted too.
 func FindPVHEntry(elfData []byte) (uint32, bool) {
 	return FindPVHEntryReader(bytes.NewReader(elfData), int64(len(elfData)))
@@ -25,7 +26,7 @@ const maxNotes = 1 << 20
 // through r (a cached vmlinux need not be in memory to be checked).
 func FindPVHEntryReader(r io.ReaderAt, size int64) (uint32, bool) {
 	f, err := elf.NewFile(r)
-	if err != nil || f.Class != elf.ELFCLASS64 {
+	if err != nil || (f.Class != elf.ELFCLASS64 && f.Class != elf.ELFCLASS32) {
 		return 0, false
 	}
 	for _, p := range f.Progs {

@@ -10,13 +10,44 @@ import (
 	"io"
 )
 
-// elfSegment is one PT_LOAD program header of an ELF64 little-endian file.
+// elfSegment is one PT_LOAD program header of a little-endian ELF file.
 type elfSegment struct {
 	Paddr, Offset, Filesz, Memsz uint64
 }
 
-// ErrNotELF is returned by parseELF for data without the ELF64 LE magic.
-var ErrNotELF = errors.New("not an ELF64 little-endian x86-64 file")
+// ErrNotELF is returned by parseELF for data that is not a little-endian
+// ELF64 x86-64 or ELF32 i386 file.
+var ErrNotELF = errors.New("not a little-endian ELF64 x86-64 or ELF32 i386 file")
+
+// elfLayout is where the fields parseELF needs sit in one ELF class
+// (System V ABI, "ELF Header" and "Program Header").
+type elfLayout struct {
+	machine  uint16 // EM_X86_64 or EM_386
+	wordSize int    // 8 or 4: e_entry, e_phoff, e_shoff
+	phoff    int    // offset of e_phoff; e_shoff, e_flags (4) and e_ehsize (2) come before e_phentsize
+	phentMin uint64 // size of one program header
+}
+
+var (
+	elf64Layout = elfLayout{machine: 62, wordSize: 8, phoff: 32, phentMin: 56}
+	elf32Layout = elfLayout{machine: 3, wordSize: 4, phoff: 28, phentMin: 32}
+)
+
+func (l elfLayout) word(b []byte) uint64 {
+	if l.wordSize == 8 {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return uint64(binary.LittleEndian.Uint32(b))
+}
+
+// segment decodes p_offset, p_paddr, p_filesz and p_memsz: ELF64 puts
+// p_flags after p_type, ELF32 puts it after p_memsz.
+func (l elfLayout) segment(ph []byte) elfSegment {
+	if l.wordSize == 8 {
+		return elfSegment{Offset: l.word(ph[8:]), Paddr: l.word(ph[24:]), Filesz: l.word(ph[32:]), Memsz: l.word(ph[40:])}
+	}
+	return elfSegment{Offset: l.word(ph[4:]), Paddr: l.word(ph[12:]), Filesz: l.word(ph[16:]), Memsz: l.word(ph[20:])}
+}
 
 const (
 	ptLoad      = 1
@@ -35,23 +66,34 @@ func parseELF(b []byte) ([]elfSegment, error) {
 // memory whole.
 func parseELFAt(r io.ReaderAt, size int64) ([]elfSegment, error) {
 	hdr := make([]byte, 64)
-	if size < 64 {
+	if size < 52 {
 		return nil, ErrNotELF
 	}
-	if _, err := r.ReadAt(hdr, 0); err != nil {
+	if _, err := r.ReadAt(hdr[:min(size, 64)], 0); err != nil {
 		return nil, fmt.Errorf("reading elf header: %w", err)
 	}
-	if string(hdr[:4]) != "\x7fELF" || hdr[4] != 2 || hdr[5] != 1 {
+	if string(hdr[:4]) != "\x7fELF" || hdr[5] != 1 {
 		return nil, ErrNotELF
 	}
+	// The PVH ABI allows ELF32 as well as ELF64 (QEMU boots both): the
+	// class picks the header layout, ELF64 x86-64 or ELF32 i386.
 	le := binary.LittleEndian
-	if m := le.Uint16(hdr[18:]); m != 62 { // EM_X86_64
+	var l elfLayout
+	switch {
+	case hdr[4] == 2 && size >= 64:
+		l = elf64Layout
+	case hdr[4] == 1:
+		l = elf32Layout
+	default:
+		return nil, ErrNotELF
+	}
+	if m := le.Uint16(hdr[18:]); m != l.machine {
 		return nil, fmt.Errorf("elf machine %d: %w", m, ErrNotELF)
 	}
-	phoff := le.Uint64(hdr[32:])
-	phentsize := uint64(le.Uint16(hdr[54:]))
-	phnum := uint64(le.Uint16(hdr[56:]))
-	if phentsize < 56 || phentsize > 4096 || phnum == 0 || phnum > 512 {
+	phoff := l.word(hdr[l.phoff:])
+	phentsize := uint64(le.Uint16(hdr[l.phoff+2*l.wordSize+6:]))
+	phnum := uint64(le.Uint16(hdr[l.phoff+2*l.wordSize+8:]))
+	if phentsize < l.phentMin || phentsize > 4096 || phnum == 0 || phnum > 512 {
 		return nil, fmt.Errorf("elf program headers: entsize %d, count %d", phentsize, phnum)
 	}
 	fsize := uint64(size)
@@ -68,12 +110,7 @@ func parseELFAt(r io.ReaderAt, size int64) ([]elfSegment, error) {
 		if le.Uint32(ph) != ptLoad {
 			continue
 		}
-		s := elfSegment{
-			Offset: le.Uint64(ph[8:]),
-			Paddr:  le.Uint64(ph[24:]),
-			Filesz: le.Uint64(ph[32:]),
-			Memsz:  le.Uint64(ph[40:]),
-		}
+		s := l.segment(ph)
 		if s.Filesz > s.Memsz {
 			return nil, fmt.Errorf("elf segment %d: filesz %#x > memsz %#x", i, s.Filesz, s.Memsz)
 		}
