@@ -38,7 +38,8 @@
 #   nested_copy_tool ROOTFS PROGRAM...
 #       Copies host programs with the shared libraries ldd names (and the
 #       dynamic loader) under ROOTFS (use JOBDIR/in/rootfs), so that tools
-#       such as qemu-img run inside L1.
+#       such as qemu-img run inside L1. nested_copy_libs ROOTFS FILE... copies
+#       only the libraries of FILEs (QEMU's modules, dynamic test binaries).
 #
 #   nested_hw_kvm
 #       Succeeds when this host's own /dev/kvm has hardware virtualization
@@ -103,13 +104,23 @@ nested_prepare() {
 }
 
 nested_copy_tool() {
-  local root=$1 prog path lib
+  local root=$1 prog path
   shift
   for prog in "$@"; do
     path=$(command -v "$prog") || { echo "nested: $prog not found" >&2; return 1; }
     mkdir -p "$root/usr/bin"
     cp -L "$path" "$root/usr/bin/$(basename "$path")"
-    for lib in $(ldd "$path" 2>/dev/null | grep -oE '/[^ ]+'); do
+    nested_copy_libs "$root" "$path" || return 1
+  done
+}
+
+# nested_copy_libs ROOTFS FILE...: the shared libraries (and the loader)
+# the files need, at their own paths under ROOTFS.
+nested_copy_libs() {
+  local root=$1 f lib
+  shift
+  for f in "$@"; do
+    for lib in $(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+'); do
       mkdir -p "$root$(dirname "$lib")"
       cp -Ln "$lib" "$root$lib"
     done

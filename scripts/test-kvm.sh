@@ -5,8 +5,8 @@
 # opened. Where this host's KVM has hardware virtualization, the plain
 # `go test ./...` of scripts/test.sh already ran them, and this script only
 # says so. Otherwise it runs them one level down (scripts/lib-nested.sh): the
-# test binaries of every package with a NeedKVM test are built here with
-# CGO_ENABLED=0, the guest programs are prebuilt here (L1 has no gcc or
+# test binaries of every package with a NeedKVM test are built here (with
+# their shared libraries, if any), the guest programs are prebuilt here (L1 has no gcc or
 # binutils: PETREL_GUEST_DIR), static petrel goes in as PETREL_BIN, and
 # qemu-img, qemu-io and qemu-system-x86_64 (with their libraries and
 # firmware) go in as the peers some tests check against. The module's
@@ -34,9 +34,12 @@ nested_prepare
 
 pkgs=${TEST_KVM_PKGS:-$(grep -rl --include='*_test.go' --exclude-dir=out --exclude-dir=bin 'testutil.NeedKVM(' . | xargs -n1 dirname | sed 's#^\./##' | sort -u)}
 echo "test-kvm: building the test binaries of: $(echo $pkgs)"
+# Built as go test ./... builds them (its cache serves most of the work);
+# their shared libraries, if any, go in with them.
 for p in $pkgs; do
-  CGO_ENABLED=0 go test -c -o "$JOB/in/bin/${p//\//_}.test" "./$p"
+  go test -c -o "$JOB/in/bin/${p//\//_}.test" "./$p"
 done
+nested_copy_libs "$JOB/in/rootfs" "$JOB"/in/bin/*.test
 go run ./tests/guest/prebuild "$JOB/in/guests"
 if [[ -d .git || -f .git ]]; then
   git ls-files -z | xargs -0 cp --parents -t "$JOB/in/src" 2>/dev/null || true
@@ -44,13 +47,25 @@ else
   tar -c --exclude=./out --exclude=./bin . | tar -x -C "$JOB/in/src"
 fi
 nested_copy_tool "$JOB/in/rootfs" qemu-img qemu-io qemu-system-x86_64
+# machine/pc checks its ACPI tables with ACPICA here too (those tests need
+# no KVM, but would otherwise skip inside L1).
+for tool in iasl acpiexec; do
+  if command -v $tool >/dev/null; then nested_copy_tool "$JOB/in/rootfs" $tool; fi
+done
 mkdir -p "$JOB/in/rootfs/usr/share"
 cp -a /usr/share/qemu /usr/share/seabios "$JOB/in/rootfs/usr/share/"
+qmods=/usr/lib/x86_64-linux-gnu/qemu # TCG is a module in Debian's QEMU
+if [[ -f $qmods/accel-tcg-x86_64.so ]]; then
+  mkdir -p "$JOB/in/rootfs$qmods"
+  cp "$qmods/accel-tcg-x86_64.so" "$JOB/in/rootfs$qmods/"
+  nested_copy_libs "$JOB/in/rootfs" "$qmods/accel-tcg-x86_64.so"
+fi
 echo "test-kvm: prepared in $(($(date +%s) - t0)) s"
 
 {
   echo "mkdir -p '$(dirname "$REPO")' && ln -sfn /job/src '$REPO'"
-  echo "export PETREL_GUEST_DIR=/job/guests PETREL_BIN=/bin/petrel CI='${CI:-}'"
+  # Every VM exit costs L1 a trip through TCG: hang bounds are 5 times longer.
+  echo "export PETREL_GUEST_DIR=/job/guests PETREL_BIN=/bin/petrel PETREL_TEST_TIMEOUT_SCALE=5 CI='${CI:-}'"
   echo "repo='$REPO' run='${TEST_KVM_RUN:-.}' pkgs='$(echo $pkgs)'"
   cat <<'JOB'
 fail=0

@@ -44,7 +44,7 @@ type guestRun struct {
 }
 
 // runTimeout bounds every whole-VM run here.
-const runTimeout = 20 * time.Second
+var runTimeout = testutil.Timeout(20 * time.Second)
 
 // newMachine builds a PC for a guest program; the caller runs it.
 func newMachine(t *testing.T, cfg pc.Config) (*pc.Machine, *syncBuffer) {

@@ -4,7 +4,9 @@ package testutil
 import (
 	"os"
 	"os/exec"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // NeedKVM skips the test, loudly, only when /dev/kvm cannot be opened.
@@ -29,4 +31,15 @@ func NeedTool(t testing.TB, name string) string {
 		t.Skipf("SKIPPING: %s not installed (apt-get install the package .ci/run names)", name)
 	}
 	return p
+}
+
+// Timeout is d scaled by PETREL_TEST_TIMEOUT_SCALE (a positive integer,
+// default 1): the bound after which a whole-VM run counts as hung. It is
+// raised where every VM exit is slow, as on nested KVM under TCG
+// (scripts/test-kvm.sh), so that a slow run is not reported as a hang.
+func Timeout(d time.Duration) time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("PETREL_TEST_TIMEOUT_SCALE")); err == nil && n > 1 {
+		return d * time.Duration(n)
+	}
+	return d
 }
