@@ -20,6 +20,9 @@ func runBench(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
+	if err := t.commonOptions(p); err != nil {
+		return t.fail("%v", err)
+	}
 	if len(p.args) != 1 {
 		return t.fail("Expecting one image file name")
 	}

@@ -24,6 +24,9 @@ func runCheck(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
+	if err := t.commonOptions(p); err != nil {
+		return t.fail("%v", err)
+	}
 	if len(p.args) != 1 {
 		return t.fail("Expecting one image file name")
 	}

@@ -39,6 +39,9 @@ func firstDiff(a, b []byte) int {
 
 func runCompare(t *tool, args []string) int {
 	p, err := optSpec{short: "hf:F:T:pqsU", long: []string{"object=", "image-opts", "force-share"}}.parse(args)
+	if err == nil {
+		err = t.commonOptions(p)
+	}
 	if err != nil {
 		t.errorf("%v", err)
 		return cmpError

@@ -56,6 +56,9 @@ func runConvert(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
+	if err := t.commonOptions(p); err != nil {
+		return t.fail("%v", err)
+	}
 	if len(p.args) < 2 {
 		return t.fail("Expecting image file name")
 	}

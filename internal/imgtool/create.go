@@ -190,6 +190,9 @@ func runCreate(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
+	if err := t.commonOptions(p); err != nil {
+		return t.fail("%v", err)
+	}
 	format := p.get("f")
 	if format == "" {
 		format = "raw"

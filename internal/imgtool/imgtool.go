@@ -22,6 +22,22 @@ type tool struct {
 	stdout, stderr io.Writer
 	// prog prefixes error messages where qemu-img prints "qemu-img:".
 	prog string
+	// imageOpts: the image arguments are --image-opts option strings.
+	imageOpts bool
+}
+
+// commonOptions takes the options every subcommand shares: --image-opts
+// changes how image arguments are read; --object (secrets and other QOM
+// objects, for encryption) is refused, as petrel img has none.
+func (t *tool) commonOptions(p *parsed) error {
+	t.imageOpts = p.has("image-opts")
+	if p.has("object") {
+		return fmt.Errorf("--object is not supported: petrel img has no secret objects (encryption is unsupported)")
+	}
+	if p.has("target-image-opts") {
+		return fmt.Errorf("--target-image-opts is not supported")
+	}
+	return nil
 }
 
 type subcommand struct {
@@ -218,6 +234,26 @@ func humanSize(n int64) string {
 
 // openImage opens a file for a subcommand, wording errors as qemu-img.
 func (t *tool) openImage(path, format string, opts block.Options) (block.Image, error) {
+	if t.imageOpts || strings.HasPrefix(path, "json:") || strings.HasPrefix(path, "file:") {
+		if t.imageOpts && format != "" {
+			return nil, fmt.Errorf("--image-opts and --format are mutually exclusive")
+		}
+		spec, err := parseImageSpec(path, t.imageOpts)
+		if err != nil {
+			return nil, fmt.Errorf("Could not open '%s': %v", path, err)
+		}
+		if format != "" && spec.format != "" && format != spec.format {
+			return nil, fmt.Errorf("Could not open '%s': Cannot use '%s' as format, the image was given as '%s'", path, format, spec.format)
+		}
+		if spec.format != "" {
+			format = spec.format
+		}
+		opts.ReadOnly = opts.ReadOnly || spec.opts.ReadOnly
+		opts.DirectIO = opts.DirectIO || spec.opts.DirectIO
+		opts.NoSync = opts.NoSync || spec.opts.NoSync
+		opts.NoBacking = opts.NoBacking || spec.opts.NoBacking
+		path = spec.path
+	}
 	opts.Format = format
 	if format != "" {
 		if _, ok := block.Lookup(format); !ok {
@@ -225,7 +261,9 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		}
 	}
 	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("Could not open '%s': %s", path, errText(err))
+		// qemu-img names the file twice: the block layer's message
+		// ("Could not open 'F': ERRNO") inside its own.
+		return nil, fmt.Errorf("Could not open '%s': Could not open '%s': %s", path, path, errText(err))
 	}
 	img, err := block.Open(path, opts)
 	if err != nil {

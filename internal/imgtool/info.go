@@ -155,6 +155,9 @@ func runInfo(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
+	if err := t.commonOptions(p); err != nil {
+		return t.fail("%v", err)
+	}
 	if len(p.args) != 1 {
 		return t.fail("Expecting one image file name")
 	}
@@ -185,6 +188,9 @@ func runInfo(t *tool, args []string) int {
 			return t.fail("%v", err)
 		}
 		layers = append(layers, img)
+		if len(layers) == 1 {
+			name = t.filePath(name)
+		}
 		o := imageInfo(img, name)
 		objs = append(objs, o)
 		name, format = "", ""

@@ -1,0 +1,142 @@
+package imgtool
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/qemuopt"
+)
+
+// imageSpec is what an image argument names once its syntax is read: a
+// plain path, "file:PATH", "json:{...}" (QEMU's JSON pseudo-protocol) or,
+// with --image-opts, "driver=FMT,file.filename=PATH,...".
+type imageSpec struct {
+	path   string
+	format string // "" probes
+	opts   block.Options
+}
+
+// maxSpecLen bounds a json: or --image-opts argument (qemuopt's limit).
+const maxSpecLen = qemuopt.MaxOptionLen
+
+// parseImageSpec reads arg. imageOpts is --image-opts. Every key is either
+// honoured or refused: an option petrel img cannot apply is an error,
+// never silently dropped.
+func parseImageSpec(arg string, imageOpts bool) (imageSpec, error) {
+	var o *qemuopt.Opts
+	var err error
+	switch {
+	case imageOpts:
+		if o, err = qemuopt.Parse("--image-opts", arg, ""); err != nil {
+			return imageSpec{}, err
+		}
+	case strings.HasPrefix(arg, "json:"):
+		if len(arg) > maxSpecLen {
+			return imageSpec{}, fmt.Errorf("json: filename of %d bytes is too long", len(arg))
+		}
+		var m map[string]any
+		dec := json.NewDecoder(strings.NewReader(arg[len("json:"):]))
+		dec.UseNumber()
+		if err := dec.Decode(&m); err != nil || m == nil || dec.More() {
+			return imageSpec{}, fmt.Errorf("Could not parse the JSON options")
+		}
+		// "backing": null opens without the backing file.
+		noBacking := false
+		if v, ok := m["backing"]; ok && v == nil {
+			delete(m, "backing")
+			noBacking = true
+		}
+		if o, err = qemuopt.FromJSON("json:", m); err != nil {
+			return imageSpec{}, err
+		}
+		s, err := specFromOpts(o)
+		s.opts.NoBacking = s.opts.NoBacking || noBacking
+		return s, err
+	case strings.HasPrefix(arg, "file:"):
+		if arg == "file:" {
+			return imageSpec{}, fmt.Errorf("The 'file' block driver requires a file name")
+		}
+		return imageSpec{path: arg[len("file:"):]}, nil
+	default:
+		return imageSpec{path: arg}, nil
+	}
+	return specFromOpts(o)
+}
+
+// specFromOpts reads the flattened options of a json: filename or of
+// --image-opts.
+func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
+	var s imageSpec
+	driver := o.Str("driver")
+	prefix := "file."
+	switch driver {
+	case "":
+		return s, fmt.Errorf("Parameter 'driver' is missing")
+	case "file", "host_device":
+		// The protocol node alone: its bytes are the disk (raw).
+		prefix, s.format = "", "raw"
+	default:
+		if _, ok := block.Lookup(driver); !ok {
+			return s, fmt.Errorf("Unknown driver '%s' (petrel img opens qcow2, qed, raw over files)", driver)
+		}
+		s.format = driver
+		if f, ok := o.Lookup("file"); ok && !o.Has("file.driver") {
+			if f == "" {
+				return s, fmt.Errorf("Parameter 'file' is missing")
+			}
+			return s, fmt.Errorf("Cannot find device='' nor node-name='%s' (petrel img opens files, not block nodes)", f)
+		}
+		switch d := o.Str("file.driver"); d {
+		case "", "file", "host_device":
+		default:
+			return s, fmt.Errorf("Unknown protocol driver '%s' (petrel img opens files)", d)
+		}
+	}
+	s.path = o.Str(prefix + "filename")
+	if s.path == "" {
+		return s, fmt.Errorf("The '%s' block driver requires a file name", map[bool]string{true: "file", false: driver}[prefix == ""])
+	}
+	var err error
+	if s.opts.ReadOnly, err = o.Bool("read-only", false); err != nil {
+		return s, err
+	}
+	for _, k := range []string{"cache.direct", prefix + "cache.direct"} {
+		if on, err := o.Bool(k, false); err != nil {
+			return s, err
+		} else if on {
+			s.opts.DirectIO = true
+		}
+	}
+	for _, k := range []string{"cache.no-flush", prefix + "cache.no-flush"} {
+		if on, err := o.Bool(k, false); err != nil {
+			return s, err
+		} else if on {
+			s.opts.NoSync = true
+		}
+	}
+	// Petrel takes no image locks, so locking=off and auto are what it does.
+	if v, ok := o.Lookup(prefix + "locking"); ok && v != "off" && v != "auto" {
+		return s, fmt.Errorf("Parameter 'locking': petrel img does not lock images")
+	}
+	// aio=threads is how Petrel's engines do I/O.
+	if v, ok := o.Lookup(prefix + "aio"); ok && v != "threads" {
+		return s, fmt.Errorf("Parameter 'aio': only 'threads' is supported, not '%s'", v)
+	}
+	if err := o.Unused("Block format '" + driver + "' does not support the option '%s'"); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// filePath is the file an image argument names, as qemu-img prints it
+// ("image:" lines); arg itself when it cannot be read.
+func (t *tool) filePath(arg string) string {
+	if t.imageOpts || strings.HasPrefix(arg, "json:") || strings.HasPrefix(arg, "file:") {
+		if s, err := parseImageSpec(arg, t.imageOpts); err == nil {
+			return s.path
+		}
+	}
+	return arg
+}

@@ -1,0 +1,100 @@
+package imgtool
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/petrel-vmm/petrel/internal/testutil"
+)
+
+func TestImageSpecForms(t *testing.T) {
+	for _, c := range []struct {
+		arg       string
+		imageOpts bool
+		path, fmt string
+		noBacking bool
+	}{
+		{"a.qcow2", false, "a.qcow2", "", false},
+		{"file:a.qcow2", false, "a.qcow2", "", false},
+		{`json:{"driver":"qcow2","file":{"driver":"file","filename":"a.qcow2"}}`, false, "a.qcow2", "qcow2", false},
+		{`json:{"driver":"file","filename":"a.raw"}`, false, "a.raw", "raw", false},
+		{`json:{"driver":"qed","backing":null,"file":{"driver":"file","filename":"b"}}`, false, "b", "qed", true},
+		{"driver=qcow2,file.filename=a.qcow2", true, "a.qcow2", "qcow2", false},
+		{"driver=qcow2,file.driver=file,file.filename=a,,b", true, "a,b", "qcow2", false},
+	} {
+		s, err := parseImageSpec(c.arg, c.imageOpts)
+		if err != nil || s.path != c.path || s.format != c.fmt || s.opts.NoBacking != c.noBacking {
+			t.Errorf("parseImageSpec(%q) = %+v, %v", c.arg, s, err)
+		}
+	}
+	for _, bad := range []string{
+		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a"},"foo":1}`,
+		`json:{"driver":"blkdebug"}`,
+		`json:{"driver":"qcow2","file":"node0"}`,
+		`json:{"driver":"qcow2","file":{"driver":"nbd","filename":"a"}}`,
+		`json:{"driver":"qcow2"`,
+		`json:{"driver":"qcow2","file":{"driver":"file"}}`,
+		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a","aio":"native"}}`,
+	} {
+		if s, err := parseImageSpec(bad, false); err == nil {
+			t.Errorf("parseImageSpec(%q) = %+v, want an error", bad, s)
+		}
+	}
+	if s, err := parseImageSpec("driver=qcow2,file.filename=a,foo=bar", true); err == nil ||
+		err.Error() != "Block format 'qcow2' does not support the option 'foo'" {
+		t.Errorf("unknown --image-opts key: %+v, %v", s, err)
+	}
+}
+
+// TestImageSpecLikeQemuImg: qemu-img and petrel img print the same info
+// for an image named by json:, file: and --image-opts.
+func TestImageSpecLikeQemuImg(t *testing.T) {
+	qemuImg := testutil.NeedTool(t, "qemu-img")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "a.qcow2")
+	if out, err := exec.Command(qemuImg, "create", "-q", "-f", "qcow2", img, "1M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"info", `json:{"driver":"qcow2","file":{"driver":"file","filename":"` + img + `"}}`},
+		{"info", "file:" + img},
+		{"info", "--image-opts", "driver=qcow2,file.filename=" + img},
+		{"check", "--image-opts", "driver=qcow2,file.driver=file,file.filename=" + img},
+		{"info", "--image-opts", "driver=qcow2,file.filename=" + img + ",foo=bar"},
+		{"info", filepath.Join(dir, "missing")},
+	} {
+		want, _ := exec.Command(qemuImg, args...).CombinedOutput()
+		var o, e strings.Builder
+		MainAs("qemu-img", args, &o, &e)
+		got := o.String() + e.String()
+		// disk size depends on the moment; compare the other lines
+		strip := func(s string) string {
+			var keep []string
+			for _, l := range strings.Split(s, "\n") {
+				if !strings.HasPrefix(l, "disk size:") {
+					keep = append(keep, l)
+				}
+			}
+			return strings.Join(keep, "\n")
+		}
+		if strip(got) != strip(string(want)) {
+			t.Errorf("%v:\nqemu-img:\n%s\npetrel:\n%s", args, want, got)
+		}
+	}
+}
+
+// FuzzImageSpec: json: and --image-opts arguments give a spec or an error,
+// never a panic.
+func FuzzImageSpec(f *testing.F) {
+	f.Add(`json:{"driver":"qcow2","file":{"driver":"file","filename":"a"}}`, false)
+	f.Add(`json:{"driver":"qed","backing":null,"file":{"filename":"a"}}`, false)
+	f.Add("driver=qcow2,file.filename=a,,b,read-only=on", true)
+	f.Fuzz(func(t *testing.T, arg string, imageOpts bool) {
+		s, err := parseImageSpec(arg, imageOpts)
+		if err == nil && s.path == "" && arg != "" {
+			t.Fatalf("parseImageSpec(%q) gave no path", arg)
+		}
+	})
+}
