@@ -71,6 +71,9 @@ func parseSnapshots(r io.ReaderAt, off int64, n uint32, fileSize int64, p tableP
 		if at < 0 || at+int64(len(b)) > fileSize {
 			return corruptf("snapshot table entry at %#x runs beyond the end of the file", at)
 		}
+		if len(b) == 0 {
+			return nil // ReadAt may say EOF for nothing at the end
+		}
 		if _, err := r.ReadAt(b, at); err != nil {
 			return fmt.Errorf("reading snapshot table at %#x: %w", at, err)
 		}
