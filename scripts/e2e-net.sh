@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Real Linux on Petrel's virtio-net, one level down (scripts/lib-nested.sh):
-# in L1 (real KVM), Petrel boots Debian's cloud kernel as L2 with
-# `-nic user,hostfwd=...`. The L2 guest (busybox) gets its address by DHCP
-# (udhcpc), fetches a 4 MiB file from an HTTP server on L1's loopback
-# through the user-mode NAT (10.0.2.2) and prints its sha256, then serves a
-# file of its own on port 8080, which L1 fetches through hostfwd and checks
-# against the digest the guest printed. Exit status 0 only when both
-# digests match.
+# in L1 (real KVM), Petrel boots Debian's cloud kernel as L2 twice.
+#  user: `-nic user,hostfwd=...`: the L2 guest (busybox) gets its address by
+#        DHCP (udhcpc), fetches a 4 MiB file from an HTTP server on L1's
+#        loopback through the user-mode NAT (10.0.2.2) and prints its
+#        sha256, then serves a file of its own on port 8080, which L1
+#        fetches through hostfwd and checks against the digest the guest
+#        printed.
+#  tap:  `-netdev tap,ifname=ptap0 -device virtio-net-pci`: L1 gives the tap
+#        10.9.0.1, the guest 10.9.0.2 pings it and moves 64 MiB each way
+#        (with checksum and TSO offloads negotiated), digests checked.
+# Exit status 0 only when every check passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-nested.sh
@@ -20,6 +24,9 @@ for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_
   drivers/net/virtio_net; do
   cp "$NESTED_MODDIR/kernel/$m.ko" "$job/l2/modules/"
 done
+
+# L1's tap needs tun.ko (a module in Debian's cloud kernel).
+cp "$NESTED_MODDIR/kernel/drivers/net/tun.ko" "$job/in/"
 
 # L2's init: modules, DHCP, fetch through NAT, serve through hostfwd.
 cat >"$job/l2/init" <<'L2'
@@ -42,13 +49,25 @@ chmod +x /tmp/dhcp.sh
 ip link set lo up
 ip link set eth0 up || echo "L2: no eth0: $(ls /sys/class/net)"
 echo "L2: features $(cat /sys/class/net/eth0/device/features 2>/dev/null)"
-udhcpc -i eth0 -s /tmp/dhcp.sh -q -n -t 10 || echo "L2: DHCP failed"
-if wget -q -O /tmp/file http://10.0.2.2:8000/file; then
+mode=user
+grep -q petrelnet=tap /proc/cmdline && mode=tap
+if [ $mode = tap ]; then
+  ip addr add 10.9.0.2/24 dev eth0
+  server=10.9.0.1
+  ping -c 3 -W 5 $server >/dev/null && echo "L2-PING ok" || echo "L2: ping $server failed"
+  size=64
+else
+  udhcpc -i eth0 -s /tmp/dhcp.sh -q -n -t 10 || echo "L2: DHCP failed"
+  server=10.0.2.2
+  size=4
+fi
+if wget -q -O /tmp/file http://$server:8000/file$size; then
   echo "L2-GOT $(sha256sum /tmp/file | cut -d' ' -f1)"
 else
-  echo "L2: wget through NAT failed"
+  echo "L2: wget from $server failed"
 fi
-dd if=/dev/urandom of=/srv/back bs=1M count=4 2>/dev/null
+rm -f /tmp/file
+dd if=/dev/urandom of=/srv/back bs=1M count=$size 2>/dev/null
 echo "L2-SERVING $(sha256sum /srv/back | cut -d' ' -f1)"
 httpd -f -p 8080 -h /srv
 L2
@@ -58,43 +77,57 @@ chmod +x "$job/l2/init"
 # L1's job: an HTTP server on loopback, Petrel with user-mode networking.
 cat >"$job/in/job.sh" <<'JOB'
 set -u
+[ -c /dev/net/tun ] || insmod /job/tun.ko || echo "insmod tun failed"
 mkdir -p /tmp/www
-dd if=/dev/urandom of=/tmp/www/file bs=1M count=4 2>/dev/null
-want=$(sha256sum /tmp/www/file | cut -d' ' -f1)
-httpd -p 127.0.0.1:8000 -h /tmp/www
-petrel run -kernel /l2/vmlinuz -initrd /job/l2.cpio -append "console=ttyS0 quiet" -m 512M -smp 1 \
-  -serial file:/tmp/guest.log -nic user,hostfwd=tcp:127.0.0.1:18080-:8080 >/tmp/petrel.log 2>&1 &
-pid=$!
-wait_for() { # PATTERN SECONDS
-  i=0
-  while [ $i -lt $2 ]; do
-    grep -q "$1" /tmp/guest.log 2>/dev/null && return 0
-    kill -0 $pid 2>/dev/null || return 1
-    sleep 1; i=$((i+1))
-  done
-  return 1
-}
+for n in 4 64; do dd if=/dev/urandom of=/tmp/www/file$n bs=1M count=$n 2>/dev/null; done
+httpd -p 8000 -h /tmp/www
 rc=0
-if wait_for "L2-GOT\|wget through NAT failed" 600 && grep -q "L2-GOT $want" /tmp/guest.log; then
-  echo "PASS: the guest fetched 4 MiB from L1's loopback through NAT, sha256 $want"
-else
-  echo "FAIL: guest fetch through NAT (want $want)"; rc=1
-fi
-if wait_for "L2-SERVING" 120; then
-  gsum=$(grep -o "L2-SERVING [0-9a-f]*" /tmp/guest.log | cut -d' ' -f2)
-  sleep 2
-  if wget -q -O /tmp/back http://127.0.0.1:18080/back && [ "$(sha256sum /tmp/back | cut -d' ' -f1)" = "$gsum" ]; then
-    echo "PASS: L1 fetched 4 MiB from the guest through hostfwd, sha256 $gsum"
-  else
-    echo "FAIL: fetch through hostfwd (guest sha256 $gsum)"; rc=1
+# run_case NAME SIZE_MIB FETCH_URL PETREL_NET_ARGS...
+run_case() {
+  name=$1 size=$2 url=$3; shift 3
+  log=/tmp/guest-$name.log
+  want=$(sha256sum /tmp/www/file$size | cut -d' ' -f1)
+  petrel run -kernel /l2/vmlinuz -initrd /job/l2.cpio -append "console=ttyS0 quiet petrelnet=$name" -m 512M -smp 1 \
+    -serial file:$log "$@" >/tmp/petrel-$name.log 2>&1 &
+  pid=$!
+  if [ $name = tap ]; then
+    i=0; while [ ! -e /sys/class/net/ptap0 ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+    ip addr add 10.9.0.1/24 dev ptap0 && ip link set ptap0 up
   fi
-else
-  echo "FAIL: guest never served"; rc=1
-fi
-kill $pid 2>/dev/null
-cp /tmp/guest.log /tmp/petrel.log $OUT/ 2>/dev/null
-grep "L2" /tmp/guest.log
-echo "petrel: $(tail -3 /tmp/petrel.log)"
+  wait_for() { # PATTERN SECONDS
+    i=0
+    while [ $i -lt $2 ]; do
+      grep -q "$1" $log 2>/dev/null && return 0
+      kill -0 $pid 2>/dev/null || return 1
+      sleep 1; i=$((i+1))
+    done
+    return 1
+  }
+  if wait_for "L2-GOT\|wget from" 600 && grep -q "L2-GOT $want" $log; then
+    echo "PASS $name: the guest fetched $size MiB from L1, sha256 $want"
+  else
+    echo "FAIL $name: guest fetch (want $want)"; rc=1
+  fi
+  if wait_for "L2-SERVING" 300; then
+    gsum=$(grep -o "L2-SERVING [0-9a-f]*" $log | cut -d' ' -f2)
+    sleep 2
+    if wget -q -O /tmp/back $url && [ "$(sha256sum /tmp/back | cut -d' ' -f1)" = "$gsum" ]; then
+      echo "PASS $name: L1 fetched $size MiB from the guest, sha256 $gsum"
+    else
+      echo "FAIL $name: fetch from the guest (guest sha256 $gsum)"; rc=1
+    fi
+    rm -f /tmp/back
+  else
+    echo "FAIL $name: guest never served"; rc=1
+  fi
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  cp $log /tmp/petrel-$name.log $OUT/ 2>/dev/null
+  grep "L2" $log | sed "s/^/$name: /"
+}
+run_case user 4 http://127.0.0.1:18080/back -nic user,hostfwd=tcp:127.0.0.1:18080-:8080
+grep -q "L2-PING ok" /tmp/guest-user.log && { echo "FAIL user: ping marker in the wrong run"; rc=1; }
+run_case tap 64 http://10.9.0.2:8080/back -netdev tap,id=t0,ifname=ptap0,script=no,downscript=no -device virtio-net-pci,netdev=t0
+grep -q "L2-PING ok" /tmp/guest-tap.log && echo "PASS tap: the guest pinged L1" || { echo "FAIL tap: no ping"; rc=1; }
 exit $rc
 JOB
 nested_run "$job" "${NESTED_TIMEOUT:-1500}"
