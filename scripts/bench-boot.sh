@@ -107,3 +107,4 @@ row qemu-bzimage "$q_first" "$q_acpi" "$q_mem" "$q_first" "$q_acpi" "$q_mem"
 # PVH never runs, so only the ACPI and memory columns compare like for like.)
 row "petrel-pvh/bz" "$p_first" "$p_acpi" "$p_mem" "$q_first" "$q_acpi" "$q_mem"
 echo "(-1 = not reached within ${TIMEOUT}s; logs in $out/)"
+bash scripts/bench-nested.sh # the same comparison on real KVM inside L1
