@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/petrel-vmm/petrel/machine/pc"
+	"github.com/petrel-vmm/petrel/machine/pcqmp"
 	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
@@ -154,41 +155,34 @@ func runMain(args []string) int {
 	}
 	defer q.Close()
 	o.cfg.Events = q.emit
-	for {
-		var sess *session
-		if hub != nil {
-			sess = hub.session()
-			o.cfg.SerialIn = sess
-		}
-		m, err := pc.New(o.cfg)
-		if err != nil {
-			con.Close()
-			fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)
-			return 1
-		}
-		q.attach(m)
-		if err := q.waitClient(); err != nil {
-			m.Close()
-			fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)
-			return 1
-		}
-		reason, err := m.Run(ctx)
-		if sess != nil {
-			sess.Close() // the next machine reads the input that follows
-		}
-		q.detach()
-		m.Close()
-		if err != nil {
-			con.Close()
-			fmt.Fprintf(os.Stderr, "petrel run: guest stopped: %s: %v\n", reason, err)
-			return 1
-		}
-		if o.verbose {
-			fmt.Fprintf(os.Stderr, "petrel: guest stopped: %s\n", reason)
-		}
-		if reason == pc.ExitReset && !o.noReboot {
-			continue
-		}
-		return 0
+	o.cfg.Reboot = !o.noReboot
+	if hub != nil {
+		sess := hub.session()
+		defer sess.Close()
+		o.cfg.SerialIn = sess
 	}
+	m, err := pc.New(o.cfg)
+	if err != nil {
+		con.Close()
+		fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)
+		return 1
+	}
+	defer m.Close()
+	q.serve(pcqmp.New(m, cancel))
+	if err := q.waitClient(); err != nil {
+		fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)
+		return 1
+	}
+	// A guest reset restarts the machine in place (pc.Config.Reboot); Run
+	// returns ExitReset only with -no-reboot.
+	reason, err := m.Run(ctx)
+	if err != nil {
+		con.Close()
+		fmt.Fprintf(os.Stderr, "petrel run: guest stopped: %s: %v\n", reason, err)
+		return 1
+	}
+	if o.verbose {
+		fmt.Fprintf(os.Stderr, "petrel: guest stopped: %s\n", reason)
+	}
+	return 0
 }

@@ -121,9 +121,9 @@ func (e *escapeReader) filter(p []byte) int {
 }
 
 // inputHub reads the console input on one goroutine for the whole life of
-// `petrel run`, so that each machine built across guest reboots gets the
-// keystrokes through its own session, and no reader of a finished machine
-// is left holding input.
+// `petrel run`: the machine reads it through a session that ends (io.EOF)
+// when closed, so no reader is left blocked on the console once the
+// machine is gone.
 type inputHub struct{ ch chan []byte }
 
 func newInputHub(r io.Reader) *inputHub {

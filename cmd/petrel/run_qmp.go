@@ -9,19 +9,19 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
-	"github.com/petrel-vmm/petrel/machine/pc"
-	"github.com/petrel-vmm/petrel/machine/pcqmp"
-	"github.com/petrel-vmm/petrel/qemuopt"
 	"github.com/petrel-vmm/petrel/qmp"
 )
 
-// qmpFront serves QMP for `petrel run`. The server lives across guest
-// reboots, each of which builds a new pc.Machine; machineProxy forwards
-// to whichever is current.
+// qmpFront serves QMP for `petrel run`: startQMP listens (so that a bad
+// -qmp fails before the machine is built), serve starts answering for the
+// machine. A guest reboot resets the machine in place, so one machine is
+// served for the whole run.
 type qmpFront struct {
-	srv    *qmp.Server
-	proxy  *machineProxy
+	srv    atomic.Pointer[qmp.Server]
+	spec   string
+	quit   func()
 	ln     net.Listener
 	wait   bool
 	first  chan struct{}
@@ -31,16 +31,8 @@ type qmpFront struct {
 
 // startQMP parses -qmp and starts listening. quit is called by QMP quit.
 func startQMP(spec string, quit func()) (*qmpFront, error) {
-	q := &qmpFront{proxy: &machineProxy{quit: quit}, first: make(chan struct{}), closed: make(chan struct{})}
-	if spec == "" {
-		return q, nil
-	}
-	q.srv = qmp.NewServer(q.proxy)
-	if spec == "stdio" {
-		go func() {
-			q.srv.ServeConn(stdio{})
-			quit() // QEMU exits when the stdio monitor closes
-		}()
+	q := &qmpFront{spec: spec, quit: quit, first: make(chan struct{}), closed: make(chan struct{})}
+	if spec == "" || spec == "stdio" {
 		return q, nil
 	}
 	parts := strings.Split(spec, ",")
@@ -70,18 +62,34 @@ func startQMP(spec string, quit func()) (*qmpFront, error) {
 		return nil, fmt.Errorf("-qmp: %w", err)
 	}
 	q.ln = ln
-	go q.accept()
 	return q, nil
 }
 
-func (q *qmpFront) accept() {
+// serve starts answering QMP for m.
+func (q *qmpFront) serve(m qmp.Machine) {
+	if q.spec == "" {
+		return
+	}
+	srv := qmp.NewServer(m)
+	q.srv.Store(srv)
+	if q.spec == "stdio" {
+		go func() {
+			srv.ServeConn(stdio{})
+			q.quit() // QEMU exits when the stdio monitor closes
+		}()
+		return
+	}
+	go q.accept(srv)
+}
+
+func (q *qmpFront) accept(srv *qmp.Server) {
 	for {
 		c, err := q.ln.Accept()
 		if err != nil {
 			return
 		}
 		q.once.Do(func() { close(q.first) })
-		go q.srv.ServeConn(c)
+		go srv.ServeConn(c)
 	}
 }
 
@@ -100,14 +108,12 @@ func (q *qmpFront) waitClient() error {
 	}
 }
 
+// emit sends a machine event to the QMP clients (none before serve).
 func (q *qmpFront) emit(event string, data any) {
-	if q.srv != nil {
-		q.srv.Emit(event, data)
+	if srv := q.srv.Load(); srv != nil {
+		srv.Emit(event, data)
 	}
 }
-
-func (q *qmpFront) attach(m *pc.Machine) { q.proxy.set(m) }
-func (q *qmpFront) detach()              { q.proxy.set(nil) }
 
 // Close stops listening and removes the socket.
 func (q *qmpFront) Close() {
@@ -120,8 +126,8 @@ func (q *qmpFront) Close() {
 	if q.ln != nil {
 		q.ln.Close()
 	}
-	if q.srv != nil {
-		q.srv.Close()
+	if srv := q.srv.Load(); srv != nil {
+		srv.Close()
 	}
 }
 
@@ -130,139 +136,3 @@ type stdio struct{}
 
 func (stdio) Read(p []byte) (int, error)  { return os.Stdin.Read(p) }
 func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
-
-// machineProxy forwards qmp.Machine calls to the current machine.
-type machineProxy struct {
-	mu   sync.Mutex
-	m    *pcqmp.Adapter
-	quit func()
-}
-
-func (p *machineProxy) set(m *pc.Machine) {
-	p.mu.Lock()
-	p.m = nil
-	if m != nil {
-		p.m = pcqmp.New(m, nil)
-	}
-	p.mu.Unlock()
-}
-
-func (p *machineProxy) get() (*pcqmp.Adapter, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m == nil {
-		return nil, qmp.Errorf("the machine is being (re)built")
-	}
-	return p.m, nil
-}
-
-func (p *machineProxy) Status() string {
-	m, err := p.get()
-	if err != nil {
-		return "prelaunch"
-	}
-	return m.Status()
-}
-
-func (p *machineProxy) Stop() error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.Stop()
-}
-
-func (p *machineProxy) Cont() error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.Cont()
-}
-
-func (p *machineProxy) PowerDown() error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.PowerDown()
-}
-
-func (p *machineProxy) Quit() {
-	if m, err := p.get(); err == nil {
-		m.Quit()
-	}
-	p.quit()
-}
-
-func (p *machineProxy) QueryPCI() []qmp.PCIBus {
-	m, err := p.get()
-	if err != nil {
-		return []qmp.PCIBus{}
-	}
-	return m.QueryPCI()
-}
-
-func (p *machineProxy) QueryBlock() []qmp.BlockInfo {
-	m, err := p.get()
-	if err != nil {
-		return []qmp.BlockInfo{}
-	}
-	return m.QueryBlock()
-}
-
-func (p *machineProxy) DeviceAdd(r qemuopt.DeviceSpec) error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.DeviceAdd(r)
-}
-
-func (p *machineProxy) DeviceDel(id string) error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.DeviceDel(id)
-}
-
-func (p *machineProxy) BlockdevAdd(r qemuopt.BlockdevSpec) error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.BlockdevAdd(r)
-}
-
-func (p *machineProxy) NetdevAdd(n qemuopt.NetdevSpec) error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.NetdevAdd(n)
-}
-
-func (p *machineProxy) QueryRxFilter(name string) ([]qmp.RxFilterInfo, error) {
-	m, err := p.get()
-	if err != nil {
-		return nil, err
-	}
-	return m.QueryRxFilter(name)
-}
-
-func (p *machineProxy) NetdevDel(id string) error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.NetdevDel(id)
-}
-
-func (p *machineProxy) BlockdevDel(n string) error {
-	m, err := p.get()
-	if err != nil {
-		return err
-	}
-	return m.BlockdevDel(n)
-}

@@ -24,7 +24,6 @@
 package pc
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -86,6 +85,10 @@ type Config struct {
 	NoACPI bool
 	// Log receives verbose machine messages (nil: none).
 	Log io.Writer
+	// Reboot makes a guest reset restart the machine in place (reset.go):
+	// Run goes on with the same devices. Without it Run returns ExitReset
+	// (QEMU's -no-reboot).
+	Reboot bool
 	// Events, when set, receives QMP events (SHUTDOWN, RESET, STOP, RESUME,
 	// POWERDOWN, DEVICE_DELETED) with their data.
 	Events func(event string, data any)
@@ -148,10 +151,15 @@ type Machine struct {
 	started        atomic.Bool
 	finished       atomic.Bool
 
-	devices *devmgr.Manager      // PCI slots, qdev ids, hotplug
-	blocks  *blocknodes.Registry // block nodes (images)
-	runMu   sync.Mutex           // one Run at a time
-	logf    func(format string, args ...any)
+	powerOn powerOnState // what a reset restores (reset.go)
+	// stopWanted is a stop asked from outside (Shutdown, PowerOff, the
+	// context): a vmm.Stop, never cleared, so that one arriving while a
+	// reset is in progress is not lost.
+	stopWanted atomic.Int32
+	devices    *devmgr.Manager      // PCI slots, qdev ids, hotplug
+	blocks     *blocknodes.Registry // block nodes (images)
+	runMu      sync.Mutex           // one Run at a time
+	logf       func(format string, args ...any)
 }
 
 // New builds a PC from cfg and loads its kernel; vCPUs start in Run.
@@ -220,7 +228,7 @@ func New(cfg Config) (m *Machine, err error) {
 
 // setupPlatform creates the in-kernel irqchip and PIT and places KVM's
 // TSS and identity-map pages.
-func (m *Machine) setupPlatform() error {
+func (m *Machine) setupPlatform() (err error) {
 	if err := m.vm.SetTSSAddr(tssAddr); err != nil {
 		m.logf("%v (continuing: not needed by this host)", err)
 	}
@@ -238,7 +246,11 @@ func (m *Machine) setupPlatform() error {
 	if err := m.vm.RouteToIOAPICPin(0, 2); err != nil {
 		return err
 	}
-	return m.vm.CreatePIT2()
+	if err := m.vm.CreatePIT2(); err != nil {
+		return err
+	}
+	m.powerOn.chips, err = m.vm.SaveIRQChips()
+	return err
 }
 
 // setupMemory maps RAM below 3 GiB and from 4 GiB, lazily allocated.
@@ -279,6 +291,10 @@ func (m *Machine) setupVCPUs() error {
 	if m.kvm.PVM {
 		m.logf("host is kvm_pvm: hiding cx16 and xsave/avx from the guest")
 	}
+	msrs, err := m.kvm.MSRIndexList()
+	if err != nil {
+		return err
+	}
 	for i := 0; i < m.cfg.CPUs; i++ {
 		v, err := m.vm.CreateVCPU(i)
 		if err != nil {
@@ -289,6 +305,9 @@ func (m *Machine) setupVCPUs() error {
 		v.Handler = m
 		want := vmm.GuestCPUID(host, i, cc)
 		if err := v.SetCPUID(want); err != nil {
+			return err
+		}
+		if err := m.saveVCPUState(v, msrs); err != nil {
 			return err
 		}
 		if i == 0 {
@@ -369,102 +388,6 @@ func (m *Machine) load() error {
 	}
 	return setupBootCPU(m.vcpus[0], m.boot)
 }
-
-// Run starts the vCPUs and blocks until the guest powers off, resets,
-// fails, or ctx is cancelled / Shutdown is called. A triple fault, entry
-// failure or internal error returns a non-nil error with the registers.
-func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
-	if !m.runMu.TryLock() {
-		return ExitError, errors.New("machine is already running")
-	}
-	defer m.runMu.Unlock()
-	done := make(chan struct{})
-	if m.cfg.SerialIn != nil {
-		go func() {
-			if err := m.uart.Feed(m.cfg.SerialIn, done); err != nil {
-				m.logf("serial input: %v", err)
-			}
-		}()
-	}
-	var watcher sync.WaitGroup
-	watcher.Add(1)
-	go func() {
-		defer watcher.Done()
-		select {
-		case <-ctx.Done():
-			m.kickAll(vmm.StopRequested)
-		case <-done:
-		}
-	}()
-	// Stop the watcher before returning: Close unmaps what Kick touches.
-	defer func() {
-		close(done)
-		watcher.Wait()
-	}()
-	t0 := time.Now()
-	m.started.Store(true)
-	stop, v := vmm.RunVCPUs(m.vcpus)
-	// Ejects the guest made finish (device released, DEVICE_DELETED sent)
-	// before Run reports the end.
-	m.devices.WaitEjects()
-	m.finished.Store(true)
-	m.logf("guest ran %v: %s", time.Since(t0).Round(time.Microsecond), stop)
-	var exits, ioExits, mmioExits uint64
-	for _, v := range m.vcpus {
-		exits += v.Exits.Load()
-		ioExits += v.IOExits.Load()
-		mmioExits += v.MMIOExits.Load()
-	}
-	m.logf("exits: %d (io %d, mmio %d); accesses no device claimed: %d pio, %d mmio",
-		exits, ioExits, mmioExits, m.pio.Unhandled.Load(), m.mmio.Unhandled.Load())
-	if vmmRSS, guestRSS, err := m.ResidentMemory(); err == nil {
-		m.logf("resident memory: VMM %d KiB beyond guest RAM, guest RAM touched %d KiB", vmmRSS>>10, guestRSS>>10)
-	}
-	switch stop {
-	case vmm.StopPowerOff:
-		m.Emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-shutdown"})
-	case vmm.StopReset:
-		m.Emit("RESET", map[string]any{"guest": true, "reason": "guest-reset"})
-	case vmm.StopTripleFault, vmm.StopCrash:
-		m.Emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-panic"})
-	}
-	switch stop {
-	case vmm.StopPowerOff:
-		return ExitPowerOff, nil
-	case vmm.StopReset:
-		return ExitReset, nil
-	case vmm.StopRequested:
-		if m.cfg.Log != nil {
-			for _, v := range m.vcpus {
-				m.logf("vcpu %d stopped at:\n%s", v.ID, v.DumpRegs())
-			}
-		}
-		return ExitStopped, nil
-	case vmm.StopTripleFault:
-		return ExitTripleFault, fmt.Errorf("vcpu %d: triple fault (KVM_EXIT_SHUTDOWN)\n%s", v.ID, v.DumpRegs())
-	case vmm.StopCrash:
-		return ExitCrash, fmt.Errorf("vcpu %d: guest reported a crash\n%s", v.ID, v.DumpRegs())
-	case vmm.StopHalted:
-		return ExitError, fmt.Errorf("vcpu %d: halted with interrupts unable to wake it\n%s", v.ID, v.DumpRegs())
-	}
-	return ExitError, fmt.Errorf("%w\n%s", v.Err(), v.DumpRegs())
-}
-
-// kickAll stops every vCPU with reason s.
-func (m *Machine) kickAll(s vmm.Stop) {
-	for _, v := range m.vcpus {
-		v.Kick(s)
-	}
-}
-
-// Shutdown stops a running machine (Run returns ExitStopped).
-func (m *Machine) Shutdown() { m.kickAll(vmm.StopRequested) }
-
-// PowerOff makes Run return ExitPowerOff, as an ACPI S5 would.
-func (m *Machine) PowerOff() { m.kickAll(vmm.StopPowerOff) }
-
-// Reset makes Run return ExitReset.
-func (m *Machine) Reset() { m.kickAll(vmm.StopReset) }
 
 // Close releases the VM, its memory and devices. Run must have returned.
 func (m *Machine) Close() error {

@@ -56,6 +56,15 @@ func NewPM(sci func(bool), powerOff func(), sleep func(int)) *PM {
 	return &PM{sci: sci, powerOff: powerOff, sleep: sleep, start: time.Now(), cnt: pm1CntSCIEn}
 }
 
+// Reset puts the block back to its power-on state (machine reset): no
+// status or enable bits, SCI_EN set, SCI deasserted.
+func (p *PM) Reset() {
+	p.mu.Lock()
+	p.sts, p.en, p.cnt = 0, 0, pm1CntSCIEn
+	p.updateLocked()
+	p.mu.Unlock()
+}
+
 // timer is the 24-bit PM_TMR value.
 func (p *PM) timer() uint32 {
 	ns := uint64(time.Since(p.start))

@@ -3,6 +3,7 @@ package guest
 import (
 	"debug/elf"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/petrel-vmm/petrel/firmware/bzimage"
@@ -51,4 +52,17 @@ func writeTemp(t *testing.T, name, src string) string {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// TestEveryProgramBuilds compiles each guest program, so that one only a
+// KVM host runs still fails here when it does not build.
+func TestEveryProgramBuilds(t *testing.T) {
+	progs, err := filepath.Glob(filepath.Join(Dir(), "progs", "*.c"))
+	if err != nil || len(progs) == 0 {
+		t.Fatalf("no programs: %v", err)
+	}
+	more, _ := filepath.Glob(filepath.Join(Dir(), "ivshmem", "*.c"))
+	for _, p := range append(progs, more...) {
+		Build(t, p)
+	}
 }
