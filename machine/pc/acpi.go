@@ -21,7 +21,7 @@ func (m *Machine) buildACPI() (uint64, error) {
 	if m.cfg.NoACPI {
 		return 0, nil
 	}
-	t, err := fwacpi.BuildPC(tablesConfig(m.cfg.CPUs, m.pci, m.hotplug))
+	t, err := fwacpi.BuildPC(tablesConfig(m.cfg.CPUs, m.board.pci, m.board.hotplug))
 	if err != nil {
 		return 0, err
 	}

@@ -25,6 +25,18 @@ const (
 	SCIIRQ = acpi.SCIIRQ
 )
 
+// board holds the PC's own devices: the ones every PC has, built by
+// setupDevices and never unplugged.
+type board struct {
+	uart    *serial.UART
+	pm      *PM
+	sci     *sciOr
+	pci     *pci.Bus
+	host    *pciHost
+	gpe     *acpi.GPE
+	hotplug *acpi.Hotplug
+}
+
 // sink ignores writes and reads as 0xff (port 0x80 POST codes).
 type sink struct{}
 
@@ -38,14 +50,14 @@ func (sink) Write(_, _ uint64, _ []byte) {}
 // setupDevices creates the legacy devices, the ACPI blocks and PCI bus 0.
 func (m *Machine) setupDevices() error {
 	low, high := ramLayout(uint64(m.cfg.MemoryMiB) << 20)
-	m.uart = serial.New(m.cfg.Serial, m.vm.IRQLine(serial.COM1IRQ))
-	m.sci = &sciOr{line: m.vm.IRQLine(SCIIRQ)}
-	m.pm = NewPM(sciSource{m.sci, 0}.SetLevel, m.PowerOff, func(typ int) {
+	m.board.uart = serial.New(m.cfg.Serial, m.vm.IRQLine(serial.COM1IRQ))
+	m.board.sci = &sciOr{line: m.vm.IRQLine(SCIIRQ)}
+	m.board.pm = NewPM(sciSource{m.board.sci, 0}.SetLevel, m.PowerOff, func(typ int) {
 		m.logf("guest asked for sleep state S%d: not supported, ignored", typ)
 	})
-	gpe := acpi.NewGPE(sciSource{m.sci, 1})
-	m.gpe = gpe
-	m.host = &pciHost{m: m, slots: map[pciKey]uint32{}}
+	gpe := acpi.NewGPE(sciSource{m.board.sci, 1})
+	m.board.gpe = gpe
+	m.board.host = &pciHost{m: m, slots: map[pciKey]uint32{}}
 	cpuid, err := m.kvm.SupportedCPUID()
 	if err != nil {
 		return err
@@ -58,16 +70,16 @@ func (m *Machine) setupDevices() error {
 	if err != nil {
 		return err
 	}
-	m.pci = pci.NewBus(m.host, windows)
-	m.pci.SetResetHandler(m.Reset)
-	if err := m.pci.Add(0, newI440FX()); err != nil {
+	m.board.pci = pci.NewBus(m.board.host, windows)
+	m.board.pci.SetResetHandler(m.Reset)
+	if err := m.board.pci.Add(0, newI440FX()); err != nil {
 		return fmt.Errorf("adding pci host bridge: %w", err)
 	}
 	hp, err := acpi.NewHotplug(gpe, hotplugSlots, m.ejectSlot)
 	if err != nil {
 		return fmt.Errorf("creating pci hotplug controller: %w", err)
 	}
-	m.hotplug = hp
+	m.board.hotplug = hp
 	m.newDeviceManager()
 	for _, d := range []struct {
 		name       string
@@ -77,9 +89,9 @@ func (m *Machine) setupDevices() error {
 		{"i8042", i8042.DataPort, i8042.Ports, i8042.New(m.Reset)},
 		{"rtc", rtc.Port, rtc.Ports, rtc.New(low, high)},
 		{"post", PostPort, 1, sink{}},
-		{"com1", serial.COM1Port, serial.Ports, m.uart},
-		{"pci config", pci.ConfigPort, pci.ConfigLen, m.pci},
-		{"acpi pm", PM1aEvtPort, PMBlockSize, m.pm},
+		{"com1", serial.COM1Port, serial.Ports, m.board.uart},
+		{"pci config", pci.ConfigPort, pci.ConfigLen, m.board.pci},
+		{"acpi pm", PM1aEvtPort, PMBlockSize, m.board.pm},
 		{"acpi gpe0", acpi.GPE0Base, acpi.GPE0Len, gpe},
 		{"pci hotplug", acpi.HotplugBase, acpi.HotplugLen, hp},
 	} {

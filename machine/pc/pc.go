@@ -136,30 +136,29 @@ type Machine struct {
 	vcpus []*vmm.VCPU
 	boot  bootInfo
 
-	uart    *serial.UART
-	pm      *PM
-	sci     *sciOr
-	pci     *pci.Bus
-	host    *pciHost
-	gpe     *acpi.GPE
-	hotplug *acpi.Hotplug
+	board   board                // the platform devices (devices.go)
+	devices *devmgr.Manager      // PCI slots, qdev ids, hotplug
+	blocks  *blocknodes.Registry // block nodes (images)
+	powerOn powerOnState         // what a reset restores (reset.go)
+	state   runState
 
 	closers []func() error
 	// cpuidOverrides are features KVM_SET_CPUID2 did not take as given.
 	cpuidOverrides []string
-	paused         atomic.Bool
-	started        atomic.Bool
-	finished       atomic.Bool
+	logf           func(format string, args ...any)
+}
 
-	powerOn powerOnState // what a reset restores (reset.go)
+// runState is where a machine is in its life; its fields are safe to read
+// from any goroutine.
+type runState struct {
+	runMu    sync.Mutex // one Run at a time
+	paused   atomic.Bool
+	started  atomic.Bool
+	finished atomic.Bool
 	// stopWanted is a stop asked from outside (Shutdown, PowerOff, the
 	// context): a vmm.Stop, never cleared, so that one arriving while a
 	// reset is in progress is not lost.
 	stopWanted atomic.Int32
-	devices    *devmgr.Manager      // PCI slots, qdev ids, hotplug
-	blocks     *blocknodes.Registry // block nodes (images)
-	runMu      sync.Mutex           // one Run at a time
-	logf       func(format string, args ...any)
 }
 
 // New builds a PC from cfg and loads its kernel; vCPUs start in Run.
@@ -437,41 +436,41 @@ func (m *Machine) PIO() *vmm.Bus  { return m.pio }
 func (m *Machine) MMIO() *vmm.Bus { return m.mmio }
 
 // PCI is PCI bus 0.
-func (m *Machine) PCI() *pci.Bus { return m.pci }
+func (m *Machine) PCI() *pci.Bus { return m.board.pci }
 
 // VCPUs are the machine's vCPUs (exit counters, registers).
 func (m *Machine) VCPUs() []*vmm.VCPU { return m.vcpus }
 
 // Serial is COM1.
-func (m *Machine) Serial() *serial.UART { return m.uart }
+func (m *Machine) Serial() *serial.UART { return m.board.uart }
 
 // PM is the ACPI PM1 block.
-func (m *Machine) PM() *PM { return m.pm }
+func (m *Machine) PM() *PM { return m.board.pm }
 
 // BootProtocol reports how the kernel was entered.
 func (m *Machine) BootProtocol() BootProtocol { return m.boot.protocol }
 
 // GPE is the ACPI GPE0 block (power button, hotplug events).
-func (m *Machine) GPE() *acpi.GPE { return m.gpe }
+func (m *Machine) GPE() *acpi.GPE { return m.board.gpe }
 
 // Hotplug is the ACPI PCI hotplug controller.
-func (m *Machine) Hotplug() *acpi.Hotplug { return m.hotplug }
+func (m *Machine) Hotplug() *acpi.Hotplug { return m.board.hotplug }
 
 // PressPowerButton raises the ACPI power button event (GPE0 bit 2), as
 // QMP system_powerdown does.
-func (m *Machine) PressPowerButton() { m.gpe.PressPowerButton() }
+func (m *Machine) PressPowerButton() { m.board.gpe.PressPowerButton() }
 
 // Pause parks every vCPU outside the guest (QMP stop); Resume undoes it.
 func (m *Machine) Pause() {
 	for _, v := range m.vcpus {
 		v.Pause()
 	}
-	m.paused.Store(true)
+	m.state.paused.Store(true)
 }
 
 // Resume lets paused vCPUs run again (QMP cont).
 func (m *Machine) Resume() {
-	m.paused.Store(false)
+	m.state.paused.Store(false)
 	for _, v := range m.vcpus {
 		v.Resume()
 	}

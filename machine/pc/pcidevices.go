@@ -16,7 +16,7 @@ import (
 func (m *Machine) newDeviceManager() {
 	m.blocks = blocknodes.New()
 	m.devices = devmgr.New(devmgr.Platform{
-		Bus: m.pci, Hotplug: m.hotplug, Mem: m.mem, Router: m.vm, Signaler: m.vm,
+		Bus: m.board.pci, Hotplug: m.board.hotplug, Mem: m.mem, Router: m.vm, Signaler: m.vm,
 		IRQ:    func(slot int) pci.IRQLine { return m.vm.IRQLine(pci.INTxGSI(slot)) },
 		Blocks: m.blocks, Events: m.Emit, Logf: m.logf,
 	})
@@ -91,11 +91,11 @@ func (m *Machine) Emit(event string, data any) {
 // "running", "paused", and "shutdown" once Run has returned.
 func (m *Machine) Status() string {
 	switch {
-	case m.finished.Load():
+	case m.state.finished.Load():
 		return "shutdown"
-	case m.paused.Load():
+	case m.state.paused.Load():
 		return "paused"
-	case !m.started.Load():
+	case !m.state.started.Load():
 		return "prelaunch"
 	}
 	return "running"

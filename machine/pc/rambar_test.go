@@ -55,7 +55,7 @@ func TestRAMBARIsAMemorySlot(t *testing.T) {
 		t.Fatalf("BAR at %#x, outside the 32-bit window", addr)
 	}
 	m.PCI().ConfigWrite(3, 4, []byte{0x02, 0x00}) // command: memory space on
-	if n := len(m.host.slots); n != 1 {
+	if n := len(m.board.host.slots); n != 1 {
 		t.Fatalf("%d RAM BAR slots after enabling decode", n)
 	}
 	if err := m.Memory().PutUint32(0x100100, uint32(addr)); err != nil {
@@ -71,7 +71,7 @@ func TestRAMBARIsAMemorySlot(t *testing.T) {
 		t.Fatalf("%d MMIO exits reading a RAM BAR", n)
 	}
 	m.PCI().ConfigWrite(3, 4, []byte{0x00, 0x00})
-	if n := len(m.host.slots); n != 0 {
+	if n := len(m.board.host.slots); n != 0 {
 		t.Fatalf("%d RAM BAR slots after disabling decode", n)
 	}
 }

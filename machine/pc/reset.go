@@ -53,10 +53,10 @@ func (m *Machine) resetInPlace() error {
 			return err
 		}
 	}
-	m.pci.Reset()
-	m.hotplug.Reset()
-	m.gpe.Reset()
-	m.pm.Reset()
+	m.board.pci.Reset()
+	m.board.hotplug.Reset()
+	m.board.gpe.Reset()
+	m.board.pm.Reset()
 	for _, r := range m.ram {
 		// Private anonymous memory: MADV_DONTNEED drops the pages, which
 		// read as zeroes when next touched (KVM's MMU notifier unmaps them

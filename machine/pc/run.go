@@ -16,14 +16,14 @@ import (
 // triple fault, entry failure or internal error returns a non-nil error
 // with the registers.
 func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
-	if !m.runMu.TryLock() {
+	if !m.state.runMu.TryLock() {
 		return ExitError, errors.New("machine is already running")
 	}
-	defer m.runMu.Unlock()
+	defer m.state.runMu.Unlock()
 	done := make(chan struct{})
 	if m.cfg.SerialIn != nil {
 		go func() {
-			if err := m.uart.Feed(m.cfg.SerialIn, done); err != nil {
+			if err := m.board.uart.Feed(m.cfg.SerialIn, done); err != nil {
 				m.logf("serial input: %v", err)
 			}
 		}()
@@ -43,8 +43,8 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 		close(done)
 		watcher.Wait()
 	}()
-	m.started.Store(true)
-	defer m.finished.Store(true)
+	m.state.started.Store(true)
+	defer m.state.finished.Store(true)
 	for {
 		t0 := time.Now()
 		stop, v := vmm.RunVCPUs(m.vcpus)
@@ -61,7 +61,7 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 		}
 		// A stop asked while the vCPUs were stopped for the reset would
 		// otherwise be lost with the reset's own stop.
-		if s := vmm.Stop(m.stopWanted.Load()); s != vmm.StopNone {
+		if s := vmm.Stop(m.state.stopWanted.Load()); s != vmm.StopNone {
 			return m.exit(s, m.vcpus[0])
 		}
 	}
@@ -89,7 +89,7 @@ func (m *Machine) logRun(d time.Duration, stop vmm.Stop) {
 // exit turns the stop that ended the run into Run's result, emitting the
 // QMP event that goes with it.
 func (m *Machine) exit(stop vmm.Stop, v *vmm.VCPU) (ExitReason, error) {
-	m.finished.Store(true) // before the event: a client reading it sees "shutdown"
+	m.state.finished.Store(true) // before the event: a client reading it sees "shutdown"
 	switch stop {
 	case vmm.StopPowerOff:
 		m.Emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-shutdown"})
@@ -136,7 +136,7 @@ func (m *Machine) PowerOff() { m.stop(vmm.StopPowerOff) }
 // stop records an outside stop (kept across a reset in progress) and
 // kicks the vCPUs with it.
 func (m *Machine) stop(s vmm.Stop) {
-	m.stopWanted.CompareAndSwap(int32(vmm.StopNone), int32(s))
+	m.state.stopWanted.CompareAndSwap(int32(vmm.StopNone), int32(s))
 	m.kickAll(s)
 }
 
