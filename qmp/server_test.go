@@ -18,7 +18,7 @@ import (
 )
 
 // recMachine is a Machine that records what the server asked of it. The
-// protocol tests use it; whole-VM hotplug tests in tests/ use machine/pc.
+// protocol tests use it; whole-VM hotplug tests in tests/ use machine/pcqmp over a PC.
 type recMachine struct {
 	mu      sync.Mutex
 	status  string

@@ -2,9 +2,9 @@ package qmp
 
 import "github.com/petrel-vmm/petrel/qemuopt"
 
-// Machine is what a QMP server drives. machine/pc implements it. Methods are
-// called from connection goroutines, possibly concurrently; implementations
-// serialise what they must.
+// Machine is what a QMP server drives; machine/pcqmp implements it over a
+// PC. Methods are called from connection goroutines, possibly concurrently;
+// implementations serialise what they must.
 type Machine interface {
 	// Status reports the run state: "running", "paused", "shutdown".
 	Status() string
