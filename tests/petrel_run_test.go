@@ -60,3 +60,40 @@ func TestPetrelRunPowerOffExitCode(t *testing.T) {
 		t.Fatalf("guest output missing on stdout")
 	}
 }
+
+// TestPetrelRunQEMUDiskOptions runs the virtio-blk guest with disks given
+// the way QEMU takes them: a -blockdev node (keyval and JSON forms) or a
+// -drive if=none, each with -device virtio-blk-pci,drive=. The guest's
+// driver must find the disk, with its serial, and pass.
+func TestPetrelRunQEMUDiskOptions(t *testing.T) {
+	testutil.NeedKVM(t)
+	elf := guest.Build(t, "virtio_blk.c")
+	bin := buildPetrel(t)
+	for name, disk := range map[string]func(path string) []string{
+		"blockdev": func(p string) []string {
+			return []string{"-blockdev", "driver=qcow2,node-name=n0,file.driver=file,file.filename=" + strings.ReplaceAll(p, ",", ",,")}
+		},
+		"blockdev-json": func(p string) []string {
+			return []string{"-blockdev", `{"driver":"qcow2","node-name":"n0","file":{"driver":"file","filename":"` + p + `"}}`}
+		},
+		"drive-if-none": func(p string) []string {
+			return []string{"-drive", "file=" + strings.ReplaceAll(p, ",", ",,") + ",if=none,id=n0,format=qcow2"}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"run", "-m", "64M", "-kernel", elf, "-serial", "stdio"}, disk(newQcow2(t, "16M"))...)
+			args = append(args, "-device", "virtio-blk-pci,drive=n0,serial=petrel-disk-0,id=vd0")
+			ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("petrel %q: %v\nstdout:\n%s\nstderr:\n%s", args, err, indent(stdout.String()), indent(stderr.String()))
+			}
+			if resultLine(stdout.String()) != "RESULT PASS" || !strings.Contains(stdout.String(), "SERIAL petrel-disk-0") {
+				t.Fatalf("guest did not pass with the disk:\n%s", indent(stdout.String()))
+			}
+		})
+	}
+}
