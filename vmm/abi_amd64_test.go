@@ -21,6 +21,24 @@ func TestIoctlNumbers(t *testing.T) {
 		"KVM_GET_IRQCHIP":            {ioctlGetIRQChip, 0xc208ae62},
 		"KVM_SET_IRQCHIP":            {ioctlSetIRQChip, 0x8208ae63},
 		"KVM_CHECK_EXTENSION":        {ioctlCheckExtension, 0xae03},
+		// Machine reset (reset_amd64.go); values from the installed linux/kvm.h.
+		"KVM_GET_MSR_INDEX_LIST": {ioctlGetMSRIndexList, 0xc004ae02},
+		"KVM_GET_MSRS":           {ioctlGetMSRs, 0xc008ae88},
+		"KVM_SET_MSRS":           {ioctlSetMSRs, 0x4008ae89},
+		"KVM_GET_FPU":            {ioctlGetFPU, 0x81a0ae8c},
+		"KVM_SET_FPU":            {ioctlSetFPU, 0x41a0ae8d},
+		"KVM_GET_LAPIC":          {ioctlGetLAPIC, 0x8400ae8e},
+		"KVM_SET_LAPIC":          {ioctlSetLAPIC, 0x4400ae8f},
+		"KVM_GET_MP_STATE":       {ioctlGetMPState, 0x8004ae98},
+		"KVM_SET_MP_STATE":       {ioctlSetMPState, 0x4004ae99},
+		"KVM_GET_VCPU_EVENTS":    {ioctlGetVCPUEvents, 0x8040ae9f},
+		"KVM_SET_VCPU_EVENTS":    {ioctlSetVCPUEvents, 0x4040aea0},
+		"KVM_GET_DEBUGREGS":      {ioctlGetDebugRegs, 0x8080aea1},
+		"KVM_SET_DEBUGREGS":      {ioctlSetDebugRegs, 0x4080aea2},
+		"KVM_GET_XCRS":           {ioctlGetXCRs, 0x8188aea6},
+		"KVM_SET_XCRS":           {ioctlSetXCRs, 0x4188aea7},
+		"KVM_GET_PIT2":           {ioctlGetPIT2, 0x8070ae9f},
+		"KVM_SET_PIT2":           {ioctlSetPIT2, 0x4070aea0},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %#x, want %#x", name, c.got, c.want)

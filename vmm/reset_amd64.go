@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,6 +17,9 @@ import (
 var (
 	ioctlGetMSRIndexList = ioc(iocRead|iocWrite, 0x02, 4)
 	ioctlGetMSRs         = ioc(iocRead|iocWrite, 0x88, 8)
+	ioctlSetMSRs         = ioc(iocWrite, 0x89, 8)
+	ioctlGetFPU          = ioc(iocRead, 0x8c, 416)
+	ioctlSetFPU          = ioc(iocWrite, 0x8d, 416)
 	ioctlGetLAPIC        = ioc(iocRead, 0x8e, 1024)
 	ioctlSetLAPIC        = ioc(iocWrite, 0x8f, 1024)
 	ioctlGetMPState      = ioc(iocRead, 0x98, 4)
@@ -164,7 +166,7 @@ func (v *VCPU) ClearStop() {
 
 // IRQChipState is the saved state of the in-kernel PICs, IOAPIC and PIT.
 type IRQChipState struct {
-	chips  [3]kvm.IRQChip
+	chips  [3]kvmIRQChip
 	pit    [112]byte
 	hasPIT bool
 }
@@ -174,7 +176,7 @@ func (vm *VM) SaveIRQChips() (*IRQChipState, error) {
 	s := &IRQChipState{}
 	for i := range s.chips {
 		s.chips[i].ChipID = uint32(i)
-		if err := kvm.GetIRQChip(uintptr(vm.fd), &s.chips[i]); err != nil {
+		if _, err := ioctlPtr(vm.fd, ioctlGetIRQChip, &s.chips[i]); err != nil {
 			return nil, fmt.Errorf("saving irqchip %d: %w", i, err)
 		}
 	}
@@ -190,7 +192,7 @@ func (vm *VM) SaveIRQChips() (*IRQChipState, error) {
 func (vm *VM) RestoreIRQChips(s *IRQChipState) error {
 	for i := range s.chips {
 		c := s.chips[i]
-		if err := kvm.SetIRQChip(uintptr(vm.fd), &c); err != nil {
+		if _, err := ioctlPtr(vm.fd, ioctlSetIRQChip, &c); err != nil {
 			return fmt.Errorf("restoring irqchip %d: %w", i, err)
 		}
 	}
