@@ -82,6 +82,12 @@ func createOptions(format string, pairs [][2]string, o *block.CreateOptions, giv
 		switch k {
 		case "size":
 			o.Size, err = parseSize(v)
+			if err != nil {
+				// QemuOpts' wording for a size option (parse_option_size).
+				return fmt.Errorf("Parameter 'size' expects a non-negative number below 2^64\n" +
+					"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
+					"and exabytes, respectively.")
+			}
 		case "backing_file":
 			o.BackingFile = v
 		case "backing_fmt":
@@ -248,6 +254,10 @@ func runCreate(t *tool, args []string) int {
 	}
 	if !p.has("q") {
 		fmt.Fprintln(t.stdout, formattingLine(path, format, o, given))
+	}
+	if cs := o.ClusterSize; format == "qcow2" && cs != 0 && (cs < 512 || cs > 2<<20 || cs&(cs-1) != 0) {
+		// qcow2_co_create's wording (after the "Formatting" line, as there).
+		return t.fail("%s: Cluster size must be a power of two between 512 and 2048k", path)
 	}
 	if err := block.Create(format, path, o); err != nil {
 		return t.fail("%s: %v", path, err)

@@ -98,3 +98,24 @@ func FuzzImageSpec(f *testing.F) {
 		}
 	})
 }
+
+// TestCreateOptionErrorsLikeQemuImg: -o values qemu-img refuses get its
+// words (QemuOpts' size message, qcow2's cluster size range).
+func TestCreateOptionErrorsLikeQemuImg(t *testing.T) {
+	qemuImg := testutil.NeedTool(t, "qemu-img")
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"create", "-f", "qcow2", "-o", "cluster_size=4194304", filepath.Join(dir, "a.qcow2"), "1M"},
+		{"create", "-f", "qcow2", "-o", "size=-1k", filepath.Join(dir, "b.qcow2")},
+		{"create", "-f", "raw", filepath.Join(dir, "c.raw"), "1024.0b"},
+		{"create", "-f", "raw", filepath.Join(dir, "d.raw"), "8E"},
+		{"create", "-f", "raw", filepath.Join(dir, "e.raw"), "1.5b"},
+	} {
+		want, _ := exec.Command(qemuImg, args...).CombinedOutput()
+		var o, e strings.Builder
+		MainAs("qemu-img", args, &o, &e)
+		if got := o.String() + e.String(); got != string(want) {
+			t.Errorf("%v:\nqemu-img:\n%s\npetrel:\n%s", args, want, got)
+		}
+	}
+}
