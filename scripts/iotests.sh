@@ -17,6 +17,11 @@
 #    list stays true). Prints the pass counts per format.
 #
 # Nothing from QEMU's tree is committed: it all lives in out/iotests.
+#
+# Not part of make test: on the 2-core development machine (shared, load
+# about 15) the qemu-img pass alone took over an hour for the first 100 of
+# qcow2's 315 tests, and the petrel pass and QED come on top; the fetch
+# and unpack take about 30 s.
 # IOTESTS_JOBS sets check's -j (default: number of CPUs); IOTESTS_TESTS
 # limits the run to the named tests (for working on one).
 set -euo pipefail
