@@ -48,6 +48,8 @@ var rules = []rule{
 		from: []string{"qemuopt"}, to: []string{""}, tests: true},
 	{why: "qmp speaks the protocol against its Machine interface and knows no implementation of it",
 		from: []string{"qmp"}, to: []string{"machine", "devices", "firmware", "vmm", "block", "cmd"}, tests: true},
+	{why: "a machine knows nothing of QMP: machine/pcqmp adapts machine/pc to qmp.Machine",
+		from: []string{"machine"}, to: []string{"qmp"}, notFrom: []string{"machine/pcqmp"}, tests: true},
 	{why: "machines are driven by cmd, not the other way",
 		from: []string{"machine"}, to: []string{"cmd"}, tests: true},
 	{why: "test helpers stay out of the binary",
