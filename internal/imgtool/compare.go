@@ -3,6 +3,7 @@ package imgtool
 import (
 	"bytes"
 	"fmt"
+	"io"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -71,6 +72,11 @@ func runCompare(t *tool, args []string) int {
 		return cmpError
 	}
 	defer b.Close()
+	if p.has("q") {
+		// qemu-img's -q: every stdout message is qprintf'd away; errors
+		// still go to stderr and the exit code tells the result.
+		t.stdout = io.Discard
+	}
 	strict := p.has("s")
 	if a.Size() != b.Size() {
 		if strict {

@@ -119,3 +119,25 @@ func TestCreateOptionErrorsLikeQemuImg(t *testing.T) {
 		}
 	}
 }
+
+// TestCompareQuietLikeQemuImg: compare -q prints nothing and exits as
+// qemu-img does (iotest 048).
+func TestCompareQuietLikeQemuImg(t *testing.T) {
+	qemuImg := testutil.NeedTool(t, "qemu-img")
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.raw"), filepath.Join(dir, "b.raw")
+	exec.Command(qemuImg, "create", "-q", "-f", "raw", a, "1M").Run()
+	exec.Command(qemuImg, "create", "-q", "-f", "raw", b, "2M").Run()
+	for _, args := range [][]string{{"compare", "-q", a, a}, {"compare", "-q", a, b}, {"compare", a, b}} {
+		want, err := exec.Command(qemuImg, args...).CombinedOutput()
+		wantRC := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			wantRC = ee.ExitCode()
+		}
+		var o, e strings.Builder
+		rc := MainAs("qemu-img", args, &o, &e)
+		if got := o.String() + e.String(); got != string(want) || rc != wantRC {
+			t.Errorf("%v: qemu-img %d %q, petrel %d %q", args, wantRC, want, rc, got)
+		}
+	}
+}
