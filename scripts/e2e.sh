@@ -99,7 +99,7 @@ need() { # need SCENARIO PATTERN...
   ok "$s"
 }
 if [[ ! -s $out/events ]]; then
-  say "FAIL: no guest ran (the job's status $jrc; see the lines above and $job/console.log)"
+  say "FAIL: no results came back from the job (status $jrc; 124 is the nested run's time limit, E2E_TIMEOUT; see the lines above and $job/console.log)"
   exit 1
 fi
 ((jrc == 0)) || bad job "the job ended with status $jrc (console: $job/console.log)"
