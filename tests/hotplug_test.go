@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,8 +19,6 @@ import (
 
 	"github.com/petrel-vmm/petrel/internal/testutil"
 	"github.com/petrel-vmm/petrel/machine/pc"
-	"github.com/petrel-vmm/petrel/machine/pcqmp"
-	"github.com/petrel-vmm/petrel/qmp"
 	"github.com/petrel-vmm/petrel/tests/guest"
 )
 
@@ -35,36 +32,9 @@ func TestHotplugQMP(t *testing.T) {
 	qemuImg := testutil.NeedTool(t, "qemu-img")
 	elf := guest.Build(t, "hotplug.c")
 	dir := t.TempDir()
-	disk := filepath.Join(dir, "hot.qcow2")
-	if out, err := exec.Command(qemuImg, "create", "-q", "-f", "qcow2", disk, "16M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v\n%s", err, out)
-	}
-
-	var srv atomic.Pointer[qmp.Server]
-	m, out := newMachine(t, pc.Config{Kernel: elf, Events: func(ev string, data any) {
-		if s := srv.Load(); s != nil {
-			s.Emit(ev, data)
-		}
-	}})
-	s := qmp.NewServer(pcqmp.New(m, nil))
-	srv.Store(s)
-	sock := filepath.Join(dir, "qmp.sock")
-	if err := s.ListenUnix(sock); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*runTimeout)
-	defer cancel()
-	type result struct {
-		reason pc.ExitReason
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := m.Run(ctx)
-		done <- result{r, err}
-	}()
+	disk := newQcow2(t, "16M")
+	vm := startQMPVM(t, pc.Config{Kernel: elf}, dir, nil)
+	out, mon := vm.out, vm.mon
 	waitSerial := func(what string) string {
 		t.Helper()
 		// Whole lines only: the guest may be half-way through printing one.
@@ -84,14 +54,6 @@ func TestHotplugQMP(t *testing.T) {
 		return ""
 	}
 
-	mon, err := goqmp.NewSocketMonitor("unix", sock, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Disconnect()
 	evch, _ := mon.Events(context.Background())
 	events := make(chan goqmp.Event, 32)
 	go func() {
@@ -177,10 +139,11 @@ func TestHotplugQMP(t *testing.T) {
 		t.Fatalf("hpdisk still in query-pci after DEVICE_DELETED: %s", b)
 	}
 
-	res := <-done
+	res := <-vm.done
 	serial := out.String()
-	t.Logf("guest exit %v (err %v); serial:\n%s", res.reason, res.err, indent(serial))
-	mustPass(t, guestRun{Serial: serial, Reason: res.reason, Err: res.err})
+	res.Serial = serial
+	t.Logf("guest exit %v (err %v); serial:\n%s", res.Reason, res.Err, indent(serial))
+	mustPass(t, res)
 	if !strings.Contains(serial, "EJECTED slot=6") {
 		t.Fatal("guest did not report the eject")
 	}

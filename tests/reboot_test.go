@@ -3,7 +3,6 @@
 package tests
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -14,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	goqmp "github.com/digitalocean/go-qemu/qmp"
-
 	"github.com/petrel-vmm/petrel/internal/testutil"
 	"github.com/petrel-vmm/petrel/machine/pc"
-	"github.com/petrel-vmm/petrel/machine/pcqmp"
 	"github.com/petrel-vmm/petrel/qmp"
 	"github.com/petrel-vmm/petrel/tests/guest"
 )
@@ -34,10 +30,7 @@ func TestHotplugSurvivesReboot(t *testing.T) {
 	qemuImg := testutil.NeedTool(t, "qemu-img")
 	elf := guest.Build(t, "reboot.c")
 	dir := t.TempDir()
-	disk := filepath.Join(dir, "hot.qcow2")
-	if out, err := exec.Command(qemuImg, "create", "-q", "-f", "qcow2", disk, "16M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v\n%s", err, out)
-	}
+	disk := newQcow2(t, "16M")
 	shm := filepath.Join(dir, "ivshmem")
 	mem := make([]byte, 1<<20)
 	binary.LittleEndian.PutUint32(mem, ivshmemHostMagic)
@@ -46,26 +39,8 @@ func TestHotplugSurvivesReboot(t *testing.T) {
 	}
 
 	events := make(chan string, 64)
-	var srv *qmp.Server
-	m, out := newMachine(t, pc.Config{Kernel: elf, Reboot: true, Events: func(ev string, data any) {
-		events <- ev
-		if srv != nil {
-			srv.Emit(ev, data)
-		}
-	}})
-	srv = qmp.NewServer(pcqmp.New(m, nil))
-	sock := filepath.Join(dir, "qmp.sock")
-	if err := srv.ListenUnix(sock); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*runTimeout)
-	defer cancel()
-	done := make(chan guestRun, 1)
-	go func() {
-		r, err := m.Run(ctx)
-		done <- guestRun{Reason: r, Err: err}
-	}()
+	vm := startQMPVM(t, pc.Config{Kernel: elf, Reboot: true}, dir, func(ev string) { events <- ev })
+	m, out, mon := vm.m, vm.out, vm.mon
 
 	deadline := time.Now().Add(2 * runTimeout)
 	for !strings.Contains(out.String(), "REBOOT-READY\n") {
@@ -74,14 +49,6 @@ func TestHotplugSurvivesReboot(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	mon, err := goqmp.NewSocketMonitor("unix", sock, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Disconnect()
 	for _, cmd := range []string{
 		fmt.Sprintf(`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"rb0","file":{"driver":"file","filename":%q}}}`, disk),
 		`{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","id":"rbdisk","drive":"rb0","addr":"0x7"}}`,
@@ -92,7 +59,7 @@ func TestHotplugSurvivesReboot(t *testing.T) {
 		}
 	}
 
-	r := <-done
+	r := <-vm.done
 	r.Serial = out.String()
 	t.Logf("guest exit %v (err %v); serial:\n%s", r.Reason, r.Err, indent(r.Serial))
 	mustPass(t, r)
