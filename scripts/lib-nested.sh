@@ -174,8 +174,8 @@ finish "$rc"
 INIT
 }
 
-# nested_run retries once, loudly, when L1 timed out or went silent: that
-# is L1 (TCG's nested SVM) wedged, not a verdict on the job, which always
+# nested_run retries once, loudly, when L1 timed out, went silent or its
+# kernel panicked: that is L1 (TCG's nested SVM) failing, not a verdict on the job, which always
 # prints (each Go test binary has its own -test.timeout; each e2e step its
 # own time limit). A job that ran and failed is never retried.
 nested_run() {
@@ -270,6 +270,13 @@ nested_run_once() {
   rm -f "$job/out.raw" "$job/initrd.cpio"
   if [[ $qrc == 124 || $wedged == 1 ]]; then
     ((wedged)) || echo "nested: FAIL: L1 timed out after ${limit}s; the console's tail ($log):" >&2
+    tail -n 30 "$log" >&2
+    return 124
+  fi
+  if [[ ! -s $job/out/rc ]] && grep -aq 'Kernel panic - not syncing' "$log"; then
+    # L1's own kernel died (seen: a stack overflow in L1 under TCG's nested
+    # SVM): no verdict on the job, so nested_run boots L1 once more.
+    echo "nested: FAIL: L1's kernel panicked; the console's tail ($log):" >&2
     tail -n 30 "$log" >&2
     return 124
   fi
