@@ -46,6 +46,8 @@ var rules = []rule{
 		from: []string{"machine/pc", "machine/devmgr", "machine/blocknodes"}, to: []string{"qmp"}, tests: true},
 	{why: "the option parser is a leaf the command line, QMP and the machine share",
 		from: []string{"qemuopt"}, to: []string{""}, tests: true},
+	{why: "the saved-machine format is a leaf devices, vmm and the machine share",
+		from: []string{"vmstate"}, to: []string{""}, tests: true},
 	{why: "qmp speaks the protocol against its Machine interface and knows no implementation of it",
 		from: []string{"qmp"}, to: []string{"machine", "devices", "firmware", "vmm", "block", "cmd"}, tests: true},
 	{why: "a machine knows nothing of QMP: machine/pcqmp adapts machine/pc to qmp.Machine",
