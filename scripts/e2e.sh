@@ -172,6 +172,13 @@ for s in root disks smp reboot hotplug-blk hotplug-shm ivshmem acpi clean-log im
   printf 'e2e:   %-12s %s\n' "$s" "${verdict[$s]:-FAIL}$([[ $s == clean-log ]] && ((excused)) && echo " ($excused lines excused by QEMU-KVM)")"
 done
 if ((fail)); then
+  # CI shows only the end of the output: repeat what a Petrel that exited
+  # non-zero printed on stderr here, last.
+  while read -r _ name code; do
+    [[ $code == 0 ]] && continue
+    say "petrel run ($name) exited with $code; the end of its stderr:"
+    tail -n 15 "$out/$name.err" 2>/dev/null | sed 's/^/e2e:   | /'
+  done < <(grep '^E2E-EXIT ' "$out/events" 2>/dev/null)
   say "FAIL after $(($(date +%s) - t0)) s (guest consoles and images: $out; L1 console: $job/console.log)"
   exit 1
 fi
