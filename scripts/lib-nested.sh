@@ -32,7 +32,8 @@
 #       control: kvm-amd refuses and nested_run fails), NESTED_MEM (4G),
 #       NESTED_SMP (2), NESTED_OUT_SIZE (raw out-disk size, 2G sparse),
 #       NESTED_APPEND (extra L1 kernel parameters), NESTED_IDLE_LIMIT (900 s
-#       of console silence count as a wedged L1), NESTED_RETRY (1: a wedged
+#       of console silence count as a wedged L1), NESTED_STALL_LIMIT (120 s
+#       in which QEMU uses no CPU count as one too), NESTED_RETRY (1: a wedged
 #       or timed-out L1 is booted once more), NESTED_INTERACTIVE=1
 #       (L1's serial console and the job's stdin/stdout are this terminal:
 #       no console.log, no "job: " prefix; the demo's shell).
@@ -231,6 +232,10 @@ nested_run_once() {
     -append "console=ttyS0 quiet panic=-1 ${NESTED_APPEND:-}" \
     -drive "file=$job/out.raw,format=raw,if=virtio,cache=unsafe" </dev/null >"$log" 2>&1 &
   local qpid=$! qrc=0 seen=0 n line quiet_since=$SECONDS wedged=0
+  # A second sign of a wedged L1: QEMU itself stops using CPU. A working L1
+  # always runs something (the job polls every second); one seen wedged
+  # took no CPU at all for minutes, its timers never firing.
+  local cpu=0 cpu_then=0 still_since=$SECONDS qemu_pid=
   # Echo the progress lines while L1 runs (complete lines only); the first
   # one from init times the boot.
   while :; do
@@ -255,11 +260,21 @@ nested_run_once() {
       wedged=1
       kill "$qpid" 2>/dev/null
     fi
+    [[ -n $qemu_pid ]] || qemu_pid=$(pgrep -P "$qpid" -f qemu-system 2>/dev/null | head -n1)
+    if [[ -n $qemu_pid ]] && cpu=$(awk '{print $14 + $15}' "/proc/$qemu_pid/stat" 2>/dev/null); then
+      if ((cpu - cpu_then > 10)); then
+        cpu_then=$cpu still_since=$SECONDS
+      elif ((SECONDS - still_since > ${NESTED_STALL_LIMIT:-120})); then
+        echo "nested: L1 used no CPU for ${NESTED_STALL_LIMIT:-120}s (its timers stopped: L1 wedged)" >&2
+        wedged=1
+        kill "$qpid" 2>/dev/null
+      fi
+    fi
     sleep 1
   done
   wait "$qpid" || qrc=$?
   if ((wedged)); then
-    echo "nested: FAIL: L1's console was silent for ${NESTED_IDLE_LIMIT:-900}s (L1 wedged); stopped it" >&2
+    echo "nested: FAIL: L1 wedged (console silent for ${NESTED_IDLE_LIMIT:-900}s or no CPU used for ${NESTED_STALL_LIMIT:-120}s); stopped it" >&2
   fi
   while IFS= read -r line; do
     line=${line%$'\r'}
