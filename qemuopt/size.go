@@ -160,3 +160,13 @@ func ParseSizeUnit(s string, unit uint64) (uint64, error) {
 	}
 	return v, nil
 }
+
+// FormatSize prints a size as QEMU's size_to_str (util/cutils.c): the unit
+// keeps the value under 1000, with 3 significant digits ("1 GiB", "1.5 MiB",
+// "0.977 MiB"). qemu-img info and snapshot tables use it.
+func FormatSize(n int64) string {
+	suffixes := []string{"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
+	_, e := math.Frexp(float64(n) / (1000.0 / 1024.0))
+	i := max(0, min((e-1)/10, len(suffixes)-1))
+	return fmt.Sprintf("%.3g %sB", float64(n)/float64(int64(1)<<(10*i)), suffixes[i])
+}

@@ -71,3 +71,15 @@ func FuzzSize(f *testing.F) {
 		}
 	})
 }
+
+func TestFormatSize(t *testing.T) {
+	// Around the unit boundaries: 1000 of a unit already prints in the next.
+	for n, want := range map[int64]string{
+		0: "0 B", 999: "999 B", 1000: "0.977 KiB", 1024: "1 KiB", 4096: "4 KiB",
+		1 << 60: "1 EiB", 0x7fffffffffffffff: "8 EiB", 1536 << 20: "1.5 GiB",
+	} {
+		if got := FormatSize(n); got != want {
+			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

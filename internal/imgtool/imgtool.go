@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sort"
 	"strings"
@@ -223,14 +222,8 @@ func (t *tool) cvtnum(what, s string, lo, hi int64) (int64, bool) {
 	return int64(v), true
 }
 
-// humanSize prints sizes as qemu's size_to_str: the unit keeps the value
-// under 1000, with 3 significant digits ("1 GiB", "1.5 MiB", "0.977 MiB").
-func humanSize(n int64) string {
-	suffixes := []string{"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
-	_, e := math.Frexp(float64(n) / (1000.0 / 1024.0))
-	i := max(0, min((e-1)/10, len(suffixes)-1))
-	return fmt.Sprintf("%.3g %sB", float64(n)/float64(int64(1)<<(10*i)), suffixes[i])
-}
+// humanSize prints sizes as qemu's size_to_str.
+func humanSize(n int64) string { return qemuopt.FormatSize(n) }
 
 // openImage opens a file for a subcommand, wording errors as qemu-img.
 func (t *tool) openImage(path, format string, opts block.Options) (block.Image, error) {
