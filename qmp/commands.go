@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -17,16 +18,21 @@ const (
 	tInt
 	tObject
 	tAny
+	tStrList // ['str']
 )
 
 func (t argType) String() string {
-	return [...]string{"string", "boolean", "integer", "object", "any"}[t]
+	return [...]string{"string", "boolean", "integer", "object", "any", "array"}[t]
 }
 
 // command describes one QMP command: its arguments and what it does.
 type command struct {
 	args     map[string]argType
 	required []string
+	// fields, when set, lists every argument in the schema's order; the
+	// arguments are then checked in that order, then the unexpected ones,
+	// as QEMU's generated visitors do.
+	fields []string
 	// open allows arguments beyond args (device_add's properties), which
 	// the handler checks itself.
 	open bool
@@ -133,9 +139,15 @@ func init() {
 			},
 		},
 	}
+	for _, more := range []map[string]*command{jobCommands(), snapshotCommands(), hmpCommands()} {
+		for name, c := range more {
+			commandTable[name] = c
+		}
+	}
 }
 
-// handle answers one message. after, when set, runs once the reply is sent.
+// handle answers one message. after, when set, runs once the reply has been
+// written (or its write has failed).
 func (s *Server) handle(c *conn, msg []byte) (reply any, after func()) {
 	var top map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(msg))
@@ -210,6 +222,9 @@ func (s *Server) handle(c *conn, msg []byte) (reply any, after func()) {
 // checkArgs validates arguments against the command's table, with QEMU's
 // wording.
 func checkArgs(cmd *command, args map[string]any) *Error {
+	if cmd.fields != nil {
+		return checkFields(cmd, args)
+	}
 	for k, v := range args {
 		t, known := cmd.args[k]
 		if !known {
@@ -218,14 +233,67 @@ func checkArgs(cmd *command, args map[string]any) *Error {
 			}
 			return &Error{ClassGeneric, fmt.Sprintf("Parameter '%s' is unexpected", k)}
 		}
-		if !hasType(v, t) {
-			return &Error{ClassGeneric, fmt.Sprintf("Invalid parameter type for '%s', expected: %s", k, t)}
+		if err := typeError(k, v, t); err != nil {
+			return err
 		}
 	}
 	for _, k := range cmd.required {
 		if _, ok := args[k]; !ok {
 			return &Error{ClassGeneric, fmt.Sprintf("Parameter '%s' is missing", k)}
 		}
+	}
+	return nil
+}
+
+// checkFields checks the arguments of a command with declared fields in
+// QEMU's order: each field in turn (missing, then type), then the first
+// unexpected argument by name.
+func checkFields(cmd *command, args map[string]any) *Error {
+	for _, k := range cmd.fields {
+		v, ok := args[k]
+		if !ok {
+			if slices.Contains(cmd.required, k) {
+				return &Error{ClassGeneric, fmt.Sprintf("Parameter '%s' is missing", k)}
+			}
+			continue
+		}
+		if err := typeError(k, v, cmd.args[k]); err != nil {
+			return err
+		}
+	}
+	var extra []string
+	for k := range args {
+		if _, known := cmd.args[k]; !known {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return &Error{ClassGeneric, fmt.Sprintf("Parameter '%s' is unexpected", extra[0])}
+	}
+	return nil
+}
+
+// typeError reports an argument k of the wrong type; a list names the
+// element ("devices[1]").
+func typeError(k string, v any, t argType) *Error {
+	bad := func(k string, t argType) *Error {
+		return &Error{ClassGeneric, fmt.Sprintf("Invalid parameter type for '%s', expected: %s", k, t)}
+	}
+	if t == tStrList {
+		l, ok := v.([]any)
+		if !ok {
+			return bad(k, t)
+		}
+		for i, e := range l {
+			if !hasType(e, tStr) {
+				return bad(fmt.Sprintf("%s[%d]", k, i), tStr)
+			}
+		}
+		return nil
+	}
+	if !hasType(v, t) {
+		return bad(k, t)
 	}
 	return nil
 }

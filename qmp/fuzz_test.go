@@ -20,6 +20,12 @@ func FuzzServe(f *testing.F) {
 		`{"execute":"qmp_capabilities"}{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","id":"a","addr":"0x3"}}`,
 		`{"execute":"qmp_capabilities"}{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"n","file":"/f"}}`,
 		`{"execute":"qmp_capabilities"} [[[ "\"}" ]]] 42 {"execute":"device_del","arguments":{"id":"a"}}`,
+		`{"execute":"qmp_capabilities"}{"execute":"snapshot-save","arguments":{"job-id":"j","tag":"t","vmstate":"d","devices":["d"]}}` +
+			`{"execute":"query-jobs"}{"execute":"job-dismiss","arguments":{"id":"j"}}`,
+		`{"execute":"qmp_capabilities"}{"execute":"snapshot-delete","arguments":{"job-id":"j","tag":"t","devices":[1]}}` +
+			`{"execute":"snapshot-load","arguments":{"job-id":"j","tag":"t","vmstate":"d","devices":[]}}{"execute":"snapshot-load","arguments":{"job-id":"j"}}`,
+		`{"execute":"qmp_capabilities"}{"execute":"human-monitor-command","arguments":{"command-line":"savevm \"a b\""}}` +
+			`{"execute":"human-monitor-command","arguments":{"command-line":"info snapshots","cpu-index":0}}`,
 		`{"exec`, `}}}]]`, `"unterminated`,
 	} {
 		f.Add([]byte(s))
@@ -40,6 +46,22 @@ func FuzzServe(f *testing.F) {
 			if !bytes.HasPrefix(sc.Bytes(), []byte("{")) {
 				t.Fatalf("non-object reply %q", sc.Bytes())
 			}
+		}
+	})
+}
+
+// FuzzHMP feeds arbitrary command lines to the human monitor: it must
+// answer with bounded text, never panic or hang.
+func FuzzHMP(f *testing.F) {
+	for _, s := range []string{"savevm", `savevm "a\"b"`, "loadvm x y", "info snapshots", "help info", "i  frob", "c", `delvm "\`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		m := newRec()
+		s := NewServer(m)
+		m.srv = s
+		if out := s.HMP(line); len(out) > 4096+2*len(line) {
+			t.Fatalf("%d bytes of output for %d of input", len(out), len(line))
 		}
 	})
 }

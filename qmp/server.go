@@ -33,11 +33,18 @@ type Server struct {
 	mu    sync.Mutex // guards conns and listeners
 	conns map[*conn]struct{}
 	lns   []net.Listener
+
+	jobs jobTable
+	// snap serialises the machine's snapshot operations (jobs and HMP),
+	// which QEMU runs one at a time in its main loop.
+	snap sync.Mutex
 }
 
 // NewServer returns a server for m.
 func NewServer(m Machine) *Server {
-	return &Server{m: m, conns: map[*conn]struct{}{}}
+	s := &Server{m: m, conns: map[*conn]struct{}{}}
+	s.jobs.emit = s.Emit
+	return s
 }
 
 // ListenUnix creates a UNIX socket at path, mode 0600, and serves it in the
@@ -193,11 +200,17 @@ func (s *Server) ServeConn(rw io.ReadWriter) {
 			return
 		}
 		reply, after := s.handle(c, msg)
-		if reply != nil && c.send(reply) != nil {
-			return
+		var sendErr error
+		if reply != nil {
+			sendErr = c.send(reply)
 		}
+		// The command has been executed: what follows its reply (a job's
+		// work, quit's shutdown) happens even if the client has gone.
 		if after != nil {
 			after()
+		}
+		if sendErr != nil {
+			return
 		}
 	}
 }

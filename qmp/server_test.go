@@ -26,6 +26,7 @@ type recMachine struct {
 	nodes   map[string]qemuopt.BlockdevSpec
 	calls   []string
 	srv     *Server
+	snapState
 }
 
 func newRec() *recMachine {

@@ -1,6 +1,10 @@
 package qmp
 
-import "github.com/petrel-vmm/petrel/qemuopt"
+import (
+	"time"
+
+	"github.com/petrel-vmm/petrel/qemuopt"
+)
 
 // Machine is what a QMP server drives; machine/pcqmp implements it over a
 // PC. Methods are called from connection goroutines, possibly concurrently;
@@ -34,6 +38,39 @@ type Machine interface {
 	// QueryRxFilter lists the receive filters of the NICs (of NIC name
 	// only, when not empty).
 	QueryRxFilter(name string) ([]RxFilterInfo, error)
+	// SaveVM, LoadVM and DeleteVM save, load and delete a VM snapshot
+	// (QMP snapshot-save/-load/-delete jobs, HMP savevm/loadvm/delvm).
+	// They return when the work is done; the server runs them in a job's
+	// goroutine or in human-monitor-command, one at a time. The machine
+	// emits STOP and RESUME when it pauses and resumes the vCPUs.
+	SaveVM(r SnapshotRequest) error
+	LoadVM(r SnapshotRequest) error
+	DeleteVM(r SnapshotRequest) error
+	// VMSnapshots lists the snapshots present on every snapshotted node
+	// (HMP info snapshots).
+	VMSnapshots() ([]VMSnapshot, error)
+}
+
+// SnapshotRequest is one VM snapshot operation, with QEMU's arguments.
+type SnapshotRequest struct {
+	Tag string
+	// VMState names the node that holds the machine state; "" lets the
+	// machine pick it (HMP: the first writable node that can hold it).
+	VMState string
+	// Devices are the node names to snapshot. nil (HMP) means every
+	// writable node; an empty, non-nil list (QMP "devices": []) means none.
+	Devices []string
+	// Overwrite replaces snapshots named Tag (HMP savevm); without it an
+	// existing Tag is an error (QMP snapshot-save).
+	Overwrite bool
+}
+
+// VMSnapshot is one row of HMP info snapshots.
+type VMSnapshot struct {
+	ID, Tag     string
+	VMStateSize int64
+	Date        time.Time
+	VMClock     time.Duration
 }
 
 // RxFilterInfo is one NIC in query-rx-filter, with QEMU's field names.
