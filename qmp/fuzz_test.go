@@ -4,12 +4,32 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"sync"
 	"testing"
 )
 
 type rwPair struct {
 	io.Reader
 	io.Writer
+}
+
+// lockedBuffer collects a connection's output: the events of a job still
+// running arrive after ServeConn has returned.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
 }
 
 // FuzzServe feeds arbitrary client bytes to a connection: every message must
@@ -34,10 +54,10 @@ func FuzzServe(f *testing.F) {
 		m := newRec()
 		s := NewServer(m)
 		m.srv = s
-		var out bytes.Buffer
+		var out lockedBuffer
 		s.ServeConn(rwPair{bytes.NewReader(in), &out})
 		// Every line out must be valid JSON.
-		sc := bufio.NewScanner(&out)
+		sc := bufio.NewScanner(bytes.NewReader(out.Bytes()))
 		sc.Buffer(nil, 16<<20)
 		for sc.Scan() {
 			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
