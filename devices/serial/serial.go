@@ -129,9 +129,13 @@ func (u *UART) iir() uint8 {
 	return v
 }
 
-// updateIRQ recomputes the line; OUT2 (MCR bit 3) gates it as on a PC.
+// level is what the interrupt line should be: an interrupt pending in
+// IIR, gated by OUT2 (MCR bit 3) as on a PC.
+func (u *UART) level() bool { return u.iir()&iirNone == 0 && u.mcr&0x08 != 0 }
+
+// updateIRQ drives the line to level when it changed.
 func (u *UART) updateIRQ() {
-	level := u.iir()&iirNone == 0 && u.mcr&0x08 != 0
+	level := u.level()
 	if u.irq != nil && level != u.irqLevel {
 		u.irq.SetLevel(level)
 	}

@@ -40,7 +40,8 @@ func (m *Machine) saveVCPUState(v *vmm.VCPU, msrs []uint32) error {
 //   - PICs, IOAPIC and PIT as after setupPlatform (the PICs masked).
 //   - PCI: BARs back at their assigned addresses and not decoding, devices
 //     reset through pci.Resetter (virtio: status 0, queues stopped);
-//     pending hotplug requests, GPE0 and the PM block cleared.
+//     pending hotplug requests, GPE0 and the PM block cleared; the UART at
+//     its power-on registers with an empty FIFO.
 //   - RAM reads as zeroes again, and the kernel, initrd, boot parameters and
 //     ACPI tables are loaded as at power-on: the boot vCPU enters the
 //     kernel as on a cold boot.
@@ -59,6 +60,7 @@ func (m *Machine) resetInPlace() error {
 	m.board.hotplug.Reset()
 	m.board.gpe.Reset()
 	m.board.pm.Reset()
+	m.board.uart.Reset()
 	for _, r := range m.ram {
 		// Private anonymous memory: MADV_DONTNEED drops the pages, which
 		// read as zeroes when next touched (KVM's MMU notifier unmaps them
