@@ -45,6 +45,9 @@ const (
 	cmdPulseReset       = 0xfe
 )
 
+// outQueueLen bounds the output buffer queue.
+const outQueueLen = 16
+
 // Controller is the i8042. It is a vmm.BusDevice at DataPort, size Ports.
 type Controller struct {
 	// mu guards the registers and the output queue. The reset callback
@@ -65,14 +68,23 @@ type Controller struct {
 // port disabled, scan-code translation); output port 0x03 (bit 0: reset
 // line not asserted, bit 1: A20 enabled).
 func New(reset func()) *Controller {
-	return &Controller{status: stsSystem | stsUnlock, cmdByte: 0x61, outPort: 0x03, reset: reset}
+	c := &Controller{reset: reset}
+	c.powerOn()
+	return c
+}
+
+// powerOn sets the registers New documents, with nothing queued or pending.
+func (c *Controller) powerOn() {
+	c.status, c.cmdByte, c.outPort = stsSystem|stsUnlock, 0x61, 0x03
+	c.out = c.out[:0]
+	c.pending = 0
 }
 
 // push queues a byte for the guest to read at the data port; the queue is
 // bounded at 16 bytes (a guest that never reads cannot grow it) and bytes
 // beyond are dropped.
 func (c *Controller) push(b uint8) {
-	if len(c.out) < 16 {
+	if len(c.out) < outQueueLen {
 		c.out = append(c.out, b)
 	}
 }
