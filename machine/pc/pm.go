@@ -4,10 +4,12 @@ package pc
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/petrel-vmm/petrel/devices/acpi"
+	"github.com/petrel-vmm/petrel/vmstate"
 )
 
 // ACPI PM register block (ACPI 6.x §4.8.3): PM1a_EVT (status + enable),
@@ -40,7 +42,8 @@ type PM struct {
 	mu       sync.Mutex
 	sts, en  uint16
 	cnt      uint16
-	start    time.Time
+	start    time.Time        // when the PM timer read 0
+	now      func() time.Time // time.Now; tests fix it
 	sci      func(asserted bool)
 	powerOff func()
 	sleep    func(slpTyp int)
@@ -53,7 +56,7 @@ func NewPM(sci func(bool), powerOff func(), sleep func(int)) *PM {
 		sci = func(bool) {}
 	}
 	// SCI_EN reads 1 from reset: the FADT has no SMI_CMD handshake.
-	return &PM{sci: sci, powerOff: powerOff, sleep: sleep, start: time.Now(), cnt: pm1CntSCIEn}
+	return &PM{sci: sci, powerOff: powerOff, sleep: sleep, now: time.Now, start: time.Now(), cnt: pm1CntSCIEn}
 }
 
 // Reset puts the block back to its power-on state (machine reset): no
@@ -67,7 +70,7 @@ func (p *PM) Reset() {
 
 // timer is the 24-bit PM_TMR value.
 func (p *PM) timer() uint32 {
-	ns := uint64(time.Since(p.start))
+	ns := uint64(p.now().Sub(p.start))
 	return uint32(ns/1e9*pmTimerHz+ns%1e9*pmTimerHz/1e9) & 0xffffff
 }
 
@@ -139,6 +142,69 @@ func (p *PM) Write(base, offset uint64, data []byte) {
 	}
 }
 
+// pmStateVersion is the version of the PM block's saved state:
+//
+//	u32 version
+//	u16 PM1_STS, u16 PM1_EN, u16 PM1_CNT
+//	u64 nanoseconds the PM timer has counted (from 0 at NewPM)
+//
+// The timer continues on load from where it was saved, as QEMU's runs on
+// the virtual clock that stops while the machine is saved: the guest never
+// sees it jump over the time the machine spent saved.
+const pmStateVersion = 1
+
+// maxPMTimerAge bounds the saved timer age (146 years: far beyond any
+// guest's uptime, far from time.Duration's overflow).
+const maxPMTimerAge = 1 << 62
+
+var _ vmstate.Stater = (*PM)(nil)
+
+// SaveState implements vmstate.Stater.
+func (p *PM) SaveState(e *vmstate.Enc) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e.U32(pmStateVersion)
+	e.U16(p.sts)
+	e.U16(p.en)
+	e.U16(p.cnt)
+	e.U64(uint64(p.now().Sub(p.start)))
+}
+
+// LoadState implements vmstate.Stater. A status bit the block never sets,
+// SLP_EN stored in PM1_CNT (it never is: writing it acts at once) or a
+// timer age beyond maxPMTimerAge is refused and nothing changes then.
+// Loading never powers off or sleeps, and does not drive the SCI: SyncIRQ
+// does, once the irqchip is loaded.
+func (p *PM) LoadState(d *vmstate.Dec) error {
+	d.Version(pmStateVersion)
+	sts, en, cnt, age := d.U16(), d.U16(), d.U16(), d.U64()
+	if err := d.Finish(); err != nil {
+		return err
+	}
+	switch {
+	case sts&^pm1StsMask != 0:
+		return fmt.Errorf("%w: acpi pm: PM1_STS %#x has bits the block never sets", vmstate.ErrCorrupt, sts)
+	case cnt&pm1CntSlpEn != 0:
+		return fmt.Errorf("%w: acpi pm: PM1_CNT %#x holds SLP_EN", vmstate.ErrCorrupt, cnt)
+	case age > maxPMTimerAge:
+		return fmt.Errorf("%w: acpi pm: PM timer age %d ns", vmstate.ErrCorrupt, age)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sts, p.en, p.cnt = sts, en, cnt
+	p.start = p.now().Add(-time.Duration(age))
+	return nil
+}
+
+// SyncIRQ hands the SCI source the level the registers imply; the
+// machine calls it after LoadState and then sciOr.sync, once the irqchip
+// is loaded.
+func (p *PM) SyncIRQ() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.updateLocked()
+}
+
 // sciOr is the SCI line shared by the PM block and the GPE block: the
 // line is asserted while either source is.
 type sciOr struct {
@@ -157,6 +223,16 @@ func (s *sciOr) set(i int, asserted bool) {
 		s.level = l
 		s.line.SetLevel(l)
 	}
+}
+
+// sync drives the line to the level of its sources whether or not it
+// changed: after a load, once the PM and GPE blocks have given their
+// levels (PM.SyncIRQ, GPE.SyncIRQ) and the irqchip is loaded.
+func (s *sciOr) sync() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.level = s.srcs[0] || s.srcs[1]
+	s.line.SetLevel(s.level)
 }
 
 // sciSource is one input of an sciOr; it satisfies pci.IRQLine.
