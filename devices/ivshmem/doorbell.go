@@ -236,8 +236,11 @@ type msixEnableHook struct{ d *Device }
 
 func (msixEnableHook) ConfigRead(int, []byte) {}
 
-func (h msixEnableHook) ConfigWrite(int, []byte) {
-	d := h.d
+func (h msixEnableHook) ConfigWrite(int, []byte) { h.d.followMSIXEnable() }
+
+// followMSIXEnable moves own vectors to the irqfd fast path or back to the
+// poller when the MSI-X enable bit changed.
+func (d *Device) followMSIXEnable() {
 	on := d.msix.Enabled()
 	d.mu.Lock()
 	defer d.mu.Unlock()

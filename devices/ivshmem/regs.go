@@ -97,15 +97,18 @@ func (d *Device) raiseStatus() {
 	d.updateIRQLocked()
 }
 
-// updateIRQLocked drives INTA# from status & mask, unless the guest set
-// INTx Disable in the command register.
-func (d *Device) updateIRQLocked() {
+// intxLevelLocked is what INTA# should be: status & mask, unless the guest
+// set INTx Disable in the command register. It also shows the pending
+// interrupt in the config status register.
+func (d *Device) intxLevelLocked() bool {
 	pending := d.intrStatus&d.intrMask != 0
 	d.cfg.SetINTxStatus(pending)
-	level := pending && d.cfg.Command()&pci.CmdINTxDisable == 0
-	if d.released {
-		level = false
-	}
+	return pending && d.cfg.Command()&pci.CmdINTxDisable == 0 && !d.released
+}
+
+// updateIRQLocked drives INTA# to intxLevelLocked when it changed.
+func (d *Device) updateIRQLocked() {
+	level := d.intxLevelLocked()
 	if level == d.irqLevel {
 		return
 	}
