@@ -158,12 +158,8 @@ func (b *Bus) Reset() {
 		if s == nil {
 			continue
 		}
+		b.unmapSlotLocked(n, s)
 		for i := range NumBARs {
-			if s.mapped[i] {
-				if err := b.unmapLocked(n, s, i); err != nil {
-					b.MapErrors.Add(1)
-				}
-			}
 			s.cfg.SetBARAddress(i, s.assigned[i])
 		}
 		s.cfg.PutUint16(RegCommand, 0)
@@ -476,6 +472,18 @@ func (b *Bus) unmapLocked(slotNum int, s *slot, i int) error {
 		return fmt.Errorf("unmapping slot %d BAR %d at %#x: %w", slotNum, i, s.at[i], err)
 	}
 	return nil
+}
+
+// unmapSlotLocked unmaps every decoded BAR of slot n; a failure is
+// counted in MapErrors (the BAR is forgotten all the same).
+func (b *Bus) unmapSlotLocked(n int, s *slot) {
+	for i := range NumBARs {
+		if s.mapped[i] {
+			if err := b.unmapLocked(n, s, i); err != nil {
+				b.MapErrors.Add(1)
+			}
+		}
+	}
 }
 
 // mappingOf is BAR i of slotNum, defined by def, decoded at addr.
