@@ -87,6 +87,9 @@ type PCI struct {
 	barAddr      uint64
 	ioevents     bool // kicks are registered as ioeventfds at barAddr
 	released     bool // Release ran: guest writes are ignored from now on
+	// quiesced: Quiesce ran (or LoadState); the queue goroutines stay
+	// stopped until Resume.
+	quiesced bool
 
 	isrMu sync.Mutex
 	isr   uint8

@@ -149,6 +149,21 @@ func alignedSlice(mem *guestmem.Memory, gpa, n uint64) ([]byte, int, error) {
 	return s, int(gpa - start), nil
 }
 
+// queueIndices is the device's private position in a running queue, the
+// part of its state that is not in guest memory.
+type queueIndices struct {
+	lastAvail, usedIdx, lastSignal uint16
+	signalOK                       bool
+}
+
+func (q *Queue) indices() queueIndices {
+	return queueIndices{q.lastAvail, q.usedIdx, q.lastSignal, q.signalOK}
+}
+
+func (q *Queue) setIndices(x queueIndices) {
+	q.lastAvail, q.usedIdx, q.lastSignal, q.signalOK = x.lastAvail, x.usedIdx, x.lastSignal, x.signalOK
+}
+
 // Size is the queue size.
 func (q *Queue) Size() uint16 { return q.cfg.Size }
 

@@ -163,11 +163,18 @@ func (m *msiCount) count(v uint32) int {
 	return m.n[v]
 }
 
-func newDisk(t *testing.T) block.Image {
+func newDisk(t testing.TB) block.Image { return openDisk(t, newDiskFile(t, 1<<20)) }
+
+// newDiskFile creates a raw image of size zero bytes.
+func newDiskFile(t testing.TB, size int) string {
 	path := filepath.Join(t.TempDir(), "d.raw")
-	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
+	if err := os.WriteFile(path, make([]byte, size), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+func openDisk(t testing.TB, path string) block.Image {
 	img, err := raw.Open(path, block.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +182,7 @@ func newDisk(t *testing.T) block.Image {
 	return img
 }
 
-func newDevice(t *testing.T, o virtio.Options, nq int) (*virtio.PCI, *virtiotest.Driver) {
+func newDevice(t testing.TB, o virtio.Options, nq int) (*virtio.PCI, *virtiotest.Driver) {
 	mem, ram := virtiotest.NewMemory(4 << 20)
 	o.Mem = mem
 	dev, _, err := blk.NewPCI(newDisk(t), blk.Options{NumQueues: nq}, o)
@@ -191,7 +198,7 @@ func newDevice(t *testing.T, o virtio.Options, nq int) (*virtio.PCI, *virtiotest
 }
 
 // flush submits a FLUSH request on q and waits for it.
-func flush(t *testing.T, d *virtiotest.Driver, q int, kick bool) {
+func flush(t testing.TB, d *virtiotest.Driver, q int, kick bool) {
 	t.Helper()
 	hdr := d.Alloc(32)
 	binary.LittleEndian.PutUint32(d.RAM[hdr:], blk.TypeFlush)
@@ -493,7 +500,7 @@ func TestAccessAfterRelease(t *testing.T) {
 
 // waitFor polls cond: interrupts are raised by the queue goroutine just
 // after it publishes the used entry the driver waits for.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(100 * time.Microsecond) {
 		if time.Now().After(deadline) {

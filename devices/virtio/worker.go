@@ -28,23 +28,42 @@ type worker struct {
 	// server, when set, serves the queue itself: the goroutine only
 	// forwards driver notifications to it.
 	server QueueServer
+	// halted is set by the goroutine when it stopped on a broken ring
+	// (the device then needs a reset): Resume does not restart it.
+	halted bool
 }
 
 // activateLocked builds the enabled queues and starts their goroutines.
 func (p *PCI) activateLocked() error {
-	feats := p.drvFeatures
+	ws, err := p.newWorkersLocked(p.queues, p.drvFeatures)
+	if err != nil {
+		return err
+	}
+	if len(ws) == 0 {
+		return errors.New("no queue enabled")
+	}
+	if err := p.be.Activate(p.drvFeatures); err != nil {
+		return err
+	}
+	p.startLocked(ws)
+	return nil
+}
+
+// newWorkersLocked builds a queue and its worker for every enabled queue
+// of qs under the negotiated features. It changes nothing in p.
+func (p *PCI) newWorkersLocked(qs []queueState, feats uint64) ([]*worker, error) {
 	var ws []*worker
-	for i, s := range p.queues {
+	for i, s := range qs {
 		if !s.enabled {
 			continue
 		}
 		q, err := NewQueue(p.o.Mem, QueueConfig{Size: s.size, Desc: s.desc, Driver: s.driver, Device: s.device,
 			EventIdx: feats&FeatureEventIdx != 0, IndirectDescOK: feats&FeatureIndirectDesc != 0})
 		if err != nil {
-			return fmt.Errorf("queue %d: %w", i, err)
+			return nil, fmt.Errorf("queue %d: %w", i, err)
 		}
 		if s.size > p.be.MaxQueueSize() {
-			return fmt.Errorf("queue %d: size %d above the maximum %d", i, s.size, p.be.MaxQueueSize())
+			return nil, fmt.Errorf("queue %d: size %d above the maximum %d", i, s.size, p.be.MaxQueueSize())
 		}
 		w := &worker{qi: i, q: q, chain: NewChain(), kick: p.kicks[i]}
 		if qs, ok := p.be.(QueueServer); ok && qs.ServesQueue(i) {
@@ -52,36 +71,57 @@ func (p *PCI) activateLocked() error {
 		}
 		ws = append(ws, w)
 	}
-	if len(ws) == 0 {
-		return errors.New("no queue enabled")
-	}
-	if err := p.be.Activate(feats); err != nil {
-		return err
-	}
+	return ws, nil
+}
+
+// startLocked hands the served queues of ws to the backend and makes ws
+// the running queues; their goroutines start now, or at Resume while the
+// device is quiesced.
+func (p *PCI) startLocked(ws []*worker) {
 	for _, w := range ws {
 		if w.server != nil {
 			w.server.StartQueue(w.qi, &ServedQueue{Queue: w.q, p: p, qi: w.qi})
 		}
 	}
 	p.workers = ws
-	for _, w := range ws {
+	if !p.quiesced {
+		p.runWorkersLocked()
+	}
+}
+
+// runWorkersLocked starts a goroutine for every queue that has not halted.
+func (p *PCI) runWorkersLocked() {
+	for _, w := range p.workers {
+		if w.halted {
+			continue
+		}
+		w.stop.Store(false)
 		p.wg.Add(1)
 		go p.run(w)
 	}
-	return nil
 }
 
-// stopWorkersLocked stops every queue goroutine and waits until in-flight
-// requests have completed.
-func (p *PCI) stopWorkersLocked() {
+// haltWorkersLocked stops every queue goroutine and waits until in-flight
+// requests have completed (each finishes the chain it is serving, and
+// raises the interrupt for it); the queues stay, to be saved or resumed.
+func (p *PCI) haltWorkersLocked() {
 	for _, w := range p.workers {
 		w.stop.Store(true)
 		unix.Write(p.kickFDs[w.qi], eventfdOne[:])
 	}
 	p.wg.Wait()
+}
+
+// stopWorkersLocked halts the queue goroutines and forgets the queues.
+func (p *PCI) stopWorkersLocked() {
+	p.haltWorkersLocked()
 	p.workers = nil
 }
 
+// run is a queue's goroutine. It serves the queue once before waiting
+// for the first notification: a queue started or resumed with chains
+// already available (their notification came before, or was lost with a
+// saved machine's process) serves them at once.
 func (p *PCI) run(w *worker) {
 	defer p.wg.Done()
 	for !w.stop.Load() {
@@ -114,6 +154,7 @@ func (p *PCI) service(w *worker) {
 		}
 		if w.chain.Err == ErrAvailIndex {
 			p.queueBroken()
+			w.halted = true
 			w.stop.Store(true)
 			break
 		}
