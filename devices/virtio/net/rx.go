@@ -22,6 +22,9 @@ type rxState struct {
 	// last), cur the others.
 	first, cur *virtio.Chain
 	hdr        [hdrLen]byte
+	// paused: the device is quiesced (Net.Quiesce); frames only go to
+	// the backlog.
+	paused bool
 }
 
 func (r *rxState) init(maxFrame int, queueSize uint16) {
@@ -57,7 +60,7 @@ func (n *Net) Receive(frame []byte) {
 		n.Stats.RxDropped.Add(1)
 		return
 	}
-	if r.count == 0 {
+	if r.count == 0 && !r.paused {
 		delivered, done := n.deliverLocked(frame)
 		if delivered > 0 {
 			r.q.Interrupt()
@@ -80,6 +83,9 @@ func (n *Net) Receive(frame []byte) {
 // some, and asks the driver for a notification when it runs dry.
 func (n *Net) drainLocked() {
 	r := &n.rx
+	if r.paused {
+		return
+	}
 	pushed := 0
 	for r.q != nil && r.count > 0 {
 		got, done := n.deliverLocked(r.slots[r.head][:r.lens[r.head]])
