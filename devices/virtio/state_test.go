@@ -385,8 +385,9 @@ func TestSaveRunningDevice(t *testing.T) {
 // reset and use it afterwards.
 func FuzzLoadState(f *testing.F) {
 	f.Add(newSavedRig(f).devState)
+	disk := newDiskFile(f, 1<<20)
 	f.Fuzz(func(t *testing.T, state []byte) {
-		m := newVMRig(t, newDiskFile(t, 1<<20), 2, nil, blk.Options{})
+		m := newVMRig(t, disk, 2, nil, blk.Options{})
 		m.dev.LoadState(vmstate.NewDec("virtio", state))
 		m.dev.Resume()
 		d, err := virtiotest.New(m.dev, m.mem, m.ram)
