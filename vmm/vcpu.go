@@ -225,15 +225,23 @@ func (v *VCPU) Run() Stop {
 	// (full barriers on x86), so a request published after the loop read
 	// the flags has its immediate_exit store land after the clear: KVM_RUN
 	// returns at once and no kick is lost.
+	//
+	// exitPending: the last KVM_RUN ended in an exit served here (IO, MMIO,
+	// a machine's hypercall), which KVM completes only on the next KVM_RUN
+	// (completeExit).
+	exitPending := false
 	for {
 		if s := Stop(v.stopReq.Load()); s != StopNone {
+			v.completeExit(&exitPending)
 			return s
 		}
 		if v.pauseReq.Load() {
+			v.completeExit(&exitPending)
 			v.park()
 			continue
 		}
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(v.fd), ioctlRun, 0)
+		exitPending = false
 		if e != 0 {
 			if e == unix.EINTR || e == unix.EAGAIN {
 				// A kick, or a Go runtime signal: the checks above decide.
@@ -246,6 +254,31 @@ func (v *VCPU) Run() Stop {
 		if s := v.dispatch(); s != StopNone {
 			return s
 		}
+		exitPending = true
+	}
+}
+
+// completeExit finishes an exit served in user space before the vCPU
+// stops or parks: KVM stores an IN's or MMIO read's data and moves RIP
+// past the instruction (or, on POWER, returns a hypercall's result) only
+// on the next KVM_RUN, and that state is not visible to user space. With
+// immediate_exit set, KVM_RUN completes it and returns EINTR without
+// running the guest (Documentation/virt/kvm/api.rst, KVM_RUN), so state
+// read while the vCPU is paused (savevm) is the state after the
+// instruction, which a restored vCPU does not execute again. A string
+// instruction may exit once more for its next chunk: that exit is served
+// and completed too.
+func (v *VCPU) completeExit(pending *bool) {
+	for *pending {
+		v.run.setImmediateExit(true)
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(v.fd), ioctlRun, 0)
+		if e != 0 {
+			// EINTR: done. Another error is left for the next KVM_RUN,
+			// which reports it.
+			*pending = false
+			return
+		}
+		v.dispatch() // an IO or MMIO exit: served, never a stop
 	}
 }
 
