@@ -21,7 +21,7 @@ func TestIoctlNumbers(t *testing.T) {
 		"KVM_GET_IRQCHIP":            {ioctlGetIRQChip, 0xc208ae62},
 		"KVM_SET_IRQCHIP":            {ioctlSetIRQChip, 0x8208ae63},
 		"KVM_CHECK_EXTENSION":        {ioctlCheckExtension, 0xae03},
-		// Machine reset (reset_amd64.go); values from the installed linux/kvm.h.
+		// Machine reset (state_amd64.go); values from the installed linux/kvm.h.
 		"KVM_GET_MSR_INDEX_LIST": {ioctlGetMSRIndexList, 0xc004ae02},
 		"KVM_GET_MSRS":           {ioctlGetMSRs, 0xc008ae88},
 		"KVM_SET_MSRS":           {ioctlSetMSRs, 0x4008ae89},
@@ -39,10 +39,19 @@ func TestIoctlNumbers(t *testing.T) {
 		"KVM_SET_XCRS":           {ioctlSetXCRs, 0x4188aea7},
 		"KVM_GET_PIT2":           {ioctlGetPIT2, 0x8070ae9f},
 		"KVM_SET_PIT2":           {ioctlSetPIT2, 0x4070aea0},
+		// savevm/loadvm (state_amd64.go).
+		"KVM_GET_XSAVE":  {ioctlGetXSAVE, 0x9000aea4},
+		"KVM_SET_XSAVE":  {ioctlSetXSAVE, 0x5000aea5},
+		"KVM_GET_XSAVE2": {ioctlGetXSAVE2, 0x9000aecf},
+		"KVM_GET_CLOCK":  {ioctlGetClock, 0x8030ae7c},
+		"KVM_SET_CLOCK":  {ioctlSetClock, 0x4030ae7b},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %#x, want %#x", name, c.got, c.want)
 		}
+	}
+	if unsafe.Sizeof(msrEntry{}) != 24 || unsafe.Sizeof(ClockState{}.data) != 48 || unsafe.Sizeof(IRQChipState{}.pit) != 112 {
+		t.Fatal("kvm_msrs (one entry), kvm_clock_data or kvm_pit_state2 differ from the kernel's sizes")
 	}
 	if unsafe.Sizeof(kvmIoeventfd{}) != 64 || unsafe.Sizeof(kvmIrqfd{}) != 32 || unsafe.Sizeof(kvmMSI{}) != 32 ||
 		unsafe.Sizeof(kvmIRQChip{}) != 520 || unsafe.Sizeof(Regs{}) != 144 || unsafe.Sizeof(Sregs{}) != 312 || unsafe.Sizeof(kvmPitConfig{}) != 64 || unsafe.Sizeof(kvmUserspaceMemoryRegion{}) != 32 {

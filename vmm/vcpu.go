@@ -79,6 +79,7 @@ type ExitHandler interface {
 type VCPU struct {
 	ID  int
 	fd  int
+	vm  *VM
 	run runView
 
 	// PIO and MMIO are the buses port I/O and MMIO exits dispatch to
@@ -113,7 +114,7 @@ func (vm *VM) CreateVCPU(id int) (*VCPU, error) {
 		unix.Close(int(fd))
 		return nil, fmt.Errorf("mapping kvm_run of vcpu %d: %w", id, err)
 	}
-	return &VCPU{ID: id, fd: int(fd), run: runView{mem}}, nil
+	return &VCPU{ID: id, fd: int(fd), vm: vm, run: runView{mem}}, nil
 }
 
 // FD is the vCPU file descriptor.

@@ -10,6 +10,7 @@ import (
 type archVM struct {
 	routes  map[uint32]route // GSI -> route (IOAPIC/PIC pins and MSIs)
 	irqchip bool
+	xsave   int // KVM_CAP_XSAVE2's answer, -1 without it, 0 not asked yet
 }
 
 func (vm *VM) initArch() { vm.routes = map[uint32]route{} }
