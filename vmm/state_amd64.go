@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -66,6 +67,21 @@ const (
 	xsaveLegacySize = 4096
 	maxXSAVE        = 64 << 10
 )
+
+// The MTRRs, which KVM emulates but leaves out of KVM_GET_MSR_INDEX_LIST
+// (QEMU saves them by hand too): the variable pairs (MTRRphysBase/Mask
+// 0-7), the fixed-range ones and MTRRdefType. A vCPU without MTRRs in its
+// CPUID refuses to read them, and they are then not saved.
+func mtrrMSRs() []uint32 {
+	l := []uint32{0x250, 0x258, 0x259, 0x2ff}
+	for i := uint32(0); i < 16; i++ {
+		l = append(l, 0x200+i)
+	}
+	for i := uint32(0); i < 8; i++ {
+		l = append(l, 0x268+i)
+	}
+	return l
+}
 
 // msrEntry mirrors struct kvm_msrs with one struct kvm_msr_entry.
 type msrEntry struct {
@@ -144,9 +160,9 @@ func (k *KVM) MSRIndexList() ([]uint32, error) {
 }
 
 // SaveState saves the vCPU's state for a machine reset: registers, FPU
-// and XSAVE area, XCRs, LAPIC, MP state, pending events, debug registers
-// and the MSRs in msrs (from MSRIndexList) that it can read, except the
-// TSC.
+// and XSAVE area, XCRs, LAPIC, MP state, pending events, debug registers,
+// the MTRRs and the MSRs in msrs (from MSRIndexList) that it can read,
+// except the TSC.
 func (v *VCPU) SaveState(msrs []uint32) (*VCPUState, error) { return v.saveState(msrs, false) }
 
 // SaveFullState saves a paused vCPU's state for savevm: what SaveState
@@ -172,7 +188,13 @@ func (v *VCPU) saveState(msrs []uint32, full bool) (*VCPUState, error) {
 		}
 		s.parts[p.name] = b
 	}
-	for _, idx := range msrs {
+	list := slices.Clip(msrs)
+	for _, idx := range mtrrMSRs() {
+		if !slices.Contains(msrs, idx) {
+			list = append(list, idx)
+		}
+	}
+	for _, idx := range list {
 		if idx == msrTSC && !full {
 			continue
 		}
