@@ -42,8 +42,10 @@ type SnapshotInfo struct {
 	VMStateSize int64         `json:"vm-state-size"`
 	Date        time.Time     `json:"-"`
 	VMClock     time.Duration `json:"-"`
-	ICount      int64         `json:"icount,omitempty"`
 	DiskSize    int64         `json:"-"`
+	// ICount is the instruction count recorded with the snapshot, -1 when
+	// none was (QEMU's savevm without record/replay; qemu-img records 0).
+	ICount int64 `json:"icount"`
 }
 
 // Snapshotter is implemented by formats with internal snapshots.

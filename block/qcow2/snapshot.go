@@ -182,9 +182,7 @@ func (img *Image) Snapshots() ([]block.SnapshotInfo, error) {
 			ID: sn.id, Name: sn.name, VMStateSize: int64(sn.vmState),
 			Date:    time.Unix(int64(sn.dateSec), int64(sn.dateNsec)),
 			VMClock: time.Duration(sn.vmClock), DiskSize: int64(sn.diskSize),
-		}
-		if sn.icount != ^uint64(0) {
-			out[i].ICount = int64(sn.icount)
+			ICount: int64(sn.icount), // ^0 (unknown) is -1
 		}
 	}
 	return out, nil

@@ -65,8 +65,11 @@ func imageInfo(img block.Image, path string) object {
 }
 
 func snapshotJSON(sn block.SnapshotInfo) object {
-	return object{
-		{"icount", sn.ICount},
+	var o object
+	if sn.ICount != -1 { // qemu-img leaves out an icount not recorded
+		o = object{{"icount", sn.ICount}}
+	}
+	return append(o, object{
 		{"vm-clock-nsec", sn.VMClock.Nanoseconds() % 1e9},
 		{"name", sn.Name},
 		{"date-sec", sn.Date.Unix()},
@@ -74,7 +77,7 @@ func snapshotJSON(sn block.SnapshotInfo) object {
 		{"vm-clock-sec", int64(sn.VMClock.Seconds())},
 		{"id", sn.ID},
 		{"vm-state-size", sn.VMStateSize},
-	}
+	}...)
 }
 
 func lookup(o object, k string) (any, bool) {

@@ -3,6 +3,7 @@ package imgtool
 import (
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -19,7 +20,11 @@ func printSnapshotTable(w io.Writer, snaps []block.SnapshotInfo) {
 		secs := ns / 1e9
 		clock := fmt.Sprintf("%02d:%02d:%02d.%03d", secs/3600, (secs/60)%60, secs%60, (ns/1e6)%1000)
 		date := sn.Date.Local().Format("2006-01-02 15:04:05")
-		fmt.Fprintf(w, "%-9s %-16s %8s%20s%13s%11d\n", sn.ID, sn.Name, humanSize(sn.VMStateSize), date, clock, sn.ICount)
+		icount := "" // not recorded
+		if sn.ICount != -1 {
+			icount = strconv.FormatInt(sn.ICount, 10)
+		}
+		fmt.Fprintf(w, "%-9s %-16s %8s%20s%13s%11s\n", sn.ID, sn.Name, humanSize(sn.VMStateSize), date, clock, icount)
 	}
 }
 
