@@ -1,6 +1,9 @@
 package block
 
-import "time"
+import (
+	"io"
+	"time"
+)
 
 // The interfaces below are optional capabilities an Image may have; `petrel
 // img` type-asserts for them and says clearly when a format lacks one.
@@ -112,4 +115,24 @@ type SnapshotLoader interface {
 // bitmaps (qcow2). PersistentBitmaps counts the valid ones the image holds.
 type BitmapHolder interface {
 	PersistentBitmaps() int
+}
+
+// VMStateHolder is implemented by formats that keep a saved machine's
+// state with an internal snapshot (qcow2, as QEMU's savevm/loadvm).
+type VMStateHolder interface {
+	// CreateSnapshotWithState creates internal snapshot name recording
+	// vmClockNs as its VM clock. When state is non-nil it is called once to
+	// stream the VM state, and the snapshot's VM state size is the number
+	// of bytes it wrote; whole clusters of zeroes cost nothing. state==nil
+	// makes a disk-only snapshot with the clock. state runs with the image
+	// quiesced and must not do I/O on it. A failure or a crash leaves the
+	// older snapshots and the disk as they were (a crash may leak space).
+	CreateSnapshotWithState(name string, vmClockNs uint64, state func(w io.Writer) error) error
+	// VMState returns a reader over the VM state of snapshot nameOrID and
+	// the state's size (0 if the snapshot has none). It reads the
+	// snapshot's own clusters: nothing in the image changes, and the
+	// reader stays valid until that snapshot is deleted or the image is
+	// closed. Read it through io.NewSectionReader(r, 0, size) and a
+	// buffer: each ReadAt looks up the metadata.
+	VMState(nameOrID string) (r io.ReaderAt, size int64, err error)
 }

@@ -87,4 +87,5 @@ var (
 	_ block.Named            = (*Image)(nil)
 	_ block.SnapshotLoader   = (*Image)(nil)
 	_ block.BitmapHolder     = (*Image)(nil)
+	_ block.VMStateHolder    = (*Image)(nil)
 )

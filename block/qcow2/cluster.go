@@ -87,19 +87,25 @@ func (img *Image) l2TableOffset(l1 []uint64, l1i int64) (int64, error) {
 // its first run of uniform kind. Contiguous clusters of one kind within one
 // L2 table are coalesced. Runs under img.mu.
 func (img *Image) resolve(off, n int64) (mapping, error) {
+	return img.resolveIn(img.l1, off, n)
+}
+
+// resolveIn is resolve in the tree of l1 (the active table or a
+// snapshot's). Ranges beyond l1 are unallocated.
+func (img *Image) resolveIn(l1 []uint64, off, n int64) (mapping, error) {
 	cs := img.clusterSize
 	l1i, l2i := img.l2Index(off)
 	inCluster := off & (cs - 1)
 	// Bytes until the end of this L2 table's range, capped at n.
 	limit := min(n, (img.l2Entries-l2i)*cs-inCluster)
-	l2off, err := img.l2TableOffset(img.l1, l1i)
+	l2off, err := img.l2TableOffset(l1, l1i)
 	if err != nil {
 		return mapping{}, err
 	}
 	if l2off == 0 {
 		// Following L1 entries without an L2 table extend the run.
 		length := limit
-		for i := l1i + 1; length < n && i < int64(len(img.l1)) && img.l1[i]&l1OffsetMask == 0; i++ {
+		for i := l1i + 1; length < n && i < int64(len(l1)) && l1[i]&l1OffsetMask == 0; i++ {
 			length = min(n, length+img.l2Entries*cs)
 		}
 		return mapping{kind: mapUnallocated, length: length}, nil

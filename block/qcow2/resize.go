@@ -30,6 +30,10 @@ func (img *Image) resize(newSize int64) error {
 		if err := img.checkEmptyFrom(newSize); err != nil {
 			return err
 		}
+	} else if err := img.dropActiveTail(img.vmStateL1Index(uint64(old))); err != nil {
+		// A save of VM state interrupted by a crash may have left state
+		// beyond the disk, which must not show up in the grown disk.
+		return err
 	} else if need := l1EntriesFor(uint64(newSize), img.clusterBits, img.l2EntryShift); int64(need) > int64(len(img.l1)) {
 		if err := img.growL1(int64(need)); err != nil {
 			return err

@@ -217,13 +217,14 @@ func findSnapshot(snaps []snapshot, nameOrID string) int {
 	return -1
 }
 
-// createSnapshot records the current disk state under name.
+// createSnapshot records the current disk state under name, as qemu-img
+// snapshot -c does (no VM clock, icount 0).
 func (img *Image) createSnapshot(name string) error {
-	snaps, oldSize, err := img.lockForSnapshot()
-	if err != nil {
-		return err
-	}
-	defer img.unquiesce()
+	return img.saveSnapshot(snapshot{name: name, icount: 0}, nil)
+}
+
+// checkNewSnapshot validates a new snapshot's name against the table.
+func checkNewSnapshot(snaps []snapshot, name string) error {
 	if name == "" || len(name) > 65535 {
 		return errors.New("invalid snapshot name")
 	}
@@ -232,6 +233,14 @@ func (img *Image) createSnapshot(name string) error {
 	if len(snaps) >= maxSnapshots {
 		return errors.New("too many snapshots")
 	}
+	return nil
+}
+
+// addSnapshot takes a snapshot of the active tree (its whole L1 table,
+// the VM state area beyond the disk included) and appends it to the table
+// snaps with the name, VM clock, VM state size and icount of meta. Called
+// quiesced.
+func (img *Image) addSnapshot(snaps []snapshot, oldSize int64, meta snapshot) error {
 	maxID := 0
 	for _, sn := range snaps {
 		if n, err := strconv.Atoi(sn.id); err == nil && n > maxID {
@@ -270,6 +279,7 @@ func (img *Image) createSnapshot(name string) error {
 	l1Bytes := int64(len(img.l1)) * 8
 	var l1Off int64
 	if l1Bytes > 0 {
+		var err error
 		if l1Off, err = img.allocClusters((l1Bytes + cs - 1) / cs); err != nil {
 			return err
 		}
@@ -284,9 +294,10 @@ func (img *Image) createSnapshot(name string) error {
 	now := time.Now()
 	snaps = append(snaps, snapshot{
 		l1Off: uint64(l1Off), l1Size: uint32(len(img.l1)),
-		id: strconv.Itoa(maxID + 1), name: name,
+		id: strconv.Itoa(maxID + 1), name: meta.name,
 		dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
-		diskSize: img.hdr.size, icount: 0, // qemu-img writes 0
+		vmClock: meta.vmClock, vmState: meta.vmState,
+		diskSize: img.hdr.size, icount: meta.icount,
 	})
 	return img.writeSnapshots(snaps, oldSize)
 }
@@ -304,7 +315,10 @@ func (img *Image) snapshotL1(snaps []snapshot, nameOrID string) (int, []uint64, 
 	return i, l1, err
 }
 
-// applySnapshot makes a snapshot's state the active disk state.
+// applySnapshot makes a snapshot's disk state the active disk state.
+// Only the L1 entries of the snapshot's disk are taken: its VM state
+// beyond the disk (read from the snapshot itself, see VMState) stays out
+// of the active tree, where QEMU's goto would copy it in.
 func (img *Image) applySnapshot(nameOrID string) error {
 	snaps, _, err := img.lockForSnapshot()
 	if err != nil {
@@ -316,8 +330,13 @@ func (img *Image) applySnapshot(nameOrID string) error {
 		return err
 	}
 	sn := snaps[i]
-	if int64(len(snL1)) > int64(len(img.l1)) {
-		if err := img.growL1(int64(len(snL1))); err != nil {
+	if sn.diskSize == 0 {
+		sn.diskSize = img.hdr.size
+	}
+	need := img.vmStateL1Index(sn.diskSize)
+	snL1 = snL1[:min(int64(len(snL1)), need)]
+	if need > int64(len(img.l1)) {
+		if err := img.growL1(need); err != nil {
 			return err
 		}
 	}
@@ -353,7 +372,7 @@ func (img *Image) applySnapshot(nameOrID string) error {
 	if err := img.writeActiveL1(); err != nil {
 		return err
 	}
-	if sn.diskSize != 0 && sn.diskSize != img.hdr.size {
+	if sn.diskSize != img.hdr.size {
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], sn.diskSize)
 		if err := img.writeMeta(b[:], 24); err != nil {
