@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,13 @@ func crashCompressible(seed int64, i int, n int64) []byte {
 	return b
 }
 
+// crashState is the deterministic VM state saved by operation i: random
+// data with whole clusters and shorter runs of zeroes, 64 KiB to 2 MiB.
+func crashState(seed int64, i int) []byte {
+	r := rand.New(rand.NewSource(seed*31 + int64(i)))
+	return vmStateData(r.Int63(), 64<<10+r.Intn(2<<20))
+}
+
 // TestCrashChild is the writer the crash test runs in a child process and
 // kills: it logs every operation on stdout before doing it and "F" after
 // each Flush returns.
@@ -69,6 +77,8 @@ func TestCrashChild(t *testing.T) {
 			op = 100 // snapshot churn: create, and delete the oldest beyond two
 		case 2:
 			op = 101 // apply a snapshot
+		case 3, 4:
+			op = 102 // snapshot churn with a VM state saved
 		}
 		switch {
 		case op == 101:
@@ -83,11 +93,19 @@ func TestCrashChild(t *testing.T) {
 				fmt.Printf("E %v\n", err)
 				os.Exit(3)
 			}
-		case op == 100:
+		case op == 100 || op == 102:
 			name := fmt.Sprintf("s%d-%d", seed, i)
-			fmt.Fprintf(out, "S c %s\n", name)
-			out.Flush()
-			if err := img.CreateSnapshot(name); err != nil {
+			var err error
+			if op == 102 {
+				fmt.Fprintf(out, "S v %s %d\n", name, i)
+				out.Flush()
+				err = img.CreateSnapshotWithState(name, uint64(i), streamIn(crashState(seed, i), seed+int64(i)))
+			} else {
+				fmt.Fprintf(out, "S c %s\n", name)
+				out.Flush()
+				err = img.CreateSnapshot(name)
+			}
+			if err != nil {
 				fmt.Printf("E %v\n", err)
 				os.Exit(3)
 			}
@@ -141,12 +159,20 @@ func TestCrashChild(t *testing.T) {
 }
 
 // crashSnapshotEvery: one operation in this many is a snapshot create
-// (and a delete of the oldest beyond two), and one in twice as many an
-// apply of a snapshot.
+// (and a delete of the oldest beyond two), as many again a create with a
+// VM state saved, and one in twice as many an apply of a snapshot.
 const crashSnapshotEvery = 40
 
 // crashStats counts what the children logged.
-type crashStats struct{ ops, flushes, snapshotOps int }
+type crashStats struct {
+	ops, flushes, snapshotOps, stateSaves int
+	killedInStateSave                     int // kills that came while a save with VM state ran
+	stateSavesDone                        int // of those, saves whose snapshot was complete
+}
+
+// crashSnap is what a snapshot must hold: the disk content when it was
+// taken and, for a save with state, the VM state.
+type crashSnap struct{ disk, state []byte }
 
 // TestCrashConsistency kills a writer child with SIGKILL at random points,
 // with and without lazy refcounts and with extended L2 entries, while it
@@ -175,17 +201,22 @@ func TestCrashConsistency(t *testing.T) {
 				t.Fatal(err)
 			}
 			model := make([]byte, crashDiskSize)
-			snaps := map[string][]byte{}
+			snaps := map[string]crashSnap{}
 			rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 			var total crashStats
 			for it := 0; it < iters; it++ {
 				seed := rng.Int63n(1 << 40)
 				var st crashStats
-				model, st = crashRound(t, path, seed, rng.Intn(80), time.Duration(rng.Intn(20000))*time.Microsecond, model, snaps, lazy, co.ClusterSize)
+				// Every other round aims its kill at a save with VM state.
+				kill := crashKill{after: rng.Intn(80), d: time.Duration(rng.Intn(20000)) * time.Microsecond, inStateSave: it%2 == 1}
+				model, st = crashRound(t, path, seed, kill, model, snaps, lazy, co.ClusterSize)
 				total.ops, total.flushes, total.snapshotOps = total.ops+st.ops, total.flushes+st.flushes, total.snapshotOps+st.snapshotOps
+				total.stateSaves += st.stateSaves
+				total.killedInStateSave += st.killedInStateSave
+				total.stateSavesDone += st.stateSavesDone
 			}
-			t.Logf("%d rounds (kills), %d operations logged, %d completed flushes, %d snapshot creates/deletes/applies", iters, total.ops, total.flushes, total.snapshotOps)
-			if total.flushes == 0 || total.ops < iters || total.snapshotOps == 0 {
+			t.Logf("%d rounds (kills), %d operations logged, %d completed flushes, %d snapshot creates/deletes/applies, %d of them saves with VM state; %d kills during such a save (%d after its snapshot was listed)", iters, total.ops, total.flushes, total.snapshotOps, total.stateSaves, total.killedInStateSave, total.stateSavesDone)
+			if total.flushes == 0 || total.ops < iters || total.snapshotOps == 0 || total.stateSaves == 0 {
 				t.Fatalf("the child did too little work to test anything (%+v)", total)
 			}
 		})
@@ -225,11 +256,19 @@ func missingCopiedFlag(l string) bool {
 	return false
 }
 
-// crashRound runs one child, kills it d after its killAfter-th log line,
-// verifies the image and
+// crashKill says when a round kills its child: d after the child logged
+// its after-th line or, with inStateSave, d after the first save with VM
+// state it starts from then on.
+type crashKill struct {
+	after       int
+	d           time.Duration
+	inStateSave bool
+}
+
+// crashRound runs one child, kills it as kill says, verifies the image and
 // returns the new verified content and what the child logged. snaps holds
 // the expected content of every snapshot by name, across rounds.
-func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Duration, model []byte, snaps map[string][]byte, lazy bool, crashCluster int64) ([]byte, crashStats) {
+func crashRound(t *testing.T, path string, seed int64, kill crashKill, model []byte, snaps map[string]crashSnap, lazy bool, crashCluster int64) ([]byte, crashStats) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("QCOW2_CRASH_CHILD=%s,%d", path, seed))
@@ -241,7 +280,7 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 		t.Fatal(err)
 	}
 	// Collect the log. The kill comes d after the child has logged
-	// killAfter lines (operations, flushes, snapshot steps), so that every
+	// kill.after lines (operations, flushes, snapshot steps), so that every
 	// round does work however loaded the machine is, and lands at a random
 	// point inside the operation under way.
 	var log []string
@@ -250,7 +289,7 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 	go func() {
 		defer close(collected)
 		sc := bufio.NewScanner(stdout)
-		started, lines := false, 0
+		started, fired, lines := false, false, 0
 		for sc.Scan() {
 			if sc.Text() == "R" && !started {
 				started = true
@@ -258,7 +297,8 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 				log = append(log, sc.Text())
 				lines++
 			}
-			if started && lines == killAfter {
+			if started && !fired && lines >= kill.after && (!kill.inStateSave || strings.HasPrefix(sc.Text(), "S v ")) {
+				fired = true
 				close(reached)
 			}
 		}
@@ -268,7 +308,7 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 	case <-collected:
 	case <-time.After(60 * time.Second):
 	}
-	time.Sleep(d)
+	time.Sleep(kill.d)
 	cmd.Process.Signal(syscall.SIGKILL)
 	<-collected
 	cmd.Wait()
@@ -285,7 +325,7 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 		if applying != "" {
 			// The child logged a next line: the apply completed, and it
 			// flushes; the disk is the snapshot's content.
-			copy(cur, snaps[applying])
+			copy(cur, snaps[applying].disk)
 			copy(flushed, cur)
 			clear(dirty)
 			applying = ""
@@ -305,8 +345,13 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 		case "S":
 			// A snapshot holds everything written before it was taken.
 			st.snapshotOps++
-			if f[1] == "c" {
-				snaps[f[2]] = bytes.Clone(cur)
+			switch f[1] {
+			case "c":
+				snaps[f[2]] = crashSnap{disk: bytes.Clone(cur)}
+			case "v":
+				st.stateSaves++
+				i, _ := strconv.Atoi(f[3])
+				snaps[f[2]] = crashSnap{disk: bytes.Clone(cur), state: crashState(seed, i)}
 			}
 			continue
 		case "PASS", "ok", "---", "===":
@@ -337,6 +382,11 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 			dirty[j] = true
 		}
 	}
+	inSave := ""
+	if n := len(log); n > 0 && strings.HasPrefix(log[n-1], "S v ") {
+		st.killedInStateSave++
+		inSave = strings.Fields(log[n-1])[2]
+	}
 	if lazy {
 		// The image is dirty: a read-write open repairs the refcounts.
 		img, err := Open(path, block.Options{})
@@ -354,7 +404,12 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 	}
 	defer img.Close()
 	got := readAll(t, img)
-	if applying != "" && bytes.Equal(got, snaps[applying]) {
+	if inSave != "" {
+		if list, _ := img.Snapshots(); slices.ContainsFunc(list, func(sn block.SnapshotInfo) bool { return sn.Name == inSave }) {
+			st.stateSavesDone++ // killed after the snapshot table named it
+		}
+	}
+	if applying != "" && bytes.Equal(got, snaps[applying].disk) {
 		// Killed inside an apply that got as far as switching the L1 table.
 		verifyCrashSnapshots(t, path, img, snaps, seed)
 		return got, st
@@ -369,9 +424,9 @@ func crashRound(t *testing.T, path string, seed int64, killAfter int, d time.Dur
 }
 
 // verifyCrashSnapshots reads every snapshot left in the image and compares
-// it with the disk content when it was taken; snapshots no longer listed
-// are forgotten.
-func verifyCrashSnapshots(t *testing.T, path string, img *Image, snaps map[string][]byte, seed int64) {
+// it with the disk content when it was taken, and its VM state with the
+// one saved; snapshots no longer listed are forgotten.
+func verifyCrashSnapshots(t *testing.T, path string, img *Image, snaps map[string]crashSnap, seed int64) {
 	t.Helper()
 	list, err := img.Snapshots()
 	if err != nil {
@@ -393,8 +448,14 @@ func verifyCrashSnapshots(t *testing.T, path string, img *Image, snaps map[strin
 		}
 		got := readAll(t, view)
 		view.Close()
-		if !bytes.Equal(got, want) {
-			t.Fatalf("seed %d: snapshot %s changed: %s", seed, sn.Name, firstDiff(got, want))
+		if !bytes.Equal(got, want.disk) {
+			t.Fatalf("seed %d: snapshot %s changed: %s", seed, sn.Name, firstDiff(got, want.disk))
+		}
+		if sn.VMStateSize != int64(len(want.state)) {
+			t.Fatalf("seed %d: snapshot %s has a VM state of %d bytes, want %d", seed, sn.Name, sn.VMStateSize, len(want.state))
+		}
+		if want.state != nil {
+			assertEqual(t, fmt.Sprintf("seed %d: VM state of snapshot %s", seed, sn.Name), readVMState(t, img, sn.Name), want.state)
 		}
 	}
 	for name := range snaps {
