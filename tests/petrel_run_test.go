@@ -20,7 +20,7 @@ import (
 // buildPetrel compiles cmd/petrel into a temporary directory, or returns
 // PETREL_BIN when that names a prebuilt one (machines without Go, such as
 // the nested KVM guest of scripts/test-kvm.sh).
-func buildPetrel(t *testing.T) string {
+func buildPetrel(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("PETREL_BIN"); p != "" {
 		return p

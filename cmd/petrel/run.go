@@ -35,6 +35,7 @@ type runOptions struct {
 	qmp      string
 	noReboot bool
 	verbose  bool
+	loadvm   string        // -loadvm TAG: start from a saved machine
 	devs     deviceOptions // -blockdev/-object/-chardev/-device (run_devices.go)
 }
 
@@ -62,6 +63,7 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	fs.BoolVar(&nographic, "nographic", false, "accepted for QEMU compatibility (there is no display)")
 	fs.BoolVar(&o.cfg.NoACPI, "no-acpi", false, "boot without ACPI tables")
 	fs.BoolVar(&o.noReboot, "no-reboot", false, "exit instead of rebooting when the guest resets")
+	fs.StringVar(&o.loadvm, "loadvm", "", "start from the VM snapshot TAG (savevm) in the disks")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: boot path and timings on stderr")
 	o.devs.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -168,6 +170,12 @@ func runMain(args []string) int {
 		return 1
 	}
 	defer m.Close()
+	if o.loadvm != "" {
+		if err := m.LoadVM(pc.SnapshotRequest{Tag: o.loadvm}); err != nil {
+			fmt.Fprintf(os.Stderr, "petrel run: -loadvm %s: %v\n", o.loadvm, err)
+			return 1
+		}
+	}
 	q.serve(pcqmp.New(m, cancel))
 	if err := q.waitClient(); err != nil {
 		fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)

@@ -29,6 +29,8 @@ const (
 // setupDevices and never unplugged.
 type board struct {
 	uart    *serial.UART
+	rtc     *rtc.CMOS
+	kbd     *i8042.Controller
 	pm      *PM
 	sci     *sciOr
 	pci     *pci.Bus
@@ -81,13 +83,15 @@ func (m *Machine) setupDevices() error {
 	}
 	m.board.hotplug = hp
 	m.newDeviceManager()
+	m.board.rtc = rtc.New(low, high)
+	m.board.kbd = i8042.New(m.Reset)
 	for _, d := range []struct {
 		name       string
 		port, size uint64
 		dev        vmm.BusDevice
 	}{
-		{"i8042", i8042.DataPort, i8042.Ports, i8042.New(m.Reset)},
-		{"rtc", rtc.Port, rtc.Ports, rtc.New(low, high)},
+		{"i8042", i8042.DataPort, i8042.Ports, m.board.kbd},
+		{"rtc", rtc.Port, rtc.Ports, m.board.rtc},
 		{"post", PostPort, 1, sink{}},
 		{"com1", serial.COM1Port, serial.Ports, m.board.uart},
 		{"pci config", pci.ConfigPort, pci.ConfigLen, m.board.pci},

@@ -141,6 +141,10 @@ type Machine struct {
 	blocks  *blocknodes.Registry // block nodes (images)
 	powerOn powerOnState         // what a reset restores (reset.go)
 	state   runState
+	clock   vmClock     // the guest's running time (snapshots record it)
+	snapMu  sync.Mutex  // one VM snapshot operation at a time (savevm.go)
+	saving  *kvmCapture // the KVM state being saved (vmparts.go)
+	msrs    []uint32    // the MSRs KVM saves and restores (KVM_GET_MSR_INDEX_LIST)
 
 	closers []func() error
 	// cpuidOverrides are features KVM_SET_CPUID2 did not take as given.
@@ -294,6 +298,7 @@ func (m *Machine) setupVCPUs() error {
 	if err != nil {
 		return err
 	}
+	m.msrs = msrs
 	for i := 0; i < m.cfg.CPUs; i++ {
 		v, err := m.vm.CreateVCPU(i)
 		if err != nil {
@@ -466,11 +471,15 @@ func (m *Machine) Pause() {
 		v.Pause()
 	}
 	m.state.paused.Store(true)
+	m.clock.stop()
 }
 
 // Resume lets paused vCPUs run again (QMP cont).
 func (m *Machine) Resume() {
 	m.state.paused.Store(false)
+	if m.state.started.Load() && !m.state.finished.Load() {
+		m.clock.start()
+	}
 	for _, v := range m.vcpus {
 		v.Resume()
 	}

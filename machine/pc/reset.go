@@ -61,6 +61,8 @@ func (m *Machine) resetInPlace() error {
 	m.board.gpe.Reset()
 	m.board.pm.Reset()
 	m.board.uart.Reset()
+	m.board.rtc.Reset()
+	m.board.kbd.Reset()
 	for _, r := range m.ram {
 		// Private anonymous memory: MADV_DONTNEED drops the pages, which
 		// read as zeroes when next touched (KVM's MMU notifier unmaps them

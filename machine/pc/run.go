@@ -47,6 +47,10 @@ func (m *Machine) Run(ctx context.Context) (ExitReason, error) {
 	}()
 	m.state.started.Store(true)
 	defer m.state.finished.Store(true)
+	if !m.state.paused.Load() {
+		m.clock.start()
+	}
+	defer m.clock.stop()
 	for {
 		t0 := time.Now()
 		stop, v := vmm.RunVCPUs(m.vcpus)
