@@ -112,17 +112,13 @@ func registers(d *virtiotest.Driver) []byte {
 	return append(out, w[:]...)
 }
 
-func usedIdx(d *virtiotest.Driver, q *virtiotest.Queue) uint16 {
-	return binary.LittleEndian.Uint16(d.RAM[q.Used+2:])
-}
-
 // awaitUsed waits until the device published used index idx on q without
 // consuming the entry: with EVENT_IDX the test driver's Used moves
 // used_event past it, and a device that looks after that rightly sends no
 // interrupt for it.
 func awaitUsed(t testing.TB, d *virtiotest.Driver, q *virtiotest.Queue, idx uint16) {
 	t.Helper()
-	waitFor(t, "used entry", func() bool { return usedIdx(d, q) == idx })
+	waitFor(t, "used entry", func() bool { return d.UsedIdx(q) == idx })
 }
 
 func eventfdCount(t testing.TB, fd int) uint64 {
@@ -237,8 +233,8 @@ func TestStateRoundTrip(t *testing.T) {
 	var one [8]byte
 	one[0] = 1
 	unix.Write(b.rt.ioevents[bar+0x3004], one[:])
-	if id, _, err := d.Wait(d.Queues[1]); err != nil || id != head || d.RAM[st] != blk.StatusOK || usedIdx(d, d.Queues[1]) != 5 {
-		t.Fatalf("new request on queue 1: used %d (want %d), used idx %d, %v", id, head, usedIdx(d, d.Queues[1]), err)
+	if id, _, err := d.Wait(d.Queues[1]); err != nil || id != head || d.RAM[st] != blk.StatusOK || d.UsedIdx(d.Queues[1]) != 5 {
+		t.Fatalf("new request on queue 1: used %d (want %d), used idx %d, %v", id, head, d.UsedIdx(d.Queues[1]), err)
 	}
 	b.dev.MSIX().Write(0, 16*2+12, []byte{0, 0, 0, 0})
 	if fd := b.rt.irqfdFor(2); fd < 0 || eventfdCount(t, fd) != 1 || b.dev.MSIX().Pending(2) {

@@ -136,8 +136,8 @@ func TestStateRoundTrip(t *testing.T) {
 	if _, data := r.usedFrame(1536); !bytes.Equal(data, f) {
 		t.Fatal("frame after load wrong")
 	}
-	if q := r.drv.Queues[rxQueue]; binary.LittleEndian.Uint16(r.ram[q.Used+2:]) != 2 || r.net.Stats.RxFiltered.Load() != 1 {
-		t.Fatalf("rx used index %d, %d filtered", binary.LittleEndian.Uint16(r.ram[q.Used+2:]), r.net.Stats.RxFiltered.Load())
+	if q := r.drv.Queues[rxQueue]; r.drv.UsedIdx(q) != 2 || r.net.Stats.RxFiltered.Load() != 1 {
+		t.Fatalf("rx used index %d, %d filtered", r.drv.UsedIdx(q), r.net.Stats.RxFiltered.Load())
 	}
 	g := frame(otherMAC, 600, 6)
 	r.transmit(Hdr{}, g, 2)

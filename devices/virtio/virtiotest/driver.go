@@ -326,6 +326,10 @@ func (d *Driver) Submit(q *Queue, bufs []Buf, indirect bool) (uint16, error) {
 // Kick notifies queue q through its notify address.
 func (d *Driver) Kick(q *Queue) { d.Write(q.notifyAddr, 2, uint64(q.Index)) }
 
+// UsedIdx reads the used ring's index, which the device moves, without
+// consuming anything.
+func (d *Driver) UsedIdx(q *Queue) uint16 { return load16(d.RAM, q.Used+2) }
+
 // Used returns the next used element if there is one.
 func (d *Driver) Used(q *Queue) (id uint16, n uint32, ok bool) {
 	if load16(d.RAM, q.Used+2) == q.lastUsed {
