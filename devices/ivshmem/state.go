@@ -12,11 +12,14 @@ import (
 //	u32 MSI-X vectors (0: ivshmem-plain) and u64 shared memory size: the
 //	    configuration, checked on load
 //	u32 IntrMask, u32 IntrStatus
+//	bytes: the MSI-X table and PBA (pci.MSIX's own state; empty for
+//	    ivshmem-plain)
 //
 // Not in it: the shared memory (external: a memory backend or the
 // server's), IVPosition (a doorbell device keeps the ID its own server
 // connection was given, as QEMU reconnects and takes a new one), and the
-// config space and MSI-X table and PBA, which the PCI bus saves.
+// config space, which the PCI bus saves (and loads first: MSI-X reads its
+// enable bit from it).
 const stateVersion = 1
 
 var _ vmstate.Stater = (*Device)(nil)
@@ -37,6 +40,11 @@ func (d *Device) SaveState(e *vmstate.Enc) {
 	e.U64(uint64(len(d.mem)))
 	e.U32(d.intrMask)
 	e.U32(d.intrStatus)
+	var m vmstate.Enc
+	if d.msix != nil {
+		d.msix.SaveState(&m) // lock order: mu, then MSIX.mu
+	}
+	e.Bytes(m.Data())
 }
 
 // LoadState implements vmstate.Stater. A state saved from a device of
@@ -47,17 +55,26 @@ func (d *Device) LoadState(dec *vmstate.Dec) error {
 	dec.Version(stateVersion)
 	vectors, size := dec.U32(), dec.U64()
 	mask, status := dec.U32(), dec.U32()
+	msix := dec.Bytes(1 << 20)
 	if err := dec.Finish(); err != nil {
 		return err
 	}
 	if vectors != d.vectors() {
 		return fmt.Errorf("ivshmem: saved from a device with %d MSI-X vectors (0: ivshmem-plain), this one has %d", vectors, d.vectors())
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	if size != uint64(len(d.mem)) {
 		return fmt.Errorf("ivshmem: saved with %d bytes of shared memory, this device has %d", size, len(d.mem))
 	}
+	if (d.msix == nil) != (len(msix) == 0) {
+		return fmt.Errorf("%w: ivshmem: MSI-X state present: %v, device has MSI-X: %v", vmstate.ErrCorrupt, len(msix) > 0, d.msix != nil)
+	}
+	if d.msix != nil {
+		if err := d.msix.LoadState(vmstate.NewDec("ivshmem MSI-X", msix)); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.intrMask, d.intrStatus = mask, status
 	return nil
 }
