@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -38,7 +39,11 @@ func fuzzBody(t *testing.T, data []byte) {
 		img.BlockStatus(off, 1<<20)
 	}
 	img.Check(block.RepairNone)
-	img.Snapshots()
+	if list, err := img.Snapshots(); err == nil {
+		for _, sn := range list[:min(len(list), 4)] {
+			fuzzReadVMState(img, sn.ID)
+		}
+	}
 	img.Describe()
 	// The writable pass only for images whose refcount table covers a
 	// modest file: allocation past a corrupt, fully used table lands
@@ -70,10 +75,27 @@ func fuzzBody(t *testing.T, data []byte) {
 		}
 	}
 	rw.CreateSnapshot("fuzz")
+	rw.CreateSnapshotWithState("fuzzvm", 1, func(w io.Writer) error {
+		_, err := w.Write(buf[:5000])
+		return err
+	})
+	fuzzReadVMState(rw, "fuzzvm")
 	rw.ApplySnapshot("1")
 	rw.DeleteSnapshot("fuzz")
 	rw.Check(block.RepairAll)
 	rw.Resize(size + 1<<20)
+}
+
+// fuzzReadVMState reads the start and the end of a snapshot's VM state,
+// whatever size the table claims.
+func fuzzReadVMState(img *Image, id string) {
+	r, size, err := img.VMState(id)
+	if err != nil {
+		return
+	}
+	buf := make([]byte, min(size, 64<<10))
+	r.ReadAt(buf, 0)
+	r.ReadAt(buf, size-int64(len(buf)))
 }
 
 // FuzzSnapshotTable parses arbitrary snapshot tables; whatever parses must
@@ -154,6 +176,22 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	run(t, "qemu-img", "bitmap", "--add", bm, "b0")
 	qemuIO(t, bm, "qcow2", "write -P 0x12 64k 4k")
 	b, _ = os.ReadFile(bm)
+	seeds = append(seeds, b)
+	// A VM state saved by this engine with a snapshot.
+	vm := filepath.Join(dir, "vm.qcow2")
+	if err := Create(vm, block.CreateOptions{Size: 64 << 10, ClusterSize: 512}); err != nil {
+		t.Fatal(err)
+	}
+	vimg, err := Open(vm, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vimg.WriteAt(bytes.Repeat([]byte{0x77}, 1024), 0)
+	if err := vimg.CreateSnapshotWithState("vm", 1e9, streamIn(vmStateData(8, 3000), 8)); err != nil {
+		t.Fatal(err)
+	}
+	vimg.Close()
+	b, _ = os.ReadFile(vm)
 	seeds = append(seeds, b)
 	writeCorpus(t, "FuzzOpen", seeds, func(b []byte) string { return fmt.Sprintf("[]byte(%q)\n", b) })
 
