@@ -87,7 +87,7 @@ func TestLoadVMRefusals(t *testing.T) {
 	}
 	go func() { _, err := m3.Run(ctx); done <- err }()
 	deadline = time.Now().Add(runTimeout)
-	for !regexp.MustCompile(`TICK 3 `).MatchString(out3.String()) {
+	for !tickRE.MatchString(out3.String()) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the loaded guest does not tick:\n%s", indent(out3.String()))
 		}

@@ -23,7 +23,7 @@ func FuzzReader(f *testing.F) {
 			}
 			switch {
 			case name == RAMSection:
-				ReadRAM(r, ver, []RAMRegion{{0, make([]byte, 4*PageSize)}, {1 << 32, make([]byte, PageSize)}})
+				ReadRAM(r, ver, []RAMRegion{{GuestAddr: 0, Mem: make([]byte, 4*PageSize)}, {GuestAddr: 1 << 32, Mem: make([]byte, PageSize)}})
 			case n <= 1<<16:
 				p, err := r.Section()
 				if err != nil {

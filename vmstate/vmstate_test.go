@@ -67,7 +67,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	ram := bytes.Repeat([]byte{0xff}, 4*PageSize) // stale contents must be cleared
 	hi := make([]byte, PageSize)
-	if err := ReadRAM(r, ver, []RAMRegion{{0, ram}, {1 << 32, hi}}); err != nil {
+	if err := ReadRAM(r, ver, []RAMRegion{{GuestAddr: 0, Mem: ram}, {GuestAddr: 1 << 32, Mem: hi}}); err != nil {
 		t.Fatal(err)
 	}
 	want := make([]byte, 4*PageSize)
@@ -85,7 +85,7 @@ func TestRoundTrip(t *testing.T) {
 func TestZeroPagesAreFree(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf)
-	if _, err := WriteRAM(w, []RAMRegion{{0, make([]byte, 4<<20)}}); err != nil {
+	if _, err := WriteRAM(w, []RAMRegion{{GuestAddr: 0, Mem: make([]byte, 4<<20)}}); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
@@ -122,7 +122,7 @@ func TestRAMMismatchNamesTheDifference(t *testing.T) {
 	r, _ := NewReader(bytes.NewReader(b), int64(len(b)))
 	r.Next()
 	r.Next()
-	err := ReadRAM(r, 1, []RAMRegion{{0, make([]byte, 8*PageSize)}, {1 << 32, make([]byte, PageSize)}})
+	err := ReadRAM(r, 1, []RAMRegion{{GuestAddr: 0, Mem: make([]byte, 8*PageSize)}, {GuestAddr: 1 << 32, Mem: make([]byte, PageSize)}})
 	if err == nil || !strings.Contains(err.Error(), "saved RAM region is 0 MiB at 0x0, this machine's is 0 MiB at 0x0") && !strings.Contains(err.Error(), "saved RAM region") {
 		t.Fatalf("mismatch: %v", err)
 	}
@@ -162,5 +162,22 @@ func TestWriterChecksLengths(t *testing.T) {
 	w = NewWriter(io.Discard)
 	if _, err := w.Begin("ram", 1, 2).Write(make([]byte, 3)); err == nil {
 		t.Fatal("long section accepted")
+	}
+}
+
+// A page Resident marks as never touched is not read: it is stored as
+// zero even if (impossibly for real RAM) it held data, and a short
+// residency vector is an error.
+func TestResidentSkipsPages(t *testing.T) {
+	mem := make([]byte, 2*PageSize)
+	mem[10], mem[PageSize+10] = 1, 2
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	pages, err := WriteRAM(w, []RAMRegion{{Mem: mem, Resident: []byte{0, 1}}})
+	if err != nil || pages != 1 {
+		t.Fatalf("%d pages stored, %v; want 1", pages, err)
+	}
+	if _, err := WriteRAM(NewWriter(io.Discard), []RAMRegion{{Mem: mem, Resident: []byte{1}}}); err == nil {
+		t.Fatal("a residency vector of the wrong length was accepted")
 	}
 }

@@ -196,15 +196,6 @@ func (m *Machine) writeState(w io.Writer, clockNs uint64) (int64, error) {
 	return sw.Len(), nil
 }
 
-func (m *Machine) ramRegions() []vmstate.RAMRegion {
-	rs := make([]vmstate.RAMRegion, len(m.ram))
-	gpa := []uint64{0, highRAMBase}
-	for i, b := range m.ram {
-		rs[i] = vmstate.RAMRegion{GuestAddr: gpa[i], Mem: b}
-	}
-	return rs
-}
-
 // checkState reads a saved machine through without changing anything: its
 // structure and checksum must be intact, it must come from a machine
 // configured like this one, and it must have every section this machine
