@@ -340,3 +340,30 @@ func GuestCPUID(host []CPUIDEntry, id int, c CPUIDConfig) []CPUIDEntry {
 	}
 	return withBrand(es, brand)
 }
+
+// Vendor is the CPU vendor string of leaf 0 ("GenuineIntel",
+// "AuthenticAMD", ...), or "" when es has no leaf 0. In
+// KVM_GET_SUPPORTED_CPUID it is the host's.
+func Vendor(es []CPUIDEntry) string {
+	for _, e := range es {
+		if e.Function == 0 {
+			var b []byte
+			for _, r := range []uint32{e.EBX, e.EDX, e.ECX} {
+				b = binary.LittleEndian.AppendUint32(b, r)
+			}
+			return strings.TrimRight(string(b), "\x00")
+		}
+	}
+	return ""
+}
+
+// ShutdownResetsVCPU reports whether KVM resets a vCPU before it returns
+// KVM_EXIT_SHUTDOWN, so that its registers then read as the reset state
+// (rip 0xfff0, cs 0xf000) rather than where the triple fault happened.
+// KVM's SVM code (AMD, Hygon) does: the VMCB is undefined after a
+// shutdown intercept, so it re-initialises it. VMX (Intel) leaves the
+// registers as they were at the fault; kvm_pvm uses neither.
+func ShutdownResetsVCPU(host []CPUIDEntry, pvm bool) bool {
+	v := Vendor(host)
+	return !pvm && (v == "AuthenticAMD" || v == "HygonGenuine")
+}

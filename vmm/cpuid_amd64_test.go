@@ -108,3 +108,32 @@ func TestParseCPUFlagErrors(t *testing.T) {
 		t.Errorf("host: %v", err)
 	}
 }
+
+func TestShutdownResetsVCPU(t *testing.T) {
+	leaf0 := func(vendor string) []CPUIDEntry {
+		b := []byte(vendor)
+		u := func(i int) uint32 { return uint32(b[i]) | uint32(b[i+1])<<8 | uint32(b[i+2])<<16 | uint32(b[i+3])<<24 }
+		return []CPUIDEntry{{Function: 0, EAX: 0xd, EBX: u(0), EDX: u(4), ECX: u(8)}}
+	}
+	for _, c := range []struct {
+		vendor string
+		pvm    bool
+		want   bool
+	}{
+		{"AuthenticAMD", false, true},
+		{"HygonGenuine", false, true},
+		{"GenuineIntel", false, false},
+		{"AuthenticAMD", true, false},
+	} {
+		es := leaf0(c.vendor)
+		if got := Vendor(es); got != c.vendor {
+			t.Errorf("Vendor = %q, want %q", got, c.vendor)
+		}
+		if got := ShutdownResetsVCPU(es, c.pvm); got != c.want {
+			t.Errorf("ShutdownResetsVCPU(%s, pvm %v) = %v, want %v", c.vendor, c.pvm, got, c.want)
+		}
+	}
+	if Vendor(nil) != "" || ShutdownResetsVCPU(nil, false) {
+		t.Error("no leaf 0: want no vendor and registers taken as valid")
+	}
+}

@@ -149,6 +149,9 @@ type Machine struct {
 	closers []func() error
 	// cpuidOverrides are features KVM_SET_CPUID2 did not take as given.
 	cpuidOverrides []string
+	// shutdownResets: KVM resets a vCPU before KVM_EXIT_SHUTDOWN (AMD),
+	// so a triple fault's registers are not there to report.
+	shutdownResets bool
 	logf           func(format string, args ...any)
 }
 
@@ -285,6 +288,7 @@ func (m *Machine) setupVCPUs() error {
 	if err != nil {
 		return err
 	}
+	m.shutdownResets = vmm.ShutdownResetsVCPU(host, m.kvm.PVM)
 	cc := vmm.CPUIDConfig{CPUs: m.cfg.CPUs, PVM: m.kvm.PVM, Brand: vmm.HostBrand()}
 	if m.cfg.CPU != "" {
 		if cc.Set, cc.Clear, err = vmm.ParseCPUFlag(m.cfg.CPU); err != nil {

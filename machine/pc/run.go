@@ -117,13 +117,24 @@ func (m *Machine) exit(stop vmm.Stop, v *vmm.VCPU) (ExitReason, error) {
 		}
 		return ExitStopped, nil
 	case vmm.StopTripleFault:
-		return ExitTripleFault, fmt.Errorf("vcpu %d: triple fault (KVM_EXIT_SHUTDOWN)\n%s", v.ID, v.DumpRegs())
+		return ExitTripleFault, tripleFault(v.ID, m.shutdownResets, v.DumpRegs)
 	case vmm.StopCrash:
 		return ExitCrash, fmt.Errorf("vcpu %d: guest reported a crash\n%s", v.ID, v.DumpRegs())
 	case vmm.StopHalted:
 		return ExitError, fmt.Errorf("vcpu %d: halted with interrupts unable to wake it\n%s", v.ID, v.DumpRegs())
 	}
 	return ExitError, fmt.Errorf("%w\n%s", v.Err(), v.DumpRegs())
+}
+
+// tripleFault is the error for vCPU id's KVM_EXIT_SHUTDOWN, with its
+// registers (dump) only where they are the faulting state: KVM on AMD has
+// reset the vCPU by then, and a reset state shown as the fault's misleads.
+func tripleFault(id int, resets bool, dump func() string) error {
+	if resets {
+		return fmt.Errorf("vcpu %d: triple fault (KVM_EXIT_SHUTDOWN); its registers at the fault are not "+
+			"available: KVM on AMD resets the vCPU when it intercepts the shutdown", id)
+	}
+	return fmt.Errorf("vcpu %d: triple fault (KVM_EXIT_SHUTDOWN)\n%s", id, dump())
 }
 
 // kickAll stops every vCPU with reason s.
