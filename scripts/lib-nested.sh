@@ -36,7 +36,10 @@
 #       in which QEMU uses no CPU count as one too), NESTED_RETRY (1: a wedged
 #       or timed-out L1 is booted once more), NESTED_INTERACTIVE=1
 #       (L1's serial console and the job's stdin/stdout are this terminal:
-#       no console.log, no "job: " prefix; the demo's shell).
+#       no console.log, no "job: " prefix; the demo's shell),
+#       NESTED_KVM_TRACE=1 (L1 records KVM's tracepoints until the first
+#       shutdown intercept, a triple fault, and the tail comes back in
+#       JOBDIR/out/kvm-trace.txt; this costs L1 time).
 #
 #   nested_copy_tool ROOTFS PROGRAM...
 #       Copies host programs with the shared libraries ldd names (and the
@@ -163,6 +166,18 @@ echo "nested: /dev/kvm ready ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 [ -d /job/rootfs ] && cp -a /job/rootfs/. / && rm -rf /job/rootfs
 cd /job
 export OUT=/out NESTED_L1_MODULES=$M
+T=/sys/kernel/tracing
+if grep -qw nested.kvmtrace /proc/cmdline && mount -t tracefs nodev $T; then
+  # KVM's events in a ring buffer that stops at the first shutdown
+  # intercept (SVM_EXIT_SHUTDOWN, 0x7f): its tail is what led to a triple
+  # fault, which KVM on AMD cannot show in the vCPU's registers.
+  echo 4096 > $T/buffer_size_kb
+  echo 1 > $T/events/kvm/enable
+  echo 0 > $T/events/kvm/kvm_fpu/enable; echo 0 > $T/events/kvm/kvm_write_tsc_offset/enable
+  echo 'traceoff if exit_reason == 127' > $T/events/kvm/kvm_exit/trigger
+  echo 1 > $T/tracing_on
+  echo "nested: KVM tracepoints on, stopping at the first shutdown intercept"
+fi
 if grep -qw nested.interactive /proc/cmdline; then
   sh /job/job.sh </dev/console >/dev/console 2>&1; echo $? > /tmp/job.rc
 else
@@ -171,6 +186,10 @@ else
 fi
 rc=$(cat /tmp/job.rc 2>/dev/null || echo 98)
 echo "nested: job exited with $rc"
+if [ -f $T/trace ] && [ "$(cat $T/tracing_on)" = 0 ]; then
+  tail -n 30000 $T/trace > /out/kvm-trace.txt
+  echo "nested: a vCPU hit a shutdown intercept: KVM's last events in kvm-trace.txt"
+fi
 finish "$rc"
 INIT
 }
@@ -229,7 +248,7 @@ nested_run_once() {
   fi
   timeout "$limit" qemu-system-x86_64 -accel tcg -cpu "${NESTED_CPU:-max}" -smp "${NESTED_SMP:-2}" -m "${NESTED_MEM:-4G}" \
     -nographic -no-reboot -nic none -kernel "$NESTED_KERNEL" -initrd "$job/initrd.cpio" \
-    -append "console=ttyS0 quiet panic=-1 ${NESTED_APPEND:-}" \
+    -append "console=ttyS0 quiet panic=-1 $( ((${NESTED_KVM_TRACE:-0})) && echo nested.kvmtrace) ${NESTED_APPEND:-}" \
     -drive "file=$job/out.raw,format=raw,if=virtio,cache=unsafe" </dev/null >"$log" 2>&1 &
   local qpid=$! qrc=0 seen=0 n line quiet_since=$SECONDS wedged=0
   # A second sign of a wedged L1: QEMU itself stops using CPU. A working L1

@@ -15,7 +15,9 @@
 # any failing test, or a test skipped for lack of KVM, fails the run.
 #
 # For development: TEST_KVM_PKGS="vmm tests" picks packages, TEST_KVM_RUN=REGEXP
-# narrows the tests (-test.run).
+# narrows the tests (-test.run), TEST_KVM_COUNT=N runs each N times
+# (-test.count), NESTED_KVM_TRACE=1 brings back KVM's trace up to the first
+# triple fault (scripts/lib-nested.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -73,7 +75,7 @@ EXCLUDE=${TEST_KVM_EXCLUDE-'^TestHostileGuest$'}
   echo "mkdir -p '$(dirname "$REPO")' && ln -sfn /job/src '$REPO'"
   # Every VM exit costs L1 a trip through TCG: hang bounds are 5 times longer.
   echo "export PETREL_GUEST_DIR=/job/guests PETREL_BIN=/bin/petrel PETREL_TEST_TIMEOUT_SCALE=5 CI='${CI:-}'"
-  echo "repo='$REPO' run='${TEST_KVM_RUN:-.}' skip='$EXCLUDE' pkgs='$(echo $pkgs)'"
+  echo "repo='$REPO' run='${TEST_KVM_RUN:-.}' skip='$EXCLUDE' count='${TEST_KVM_COUNT:-1}' pkgs='$(echo $pkgs)'"
   cat <<'JOB'
 fail=0
 for p in $pkgs; do
@@ -82,7 +84,7 @@ for p in $pkgs; do
   s=$(cut -d' ' -f1 /proc/uptime)
   # Every line to the log; test starts and results to the console as
   # they come, so a hang shows where.
-  { /job/bin/$name.test -test.v -test.count=1 -test.timeout=15m -test.run "$run" -test.skip "$skip" 2>&1; echo $? >/tmp/rc; } |
+  { /job/bin/$name.test -test.v -test.count=$count -test.timeout=$((15 * count))m -test.run "$run" -test.skip "$skip" 2>&1; echo $? >/tmp/rc; } |
     while IFS= read -r l; do
       echo "$l" >>$OUT/$name.log
       case $l in "=== RUN"* | *"--- "* | panic:*) echo "$p: $l" ;; esac
