@@ -28,6 +28,13 @@
 // runtime tolerates); KVM_RUN then returns EINTR and the loop looks at the
 // request instead of blindly re-entering the guest.
 //
+// On x86 a vCPU's state and the in-kernel irqchip, PIT and kvmclock are
+// read and written whole (state_amd64.go): for a machine reset
+// (VCPU.SaveState, without the TSC) and for savevm/loadvm
+// (VCPU.SaveFullState, VM.SaveIRQChips, VM.SaveClock; their vmstate
+// encoding in statecodec_amd64.go). Run completes an exit it served
+// before it parks or stops, so a paused vCPU's state is whole.
+//
 // On x86, GuestCPUID derives each vCPU's CPUID from KVM_GET_SUPPORTED_CPUID: APIC
 // ids and leaf 0xB topology, the hypervisor bit, and on kvm_pvm hosts
 // (DetectPVM) no CX16 and no XSAVE/AVX, which its CPL0 emulator lacks.
