@@ -11,6 +11,12 @@
 #   ivshmem-a/b  two guests on one ivshmem server: A writes a pattern and
 #                rings B; B takes the interrupt (uio_pci_generic), checks it,
 #                writes its own and rings A back.
+#   savevm       a shell loop writes /mnt/fN on an ext4 qcow2 disk and prints
+#                SAVEVM-LOOP N once a second up to 20; the host saves it
+#                (HMP savevm), kills Petrel and loads it in a new one
+#                (-loadvm): the loop must go on from where it was. At 20 it
+#                checks every file and reboots; the second boot says
+#                SAVEVM-REBOOTED and waits for the host's HMP loadvm.
 #   reference    boot, report the kernel log, power off (the same kernel
 #                under QEMU-KVM: the excuse for lines L1's emulation causes)
 #   shell        the demo: an interactive shell on the console.
@@ -164,7 +170,35 @@ ivshmem_peer() {
   poweroff -f
 }
 
+savevm_loop() {
+  wait_for 'test -b /dev/vda' || die "no /dev/vda"
+  mount -t ext4 /dev/vda /mnt || die "mounting /dev/vda"
+  if [ -e /mnt/done ]; then
+    say "SAVEVM-REBOOTED files=$(ls /mnt | grep -c '^f')"
+    while :; do sleep 1; done
+  fi
+  i=0
+  while [ $i -lt 20 ]; do
+    i=$((i + 1))
+    echo "file $i of the savevm loop" >/mnt/f$i
+    sync
+    say "SAVEVM-LOOP $i"
+    sleep 1
+  done
+  j=1
+  while [ $j -le 20 ]; do
+    [ "$(cat /mnt/f$j)" = "file $j of the savevm loop" ] || die "/mnt/f$j: $(cat /mnt/f$j)"
+    j=$((j + 1))
+  done
+  say "SAVEVM-FILES-OK"
+  touch /mnt/done
+  umount /mnt
+  sync
+  reboot -f
+}
+
 case $role in
+savevm) savevm_loop ;;
 disks)
   if [ -e /data/boot1-done ]; then disks_second_boot; else disks_first_boot; fi
   ;;

@@ -161,6 +161,57 @@ done
 kill "$srv" 2>/dev/null
 wait "$srv" 2>/dev/null
 log "ivshmem: done in $(($(date +%s) - start)) s"
+
+# 3. savevm: a running Linux saved (HMP savevm over QMP), Petrel killed,
+# the state loaded by a new Petrel (-loadvm); then, after the guest
+# rebooted, loaded again into the running VM (HMP loadvm).
+start=$(date +%s)
+log "savevm: Linux writing files in a loop; savevm, kill -9, -loadvm in a new petrel"
+sv() { # sv N ARGS...: petrel run number N of the scenario
+  n=$1
+  shift
+  timeout 900 "$P" run -v -m 256M -kernel "$K" -initrd l2-initrd.cpio -append "$APPEND petrel.role=savevm" \
+    -disk savevm.qcow2 -qmp "unix:$TMP/sv$n.sock,server,wait=off" "$@" >"$OUT/savevm$n.log" 2>"$OUT/savevm$n.err" &
+  vm=$!
+}
+svq() { # svq N COMMAND...: QMP to run N
+  n=$1
+  shift
+  "$JOB/qmpsend" -timeout 300s "$TMP/sv$n.sock" "$@" >>"$OUT/qmp.log" 2>&1
+}
+hmp() { printf '{"execute":"human-monitor-command","arguments":{"command-line":"%s"}}' "$1"; }
+sv 1
+if await "$OUT/savevm1.log" 'E2E-SAVEVM-LOOP 5[^0-9]' 600; then
+  svq 1 '{"execute":"stop"}' "$(hmp 'savevm s1')" || fail "savevm: QMP stop + savevm"
+  # What the guest had printed when it was saved (it is paused).
+  cp "$OUT/savevm1.log" "$OUT/savevm1.at-save"
+  svq 1 '{"execute":"cont"}' || fail "savevm: QMP cont"
+  s=$(head -n "$(wc -l <"$OUT/savevm1.at-save")" "$OUT/savevm1.at-save" | grep -o 'E2E-SAVEVM-LOOP [0-9]*' | tail -n1 | cut -d' ' -f2)
+  await "$OUT/savevm1.log" "E2E-SAVEVM-LOOP $((s + 2))[^0-9]" 300 && log "savevm: saved at loop $s; the guest went on to $((s + 2)); kill -9"
+  echo "E2E-SAVEVM-SAVED $s" >>"$OUT/events"
+fi
+kill -9 "$vm" 2>/dev/null
+wait "$vm" 2>/dev/null
+cp savevm.qcow2 "$OUT/savevm-killed.qcow2"
+sv 2 -loadvm s1
+if await "$OUT/savevm2.log" 'E2E-SAVEVM-REBOOTED' 600; then
+  log "savevm: loaded, the loop went on to 20 and the guest rebooted; HMP loadvm s1 into the running VM"
+  svq 2 "$(hmp 'loadvm s1')" || fail "savevm: QMP loadvm"
+  i=0
+  while [ "$(grep -c 'E2E-SAVEVM-REBOOTED' "$OUT/savevm2.log")" -lt 2 ] && kill -0 "$vm" 2>/dev/null && [ $i -lt 600 ]; do
+    show "$OUT/savevm2.log"
+    sleep 1
+    i=$((i + 1))
+  done
+  show "$OUT/savevm2.log"
+  svq 2 "$(hmp 'info snapshots')" '{"execute":"quit"}' || fail "savevm: QMP info snapshots + quit"
+fi
+wait "$vm"
+vrc=$?
+echo "E2E-EXIT savevm $vrc" >>"$OUT/events"
+[ $vrc = 0 ] || fail "savevm: petrel run exited with $vrc (stderr: $(tail -n 3 "$OUT/savevm2.err"))"
+cp savevm.qcow2 "$OUT/"
+log "savevm: done in $(($(date +%s) - start)) s"
 reference
 [ -z "$reference_pid" ] || wait "$reference_pid"
 

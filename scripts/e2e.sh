@@ -17,6 +17,10 @@
 #   ivshmem        two guests on one ivshmem-server, doorbells both ways
 #                  through uio_pci_generic, patterns checked on both sides
 #   SMP, reboot    2 vCPUs online; reboot -f boots Linux again in one Petrel
+#   savevm         a Linux loop writing files: HMP savevm, kill -9, -loadvm in
+#                  a new Petrel goes on from the save point; after a reboot,
+#                  HMP loadvm into the running VM goes back to it; the files
+#                  read back by debugfs, qemu-img check and snapshot -l
 #   clean log      no WARNING/BUG/Call Trace/ACPI errors/PCI claim failures
 # E2E_TIMEOUT bounds the nested run (default 1500 s: this shared machine's
 # load can triple the usual 6-10 minutes); E2E_RECHECK=1 checks the last
@@ -55,6 +59,11 @@ marker raw "$job/in/data.raw"
 marker backing "$W/base.raw"
 ./bin/petrel img convert -f raw -O qcow2 "$W/base.raw" "$job/in/base.qcow2"
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$job/in/overlay.qcow2"
+# The savevm scenario's disk: an empty ext4 file system, as qcow2.
+truncate -s 64M "$W/savevm.raw"
+mkfs.ext4 -q -F -L petrel-savevm "$W/savevm.raw"
+./bin/petrel img convert -f raw -O qcow2 "$W/savevm.raw" "$job/in/savevm.qcow2"
+rm -f "$W/savevm.raw"
 marker hotplug "$W/hot.raw"
 ./bin/petrel img convert -f raw -O qcow2 "$W/hot.raw" "$job/in/hot.qcow2"
 cp scripts/e2e-job.sh "$job/in/job.sh"
@@ -90,7 +99,7 @@ fail=0
 declare -A verdict
 bad() { say "FAIL [$1]: $2"; verdict[$1]=FAIL; fail=1; }
 ok() { [[ ${verdict[$1]:-} == FAIL ]] || verdict[$1]=PASS; }
-logs=("$out"/disks.log "$out"/ivshmem-a.log "$out"/ivshmem-b.log)
+logs=("$out"/disks.log "$out"/ivshmem-a.log "$out"/ivshmem-b.log "$out"/savevm2.log)
 all=$(cat "${logs[@]}" "$out/events" 2>/dev/null | tr -d '\r' || true)
 need() { # need SCENARIO PATTERN...
   local s=$1 p
@@ -121,6 +130,39 @@ need ivshmem 'E2E-IVSHMEM ivshmem-a id=' 'E2E-IVSHMEM ivshmem-b id=' 'E2E-A-RING
 need acpi 'BIOS-e820: \[mem 0x0000000000000000-0x000000000009fbff\] usable' 'Early table checksum verification enabled' \
   'ACPI: RSDP 0x' 'ACPI: XSDT 0x' 'ACPI: FACP 0x' 'ACPI: DSDT 0x' 'ACPI: FACS 0x' 'ACPI: APIC 0x' \
   'INT_SRC_OVR \(bus 0 bus_irq 9 global_irq 9 high level\)'
+
+# savevm: the loop's numbers, read across the save (what the guest had
+# printed when it was saved, then what the loaded guest printed), run
+# 1..20 without a gap or a repeat; after the in-VM loadvm they run again
+# from the save point to 20. The files are on the disk; qemu-img lists the
+# snapshot with its VM state and checks the image clean after the kill and
+# at the end.
+svseq() { tr -d '\r' | grep -o 'E2E-SAVEVM-LOOP [0-9]*' | cut -d' ' -f2 | tr '\n' ' '; }
+s=$(sed -n 's/^E2E-SAVEVM-SAVED //p' "$out/events" 2>/dev/null)
+if [[ -n $s && -s $out/savevm1.at-save && -s $out/savevm2.log ]]; then
+  first=$(cat "$out/savevm1.at-save" <(sed '/E2E-SAVEVM-REBOOTED/,$d' "$out/savevm2.log") | svseq)
+  [[ $first == "$(seq 1 20 | tr '\n' ' ')" ]] || bad savevm "loop across save and -loadvm: $first (saved at $s)"
+  grep -q 'E2E-SAVEVM-LOOP [0-9]' <(sed '/E2E-SAVEVM-REBOOTED/,$d' "$out/savevm2.log") || bad savevm "-loadvm: the guest printed no loop line"
+  second=$(sed '1,/E2E-SAVEVM-REBOOTED/d' "$out/savevm2.log" | sed '/E2E-SAVEVM-REBOOTED/,$d' | svseq)
+  [[ $second == "$(seq $((s + 1)) 20 | tr '\n' ' ')" || $second == "$(seq $((s + 2)) 20 | tr '\n' ' ')" ]] ||
+    bad savevm "loop after the in-VM loadvm: $second (saved at $s)"
+  [[ $(grep -c 'E2E-SAVEVM-FILES-OK' "$out/savevm2.log") == 2 ]] || bad savevm "the guest did not check its files twice"
+  for img in savevm-killed.qcow2 savevm.qcow2; do
+    qemu-img check -q "$out/$img" || bad savevm "qemu-img check $img"
+  done
+  qemu-img snapshot -l "$out/savevm.qcow2" | grep -Eq '^1 +s1 +[0-9.]+ [KMG]iB' || bad savevm "qemu-img snapshot -l shows no s1 with a VM state"
+  grep -q '"return": *".*s1' "$out/qmp.log" || bad savevm "HMP info snapshots does not list s1"
+  qemu-img convert -O raw "$out/savevm.qcow2" "$W/savevm.out.raw"
+  for i in $(seq 1 20); do
+    [[ $(debugfs -R "cat /f$i" "$W/savevm.out.raw" 2>/dev/null) == "file $i of the savevm loop" ]] || bad savevm "/f$i on the host"
+  done
+  debugfs -R "stat /done" "$W/savevm.out.raw" 2>/dev/null | grep -q Inode || bad savevm "/done missing on the host"
+  rm -f "$W/savevm.out.raw"
+  ok savevm
+else
+  bad savevm "no save point or no loaded run came back"
+fi
+need savevm 'E2E-EXIT savevm 0'
 
 # Linux's log must be clean (the guests print their warnings and errors). A
 # line is excused only when QEMU-KVM booting the same kernel on the same KVM
@@ -168,7 +210,7 @@ else
 fi
 
 echo "e2e: results ($( ((direct)) && echo "direct KVM" || echo "nested: L2 on Petrel in L1 under qemu TCG")):"
-for s in root disks smp reboot hotplug-blk hotplug-shm ivshmem acpi clean-log images; do
+for s in root disks smp reboot hotplug-blk hotplug-shm ivshmem savevm acpi clean-log images; do
   printf 'e2e:   %-12s %s\n' "$s" "${verdict[$s]:-FAIL}$([[ $s == clean-log ]] && ((excused)) && echo " ($excused lines excused by QEMU-KVM)")"
 done
 if ((fail)); then
