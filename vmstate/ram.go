@@ -88,8 +88,9 @@ func WriteRAM(w *Writer, regions []RAMRegion) (pages int64, err error) {
 
 // ReadRAM reads the current section, which must be "ram", into regions:
 // the regions must match the saved ones in number, address and size; pages
-// saved as zero are cleared (a page already zero is not touched, so an
-// untouched page stays unallocated).
+// saved as zero are cleared (a page already zero is not written, and one
+// Resident marks as never touched is not even read, so an untouched page
+// stays unallocated).
 func ReadRAM(r *Reader, version uint32, regions []RAMRegion) error {
 	if version != ramVersion {
 		return fmt.Errorf("%w: ram section version %d, this Petrel reads %d", ErrCorrupt, version, ramVersion)
@@ -114,6 +115,9 @@ func ReadRAM(r *Reader, version uint32, regions []RAMRegion) error {
 			return fmt.Errorf("saved RAM region is %d MiB at %#x, this machine's is %d MiB at %#x", size>>20, addr, len(reg.Mem)>>20, reg.GuestAddr)
 		}
 		n := len(reg.Mem) / PageSize
+		if reg.Resident != nil && len(reg.Resident) != n {
+			return fmt.Errorf("vmstate: ram region at %#x: %d residency bytes for %d pages", reg.GuestAddr, len(reg.Resident), n)
+		}
 		bm := make([]byte, (n+7)/8)
 		if _, err := io.ReadFull(s, bm); err != nil {
 			return fmt.Errorf("%w: ram bitmap: %v", ErrCorrupt, err)
@@ -124,7 +128,9 @@ func ReadRAM(r *Reader, version uint32, regions []RAMRegion) error {
 				if _, err := io.ReadFull(s, page); err != nil {
 					return fmt.Errorf("%w: ram page %#x: %v", ErrCorrupt, reg.GuestAddr+uint64(p*PageSize), err)
 				}
-			} else if !isZeroPage(page) {
+			} else if (reg.Resident == nil || reg.Resident[p]&1 != 0) && !isZeroPage(page) {
+				// A page Resident says was never touched is zero already:
+				// reading it would only fault it in.
 				clear(page)
 			}
 		}

@@ -181,3 +181,23 @@ func TestResidentSkipsPages(t *testing.T) {
 		t.Fatal("a residency vector of the wrong length was accepted")
 	}
 }
+
+// On load, a page saved as zero that Resident marks untouched is left
+// alone (it is zero already); a touched one is cleared.
+func TestReadRAMResident(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	if _, err := WriteRAM(w, []RAMRegion{{Mem: make([]byte, 2*PageSize)}}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	mem := bytes.Repeat([]byte{7}, 2*PageSize)
+	r, _ := NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	_, ver, _, _ := r.Next()
+	if err := ReadRAM(r, ver, []RAMRegion{{Mem: mem, Resident: []byte{0, 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if mem[0] != 7 || mem[PageSize] != 0 {
+		t.Fatalf("page 0 (untouched) %d, page 1 (touched) %d; want 7 and 0", mem[0], mem[PageSize])
+	}
+}
