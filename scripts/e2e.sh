@@ -87,7 +87,9 @@ if ((direct)); then
   (cd "$W/direct" && OUT=$out PETREL=$OLDPWD/bin/petrel L2_KERNEL=$NESTED_KERNEL sh ./job.sh) || jrc=$?
 else
   say "running the job nested: L1 boots, then Linux runs on Petrel inside it"
-  nested_run "$job" "${E2E_TIMEOUT:-1500}" || jrc=$?
+  # The job prints its progress at least every few minutes even on a
+  # loaded machine; 600 s of silence is a wedged L1, booted again.
+  NESTED_IDLE_LIMIT=${NESTED_IDLE_LIMIT:-600} nested_run "$job" "${E2E_TIMEOUT:-1500}" || jrc=$?
 fi
 echo "$jrc" >"$W/job.rc"
 fi
