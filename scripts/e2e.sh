@@ -90,6 +90,22 @@ else
   # The job prints its progress at least every few minutes even on a
   # loaded machine; 600 s of silence is a wedged L1, booted again.
   NESTED_IDLE_LIMIT=${NESTED_IDLE_LIMIT:-600} nested_run "$job" "${E2E_TIMEOUT:-1500}" || jrc=$?
+  # Known, not understood: nested, an L2 Linux now and then triple-faults
+  # (KVM_EXIT_SHUTDOWN; on AMD KVM resets the vCPU, so its state is lost):
+  # twice in six full runs here, each time in a guest whose ivshmem RAM BAR
+  # had been mapped (and once unmapped again) as a KVM memory slot, with no
+  # oops first. Until it is explained the whole job runs once more, loudly,
+  # and the first run's consoles are kept; on real hardware (direct) there
+  # is no second run.
+  if tf=$(grep -l 'triple fault' "$out"/*.err 2>/dev/null) && [[ -n $tf ]]; then
+    say "RETRY: a nested L2 guest triple-faulted ($(basename -a $tf | tr '\n' ' ')): $(grep -h 'triple fault' $tf | head -n1 | cut -c1-200)"
+    say "RETRY: running the whole job once more; the first run's files are in $W/first-try"
+    rm -rf "$W/first-try"
+    mv "$out" "$W/first-try"
+    echo "$(basename -a $tf | tr '\n' ' ')" >"$W/retried"
+    jrc=0
+    NESTED_IDLE_LIMIT=${NESTED_IDLE_LIMIT:-600} nested_run "$job" "${E2E_TIMEOUT:-1500}" || jrc=$?
+  fi
 fi
 echo "$jrc" >"$W/job.rc"
 fi
@@ -215,6 +231,9 @@ echo "e2e: results ($( ((direct)) && echo "direct KVM" || echo "nested: L2 on Pe
 for s in root disks smp reboot hotplug-blk hotplug-shm ivshmem savevm acpi clean-log images; do
   printf 'e2e:   %-12s %s\n' "$s" "${verdict[$s]:-FAIL}$([[ $s == clean-log ]] && ((excused)) && echo " ($excused lines excused by QEMU-KVM)")"
 done
+if [[ -s $W/retried ]]; then
+  say "NOTE: these results are the second run's: the first ended in an L2 triple fault in $(cat "$W/retried")(see $W/first-try)"
+fi
 if ((fail)); then
   # CI shows only the end of the output: repeat what a Petrel that exited
   # non-zero printed on stderr here, last.
