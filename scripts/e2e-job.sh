@@ -186,9 +186,10 @@ if await "$OUT/savevm1.log" 'E2E-SAVEVM-LOOP 5[^0-9]' 600; then
   # What the guest had printed when it was saved (it is paused).
   cp "$OUT/savevm1.log" "$OUT/savevm1.at-save"
   svq 1 '{"execute":"cont"}' || fail "savevm: QMP cont"
-  s=$(head -n "$(wc -l <"$OUT/savevm1.at-save")" "$OUT/savevm1.at-save" | grep -o 'E2E-SAVEVM-LOOP [0-9]*' | tail -n1 | cut -d' ' -f2)
-  await "$OUT/savevm1.log" "E2E-SAVEVM-LOOP $((s + 2))[^0-9]" 300 && log "savevm: saved at loop $s; the guest went on to $((s + 2)); kill -9"
-  echo "E2E-SAVEVM-SAVED $s" >>"$OUT/events"
+  # (show, which await calls, uses $s: the save point has its own name.)
+  svat=$(head -n "$(wc -l <"$OUT/savevm1.at-save")" "$OUT/savevm1.at-save" | grep -o 'E2E-SAVEVM-LOOP [0-9]*' | tail -n1 | cut -d' ' -f2)
+  echo "E2E-SAVEVM-SAVED $svat" >>"$OUT/events"
+  await "$OUT/savevm1.log" "E2E-SAVEVM-LOOP $((svat + 2))[^0-9]" 300 && log "savevm: saved at loop $svat; the guest went on to $((svat + 2)); kill -9"
 fi
 kill -9 "$vm" 2>/dev/null
 wait "$vm" 2>/dev/null
