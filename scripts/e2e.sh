@@ -126,7 +126,7 @@ need() { # need SCENARIO PATTERN...
   ok "$s"
 }
 if [[ ! -s $out/events ]]; then
-  say "FAIL: no results came back from the job (status $jrc; 124 is the nested run's time limit, E2E_TIMEOUT; see the lines above and $job/console.log)"
+  say "FAIL: no results came back from the job (status $jrc; 124: L1 timed out (E2E_TIMEOUT), wedged or panicked on every try; see the lines above and $job/console.log)"
   exit 1
 fi
 ((jrc == 0)) || bad job "the job ended with status $jrc (console: $job/console.log)"

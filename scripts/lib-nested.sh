@@ -34,7 +34,8 @@
 #       NESTED_APPEND (extra L1 kernel parameters), NESTED_IDLE_LIMIT (900 s
 #       of console silence count as a wedged L1), NESTED_STALL_LIMIT (120 s
 #       in which QEMU uses no CPU count as one too), NESTED_RETRY (1: a wedged
-#       or timed-out L1 is booted once more), NESTED_INTERACTIVE=1
+#       or timed-out L1 is booted once more, one whose kernel panicked up
+#       to twice more; 0: never), NESTED_INTERACTIVE=1
 #       (L1's serial console and the job's stdin/stdout are this terminal:
 #       no console.log, no "job: " prefix; the demo's shell),
 #       NESTED_KVM_TRACE=1 (L1 records KVM's tracepoints until the first
@@ -194,18 +195,32 @@ finish "$rc"
 INIT
 }
 
-# nested_run retries once, loudly, when L1 timed out, went silent or its
-# kernel panicked: that is L1 (TCG's nested SVM) failing, not a verdict on the job, which always
-# prints (each Go test binary has its own -test.timeout; each e2e step its
-# own time limit). A job that ran and failed is never retried.
+# nested_run boots L1 again, loudly, when L1 itself failed without a verdict
+# on the job: once when it timed out or went silent, and up to twice when its
+# own kernel panicked (seen: a stack overflow in L1's kernel, its GS base
+# wrong inside exc_page_fault, while the ivshmem scenario's two Petrels ran;
+# twice in a row in one CI run). A userspace process cannot do that to a
+# correct kernel on a correct CPU: it is L1 (TCG's nested SVM) failing. A job
+# that ran and failed is never retried (each Go test binary has its own
+# -test.timeout; each e2e step its own time limit). Returns 124 when every
+# try ended without a verdict.
 nested_run() {
-  local rc=0
-  nested_run_once "$@" || rc=$?
-  if [[ $rc == 124 && ${NESTED_INTERACTIVE:-0} != 1 && ${NESTED_RETRY:-1} == 1 ]]; then
-    nested_log "RETRY: L1 wedged or timed out without a verdict; booting it once more"
+  local rc=0 wedges=0 panics=0
+  while :; do
     rc=0
     nested_run_once "$@" || rc=$?
-  fi
+    [[ ${NESTED_INTERACTIVE:-0} != 1 && ${NESTED_RETRY:-1} == 1 ]] || break
+    if [[ $rc == 124 ]] && ((wedges < 1)); then
+      wedges=$((wedges + 1))
+      nested_log "RETRY: L1 wedged or timed out without a verdict; booting it once more"
+    elif [[ $rc == 125 ]] && ((panics < 2)); then
+      panics=$((panics + 1))
+      nested_log "RETRY: L1's own kernel panicked without a verdict (try $panics of 2 more); booting it again"
+    else
+      break
+    fi
+  done
+  [[ $rc != 125 ]] || rc=124
   return "$rc"
 }
 
@@ -309,10 +324,11 @@ nested_run_once() {
   fi
   if [[ ! -s $job/out/rc ]] && grep -aq 'Kernel panic - not syncing' "$log"; then
     # L1's own kernel died (seen: a stack overflow in L1 under TCG's nested
-    # SVM): no verdict on the job, so nested_run boots L1 once more.
+    # SVM): no verdict on the job, so nested_run boots L1 again.
     echo "nested: FAIL: L1's kernel panicked; the console's tail ($log):" >&2
     tail -n 30 "$log" >&2
-    return 124
+    cp "$log" "$job/console-panic-$(date +%s).log"
+    return 125
   fi
   if [[ ! -s $job/out/rc ]]; then
     echo "nested: FAIL: L1 ended (qemu status $qrc) without the job's exit code; the console's tail ($log):" >&2
