@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # make demo: the image half (scripts/demo-img.sh), then Linux on Petrel to
 # an interactive busybox shell on the serial console. Debian's cloud kernel
-# boots with root=/dev/vda on a qcow2 disk (ext4 made here), 2 vCPUs.
+# boots with root=/dev/vda on a qcow2 disk (ext4 made here), 2 vCPUs, and
+# a virtio-net NIC on Petrel's user-mode network (-nic user, no root
+# needed): the guest gets 10.0.2.15 by DHCP and reaches a small web page
+# that the job serves on the host's (or L1's) loopback as 10.0.2.2.
 # With VT-x/AMD-V behind this host's /dev/kvm it runs here; otherwise one
 # level down (scripts/lib-nested.sh: qemu TCG -cpu max, kvm-amd in L1).
 # Without a terminal on stdin, or with DEMO_NONINTERACTIVE=1, the guest
@@ -26,7 +29,11 @@ go build -o bin/petrel ./cmd/petrel
 rm -rf "$W"
 mkdir -p "$job/in"
 l2_build "$W" "$job/in"
-append="console=ttyS0 root=/dev/vda petrel.role=shell"
+port=$((20000 + RANDOM % 20000))
+append="console=ttyS0 root=/dev/vda petrel.role=shell petrel.httpport=$port"
+cp "$NESTED_BUSYBOX" "$job/in/busybox"
+mkdir -p "$job/in/www"
+echo "Hello from the host, through Petrel's user-mode network." >"$job/in/www/index.html"
 ((interactive)) || append="$append petrel.noninteractive=1"
 # The job: L2 on Petrel, its console on this one (stdin and stdout).
 # (coreutils timeout needs --foreground to leave the terminal to Petrel;
@@ -35,12 +42,18 @@ cat >"$job/in/job.sh" <<EOF
 cd "\$(dirname "\$0")"
 t="timeout $limit"
 timeout --help 2>&1 | grep -q -- --foreground && t="timeout --foreground $limit"
-exec \$t "\${PETREL:-petrel}" run -m 256M -smp 2 -kernel "\${L2_KERNEL:-/l2/vmlinuz}" \\
-  -initrd l2-initrd.cpio -disk root.qcow2 -append "$append"
+# The web page the guest can fetch (as http://10.0.2.2:$port/).
+./busybox httpd -f -p 127.0.0.1:$port -h www &
+web=\$!
+rc=0
+\$t "\${PETREL:-petrel}" run -m 256M -smp 2 -kernel "\${L2_KERNEL:-/l2/vmlinuz}" \\
+  -initrd l2-initrd.cpio -disk root.qcow2 -nic user -append "$append" || rc=\$?
+kill \$web
+exit \$rc
 EOF
 
 if ((interactive)); then
-  say "in the guest's shell try: ls /dev/vda; cat /proc/cpuinfo; dmesg | tail"
+  say "in the guest's shell try: ls /dev/vda; cat /proc/cpuinfo; ip addr; wget -O - http://10.0.2.2:$port/; dmesg | tail"
   if ((direct)); then
     say "leave with: poweroff -f (or Ctrl-a x, Petrel's console escape)"
   else

@@ -197,6 +197,26 @@ savevm_loop() {
   reboot -f
 }
 
+# shell_network: the demo's NIC (Petrel's virtio-net on user-mode
+# networking, -nic user) gets its address by DHCP; 10.0.2.2 is the host.
+shell_network() {
+  for k in failover net_failover virtio_net; do insmod /lib/petrel/$k.ko 2>/dev/null; done
+  i=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
+  [ -e /sys/class/net/eth0 ] || { echo "(no network: eth0 did not appear)"; return; }
+  cat >/tmp/dhcp.sh <<'S'
+#!/bin/sh
+[ "$1" = bound ] || exit 0
+ip addr add $ip/${mask:-24} dev $interface
+ip route add default via $router dev $interface
+S
+  chmod +x /tmp/dhcp.sh
+  ip link set lo up
+  ip link set eth0 up
+  udhcpc -i eth0 -s /tmp/dhcp.sh -q -n -t 5 >/dev/null 2>&1 || echo "(no network: no DHCP lease)"
+  [ -z "$(ip -4 addr show eth0 | grep inet)" ] || echo "network: eth0 has $(ip -4 -o addr show eth0 | awk '{print $4}') by DHCP; the host is 10.0.2.2 (Petrel's user-mode network)"
+}
+
 case $role in
 savevm) savevm_loop ;;
 disks)
@@ -209,12 +229,14 @@ reference)
   poweroff -f
   ;;
 shell)
+  shell_network
   echo
   echo "Linux $(uname -r) is running on Petrel with $(nproc) vCPUs; /dev/vda is the qcow2 disk."
-  echo "Try: ls /dev/vda; cat /proc/cpuinfo; dmesg | tail. Leave with: poweroff -f"
+  echo "Try: ls /dev/vda; cat /proc/cpuinfo; ip addr; wget -O - http://10.0.2.2:$(arg petrel.httpport)/; dmesg | tail. Leave with: poweroff -f"
   if [ -n "$(arg petrel.noninteractive)" ]; then
-    # No one to type: the shell's prompt, two commands, and power-off.
-    printf 'ls -l /dev/vda\ngrep -m1 "model name" /proc/cpuinfo\n' | (cd / && sh -i 2>&1)
+    # No one to type: the shell's prompt, three commands, and power-off.
+    printf 'ls -l /dev/vda\ngrep -m1 "model name" /proc/cpuinfo\nwget -q -O - http://10.0.2.2:%s/\n' "$(arg petrel.httpport)" |
+      (cd / && sh -i 2>&1)
     echo
     echo "(non-interactive demo: powering off)"
     poweroff -f

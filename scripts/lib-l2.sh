@@ -2,8 +2,9 @@
 #
 # l2_build WORKDIR DESTDIR
 #   Needs nested_prepare (scripts/lib-nested.sh) and bin/petrel. Writes
-#   DESTDIR/l2-initrd.cpio (busybox, tools/pcibar, the kernel's virtio, uio
-#   and uio_pci_generic modules, scripts/e2e-guest-init.sh as /init) and
+#   DESTDIR/l2-initrd.cpio (busybox, tools/pcibar, the kernel's virtio,
+#   virtio_net (with failover, net_failover), uio and uio_pci_generic
+#   modules, scripts/e2e-guest-init.sh as /init) and
 #   DESTDIR/root.qcow2 (the same files as an ext4 root, made by mkfs.ext4 -d
 #   and converted by petrel img). WORKDIR holds the tree.
 l2_build() {
@@ -14,7 +15,7 @@ l2_build() {
   cp "$NESTED_BUSYBOX" "$tree/bin/busybox"
   for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev \
     drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
-    drivers/uio/uio drivers/uio/uio_pci_generic; do
+    drivers/uio/uio drivers/uio/uio_pci_generic net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
     cp "$NESTED_MODDIR/kernel/$m.ko" "$tree/lib/petrel/" || return 1
   done
   install -m 755 scripts/e2e-guest-init.sh "$tree/init"
