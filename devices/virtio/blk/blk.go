@@ -100,6 +100,10 @@ type Blk struct {
 
 	// Errors counts requests completed with VIRTIO_BLK_S_IOERR or UNSUPP.
 	Errors atomic.Uint64
+
+	// bounce[q] is queue q's buffer for coalescing a request's segments
+	// (transfer); only q's worker goroutine touches it (virtio/worker.go).
+	bounce [][]byte
 }
 
 // New returns a virtio-blk backend serving img.
@@ -116,7 +120,7 @@ func New(img block.Image, o Options) (*Blk, error) {
 	if q := o.QueueSize; q < 4 || q > virtio.MaxQueueSize || q&(q-1) != 0 {
 		return nil, fmt.Errorf("virtio-blk: queue size %d not a power of two in 4..%d", q, virtio.MaxQueueSize)
 	}
-	b := &Blk{img: img, o: o, readOnly: o.ReadOnly || img.ReadOnly()}
+	b := &Blk{img: img, o: o, readOnly: o.ReadOnly || img.ReadOnly(), bounce: make([][]byte, o.NumQueues)}
 	copy(b.serial[:], o.Serial)
 	le := binary.LittleEndian
 	c := b.config[:]
