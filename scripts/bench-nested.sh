@@ -7,7 +7,17 @@
 # /sys/kernel/debug/kvm/exits before and after; one VM at a time), and for
 # Petrel its RSS beyond guest RAM (-v). The L2 console is quiet: every
 # serial byte is an exit, and nested exits are expensive.
-# BENCH_NESTED_RUNS (default 2) boots each, the best run counts.
+# Then guest disk throughput: a second initramfs runs tools/diskbench on
+# /dev/vda (virtio-blk on a fresh 256 MiB qcow2 in L1, cache=writeback for
+# both: O_DIRECT 1 MiB sequential write and read over 64 MiB, 2000 random
+# 4 KiB writes and reads, every read checked against what was written).
+# Then the network: a third initramfs runs tools/netbench against a
+# netbench server in L1, over user-mode networking (guest at 10.0.2.15 by
+# DHCP, the server as 10.0.2.2; QEMU's slirp against Petrel's netstack)
+# and over a tap in L1 (10.9.0.2 to 10.9.0.1; QEMU with vhost=off, as
+# Petrel has no vhost): 64-byte request/response round trips (mean us),
+# 64 MiB guest to L1 and 64 MiB L1 to guest, every byte checked.
+# BENCH_NESTED_RUNS (default 2) runs each, alternating, the best run counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-nested.sh
@@ -27,6 +37,64 @@ INIT
 chmod +x "$JOB/in/l2root/init"
 (cd "$JOB/in/l2root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$JOB/in/l2.cpio"
 rm -rf "$JOB/in/l2root"
+# The disk benchmark's initramfs: busybox, the virtio-blk modules, diskbench.
+mkdir -p "$JOB/in/l2disk/bin" "$JOB/in/l2disk/modules"
+cp "$NESTED_BUSYBOX" "$JOB/in/l2disk/bin/busybox"
+CGO_ENABLED=0 go build -o "$JOB/in/l2disk/bin/diskbench" ./tools/diskbench
+mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
+  drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci drivers/block/virtio_blk; do
+  cp "$NESTED_MODDIR/kernel/$m.ko" "$JOB/in/l2disk/modules/"
+done
+cat >"$JOB/in/l2disk/init" <<INIT
+#!/bin/busybox sh
+B=/bin/busybox
+\$B mkdir -p /proc /sys /dev
+\$B mount -t proc proc /proc; \$B mount -t sysfs sys /sys; \$B mount -t devtmpfs dev /dev
+for m in $mods; do \$B insmod /modules/\$m.ko || echo "DISKBENCH-FAILED insmod \$m"; done
+n=0; while [ ! -b /dev/vda ] && [ \$n -lt 50 ]; do \$B sleep 0.1; n=\$((n + 1)); done
+/bin/diskbench /dev/vda 64 2000 || echo "DISKBENCH-FAILED"
+\$B poweroff -f
+INIT
+chmod +x "$JOB/in/l2disk/init"
+(cd "$JOB/in/l2disk" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$JOB/in/l2disk.cpio"
+rm -rf "$JOB/in/l2disk"
+qemu-img create -q -f qcow2 "$JOB/in/disk.qcow2" 256M
+# The network benchmark's initramfs: busybox, the virtio-net modules, netbench.
+mkdir -p "$JOB/in/l2net/bin" "$JOB/in/l2net/modules"
+cp "$NESTED_BUSYBOX" "$JOB/in/l2net/bin/busybox"
+CGO_ENABLED=0 go build -o "$JOB/in/l2net/bin/netbench" ./tools/netbench
+cp "$JOB/in/l2net/bin/netbench" "$JOB/in/netbench"
+netmods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
+  drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover drivers/net/net_failover \
+  drivers/net/virtio_net; do
+  cp "$NESTED_MODDIR/kernel/$m.ko" "$JOB/in/l2net/modules/"
+done
+cp "$NESTED_MODDIR/kernel/drivers/net/tun.ko" "$JOB/in/"
+cat >"$JOB/in/l2net/init" <<INIT
+#!/bin/busybox sh
+B=/bin/busybox
+\$B mkdir -p /proc /sys /dev /bin /tmp
+\$B --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in $netmods; do insmod /modules/\$m.ko || echo "NETBENCH-FAILED insmod \$m"; done
+ip link set lo up; ip link set eth0 up
+if grep -q petrelnet=tap /proc/cmdline; then
+  ip addr add 10.9.0.2/24 dev eth0; server=10.9.0.1
+else
+  printf '#!/bin/sh\n[ "\$1" = bound ] && ip addr add \$ip/\${mask:-24} dev \$interface\nexit 0\n' >/tmp/dhcp.sh
+  chmod +x /tmp/dhcp.sh
+  udhcpc -i eth0 -s /tmp/dhcp.sh -q -n -t 10 >/dev/null 2>&1 || echo "NETBENCH-FAILED no DHCP lease"
+  server=10.0.2.2
+fi
+/bin/netbench client \$server:5201 64 500
+poweroff -f
+INIT
+chmod +x "$JOB/in/l2net/init"
+(cd "$JOB/in/l2net" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$JOB/in/l2net.cpio"
+rm -rf "$JOB/in/l2net"
 nested_copy_tool "$JOB/in/rootfs" qemu-system-x86_64
 cp -a /usr/share/qemu /usr/share/seabios "$JOB/in/rootfs/usr/share/"
 
@@ -63,6 +131,50 @@ boot petrel timeout 300 petrel run -v -m 256M -kernel /l2/vmlinuz -initrd /job/l
 grep -h "resident memory" $OUT/petrel.*.err | head -1
 boot qemu timeout 300 qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 256M -nodefaults -nographic -no-reboot \
   -serial stdio -kernel /l2/vmlinuz -initrd /job/l2.cpio -append "$APPEND"
+# disk NAME CMD...: diskbench's lines as "NAME TEST MBps" into $OUT/disk
+disk() {
+  name=$1; shift
+  cp /job/disk.qcow2 /job/run.qcow2
+  "$@" </dev/null >$OUT/disk.$name.$i.log 2>&1
+  grep -q DISKBENCH-FAILED $OUT/disk.$name.$i.log && { echo "$name disk run $i failed:"; tail -5 $OUT/disk.$name.$i.log; }
+  sed -n "s/.*DISKBENCH \([^ ]*\) MBps=\([0-9.]*\).*/$name \1 \2/p" $OUT/disk.$name.$i.log | tr -d '\r' | tee -a $OUT/disk
+  rm -f /job/run.qcow2
+}
+DRIVE="file=/job/run.qcow2,format=qcow2,if=virtio,cache=writeback"
+i=0
+while [ $i -lt $runs ]; do
+  i=$((i + 1))
+  disk petrel timeout 600 petrel run -m 256M -kernel /l2/vmlinuz -initrd /job/l2disk.cpio -append "$APPEND" -serial stdio -drive "$DRIVE"
+  disk qemu timeout 600 qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 256M -nodefaults -nographic -no-reboot \
+    -serial stdio -kernel /l2/vmlinuz -initrd /job/l2disk.cpio -append "$APPEND" -drive "$DRIVE"
+done
+# net NAME MODE CMD...: netbench's lines as "NAME MODE-TEST VALUE" into $OUT/net
+[ -c /dev/net/tun ] || insmod /job/tun.ko || echo "insmod tun failed"
+/job/netbench serve :5201 2>$OUT/netbench-server.err &
+tapup() {
+  n=0; while [ ! -e /sys/class/net/ptap0 ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
+  ip addr add 10.9.0.1/24 dev ptap0 && ip link set ptap0 up
+}
+net() {
+  name=$1 mode=$2; shift 2
+  tp=
+  if [ $mode = tap ]; then tapup & tp=$!; fi
+  "$@" </dev/null >$OUT/net.$name.$mode.$i.log 2>&1
+  [ -z "$tp" ] || wait $tp
+  grep -q NETBENCH-FAILED $OUT/net.$name.$mode.$i.log && { echo "$name $mode net run $i failed:"; tail -5 $OUT/net.$name.$mode.$i.log; }
+  sed -n "s/.*NETBENCH \([a-z]*\) [a-zA-Z]*=\([0-9.]*\).*/$name $mode-\1 \2/p" $OUT/net.$name.$mode.$i.log | tr -d '\r' | tee -a $OUT/net
+}
+QEMUNET="timeout 600 qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 256M -nodefaults -nographic -no-reboot -serial stdio -kernel /l2/vmlinuz -initrd /job/l2net.cpio"
+PETRELNET="timeout 600 petrel run -m 256M -kernel /l2/vmlinuz -initrd /job/l2net.cpio -serial stdio"
+TAP="tap,id=n0,ifname=ptap0,script=no,downscript=no,vhost=off"
+i=0
+while [ $i -lt $runs ]; do
+  i=$((i + 1))
+  net petrel user $PETRELNET -append "$APPEND petrelnet=user" -netdev user,id=n0 -device virtio-net-pci,netdev=n0
+  net qemu user $QEMUNET -append "$APPEND petrelnet=user" -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=
+  net petrel tap $PETRELNET -append "$APPEND petrelnet=tap" -netdev $TAP -device virtio-net-pci,netdev=n0
+  net qemu tap $QEMUNET -append "$APPEND petrelnet=tap" -netdev $TAP -device virtio-net-pci,netdev=n0,romfile=
+done
 JOB
 
 nested_run "$JOB" "${BENCH_NESTED_TIMEOUT:-1500}" | grep -v '^job: ' || true
@@ -77,4 +189,37 @@ echo "nested boot benchmark (inside L1: qemu TCG -cpu max, kvm-amd), $(basename 
 printf '%-10s %14s %8s %14s %8s %14s\n' vmm "to /init ms" "x qemu" "exits to /init" "x qemu" "RSS-RAM KiB"
 printf '%-10s %14s %8s %14s %8s %14s\n' petrel "${p_ms:--}" "$(ratio "$p_ms" "$q_ms")" "${p_ex:--}" "$(ratio "$p_ex" "$q_ex")" "${rss:--}"
 printf '%-10s %14s %8s %14s %8s %14s\n' qemu-kvm "${q_ms:--}" "1.00" "${q_ex:--}" "1.00" "-"
+echo
+dres=$JOB/out/disk
+if [[ -s $dres ]]; then
+  echo "guest disk throughput (diskbench in L2, O_DIRECT, depth 1, virtio-blk on qcow2 in L1, cache=writeback), best of $RUNS; x qemu above 1 is faster"
+  printf '%-14s %12s %12s %8s\n' test "petrel MB/s" "qemu MB/s" "x qemu"
+  for t in seq-write-1M seq-read-1M rand-write-4k rand-read-4k; do
+    p=$(awk -v n=petrel -v t=$t '$1 == n && $2 == t && $3 > b {b = $3} END {print b}' "$dres")
+    q=$(awk -v n=qemu -v t=$t '$1 == n && $2 == t && $3 > b {b = $3} END {print b}' "$dres")
+    printf '%-14s %12s %12s %8s\n' $t "${p:--}" "${q:--}" "$(ratio "$p" "$q")"
+  done
+else
+  echo "bench-nested: no disk results (logs in $JOB/out/disk.*)"
+fi
+nres=$JOB/out/net
+if [[ -s $nres ]]; then
+  echo
+  echo "guest network (netbench in L2 against netbench in L1, virtio-net; user: Petrel's netstack vs QEMU's slirp; tap: both vhost=off), best of $RUNS; x qemu above 1 is better"
+  printf '%-16s %12s %12s %8s\n' test petrel qemu "x qemu"
+  for t in user-rtt user-upload user-download tap-rtt tap-upload tap-download; do
+    case $t in
+    *rtt) # microseconds: lower is better, the ratio is qemu / petrel
+      p=$(awk -v n=petrel -v t=$t '$1 == n && $2 == t && (b == "" || $3 < b) {b = $3} END {print b}' "$nres")
+      q=$(awk -v n=qemu -v t=$t '$1 == n && $2 == t && (b == "" || $3 < b) {b = $3} END {print b}' "$nres")
+      printf '%-16s %12s %12s %8s\n' "$t us" "${p:--}" "${q:--}" "$(ratio "$q" "$p")" ;;
+    *)
+      p=$(awk -v n=petrel -v t=$t '$1 == n && $2 == t && $3 > b {b = $3} END {print b}' "$nres")
+      q=$(awk -v n=qemu -v t=$t '$1 == n && $2 == t && $3 > b {b = $3} END {print b}' "$nres")
+      printf '%-16s %12s %12s %8s\n' "$t MB/s" "${p:--}" "${q:--}" "$(ratio "$p" "$q")" ;;
+    esac
+  done
+else
+  echo "bench-nested: no network results (logs in $JOB/out/net.*)"
+fi
 echo "(logs in $JOB/out/)"

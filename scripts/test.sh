@@ -8,3 +8,5 @@ bash scripts/test-kvm.sh # the whole-VM tests again on real KVM (nested where th
 if [ -x scripts/test-cross.sh ]; then bash scripts/test-cross.sh; fi
 # The Linux tier: Debian's kernel on Petrel (nested where there is no VT-x/AMD-V).
 bash scripts/e2e.sh
+# Linux on Petrel's virtio-net: user-mode and tap networking, a NIC hot-plugged over QMP.
+bash scripts/e2e-net.sh
