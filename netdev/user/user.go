@@ -33,11 +33,17 @@ func init() {
 
 // Addresses inside the network, as host numbers of the subnet (slirp's).
 const (
-	gatewayHost   = 2  // router, DNS, and the host's loopback
-	firstLease    = 15 // the first address DHCP hands out (10.0.2.15)
-	DefaultNet    = "10.0.2.0/24"
-	gatewayMAC    = "52:55:0a:00:02:02"
-	mtu           = 1500
+	gatewayHost = 2  // router, DNS, and the host's loopback
+	firstLease  = 15 // the first address DHCP hands out (10.0.2.15)
+	DefaultNet  = "10.0.2.0/24"
+	gatewayMAC  = "52:55:0a:00:02:02"
+	// mtu is the stack's MTU, which its DHCP server also hands out, and
+	// the one the NIC offers the driver (VIRTIO_NET_F_MTU): nothing on
+	// this network is a real Ethernet, and frames cost per frame (a
+	// system call each way and a pass through the stack), so as
+	// slirp4netns and passt do, 65520 rather than 1500. TCP to the guest
+	// follows the MSS the guest announces, so a guest at 1500 still works.
+	mtu           = 65520
 	reservedLease = "reserved" // never a client MAC: keeps .1-.14 out of the pool
 )
 
@@ -154,6 +160,9 @@ func (u *User) GuestAddr() netip.Addr { return u.guest }
 // MaxFrame implements netdev.Backend: the stack's MTU plus an Ethernet
 // and a VLAN header.
 func (u *User) MaxFrame() int { return mtu + 18 }
+
+// MTU is the network's MTU (the NIC offers it with VIRTIO_NET_F_MTU).
+func (u *User) MTU() int { return mtu }
 
 // SetOffloads implements netdev.Backend: frames carry no virtio header, so
 // the NIC offers no offloads and there is nothing to set.

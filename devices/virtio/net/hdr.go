@@ -61,7 +61,9 @@ var (
 // CheckTx validates the header of a frame of frameLen bytes (header not
 // included) the driver transmits under the negotiated features, as the
 // device requirements of 5.1.6.2.2 allow: anything a backend could
-// misread is refused.
+// misread is refused. A frame without segmentation may be longer than
+// Ethernet's only under VIRTIO_NET_F_MTU, where the caller bounds it by
+// the offered MTU.
 func CheckTx(h Hdr, frameLen int, features uint64) error {
 	if frameLen < ethMin || frameLen > maxGSOFrame {
 		return ErrFrameSize
@@ -82,7 +84,7 @@ func CheckTx(h Hdr, frameLen int, features uint64) error {
 		if h.GSOType&GSOECN != 0 {
 			return ErrGSOType
 		}
-		if frameLen > ethMax {
+		if frameLen > ethMax && features&FeatureMTU == 0 {
 			return ErrFrameSize
 		}
 		return nil

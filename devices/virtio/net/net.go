@@ -22,6 +22,7 @@ import (
 const (
 	FeatureCsum        = 1 << 0  // VIRTIO_NET_F_CSUM: device takes partial checksums
 	FeatureGuestCsum   = 1 << 1  // VIRTIO_NET_F_GUEST_CSUM: driver takes partial checksums
+	FeatureMTU         = 1 << 3  // VIRTIO_NET_F_MTU: the configuration holds the MTU to use
 	FeatureMAC         = 1 << 5  // VIRTIO_NET_F_MAC
 	FeatureGuestTSO4   = 1 << 7  // VIRTIO_NET_F_GUEST_TSO4
 	FeatureGuestTSO6   = 1 << 8  // VIRTIO_NET_F_GUEST_TSO6
@@ -51,13 +52,17 @@ const (
 )
 
 // struct virtio_net_config (5.1.4): mac[6], status le16,
-// max_virtqueue_pairs le16.
+// max_virtqueue_pairs le16, mtu le16 (present with VIRTIO_NET_F_MTU).
 const (
 	cfgMAC        = 0
 	cfgStatus     = 6
 	cfgMaxVQPairs = 8
-	configSize    = 10
-	statusLinkUp  = 1
+	cfgMTU        = 10
+	configSize    = 12
+	// stateCfgSize is the part of the configuration a saved state holds:
+	// the MTU is the backend's, not the guest's.
+	stateCfgSize = 10
+	statusLinkUp = 1
 
 	deviceType    = 1
 	classEthernet = 0x020000
@@ -68,6 +73,12 @@ const (
 	// maxGSOFrame is the longest frame with TSO: 64 KiB of IP packet.
 	maxGSOFrame = 65535 + 18
 )
+
+// mtuBackend is a backend whose network takes packets larger than
+// Ethernet's 1500 bytes (netdev/user's stack: 65520, as slirp4netns and
+// passt use): the device offers VIRTIO_NET_F_MTU with it, so a driver
+// that knows the feature sends and receives fewer, larger frames.
+type mtuBackend interface{ MTU() int }
 
 // Options configure a virtio-net device.
 type Options struct {
@@ -99,6 +110,7 @@ type Net struct {
 	be  netdev.Backend
 	o   Options
 	cfg [configSize]byte
+	mtu int // offered with VIRTIO_NET_F_MTU; 0: not offered
 
 	features atomic.Uint64
 	// maxTx is the longest frame (without the net header) the driver may
@@ -135,6 +147,10 @@ func New(be netdev.Backend, o Options) (*Net, error) {
 	copy(n.cfg[cfgMAC:], o.MAC[:])
 	binary.LittleEndian.PutUint16(n.cfg[cfgStatus:], statusLinkUp)
 	binary.LittleEndian.PutUint16(n.cfg[cfgMaxVQPairs:], 1)
+	if mb, ok := be.(mtuBackend); ok && mb.MTU() > ethMax-18 && mb.MTU()+18 <= be.MaxFrame() && mb.MTU() <= 65535 {
+		n.mtu = mb.MTU()
+		binary.LittleEndian.PutUint16(n.cfg[cfgMTU:], uint16(n.mtu))
+	}
 	n.rx.init(be.MaxFrame(), o.QueueSize)
 	n.filter.reset(o.MAC)
 	if err := be.Attach(n); err != nil {
@@ -176,6 +192,9 @@ func (n *Net) Class() uint32 { return classEthernet }
 // DeviceFeatures implements virtio.Backend.
 func (n *Net) DeviceFeatures() uint64 {
 	f := uint64(FeatureMAC | FeatureStatus | FeatureMrgRxbuf | FeatureCtrlVQ | FeatureCtrlRx | FeatureCtrlMACAddr)
+	if n.mtu != 0 {
+		f |= FeatureMTU
+	}
 	if n.be.VnetHdr() {
 		f |= offloadFeatures
 	}
@@ -188,13 +207,19 @@ func (n *Net) NumQueues() int { return numQueues }
 // MaxQueueSize implements virtio.Backend.
 func (n *Net) MaxQueueSize() uint16 { return n.o.QueueSize }
 
-// ConfigSize implements virtio.Backend.
-func (n *Net) ConfigSize() int { return configSize }
+// ConfigSize implements virtio.Backend: the mtu field only where the
+// feature is offered.
+func (n *Net) ConfigSize() int {
+	if n.mtu != 0 {
+		return configSize
+	}
+	return cfgMTU
+}
 
 // ReadConfig implements virtio.Backend.
 func (n *Net) ReadConfig(off int, data []byte) {
 	clear(data)
-	if off < 0 || off >= configSize {
+	if off < 0 || off >= n.ConfigSize() {
 		return
 	}
 	n.rxMu.Lock()
@@ -236,6 +261,9 @@ func (n *Net) Activate(f uint64) error {
 	maxTx := uint32(ethMax)
 	if f&(FeatureHostTSO4|FeatureHostTSO6) != 0 {
 		maxTx = maxGSOFrame
+	}
+	if f&FeatureMTU != 0 {
+		maxTx = max(maxTx, uint32(n.mtu+18))
 	}
 	n.maxTx.Store(maxTx)
 	if n.be.VnetHdr() {

@@ -11,7 +11,7 @@ import (
 // netStateVersion is the version of virtio-net's state, nested in the
 // transport's section. Version 1:
 //
-//	u32 version, the device configuration (configSize bytes: MAC, link
+//	u32 version, the device configuration (stateCfgSize bytes: MAC, link
 //	status, max queue pairs), then the receive filter: MAC (6 bytes),
 //	bools promiscuous, all-multicast, unicast overflow, multicast
 //	overflow, u8 unicast and u8 multicast entry counts, the entries (6
@@ -27,7 +27,7 @@ func (n *Net) SaveState(e *vmstate.Enc) {
 	n.rxMu.Lock()
 	defer n.rxMu.Unlock()
 	e.U32(netStateVersion)
-	e.Fixed(n.cfg[:])
+	e.Fixed(n.cfg[:stateCfgSize])
 	f := &n.filter
 	e.Fixed(f.mac[:])
 	e.Bool(f.promisc)
@@ -51,7 +51,7 @@ func (n *Net) SaveState(e *vmstate.Enc) {
 // nothing.
 func (n *Net) LoadState(d *vmstate.Dec) error {
 	d.Version(netStateVersion)
-	var cfg [configSize]byte
+	var cfg [stateCfgSize]byte
 	d.FixedInto(cfg[:])
 	var f filter
 	d.FixedInto(f.mac[:])
