@@ -17,6 +17,7 @@
 # and over a tap in L1 (10.9.0.2 to 10.9.0.1; QEMU with vhost=off, as
 # Petrel has no vhost): 64-byte request/response round trips (mean us),
 # 64 MiB guest to L1 and 64 MiB L1 to guest, every byte checked.
+# BENCH_NESTED_PARTS (default "boot disk net") picks the parts to run;
 # BENCH_NESTED_RUNS (default 2) runs each, alternating, the best run counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,6 +101,7 @@ cp -a /usr/share/qemu /usr/share/seabios "$JOB/in/rootfs/usr/share/"
 
 cat >"$JOB/in/job.sh" <<JOB
 runs=$RUNS
+parts="${BENCH_NESTED_PARTS:-boot disk net}"
 JOB
 cat >>"$JOB/in/job.sh" <<'JOB'
 now() { cut -d' ' -f1 /proc/uptime; }
@@ -127,9 +129,10 @@ boot() {
     fi
   done
 }
-boot petrel timeout 300 petrel run -v -m 256M -kernel /l2/vmlinuz -initrd /job/l2.cpio -append "$APPEND" -serial stdio
-grep -h "resident memory" $OUT/petrel.*.err | head -1
-boot qemu timeout 300 qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 256M -nodefaults -nographic -no-reboot \
+part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
+part boot && boot petrel timeout 300 petrel run -v -m 256M -kernel /l2/vmlinuz -initrd /job/l2.cpio -append "$APPEND" -serial stdio
+part boot && grep -h "resident memory" $OUT/petrel.*.err | head -1
+part boot && boot qemu timeout 300 qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 256M -nodefaults -nographic -no-reboot \
   -serial stdio -kernel /l2/vmlinuz -initrd /job/l2.cpio -append "$APPEND"
 # disk NAME CMD...: diskbench's lines as "NAME TEST MBps" into $OUT/disk
 disk() {
@@ -142,6 +145,7 @@ disk() {
 }
 DRIVE="file=/job/run.qcow2,format=qcow2,if=virtio,cache=writeback"
 i=0
+part disk || i=$runs
 while [ $i -lt $runs ]; do
   i=$((i + 1))
   disk petrel timeout 600 petrel run -m 256M -kernel /l2/vmlinuz -initrd /job/l2disk.cpio -append "$APPEND" -serial stdio -drive "$DRIVE"
@@ -168,6 +172,7 @@ QEMUNET="timeout 600 qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 256M -nod
 PETRELNET="timeout 600 petrel run -m 256M -kernel /l2/vmlinuz -initrd /job/l2net.cpio -serial stdio"
 TAP="tap,id=n0,ifname=ptap0,script=no,downscript=no,vhost=off"
 i=0
+part net || i=$runs
 while [ $i -lt $runs ]; do
   i=$((i + 1))
   net petrel user $PETRELNET -append "$APPEND petrelnet=user" -netdev user,id=n0 -device virtio-net-pci,netdev=n0
@@ -179,17 +184,21 @@ JOB
 
 nested_run "$JOB" "${BENCH_NESTED_TIMEOUT:-1500}" | grep -v '^job: ' || true
 res=$JOB/out/results
-[[ -s $res ]] || { echo "bench-nested: no results (console: $JOB/console.log)"; exit 1; }
-best() { awk -v n="$1" -v col="$2" '$1 == n && (b == "" || $2 < b) {b = $2; e = $3} END {print (col == 2 ? b : e)}' "$res"; }
-p_ms=$(best petrel 2); p_ex=$(best petrel 3); q_ms=$(best qemu 2); q_ex=$(best qemu 3)
-rss=$(grep -ho 'VMM [0-9]* KiB beyond guest RAM' "$JOB"/out/petrel.*.err 2>/dev/null | awk '{print $2}' | sort -n | head -1)
 ratio() { [[ -n $1 && -n $2 && $2 != 0 ]] && awk "BEGIN{printf \"%.2f\", $1 / $2}" || echo "-"; }
-echo
-echo "nested boot benchmark (inside L1: qemu TCG -cpu max, kvm-amd), $(basename "$NESTED_KERNEL"), 256 MiB, quiet console, best of $RUNS"
-printf '%-10s %14s %8s %14s %8s %14s\n' vmm "to /init ms" "x qemu" "exits to /init" "x qemu" "RSS-RAM KiB"
-printf '%-10s %14s %8s %14s %8s %14s\n' petrel "${p_ms:--}" "$(ratio "$p_ms" "$q_ms")" "${p_ex:--}" "$(ratio "$p_ex" "$q_ex")" "${rss:--}"
-printf '%-10s %14s %8s %14s %8s %14s\n' qemu-kvm "${q_ms:--}" "1.00" "${q_ex:--}" "1.00" "-"
-echo
+if [[ -s $res ]]; then
+  best() { awk -v n="$1" -v col="$2" '$1 == n && (b == "" || $2 < b) {b = $2; e = $3} END {print (col == 2 ? b : e)}' "$res"; }
+  p_ms=$(best petrel 2); p_ex=$(best petrel 3); q_ms=$(best qemu 2); q_ex=$(best qemu 3)
+  rss=$(grep -ho 'VMM [0-9]* KiB beyond guest RAM' "$JOB"/out/petrel.*.err 2>/dev/null | awk '{print $2}' | sort -n | head -1)
+  echo
+  echo "nested boot benchmark (inside L1: qemu TCG -cpu max, kvm-amd), $(basename "$NESTED_KERNEL"), 256 MiB, quiet console, best of $RUNS"
+  printf '%-10s %14s %8s %14s %8s %14s\n' vmm "to /init ms" "x qemu" "exits to /init" "x qemu" "RSS-RAM KiB"
+  printf '%-10s %14s %8s %14s %8s %14s\n' petrel "${p_ms:--}" "$(ratio "$p_ms" "$q_ms")" "${p_ex:--}" "$(ratio "$p_ex" "$q_ex")" "${rss:--}"
+  printf '%-10s %14s %8s %14s %8s %14s\n' qemu-kvm "${q_ms:--}" "1.00" "${q_ex:--}" "1.00" "-"
+  echo
+elif [[ " ${BENCH_NESTED_PARTS:-boot} " == *" boot "* ]]; then
+  echo "bench-nested: no boot results (console: $JOB/console.log)"
+  exit 1
+fi
 dres=$JOB/out/disk
 if [[ -s $dres ]]; then
   echo "guest disk throughput (diskbench in L2, O_DIRECT, depth 1, virtio-blk on qcow2 in L1, cache=writeback), best of $RUNS; x qemu above 1 is faster"

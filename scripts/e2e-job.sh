@@ -42,6 +42,7 @@ await() {
 }
 # show FILE: prints the E2E- lines of FILE not shown yet.
 show() {
+  [ -f "$1" ] || return 0 # the VM has not created its console log yet
   # Complete lines only (wc -l counts newlines): the guest may be mid-line.
   head -n "$(wc -l <"$1")" "$1" 2>/dev/null | grep 'E2E-' >"$1.now"
   n=$(wc -l <"$1.now")
