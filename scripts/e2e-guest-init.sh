@@ -239,6 +239,10 @@ shell)
       (cd / && sh -i 2>&1)
     echo
     echo "(non-interactive demo: powering off)"
+    # Down first: Debian's 6.1 breaks virtio devices at shutdown ("virtio:
+    # break and reset virtio devices on device_shutdown()"), so an IPv6
+    # link-up landing then fails its receive-mode commands, loudly.
+    ip link set eth0 down 2>/dev/null
     poweroff -f
   fi
   setsid cttyhack sh -l
