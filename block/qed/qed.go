@@ -276,9 +276,13 @@ func Create(path string, opts block.CreateOptions) error {
 		}
 		h.TableSize = v
 	}
-	if opts.Size < 0 || opts.Size%sectorSize != 0 || uint64(opts.Size) > maxImageSize(uint64(h.ClusterSize), uint64(h.TableSize)) {
-		return fmt.Errorf("creating %s: invalid image size specified; must be a multiple of %d and at most %d", path, sectorSize, maxImageSize(uint64(h.ClusterSize), uint64(h.TableSize)))
+	// A size that is not a whole number of sectors is rounded up, as
+	// qemu-img's QED create does (iotest 104: 1234 bytes make 1.5 KiB).
+	if opts.Size < 0 || uint64(opts.Size) > maxImageSize(uint64(h.ClusterSize), uint64(h.TableSize)) {
+		return fmt.Errorf("creating %s: invalid image size specified; must be at most %d", path, maxImageSize(uint64(h.ClusterSize), uint64(h.TableSize)))
 	}
+	// (The limit is a multiple of the cluster size, so rounding stays within it.)
+	opts.Size = (opts.Size + sectorSize - 1) &^ (sectorSize - 1)
 	// As in QEMU, preallocation applies to the file QED creates (header
 	// and L1 table); there is no metadata preallocation.
 	switch opts.Preallocation {

@@ -265,3 +265,22 @@ func TestDataEntryIntoTableBlamed(t *testing.T) {
 		t.Fatal("the good L2 table was dropped instead of the bad entry")
 	}
 }
+
+// A size that is not a whole number of sectors rounds up, as qemu-img's
+// QED create does (iotest 104); one beyond the format's limit is refused.
+func TestCreateRoundsSizeUp(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "odd.qed")
+	mustCreate(t, path, block.CreateOptions{Size: 1234})
+	img, err := Open(path, block.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if img.Size() != 1536 {
+		t.Fatalf("size %d, want 1536", img.Size())
+	}
+	qemuCheck(t, path)
+	if err := Create(filepath.Join(t.TempDir(), "huge.qed"), block.CreateOptions{Size: 1 << 62}); err == nil {
+		t.Fatal("a 4 EiB QED image was created")
+	}
+}

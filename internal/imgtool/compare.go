@@ -78,12 +78,9 @@ func runCompare(t *tool, args []string) int {
 		t.stdout = io.Discard
 	}
 	strict := p.has("s")
-	if a.Size() != b.Size() {
-		if strict {
-			fmt.Fprintln(t.stdout, "Strict mode: Image size mismatch!")
-			return cmpDiffer
-		}
-		fmt.Fprintln(t.stdout, "Warning: Image size mismatch!")
+	if a.Size() != b.Size() && strict {
+		fmt.Fprintln(t.stdout, "Strict mode: Image size mismatch!")
+		return cmpDiffer
 	}
 	common := min(a.Size(), b.Size())
 	ca, cb := block.Chain(a), block.Chain(b)
@@ -120,7 +117,11 @@ func runCompare(t *tool, args []string) int {
 		}
 		off += n
 	}
-	// Without -s, the larger image's tail must read as zeroes.
+	// Without -s, the larger image's tail must read as zeroes. As in
+	// qemu-img, the size warning comes only once the common part matched.
+	if a.Size() != b.Size() {
+		fmt.Fprintln(t.stdout, "Warning: Image size mismatch!")
+	}
 	longer, name := a, p.args[0]
 	if b.Size() > a.Size() {
 		longer, name = b, p.args[1]

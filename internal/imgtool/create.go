@@ -3,6 +3,7 @@ package imgtool
 import (
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 
@@ -232,15 +233,31 @@ func runCreate(t *tool, args []string) int {
 	if o.BackingFile != "" && format == "raw" {
 		return t.fail("%s: Backing file not supported for file format 'raw'", path)
 	}
-	if o.BackingFile != "" && o.BackingFormat == "" {
+	// As QEMU 7.2's bdrv_img_create: the backing file is opened (its
+	// format probed) before a missing -F is refused, so a backing file
+	// that cannot be opened is the error reported (iotest 111).
+	if o.BackingFile != "" && o.BackingFormat == "" && p.has("u") {
 		return t.fail("%s: Backing file specified without backing format", path)
 	}
 	if o.BackingFile != "" && !p.has("u") {
 		bpath := block.ResolveBacking(path, o.BackingFile)
+		if _, err := os.Stat(bpath); err != nil {
+			// Here qemu-img names the file once (the block layer's message).
+			t.errorf("%s: Could not open '%s': %s", path, bpath, errText(err))
+			fmt.Fprintln(t.stderr, "Could not open backing image.")
+			return 1
+		}
 		bimg, err := t.openImage(bpath, o.BackingFormat, block.Options{ReadOnly: true})
 		if err != nil {
 			t.errorf("%s: %v", path, err)
 			fmt.Fprintln(t.stderr, "Could not open backing image.")
+			return 1
+		}
+		if o.BackingFormat == "" {
+			detected := bimg.Format()
+			bimg.Close()
+			t.errorf("%s: Backing file specified without backing format", path)
+			fmt.Fprintf(t.stderr, "Detected format of %s.\n", detected)
 			return 1
 		}
 		if !haveSize {
