@@ -37,9 +37,10 @@ func parseImageSpec(arg string, imageOpts bool) (imageSpec, error) {
 			return imageSpec{}, fmt.Errorf("json: filename of %d bytes is too long", len(arg))
 		}
 		var m map[string]any
-		dec := json.NewDecoder(strings.NewReader(arg[len("json:"):]))
+		text, ok := doubleQuoted(arg[len("json:"):])
+		dec := json.NewDecoder(strings.NewReader(text))
 		dec.UseNumber()
-		if err := dec.Decode(&m); err != nil || m == nil || dec.More() {
+		if err := dec.Decode(&m); !ok || err != nil || m == nil || dec.More() {
 			return imageSpec{}, fmt.Errorf("Could not parse the JSON options")
 		}
 		// "backing": null opens without the backing file.
@@ -139,4 +140,56 @@ func (t *tool) filePath(arg string) string {
 		}
 	}
 	return arg
+}
+
+// doubleQuoted rewrites QEMU's JSON extension, strings in single quotes
+// ('driver': 'qcow2', as iotests write them; qobject/json-lexer.c), as
+// standard double-quoted strings; \' inside one is a quote. ok is false
+// for a string left open.
+func doubleQuoted(s string) (out string, ok bool) {
+	if !strings.Contains(s, "'") {
+		return s, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"': // a standard string goes through as it is
+			j := i + 1
+			for ; j < len(s) && s[j] != '"'; j++ {
+				if s[j] == '\\' {
+					j++
+				}
+			}
+			if j >= len(s) {
+				return "", false
+			}
+			b.WriteString(s[i : j+1])
+			i = j
+		case '\'':
+			b.WriteByte('"')
+			j := i + 1
+			for ; j < len(s) && s[j] != '\''; j++ {
+				switch {
+				case s[j] == '\\' && j+1 < len(s) && s[j+1] == '\'':
+					b.WriteByte('\'')
+					j++
+				case s[j] == '\\' && j+1 < len(s):
+					b.WriteString(s[j : j+2])
+					j++
+				case s[j] == '"':
+					b.WriteString(`\"`)
+				default:
+					b.WriteByte(s[j])
+				}
+			}
+			if j >= len(s) {
+				return "", false
+			}
+			b.WriteByte('"')
+			i = j
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String(), true
 }

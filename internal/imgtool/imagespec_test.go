@@ -141,3 +141,29 @@ func TestCompareQuietLikeQemuImg(t *testing.T) {
 		}
 	}
 }
+
+// QEMU's JSON takes single-quoted strings (iotest 110 writes json:
+// filenames so); they read as the double-quoted ones would.
+func TestJSONSingleQuotes(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{`{'driver':'qcow2','file':{'driver':'file','filename':'/a/b'}}`, `{"driver":"qcow2","file":{"driver":"file","filename":"/a/b"}}`},
+		{`{'x':'it\'s "q"'}`, `{"x":"it's \"q\""}`},
+		{`{"a":"don't"}`, `{"a":"don't"}`},
+		{`{'a':"b",'c':'d\\'}`, `{"a":"b","c":"d\\"}`},
+	}
+	for _, c := range cases {
+		got, ok := doubleQuoted(c.in)
+		if !ok || got != c.want {
+			t.Errorf("doubleQuoted(%s) = %s, %v; want %s", c.in, got, ok, c.want)
+		}
+	}
+	for _, bad := range []string{`{'a`, `{'a\'}`, `{"a':1}`} {
+		if _, ok := doubleQuoted(bad); ok {
+			t.Errorf("doubleQuoted(%s) accepted an open string", bad)
+		}
+	}
+	s, err := parseImageSpec(`json:{'driver':'qed','file':{'driver':'file','filename':'/tmp/x.qed'}}`, false)
+	if err != nil || s.path != "/tmp/x.qed" || s.format != "qed" {
+		t.Fatalf("single-quoted json: %+v, %v", s, err)
+	}
+}
