@@ -30,7 +30,8 @@
 #       a missing /dev/kvm or a timeout returns non-zero with the log's tail.
 #       Knobs: NESTED_CPU (default max; `qemu64,-svm` is the negative
 #       control: kvm-amd refuses and nested_run fails), NESTED_MEM (4G),
-#       NESTED_SMP (2), NESTED_OUT_SIZE (raw out-disk size, 2G sparse),
+#       NESTED_SMP (2), NESTED_ACCEL (tcg; tcg,thread=single runs both
+#       L1 vCPUs on one host thread), NESTED_OUT_SIZE (raw out-disk size, 2G sparse),
 #       NESTED_APPEND (extra L1 kernel parameters), NESTED_IDLE_LIMIT (900 s
 #       of console silence count as a wedged L1), NESTED_STALL_LIMIT (120 s
 #       in which QEMU uses no CPU count as one too), NESTED_RETRY (1: a wedged
@@ -253,7 +254,7 @@ nested_run_once() {
   nested_log "L1 booting ($(du -m "$job/initrd.cpio" | cut -f1) MiB initramfs, -cpu ${NESTED_CPU:-max}, timeout ${limit}s)"
   if [[ ${NESTED_INTERACTIVE:-0} == 1 ]]; then
     # The job owns this terminal through L1's serial console (the demo).
-    timeout --foreground "$limit" qemu-system-x86_64 -accel tcg -cpu "${NESTED_CPU:-max}" -smp "${NESTED_SMP:-2}" \
+    timeout --foreground "$limit" qemu-system-x86_64 -accel "${NESTED_ACCEL:-tcg}" -cpu "${NESTED_CPU:-max}" -smp "${NESTED_SMP:-2}" \
       -m "${NESTED_MEM:-4G}" -nographic -no-reboot -nic none -kernel "$NESTED_KERNEL" -initrd "$job/initrd.cpio" \
       -append "console=ttyS0 quiet panic=-1 nested.interactive ${NESTED_APPEND:-}" \
       -drive "file=$job/out.raw,format=raw,if=virtio,cache=unsafe" || true
@@ -261,7 +262,7 @@ nested_run_once() {
     rm -f "$job/out.raw" "$job/initrd.cpio"
     return "$(cat "$job/out/rc" 2>/dev/null || echo 1)"
   fi
-  timeout "$limit" qemu-system-x86_64 -accel tcg -cpu "${NESTED_CPU:-max}" -smp "${NESTED_SMP:-2}" -m "${NESTED_MEM:-4G}" \
+  timeout "$limit" qemu-system-x86_64 -accel "${NESTED_ACCEL:-tcg}" -cpu "${NESTED_CPU:-max}" -smp "${NESTED_SMP:-2}" -m "${NESTED_MEM:-4G}" \
     -nographic -no-reboot -nic none -kernel "$NESTED_KERNEL" -initrd "$job/initrd.cpio" \
     -append "console=ttyS0 quiet panic=-1 $( ((${NESTED_KVM_TRACE:-0})) && echo nested.kvmtrace) ${NESTED_APPEND:-}" \
     -drive "file=$job/out.raw,format=raw,if=virtio,cache=unsafe" </dev/null >"$log" 2>&1 &
