@@ -147,9 +147,11 @@ func New(be netdev.Backend, o Options) (*Net, error) {
 	copy(n.cfg[cfgMAC:], o.MAC[:])
 	binary.LittleEndian.PutUint16(n.cfg[cfgStatus:], statusLinkUp)
 	binary.LittleEndian.PutUint16(n.cfg[cfgMaxVQPairs:], 1)
-	if mb, ok := be.(mtuBackend); ok && mb.MTU() > ethMax-18 && mb.MTU()+18 <= be.MaxFrame() && mb.MTU() <= 65535 {
-		n.mtu = mb.MTU()
-		binary.LittleEndian.PutUint16(n.cfg[cfgMTU:], uint16(n.mtu))
+	if mb, ok := be.(mtuBackend); ok {
+		if mtu := mb.MTU(); mtu > ethMax-18 && mtu+18 <= be.MaxFrame() && mtu <= 65535 {
+			n.mtu = mtu
+			binary.LittleEndian.PutUint16(n.cfg[cfgMTU:], uint16(mtu))
+		}
 	}
 	n.rx.init(be.MaxFrame(), o.QueueSize)
 	n.filter.reset(o.MAC)
