@@ -315,10 +315,13 @@ func (img *Image) snapshotL1(snaps []snapshot, nameOrID string) (int, []uint64, 
 	return i, l1, err
 }
 
-// applySnapshot makes a snapshot's disk state the active disk state.
-// Only the L1 entries of the snapshot's disk are taken: its VM state
-// beyond the disk (read from the snapshot itself, see VMState) stays out
-// of the active tree, where QEMU's goto would copy it in.
+// applySnapshot makes a snapshot's tree the active tree, as QEMU's
+// qcow2_snapshot_goto: the whole snapshot L1 table is taken, so the VM
+// state area beyond the disk comes along and reads back through the
+// active tree (qemu-io read -b, iotest 029); the active L1 keeps its size
+// when it is the longer one, its entries beyond the snapshot's zeroed.
+// The next save with VM state, or a resize, drops that area again
+// (dropActiveTail) before using it.
 func (img *Image) applySnapshot(nameOrID string) error {
 	snaps, _, err := img.lockForSnapshot()
 	if err != nil {
@@ -333,8 +336,7 @@ func (img *Image) applySnapshot(nameOrID string) error {
 	if sn.diskSize == 0 {
 		sn.diskSize = img.hdr.size
 	}
-	need := img.vmStateL1Index(sn.diskSize)
-	snL1 = snL1[:min(int64(len(snL1)), need)]
+	need := max(img.vmStateL1Index(sn.diskSize), int64(len(snL1)))
 	if need > int64(len(img.l1)) {
 		if err := img.growL1(need); err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/internal/testutil"
 )
 
 // vmStateData is a deterministic VM state of n bytes: random data with
@@ -76,6 +77,22 @@ func activeTailEmpty(t testing.TB, img *Image) {
 			t.Fatalf("active L1 entry %d (beyond the disk) is %#x", i, img.l1[i])
 		}
 	}
+}
+
+// readActiveTail reads n bytes of the active tree from the VM state
+// offset on (where qemu-io's read -b reads).
+func readActiveTail(t testing.TB, img *Image, n int) []byte {
+	t.Helper()
+	img.quiesce()
+	l1 := append([]uint64(nil), img.l1...)
+	base := img.vmStateL1Index(img.hdr.size) * img.l1Span()
+	img.unquiesce()
+	b := make([]byte, n)
+	r := &stateReader{img: img, l1: l1, base: base, size: int64(n)}
+	if _, err := r.ReadAt(b, 0); err != nil && err != io.EOF {
+		t.Fatalf("reading the active tree beyond the disk: %v", err)
+	}
+	return b
 }
 
 func snapshotByName(t testing.TB, img *Image, name string) block.SnapshotInfo {
@@ -162,12 +179,13 @@ func TestVMStateSaveLoad(t *testing.T) {
 			img.Flush()
 			qemuCheck(t, path, false)
 
-			// Apply restores the disk only; the states stay readable.
+			// Apply takes the whole tree, as QEMU's goto: the disk, and
+			// vm1's state beyond it; the states stay readable.
 			if err := img.ApplySnapshot("vm1"); err != nil {
 				t.Fatal(err)
 			}
-			activeTailEmpty(t, img)
 			assertEqual(t, "disk after applying vm1", readAll(t, img), model1)
+			assertEqual(t, "active tree beyond the disk after applying vm1", readActiveTail(t, img, len(st1)), st1)
 			assertEqual(t, "VM state vm1 after apply", readVMState(t, img, "vm1"), st1)
 			img.Flush()
 			qemuCheck(t, path, false)
@@ -389,4 +407,69 @@ func TestVMStateOverStaleTail(t *testing.T) {
 	assertEqual(t, "VM state over a stale one", readVMState(t, img, "vm"), st)
 	img.Flush()
 	qemuCheck(t, path, false)
+}
+
+// TestApplySnapshotTakesVMStateArea is iotest 029 with Debian's qemu-io as
+// the judge: applying a snapshot copies its whole L1 table into the active
+// one, so the snapshot's VM state area reads back through the active tree
+// (qemu-io read -b), whether the state came from QEMU (qemu-io write -b
+// far beyond the disk) or from a save by this engine; when the active L1
+// is the longer one, its tail reads as zeroes afterwards.
+func TestApplySnapshotTakesVMStateArea(t *testing.T) {
+	testutil.NeedTool(t, "qemu-io")
+	img, path := mustCreate(t, block.CreateOptions{Size: 64 << 20})
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuIO(t, path, "qcow2", "write -b -P 0x11 1T 4k")
+	reopen := func() *Image {
+		img, err := Open(path, block.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	img = reopen()
+	if err := img.CreateSnapshot("foo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.ApplySnapshot("foo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, path, false)
+	qemuIO(t, path, "qcow2", "read -b -P 0x11 1T 4k") // foo's state, now active
+
+	// A save by this engine (it first drops what lies beyond the disk in
+	// the active tree, then writes its state there), applied after QEMU's
+	// state came back: the active tree shows the save's state and nothing
+	// at 1T (the active L1 was longer than vm's: its tail is zeroed).
+	img = reopen()
+	st := bytes.Repeat([]byte{0x5a}, 8192)
+	if err := img.CreateSnapshotWithState("vm", 1, streamIn(st, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.ApplySnapshot("foo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.ApplySnapshot("vm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, path, false)
+	qemuIO(t, path, "qcow2", "read -b -P 0x5a 0 8k", "read -b -P 0 8k 56k", "read -b -P 0 1T 4k")
+	img = reopen()
+	if err := img.ApplySnapshot("foo"); err != nil {
+		t.Fatal(err)
+	}
+	ownCheckClean(t, img)
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, path, false)
+	qemuIO(t, path, "qcow2", "read -b -P 0x11 1T 4k")
 }
