@@ -102,6 +102,10 @@ run() {
   local name=$1 img=$2 fmt=$3
   shift 3
   local dir=$root/run/$name-$fmt
+  # A test killed mid-way (tests 308, 108 export images through FUSE) can
+  # leave a mount in its scratch directory that rm cannot remove.
+  awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts |
+    while read -r m; do fusermount -uz "$m" 2>/dev/null || umount -l "$m"; done
   rm -rf "$dir"
   mkdir -p "$dir"
   ln -s "$qemu/tests/qemu-iotests/check" "$dir/check"
