@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -181,6 +182,10 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "petrel run: %v\n", err)
 		return 1
 	}
+	// Setup's garbage (a decompressed kernel on a cache miss, the initrd,
+	// a loaded VM state) would stay resident until the scavenger got to
+	// it; the guest runs for long, so it goes back to the kernel now.
+	debug.FreeOSMemory()
 	// A guest reset restarts the machine in place (pc.Config.Reboot); Run
 	// returns ExitReset only with -no-reboot.
 	reason, err := m.Run(ctx)
