@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/petrel-vmm/petrel/vmm"
 )
 
@@ -42,9 +40,9 @@ func (m *Machine) saveVCPUState(v *vmm.VCPU, msrs []uint32) error {
 //     reset through pci.Resetter (virtio: status 0, queues stopped);
 //     pending hotplug requests, GPE0 and the PM block cleared; the UART at
 //     its power-on registers with an empty FIFO.
-//   - RAM reads as zeroes again, and the kernel, initrd, boot parameters and
-//     ACPI tables are loaded as at power-on: the boot vCPU enters the
-//     kernel as on a cold boot.
+//   - RAM keeps what the guest left there (as QEMU's reset does); the
+//     kernel, initrd, boot parameters and ACPI tables are loaded again as
+//     at power-on: the boot vCPU enters the kernel as on a cold boot.
 func (m *Machine) resetInPlace() error {
 	t0 := time.Now()
 	if err := m.vm.RestoreIRQChips(m.powerOn.chips); err != nil {
@@ -63,14 +61,11 @@ func (m *Machine) resetInPlace() error {
 	m.board.uart.Reset()
 	m.board.rtc.Reset()
 	m.board.kbd.Reset()
-	for _, r := range m.ram {
-		// Private anonymous memory: MADV_DONTNEED drops the pages, which
-		// read as zeroes when next touched (KVM's MMU notifier unmaps them
-		// from the guest too).
-		if err := unix.Madvise(r, unix.MADV_DONTNEED); err != nil {
-			return fmt.Errorf("clearing guest ram: %w", err)
-		}
-	}
+	// RAM keeps its contents, as on QEMU's system_reset and on real
+	// hardware: the loader below rewrites everything the boot reads.
+	// Dropping it (MADV_DONTNEED) would make KVM unmap every huge page of
+	// the guest at once; the one soft lockup of a nested vCPU thread seen
+	// here came right after such a drop.
 	if err := m.load(); err != nil {
 		return fmt.Errorf("reloading the kernel: %w", err)
 	}
