@@ -22,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-nested.sh
+source scripts/lib-l2.sh
 JOB=${BENCH_NESTED_DIR:-$PWD/out/bench-nested}
 RUNS=${BENCH_NESTED_RUNS:-2}
 rm -rf "$JOB"
@@ -42,11 +43,9 @@ rm -rf "$JOB/in/l2root"
 mkdir -p "$JOB/in/l2disk/bin" "$JOB/in/l2disk/modules"
 cp "$NESTED_BUSYBOX" "$JOB/in/l2disk/bin/busybox"
 CGO_ENABLED=0 go build -o "$JOB/in/l2disk/bin/diskbench" ./tools/diskbench
-mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
-for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
-  drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci drivers/block/virtio_blk; do
-  cp "$NESTED_MODDIR/kernel/$m.ko" "$JOB/in/l2disk/modules/"
-done
+# shellcheck disable=SC2086 # the lists are words
+l2_modules "$JOB/in/l2disk/modules" $L2_BLK_MODS
+mods=$(l2_module_names $L2_BLK_MODS)
 cat >"$JOB/in/l2disk/init" <<INIT
 #!/bin/busybox sh
 B=/bin/busybox
@@ -66,12 +65,8 @@ mkdir -p "$JOB/in/l2net/bin" "$JOB/in/l2net/modules"
 cp "$NESTED_BUSYBOX" "$JOB/in/l2net/bin/busybox"
 CGO_ENABLED=0 go build -o "$JOB/in/l2net/bin/netbench" ./tools/netbench
 cp "$JOB/in/l2net/bin/netbench" "$JOB/in/netbench"
-netmods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
-for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
-  drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover drivers/net/net_failover \
-  drivers/net/virtio_net; do
-  cp "$NESTED_MODDIR/kernel/$m.ko" "$JOB/in/l2net/modules/"
-done
+l2_modules "$JOB/in/l2net/modules" $L2_NET_MODS
+netmods=$(l2_module_names $L2_NET_MODS)
 cp "$NESTED_MODDIR/kernel/drivers/net/tun.ko" "$JOB/in/"
 cat >"$JOB/in/l2net/init" <<INIT
 #!/bin/busybox sh

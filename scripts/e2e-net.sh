@@ -19,16 +19,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-nested.sh
+source scripts/lib-l2.sh
 nested_prepare
 
 job=out/nested-net
 rm -rf "$job" && mkdir -p "$job/in" "$job/l2/bin" "$job/l2/modules"
 cp "$NESTED_BUSYBOX" "$job/l2/bin/busybox"
-for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
-  drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover drivers/net/net_failover \
-  drivers/net/virtio_net; do
-  cp "$NESTED_MODDIR/kernel/$m.ko" "$job/l2/modules/"
-done
+# shellcheck disable=SC2086 # the list is words
+l2_modules "$job/l2/modules" $L2_NET_MODS
+l2_module_names $L2_NET_MODS >"$job/l2/modules/order"
 
 CGO_ENABLED=0 go build -o "$job/in/qmpsend" ./tools/qmpsend
 # L1's tap needs tun.ko (a module in Debian's cloud kernel).
@@ -41,7 +40,7 @@ cat >"$job/l2/init" <<'L2'
 export PATH=/bin
 mkdir -p /proc /sys /dev /tmp /srv
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+for m in $(cat /modules/order); do
   insmod /modules/$m.ko || echo "L2: insmod $m failed"
 done
 cat >/tmp/dhcp.sh <<'S'

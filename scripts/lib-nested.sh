@@ -208,7 +208,7 @@ INIT
 # -test.timeout; each e2e step its own time limit). Returns 124 when every
 # try ended without a verdict.
 nested_run() {
-  local rc=0 wedges=0 panics=0
+  local rc=0 wedges=0 panics=0 max_panics=${NESTED_PANIC_RETRIES:-5}
   while :; do
     rc=0
     nested_run_once "$@" || rc=$?
@@ -216,9 +216,9 @@ nested_run() {
     if [[ $rc == 124 ]] && ((wedges < 1)); then
       wedges=$((wedges + 1))
       nested_log "RETRY: L1 wedged or timed out without a verdict; booting it once more"
-    elif [[ $rc == 125 ]] && ((panics < ${NESTED_PANIC_RETRIES:-5})); then
+    elif [[ $rc == 125 ]] && ((panics < max_panics)); then
       panics=$((panics + 1))
-      nested_log "RETRY: L1's own kernel panicked without a verdict (try $panics of ${NESTED_PANIC_RETRIES:-5} more); booting it again"
+      nested_log "RETRY: L1's own kernel panicked without a verdict (try $panics of $max_panics more); booting it again"
     else
       break
     fi
