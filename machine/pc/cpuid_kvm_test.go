@@ -45,7 +45,7 @@ func guestLeaf1(t *testing.T, cfg Config) (ecx, ebx uint32, overridden []string)
 		t.Fatalf("run: %v, %v, serial %q", r, err, serial.String())
 	}
 	b := serial.Bytes()
-	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), m.CPUIDOverrides()
+	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), m.cpus.overrides
 }
 
 // checkLeaf1 checks that a leaf 1 ECX feature is in the requested state in
