@@ -154,6 +154,10 @@ type pciHost struct {
 	slots     map[pciKey]uint32 // RAM BAR -> memory slot (guarded by pci.Bus.mu)
 }
 
+// MapBAR is called by the PCI bus, under its lock, when the guest enables
+// decoding of a BAR or moves it. A RAM BAR (ivshmem's shared memory)
+// becomes a KVM memory slot, so the guest's accesses never exit; any
+// other BAR is a handler on a bus, which refuses an overlap.
 func (h *pciHost) MapBAR(mp pci.Mapping) error {
 	if mp.RAM != nil {
 		if uint64(len(mp.RAM)) != mp.Size {
@@ -173,6 +177,7 @@ func (h *pciHost) MapBAR(mp pci.Mapping) error {
 	return bus.Insert(mp.Addr, mp.Size, mp.Handler)
 }
 
+// UnmapBAR undoes MapBAR, also under the PCI bus's lock.
 func (h *pciHost) UnmapBAR(mp pci.Mapping) error {
 	if mp.RAM != nil {
 		k := pciKey{mp.Slot, mp.BAR}

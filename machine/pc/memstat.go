@@ -19,6 +19,8 @@ func (r *guestRAM) resident() (vmm, guest uint64, err error) {
 		return 0, 0, fmt.Errorf("reading process status: %w", err)
 	}
 	defer f.Close()
+	// VmRSS is the resident set in kB (proc(5)); it counts the guest's
+	// RAM pages too, as they are this process's anonymous memory.
 	var rss uint64
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -36,6 +38,8 @@ func (r *guestRAM) resident() (vmm, guest uint64, err error) {
 		if err := mincore(reg.mem, vec); err != nil {
 			return 0, 0, fmt.Errorf("mincore over guest ram: %w", err)
 		}
+		// mincore(2) sets bit 0 of a page's byte when it is resident;
+		// the other bits are undefined.
 		for _, v := range vec {
 			if v&1 != 0 {
 				guest += page

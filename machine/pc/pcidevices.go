@@ -58,11 +58,13 @@ func plugConfigured(cfg Config, devices *devmgr.Manager, blocks *blocknodes.Regi
 		if name == "" {
 			name = fmt.Sprintf("disk%d", i)
 		}
+		// An automatic node (true): the registry closes it when its
+		// device goes, as QEMU does for a -drive's BlockBackend.
 		if err := blocks.Open(qemuopt.BlockdevSpec{NodeName: name, Format: d.Format, Filename: d.Path,
 			ReadOnly: d.ReadOnly, DirectIO: d.DirectIO, NoSync: d.NoSync}, true); err != nil {
 			return err
 		}
-		if d.NoDevice {
+		if d.NoDevice { // -drive if=none: a node for a later -device
 			continue
 		}
 		spec := qemuopt.DeviceSpec{Driver: "virtio-blk-pci", ID: name, Slot: -1, Drive: name, Serial: d.Serial}

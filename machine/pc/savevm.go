@@ -88,6 +88,9 @@ func (vs *vmSnapshots) nodes(r SnapshotRequest) (nodes []snapNode, state *snapNo
 			}
 		}
 	}
+	// The error strings here and below follow QEMU's savevm and block
+	// snapshot code word for word, as HMP users and scripts compare
+	// them; hence their capital letters.
 	for _, n := range chosen {
 		s, ok := n.Image.(block.Snapshotter)
 		if !ok || n.Image.ReadOnly() {

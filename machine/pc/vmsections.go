@@ -60,6 +60,8 @@ type machineConfig struct {
 	Slots     []slotConfig
 }
 
+// slotConfig is one occupied PCI slot as a saved state names it: a slot
+// whose device differs in any field cannot take the saved device state.
 type slotConfig struct {
 	Slot             int
 	ID, Driver       string
@@ -90,6 +92,8 @@ func (st *stateStream) config() machineConfig {
 	return c
 }
 
+// encode writes the "machine" section: its version, the VM clock (the
+// value the snapshot's header records as vm_clock_nsec), then c.
 func (c machineConfig) encode(e *vmstate.Enc, clockNs uint64) {
 	e.U32(machineSectionVersion)
 	e.U64(clockNs)
@@ -106,6 +110,8 @@ func (c machineConfig) encode(e *vmstate.Enc, clockNs uint64) {
 	}
 }
 
+// decodeMachine reads what encode wrote. The state file is untrusted
+// input: every length is bounded before anything is allocated for it.
 func decodeMachine(d *vmstate.Dec) (c machineConfig, clockNs uint64, err error) {
 	d.Version(machineSectionVersion)
 	clockNs = d.U64()
@@ -113,7 +119,7 @@ func decodeMachine(d *vmstate.Dec) (c machineConfig, clockNs uint64, err error) 
 	c.CPUs = int(d.U32())
 	c.CPU = d.String(1024)
 	n := d.U32()
-	if n > 32 {
+	if n > 32 { // a PCI bus has 32 device numbers
 		d.Failf("%d PCI slots", n)
 	}
 	for i := 0; i < int(n) && d.Err() == nil; i++ {
