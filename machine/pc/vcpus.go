@@ -98,7 +98,6 @@ func (s *vcpuSet) close() error {
 			first = err
 		}
 	}
-	s.vcpus = nil
 	return first
 }
 
