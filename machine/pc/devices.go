@@ -27,7 +27,7 @@ const (
 )
 
 // board holds the PC's own devices: the ones every PC has, built by
-// setupDevices and never unplugged.
+// newBoard and never unplugged.
 type board struct {
 	uart    *serial.UART
 	rtc     *rtc.CMOS
