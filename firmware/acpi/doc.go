@@ -17,7 +17,7 @@
 //
 // Place lays out RSDP (revision 2), XSDT, FACS, FADT, DSDT and MADT in one
 // blob starting at base, fixing every pointer and checksum (a few KiB: 8
-// KiB for 255 CPUs). machine/pc.buildACPI does exactly this.
+// KiB for 255 CPUs). machine/pc.writeACPI does exactly this.
 //
 // What the FADT promises machine/pc: SMI_CMD is 0, so SCI_EN in PM1a_CNT
 // must read 1 from reset; the PM timer is 24-bit (TMR_VAL_EXT clear);

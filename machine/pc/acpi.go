@@ -12,16 +12,15 @@ import (
 	"github.com/petrel-vmm/petrel/devices/serial"
 	fwacpi "github.com/petrel-vmm/petrel/firmware/acpi"
 	"github.com/petrel-vmm/petrel/firmware/aml"
+	"github.com/petrel-vmm/petrel/vmm/guestmem"
 )
 
-// buildACPI writes the ACPI tables (RSDP, XSDT, FACS, FADT, DSDT, MADT)
-// into the reserved BIOS area at 0xe0000 and returns the RSDP address, or
-// 0 with Config.NoACPI (the guest then uses its legacy defaults).
-func (m *Machine) buildACPI() (uint64, error) {
-	if m.cfg.NoACPI {
-		return 0, nil
-	}
-	t, err := fwacpi.BuildPC(tablesConfig(m.cfg.CPUs, m.board.pci, m.board.hotplug))
+// writeACPI writes the ACPI tables (RSDP, XSDT, FACS, FADT, DSDT, MADT)
+// that cfg describes into the reserved BIOS area at 0xe0000 and returns
+// the RSDP's address, which the boot protocol hands the guest (without
+// it, an OS scans 0xe0000-0xfffff for the RSDP: ACPI 6.5 section 5.2.5.1).
+func writeACPI(mem *guestmem.Memory, cfg fwacpi.PCConfig, logf func(string, ...any)) (uint64, error) {
+	t, err := fwacpi.BuildPC(cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -29,10 +28,10 @@ func (m *Machine) buildACPI() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := m.mem.Write(fwacpi.PCTablesBase, blob); err != nil {
+	if err := mem.Write(fwacpi.PCTablesBase, blob); err != nil {
 		return 0, fmt.Errorf("writing acpi tables: %w", err)
 	}
-	m.logf("acpi tables: %d bytes at %#x", len(blob), fwacpi.PCTablesBase)
+	logf("acpi tables: %d bytes at %#x", len(blob), fwacpi.PCTablesBase)
 	return rsdp, nil
 }
 

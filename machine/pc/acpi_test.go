@@ -51,7 +51,7 @@ func (c tablesCase) build(t *testing.T) *fwacpi.Tables {
 	return tables
 }
 
-// place builds and places the tables at fwacpi.PCTablesBase as buildACPI does.
+// place builds and places the tables at fwacpi.PCTablesBase as writeACPI does.
 func (c tablesCase) place(t *testing.T) ([]byte, fwacpi.Layout, *fwacpi.Tables) {
 	t.Helper()
 	tables := c.build(t)

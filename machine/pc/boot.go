@@ -135,6 +135,8 @@ func placeInitrd(mem *guestmem.Memory, initrd []byte, floor, limit uint64) (uint
 	return addr, nil
 }
 
+// writeCmdline writes the NUL-terminated command line at cmdlineAddr;
+// max counts the NUL.
 func writeCmdline(mem *guestmem.Memory, cmdline string, max uint64) error {
 	if uint64(len(cmdline))+1 > max {
 		return fmt.Errorf("kernel command line of %d bytes exceeds %d", len(cmdline), max-1)
@@ -184,6 +186,9 @@ func loadPVHAt(mem *guestmem.Memory, in bootInput, r io.ReaderAt, size int64, en
 	if err := writeCmdline(mem, in.cmdline, cmdlineMax); err != nil {
 		return bootInfo{}, err
 	}
+	// struct hvm_start_info (56 bytes): magic 0, version 4, flags 8,
+	// nr_modules 12, modlist_paddr 16, cmdline_paddr 24, rsdp_paddr 32,
+	// memmap_paddr 40, memmap_entries 48 (version 1 fields).
 	le := binary.LittleEndian
 	info := make([]byte, 56)
 	le.PutUint32(info[0:], hvmStartMagic)
@@ -193,6 +198,8 @@ func loadPVHAt(mem *guestmem.Memory, in bootInput, r io.ReaderAt, size int64, en
 	if len(in.e820) > hvmMemmapMax {
 		return bootInfo{}, fmt.Errorf("memory map of %d entries exceeds %d", len(in.e820), hvmMemmapMax)
 	}
+	// struct hvm_memmap_table_entry: addr, size (u64), type, reserved
+	// (u32); the types are e820's.
 	mm := make([]byte, 24*len(in.e820))
 	for i, e := range in.e820 {
 		le.PutUint64(mm[24*i:], e.Addr)
@@ -209,6 +216,8 @@ func loadPVHAt(mem *guestmem.Memory, in bootInput, r io.ReaderAt, size int64, en
 		return bootInfo{}, err
 	}
 	if addr != 0 {
+		// struct hvm_modlist_entry: paddr, size, cmdline_paddr (0:
+		// none), reserved, all u64. Linux takes module 0 as its initrd.
 		mod := make([]byte, 32)
 		le.PutUint64(mod[0:], addr)
 		le.PutUint64(mod[8:], uint64(len(in.initrd)))

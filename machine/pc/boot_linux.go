@@ -59,6 +59,9 @@ func loadLinux64(mem *guestmem.Memory, in bootInput, img *bzimage.Image) (bootIn
 		return bootInfo{}, fmt.Errorf("writing kernel at %#x: %w", kernelAddr, err)
 	}
 
+	// boot_params starts zeroed and takes the kernel's own setup header,
+	// which runs from 0x1f1 to 0x202 plus the byte at 0x201 (boot.rst,
+	// "The real-mode kernel header"); the loader then fills in its part.
 	bp := make([]byte, bpSize)
 	hdrEnd := bpJump + 2 + int(k[bpJump+1])
 	if hdrEnd > len(k) || hdrEnd > bpE820Table {
@@ -66,11 +69,15 @@ func loadLinux64(mem *guestmem.Memory, in bootInput, img *bzimage.Image) (bootIn
 	}
 	copy(bp[bpSetupHeader:hdrEnd], k[bpSetupHeader:hdrEnd])
 	le := binary.LittleEndian
-	le.PutUint16(bp[bpVidMode:], 0xffff)
-	bp[bpTypeOfLoader] = 0xff
+	le.PutUint16(bp[bpVidMode:], 0xffff) // "normal" (vga=normal): no mode change
+	bp[bpTypeOfLoader] = 0xff            // a boot loader without an assigned id
+	// heap_end_ptr is the end of the setup heap minus 0x200 (boot.rst):
+	// the heap runs to the end of the 64 KiB real-mode segment.
 	bp[bpLoadFlags] |= canUseHeap
 	le.PutUint16(bp[bpHeapEndPtr:], 0xfe00)
 
+	// Before protocol 2.06 the command line is at most 255 bytes; from
+	// 2.06 cmdline_size gives the limit, the NUL not counted.
 	cmdMax := uint64(256)
 	if img.Version >= 0x0206 {
 		cmdMax = uint64(le.Uint32(k[bpCmdlineSize:])) + 1
@@ -79,8 +86,9 @@ func loadLinux64(mem *guestmem.Memory, in bootInput, img *bzimage.Image) (bootIn
 		return bootInfo{}, err
 	}
 	le.PutUint32(bp[bpCmdLinePtr:], cmdlineAddr)
-	le.PutUint32(bp[bpExtCmdLinePtr:], 0)
+	le.PutUint32(bp[bpExtCmdLinePtr:], 0) // cmd_line_ptr's high 32 bits
 
+	// initrd_addr_max is the highest byte the initrd may occupy.
 	limit := in.lowEnd
 	if m := uint64(le.Uint32(k[bpInitrdAddrMax:])); m != 0 && m+1 < limit {
 		limit = m + 1
@@ -99,6 +107,7 @@ func loadLinux64(mem *guestmem.Memory, in bootInput, img *bzimage.Image) (bootIn
 		n := uint64(len(in.initrd))
 		le.PutUint32(bp[bpRamdiskImage:], uint32(addr))
 		le.PutUint32(bp[bpRamdiskSize:], uint32(n))
+		// ext_ramdisk_*: the high 32 bits (zero-page.rst).
 		le.PutUint32(bp[bpExtRamdiskImage:], uint32(addr>>32))
 		le.PutUint32(bp[bpExtRamdiskSize:], uint32(n>>32))
 	}
@@ -107,6 +116,7 @@ func loadLinux64(mem *guestmem.Memory, in bootInput, img *bzimage.Image) (bootIn
 		return bootInfo{}, fmt.Errorf("memory map of %d entries exceeds %d", len(in.e820), e820MaxZeroPage)
 	}
 	bp[bpE820Entries] = byte(len(in.e820))
+	// struct boot_e820_entry is packed: addr, size (u64), type (u32).
 	for i, e := range in.e820 {
 		o := bpE820Table + 20*i
 		le.PutUint64(bp[o:], e.Addr)

@@ -27,20 +27,25 @@ func gdtEntries(long bool) []uint64 {
 	return []uint64{0, 0, code, 0x00cf93000000ffff, 0x008b00000000ffff}
 }
 
+// segment is the hidden part of a segment register loaded with sel from
+// gdtEntries(long): KVM_SET_SREGS takes it as is, no GDT walk.
 func segment(sel uint16, long bool) vmm.Segment {
 	s := vmm.Segment{Base: 0, Limit: 0xffffffff, Selector: sel, Present: 1, S: 1, G: 1}
 	switch sel {
 	case selCode:
-		s.Typ = 11
+		s.Typ = 11 // execute/read, accessed
 		if long {
 			s.L = 1
 		} else {
 			s.DB = 1
 		}
 	case selData:
-		s.Typ = 3
+		s.Typ = 3 // read/write, accessed
 		s.DB = 1
 	case selTSS:
+		// VM entry requires TR to hold a busy TSS: type 11 (32- or
+		// 64-bit busy TSS) with S = 0 (Intel SDM vol. 3, checks on
+		// guest segment registers).
 		s.Typ = 11
 		s.S = 0
 		s.G = 0
@@ -98,8 +103,10 @@ const (
 )
 
 // setupBootCPU puts the boot vCPU at the kernel entry: 32-bit flat
-// protected mode with paging off for PVH, long mode with identity paging
-// for the Linux 64-bit protocol.
+// protected mode with paging off for PVH (Xen's docs/misc/pvh.pandoc:
+// ebx = hvm_start_info), long mode with identity paging for the Linux
+// 64-bit protocol (boot.rst, "64-bit Boot Protocol": flat __BOOT_CS 0x10
+// and __BOOT_DS 0x18, rsi = boot_params).
 func setupBootCPU(v *vmm.VCPU, bi bootInfo) error {
 	long := bi.protocol == BootLinux64
 	s, err := v.Sregs()
@@ -124,6 +131,8 @@ func setupBootCPU(v *vmm.VCPU, bi bootInfo) error {
 	if err := v.SetSregs(s); err != nil {
 		return err
 	}
+	// RFLAGS bit 1 is reserved and reads as one; IF is clear, as both
+	// protocols want.
 	r := &vmm.Regs{RIP: bi.entry, RFLAGS: 2}
 	if long {
 		r.RSI = bi.param

@@ -45,7 +45,7 @@ func guestLeaf1(t *testing.T, cfg Config) (ecx, ebx uint32, overridden []string)
 		t.Fatalf("run: %v, %v, serial %q", r, err, serial.String())
 	}
 	b := serial.Bytes()
-	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), m.CPUIDOverrides()
+	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), m.cpus.overrides
 }
 
 // checkLeaf1 checks that a leaf 1 ECX feature is in the requested state in
@@ -69,7 +69,7 @@ func checkLeaf1(t *testing.T, ecx uint32, overridden []string, name string, want
 // TestCPUIDInsideGuest reads CPUID leaf 1 from inside a guest: the
 // hypervisor bit, APIC id and CPU count, kvm_pvm's hidden features, and
 // -cpu overrides all show, except where the host forces a bit (which
-// Machine.CPUIDOverrides must then report).
+// vcpuSet.overrides must then list).
 func TestCPUIDInsideGuest(t *testing.T) {
 	ecx, ebx, ov := guestLeaf1(t, Config{CPUs: 3})
 	t.Logf("leaf 1 ECX %#x EBX %#x; host overrides: %v", ecx, ebx, ov)

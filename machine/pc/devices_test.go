@@ -38,15 +38,15 @@ func TestACPITablesAndDisksWired(t *testing.T) {
 		t.Fatalf("status %q before Run", m.Status())
 	}
 	m.PressPowerButton()
-	if sts, _ := m.GPE().Status(); sts&(1<<2) == 0 {
+	if sts, _ := m.board.gpe.Status(); sts&(1<<2) == 0 {
 		t.Fatalf("power button: GPE0 status %#x", sts)
 	}
-	rsdp, err := m.Memory().Uint64(pvhStartInfo + 32)
+	rsdp, err := m.mem.Uint64(pvhStartInfo + 32)
 	if err != nil || rsdp == 0 {
 		t.Fatalf("rsdp_paddr %#x, %v", rsdp, err)
 	}
 	sig := make([]byte, 8)
-	m.Memory().Read(rsdp, sig)
+	m.mem.Read(rsdp, sig)
 	if string(sig) != "RSD PTR " {
 		t.Fatalf("no RSDP at %#x: %q", rsdp, sig)
 	}

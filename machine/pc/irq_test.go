@@ -66,7 +66,7 @@ func TestMSIAndIrqfdReachGuest(t *testing.T) {
 		t.Helper()
 		for i := 0; i < 2000; i++ {
 			b := []byte{0}
-			m.Memory().Read(0x9000, b)
+			m.mem.Read(0x9000, b)
 			if b[0] == v {
 				time.Sleep(10 * time.Millisecond) // let the vCPU reach hlt with IF set
 				return
@@ -76,11 +76,11 @@ func TestMSIAndIrqfdReachGuest(t *testing.T) {
 		t.Fatalf("guest never set flag %d (serial %q)", v, out.String())
 	}
 	waitFlag(1)
-	if err := m.VM().SignalMSI(0xfee00000, 0x40); err != nil {
+	if err := m.vm.SignalMSI(0xfee00000, 0x40); err != nil {
 		t.Fatalf("SignalMSI: %v", err)
 	}
 	waitFlag(2)
-	gsi, err := m.VM().AddMSIRoute(0xfee00000, 0x41)
+	gsi, err := m.vm.AddMSIRoute(0xfee00000, 0x41)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestMSIAndIrqfdReachGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(efd)
-	if err := m.VM().AddIrqfd(efd, gsi); err != nil {
+	if err := m.vm.AddIrqfd(efd, gsi); err != nil {
 		t.Fatal(err)
 	}
 	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
@@ -129,7 +129,7 @@ func TestIoeventfdSkipsTheVMM(t *testing.T) {
 	}
 	defer unix.Close(efd)
 	match := uint64(0x1234)
-	if err := m.VM().AddIoeventfd(efd, 0x510, 2, true, &match); err != nil {
+	if err := m.vm.AddIoeventfd(efd, 0x510, 2, true, &match); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := m.Run(context.Background()); err != nil || r != ExitPowerOff {
@@ -142,7 +142,7 @@ func TestIoeventfdSkipsTheVMM(t *testing.T) {
 	if got := m.VCPUs()[0].IOExits.Load(); got != 2 {
 		t.Fatalf("%d IO exits, want 2 (the unmatched write and the power-off)", got)
 	}
-	if got := m.PIO().Unhandled.Load(); got != 1 {
+	if got := m.pio.Unhandled.Load(); got != 1 {
 		t.Fatalf("%d unclaimed PIO accesses, want 1", got)
 	}
 }

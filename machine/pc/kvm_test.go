@@ -116,7 +116,7 @@ func hostForcesXsave(t *testing.T) bool {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	return slices.Contains(m.CPUIDOverrides(), "xsave")
+	return slices.Contains(m.cpus.overrides, "xsave")
 }
 
 func TestRepOutsb(t *testing.T) {
@@ -182,7 +182,7 @@ func TestRepInsbBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.PIO().Insert(0x500, 1, &seqPort{}); err != nil {
+	if err := m.pio.Insert(0x500, 1, &seqPort{}); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := m.Run(context.Background()); err != nil || r != ExitPowerOff {
@@ -330,7 +330,7 @@ func TestResidentMemoryCountsTouchedGuestPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	_, g0, err := m.ResidentMemory()
+	_, g0, err := m.ram.resident()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,11 +338,11 @@ func TestResidentMemoryCountsTouchedGuestPages(t *testing.T) {
 	if g0 > residentBound(1<<20) {
 		t.Fatalf("%d KiB of guest RAM resident before the guest ran", g0>>10)
 	}
-	b, _ := m.Memory().Slice(8<<20, 4<<20)
+	b, _ := m.mem.Slice(8<<20, 4<<20)
 	for i := 0; i < len(b); i += 4096 {
 		b[i] = 1
 	}
-	_, g1, _ := m.ResidentMemory()
+	_, g1, _ := m.ram.resident()
 	// Exactly 4 MiB with 4 KiB pages; with huge pages "always" the
 	// kernel may also collapse or fault in neighbouring 2 MiB ranges.
 	if d := g1 - g0; d < 4<<20 || d > residentBound(4<<20) {
@@ -398,17 +398,17 @@ func TestRAMAbove3GiBStartsAt4GiB(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	rs := m.Memory().Regions()
+	rs := m.mem.Regions()
 	if len(rs) != 2 || rs[0].GPA != 0 || len(rs[0].Host) != 3<<30 || rs[1].GPA != 4<<30 || len(rs[1].Host) != 2<<30 {
 		t.Fatalf("regions %d: want [0, 3G) and [4G, 6G)", len(rs))
 	}
-	if err := m.Memory().PutUint64(6<<30-8, 42); err != nil {
+	if err := m.mem.PutUint64(6<<30-8, 42); err != nil {
 		t.Fatalf("last word of RAM: %v", err)
 	}
-	if _, err := m.Memory().Uint64(3 << 30); err == nil {
+	if _, err := m.mem.Uint64(3 << 30); err == nil {
 		t.Fatal("the PCI hole is backed by RAM")
 	}
-	if _, guest, _ := m.ResidentMemory(); guest > residentBound(2<<20) {
+	if _, guest, _ := m.ram.resident(); guest > residentBound(2<<20) {
 		t.Fatalf("%d KiB of a 5 GiB guest resident before it ran", guest>>10)
 	}
 }

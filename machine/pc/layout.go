@@ -35,7 +35,7 @@ const (
 
 	// Reserved MMIO above the 32-bit PCI window: IOAPIC, LAPIC, and the
 	// pages KVM needs for its TSS and identity map (below 4 GiB, not RAM).
-	// The MADT gives the guest ioapicBase and lapicBase (buildACPI).
+	// The MADT gives the guest ioapicBase and lapicBase (writeACPI, tablesConfig).
 	ioapicBase      = 0xfec00000
 	lapicBase       = 0xfee00000
 	reservedHighLow = 0xfc000000

@@ -10,15 +10,17 @@ import (
 	"strings"
 )
 
-// ResidentMemory reports the process's resident set split into guest RAM
+// resident reports the process's resident set split into guest RAM
 // pages the guest has touched (mincore over the RAM mappings) and the rest,
 // which is what the VMM itself costs.
-func (m *Machine) ResidentMemory() (vmm, guest uint64, err error) {
+func (r *guestRAM) resident() (vmm, guest uint64, err error) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading process status: %w", err)
 	}
 	defer f.Close()
+	// VmRSS is the resident set in kB (proc(5)); it counts the guest's
+	// RAM pages too, as they are this process's anonymous memory.
 	var rss uint64
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -31,11 +33,13 @@ func (m *Machine) ResidentMemory() (vmm, guest uint64, err error) {
 		}
 	}
 	page := uint64(os.Getpagesize())
-	for _, r := range m.ram {
-		vec := make([]byte, (uint64(len(r))+page-1)/page)
-		if err := mincore(r, vec); err != nil {
+	for _, reg := range r.regions {
+		vec := make([]byte, (uint64(len(reg.mem))+page-1)/page)
+		if err := mincore(reg.mem, vec); err != nil {
 			return 0, 0, fmt.Errorf("mincore over guest ram: %w", err)
 		}
+		// mincore(2) sets bit 0 of a page's byte when it is resident;
+		// the other bits are undefined.
 		for _, v := range vec {
 			if v&1 != 0 {
 				guest += page

@@ -19,8 +19,12 @@ type oddLog struct {
 	suppressed int
 }
 
+// oddBurst is how many lines a second oddLog writes: enough to see a
+// guest's probe, too few for a guest looping on a port to flood the log.
 const oddBurst = 10
 
+// note is a vmm.Bus OnUnhandled hook; it runs on the vCPU thread that
+// made the access, so it only takes its own lock.
 func (o *oddLog) note(addr uint64, size int, write bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -10,12 +10,12 @@
 //	reason, err := m.Run(ctx) // ExitPowerOff, ExitReset, ExitStopped, ...
 //
 // Run returns a non-nil error with the vCPU registers for a triple fault,
-// an entry failure or a KVM internal error. Shutdown, Pause/Resume and the
-// device manager work from any goroutine while Run runs. Other
-// packages reach the parts through VM() (event router, MSI, IRQ lines,
-// memory slots), Memory(), PIO()/MMIO() (buses), PCI(), Serial(), GPE(),
-// Hotplug(), VCPUs() (exit counters), Devices() (the device manager) and
-// Blocks() (the block-node registry). QMP is served by machine/pcqmp.
+// an entry failure or a KVM internal error. Shutdown, Pause/Resume, the
+// snapshot calls (SaveVM, LoadVM, ...) and the device manager work from
+// any goroutine while Run runs. Other packages reach the parts through
+// PCI(), Devices() (the device manager), Blocks() (the block-node
+// registry), MMIO() and VCPUs() (counters). QMP is served by
+// machine/pcqmp. Machine's type comment says which type does what.
 //
 // Layout (docs/ARCHITECTURE.md): RAM below 3 GiB and from 4 GiB; e820
 // reserves 0x9fc00-0xfffff (ACPI tables at 0xe0000) and 0xfc000000-4 GiB
@@ -24,20 +24,13 @@
 package pc
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime/debug"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/petrel-vmm/petrel/devices/acpi"
 	"github.com/petrel-vmm/petrel/devices/pci"
-	"github.com/petrel-vmm/petrel/devices/serial"
-	"github.com/petrel-vmm/petrel/firmware/bzimage"
 	"github.com/petrel-vmm/petrel/machine/blocknodes"
 	"github.com/petrel-vmm/petrel/machine/devmgr"
 	"github.com/petrel-vmm/petrel/qemuopt"
@@ -124,48 +117,41 @@ func (r ExitReason) String() string {
 	return fmt.Sprintf("exit(%d)", int(r))
 }
 
-// Machine is a built PC.
+// Machine is a built PC. It composes the parts New builds, each with one
+// job:
+//
+//   - lifecycle (run.go): the vCPUs' run, pause, stops and run state;
+//     embedded, so Run, Pause, Resume, Shutdown, PowerOff, Reset, Status
+//     and Emit are the Machine's methods;
+//   - vmSnapshots (savevm.go) over stateStream (vmsections.go): savevm,
+//     loadvm and delvm; embedded for SaveVM, LoadVM, DeleteVM and
+//     VMSnapshots;
+//   - powerOn (reset.go): the in-place reset Run does on a guest reset;
+//   - loader (load.go): kernel, initrd, ACPI tables and the boot vCPU;
+//   - board (devices.go): the devices every PC has; devmgr.Manager: the
+//     PCI devices; blocknodes.Registry: the images;
+//   - guestRAM (ram.go) and vcpuSet (vcpus.go): the memory and vCPUs.
+//
+// Lock order across the parts: vmSnapshots.mu, then devmgr.Manager's,
+// then pci.Bus's, then a device's own, then the block registry's.
+// lifecycle.runMu is held by Run alone. The fields below are set by New
+// and only read afterwards, until Close.
 type Machine struct {
-	cfg   Config
-	kvm   *vmm.KVM
-	vm    *vmm.VM
-	mem   *guestmem.Memory
-	ram   [][]byte
-	pio   *vmm.Bus
-	mmio  *vmm.Bus
-	vcpus []*vmm.VCPU
-	boot  bootInfo
+	*lifecycle
+	*vmSnapshots
 
-	board   board                // the platform devices (devices.go)
-	devices *devmgr.Manager      // PCI slots, qdev ids, hotplug
-	blocks  *blocknodes.Registry // block nodes (images)
-	powerOn powerOnState         // what a reset restores (reset.go)
-	state   runState
-	clock   vmClock     // the guest's running time (snapshots record it)
-	snapMu  sync.Mutex  // one VM snapshot operation at a time (savevm.go)
-	saving  *kvmCapture // the KVM state being saved (vmparts.go)
-	msrs    []uint32    // the MSRs KVM saves and restores (KVM_GET_MSR_INDEX_LIST)
-
+	vm        *vmm.VM
+	mem       *guestmem.Memory
+	pio, mmio *vmm.Bus
+	ram       *guestRAM
+	cpus      *vcpuSet
+	board     *board
+	devices   *devmgr.Manager      // PCI slots, qdev ids, hotplug
+	blocks    *blocknodes.Registry // block nodes (images)
+	boot      *loader
+	// closers release the KVM side in the reverse of their order (vCPUs,
+	// RAM, VM, /dev/kvm), after the devices and block nodes.
 	closers []func() error
-	// cpuidOverrides are features KVM_SET_CPUID2 did not take as given.
-	cpuidOverrides []string
-	// shutdownResets: KVM resets a vCPU before KVM_EXIT_SHUTDOWN (AMD),
-	// so a triple fault's registers are not there to report.
-	shutdownResets bool
-	logf           func(format string, args ...any)
-}
-
-// runState is where a machine is in its life; its fields are safe to read
-// from any goroutine.
-type runState struct {
-	runMu    sync.Mutex // one Run at a time
-	paused   atomic.Bool
-	started  atomic.Bool
-	finished atomic.Bool
-	// stopWanted is a stop asked from outside (Shutdown, PowerOff, the
-	// context): a vmm.Stop, never cleared, so that one arriving while a
-	// reset is in progress is not lost.
-	stopWanted atomic.Int32
 }
 
 // New builds a PC from cfg and loads its kernel; vCPUs start in Run.
@@ -181,318 +167,188 @@ func New(cfg Config) (m *Machine, err error) {
 	if maxMiB := (1<<40 - highRAMBase + lowRAMMax) >> 20; cfg.MemoryMiB < 2 || cfg.MemoryMiB > maxMiB {
 		return nil, fmt.Errorf("memory %d MiB out of range (2 .. %d MiB)", cfg.MemoryMiB, maxMiB)
 	}
+	// 255: the xAPIC IDs 0..254 (0xff is the broadcast ID), as the MADT
+	// lists one Local APIC per vCPU.
 	if cfg.CPUs < 1 || cfg.CPUs > 255 {
 		return nil, fmt.Errorf("cpu count %d out of range (1..255)", cfg.CPUs)
 	}
-	m = &Machine{cfg: cfg, mem: guestmem.New(), pio: &vmm.Bus{}, mmio: &vmm.Bus{}}
-	m.logf = func(string, ...any) {}
+	logf := func(string, ...any) {}
+	pio, mmio := &vmm.Bus{}, &vmm.Bus{}
 	if cfg.Log != nil {
-		m.logf = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "petrel: "+f+"\n", a...) }
-		m.pio.OnUnhandled = (&oddLog{what: "port", logf: m.logf}).note
-		m.mmio.OnUnhandled = (&oddLog{what: "mmio", logf: m.logf}).note
+		logf = func(f string, a ...any) { fmt.Fprintf(cfg.Log, "petrel: "+f+"\n", a...) }
+		pio.OnUnhandled = (&oddLog{what: "port", logf: logf}).note
+		mmio.OnUnhandled = (&oddLog{what: "mmio", logf: logf}).note
 	}
-	built := m
+	var (
+		closers []func() error
+		devices *devmgr.Manager
+		blocks  *blocknodes.Registry
+	)
 	defer func() {
 		if err != nil {
-			built.Close() // m itself is nil on the error returns
+			release(devices, blocks, closers)
 		}
 	}()
 	t0 := time.Now()
-	if m.kvm, err = vmm.Open(); err != nil {
+	kvm, err := vmm.Open()
+	if err != nil {
 		return nil, err
 	}
-	m.closers = append(m.closers, m.kvm.Close)
-	if m.vm, err = m.kvm.CreateVM(); err != nil {
+	closers = append(closers, kvm.Close)
+	vm, err := kvm.CreateVM()
+	if err != nil {
 		return nil, err
 	}
-	m.closers = append(m.closers, m.vm.Close)
-	if err = m.setupPlatform(); err != nil {
+	closers = append(closers, vm.Close)
+	chips, err := setupIRQChips(vm, logf)
+	if err != nil {
 		return nil, err
 	}
-	if err = m.setupMemory(); err != nil {
+	mem := guestmem.New()
+	ram, err := newGuestRAM(vm, mem, uint64(cfg.MemoryMiB)<<20)
+	if err != nil {
 		return nil, err
 	}
-	if err = m.setupDevices(); err != nil {
+	closers = append(closers, ram.free)
+	cpuid, err := kvm.SupportedCPUID()
+	if err != nil {
 		return nil, err
 	}
-	if err = m.setupVCPUs(); err != nil {
+	// The board's devices stop the run (S5, a reset) and the run needs
+	// the board: the lifecycle is made first and completed below, before
+	// anything can run.
+	run := &lifecycle{reboot: cfg.Reboot, serialIn: cfg.SerialIn, events: cfg.Events, logf: logf}
+	b, err := newBoard(boardWiring{
+		vm: vm, pio: pio, mmio: mmio, physBits: physBits(cpuid), memoryMiB: cfg.MemoryMiB,
+		serial: cfg.Serial, powerOff: run.PowerOff, reset: run.Reset, logf: logf,
+		// The hotplug controller is built before the manager it reports
+		// ejects to; no guest runs before devices is set.
+		eject: func(slot int) { devices.Ejected(slot) },
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err = m.plugConfigured(); err != nil {
+	blocks = blocknodes.New()
+	devices = newDeviceManager(b, vm, mem, blocks, run.Emit, logf)
+	cpus, err := newVCPUs(kvm, vm, cfg.CPUs, cfg.CPU, pio, mmio, logf)
+	if err != nil {
 		return nil, err
 	}
-	if err = m.load(); err != nil {
+	closers = append(closers, cpus.close)
+	if err = plugConfigured(cfg, devices, blocks); err != nil {
 		return nil, err
 	}
+	boot := &loader{cfg: cfg, mem: mem, bus: b.pci, hp: b.hotplug, boot: cpus.vcpus[0],
+		overrides: cpus.overrides, logf: logf}
+	if err = boot.load(); err != nil {
+		return nil, err
+	}
+	run.vcpus, run.uart, run.devices, run.shutdownResets = cpus.vcpus, b.uart, devices, cpus.shutdownResets
+	run.reset = (&powerOn{vm: vm, chips: chips, vcpus: cpus.vcpus, cpus: cpus.powerOn, board: b,
+		boot: boot, logf: logf}).reset
+	if cfg.Log != nil {
+		run.stats = &runStats{vcpus: cpus.vcpus, pio: pio, mmio: mmio, ram: ram, logf: logf}
+	}
+	snaps := &vmSnapshots{blocks: blocks, devices: devices, run: run, logf: logf, state: &stateStream{
+		memoryMiB: cfg.MemoryMiB, cpus: cfg.CPUs, cpu: cfg.CPU, vm: vm, vcpus: cpus.vcpus, msrs: cpus.msrs,
+		ram: ram, board: b, devices: devices, clock: &run.clock,
+	}}
 	// The kernel file (and a decompressed vmlinux) are garbage now; hand
 	// that memory back so the VMM's resident set stays small.
 	debug.FreeOSMemory()
-	m.logf("machine built in %v: %d MiB, %d vCPU(s), boot %s, entry %#x", time.Since(t0).Round(time.Microsecond),
-		cfg.MemoryMiB, cfg.CPUs, m.boot.protocol, m.boot.entry)
-	return m, nil
+	logf("machine built in %v: %d MiB, %d vCPU(s), boot %s, entry %#x", time.Since(t0).Round(time.Microsecond),
+		cfg.MemoryMiB, cfg.CPUs, boot.info.protocol, boot.info.entry)
+	return &Machine{lifecycle: run, vmSnapshots: snaps, vm: vm, mem: mem, pio: pio, mmio: mmio, ram: ram,
+		cpus: cpus, board: b, devices: devices, blocks: blocks, boot: boot, closers: closers}, nil
 }
 
-// setupPlatform creates the in-kernel irqchip and PIT and places KVM's
-// TSS and identity-map pages.
-func (m *Machine) setupPlatform() (err error) {
-	if err := m.vm.SetTSSAddr(tssAddr); err != nil {
-		m.logf("%v (continuing: not needed by this host)", err)
+// setupIRQChips creates the in-kernel irqchip and PIT, places KVM's TSS
+// and identity-map pages, and returns the chips' power-on state, which a
+// reset restores.
+func setupIRQChips(vm *vmm.VM, logf func(string, ...any)) (*vmm.IRQChipState, error) {
+	// KVM's API document calls both required on Intel hosts (VMX without
+	// unrestricted guest runs real mode in vm86 and needs them); on
+	// others the ioctls may fail, which is harmless.
+	if err := vm.SetTSSAddr(tssAddr); err != nil {
+		logf("%v (continuing: not needed by this host)", err)
 	}
-	if err := m.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
-		m.logf("%v (continuing: not needed by this host)", err)
+	if err := vm.SetIdentityMapAddr(identityMapAddr); err != nil {
+		logf("%v (continuing: not needed by this host)", err)
 	}
-	if err := m.vm.CreateIRQChip(); err != nil {
-		return err
+	if err := vm.CreateIRQChip(); err != nil {
+		return nil, err
 	}
-	if err := m.vm.MaskPIC(); err != nil {
-		return err
+	// The guest uses the IOAPIC (the MADT says so); the 8259s stay masked
+	// so that no interrupt arrives twice.
+	if err := vm.MaskPIC(); err != nil {
+		return nil, err
 	}
 	// ISA IRQ 0 (the PIT) is IOAPIC pin 2, as the MADT's interrupt source
 	// override says and as on QEMU's pc; KVM's default routes it to pin 0.
-	if err := m.vm.RouteToIOAPICPin(0, 2); err != nil {
-		return err
+	if err := vm.RouteToIOAPICPin(0, 2); err != nil {
+		return nil, err
 	}
-	if err := m.vm.CreatePIT2(); err != nil {
-		return err
+	if err := vm.CreatePIT2(); err != nil {
+		return nil, err
 	}
-	m.powerOn.chips, err = m.vm.SaveIRQChips()
-	return err
-}
-
-// setupMemory maps RAM below 3 GiB and from 4 GiB, lazily allocated.
-func (m *Machine) setupMemory() error {
-	size := uint64(m.cfg.MemoryMiB) << 20
-	low, high := ramLayout(size)
-	for _, r := range []struct{ gpa, size uint64 }{{0, low}, {highRAMBase, high}} {
-		if r.size == 0 {
-			continue
-		}
-		b, err := vmm.AllocGuestRAM(r.size)
-		if err != nil {
-			return err
-		}
-		m.ram = append(m.ram, b)
-		m.closers = append(m.closers, func() error { return vmm.FreeGuestRAM(b) })
-		if _, err := m.vm.AddMemory(r.gpa, b, false); err != nil {
-			return err
-		}
-		if err := m.mem.Add(r.gpa, b); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *Machine) setupVCPUs() error {
-	host, err := m.kvm.SupportedCPUID()
-	if err != nil {
-		return err
-	}
-	m.shutdownResets = vmm.ShutdownResetsVCPU(host, m.kvm.PVM)
-	cc := vmm.CPUIDConfig{CPUs: m.cfg.CPUs, PVM: m.kvm.PVM, Brand: vmm.HostBrand()}
-	if m.cfg.CPU != "" {
-		if cc.Set, cc.Clear, err = vmm.ParseCPUFlag(m.cfg.CPU); err != nil {
-			return err
-		}
-	}
-	if m.kvm.PVM {
-		m.logf("host is kvm_pvm: hiding cx16 and xsave/avx from the guest")
-	}
-	msrs, err := m.kvm.MSRIndexList()
-	if err != nil {
-		return err
-	}
-	m.msrs = msrs
-	for i := 0; i < m.cfg.CPUs; i++ {
-		v, err := m.vm.CreateVCPU(i)
-		if err != nil {
-			return err
-		}
-		m.closers = append(m.closers, v.Close)
-		v.PIO, v.MMIO = m.pio, m.mmio
-		v.Handler = m
-		want := vmm.GuestCPUID(host, i, cc)
-		if err := v.SetCPUID(want); err != nil {
-			return err
-		}
-		if err := m.saveVCPUState(v, msrs); err != nil {
-			return err
-		}
-		if i == 0 {
-			got, err := v.CPUID()
-			if err != nil {
-				return err
-			}
-			if m.cpuidOverrides = vmm.Overridden(want, got); len(m.cpuidOverrides) > 0 {
-				m.logf("the host overrode these CPUID features (the guest sees the host's value): %s",
-					strings.Join(m.cpuidOverrides, " "))
-			}
-		}
-		m.vcpus = append(m.vcpus, v)
-	}
-	return nil
-}
-
-// load places the kernel, initrd and boot tables and sets up the boot vCPU.
-func (m *Machine) load() error {
-	kernel := m.cfg.KernelBytes
-	if kernel == nil {
-		if m.cfg.Kernel == "" {
-			return errors.New("no kernel given")
-		}
-		b, err := readFileMax(m.cfg.Kernel, maxKernelSize)
-		if err != nil {
-			return fmt.Errorf("reading kernel: %w", err)
-		}
-		kernel = b
-	}
-	initrd := m.cfg.InitrdBytes
-	if initrd == nil && m.cfg.Initrd != "" {
-		b, err := readFileMax(m.cfg.Initrd, uint64(m.cfg.MemoryMiB)<<20)
-		if err != nil {
-			return fmt.Errorf("reading initrd: %w", err)
-		}
-		initrd = b
-	}
-	e820, err := e820Map(uint64(m.cfg.MemoryMiB) << 20)
-	if err != nil {
-		return err
-	}
-	low, _ := ramLayout(uint64(m.cfg.MemoryMiB) << 20)
-	rsdp, err := m.buildACPI()
-	if err != nil {
-		return err
-	}
-	cmdline, added := withNoXsave(m.cfg.Cmdline, kernel, m.cpuidOverrides)
-	if added {
-		m.logf("the host shows XSAVE to the guest although it cannot run it; added noxsave to the Linux command line")
-	}
-	in := bootInput{
-		kernel: kernel, initrd: initrd, cmdline: cmdline, e820: e820, rsdp: rsdp,
-		lowEnd: low, protocol: m.cfg.Boot, cacheDir: m.cfg.KernelCacheDir,
-	}
-	if m.cfg.KernelBytes == nil {
-		in.kernelPath = m.cfg.Kernel
-		if in.cacheDir == "" {
-			var note string
-			if in.cacheDir, note, err = bzimage.DefaultCacheDir(); err != nil {
-				return fmt.Errorf("decompressed-kernel cache: %w (-kernel-cache DIR names one)", err)
-			}
-			if note != "" {
-				m.logf("%s", note)
-			}
-		}
-	}
-	t0 := time.Now()
-	if m.boot, err = loadKernel(m.mem, in); err != nil {
-		return err
-	}
-	m.logf("kernel loaded by %s in %v", m.boot.protocol, time.Since(t0).Round(time.Microsecond))
-	if m.boot.whyNotPVH != nil {
-		m.logf("not by pvh: %v", m.boot.whyNotPVH)
-	}
-	if err := writeBootTables(m.mem, m.boot.protocol == BootLinux64); err != nil {
-		return err
-	}
-	return setupBootCPU(m.vcpus[0], m.boot)
+	return vm.SaveIRQChips()
 }
 
 // Close releases the VM, its memory and devices. Run must have returned.
 func (m *Machine) Close() error {
-	// Devices first: their queue workers use guest memory and disk images.
-	var errs []error
-	if m.devices != nil {
-		if err := m.devices.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if m.blocks != nil {
-		if err := m.blocks.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	err := release(m.devices, m.blocks, m.closers)
+	m.closers = nil
+	return err
+}
+
+// release closes what a machine (or a New that failed part way) holds:
+// the devices first, as their queue workers use guest memory and disk
+// images, then the block nodes, then closers last to first. Nil parts
+// were not built. It returns the first error.
+func release(devices *devmgr.Manager, blocks *blocknodes.Registry, closers []func() error) error {
 	var first error
-	if len(errs) > 0 {
-		first = errs[0]
+	if devices != nil {
+		first = devices.Close()
 	}
-	for i := len(m.closers) - 1; i >= 0; i-- {
-		if err := m.closers[i](); err != nil && first == nil {
+	if blocks != nil {
+		if err := blocks.Close(); err != nil && first == nil {
 			first = err
 		}
 	}
-	m.closers = nil
+	for i := len(closers) - 1; i >= 0; i-- {
+		if err := closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
 	return first
 }
 
-// HandleExit takes the exits vmm leaves to the PC (vmm serves the PIO and
-// MMIO buses itself): HLT, which reaches user space only without an
-// in-kernel irqchip.
-func (m *Machine) HandleExit(v *vmm.VCPU, reason uint32) vmm.Stop {
-	if reason == vmm.ExitHLT {
-		return vmm.StopHalted
-	}
-	return v.Fail(fmt.Errorf("vcpu %d: unexpected exit reason %d", v.ID, reason))
-}
-
-// VM is the KVM VM (EventRouter, MSISignaler, IRQ lines).
-func (m *Machine) VM() *vmm.VM { return m.vm }
-
-// Memory is the guest RAM.
-func (m *Machine) Memory() *guestmem.Memory { return m.mem }
-
-// PIO and MMIO are the port and memory-mapped I/O buses.
-func (m *Machine) PIO() *vmm.Bus  { return m.pio }
-func (m *Machine) MMIO() *vmm.Bus { return m.mmio }
+// The accessors below are what other packages use: machine/pcqmp
+// (PCI, Devices, Blocks, PressPowerButton), the whole-VM tests
+// (BootProtocol) and vmm's benchmark guest (MMIO, VCPUs).
 
 // PCI is PCI bus 0.
 func (m *Machine) PCI() *pci.Bus { return m.board.pci }
 
+// Devices is the device manager: PCI slots, qdev ids, -device/device_add,
+// hot-unplug.
+func (m *Machine) Devices() *devmgr.Manager { return m.devices }
+
+// Blocks is the block-node registry.
+func (m *Machine) Blocks() *blocknodes.Registry { return m.blocks }
+
+// MMIO is the memory-mapped I/O bus (its Unhandled counter).
+func (m *Machine) MMIO() *vmm.Bus { return m.mmio }
+
 // VCPUs are the machine's vCPUs (exit counters, registers).
-func (m *Machine) VCPUs() []*vmm.VCPU { return m.vcpus }
-
-// Serial is COM1.
-func (m *Machine) Serial() *serial.UART { return m.board.uart }
-
-// PM is the ACPI PM1 block.
-func (m *Machine) PM() *PM { return m.board.pm }
+func (m *Machine) VCPUs() []*vmm.VCPU { return m.cpus.vcpus }
 
 // BootProtocol reports how the kernel was entered.
-func (m *Machine) BootProtocol() BootProtocol { return m.boot.protocol }
-
-// GPE is the ACPI GPE0 block (power button, hotplug events).
-func (m *Machine) GPE() *acpi.GPE { return m.board.gpe }
-
-// Hotplug is the ACPI PCI hotplug controller.
-func (m *Machine) Hotplug() *acpi.Hotplug { return m.board.hotplug }
+func (m *Machine) BootProtocol() BootProtocol { return m.boot.info.protocol }
 
 // PressPowerButton raises the ACPI power button event (GPE0 bit 2), as
 // QMP system_powerdown does.
 func (m *Machine) PressPowerButton() { m.board.gpe.PressPowerButton() }
-
-// Pause parks every vCPU outside the guest (QMP stop); Resume undoes it.
-func (m *Machine) Pause() {
-	for _, v := range m.vcpus {
-		v.Pause()
-	}
-	m.state.paused.Store(true)
-	m.clock.stop()
-}
-
-// Resume lets paused vCPUs run again (QMP cont).
-func (m *Machine) Resume() {
-	m.state.paused.Store(false)
-	if m.state.started.Load() && !m.state.finished.Load() {
-		m.clock.start()
-	}
-	for _, v := range m.vcpus {
-		v.Resume()
-	}
-}
-
-// CPUIDOverrides lists the CPUID features whose guest-visible state the
-// host forced to differ from what Petrel set (kvm_pvm does this for bits
-// outside its supported mask, e.g. xsave and avx).
-func (m *Machine) CPUIDOverrides() []string { return m.cpuidOverrides }
 
 // maxKernelSize bounds a kernel file (a bzImage is tens of MiB).
 const maxKernelSize = 512 << 20

@@ -9,94 +9,73 @@ import (
 	"github.com/petrel-vmm/petrel/machine/blocknodes"
 	"github.com/petrel-vmm/petrel/machine/devmgr"
 	"github.com/petrel-vmm/petrel/qemuopt"
+	"github.com/petrel-vmm/petrel/vmm"
+	"github.com/petrel-vmm/petrel/vmm/guestmem"
 )
 
-// newDeviceManager creates the block-node registry and the device manager
-// over PCI bus 0 and the hotplug controller.
-func (m *Machine) newDeviceManager() {
-	m.blocks = blocknodes.New()
-	m.devices = devmgr.New(devmgr.Platform{
-		Bus: m.board.pci, Hotplug: m.board.hotplug, Mem: m.mem, Router: m.vm, Signaler: m.vm,
-		IRQ:    func(slot int) pci.IRQLine { return m.vm.IRQLine(pci.INTxGSI(slot)) },
-		Blocks: m.blocks, Events: m.Emit, Logf: m.logf,
+// newDeviceManager creates the device manager over PCI bus 0 and the
+// hotplug controller, lending devices the nodes of blocks. Its lock comes
+// before the bus's and the devices' (docs/ARCHITECTURE.md, lock order).
+func newDeviceManager(b *board, vm *vmm.VM, mem *guestmem.Memory, blocks *blocknodes.Registry,
+	events func(string, any), logf func(string, ...any)) *devmgr.Manager {
+	return devmgr.New(devmgr.Platform{
+		Bus: b.pci, Hotplug: b.hotplug, Mem: mem, Router: vm, Signaler: vm,
+		// INTx: slot N's INTA# is IOAPIC GSI pci.INTxGSI(N), the rule
+		// the DSDT's _PRT states.
+		IRQ:    func(slot int) pci.IRQLine { return vm.IRQLine(pci.INTxGSI(slot)) },
+		Blocks: blocks, Events: events, Logf: logf,
 	})
 }
 
-// plugConfigured opens the configured block nodes and memory backends and
-// plugs the configured devices: -disk/-drive disks first (slots 1, 2, ...),
-// then each -device.
-func (m *Machine) plugConfigured() error {
-	for _, o := range m.cfg.Objects {
-		if err := m.devices.AddObject(o); err != nil {
+// plugConfigured opens the block nodes, memory backends, chardevs and
+// netdevs cfg names and plugs its devices: -disk/-drive disks first
+// (slots 1, 2, ...), then each -device. Backends come before the devices
+// that name them.
+func plugConfigured(cfg Config, devices *devmgr.Manager, blocks *blocknodes.Registry) error {
+	for _, o := range cfg.Objects {
+		if err := devices.AddObject(o); err != nil {
 			return err
 		}
 	}
-	for _, c := range m.cfg.Chardevs {
-		if err := m.devices.AddChardev(c); err != nil {
+	for _, c := range cfg.Chardevs {
+		if err := devices.AddChardev(c); err != nil {
 			return err
 		}
 	}
-	for _, n := range m.cfg.Netdevs {
-		if err := m.devices.AddNetdev(n); err != nil {
+	for _, n := range cfg.Netdevs {
+		if err := devices.AddNetdev(n); err != nil {
 			return fmt.Errorf("-netdev %s: %w", n.ID, err)
 		}
 	}
-	for _, b := range m.cfg.Blockdevs {
-		if err := m.blocks.Open(b, false); err != nil {
+	for _, b := range cfg.Blockdevs {
+		if err := blocks.Open(b, false); err != nil {
 			return fmt.Errorf("-blockdev %s: %w", b.NodeName, err)
 		}
 	}
-	for i, d := range m.cfg.Disks {
+	for i, d := range cfg.Disks {
 		// The node and the device share the name: the -drive id, or diskN.
 		name := d.ID
 		if name == "" {
 			name = fmt.Sprintf("disk%d", i)
 		}
-		if err := m.blocks.Open(qemuopt.BlockdevSpec{NodeName: name, Format: d.Format, Filename: d.Path,
+		// An automatic node (true): the registry closes it when its
+		// device goes, as QEMU does for a -drive's BlockBackend.
+		if err := blocks.Open(qemuopt.BlockdevSpec{NodeName: name, Format: d.Format, Filename: d.Path,
 			ReadOnly: d.ReadOnly, DirectIO: d.DirectIO, NoSync: d.NoSync}, true); err != nil {
 			return err
 		}
-		if d.NoDevice {
+		if d.NoDevice { // -drive if=none: a node for a later -device
 			continue
 		}
 		spec := qemuopt.DeviceSpec{Driver: "virtio-blk-pci", ID: name, Slot: -1, Drive: name, Serial: d.Serial}
-		if _, err := m.devices.AddDevice(spec, false); err != nil {
+		if _, err := devices.AddDevice(spec, false); err != nil {
 			return fmt.Errorf("disk %s: %w", d.Path, err)
 		}
 	}
-	for _, d := range m.cfg.Devices {
-		if _, err := m.devices.AddDevice(d, false); err != nil {
+	for _, d := range cfg.Devices {
+		if _, err := devices.AddDevice(d, false); err != nil {
 			return fmt.Errorf("-device %s: %w", d.Driver, err)
 		}
 	}
 	return nil
-}
-
-// Devices is the device manager: PCI slots, qdev ids, -device/device_add,
-// hot-unplug.
-func (m *Machine) Devices() *devmgr.Manager { return m.devices }
-
-// Blocks is the block-node registry.
-func (m *Machine) Blocks() *blocknodes.Registry { return m.blocks }
-
-// Emit sends a QMP event (SHUTDOWN, RESET, STOP, RESUME, POWERDOWN,
-// DEVICE_DELETED) to Config.Events.
-func (m *Machine) Emit(event string, data any) {
-	if m.cfg.Events != nil {
-		m.cfg.Events(event, data)
-	}
-}
-
-// Status is the run state with QEMU's names: "prelaunch" before Run,
-// "running", "paused", and "shutdown" once Run has returned.
-func (m *Machine) Status() string {
-	switch {
-	case m.state.finished.Load():
-		return "shutdown"
-	case m.state.paused.Load():
-		return "paused"
-	case !m.state.started.Load():
-		return "prelaunch"
-	}
-	return "running"
 }

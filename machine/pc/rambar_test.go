@@ -58,7 +58,7 @@ func TestRAMBARIsAMemorySlot(t *testing.T) {
 	if n := len(m.board.host.slots); n != 1 {
 		t.Fatalf("%d RAM BAR slots after enabling decode", n)
 	}
-	if err := m.Memory().PutUint32(0x100100, uint32(addr)); err != nil {
+	if err := m.mem.PutUint32(0x100100, uint32(addr)); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := m.Run(context.Background()); err != nil || r != ExitPowerOff {

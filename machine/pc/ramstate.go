@@ -9,17 +9,17 @@ import (
 	"github.com/petrel-vmm/petrel/vmstate"
 )
 
-// ramRegions is guest RAM for the saved machine's "ram" section. Without
+// saved is guest RAM for the saved machine's "ram" section. Without
 // swap, a page of the private anonymous RAM that mincore says is not
-// resident has never been touched (or was dropped by a reset) and reads as
+// resident has never been touched and reads as
 // zeroes: the save skips it without faulting it in. With swap on, a page
 // out of memory may hold data, so every page is read.
-func (m *Machine) ramRegions() []vmstate.RAMRegion {
-	rs := make([]vmstate.RAMRegion, len(m.ram))
-	gpa := []uint64{0, highRAMBase}
+func (r *guestRAM) saved() []vmstate.RAMRegion {
+	rs := make([]vmstate.RAMRegion, len(r.regions))
 	noSwap := !swapOn()
-	for i, b := range m.ram {
-		rs[i] = vmstate.RAMRegion{GuestAddr: gpa[i], Mem: b}
+	for i, reg := range r.regions {
+		b := reg.mem
+		rs[i] = vmstate.RAMRegion{GuestAddr: reg.gpa, Mem: b}
 		if noSwap {
 			vec := make([]byte, len(b)/vmstate.PageSize)
 			if err := mincore(b, vec); err == nil {

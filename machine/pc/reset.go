@@ -9,33 +9,30 @@ import (
 	"github.com/petrel-vmm/petrel/vmm"
 )
 
-// powerOnState is what a machine reset restores: each vCPU's state as KVM
-// created it and the interrupt controllers' and PIT's state after
-// setupPlatform. It is saved once, while the machine is built.
-type powerOnState struct {
-	vcpus []*vmm.VCPUState
-	chips *vmm.IRQChipState
+// powerOn is a guest-requested reset (i8042 0xFE, port 0xcf9, a KVM reset
+// event) done without rebuilding the machine, as QEMU does: the devices
+// stay, hot-plugged ones included, and every part goes back to its
+// power-on state. It holds that state, saved once while the machine is
+// built, and the parts it is written back to.
+type powerOn struct {
+	vm    *vmm.VM
+	chips *vmm.IRQChipState // PICs, IOAPIC and PIT after setupIRQChips
+	vcpus []*vmm.VCPU
+	cpus  []*vmm.VCPUState // vcpuSet.powerOn, one per vCPU
+	board *board
+	boot  *loader
+	logf  func(string, ...any)
 }
 
-// saveVCPUState records v's power-on state (called before any boot setup
-// touches it).
-func (m *Machine) saveVCPUState(v *vmm.VCPU, msrs []uint32) error {
-	s, err := v.SaveState(msrs)
-	if err != nil {
-		return err
-	}
-	m.powerOn.vcpus = append(m.powerOn.vcpus, s)
-	return nil
-}
-
-// resetInPlace is a guest-requested reset (i8042 0xFE, port 0xcf9, a KVM
-// reset event) done without rebuilding the machine, as QEMU does: the
-// devices stay, hot-plugged ones included, and every part goes back to its
-// power-on state. The vCPUs must have stopped.
+// reset puts the machine back at power-on; every vCPU must have stopped
+// (vmm.RunVCPUs returned), so nothing else touches the vCPUs, the
+// irqchip or RAM meanwhile. No lock is held on entry: the PCI bus's
+// reset takes the bus lock to unmap the BARs, then resets each device
+// after releasing it.
 //
 //   - vCPUs: registers, FPU, LAPIC, MP state, MSRs (kvmclock off) as KVM
 //     created them; the APs wait for INIT/SIPI again.
-//   - PICs, IOAPIC and PIT as after setupPlatform (the PICs masked).
+//   - PICs, IOAPIC and PIT as after setupIRQChips (the PICs masked).
 //   - PCI: BARs back at their assigned addresses and not decoding, devices
 //     reset through pci.Resetter (virtio: status 0, queues stopped);
 //     pending hotplug requests, GPE0 and the PM block cleared; the UART at
@@ -43,32 +40,30 @@ func (m *Machine) saveVCPUState(v *vmm.VCPU, msrs []uint32) error {
 //   - RAM keeps what the guest left there (as QEMU's reset does); the
 //     kernel, initrd, boot parameters and ACPI tables are loaded again as
 //     at power-on: the boot vCPU enters the kernel as on a cold boot.
-func (m *Machine) resetInPlace() error {
+func (p *powerOn) reset() error {
 	t0 := time.Now()
-	if err := m.vm.RestoreIRQChips(m.powerOn.chips); err != nil {
+	// The irqchip before the vCPUs, the order a saved state loads in
+	// (vmsections.go).
+	if err := p.vm.RestoreIRQChips(p.chips); err != nil {
 		return err
 	}
-	for i, v := range m.vcpus {
+	for i, v := range p.vcpus {
+		// Forget the reset's own stop request, which would end the
+		// next run at once.
 		v.ClearStop()
-		if err := v.RestoreState(m.powerOn.vcpus[i]); err != nil {
+		if err := v.RestoreState(p.cpus[i]); err != nil {
 			return err
 		}
 	}
-	m.board.pci.Reset()
-	m.board.hotplug.Reset()
-	m.board.gpe.Reset()
-	m.board.pm.Reset()
-	m.board.uart.Reset()
-	m.board.rtc.Reset()
-	m.board.kbd.Reset()
+	p.board.reset()
 	// RAM keeps its contents, as on QEMU's system_reset and on real
 	// hardware: the loader below rewrites everything the boot reads.
 	// Dropping it (MADV_DONTNEED) would make KVM unmap every huge page of
 	// the guest at once; the one soft lockup of a nested vCPU thread seen
 	// here came right after such a drop.
-	if err := m.load(); err != nil {
+	if err := p.boot.load(); err != nil {
 		return fmt.Errorf("reloading the kernel: %w", err)
 	}
-	m.logf("machine reset in place in %v", time.Since(t0).Round(time.Microsecond))
+	p.logf("machine reset in place in %v", time.Since(t0).Round(time.Microsecond))
 	return nil
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/petrel-vmm/petrel/block"
 	"github.com/petrel-vmm/petrel/machine/blocknodes"
+	"github.com/petrel-vmm/petrel/machine/devmgr"
 )
 
 // SnapshotRequest names a VM snapshot and the block nodes it covers, as
@@ -35,6 +37,26 @@ type VMSnapshot struct {
 	VMClock     time.Duration
 }
 
+// vmSnapshots is QEMU's savevm/loadvm/delvm over the machine's block
+// nodes: which nodes a snapshot covers, the disk snapshots on each, and
+// the machine state (stateStream) in the VM-state area of one of them.
+// Machine embeds it, so SaveVM, LoadVM, DeleteVM and VMSnapshots are the
+// Machine's methods; QMP's snapshot jobs and HMP call them from their own
+// goroutines while Run runs.
+//
+// Lock order: mu, then what devmgr's Quiesce takes (the PCI bus's lock,
+// then each device's), then the block nodes' own locks. mu is held for a
+// whole operation; under it Pause waits for every vCPU to leave the
+// guest, which ends because no vCPU path takes mu.
+type vmSnapshots struct {
+	mu      sync.Mutex // one snapshot operation at a time
+	blocks  *blocknodes.Registry
+	devices *devmgr.Manager // quiesced while the state is read or written
+	run     *lifecycle      // paused likewise; its clock is the VM clock
+	state   *stateStream
+	logf    func(string, ...any)
+}
+
 // snapNode is one block node a VM snapshot covers.
 type snapNode struct {
 	name string
@@ -42,10 +64,10 @@ type snapNode struct {
 	snap block.Snapshotter
 }
 
-// snapshotNodes resolves r to the nodes to snapshot and the one holding
+// nodes resolves r to the nodes to snapshot and the one holding
 // the state, with QEMU's messages for what cannot take part.
-func (m *Machine) snapshotNodes(r SnapshotRequest) (nodes []snapNode, state *snapNode, err error) {
-	all := m.blocks.List()
+func (vs *vmSnapshots) nodes(r SnapshotRequest) (nodes []snapNode, state *snapNode, err error) {
+	all := vs.blocks.List()
 	byName := map[string]blocknodes.Info{}
 	for _, n := range all {
 		byName[n.Name] = n
@@ -66,6 +88,9 @@ func (m *Machine) snapshotNodes(r SnapshotRequest) (nodes []snapNode, state *sna
 			}
 		}
 	}
+	// The error strings here and below follow QEMU's savevm and block
+	// snapshot code word for word, as HMP users and scripts compare
+	// them; hence their capital letters.
 	for _, n := range chosen {
 		s, ok := n.Image.(block.Snapshotter)
 		if !ok || n.Image.ReadOnly() {
@@ -119,21 +144,21 @@ func findSnapshot(s block.Snapshotter, tag string) (*block.SnapshotInfo, error) 
 // quiesce pauses the vCPUs (STOP when they were running) and waits for
 // in-flight device I/O; the returned function undoes it (the vCPUs run
 // again, with RESUME, only if they were running before).
-func (m *Machine) quiesce() (resume func()) {
-	was := m.Status()
-	m.Pause()
+func (vs *vmSnapshots) quiesce() (resume func()) {
+	was := vs.run.Status()
+	vs.run.Pause()
 	if was == "running" {
-		m.Emit("STOP", nil)
+		vs.run.Emit("STOP", nil)
 	}
-	m.devices.Quiesce()
+	vs.devices.Quiesce()
 	return func() {
-		m.devices.Unquiesce()
+		vs.devices.Unquiesce()
 		switch was {
 		case "running":
-			m.Resume()
-			m.Emit("RESUME", nil)
+			vs.run.Resume()
+			vs.run.Emit("RESUME", nil)
 		case "prelaunch": // -loadvm: Run starts the vCPUs
-			m.Resume()
+			vs.run.Resume()
 		}
 	}
 }
@@ -143,13 +168,13 @@ func (m *Machine) quiesce() (resume func()) {
 // the vCPUs if they were running. Nodes without the state get a disk-only
 // snapshot first; the state's node last, so that a failure part way
 // leaves no snapshot claiming a state.
-func (m *Machine) SaveVM(r SnapshotRequest) error {
+func (vs *vmSnapshots) SaveVM(r SnapshotRequest) error {
 	if r.Tag == "" {
 		return errors.New("Parameter 'tag' is missing")
 	}
-	m.snapMu.Lock()
-	defer m.snapMu.Unlock()
-	nodes, state, err := m.snapshotNodes(r)
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	nodes, state, err := vs.nodes(r)
 	if err != nil {
 		return err
 	}
@@ -162,10 +187,10 @@ func (m *Machine) SaveVM(r SnapshotRequest) error {
 			return fmt.Errorf("Snapshot '%s' already exists in one or more devices", r.Tag)
 		}
 	}
-	resume := m.quiesce()
+	resume := vs.quiesce()
 	defer resume()
 	t0 := time.Now()
-	clock := m.clock.now()
+	clock := vs.run.clock.now()
 	if r.Overwrite {
 		for _, n := range nodes {
 			if sn, _ := findSnapshot(n.snap, r.Tag); sn != nil {
@@ -200,27 +225,27 @@ func (m *Machine) SaveVM(r SnapshotRequest) error {
 	var written int64
 	err = state.img.(block.VMStateHolder).CreateSnapshotWithState(r.Tag, uint64(clock), func(w io.Writer) error {
 		var err error
-		written, err = m.writeState(w, uint64(clock))
+		written, err = vs.state.write(w, uint64(clock))
 		return err
 	})
 	if err != nil {
 		undo()
 		return fmt.Errorf("Error while creating snapshot on '%s': %w", state.name, err)
 	}
-	m.logf("savevm %s: %d bytes of state in %s, %v", r.Tag, written, state.name, time.Since(t0).Round(time.Millisecond))
+	vs.logf("savevm %s: %d bytes of state in %s, %v", r.Tag, written, state.name, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
 // LoadVM checks the saved state against this machine, applies the disk
 // snapshots and loads the state; the vCPUs resume if they were running.
 // Nothing changes unless the state's checksum and configuration match.
-func (m *Machine) LoadVM(r SnapshotRequest) error {
+func (vs *vmSnapshots) LoadVM(r SnapshotRequest) error {
 	if r.Tag == "" {
 		return errors.New("Parameter 'tag' is missing")
 	}
-	m.snapMu.Lock()
-	defer m.snapMu.Unlock()
-	nodes, state, err := m.snapshotNodes(r)
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	nodes, state, err := vs.nodes(r)
 	if err != nil {
 		return err
 	}
@@ -251,12 +276,12 @@ func (m *Machine) LoadVM(r SnapshotRequest) error {
 	if err != nil {
 		return err
 	}
-	if err := m.checkState(rd, size); err != nil {
+	if err := vs.state.check(rd, size); err != nil {
 		return err
 	}
 	// From here a failure leaves the machine paused, as QEMU does: its
 	// disks or state may be half loaded.
-	resume := m.quiesce()
+	resume := vs.quiesce()
 	t0 := time.Now()
 	for _, n := range nodes {
 		if err := n.snap.ApplySnapshot(r.Tag); err != nil {
@@ -266,22 +291,22 @@ func (m *Machine) LoadVM(r SnapshotRequest) error {
 	if rd, size, err = open(); err != nil {
 		return err
 	}
-	if err := m.readState(rd, size); err != nil {
+	if err := vs.state.read(rd, size); err != nil {
 		return fmt.Errorf("Error while loading VM state: %w", err)
 	}
-	m.logf("loadvm %s: %d bytes of state from %s, %v", r.Tag, size, state.name, time.Since(t0).Round(time.Millisecond))
+	vs.logf("loadvm %s: %d bytes of state from %s, %v", r.Tag, size, state.name, time.Since(t0).Round(time.Millisecond))
 	resume()
 	return nil
 }
 
 // DeleteVM deletes the snapshot r.Tag from every node of r that has it.
-func (m *Machine) DeleteVM(r SnapshotRequest) error {
+func (vs *vmSnapshots) DeleteVM(r SnapshotRequest) error {
 	if r.Tag == "" {
 		return errors.New("Parameter 'tag' is missing")
 	}
-	m.snapMu.Lock()
-	defer m.snapMu.Unlock()
-	nodes, _, err := m.snapshotNodes(r)
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	nodes, _, err := vs.nodes(r)
 	if err != nil {
 		return err
 	}
@@ -307,8 +332,8 @@ func (m *Machine) DeleteVM(r SnapshotRequest) error {
 
 // VMSnapshots lists the snapshots with a VM state that every writable
 // node has (HMP "info snapshots" shows these).
-func (m *Machine) VMSnapshots() ([]VMSnapshot, error) {
-	nodes, state, err := m.snapshotNodes(SnapshotRequest{})
+func (vs *vmSnapshots) VMSnapshots() ([]VMSnapshot, error) {
+	nodes, state, err := vs.nodes(SnapshotRequest{})
 	if err != nil {
 		return nil, err
 	}

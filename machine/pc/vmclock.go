@@ -17,6 +17,8 @@ type vmClock struct {
 	running bool
 }
 
+// start lets the clock run from now (Run, Resume); it is a no-op on a
+// running clock, so that a resume without a pause does not lose time.
 func (c *vmClock) start() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -25,6 +27,8 @@ func (c *vmClock) start() {
 	}
 }
 
+// stop freezes the clock (Pause, the end of Run), folding the time it
+// ran into base.
 func (c *vmClock) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

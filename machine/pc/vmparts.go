@@ -22,65 +22,77 @@ type kvmCapture struct {
 }
 
 // captureKVM reads the KVM state of the paused machine.
-func (m *Machine) captureKVM() (*kvmCapture, error) {
+func (st *stateStream) captureKVM() (*kvmCapture, error) {
 	c := &kvmCapture{}
 	var err error
-	if c.chips, err = m.vm.SaveIRQChips(); err != nil {
+	if c.chips, err = st.vm.SaveIRQChips(); err != nil {
 		return nil, err
 	}
-	for _, v := range m.vcpus {
-		s, err := v.SaveFullState(m.msrs)
+	for _, v := range st.vcpus {
+		s, err := v.SaveFullState(st.msrs)
 		if err != nil {
 			return nil, err
 		}
 		c.cpus = append(c.cpus, s)
 	}
-	if c.clock, err = m.vm.SaveClock(); err != nil {
+	if c.clock, err = st.vm.SaveClock(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-type irqchipPart struct{ m *Machine }
+// irqchipPart is the "irqchip" section: both PICs, the IOAPIC and the
+// PIT. saved is nil unless the part was made for a save.
+type irqchipPart struct {
+	vm    *vmm.VM
+	saved *vmm.IRQChipState
+}
 
-func (p irqchipPart) SaveState(e *vmstate.Enc) { p.m.saving.chips.SaveState(e) }
+func (p irqchipPart) SaveState(e *vmstate.Enc) { p.saved.SaveState(e) }
 
 func (p irqchipPart) LoadState(d *vmstate.Dec) error {
 	var s vmm.IRQChipState
 	if err := s.LoadState(d); err != nil {
 		return err
 	}
-	return p.m.vm.RestoreIRQChips(&s)
+	return p.vm.RestoreIRQChips(&s)
 }
 
+// cpuPart is a "cpu.N" section: vCPU N's full state, TSC included.
 type cpuPart struct {
-	m *Machine
-	i int
+	v     *vmm.VCPU
+	saved *vmm.VCPUState
 }
 
-func (p cpuPart) SaveState(e *vmstate.Enc) { p.m.saving.cpus[p.i].SaveState(e) }
+func (p cpuPart) SaveState(e *vmstate.Enc) { p.saved.SaveState(e) }
 
 func (p cpuPart) LoadState(d *vmstate.Dec) error {
 	var s vmm.VCPUState
 	if err := s.LoadState(d); err != nil {
 		return err
 	}
-	v := p.m.vcpus[p.i]
-	v.ClearStop()
-	if err := v.RestoreState(&s); err != nil {
-		return fmt.Errorf("vcpu %d: %w", p.i, err)
+	// A stop request that ended an earlier Run would end the next at
+	// once; the loaded vCPU starts afresh.
+	p.v.ClearStop()
+	if err := p.v.RestoreState(&s); err != nil {
+		return fmt.Errorf("vcpu %d: %w", p.v.ID, err)
 	}
 	return nil
 }
 
-type clockPart struct{ m *Machine }
+// clockPart is the "kvmclock" section. It loads after every vCPU: KVM
+// rewrites each vCPU's kvmclock page when the clock is set.
+type clockPart struct {
+	vm    *vmm.VM
+	saved *vmm.ClockState
+}
 
-func (p clockPart) SaveState(e *vmstate.Enc) { p.m.saving.clock.SaveState(e) }
+func (p clockPart) SaveState(e *vmstate.Enc) { p.saved.SaveState(e) }
 
 func (p clockPart) LoadState(d *vmstate.Dec) error {
 	var s vmm.ClockState
 	if err := s.LoadState(d); err != nil {
 		return err
 	}
-	return p.m.vm.RestoreClock(&s)
+	return p.vm.RestoreClock(&s)
 }

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/petrel-vmm/petrel/machine/devmgr"
+	"github.com/petrel-vmm/petrel/vmm"
 	"github.com/petrel-vmm/petrel/vmstate"
 )
 
@@ -32,6 +34,23 @@ import (
 
 const machineSectionVersion = 1
 
+// stateStream writes and reads the saved machine: the sections above,
+// from and into the parts it holds. Its caller (vmSnapshots) has paused
+// the vCPUs and quiesced the devices, so no part changes meanwhile.
+type stateStream struct {
+	// memoryMiB, cpus and cpu are the Config values a saved machine must
+	// have been built with (machineConfig).
+	memoryMiB, cpus int
+	cpu             string
+	vm              *vmm.VM
+	vcpus           []*vmm.VCPU
+	msrs            []uint32 // the MSRs each vCPU's section lists
+	ram             *guestRAM
+	board           *board
+	devices         *devmgr.Manager // each slot's qdev id and driver
+	clock           *vmClock        // the lifecycle's: saved and set here
+}
+
 // machineConfig is what a saved state must match in the machine that
 // loads it.
 type machineConfig struct {
@@ -41,6 +60,8 @@ type machineConfig struct {
 	Slots     []slotConfig
 }
 
+// slotConfig is one occupied PCI slot as a saved state names it: a slot
+// whose device differs in any field cannot take the saved device state.
 type slotConfig struct {
 	Slot             int
 	ID, Driver       string
@@ -55,13 +76,15 @@ func (s slotConfig) String() string {
 	return fmt.Sprintf("'%s' (%s, %04x:%04x) in slot %d", id, s.Driver, s.Vendor, s.DeviceID, s.Slot)
 }
 
-func (m *Machine) config() machineConfig {
-	c := machineConfig{MemoryMiB: m.cfg.MemoryMiB, CPUs: m.cfg.CPUs, CPU: m.cfg.CPU}
+// config is this machine's configuration, each PCI slot with the id and
+// driver the device manager knows it by.
+func (st *stateStream) config() machineConfig {
+	c := machineConfig{MemoryMiB: st.memoryMiB, CPUs: st.cpus, CPU: st.cpu}
 	ids := map[int][2]string{}
-	for _, s := range m.devices.Slots() {
+	for _, s := range st.devices.Slots() {
 		ids[s.Slot] = [2]string{s.ID, s.Driver}
 	}
-	for _, d := range m.board.pci.Devices() {
+	for _, d := range st.board.pci.Devices() {
 		c.Slots = append(c.Slots, slotConfig{Slot: d.Slot, ID: ids[d.Slot][0], Driver: ids[d.Slot][1],
 			Vendor: d.VendorID, DeviceID: d.DeviceID})
 	}
@@ -69,6 +92,8 @@ func (m *Machine) config() machineConfig {
 	return c
 }
 
+// encode writes the "machine" section: its version, the VM clock (the
+// value the snapshot's header records as vm_clock_nsec), then c.
 func (c machineConfig) encode(e *vmstate.Enc, clockNs uint64) {
 	e.U32(machineSectionVersion)
 	e.U64(clockNs)
@@ -85,6 +110,8 @@ func (c machineConfig) encode(e *vmstate.Enc, clockNs uint64) {
 	}
 }
 
+// decodeMachine reads what encode wrote. The state file is untrusted
+// input: every length is bounded before anything is allocated for it.
 func decodeMachine(d *vmstate.Dec) (c machineConfig, clockNs uint64, err error) {
 	d.Version(machineSectionVersion)
 	clockNs = d.U64()
@@ -92,7 +119,7 @@ func decodeMachine(d *vmstate.Dec) (c machineConfig, clockNs uint64, err error) 
 	c.CPUs = int(d.U32())
 	c.CPU = d.String(1024)
 	n := d.U32()
-	if n > 32 {
+	if n > 32 { // a PCI bus has 32 device numbers
 		d.Failf("%d PCI slots", n)
 	}
 	for i := 0; i < int(n) && d.Err() == nil; i++ {
@@ -142,47 +169,48 @@ type part struct {
 	s    vmstate.Stater
 }
 
-// parts lists the sections after ram, in load order.
-func (m *Machine) parts() ([]part, error) {
-	ps := []part{{"irqchip", irqchipPart{m}}}
-	for i := range m.vcpus {
-		ps = append(ps, part{fmt.Sprintf("cpu.%d", i), cpuPart{m, i}})
+// parts lists the sections after ram, in load order. For a save, kvm is
+// the KVM state read beforehand; for a load or a check it is nil.
+func (st *stateStream) parts(kvm *kvmCapture) []part {
+	if kvm == nil {
+		kvm = &kvmCapture{cpus: make([]*vmm.VCPUState, len(st.vcpus))}
+	}
+	ps := []part{{"irqchip", irqchipPart{st.vm, kvm.chips}}}
+	for i, v := range st.vcpus {
+		ps = append(ps, part{fmt.Sprintf("cpu.%d", i), cpuPart{v, kvm.cpus[i]}})
 	}
 	ps = append(ps,
-		part{"kvmclock", clockPart{m}},
-		part{"serial", m.board.uart},
-		part{"rtc", m.board.rtc},
-		part{"i8042", m.board.kbd},
-		part{"pm", m.board.pm},
-		part{"gpe", m.board.gpe},
-		part{"hotplug", m.board.hotplug},
-		part{"pci", m.board.pci},
+		part{"kvmclock", clockPart{st.vm, kvm.clock}},
+		part{"serial", st.board.uart},
+		part{"rtc", st.board.rtc},
+		part{"i8042", st.board.kbd},
+		part{"pm", st.board.pm},
+		part{"gpe", st.board.gpe},
+		part{"hotplug", st.board.hotplug},
+		part{"pci", st.board.pci},
 	)
-	for _, d := range m.board.pci.Devices() {
-		dev := m.board.pci.Device(d.Slot)
+	for _, d := range st.board.pci.Devices() {
+		dev := st.board.pci.Device(d.Slot)
 		if s, ok := dev.(vmstate.Stater); ok {
 			ps = append(ps, part{fmt.Sprintf("pci.%d", d.Slot), s})
 		}
 	}
-	return ps, nil
+	return ps
 }
 
-// writeState writes the whole machine to w; the vCPUs are paused and the
+// write writes the whole machine to w; the vCPUs are paused and the
 // devices quiet. It returns the stream's size.
-func (m *Machine) writeState(w io.Writer, clockNs uint64) (int64, error) {
-	ps, err := m.parts()
+func (st *stateStream) write(w io.Writer, clockNs uint64) (int64, error) {
+	kvm, err := st.captureKVM()
 	if err != nil {
 		return 0, err
 	}
-	if m.saving, err = m.captureKVM(); err != nil {
-		return 0, err
-	}
-	defer func() { m.saving = nil }()
+	ps := st.parts(kvm)
 	sw := vmstate.NewWriter(w)
 	var e vmstate.Enc
-	m.config().encode(&e, clockNs)
+	st.config().encode(&e, clockNs)
 	sw.Section("machine", machineSectionVersion, e.Data())
-	if _, err := vmstate.WriteRAM(sw, m.ramRegions()); err != nil {
+	if _, err := vmstate.WriteRAM(sw, st.ram.saved()); err != nil {
 		return 0, err
 	}
 	for _, p := range ps {
@@ -196,15 +224,12 @@ func (m *Machine) writeState(w io.Writer, clockNs uint64) (int64, error) {
 	return sw.Len(), nil
 }
 
-// checkState reads a saved machine through without changing anything: its
+// check reads a saved machine through without changing anything: its
 // structure and checksum must be intact, it must come from a machine
 // configured like this one, and it must have every section this machine
 // loads and no other.
-func (m *Machine) checkState(r io.Reader, size int64) error {
-	ps, err := m.parts()
-	if err != nil {
-		return err
-	}
+func (st *stateStream) check(r io.Reader, size int64) error {
+	ps := st.parts(nil)
 	want := map[string]bool{"machine": true, vmstate.RAMSection: true}
 	for _, p := range ps {
 		want[p.name] = true
@@ -235,7 +260,7 @@ func (m *Machine) checkState(r io.Reader, size int64) error {
 			if err != nil {
 				return err
 			}
-			if diff := m.config().differences(saved); diff != "" {
+			if diff := st.config().differences(saved); diff != "" {
 				return fmt.Errorf("the saved machine is configured differently: %s", diff)
 			}
 		}
@@ -248,12 +273,9 @@ func (m *Machine) checkState(r io.Reader, size int64) error {
 	return nil
 }
 
-// readState loads a saved machine that checkState accepted.
-func (m *Machine) readState(r io.Reader, size int64) error {
-	ps, err := m.parts()
-	if err != nil {
-		return err
-	}
+// read loads a saved machine that check accepted.
+func (st *stateStream) read(r io.Reader, size int64) error {
+	ps := st.parts(nil)
 	byName := map[string]vmstate.Stater{}
 	for _, p := range ps {
 		byName[p.name] = p.s
@@ -269,10 +291,10 @@ func (m *Machine) readState(r io.Reader, size int64) error {
 		}
 		switch name {
 		case "":
-			m.syncIRQs()
+			st.syncIRQs()
 			return nil
 		case vmstate.RAMSection:
-			if err := vmstate.ReadRAM(rd, ver, m.ramRegions()); err != nil {
+			if err := vmstate.ReadRAM(rd, ver, st.ram.saved()); err != nil {
 				return err
 			}
 			continue
@@ -286,7 +308,7 @@ func (m *Machine) readState(r io.Reader, size int64) error {
 			if err != nil {
 				return err
 			}
-			m.clock.set(clockNs)
+			st.clock.set(clockNs)
 			continue
 		}
 		if err := byName[name].LoadState(vmstate.NewDec(name, b)); err != nil {
@@ -301,14 +323,14 @@ type irqSyncer interface{ SyncIRQ() }
 
 // syncIRQs drives every device's interrupt line to its loaded level, the
 // shared SCI last (the PM and GPE blocks only record their part of it).
-func (m *Machine) syncIRQs() {
-	m.board.uart.SyncIRQ()
-	m.board.gpe.SyncIRQ()
-	m.board.pm.SyncIRQ()
-	for _, d := range m.board.pci.Devices() {
-		if s, ok := m.board.pci.Device(d.Slot).(irqSyncer); ok {
+func (st *stateStream) syncIRQs() {
+	st.board.uart.SyncIRQ()
+	st.board.gpe.SyncIRQ()
+	st.board.pm.SyncIRQ()
+	for _, d := range st.board.pci.Devices() {
+		if s, ok := st.board.pci.Device(d.Slot).(irqSyncer); ok {
 			s.SyncIRQ()
 		}
 	}
-	m.board.sci.sync()
+	st.board.sci.sync()
 }
