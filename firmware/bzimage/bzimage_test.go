@@ -477,6 +477,77 @@ func TestOpenPVH(t *testing.T) {
 	}
 }
 
+// TestOpenPVHStatIndex: a kernel file seen before and unchanged is found
+// through its stat index entry without hashing it, and a kernel rewritten
+// in place (same path, other content) is never served the old kernel's
+// cache entry.
+func TestOpenPVHStatIndex(t *testing.T) {
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	kpath := filepath.Join(dir, "bzImage")
+	open := func(want []byte, wantCached bool) {
+		t.Helper()
+		f, entry, cached, err := OpenPVH(kpath, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || cached != wantCached || entry != testEntry || !bytes.Equal(got, want) {
+			t.Fatalf("cached=%v (want %v) entry=%#x err=%v same kernel=%v", cached, wantCached, entry, err, bytes.Equal(got, want))
+		}
+	}
+	elf1, elf2 := makeELF(t, testEntry, 32<<10), makeELF(t, testEntry, 48<<10)
+	bz1, bz2 := makeBzImage(goLZ4Legacy(t, elf1), 1<<20), makeBzImage(goLZ4Legacy(t, elf2), 1<<20)
+	if err := os.WriteFile(kpath, bz1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open(elf1, false)
+	sums, _ := filepath.Glob(filepath.Join(cache, "*.sum"))
+	if len(sums) != 1 {
+		t.Fatalf("index entries after the first open: %v", sums)
+	}
+	open(elf1, true)
+
+	// The index is what the lookup uses: pointed at another cached kernel,
+	// it serves that one (which a hash of the file would never do).
+	fi, err := os.Stat(kpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, ok := statKey(kpath, fi)
+	if !ok {
+		t.Skip("no stat identity on this file system")
+	}
+	other := filepath.Join(dir, "other")
+	os.WriteFile(other, bz2, 0o644)
+	open2, _, _, err := OpenPVH(other, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open2.Close()
+	otherSums, _ := filepath.Glob(filepath.Join(cache, "*.sum"))
+	var otherDigest []byte
+	for _, s := range otherSums {
+		if s != filepath.Join(cache, key+".sum") {
+			otherDigest, _ = os.ReadFile(s)
+		}
+	}
+	os.WriteFile(filepath.Join(cache, key+".sum"), otherDigest, 0o644)
+	open(elf2, true)
+
+	// Rewritten in place: a new change time, a new key; the right kernel.
+	os.WriteFile(filepath.Join(cache, key+".sum"), nil, 0o644) // undo the test's tampering
+	if err := os.WriteFile(kpath, bz2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open(elf2, true) // elf2 is cached already (from "other"), under its own digest
+	if err := os.WriteFile(kpath, bz1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open(elf1, true)
+}
+
 // TestOpenPVHWithoutHome: with no user cache directory ($HOME and
 // $XDG_CACHE_HOME unset, as in a bare initramfs) the kernel still opens by
 // PVH and is cached in a private directory under $TMPDIR, which
