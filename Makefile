@@ -23,7 +23,7 @@ test: deps build vet
 
 # QEMU's qemu-iotests (fetched from Debian into out/) judge `petrel img`
 # against Debian's qemu-img: see scripts/iotests.sh.
-iotests: build
+iotests: deps build
 	bash scripts/iotests.sh
 
 demo: deps build

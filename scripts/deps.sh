@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that make test, make e2e and make demo use,
-# when any is missing: one apt-get update and one apt-get install of only the
-# missing packages. As non-root it prints the exact command and fails.
+# Installs the Debian packages that make test, make iotests, make e2e and
+# make demo use, when any is missing: one apt-get update and one apt-get
+# install of only the missing packages. As non-root it prints the exact
+# command and fails.
 # (Debian's cloud kernel and busybox-static are fetched with apt-get download
 # by scripts/fetch-kernel.sh and scripts/lib-nested.sh, not installed.)
 set -euo pipefail
@@ -9,6 +10,8 @@ set -euo pipefail
 # command package: what the tests and scripts run, and where Debian has it.
 need=(
   qemu-img:qemu-utils qemu-io:qemu-utils        # interop tests, the Linux tier's checks
+  qemu-nbd:qemu-utils qemu-storage-daemon:qemu-system-common # qemu-iotests' writers and checkers
+  python3:python3 dpkg-source:dpkg-dev          # qemu-iotests' runner; unpacking QEMU's source
   qemu-system-x86_64:qemu-system-x86            # L1 of the Linux tier, QEMU peers in tests
   iasl:acpica-tools acpiexec:acpica-tools       # DSDT golden and execution tests
   dtc:device-tree-compiler                      # pseries FDT tests
