@@ -222,10 +222,12 @@ func (v *VCPU) Run() Stop {
 	// Kick protocol: a kicker publishes its request (stopReq, pauseReq)
 	// and then sets immediate_exit and signals the thread. This loop clears
 	// immediate_exit only after KVM_RUN returned EINTR, and then re-reads
-	// the requests before entering again. Both sides use atomic operations
-	// (full barriers on x86), so a request published after the loop read
-	// the flags has its immediate_exit store land after the clear: KVM_RUN
-	// returns at once and no kick is lost.
+	// the requests before entering again. Both sides use sync/atomic, which
+	// is sequentially consistent on every architecture (on POWER the stores
+	// carry sync/lwsync barriers, not just x86's locked instructions), so a
+	// request published after the loop read the flags has its
+	// immediate_exit store land after the clear: KVM_RUN returns at once
+	// and no kick is lost.
 	//
 	// exitPending: the last KVM_RUN ended in an exit served here (IO, MMIO,
 	// a machine's hypercall), which KVM completes only on the next KVM_RUN
