@@ -1,7 +1,6 @@
 package vmm
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -116,9 +115,6 @@ func (vm *VM) CreateVCPU(id int) (*VCPU, error) {
 	}
 	return &VCPU{ID: id, fd: int(fd), vm: vm, run: runView{mem}}, nil
 }
-
-// FD is the vCPU file descriptor.
-func (v *VCPU) FD() int { return v.fd }
 
 // Close unmaps kvm_run and closes the vCPU fd.
 func (v *VCPU) Close() error {
@@ -392,6 +388,3 @@ func (v *VCPU) handleIO() {
 
 // PaprHcall returns the pending KVM_EXIT_PAPR_HCALL in place.
 func (v *VCPU) PaprHcall() *PaprHcall { return v.run.papr() }
-
-// ErrStopped is returned by VM.Run when a vCPU was stopped from outside.
-var ErrStopped = errors.New("vm stopped")

@@ -45,14 +45,13 @@ func (k *KVM) CreateVMType(typ int) (*VM, error) {
 	return vm, nil
 }
 
-// FD is the VM file descriptor (for architecture code in other packages).
-func (vm *VM) FD() int { return vm.fd }
-
-// KVM returns the /dev/kvm handle the VM was created from.
-func (vm *VM) KVM() *KVM { return vm.kvm }
-
-// Close releases the VM fd. vCPUs must have stopped.
-func (vm *VM) Close() error { return unix.Close(vm.fd) }
+// Close releases the VM fd and what the architecture keeps for the VM
+// (closeArch). vCPUs must have stopped.
+func (vm *VM) Close() error {
+	err := unix.Close(vm.fd)
+	vm.closeArch()
+	return err
+}
 
 // kvmUserspaceMemoryRegion mirrors struct kvm_userspace_memory_region.
 type kvmUserspaceMemoryRegion struct {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/petrel-vmm/petrel/vmm"
 	"github.com/petrel-vmm/petrel/vmm/guestmem"
 )
@@ -29,7 +27,6 @@ type kvmVM struct {
 	vcpus    []*vmm.VCPU
 	exits    []*cpuExits
 	ram      []byte
-	htab     []byte // user-space hash table (PR KVM); nil when KVM owns it
 	firstErr error
 	errOnce  sync.Once
 }
@@ -158,62 +155,26 @@ func (v *kvmVM) addVCPU(c *CPU) error {
 	h := newCPUExits(v.m, c, kvmControl{vc})
 	v.exits = append(v.exits, h)
 	vc.Handler = h
-	if err := vc.EnablePAPR(); err != nil {
-		return err
-	}
-	// PR KVM keeps a HIOR (interrupt vector base); a PAPR guest wants its
-	// vectors at 0. HV KVM has no such register, so ENOENT/EINVAL is fine.
-	if err := vc.SetOneReg(vmm.RegPPCHIOR, 0); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-		return err
-	}
-	return nil
+	return vc.EnablePAPR()
 }
 
-// setupHTAB gives the guest its hash page table: HV KVM allocates it
-// itself (KVM_PPC_ALLOCATE_HTAB); PR KVM, which lacks that ioctl, reads
-// one from our memory through SDR1 = host address | (shift - 18), as QEMU
-// does for PR.
+// setupHTAB gives the guest its hash page table, of the size QEMU picks
+// for the RAM, and returns its shift for ibm,pft-size (vmm.VM.SetupHashTable:
+// KVM's under HV, ours under PR). KVM-HV nested in a pseries partition has
+// none and runs its guests in radix mode only: the VM starts with a radix
+// process table entry (no table yet; the guest registers one with
+// H_REGISTER_PROC_TBL), and shift 0 leaves ibm,pft-size out.
 func (v *kvmVM) setupHTAB(ram uint64) (uint32, error) {
-	shift := htabShiftFor(ram)
-	got, err := v.vm.AllocateHTAB(shift)
-	switch {
-	case err == nil:
-		return got, nil
-	case errors.Is(err, unix.EOPNOTSUPP):
-		// KVM-HV nested in a pseries partition runs its guests in radix
-		// mode only: no hash table, ibm,pft-size is left out.
-		if !v.vm.RadixMMU() {
-			return 0, fmt.Errorf("KVM offers neither a hash page table (%v) nor radix", err)
-		}
-		radix := MMUConfig{Radix: true, GTSE: true, ProcessTable: pate1GR}
-		if err := v.vm.ConfigureV3MMU(radix.Radix, radix.GTSE, radix.ProcessTable); err != nil {
-			return 0, err
-		}
-		v.m.initMMU(radix)
-		return 0, nil
-	case !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL):
+	shift, err := v.vm.SetupHashTable(htabShiftFor(ram), v.vcpus)
+	if !errors.Is(err, vmm.ErrRadixOnly) {
+		return shift, err
+	}
+	radix := MMUConfig{Radix: true, GTSE: true, ProcessTable: pate1GR}
+	if err := v.vm.ConfigureV3MMU(radix.Radix, radix.GTSE, radix.ProcessTable); err != nil {
 		return 0, err
 	}
-	size := 1 << shift
-	// SDR1 needs the table aligned to its size: over-allocate and align.
-	buf, err := unix.Mmap(-1, 0, 2*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return 0, fmt.Errorf("allocating the hash page table: %w", err)
-	}
-	off := (uint64(size) - hostAddr(buf)%uint64(size)) % uint64(size)
-	v.htab = buf
-	sdr1 := (hostAddr(buf) + off) | uint64(shift-18)
-	for _, c := range v.vcpus {
-		s, err := c.Sregs()
-		if err != nil {
-			return 0, err
-		}
-		s.SDR1 = sdr1
-		if err := c.SetSregs(s); err != nil {
-			return 0, err
-		}
-	}
-	return shift, nil
+	v.m.initMMU(radix)
+	return 0, nil
 }
 
 // interruptLine is the XICS output: KVM_INTERRUPT on the server's vCPU.
@@ -232,9 +193,6 @@ func (v *kvmVM) close() {
 	}
 	if v.m != nil {
 		v.m.NVRAM().Close()
-	}
-	if v.htab != nil {
-		unix.Munmap(v.htab)
 	}
 	if v.vm != nil {
 		v.vm.Close()
