@@ -18,7 +18,11 @@ const (
 	lpcrILE = 1 << 25 // LPCR[ILE]: take interrupts little-endian
 )
 
-// kvmVM is a pseries VM on vmm's KVM layer on a POWER host.
+// kvmVM is a pseries VM on vmm's KVM layer on a POWER host. It owns the
+// KVM objects and the guest RAM; close releases them in the reverse of
+// the order they depend on each other: vCPUs (their kvm_run mappings),
+// the VM (its memory slot points into ram until the VM fd is closed, and
+// PR KVM's hash table is the VM's), ram, then /dev/kvm.
 type kvmVM struct {
 	kvm      *vmm.KVM
 	vm       *vmm.VM
@@ -27,8 +31,8 @@ type kvmVM struct {
 	vcpus    []*vmm.VCPU
 	exits    []*cpuExits
 	ram      []byte
-	firstErr error
-	errOnce  sync.Once
+	firstErr error     // the first vCPU failure, what Run returns
+	errOnce  sync.Once // guards firstErr
 }
 
 // Run boots cfg on KVM and returns when the guest powers off, reboots or
@@ -90,11 +94,19 @@ func (v *kvmVM) runVCPU(c *vmm.VCPU, h *cpuExits) {
 	}
 }
 
+// fail records the first vCPU failure and stops the machine: Run wakes on
+// Done and kicks the other vCPUs.
 func (v *kvmVM) fail(err error) {
 	v.errOnce.Do(func() { v.firstErr = err })
 	v.m.RequestExit(ExitError)
 }
 
+// newKVMVM builds the VM through vmm and loads the guest. Order matters:
+// the VM's PAPR capability is checked before anything is allocated; the
+// vCPUs exist before the hash table (PR KVM's is named by each vCPU's
+// SDR1); the interrupt output and the MMU configurer are in place before
+// a vCPU can run a hypercall that uses them; Boot writes the device tree
+// last, once the hash table's size (ibm,pft-size) is known.
 func newKVMVM(cfg Config) (*kvmVM, error) {
 	v := &kvmVM{}
 	ok := false
@@ -178,6 +190,11 @@ func (v *kvmVM) setupHTAB(ram uint64) (uint32, error) {
 }
 
 // interruptLine is the XICS output: KVM_INTERRUPT on the server's vCPU.
+// The ICS calls it with its lock held, on the goroutine that changed the
+// ICS (a vCPU's H_IPI, H_EOI or RTAS call, or a device raising a source):
+// POWER takes KVM_INTERRUPT from any thread, and it takes no lock of the
+// machine's.
+// A failure is logged, not fatal: the guest sees a lost interrupt.
 func (v *kvmVM) interruptLine(server uint32, raise bool) {
 	if int(server) >= len(v.vcpus) {
 		return
@@ -211,7 +228,9 @@ type kvmControl struct{ v *vmm.VCPU }
 // EnterAt sets the registers a CPU starts with: 64-bit real mode at pc
 // with r3 (for the boot CPU r3 = the device tree, r4 = kernel base 0 and
 // r5 = 0: "no Open Firmware client interface", Linux's flattened-tree
-// entry convention).
+// entry convention). MSR is SF|ME only: IR and DR off (real mode), EE
+// off, big-endian (MSR[LE] 0), the state QEMU's rtas_start_cpu gives a
+// started CPU too.
 func (c kvmControl) EnterAt(pc, r3 uint64) error {
 	r, err := c.v.Regs()
 	if err != nil {
