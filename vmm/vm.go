@@ -24,6 +24,8 @@ type VM struct {
 	archVM   // vm_amd64.go, vm_ppc64x.go
 }
 
+// memSlot is one KVM memory slot: guest-physical base and the host memory
+// behind it (not owned: the caller frees it after RemoveMemory).
 type memSlot struct {
 	gpa  uint64
 	host []byte
@@ -75,6 +77,8 @@ func (vm *VM) AddMemory(gpa uint64, host []byte, readOnly bool) (uint32, error) 
 			return 0, fmt.Errorf("memory slot at %#x+%#x overlaps slot %d at %#x", gpa, len(host), id, s.gpa)
 		}
 	}
+	// nextSlot is at most the lowest free id (RemoveMemory lowers it),
+	// so ids stay dense and below KVM's slot limit as BARs come and go.
 	id := vm.nextSlot
 	for {
 		if _, used := vm.slots[id]; !used {
