@@ -97,8 +97,7 @@ func (vm *VM) userHashTable(shift uint32, vcpus []*VCPU) error {
 	}
 	vm.closeArch() // a table from an earlier call
 	vm.htab = buf
-	base := uint64(bytesAddr(buf))
-	sdr1 := (base+size-1)&^(size-1) | uint64(shift-18)
+	sdr1 := sdr1For(uint64(bytesAddr(buf)), shift)
 	for _, c := range vcpus {
 		s, err := c.Sregs()
 		if err != nil {
@@ -138,4 +137,13 @@ func (vm *VM) ConfigureV3MMU(radix, gtse bool, processTable uint64) error {
 		return fmt.Errorf("configuring the v3 mmu (radix %v): %w", radix, err)
 	}
 	return nil
+}
+
+// sdr1For is the SDR1 value for a hash table of 2^shift bytes in a mapping
+// of twice that size at base: HTABORG is base rounded up to the table's
+// size (the low 18 bits are always zero, as the minimum table is 256 KiB),
+// HTABSIZE in the low 5 bits is shift - 18.
+func sdr1For(base uint64, shift uint32) uint64 {
+	size := uint64(1) << shift
+	return (base+size-1)&^(size-1) | uint64(shift-18)
 }
