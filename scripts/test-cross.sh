@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-architecture checks for the POWER port (called by scripts/test.sh):
 #  1. the whole repository vets as ppc64le and builds as ppc64 (big-endian),
-#     so the KVM files of vmm and machine/pseries (build-tagged ppc64 || ppc64le)
+#     so the _ppc64x.go files of vmm and machine/pseries (build-tagged ppc64 || ppc64le)
 #     compile and nothing else breaks the POWER build;
 #  2. the portable pseries/FDT tests and vmm's (with its POWER ioctl and
 #     structure checks) run as ppc64 and ppc64le binaries under qemu-user,

@@ -66,6 +66,8 @@ var ErrMSIBlocked = errors.New("msi not delivered: blocked by the guest")
 var ErrMSINoDest = errors.New("msi destination matches no vcpu")
 
 // SignalMSI injects one MSI (KVM_SIGNAL_MSI); it satisfies pci.MSISignaler.
+// KVM answers > 0 when the interrupt was delivered, 0 when the guest
+// blocked it, and an error otherwise (Documentation/virt/kvm/api.rst).
 func (vm *VM) SignalMSI(addr uint64, data uint32) error {
 	m := kvmMSI{AddressLo: uint32(addr), AddressHi: uint32(addr >> 32), Data: data}
 	r, err := ioctlPtr(vm.fd, ioctlSignalMSI, &m)
@@ -119,12 +121,17 @@ type kvmIoeventfd struct {
 	_         [36]uint8
 }
 
+// KVM_IOEVENTFD_FLAG_* (linux/kvm.h).
 const (
 	ioeventfdDatamatch = 1 << 0
 	ioeventfdPIO       = 1 << 1
 	ioeventfdDeassign  = 1 << 2
 )
 
+// ioeventfdArg builds the kvm_ioeventfd both AddIoeventfd and
+// RemoveIoeventfd pass: KVM finds the one to deassign by the same
+// address, length, fd and datamatch, so both must build it alike. Len 0
+// matches a write of any width, which KVM cannot combine with datamatch.
 func ioeventfdArg(fd int, addr uint64, size uint32, pio bool, match *uint64) (kvmIoeventfd, error) {
 	switch size {
 	case 0, 1, 2, 4, 8:

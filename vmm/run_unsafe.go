@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"encoding/binary"
 	"sync/atomic"
 	"unsafe"
 
@@ -92,6 +93,11 @@ func (r runView) union() unsafe.Pointer {
 	return unsafe.Pointer(&r.mem[kvmRunUnionOffset])
 }
 
+// immediateExitWord is kvm_run's first 32-bit word with only
+// immediate_exit (byte 1) set, in the host's byte order: 1<<8 on x86 and
+// ppc64le, 1<<16 on big-endian ppc64.
+var immediateExitWord = binary.NativeEndian.Uint32([]byte{0, 1, 0, 0})
+
 // setImmediateExit stores kvm_run.immediate_exit with a full barrier: it
 // writes the first 32-bit word (request_interrupt_window, immediate_exit
 // and padding; Petrel never requests an interrupt window) atomically, so
@@ -100,7 +106,7 @@ func (r runView) union() unsafe.Pointer {
 func (r runView) setImmediateExit(on bool) {
 	var w uint32
 	if on {
-		w = 1 << 8
+		w = immediateExitWord
 	}
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&r.mem[0])), w)
 }

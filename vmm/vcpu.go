@@ -1,7 +1,6 @@
 package vmm
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -117,9 +116,6 @@ func (vm *VM) CreateVCPU(id int) (*VCPU, error) {
 	return &VCPU{ID: id, fd: int(fd), vm: vm, run: runView{mem}}, nil
 }
 
-// FD is the vCPU file descriptor.
-func (v *VCPU) FD() int { return v.fd }
-
 // Close unmaps kvm_run and closes the vCPU fd.
 func (v *VCPU) Close() error {
 	v.pauseMu.Lock()
@@ -222,10 +218,12 @@ func (v *VCPU) Run() Stop {
 	// Kick protocol: a kicker publishes its request (stopReq, pauseReq)
 	// and then sets immediate_exit and signals the thread. This loop clears
 	// immediate_exit only after KVM_RUN returned EINTR, and then re-reads
-	// the requests before entering again. Both sides use atomic operations
-	// (full barriers on x86), so a request published after the loop read
-	// the flags has its immediate_exit store land after the clear: KVM_RUN
-	// returns at once and no kick is lost.
+	// the requests before entering again. Both sides use sync/atomic, which
+	// is sequentially consistent on every architecture (on POWER the stores
+	// carry sync/lwsync barriers, not just x86's locked instructions), so a
+	// request published after the loop read the flags has its
+	// immediate_exit store land after the clear: KVM_RUN returns at once
+	// and no kick is lost.
 	//
 	// exitPending: the last KVM_RUN ended in an exit served here (IO, MMIO,
 	// a machine's hypercall), which KVM completes only on the next KVM_RUN
@@ -390,6 +388,3 @@ func (v *VCPU) handleIO() {
 
 // PaprHcall returns the pending KVM_EXIT_PAPR_HCALL in place.
 func (v *VCPU) PaprHcall() *PaprHcall { return v.run.papr() }
-
-// ErrStopped is returned by VM.Run when a vCPU was stopped from outside.
-var ErrStopped = errors.New("vm stopped")

@@ -3,8 +3,11 @@
 package vmm
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Regs mirrors struct kvm_regs on powerpc (arch/powerpc/include/uapi/asm/kvm.h).
@@ -34,18 +37,25 @@ type kvmEnableCap struct {
 
 // EnablePAPR puts the vCPU in PAPR mode: its hypercalls exit to user space
 // as KVM_EXIT_PAPR_HCALL (KVM_ENABLE_CAP of KVM_CAP_PPC_PAPR on the vCPU,
-// as QEMU's kvmppc_set_papr does).
+// as QEMU's kvmppc_set_papr does), and its interrupt vectors are at real
+// address 0, where a PAPR partition has them. PR KVM emulates a HIOR
+// (interrupt vector base, KVM_REG_PPC_HIOR) that must be set to 0 for
+// that; HV KVM has no such register and answers ENOENT or EINVAL, which
+// is fine.
 func (v *VCPU) EnablePAPR() error {
 	c := kvmEnableCap{Cap: capPPCPAPR}
 	if _, err := ioctlPtr(v.fd, ioctlEnableCap, &c); err != nil {
 		return fmt.Errorf("vcpu %d: enabling KVM_CAP_PPC_PAPR: %w", v.ID, err)
+	}
+	if err := v.SetOneReg(regPPCHIOR, 0); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		return err
 	}
 	return nil
 }
 
 // ONE_REG ids (asm/kvm.h: KVM_REG_PPC | KVM_REG_SIZE_U64 | index).
 const (
-	RegPPCHIOR = 0x1030000000000001 // PR KVM's interrupt vector base
+	regPPCHIOR = 0x1030000000000001 // PR KVM's interrupt vector base
 	RegPPCLPCR = 0x10300000000000b5 // LPCR (64-bit view)
 )
 

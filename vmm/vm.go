@@ -24,6 +24,8 @@ type VM struct {
 	archVM   // vm_amd64.go, vm_ppc64x.go
 }
 
+// memSlot is one KVM memory slot: guest-physical base and the host memory
+// behind it (not owned: the caller frees it after RemoveMemory).
 type memSlot struct {
 	gpa  uint64
 	host []byte
@@ -45,14 +47,13 @@ func (k *KVM) CreateVMType(typ int) (*VM, error) {
 	return vm, nil
 }
 
-// FD is the VM file descriptor (for architecture code in other packages).
-func (vm *VM) FD() int { return vm.fd }
-
-// KVM returns the /dev/kvm handle the VM was created from.
-func (vm *VM) KVM() *KVM { return vm.kvm }
-
-// Close releases the VM fd. vCPUs must have stopped.
-func (vm *VM) Close() error { return unix.Close(vm.fd) }
+// Close releases the VM fd and what the architecture keeps for the VM
+// (closeArch). vCPUs must have stopped.
+func (vm *VM) Close() error {
+	err := unix.Close(vm.fd)
+	vm.closeArch()
+	return err
+}
 
 // kvmUserspaceMemoryRegion mirrors struct kvm_userspace_memory_region.
 type kvmUserspaceMemoryRegion struct {
@@ -76,6 +77,8 @@ func (vm *VM) AddMemory(gpa uint64, host []byte, readOnly bool) (uint32, error) 
 			return 0, fmt.Errorf("memory slot at %#x+%#x overlaps slot %d at %#x", gpa, len(host), id, s.gpa)
 		}
 	}
+	// nextSlot is at most the lowest free id (RemoveMemory lowers it),
+	// so ids stay dense and below KVM's slot limit as BARs come and go.
 	id := vm.nextSlot
 	for {
 		if _, used := vm.slots[id]; !used {

@@ -15,6 +15,9 @@ type archVM struct {
 
 func (vm *VM) initArch() { vm.routes = map[uint32]route{} }
 
+// closeArch: the x86 part holds no host resources of its own.
+func (vm *VM) closeArch() {}
+
 // SetTSSAddr and SetIdentityMapAddr place the pages KVM needs on Intel
 // hosts for real-mode emulation; they must lie outside RAM and MMIO.
 func (vm *VM) SetTSSAddr(addr uint32) error {

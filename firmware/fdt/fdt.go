@@ -21,8 +21,18 @@ const (
 	Version         = 17
 	LastCompVersion = 16
 
+	// headerSize is struct fdt_header (spec 5.2): ten big-endian 32-bit
+	// fields, in this order: magic, totalsize, off_dt_struct,
+	// off_dt_strings, off_mem_rsvmap, version, last_comp_version,
+	// boot_cpuid_phys, size_dt_strings, size_dt_struct. Finish writes
+	// them in that order and Parse reads them by index.
 	headerSize = 40
 
+	// Structure block tokens (spec 5.4.1), each a 32-bit word aligned to
+	// 4 bytes: BEGIN_NODE is followed by the NUL-terminated unit name,
+	// padded to 4; PROP by len, nameoff (an offset into the strings
+	// block) and len bytes of value, padded to 4; END_NODE, NOP and END
+	// carry nothing. END appears once, after the root's END_NODE.
 	tokenBeginNode = 0x1
 	tokenEndNode   = 0x2
 	tokenProp      = 0x3
@@ -39,7 +49,9 @@ const (
 // ErrBuild is wrapped by every error Builder reports.
 var ErrBuild = errors.New("fdt build")
 
-// Reservation is one entry of the memory reservation block (spec 5.3).
+// Reservation is one entry of the memory reservation block (spec 5.3):
+// physical memory the client program must not use for its own
+// allocations (on pseries: the RTAS code the guest calls into).
 type Reservation struct {
 	Address, Size uint64
 }
@@ -49,16 +61,23 @@ type Reservation struct {
 // The first misuse (bad name, property outside a node, duplicate property,
 // unbalanced nodes) is remembered and returned by Finish, so callers can
 // chain calls without checking each one.
+//
+// Invariants: structure is always a whole number of 4-byte words (every
+// token and name is padded with pad4), and once err is set nothing more
+// is appended, so a failed build never yields a blob. Properties of a
+// node must come before its children (spec 5.4.2); the Builder does not
+// check that order; Parse refuses a blob that breaks it, and
+// machine/pseries's tests parse every tree the machine builds.
 type Builder struct {
 	structure   []byte
 	strings     []byte
-	stringOff   map[string]uint32 // strings block dedup
+	stringOff   map[string]uint32 // strings block dedup: name -> offset
 	reserved    []Reservation
 	bootCPU     uint32
-	open        []map[string]bool // property names per open node
-	rootDone    bool
+	open        []map[string]bool // property names per open node, innermost last
+	rootDone    bool              // the root node has been closed: no second root
 	nextPhandle uint32
-	err         error
+	err         error // the first misuse; sticky
 }
 
 // NewBuilder returns an empty builder.
@@ -96,10 +115,14 @@ func (b *Builder) AllocPhandle() uint32 {
 	return p
 }
 
+// putU32 appends one big-endian word to the structure block.
 func (b *Builder) putU32(v uint32) {
 	b.structure = binary.BigEndian.AppendUint32(b.structure, v)
 }
 
+// pad4 zero-fills the structure block to the next token boundary: names
+// and values are byte strings, but every token starts 4-byte aligned
+// (spec 5.4.1, 5.6).
 func (b *Builder) pad4() {
 	for len(b.structure)%4 != 0 {
 		b.structure = append(b.structure, 0)
@@ -154,6 +177,9 @@ func (b *Builder) Nop() {
 	}
 }
 
+// stringOffset returns name's offset in the strings block (spec 5.5),
+// appending it NUL-terminated the first time: every property of the same
+// name shares one copy, as dtc and libfdt do.
 func (b *Builder) stringOffset(name string) uint32 {
 	if off, ok := b.stringOff[name]; ok {
 		return off
@@ -242,9 +268,14 @@ func (b *Builder) Finish() ([]byte, error) {
 	if !b.rootDone {
 		return nil, fmt.Errorf("%w: no root node", ErrBuild)
 	}
+	// The spec does not require sorted reservations, but sorting makes
+	// the blob independent of the order Reserve was called in.
 	rsv := append([]Reservation(nil), b.reserved...)
 	sort.Slice(rsv, func(i, j int) bool { return rsv[i].Address < rsv[j].Address })
 
+	// Layout: header, reservations (each {address, size} as two 64-bit
+	// words, then an all-zero terminator), structure block, strings
+	// block; the strings block needs no alignment (spec 5.6).
 	offRsv := uint32(headerSize) // already 8-aligned (spec 5.3: 8-byte aligned)
 	rsvSize := uint32(16 * (len(rsv) + 1))
 	offStruct := offRsv + rsvSize
@@ -304,6 +335,8 @@ func checkPropName(name string) error {
 	return nil
 }
 
+// isNameChar reports whether c may appear in a node name or a property
+// name (spec tables 2.1 and 2.2; property names add '?' and '#').
 func isNameChar(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' ||
 		c == ',' || c == '.' || c == '_' || c == '+' || c == '-'

@@ -14,10 +14,12 @@ var ErrFormat = errors.New("malformed device tree blob")
 // maxDepth bounds node nesting so a hostile blob cannot recurse without end.
 const maxDepth = 64
 
-// Tree is a parsed blob.
+// Tree is a parsed blob: the header fields a reader may care about, the
+// memory reservations in blob order (the terminator left out) and the
+// root node, whose Name is "".
 type Tree struct {
 	Version, LastCompVersion uint32
-	BootCPU                  uint32
+	BootCPU                  uint32 // boot_cpuid_phys: the boot CPU's reg
 	Reservations             []Reservation
 	Root                     *Node
 }
@@ -35,6 +37,8 @@ type Property struct {
 	Value []byte
 }
 
+// formatErr builds an error that wraps ErrFormat, so callers tell a bad
+// blob from other failures with errors.Is.
 func formatErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrFormat, fmt.Sprintf(format, args...))
 }
@@ -53,6 +57,9 @@ func Parse(blob []byte) (*Tree, error) {
 	total, offStruct, offStrings, offRsv := h(1), h(2), h(3), h(4)
 	t := &Tree{Version: h(5), LastCompVersion: h(6), BootCPU: h(7)}
 	sizeStrings, sizeStruct := h(8), h(9)
+	// A blob is readable by a version-17 parser when its
+	// last_comp_version is at most 17 (spec 5.1); before 16 the node
+	// names were full paths, a layout this parser does not take.
 	if t.LastCompVersion > 17 || t.Version < 16 {
 		return nil, formatErr("unsupported version %d (last compatible %d)", t.Version, t.LastCompVersion)
 	}
@@ -67,6 +74,8 @@ func Parse(blob []byte) (*Tree, error) {
 	if offRsv%8 != 0 || offStruct%4 != 0 {
 		return nil, formatErr("misaligned block")
 	}
+	// The reservation block has no size field: it runs up to an entry
+	// with address and size both 0 (spec 5.3.2).
 	for off := uint64(offRsv); ; off += 16 {
 		if off+16 > uint64(total) {
 			return nil, formatErr("unterminated memory reservation block")
@@ -87,12 +96,16 @@ func Parse(blob []byte) (*Tree, error) {
 	return t, nil
 }
 
+// parser walks the structure block. pos is always 4-byte aligned between
+// tokens; every read is checked against len(s), so no blob can make it
+// read outside the block it was given.
 type parser struct {
 	s    []byte // structure block
-	pos  int
+	pos  int    // offset in s of the next token
 	strs []byte // strings block
 }
 
+// u32 reads the next big-endian word of the structure block.
 func (p *parser) u32() (uint32, error) {
 	if p.pos+4 > len(p.s) {
 		return 0, formatErr("structure block truncated at %#x", p.pos)
@@ -112,8 +125,11 @@ func (p *parser) token() (uint32, error) {
 	}
 }
 
+// align4 skips the padding after a name or a value (spec 5.4.1).
 func (p *parser) align4() { p.pos = (p.pos + 3) &^ 3 }
 
+// tree parses the whole structure block: one root node, then FDT_END
+// (spec 5.4.2); anything but NOPs between them is an error.
 func (p *parser) tree() (*Node, error) {
 	tok, err := p.token()
 	if err != nil {
@@ -176,6 +192,8 @@ func (p *parser) node(depth int) (*Node, error) {
 	}
 }
 
+// prop parses after an FDT_PROP token: len, nameoff, the value. The
+// value is copied, so the Tree does not keep the blob alive.
 func (p *parser) prop() (Property, error) {
 	size, err := p.u32()
 	if err != nil {

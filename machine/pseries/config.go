@@ -22,8 +22,14 @@ type Config struct {
 	KVMType int
 }
 
+// minRAM is the smallest RAM Run accepts; the boot layout (loader.go)
+// puts the initrd at 40 MiB and RTAS and the device tree below the top of
+// the real-mode area, which 64 MiB leaves room for.
 const minRAM = 64 << 20
 
+// check refuses a Config Run cannot boot before anything is allocated.
+// RAM is a multiple of 64 KiB, the page size ppc64 host kernels are
+// commonly built with, so the memory slot is whole host pages.
 func (c *Config) check() error {
 	if c.RAMSize < minRAM || c.RAMSize%(64<<10) != 0 {
 		return fmt.Errorf("pseries: RAM size %d must be a multiple of 64 KiB and at least %d", c.RAMSize, minRAM)

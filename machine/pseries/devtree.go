@@ -126,6 +126,9 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 		t.PropertyU32("cpu-version", pvr)
 		t.PropertyU32("clock-frequency", DefaultClockHz)
 		t.PropertyU32("timebase-frequency", DefaultTimebaseHz)
+		// POWER8/9 L1 geometry: 128-byte blocks and lines, 32 KiB
+		// caches; a 32-entry SLB. Linux sizes its cache flushes and
+		// SLB handling from these.
 		t.PropertyU32("d-cache-block-size", 128)
 		t.PropertyU32("i-cache-block-size", 128)
 		t.PropertyU32("d-cache-line-size", 128)
@@ -133,6 +136,9 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 		t.PropertyU32("d-cache-size", 0x8000)
 		t.PropertyU32("i-cache-size", 0x8000)
 		t.PropertyU32("ibm,slb-size", 32)
+		// ibm,pft-size is <0, log2 of the hash page table's size>;
+		// Linux reads the second cell. Left out when KVM gives the
+		// guest no hash table (radix only, under nested HV).
 		if b.HTABShift != 0 {
 			t.PropertyU32("ibm,pft-size", 0, b.HTABShift)
 		}
@@ -148,6 +154,10 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 		tok, _ := RTASToken(name)
 		t.PropertyU32(name, tok)
 	}
+	// The kernel finds the stub (loader.go) here and calls it at its
+	// base in real mode; every service name above is a property whose
+	// value is its token. rtas-error-log-max and rtas-event-scan-rate
+	// (calls per minute Linux's rtasd makes) are QEMU's values.
 	t.PropertyU32("rtas-size", b.RTASSize)
 	t.PropertyU32("linux,rtas-base", uint32(b.RTASBase))
 	t.PropertyU32("linux,rtas-entry", uint32(b.RTASBase))
@@ -177,8 +187,9 @@ func (m *Machine) DeviceTree(b Boot) ([]byte, error) {
 
 	// The PHB the RTAS PCI configuration services reach, with one 32-bit
 	// memory window (PCI 0x80000000 at PHBMem32Base). No function behind
-	// it has BARs yet, so nothing answers in the window: the vCPU loop
-	// reads all ones there, like a master abort.
+	// it has BARs yet, so nothing answers in the window: vmm's loop, which
+	// has no MMIO bus for pseries, reads all ones there, like a master
+	// abort.
 	t.BeginNode(fmt.Sprintf("pci@%x", uint64(DefaultBUID)))
 	t.PropertyString("device_type", "pci")
 	t.PropertyString("compatible", "IBM,Logical_PHB")

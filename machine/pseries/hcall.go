@@ -72,6 +72,9 @@ func registerHcall(nr uint64, fn hcallFunc) {
 	*slot = fn
 }
 
+// lookupHcall is the dispatch on every KVM_EXIT_PAPR_HCALL: two array
+// indexes, no map and no lock (the tables are written only by init). nil
+// for a number outside the tables or without a handler.
 func lookupHcall(nr uint64) hcallFunc {
 	switch {
 	case nr <= maxPAPRHcall && nr%4 == 0:

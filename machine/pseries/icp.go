@@ -20,11 +20,15 @@ const (
 	HXIRR  = 0x74
 )
 
+// presenter is one server's ICP. Guarded by ICS.mu. Invariant: raised is
+// true exactly while XISR is non-zero (an interrupt is being presented
+// and not yet accepted with H_XIRR), so the vCPU's external interrupt
+// input follows XISR.
 type presenter struct {
-	xirr        uint32
-	pendingPrio uint8 // priority of the source in XISR (0xff: none)
-	mfrr        uint8
-	raised      bool
+	xirr        uint32 // CPPR<<24 | XISR
+	pendingPrio uint8  // priority of the source in XISR (0xff: none)
+	mfrr        uint8  // the IPI's priority, set by H_IPI (0xff: no IPI)
+	raised      bool   // the line as last driven through ICS.out
 }
 
 func (p *presenter) reset() {
@@ -98,6 +102,11 @@ func (s *ICS) resend(server uint32) {
 	s.resendAll()
 }
 
+// setCPPR is H_CPPR (QEMU's icp_set_cppr). A more favoured (lower) CPPR
+// may no longer admit the interrupt being presented: it is withdrawn, the
+// line lowered, and the source rejected so it is offered again later. A
+// less favoured CPPR with nothing presented re-offers the IPI and the
+// rejected sources, which it may now admit. Called with mu held.
 func (s *ICS) setCPPR(server uint32, cppr uint8) {
 	p := &s.icp[server]
 	old := p.cppr()
@@ -116,6 +125,10 @@ func (s *ICS) setCPPR(server uint32, cppr uint8) {
 	}
 }
 
+// setMFRR is H_IPI's effect on the target: an MFRR more favoured than the
+// CPPR presents the IPI (XISR 2). A less favoured one leaves an IPI
+// already presented in place until H_XIRR takes it, as QEMU's
+// icp_set_mfrr does. Called with mu held.
 func (s *ICS) setMFRR(server uint32, mfrr uint8) {
 	p := &s.icp[server]
 	p.mfrr = mfrr
@@ -134,6 +147,10 @@ func (s *ICS) accept(server uint32) uint32 {
 	return x
 }
 
+// eoi is H_EOI: CPPR goes back to the XIRR's top byte (the priority the
+// guest had before it accepted), the source hears its interrupt ended
+// (an LSI still asserted fires again), and with nothing presented the IPI
+// and rejected sources are offered again. Called with mu held.
 func (s *ICS) eoi(server uint32, xirr uint32) {
 	p := &s.icp[server]
 	p.xirr = p.xirr&xisrMask | xirr&^xisrMask

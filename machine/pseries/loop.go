@@ -7,9 +7,9 @@ import (
 )
 
 // cpuControl is what the exit handler needs of its vCPU besides the exit
-// itself. On ppc64 hosts it is the KVM vCPU's registers (kvm_ppc64x.go:
-// KVM_SET_REGS, KVM_SET_ONE_REG); the tests use a recorder, since KVM for
-// POWER cannot run on the machines the tests run on.
+// itself. On ppc64 hosts it is the vmm vCPU's registers (run_ppc64x.go:
+// vmm.VCPU.SetRegs and SetOneReg); the tests use a recorder, since KVM
+// for POWER cannot run on the machines the tests run on.
 type cpuControl interface {
 	// EnterAt resets the registers: 64-bit real mode (MSR SF|ME) at pc,
 	// r3 as given, the other GPRs 0.

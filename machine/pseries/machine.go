@@ -1,10 +1,12 @@
 // Package pseries is the PowerPC sPAPR ("pseries") machine: the PAPR
 // hypercalls and RTAS services a guest reaches through
-// KVM_EXIT_PAPR_HCALL, the device tree the guest boots with, and (on
-// ppc64/ppc64le hosts only, in the *_ppc64x.go files) the KVM setup and
-// vCPU loop.
+// KVM_EXIT_PAPR_HCALL, the XICS interrupt controller, the device tree the
+// guest boots with, and the exit handler (loop.go) that vmm's vCPU loop
+// calls for those exits. The KVM layer itself (ioctls, kvm_run, the vCPU
+// loop and kicks) is vmm's; run_ppc64x.go, on ppc64/ppc64le hosts only,
+// builds the VM through vmm's API and runs its vCPUs.
 //
-// Everything except the KVM files is portable and tested on every
+// Everything except run_ppc64x.go is portable and tested on every
 // architecture against guest memory held in a Go byte slice. PAPR data in
 // guest memory is big-endian whatever the guest's or host's byte order.
 package pseries

@@ -17,6 +17,11 @@ const (
 // NVRAM is the partition's non-volatile RAM, reached through the RTAS
 // nvram-fetch and nvram-store services. With a backing file every store is
 // written through before the guest sees success.
+//
+// mu guards data and file and is held across the file write, so stores
+// reach the file in the order the guest made them and a fetch never sees
+// a store the file has not taken. The file's size is the NVRAM's once
+// opened (a shorter file is zero-extended).
 type NVRAM struct {
 	mu   sync.Mutex
 	data []byte
@@ -116,6 +121,9 @@ func nvramArgs(m *Machine, c *rtasCall) (off int64, buf []byte, ok bool) {
 		return 0, nil, false
 	}
 	c.ret(1, 0)
+	// The arguments are 32-bit RTAS cells: off and n cannot be negative
+	// or overflow off+n in int64. The buffer is a real address (the guest
+	// calls RTAS with translation off).
 	off, addr, n := int64(c.arg(0)), uint64(c.arg(1)), int64(c.arg(2))
 	if off+n > int64(m.nvram.Size()) {
 		c.status(RTASParameterError)
@@ -129,6 +137,8 @@ func nvramArgs(m *Machine, c *rtasCall) (off int64, buf []byte, ok bool) {
 	return off, buf, true
 }
 
+// rtasNVRAMFetch is nvram-fetch (PAPR RTAS): copy NVRAM bytes into the
+// guest's buffer.
 func rtasNVRAMFetch(m *Machine, cpu *CPU, c *rtasCall) {
 	off, buf, ok := nvramArgs(m, c)
 	if !ok {
@@ -142,6 +152,8 @@ func rtasNVRAMFetch(m *Machine, cpu *CPU, c *rtasCall) {
 	c.ret(1, uint32(len(buf)))
 }
 
+// rtasNVRAMStore is nvram-store (PAPR RTAS): copy the guest's buffer into
+// the NVRAM, and through to its file before the guest sees success.
 func rtasNVRAMStore(m *Machine, cpu *CPU, c *rtasCall) {
 	off, buf, ok := nvramArgs(m, c)
 	if !ok {

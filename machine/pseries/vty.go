@@ -16,6 +16,10 @@ const vtyInputMax = 4096
 
 // VTY is the PAPR virtual terminal: output goes to an io.Writer, input is
 // buffered until the guest polls it with H_GET_TERM_CHAR.
+//
+// outMu and inMu are never held together: a vCPU writing output never
+// waits for the host's input side, and Feed, which blocks while the
+// buffer is full, holds only inMu (its Cond releases it while waiting).
 type VTY struct {
 	outMu  sync.Mutex
 	out    io.Writer

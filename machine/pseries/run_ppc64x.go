@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/petrel-vmm/petrel/vmm"
 	"github.com/petrel-vmm/petrel/vmm/guestmem"
 )
@@ -20,7 +18,11 @@ const (
 	lpcrILE = 1 << 25 // LPCR[ILE]: take interrupts little-endian
 )
 
-// kvmVM is a pseries VM on vmm's KVM layer on a POWER host.
+// kvmVM is a pseries VM on vmm's KVM layer on a POWER host. It owns the
+// KVM objects and the guest RAM; close releases them in the reverse of
+// the order they depend on each other: vCPUs (their kvm_run mappings),
+// the VM (its memory slot points into ram until the VM fd is closed, and
+// PR KVM's hash table is the VM's), ram, then /dev/kvm.
 type kvmVM struct {
 	kvm      *vmm.KVM
 	vm       *vmm.VM
@@ -29,9 +31,8 @@ type kvmVM struct {
 	vcpus    []*vmm.VCPU
 	exits    []*cpuExits
 	ram      []byte
-	htab     []byte // user-space hash table (PR KVM); nil when KVM owns it
-	firstErr error
-	errOnce  sync.Once
+	firstErr error     // the first vCPU failure, what Run returns
+	errOnce  sync.Once // guards firstErr
 }
 
 // Run boots cfg on KVM and returns when the guest powers off, reboots or
@@ -93,11 +94,19 @@ func (v *kvmVM) runVCPU(c *vmm.VCPU, h *cpuExits) {
 	}
 }
 
+// fail records the first vCPU failure and stops the machine: Run wakes on
+// Done and kicks the other vCPUs.
 func (v *kvmVM) fail(err error) {
 	v.errOnce.Do(func() { v.firstErr = err })
 	v.m.RequestExit(ExitError)
 }
 
+// newKVMVM builds the VM through vmm and loads the guest. Order matters:
+// the VM's PAPR capability is checked before anything is allocated; the
+// vCPUs exist before the hash table (PR KVM's is named by each vCPU's
+// SDR1); the interrupt output and the MMU configurer are in place before
+// a vCPU can run a hypercall that uses them; Boot writes the device tree
+// last, once the hash table's size (ibm,pft-size) is known.
 func newKVMVM(cfg Config) (*kvmVM, error) {
 	v := &kvmVM{}
 	ok := false
@@ -158,65 +167,34 @@ func (v *kvmVM) addVCPU(c *CPU) error {
 	h := newCPUExits(v.m, c, kvmControl{vc})
 	v.exits = append(v.exits, h)
 	vc.Handler = h
-	if err := vc.EnablePAPR(); err != nil {
-		return err
-	}
-	// PR KVM keeps a HIOR (interrupt vector base); a PAPR guest wants its
-	// vectors at 0. HV KVM has no such register, so ENOENT/EINVAL is fine.
-	if err := vc.SetOneReg(vmm.RegPPCHIOR, 0); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-		return err
-	}
-	return nil
+	return vc.EnablePAPR()
 }
 
-// setupHTAB gives the guest its hash page table: HV KVM allocates it
-// itself (KVM_PPC_ALLOCATE_HTAB); PR KVM, which lacks that ioctl, reads
-// one from our memory through SDR1 = host address | (shift - 18), as QEMU
-// does for PR.
+// setupHTAB gives the guest its hash page table, of the size QEMU picks
+// for the RAM, and returns its shift for ibm,pft-size (vmm.VM.SetupHashTable:
+// KVM's under HV, ours under PR). KVM-HV nested in a pseries partition has
+// none and runs its guests in radix mode only: the VM starts with a radix
+// process table entry (no table yet; the guest registers one with
+// H_REGISTER_PROC_TBL), and shift 0 leaves ibm,pft-size out.
 func (v *kvmVM) setupHTAB(ram uint64) (uint32, error) {
-	shift := htabShiftFor(ram)
-	got, err := v.vm.AllocateHTAB(shift)
-	switch {
-	case err == nil:
-		return got, nil
-	case errors.Is(err, unix.EOPNOTSUPP):
-		// KVM-HV nested in a pseries partition runs its guests in radix
-		// mode only: no hash table, ibm,pft-size is left out.
-		if !v.vm.RadixMMU() {
-			return 0, fmt.Errorf("KVM offers neither a hash page table (%v) nor radix", err)
-		}
-		radix := MMUConfig{Radix: true, GTSE: true, ProcessTable: pate1GR}
-		if err := v.vm.ConfigureV3MMU(radix.Radix, radix.GTSE, radix.ProcessTable); err != nil {
-			return 0, err
-		}
-		v.m.initMMU(radix)
-		return 0, nil
-	case !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL):
+	shift, err := v.vm.SetupHashTable(htabShiftFor(ram), v.vcpus)
+	if !errors.Is(err, vmm.ErrRadixOnly) {
+		return shift, err
+	}
+	radix := MMUConfig{Radix: true, GTSE: true, ProcessTable: pate1GR}
+	if err := v.vm.ConfigureV3MMU(radix.Radix, radix.GTSE, radix.ProcessTable); err != nil {
 		return 0, err
 	}
-	size := 1 << shift
-	// SDR1 needs the table aligned to its size: over-allocate and align.
-	buf, err := unix.Mmap(-1, 0, 2*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return 0, fmt.Errorf("allocating the hash page table: %w", err)
-	}
-	off := (uint64(size) - hostAddr(buf)%uint64(size)) % uint64(size)
-	v.htab = buf
-	sdr1 := (hostAddr(buf) + off) | uint64(shift-18)
-	for _, c := range v.vcpus {
-		s, err := c.Sregs()
-		if err != nil {
-			return 0, err
-		}
-		s.SDR1 = sdr1
-		if err := c.SetSregs(s); err != nil {
-			return 0, err
-		}
-	}
-	return shift, nil
+	v.m.initMMU(radix)
+	return 0, nil
 }
 
 // interruptLine is the XICS output: KVM_INTERRUPT on the server's vCPU.
+// The ICS calls it with its lock held, on the goroutine that changed the
+// ICS (a vCPU's H_IPI, H_EOI or RTAS call, or a device raising a source):
+// POWER takes KVM_INTERRUPT from any thread, and it takes no lock of the
+// machine's.
+// A failure is logged, not fatal: the guest sees a lost interrupt.
 func (v *kvmVM) interruptLine(server uint32, raise bool) {
 	if int(server) >= len(v.vcpus) {
 		return
@@ -232,9 +210,6 @@ func (v *kvmVM) close() {
 	}
 	if v.m != nil {
 		v.m.NVRAM().Close()
-	}
-	if v.htab != nil {
-		unix.Munmap(v.htab)
 	}
 	if v.vm != nil {
 		v.vm.Close()
@@ -253,7 +228,9 @@ type kvmControl struct{ v *vmm.VCPU }
 // EnterAt sets the registers a CPU starts with: 64-bit real mode at pc
 // with r3 (for the boot CPU r3 = the device tree, r4 = kernel base 0 and
 // r5 = 0: "no Open Firmware client interface", Linux's flattened-tree
-// entry convention).
+// entry convention). MSR is SF|ME only: IR and DR off (real mode), EE
+// off, big-endian (MSR[LE] 0), the state QEMU's rtas_start_cpu gives a
+// started CPU too.
 func (c kvmControl) EnterAt(pc, r3 uint64) error {
 	r, err := c.v.Regs()
 	if err != nil {
