@@ -14,6 +14,9 @@ import (
 	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
+// init registers `petrel ivshmem-server`, the counterpart of QEMU's
+// contrib/ivshmem-server that ivshmem-doorbell devices (Petrel's or QEMU's)
+// connect to through -chardev socket.
 func init() {
 	register("ivshmem-server", "inter-VM shared memory server (QEMU ivshmem-server compatible)", runIvshmemServer)
 }
@@ -46,6 +49,10 @@ func runIvshmemServer(args []string) int {
 		fmt.Fprintf(os.Stderr, "ivshmem-server: -l: %v\n", err)
 		return 2
 	}
+	// -m names a POSIX shm object as QEMU's server does (shm_open's name,
+	// i.e. a file in /dev/shm); a directory instead is taken as a hugetlbfs
+	// mount, in which server.New creates an object of its own that has no
+	// name (hostmem.AnonymousIn).
 	shmPath, err := hostmem.ShmPath(*shmName)
 	if st, serr := os.Stat(*shmName); serr == nil && st.IsDir() {
 		shmPath, err = *shmName, nil
@@ -75,6 +82,8 @@ func runIvshmemServer(args []string) int {
 	if *verbose {
 		logger.Printf("listening on %s, memory %s (%d bytes), %d vectors", *sock, shmPath, size, *vectors)
 	}
+	// Closing the server makes Serve return nil, so a signal ends the
+	// process through the normal path and the deferred pid file removal.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {

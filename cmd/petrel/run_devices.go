@@ -29,9 +29,12 @@ import (
 // The references between them (drive=, memdev=, chardev=) are checked here
 // so that a typo fails before anything is opened.
 type deviceOptions struct {
+	// Each field holds one option's occurrences as given, parsed only by
+	// parse (so that all errors come after flag parsing, in one place).
 	blockdevs, objects, chardevs, devices, netdevs, nics listFlag
 }
 
+// register declares the options on fs.
 func (o *deviceOptions) register(fs *flag.FlagSet) {
 	fs.Var(&o.blockdevs, "blockdev", "driver=qcow2|qed|raw,node-name=N,file.driver=file,file.filename=PATH[,read-only=on][,cache.direct=on] or its JSON form (repeatable)")
 	fs.Var(&o.objects, "object", "memory-backend-file,id=ID,share=on,mem-path=PATH,size=SIZE or memory-backend-shm,id=ID,size=SIZE (repeatable)")
