@@ -75,8 +75,14 @@ func LoadPVH(path, cacheDir string) (elfData []byte, entry uint32, cached bool, 
 	if cacheDir, err = resolveCacheDir(cacheDir); err != nil {
 		return nil, 0, false, err
 	}
+	// The key is the bzImage's content, not its path or mtime: a kernel
+	// rebuilt in place never meets a stale entry, and two paths to one
+	// kernel share one. Entries are never evicted; the directory is the
+	// user's to clean.
 	sum := sha256.Sum256(data)
 	file := filepath.Join(cacheDir, hex.EncodeToString(sum[:])+".vmlinux")
+	// A hit is trusted only as far as its PVH note parses: the cache
+	// directory is the user's, and a damaged entry is rebuilt below.
 	if c, err := os.ReadFile(file); err == nil {
 		if e, ok := FindPVHEntry(c); ok {
 			return c, e, true, nil
@@ -165,6 +171,9 @@ func writeAtomic(dir, file string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating kernel cache: %w", err)
 	}
+	// The temporary file is in dir itself, so the rename cannot cross a
+	// file system. Two processes caching the same kernel at once both
+	// rename a complete, identical file; the last one wins.
 	tmp, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
 		return fmt.Errorf("creating kernel cache entry: %w", err)
