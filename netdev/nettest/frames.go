@@ -85,7 +85,7 @@ func UDP(src, dst netip.AddrPort, payload []byte, partial bool) []byte {
 	if partial {
 		// The folded pseudo-header sum, not complemented: what a sender
 		// using VIRTIO_NET_HDR_F_NEEDS_CSUM leaves for the other end to
-		// complete (virtio 1.2 §5.1.6.2).
+		// complete (virtio 1.2, 5.1.6.2 "Packet Transmission").
 		binary.BigEndian.PutUint16(u[6:], ^Checksum(ps, nil))
 	} else {
 		c := Checksum(ps, u)

@@ -109,10 +109,11 @@ func (t *Tap) SetOffloads(o netdev.Offloads) error {
 		if o.TSO6 {
 			flags |= unix.TUN_F_TSO6
 		}
-		// The flags mirror the guest's negotiated features (virtio 1.2
-		// §5.1.3.1: GUEST_TSO4/6, GUEST_ECN and GUEST_UFO need
-		// GUEST_CSUM); none is set without Csum, since the kernel sends
-		// GSO frames only to a reader that accepts partial checksums.
+		// The flags mirror the guest's negotiated features (virtio 1.2,
+		// 5.1.3.1 "Feature bit requirements": GUEST_TSO4/6, GUEST_ECN
+		// and GUEST_UFO need GUEST_CSUM); none is set without Csum, since
+		// the kernel sends GSO frames only to a reader that accepts
+		// partial checksums.
 		if o.ECN && (o.TSO4 || o.TSO6) {
 			flags |= unix.TUN_F_TSO_ECN
 		}
