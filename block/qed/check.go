@@ -22,9 +22,12 @@ func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	return img.check(mode)
 }
 
-// usedSet is a bitmap of host clusters referenced so far.
+// usedSet is a bitmap of host clusters referenced so far, one bit per
+// cluster of the file, indexed by host offset / cluster size.
 type usedSet []uint64
 
+// mark sets cluster c's bit; fresh is false if it was already set, i.e. c
+// is referenced a second time (spec "Consistency checking", invariant 1).
 func (u usedSet) mark(c int64) (fresh bool) {
 	w, b := c/64, uint(c%64)
 	if u[w]&(1<<b) != 0 {
@@ -34,9 +37,14 @@ func (u usedSet) mark(c int64) (fresh bool) {
 	return true
 }
 
+// has reports whether cluster c is referenced.
 func (u usedSet) has(c int64) bool { return u[c/64]&(1<<uint(c%64)) != 0 }
 
 // check does the work of Check; caller holds mu (or is opening the image).
+// It works from the file as it is now (Stat), not fileSize, so clusters
+// appended by a crashed writer count as leaks. Counters follow QEMU's
+// qed-check: TotalClusters covers image_size; AllocatedClusters and
+// FragmentedClusters count data entries, bad ones included.
 func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	var res block.CheckResult
 	fix := mode != block.RepairNone
