@@ -10,6 +10,11 @@ import "fmt"
 // set) is flushed first; the L2 cache depends on the refcount cache so an L2
 // entry never reaches the disk before the refcount that makes its cluster
 // allocated.
+//
+// Fields: img is the image whose file backs the tables; name names the
+// table kind in errors; max is the capacity in tables (at least 4);
+// entries maps a table's host offset to its entry; tick is a counter
+// stamped on each lookup, for LRU eviction.
 type tableCache struct {
 	img     *Image
 	name    string
@@ -22,6 +27,11 @@ type tableCache struct {
 	noBarrier bool
 }
 
+// cacheEntry is one cached table: off is its host offset, data its
+// cluster-sized contents (big-endian entries, as on disk), dirty whether
+// data differs from the file, used the tick of its last lookup. Entries
+// are recycled on eviction, data buffer included, so a caller must not
+// keep an entry across another lookup on the same cache.
 type cacheEntry struct {
 	off   int64
 	data  []byte
@@ -29,6 +39,8 @@ type cacheEntry struct {
 	used  uint64
 }
 
+// newTableCache returns an empty cache of max tables (raised to 4, so that
+// an operation touching a few tables at once does not evict its own).
 func newTableCache(img *Image, name string, max int) *tableCache {
 	if max < 4 {
 		max = 4
@@ -53,6 +65,11 @@ func (c *tableCache) getEmpty(off int64) (*cacheEntry, error) {
 	return e, nil
 }
 
+// lookup finds the entry for off or makes room for it, evicting the least
+// recently used table (written back first if dirty, after its
+// dependencies). With read, a new entry is filled from the file; without,
+// its contents are whatever the recycled buffer held, for getEmpty to
+// clear. A failed read leaves no entry behind.
 func (c *tableCache) lookup(off int64, read bool) (*cacheEntry, error) {
 	c.tick++
 	if e, ok := c.entries[off]; ok {
@@ -114,6 +131,8 @@ func (c *tableCache) prepareWrite() error {
 	return nil
 }
 
+// writeEntry writes e to its place in the file and marks it clean. It does
+// not order: callers run prepareWrite first.
 func (c *tableCache) writeEntry(e *cacheEntry) error {
 	if err := c.img.writeMeta(e.data, e.off); err != nil {
 		return fmt.Errorf("writing %s at %#x: %w", c.name, e.off, err)

@@ -33,10 +33,15 @@ func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	return res, nil
 }
 
-// maxCheckClusters bounds the reference counter array (1 GiB).
+// maxCheckClusters bounds the reference counter array: 2^28 clusters of 4
+// bytes each, 1 GiB of memory; a larger image file is refused rather than
+// risking the VMM's or qemu-img's memory.
 const maxCheckClusters = 1 << 28
 
-// refScan is the state of one walk over the metadata.
+// refScan is the state of one walk over the metadata. img is the image
+// being checked; res receives the counts and messages; fileEnd is the
+// file's size at the start of the scan, in bytes (refs has one counter
+// per cluster up to it, and a reference beyond it is an error).
 type refScan struct {
 	img       *Image
 	refs      []uint32 // references per host cluster index
@@ -49,6 +54,9 @@ type refScan struct {
 	dropped    []int // indices of snapshot table entries a repair deletes
 }
 
+// errorf records a finding with qemu-img check's "ERROR " prefix: with
+// corrupt a corruption (metadata is wrong), otherwise a check error (the
+// check could not read something), which qemu-img counts apart.
 func (s *refScan) errorf(corrupt bool, format string, a ...any) {
 	msg := fmt.Sprintf(format, a...)
 	if corrupt {
@@ -243,7 +251,15 @@ func (s *refScan) snapshotEntry(i int, sn snapshot, repair bool) {
 	}
 }
 
-// check implements Check under img.mu.
+// check implements Check under img.mu. It counts references (scan),
+// compares each host cluster's refcount with them (a block-less range
+// counts as refcount 0; leaks beyond the file's end are found through the
+// refcount blocks), then checks copied flags. Repairs: RepairLeaks lowers
+// each leaked refcount to its reference count; RepairAll drops entries
+// that cannot be valid, rebuilds all refcounts, fixes copied flags,
+// rewrites the snapshot table if needed, and reports the state a fresh
+// check finds afterwards with how much it fixed, as qemu-img does.
+// ImageEndOffset is the end of the last cluster in use or counted.
 func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	var res block.CheckResult
 	s, snaps, tableSize, err := img.scan(&res, true, mode == block.RepairAll)
@@ -368,7 +384,8 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	return res, nil
 }
 
-// recheck runs a plain check into res.
+// recheck runs a plain check into res (and returns it), for the report
+// after a repair.
 func (img *Image) recheck(res *block.CheckResult) (block.CheckResult, error) {
 	r, err := img.check(block.RepairNone)
 	*res = r

@@ -5,7 +5,12 @@ import (
 	"fmt"
 )
 
-// L1/L2 entry bits (spec "Cluster mapping").
+// L1/L2 entry bits (spec "Cluster mapping"): bit 63 COPIED (refcount
+// exactly 1, accurate only in tables reachable from the active L1), bit 62
+// compressed (L2 only), bit 0 reads-as-zero (standard L2 entries, version
+// 3), bits 9-55 the cluster-aligned host offset. subclusters is the count
+// per cluster of an extended L2 entry (QEMU's docs/interop/qcow2.txt,
+// "Extended L2 Entries"; not in the 1.2 spec).
 const (
 	oflagCopied     = 1 << 63
 	oflagCompressed = 1 << 62
@@ -26,7 +31,8 @@ const (
 )
 
 // mapping is the answer to "where is this guest range", computed under the
-// metadata lock so that data I/O can run without it.
+// metadata lock so that data I/O can run without it. kind says how to read
+// the range (see mapKind).
 type mapping struct {
 	kind   mapKind
 	host   int64  // mapData: host offset of the first byte
@@ -51,6 +57,9 @@ func (img *Image) l2Entry(tbl []byte, i int64) (uint64, uint64) {
 	return binary.BigEndian.Uint64(tbl[i*8:]), 0
 }
 
+// setL2Entry stores the first word of entry i (the offset and flags); the
+// bitmap of an extended entry is setL2Bitmap's. It only changes the cached
+// table: callers mark the cache entry dirty.
 func (img *Image) setL2Entry(tbl []byte, i int64, v uint64) {
 	binary.BigEndian.PutUint64(tbl[i<<img.l2EntryShift:], v)
 }
@@ -68,7 +77,9 @@ func (img *Image) setL2Bitmap(tbl []byte, i int64, bm uint64) {
 }
 
 // l2TableOffset returns the validated L2 table offset from L1 entry l1i (0
-// when unallocated).
+// when unallocated, or when l1i is past the table: a snapshot's L1 may be
+// shorter than the active one). Flags and reserved bits are masked off;
+// an unaligned offset or one inside the header cluster is corruption.
 func (img *Image) l2TableOffset(l1 []uint64, l1i int64) (int64, error) {
 	if l1i >= int64(len(l1)) {
 		return 0, nil
@@ -144,7 +155,11 @@ func (img *Image) resolveIn(l1 []uint64, off, n int64) (mapping, error) {
 	return m, nil
 }
 
-// classify decodes one L2 entry for the guest offset off.
+// classify decodes one L2 entry for the guest offset off (only its offset
+// within the cluster matters). A compressed entry is returned undecoded
+// (compressedRange does that when it is read); for a standard entry the
+// zero flag wins over the host offset, as the spec says (a preallocated
+// zero cluster reads zeroes, not its host data, nor the backing file).
 func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 	cs := img.clusterSize
 	m := mapping{l2e: l2e}
@@ -225,7 +240,9 @@ func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCo
 	return m, nil
 }
 
-// loadL1 reads an L1 table of n entries at off.
+// loadL1 reads an L1 table of n entries at off, entries kept as on disk
+// (flags included). The caller has bounded n (parseHeader: at most
+// maxL1Bytes; snapshot tables likewise).
 func (img *Image) loadL1(off int64, n uint32) ([]uint64, error) {
 	raw := make([]byte, int64(n)*8)
 	if err := img.readMeta(raw, off); err != nil {
@@ -238,7 +255,9 @@ func (img *Image) loadL1(off int64, n uint32) ([]uint64, error) {
 	return l1, nil
 }
 
-// writeL1Entry writes active L1 entry i through to disk.
+// writeL1Entry writes active L1 entry i through to disk, without a sync:
+// the L1 write is the last step of an allocation, and what it points to
+// has been written (and, where the order matters, synced) before it.
 func (img *Image) writeL1Entry(i int64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], img.l1[i])
@@ -310,7 +329,8 @@ func (img *Image) l2ForWrite(l1i int64) (int64, error) {
 }
 
 // dropRef drops one reference to a metadata cluster, forgetting its cached
-// copy when it becomes free.
+// copy when it becomes free, so that a later allocation of the same host
+// cluster (as data, say) is never overwritten by a stale dirty table.
 func (img *Image) dropRef(off int64) error {
 	if err := img.addRefcount(off>>img.clusterBits, -1); err != nil {
 		return err
@@ -323,7 +343,12 @@ func (img *Image) dropRef(off int64) error {
 }
 
 // compressedRange returns the host byte range of a compressed cluster
-// descriptor (spec "Compressed Clusters Descriptor").
+// descriptor (spec "Compressed Clusters Descriptor"), read as QEMU's
+// current docs/interop/qcow2.txt words it: bits 0 to x-1 are the host
+// offset (any byte), the bits from x up count the 512-byte sectors used
+// beyond the one holding the offset. size therefore runs from off to the
+// end of the last sector and may include a few bytes past the compressed
+// stream.
 func (img *Image) compressedRange(l2e uint64) (off, size int64) {
 	x := 62 - (img.clusterBits - 8)
 	desc := l2e & (1<<62 - 1)

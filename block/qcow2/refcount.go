@@ -11,6 +11,17 @@ const reftOffsetMask = 0xfffffffffffffe00
 // Refcount handling, like qcow2-refcount.c. Every function here runs under
 // Image.mu. Refcount blocks live in img.rbc; the refcount table is held in
 // memory (img.rt) and written through entry by entry.
+//
+// Meaning (spec "Host cluster management"): 0 free, 1 used by one table
+// entry (the COPIED flag's condition), 2 or more shared with a snapshot,
+// so a write must copy. Host cluster idx is counted by entry
+// idx % rbEntries of the block that table entry idx / rbEntries points at;
+// a table entry of 0 means every cluster it would cover is free.
+//
+// Allocation never runs behind the caller's back: allocClusters sets the
+// new refcounts (in the cache) before the caller writes any table that
+// points at the clusters, and the cache dependency writes refcount blocks
+// before L2 tables.
 
 // refcountAt decodes entry i of a refcount block of width img.rcBits.
 func (img *Image) refcountAt(blk []byte, i int64) uint64 {
@@ -29,6 +40,9 @@ func (img *Image) refcountAt(blk []byte, i int64) uint64 {
 	}
 }
 
+// setRefcountAt stores v in entry i of a refcount block, the inverse of
+// refcountAt; v must fit the width (addRefcount checks). Only the cached
+// block changes: callers mark the entry dirty.
 func (img *Image) setRefcountAt(blk []byte, i int64, v uint64) {
 	switch w := img.rcBits; w {
 	case 64:
@@ -81,7 +95,11 @@ func (img *Image) getRefcount(idx int64) (uint64, error) {
 }
 
 // addRefcount adds delta to the refcount of host cluster idx, which must be
-// covered by an allocated refcount block.
+// covered by an allocated refcount block. Underflow is corruption (some
+// table referenced a cluster it was not counted for); overflow of the
+// refcount width is an ordinary error (too many snapshots share it). The
+// first change on a lazy-refcounts image sets the dirty bit first. A
+// cluster reaching 0 lowers freeHint so that it is found again.
 func (img *Image) addRefcount(idx, delta int64) error {
 	if err := img.markDirty(); err != nil {
 		return err
@@ -181,7 +199,9 @@ func (img *Image) allocClusters(n int64) (int64, error) {
 	}
 }
 
-// findFree returns the first run of n free clusters at or after freeHint.
+// findFree returns the first run of n free clusters at or after freeHint
+// (never cluster 0, the header). It only looks: nothing is reserved until
+// allocClusters sets the refcounts, which is why both run under mu.
 func (img *Image) findFree(n int64) (int64, error) {
 	start := max(img.freeHint, 1)
 	run := int64(0)
@@ -359,7 +379,10 @@ func (img *Image) growRefcountTable(a int64) error {
 	return nil
 }
 
-// noteEnd raises fileEnd to cover newly allocated space.
+// noteEnd raises fileEnd to cover newly allocated space; it never lowers
+// it. fileEnd is atomic because classify's sanity check also runs without
+// mu (cowRead, from writeNewClusters); the raises themselves happen under
+// mu.
 func (img *Image) noteEnd(end int64) {
 	for {
 		cur := img.fileEnd.Load()
@@ -380,7 +403,9 @@ func (img *Image) freeClusters(off, n int64) error {
 	return nil
 }
 
-// loadRefcountTable reads the refcount table named by the header.
+// loadRefcountTable reads the refcount table named by the header, whole:
+// parseHeader bounded it by maxRefcountTable (8 MiB), so it is always kept
+// in memory.
 func (img *Image) loadRefcountTable() error {
 	n := int64(img.hdr.rtClusters) * img.clusterSize / 8
 	raw := make([]byte, n*8)

@@ -11,7 +11,8 @@ import (
 )
 
 // updateTree adds addend to the refcount of every L2 table and data
-// cluster reachable from l1 (QEMU's qcow2_update_snapshot_refcount); with
+// cluster reachable from l1 (a compressed cluster counts once for each
+// host cluster its bytes touch, as QEMU counts them) (QEMU's qcow2_update_snapshot_refcount); with
 // active, the copied flags of l1 (in place) and its L2 tables are then set
 // from the resulting refcounts. On failure (a refcount would overflow its
 // width, corrupt metadata) the changes made so far are undone, so the
@@ -144,6 +145,8 @@ func (img *Image) clearCopied(l1 []uint64) error {
 	return nil
 }
 
+// withCopied returns an L1 or L2 entry with QCOW_OFLAG_COPIED set or
+// cleared, the rest unchanged.
 func withCopied(ent uint64, copied bool) uint64 {
 	if copied {
 		return ent | oflagCopied
@@ -168,7 +171,9 @@ func (img *Image) writeActiveL1() error {
 	return nil
 }
 
-// Snapshots lists the internal snapshots.
+// Snapshots lists the internal snapshots in table order, as qemu-img
+// snapshot -l prints them. DiskSize is each snapshot's virtual size (the
+// current one for entries that lack the field).
 func (img *Image) Snapshots() ([]block.SnapshotInfo, error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -203,6 +208,10 @@ func (img *Image) lockForSnapshot() ([]snapshot, int64, error) {
 	return snaps, size, nil
 }
 
+// findSnapshot returns the index of the snapshot whose ID is nameOrID, or
+// failing that the first whose name is, or -1. IDs are tried first, as
+// QEMU's find_snapshot_by_id_or_name does, so a snapshot named "2" cannot
+// shadow the one with ID 2.
 func findSnapshot(snaps []snapshot, nameOrID string) int {
 	for i, sn := range snaps {
 		if sn.id == nameOrID {

@@ -10,7 +10,13 @@ var errReadOnly = errors.New("qcow2 image is opened read-only")
 
 // writeAt writes guest data. Clusters owned by this image alone are
 // overwritten in place without the metadata lock; others (unallocated,
-// zero, compressed, shared with a snapshot) get fresh clusters.
+// zero, compressed, shared with a snapshot) get fresh clusters. A write
+// to a guest cluster another writer is allocating waits for that
+// allocation (inflight) and then resolves again, so the second writer
+// sees, and overwrites in place, the first one's new cluster instead of
+// allocating a second one. With extended L2, a write not covering whole
+// clusters goes through subclusterWrite, which can allocate single
+// subclusters.
 func (img *Image) writeAt(p []byte, off int64) (int, error) {
 	if img.readOnly {
 		return 0, errReadOnly
@@ -128,7 +134,10 @@ func (img *Image) allocWrite(p []byte, off int64) (int, error) {
 
 // writeNewClusters writes p (guest offset off) into the k = len(olds) new
 // host clusters at host, filling partially written clusters from their old
-// content (copy-on-write).
+// content (copy-on-write). Only the first and last clusters can be partial;
+// the fully covered middle goes out in one write straight from p. Runs
+// without mu: the new clusters are reachable from no table yet, and
+// inflight keeps other writers off their guest clusters.
 func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) error {
 	cs := img.clusterSize
 	k := int64(len(olds))
@@ -172,7 +181,9 @@ func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) err
 }
 
 // cowRead fills buf with the current content of the guest cluster at g,
-// described by its old L2 entry.
+// described by its old L2 entry: data, zeroes, the backing file (for
+// unallocated runs, as the spec's "Cluster mapping" says reads go there),
+// or a decompressed cluster. Bytes past the virtual size are zero.
 func (img *Image) cowRead(buf []byte, g int64, old l2Pair) error {
 	// The last cluster may extend beyond the virtual size.
 	n := min(int64(len(buf)), img.Size()-g)
@@ -199,7 +210,10 @@ func (img *Image) cowRead(buf []byte, g int64, old l2Pair) error {
 	return nil
 }
 
-// l2Pair is an L2 entry with its subcluster bitmap (0 without extended L2).
+// l2Pair is an L2 entry with its subcluster bitmap (0 without extended L2):
+// e is the 64-bit entry as on disk (offset and flags), bm the second
+// 64-bit word of an extended entry (allocation and zero bits per
+// subcluster).
 type l2Pair struct{ e, bm uint64 }
 
 // inPlace reports whether a cluster can be overwritten where it is: owned
@@ -216,7 +230,13 @@ func (img *Image) inPlace(e, bm uint64) bool {
 }
 
 // linkClusters points L2 entries [l2i, l2i+len(olds)) of table l1i at the
-// new clusters from host and releases what the old entries held.
+// new clusters from host and releases what the old entries held. The new
+// entries carry QCOW_OFLAG_COPIED: their refcount is exactly 1. When
+// nothing is released the L2 table just stays dirty in the cache (written
+// at the next flush or eviction, after the refcount blocks); otherwise it
+// is written now, behind a barrier, before the old clusters' refcounts
+// drop, so a crash can leak the old clusters but never leave an entry
+// pointing at a freed one.
 func (img *Image) linkClusters(l1i, l2i, host int64, olds []l2Pair) error {
 	l2off, err := img.l2ForWrite(l1i)
 	if err != nil {
