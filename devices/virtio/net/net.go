@@ -82,6 +82,8 @@ type mtuBackend interface{ MTU() int }
 
 // Options configure a virtio-net device.
 type Options struct {
+	// MAC is the address offered in the configuration space
+	// (VIRTIO_NET_F_MAC) and the receive filter's initial own address.
 	MAC [6]byte
 	// QueueSize is each queue's maximum size (default 256).
 	QueueSize uint16
@@ -90,6 +92,8 @@ type Options struct {
 // Stats count what the device dropped and why; the backend counts what
 // it moved.
 type Stats struct {
+	// TxFrames and RxFrames count frames passed to the backend and placed
+	// in the guest's buffers.
 	TxFrames, RxFrames atomic.Uint64
 	// TxDropped: malformed chains, bad headers, runt or oversized frames,
 	// backend send errors.
@@ -107,11 +111,15 @@ type Stats struct {
 // virtio.QueueServer (the receive queue waits for frames) and
 // netdev.Receiver.
 type Net struct {
-	be  netdev.Backend
-	o   Options
+	be netdev.Backend
+	o  Options
+	// cfg is struct virtio_net_config as the driver reads it: mac,
+	// status (link up), max_virtqueue_pairs, mtu.
 	cfg [configSize]byte
 	mtu int // offered with VIRTIO_NET_F_MTU; 0: not offered
 
+	// features are the negotiated features, read by the queue goroutines
+	// and the backend's receive path.
 	features atomic.Uint64
 	// maxTx is the longest frame (without the net header) the driver may
 	// transmit under the negotiated features.
@@ -124,9 +132,11 @@ type Net struct {
 	// (Receive) and the queue's (QueueNotified), and guards the receive
 	// filter the control queue sets. Lock order: virtio PCI.mu (held by
 	// Reset) before rxMu; rxMu before pci.MSIX.
-	rxMu     sync.Mutex
-	rx       rxState
-	filter   filter
+	rxMu   sync.Mutex
+	rx     rxState
+	filter filter
+	// released is set by Release; frames from the backend are then
+	// dropped.
 	released bool
 
 	Stats Stats
@@ -370,6 +380,7 @@ func ParseMAC(s string) ([6]byte, error) {
 	return m, nil
 }
 
+// unhex decodes one hex digit of a MAC address, either case.
 func unhex(c byte) (byte, bool) {
 	switch {
 	case '0' <= c && c <= '9':
