@@ -12,6 +12,8 @@ var ErrCorrupt = errors.New("corrupt saved machine state")
 // Enc appends a section's fields. The zero value is ready to use.
 type Enc struct{ b []byte }
 
+// U8, U16, U32 and U64 append a fixed-width little-endian integer; there
+// is no padding or alignment between fields.
 func (e *Enc) U8(v uint8)   { e.b = append(e.b, v) }
 func (e *Enc) U16(v uint16) { e.b = binary.LittleEndian.AppendUint16(e.b, v) }
 func (e *Enc) U32(v uint32) { e.b = binary.LittleEndian.AppendUint32(e.b, v) }
@@ -48,15 +50,17 @@ func (e *Enc) Data() []byte { return e.b }
 // return zero values, and Err (or Finish) reports it, so a device reads all
 // its fields and checks once.
 type Dec struct {
-	b       []byte
-	off     int
-	err     error
-	section string
+	b       []byte // the section's payload
+	off     int    // next byte to read
+	err     error  // first failure, sticky
+	section string // the section's name, for errors
 }
 
 // NewDec reads b, the payload of the named section (the name is for errors).
 func NewDec(section string, b []byte) *Dec { return &Dec{b: b, section: section} }
 
+// take returns the next n bytes of the payload, aliasing it, or nil once
+// anything has failed; reading past the end is ErrCorrupt.
 func (d *Dec) take(n int) []byte {
 	if d.err != nil {
 		return nil
@@ -70,6 +74,8 @@ func (d *Dec) take(n int) []byte {
 	return p
 }
 
+// U8, U16, U32 and U64 read what Enc's methods of the same name wrote;
+// they return 0 after a failure.
 func (d *Dec) U8() uint8 {
 	if p := d.take(1); p != nil {
 		return p[0]
