@@ -25,6 +25,8 @@ func init() {
 // always runs in the foreground (-F is accepted for compatibility) and
 // stops cleanly on SIGINT or SIGTERM.
 func runIvshmemServer(args []string) int {
+	// The defaults are QEMU's ivshmem-server's: socket /tmp/ivshmem_socket,
+	// shm object "ivshmem", 4 MiB, one vector.
 	fs := flag.NewFlagSet("ivshmem-server", flag.ContinueOnError)
 	sock := fs.String("S", "/tmp/ivshmem_socket", "UNIX socket path")
 	shmName := fs.String("m", "ivshmem", "POSIX shared memory object name (in /dev/shm), or a directory (hugetlbfs mount) for an unlinked object")

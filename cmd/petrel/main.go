@@ -29,6 +29,9 @@ var commands = map[string]command{}
 // personas are programs petrel stands in for when invoked under their name
 // (a `qemu-img` symlink to petrel behaves as qemu-img); each gets every
 // argument after the program name.
+//
+// The name is the base name of os.Args[0], so the symlink may live
+// anywhere; a persona takes precedence over subcommands entirely.
 var personas = map[string]func(args []string) int{}
 
 // register adds a subcommand; a duplicate name is a programming error.

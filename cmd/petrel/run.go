@@ -67,6 +67,9 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 		disks, drives               listFlag
 		nographic                   bool
 	)
+	// Option names and syntax follow QEMU's where QEMU has the option
+	// (but -m defaults to 256M, not QEMU's 128M); -disk, -boot-protocol
+	// and -kernel-cache are Petrel's own.
 	fs.StringVar(&o.cfg.Kernel, "kernel", "", "kernel: bzImage or ELF vmlinux with a PVH note")
 	fs.StringVar(&o.cfg.Initrd, "initrd", "", "initial ramdisk")
 	fs.StringVar(&o.cfg.Cmdline, "append", "", "kernel command line")
@@ -150,6 +153,9 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 // the QMP socket exist before pc.New so that their errors come before the
 // machine is built, and QMP serves only after -loadvm has restored the
 // machine, so a client never sees the state before the restore.
+// Exit status: 0 when the run ends normally (guest power-off, signal,
+// quit), 1 when the machine cannot be built, restored or run, 2 for bad
+// options.
 func runMain(args []string) int {
 	o, err := parseRunArgs(args, os.Stderr)
 	if err != nil {

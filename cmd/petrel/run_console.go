@@ -53,6 +53,10 @@ func openConsole(mode string) (*console, error) {
 	if err != nil {
 		return c, nil // not a terminal: plain pipe, no escapes
 	}
+	// cfmakeraw(3)'s settings but OPOST: no line editing or echo, no
+	// signals (Ctrl-C and Ctrl-Z go to the guest, as under QEMU; Ctrl-a x
+	// quits), 8-bit clean input. VMIN 1 and VTIME 0: a read returns as
+	// soon as one byte is there, so keys reach the guest at once.
 	raw := *old
 	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
 	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
@@ -88,8 +92,10 @@ const escapeHelp = "\r\nC-a h    print this help\r\nC-a x    exit petrel\r\nC-a 
 
 // escapeReader filters QEMU's Ctrl-a escapes out of terminal input.
 type escapeReader struct {
-	r    io.Reader
-	out  io.Writer // where help and the "terminated" notice go (stderr)
+	r   io.Reader // the raw terminal (os.Stdin)
+	out io.Writer // where help and the "terminated" notice go (stderr)
+	// quit is called for Ctrl-a x; the bytes after it in the same read
+	// still go to the guest, which is about to stop anyway.
 	quit func()
 	// esc is set after a Ctrl-a until the next byte; it survives across
 	// Reads, since the two bytes of an escape may arrive in two reads.
@@ -171,7 +177,7 @@ func newInputHub(r io.Reader) *inputHub {
 
 // session is one machine's view of the hub; it ends (io.EOF) when closed.
 type session struct {
-	hub  *inputHub
+	hub  *inputHub     // the console reader this session takes chunks from
 	done chan struct{} // closed by Close
 	// pending is the rest of the last chunk taken from the hub, returned
 	// by the next Reads before another chunk is taken.

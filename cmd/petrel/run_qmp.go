@@ -35,7 +35,7 @@ type qmpFront struct {
 	wait bool
 	// first is closed (once, through once) when the first client connects.
 	first chan struct{}
-	once  sync.Once
+	once  sync.Once // closes first exactly once, however many clients come
 	// closed is closed by Close; it releases waitClient.
 	closed chan struct{}
 }
