@@ -42,6 +42,8 @@ var Flags = []string{
 var libSources = []string{"start.S", "guest.c", "virtio.c"}
 
 // Dir is the directory of this package's source (lib/ and progs/ are under it).
+// It comes from the compiled-in source path (runtime.Caller), so it holds
+// wherever the test binary runs from, as long as the source tree is there.
 func Dir() string {
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
