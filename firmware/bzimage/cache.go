@@ -107,6 +107,8 @@ func LoadPVH(path, cacheDir string) (elfData []byte, entry uint32, cached bool, 
 // only hashed (streamed) and the cached vmlinux opened. The caller closes f.
 // On a miss the kernel is decompressed and cached first; when the cache
 // cannot be written the ELF is served from a temporary file, removed on open.
+// cached is true only when the entry was there before the call, so -v can
+// tell a cache hit from a decompression that just filled the cache.
 func OpenPVH(path, cacheDir string) (f *os.File, entry uint32, cached bool, err error) {
 	if cacheDir, err = resolveCacheDir(cacheDir); err != nil {
 		return nil, 0, false, err

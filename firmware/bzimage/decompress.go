@@ -108,7 +108,9 @@ func (img *Image) Limit() int {
 }
 
 // Decompress returns the decompressed payload: the vmlinux ELF, followed by
-// its relocation table when the kernel is relocatable.
+// its relocation table when the kernel is relocatable. The result must be
+// exactly the size the build appended (DeclaredSize), which catches a
+// truncated or padded payload that a decoder would otherwise accept.
 func (img *Image) Decompress() ([]byte, error) {
 	limit := img.Limit()
 	want := int(img.DeclaredSize())
