@@ -55,7 +55,8 @@ func (c *tableCache) get(off int64) (*cacheEntry, error) {
 }
 
 // getEmpty returns a zero-filled entry for a freshly allocated table at off
-// without reading it.
+// without reading it (the cluster's old bytes are garbage). The entry is
+// not marked dirty: callers fill it and write it through or mark it.
 func (c *tableCache) getEmpty(off int64) (*cacheEntry, error) {
 	e, err := c.lookup(off, false)
 	if err != nil {
@@ -96,7 +97,9 @@ func (c *tableCache) lookup(off int64, read bool) (*cacheEntry, error) {
 	return e, nil
 }
 
-// evict removes the least recently used entry, writing it back if dirty.
+// evict removes the least recently used entry, writing it back if dirty
+// (after the dependency flush and barrier, so eviction keeps the same
+// order as a flush). The scan is linear: caches hold tens of tables.
 func (c *tableCache) evict() (*cacheEntry, error) {
 	var victim *cacheEntry
 	for _, e := range c.entries {
@@ -166,7 +169,10 @@ func (c *tableCache) flush() (int, error) {
 	return dirty, nil
 }
 
-// writeThrough writes one entry now (after its dependencies).
+// writeThrough writes one entry now (after its dependencies), for the
+// points where a table must be on disk before the next step (a new L2
+// table before its L1 entry, an L2 change before releasing what it
+// dropped). It does not sync; callers add the barrier they need.
 func (c *tableCache) writeThrough(e *cacheEntry) error {
 	if err := c.prepareWrite(); err != nil {
 		return err
@@ -174,12 +180,16 @@ func (c *tableCache) writeThrough(e *cacheEntry) error {
 	return c.writeEntry(e)
 }
 
-// drop forgets a table (freed cluster) without writing it.
+// drop forgets a table (freed cluster) without writing it, dirty or not:
+// once the cluster is free its contents no longer matter, and writing
+// them later could overwrite the cluster's next owner.
 func (c *tableCache) drop(off int64) {
 	delete(c.entries, off)
 }
 
-// reset forgets everything (after refcount rebuild or snapshot apply).
+// reset forgets everything, dirty entries included (after a refcount
+// rebuild, which wrote new blocks directly and leaves the cached ones
+// describing freed clusters).
 func (c *tableCache) reset() {
 	clear(c.entries)
 }

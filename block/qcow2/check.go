@@ -90,7 +90,10 @@ func (s *refScan) ref(off, n int64, what string) {
 }
 
 // walkL1 counts the references of one L1 tree; active trees also have
-// their copied flags compared with refcounts afterwards.
+// their copied flags compared with refcounts afterwards. Only the active
+// tree adds to the allocation and fragmentation counts, as qemu-img's
+// figures describe the active disk. An L2 table beyond the file is
+// reported and not read.
 func (s *refScan) walkL1(l1 []uint64, active bool) {
 	img := s.img
 	cs := img.clusterSize
@@ -153,8 +156,10 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 	}
 }
 
-// scan walks all metadata of the image into s.refs. withRefcountMeta adds
-// the refcount table and blocks themselves.
+// scan walks all metadata of the image into s.refs: header, active L1 and
+// its tree, the snapshot table and every snapshot's tree, the bitmaps.
+// withRefcountMeta adds the refcount table and blocks themselves (left out
+// when rebuilding them, since the old ones are to be freed).
 // With repair, snapshot table entries with oversized extra data are read
 // (the excess dropped) instead of failing the scan.
 func (img *Image) scan(res *block.CheckResult, withRefcountMeta, repair bool) (*refScan, []snapshot, int64, error) {
@@ -394,7 +399,9 @@ func (img *Image) recheck(res *block.CheckResult) (block.CheckResult, error) {
 
 // fixCopiedFlags compares (and with fix, corrects) the copied flag of every
 // active L1 and L2 entry against refcount == 1, reporting each mismatch in
-// msgs (when not nil) with qemu-img's wording.
+// msgs (when not nil) with qemu-img's wording. It returns the number of
+// mismatches. Compressed entries never carry the flag and are skipped, as
+// are entries check already reported as invalid.
 func (img *Image) fixCopiedFlags(fix bool, msgs *[]string) (int, error) {
 	report := func(format string, a ...any) {
 		if msgs != nil {
@@ -460,6 +467,11 @@ func (img *Image) fixCopiedFlags(fix bool, msgs *[]string) (int, error) {
 // rebuildRefcounts replaces the refcount table and blocks with new ones
 // computed from the references, placed after everything else in the file
 // (QEMU's rebuild_refcount_structure). The old structures become free.
+// The new blocks and table are written and synced before the header
+// points at them, and the header is synced before memory switches over,
+// so a crash leaves the old structures (still valid to a re-check) or the
+// new ones. Like growRefcountTable it sizes the new area by iteration, as
+// the blocks must also count themselves and the table.
 func (img *Image) rebuildRefcounts() error {
 	var res block.CheckResult
 	s, _, _, err := img.scan(&res, false, true)

@@ -49,7 +49,9 @@ func (img *Image) l2Index(off int64) (l1i, l2i int64) {
 	return c / img.l2Entries, c % img.l2Entries
 }
 
-// l2Entry reads entry i (and, with extended L2, its subcluster bitmap).
+// l2Entry reads entry i (and, with extended L2, its subcluster bitmap) of
+// a cached table: 8 bytes per entry, or 16 with extended L2 (the entry,
+// then the bitmap).
 func (img *Image) l2Entry(tbl []byte, i int64) (uint64, uint64) {
 	if img.extL2 {
 		return binary.BigEndian.Uint64(tbl[i*16:]), binary.BigEndian.Uint64(tbl[i*16+8:])
@@ -96,13 +98,19 @@ func (img *Image) l2TableOffset(l1 []uint64, l1i int64) (int64, error) {
 
 // resolve maps the guest range [off, off+n) (n > 0, inside the disk) to
 // its first run of uniform kind. Contiguous clusters of one kind within one
-// L2 table are coalesced. Runs under img.mu.
+// L2 table are coalesced. Runs under img.mu. The answer stays valid after
+// mu is released only as long as nothing changes the tree: ReadAt and
+// writeAt rely on gate and inflight for that.
 func (img *Image) resolve(off, n int64) (mapping, error) {
 	return img.resolveIn(img.l1, off, n)
 }
 
 // resolveIn is resolve in the tree of l1 (the active table or a
-// snapshot's). Ranges beyond l1 are unallocated.
+// snapshot's). Ranges beyond l1 are unallocated. Runs never cross an L2
+// table, except unallocated ones over L1 entries without a table, which
+// are merged; data runs must be host-contiguous and share the copied
+// flag; a compressed cluster is always a run of its own; with extended
+// L2 a run ends at the cluster's end (classifySubcluster splits it).
 func (img *Image) resolveIn(l1 []uint64, off, n int64) (mapping, error) {
 	cs := img.clusterSize
 	l1i, l2i := img.l2Index(off)
@@ -198,7 +206,11 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 
 // classifySubcluster decodes an extended L2 entry: bits 0-31 of the bitmap
 // say "allocated", bits 32-63 "reads as zeroes", per subcluster. The run is
-// extended over following subclusters of the same state.
+// extended over following subclusters of the same state. Both bits set is
+// corruption, and so is an allocated subcluster without a host cluster;
+// neither set reads from the backing file (or zeroes), as an unallocated
+// cluster does. Subcluster i is bytes [i*cs/32, (i+1)*cs/32) of the
+// cluster.
 func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCopied bool) (mapping, error) {
 	cs := img.clusterSize
 	sc := cs / subclusters

@@ -74,7 +74,10 @@ func (img *Image) readCompressed(buf []byte, l2e uint64) error {
 	return nil
 }
 
-// decompress fills out exactly from the compressed bytes in.
+// decompress fills out exactly from the compressed bytes in. Trailing bytes
+// after the stream are ignored (the descriptor's sector count rounds up),
+// but a stream that yields less than out is an error: a compressed cluster
+// always decompresses to a whole cluster.
 func decompress(ctype uint8, out, in []byte) error {
 	switch ctype {
 	case compressionZlib:
@@ -104,7 +107,8 @@ func decompress(ctype uint8, out, in []byte) error {
 }
 
 // compress returns the compressed form of a cluster, or nil when it does
-// not shrink (QEMU then writes the cluster uncompressed).
+// not shrink (QEMU then writes the cluster uncompressed): raw deflate
+// limited to QEMU's 4 KiB window, or one zstd frame.
 func compress(ctype uint8, in []byte) ([]byte, error) {
 	var out []byte
 	switch ctype {
@@ -207,7 +211,11 @@ func (img *Image) writeCompressed(p []byte, off int64) error {
 
 // allocBytes reserves n bytes for compressed data, packing them after the
 // previous compressed cluster like qcow2_alloc_bytes: every host cluster
-// the range touches gets one more reference.
+// the range touches gets one more reference. freeByte is the next free
+// byte in a partly used cluster (0: none); data that does not fit in its
+// remainder starts in fresh clusters. A shared host cluster is thus
+// referenced once per compressed cluster in it, which is how
+// releaseEntry and check count it.
 func (img *Image) allocBytes(n int64) (int64, error) {
 	cs := img.clusterSize
 	if fb := img.freeByte; fb != 0 && fb&(cs-1) != 0 {

@@ -358,7 +358,9 @@ func (h *header) parseExtensions(buf []byte) error {
 	return nil
 }
 
-// featureLabel names a feature bit from the image's own feature table.
+// featureLabel names a feature bit from the image's own feature table (spec
+// "Feature name table"), so that an image from a newer writer explains
+// itself; without an entry, QEMU's generic wording with the bit's value.
 func (h *header) featureLabel(kind uint8, bit int) string {
 	for _, f := range h.features {
 		if f.kind == kind && int(f.bit) == bit && f.name != "" {
@@ -368,7 +370,12 @@ func (h *header) featureLabel(kind uint8, bit int) string {
 	return fmt.Sprintf("Unknown incompatible feature: %x", uint64(1)<<bit)
 }
 
-// checkFeatures refuses images with features this engine cannot honour.
+// checkFeatures refuses images with features this engine cannot honour:
+// unknown incompatible bits (spec "Header": an implementation must fail to
+// open them; the message lists them as QEMU does), external data files,
+// and inconsistent compression type or extended L2 settings (extended L2
+// needs clusters of at least 16 KiB, so that 32 subclusters are 512 bytes
+// or more).
 func (h *header) checkFeatures() error {
 	if unknown := h.incompat &^ incompatKnown; unknown != 0 {
 		var names []string
@@ -398,7 +405,8 @@ func (h *header) checkFeatures() error {
 	return nil
 }
 
-// knownFeatureTable is the feature name table this engine writes.
+// knownFeatureTable is the feature name table this engine writes, QEMU's
+// current one, so qemu-img and older QEMUs can name every bit they see.
 var knownFeatureTable = []featureName{
 	{0, 0, "dirty bit"},
 	{0, 1, "corrupt bit"},

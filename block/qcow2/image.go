@@ -173,7 +173,11 @@ func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error
 }
 
 // openWritable clears unknown autoclear bits and repairs an image left
-// dirty by lazy refcounts, as qcow2_do_open does.
+// dirty by lazy refcounts, as qcow2_do_open does. Both autoclear bits
+// Petrel knows (bitmaps, raw external data) are cleared too: a writer that
+// does not keep bitmaps up to date must say so (spec "Header": unknown
+// autoclear bits are cleared before writing). A dirty image's refcounts
+// are rebuilt by a full check with repair before anything else is done.
 func (img *Image) openWritable() error {
 	h := img.hdr
 	if h.autoclear&^autoclearKnown != 0 {
@@ -194,7 +198,10 @@ func (img *Image) openWritable() error {
 	return nil
 }
 
-// writeHeader rewrites the header cluster from img.hdr.
+// writeHeader rewrites the header cluster from img.hdr, extensions and
+// backing name included, and syncs. Used for changes that may move the
+// extensions (backing file, feature bits on open); smaller updates write
+// their own fields (writeFeatures, the size, the table locations).
 func (img *Image) writeHeader() error {
 	buf, err := img.hdr.encode()
 	if err != nil {
@@ -206,7 +213,9 @@ func (img *Image) writeHeader() error {
 	return img.sync()
 }
 
-// writeFeatures rewrites the three feature words (v3 only).
+// writeFeatures rewrites the three feature words (v3 only), header bytes
+// 72-95, in one write, and syncs: the dirty and corrupt bits must be on
+// disk before the changes they announce.
 func (img *Image) writeFeatures() error {
 	if img.hdr.version < 3 {
 		return nil
@@ -305,7 +314,10 @@ func (img *Image) flushLocked() error {
 	return img.sync()
 }
 
-// Flush makes every completed write durable.
+// Flush makes every completed write durable: dirty tables are written in
+// dependency order and the file is synced. It does not clear the dirty
+// bit of a lazy-refcounts image (only Close does, after a full flush), so
+// a crash after Flush still triggers the refcount repair.
 func (img *Image) Flush() error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -316,6 +328,8 @@ func (img *Image) Flush() error {
 }
 
 // Close flushes, clears the dirty bit and closes the file and backing chain.
+// It waits for every request in flight (quiesce); a second Close does
+// nothing. All errors are joined, every close is attempted.
 func (img *Image) Close() error {
 	img.quiesce()
 	defer img.unquiesce()
@@ -354,7 +368,8 @@ func (img *Image) ClusterSize() int64 { return img.clusterSize }
 func (img *Image) getBuf() *[]byte  { return img.bufPool.Get().(*[]byte) }
 func (img *Image) putBuf(b *[]byte) { img.bufPool.Put(b) }
 
-// checkRange validates a guest I/O range.
+// checkRange validates a guest I/O range: no negative or overflowing
+// values, and nothing past the disk's end (an error wrapping io.EOF).
 func (img *Image) checkRange(off, n int64) error {
 	if off < 0 || n < 0 || off+n < off {
 		return fmt.Errorf("invalid range %d+%d", off, n)
@@ -365,7 +380,9 @@ func (img *Image) checkRange(off, n int64) error {
 	return nil
 }
 
-// quiesce waits until no read or write is in flight and takes img.mu.
+// quiesce waits until no read or write is in flight and takes img.mu, in
+// the lock order (gate, then mu). New requests wait on gate until
+// unquiesce.
 func (img *Image) quiesce() {
 	img.gate.Lock()
 	img.mu.Lock()

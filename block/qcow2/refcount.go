@@ -23,7 +23,10 @@ const reftOffsetMask = 0xfffffffffffffe00
 // points at the clusters, and the cache dependency writes refcount blocks
 // before L2 tables.
 
-// refcountAt decodes entry i of a refcount block of width img.rcBits.
+// refcountAt decodes entry i of a refcount block of width img.rcBits
+// (spec "Host cluster management": refcount_bits = 1 << refcount_order,
+// big-endian for byte-sized and wider entries; sub-byte entries are
+// packed from the least significant bit of each byte).
 func (img *Image) refcountAt(blk []byte, i int64) uint64 {
 	switch w := img.rcBits; w {
 	case 64:
@@ -60,7 +63,8 @@ func (img *Image) setRefcountAt(blk []byte, i int64, v uint64) {
 	}
 }
 
-// maxRefcount is the largest value a refcount entry holds.
+// maxRefcount is the largest value a refcount entry holds: 2^rcBits - 1,
+// so 1-bit refcounts allow no snapshot sharing at all.
 func (img *Image) maxRefcount() uint64 {
 	if img.rcBits == 64 {
 		return ^uint64(0)
@@ -69,7 +73,9 @@ func (img *Image) maxRefcount() uint64 {
 }
 
 // refblockOffset returns the host offset of the refcount block covering
-// table index ti, 0 when it is not allocated.
+// table index ti, 0 when it is not allocated or ti is past the table
+// (both mean every cluster it would cover has refcount 0). The reserved
+// low 9 bits are masked off; a misaligned offset is corruption.
 func (img *Image) refblockOffset(ti int64) (int64, error) {
 	if ti >= int64(len(img.rt)) {
 		return 0, nil
@@ -138,8 +144,8 @@ func (img *Image) addRefcount(idx, delta int64) error {
 	return nil
 }
 
-// isFree reports whether host cluster idx has refcount 0, and when its
-// refcount block is missing, the table index to create.
+// isFree reports whether host cluster idx has refcount 0; a cluster whose
+// refcount block does not exist yet is free.
 func (img *Image) isFree(idx int64) (bool, error) {
 	ti := idx / img.rbEntries
 	off, err := img.refblockOffset(ti)
@@ -271,7 +277,9 @@ func (img *Image) newRefblock(ti, start int64) error {
 }
 
 // installRefblock writes an empty refcount block for table index ti at host
-// cluster at (counting itself when self), then the table entry.
+// cluster at (counting itself when self), then the table entry. self is the
+// case where the block lies in the range it describes; otherwise the
+// caller has already counted it in the block that covers it.
 func (img *Image) installRefblock(ti, at int64, self bool) error {
 	if self {
 		if err := img.markDirty(); err != nil {
@@ -309,6 +317,14 @@ func (img *Image) installRefblock(ti, at int64, self bool) error {
 // a (beyond everything the current table covers), together with the new
 // refcount blocks that describe the new table and themselves. Order: blocks,
 // table, barrier, header, barrier, then the old table is freed.
+//
+// The sizes are found by iteration: k new blocks and tc table clusters at a must cover clusters up to
+// a+k+tc, and the table must have an entry for each block; each round
+// enlarges whichever falls short until both fit (the table also grows by
+// at least half, so growth is amortised). The new structures are written
+// directly, not through the cache: nothing refers to them until the
+// header's refcount_table_offset and refcount_table_clusters (bytes 48-59)
+// are rewritten in one write.
 func (img *Image) growRefcountTable(a int64) error {
 	E := img.rbEntries
 	cs := img.clusterSize
@@ -393,7 +409,9 @@ func (img *Image) noteEnd(end int64) {
 }
 
 // freeClusters drops one reference to each of n host clusters from off.
-// Callers make sure the metadata that referenced them is on disk first.
+// Callers make sure the metadata that referenced them is on disk first:
+// a cluster freed too early could be reallocated and overwritten while a
+// table on disk still points at it.
 func (img *Image) freeClusters(off, n int64) error {
 	for c := off >> img.clusterBits; c < (off>>img.clusterBits)+n; c++ {
 		if err := img.addRefcount(c, -1); err != nil {

@@ -120,7 +120,10 @@ func (img *Image) walkTree(l1 []uint64, addend int64, active bool, done *[]int64
 }
 
 // clearCopied drops the copied flag from every entry of the tree l1 (in
-// place) and of its L2 tables (in the cache, marked dirty).
+// place) and of its L2 tables (in the cache, marked dirty). Clearing is
+// always safe (spec "Cluster mapping": the flag may only claim refcount 1
+// when it is true; a missing flag costs a copy-on-write), so it runs
+// before the refcounts rise.
 func (img *Image) clearCopied(l1 []uint64) error {
 	for i, ent := range l1 {
 		l2off, err := img.l2TableOffset(l1, int64(i))
@@ -156,7 +159,8 @@ func withCopied(ent uint64, copied bool) uint64 {
 
 // writeActiveL1 writes the whole active L1 table. Its copied flags must
 // agree with the refcounts on disk, so the caches (refcount blocks, then
-// L2 tables) are flushed first.
+// L2 tables) are flushed first. The L1 table is rewritten whole, in place
+// at l1_table_offset; its size does not change here (growL1 moves it).
 func (img *Image) writeActiveL1() error {
 	if err := img.flushLocked(); err != nil {
 		return err
@@ -194,7 +198,9 @@ func (img *Image) Snapshots() ([]block.SnapshotInfo, error) {
 }
 
 // lockForSnapshot quiesces the image (no I/O in flight, img.mu held) and
-// returns the current table; callers unquiesce.
+// returns the current table and its size in bytes; callers unquiesce. On
+// error nothing stays locked. Snapshot operations always read the table
+// from disk, so they never act on a stale copy.
 func (img *Image) lockForSnapshot() ([]snapshot, int64, error) {
 	if img.readOnly {
 		return nil, 0, errReadOnly
@@ -232,7 +238,9 @@ func (img *Image) createSnapshot(name string) error {
 	return img.saveSnapshot(snapshot{name: name, icount: 0}, nil)
 }
 
-// checkNewSnapshot validates a new snapshot's name against the table.
+// checkNewSnapshot validates a new snapshot's name against the table: a
+// name must be non-empty and fit the entry's 16-bit name length, and the
+// table must have room (maxSnapshots, QEMU's QCOW_MAX_SNAPSHOTS).
 func checkNewSnapshot(snaps []snapshot, name string) error {
 	if name == "" || len(name) > 65535 {
 		return errors.New("invalid snapshot name")
@@ -311,7 +319,9 @@ func (img *Image) addSnapshot(snaps []snapshot, oldSize int64, meta snapshot) er
 	return img.writeSnapshots(snaps, oldSize)
 }
 
-// snapshotL1 finds a snapshot by name or ID and loads its L1 table.
+// snapshotL1 finds a snapshot by name or ID and loads its L1 table, after
+// checking its placement (validateSnapshotL1). The index is returned even
+// when loading fails, for messages.
 func (img *Image) snapshotL1(snaps []snapshot, nameOrID string) (int, []uint64, error) {
 	i := findSnapshot(snaps, nameOrID)
 	if i < 0 {
@@ -396,7 +406,11 @@ func (img *Image) applySnapshot(nameOrID string) error {
 	return img.flushLocked()
 }
 
-// deleteSnapshot removes a snapshot and releases what only it referenced.
+// deleteSnapshot removes a snapshot and releases what only it referenced:
+// the table entry goes first (durably, writeSnapshots), then the tree's
+// references and the snapshot's L1 table; clusters reaching refcount 0
+// become free, and the active tree's copied flags are recomputed, since
+// clusters it shared with the snapshot may now be its alone.
 func (img *Image) deleteSnapshot(nameOrID string) error {
 	snaps, oldSize, err := img.lockForSnapshot()
 	if err != nil {

@@ -179,7 +179,8 @@ func encodeSnapshots(snaps []snapshot) []byte {
 	return out
 }
 
-// readSnapshots reads the image's snapshot table.
+// readSnapshots reads the image's snapshot table from disk (entries and the
+// table's size in bytes), refusing entries with oversized extra data.
 func (img *Image) readSnapshots() ([]snapshot, int64, error) {
 	return img.readSnapshotTable(false)
 }
@@ -199,7 +200,9 @@ func (img *Image) readSnapshotTable(repair bool) ([]snapshot, int64, error) {
 }
 
 // validateSnapshotL1 checks a snapshot's L1 table placement as QEMU's
-// qcow2_validate_table("Snapshot L1 table") before it is loaded.
+// qcow2_validate_table("Snapshot L1 table") before it is loaded: at most
+// maxL1Bytes, cluster aligned, no offset overflow. Whether it lies inside
+// the file is left to the read, which reports corruption.
 func (img *Image) validateSnapshotL1(sn snapshot) error {
 	if uint64(sn.l1Size)*8 > maxL1Bytes {
 		return errors.New("Snapshot L1 table too large")
