@@ -48,8 +48,9 @@ func newTableCache(img *Image, name string, max int) *tableCache {
 	return &tableCache{img: img, name: name, max: max, entries: make(map[int64]*cacheEntry, max)}
 }
 
-// get returns the table at off, reading it when not cached. The slice is
-// valid until the next get/load on this cache.
+// get returns the table at off, reading it when not cached. The entry is
+// valid until the next get or getEmpty on this cache: a lookup may evict
+// it and recycle its buffer for another table.
 func (c *tableCache) get(off int64) (*cacheEntry, error) {
 	return c.lookup(off, true)
 }

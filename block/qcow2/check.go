@@ -14,7 +14,8 @@ import (
 // corruption. RepairLeaks lowers leaked refcounts; RepairAll rebuilds the
 // refcount structures from the references and fixes the copied flags. A
 // repair (of either kind) that leaves no corruption and no check error
-// clears the image's corrupt mark.
+// clears the image's corrupt mark. The whole check runs quiesced: guest
+// I/O waits until it is done.
 func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	if mode != block.RepairNone && img.readOnly {
 		return block.CheckResult{}, errReadOnly

@@ -167,6 +167,15 @@ func corruptf(format string, a ...any) error {
 // parseHeader decodes and bounds-checks the header in the first cluster
 // (buf holds at least the first min(file, 2 MiB) bytes). fileSize bounds
 // every offset.
+//
+// Nothing a file says is trusted before it is checked: the version and
+// cluster size first (everything else is in their units), then the
+// version 3 fields, the extensions and features, the backing name (inside
+// the header cluster, at most 1023 bytes), and the tables' placement as
+// QEMU's qcow2_validate_table does (cluster aligned, inside the file, not
+// over the header), with QEMU's size limits on the L1 and refcount tables
+// and on the snapshot count, so that no later allocation is sized by an
+// unchecked field.
 func parseHeader(buf []byte, fileSize int64) (*header, error) {
 	if len(buf) < v2HeaderLen || string(buf[:4]) != Magic {
 		return nil, errors.New("not a qcow2 image (bad magic)")
@@ -295,6 +304,8 @@ func l1EntriesFor(size uint64, clusterBits, l2EntryBits uint32) uint32 {
 }
 
 // l2EntryBits is log2 of the size of one L2 entry (8 bytes, 16 with extended L2).
+// An L2 table is one cluster, so it holds cluster_size >> l2EntryBits
+// entries.
 func (h *header) l2EntryBits() uint32 {
 	if h.incompat&incompatExtendedL2 != 0 {
 		return 4

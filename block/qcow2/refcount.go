@@ -206,7 +206,10 @@ func (img *Image) allocClusters(n int64) (int64, error) {
 }
 
 // findFree returns the first run of n free clusters at or after freeHint
-// (never cluster 0, the header). It only looks: nothing is reserved until
+// (never cluster 0, the header). A range without a refcount block counts
+// as free without its clusters being visited one by one, so searching
+// past the end of the file is cheap; host offsets stop at 2^56, the
+// largest an L2 entry can hold. It only looks: nothing is reserved until
 // allocClusters sets the refcounts, which is why both run under mu.
 func (img *Image) findFree(n int64) (int64, error) {
 	start := max(img.freeHint, 1)

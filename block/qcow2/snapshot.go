@@ -37,7 +37,11 @@ func (img *Image) updateTree(l1 []uint64, addend int64, active bool) error {
 }
 
 // walkTree is updateTree's single pass; every cluster whose refcount it
-// changed is appended to done.
+// changed is appended to done. With addend 0 it changes no refcount and
+// only recomputes copied flags (active), which is how the flags are set
+// after a snapshot operation. An L2 table reaching refcount 0 is dropped
+// from the cache so that its dirty copy is never written over a cluster
+// that is free again.
 func (img *Image) walkTree(l1 []uint64, addend int64, active bool, done *[]int64) error {
 	add := func(c int64) error {
 		if err := img.addRefcount(c, addend); err != nil {
@@ -256,7 +260,9 @@ func checkNewSnapshot(snaps []snapshot, name string) error {
 // addSnapshot takes a snapshot of the active tree (its whole L1 table,
 // the VM state area beyond the disk included) and appends it to the table
 // snaps with the name, VM clock, VM state size and icount of meta. Called
-// quiesced.
+// quiesced. The new ID is one above the largest numeric ID in the table,
+// as QEMU's find_new_snapshot_id picks it; the date is the host's clock
+// now, and disk_size the current virtual size.
 func (img *Image) addSnapshot(snaps []snapshot, oldSize int64, meta snapshot) error {
 	maxID := 0
 	for _, sn := range snaps {
@@ -449,7 +455,10 @@ var errNoSnapshot = errors.New("Can't find snapshot")
 // LoadSnapshot makes a read-only image present the snapshot with the given
 // ID and name (either may be empty) instead of the active state, as
 // qcow2_snapshot_load_tmp: the snapshot's L1 table replaces the active one
-// in memory only; the virtual size is unchanged.
+// in memory only; the virtual size is unchanged. Nothing else needs to
+// change: the image is read-only, and the L2 cache is keyed by host
+// offset, so tables cached for the active tree stay correct for any tree
+// that shares them.
 func (img *Image) LoadSnapshot(id, name string) error {
 	if !img.readOnly {
 		return errors.New("Device is not readonly")

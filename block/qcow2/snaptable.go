@@ -66,7 +66,11 @@ func errTooMuchExtra(i uint32) error {
 }
 
 // parseSnapshots reads n snapshot table entries at off from r, bounding
-// every length before trusting it. It returns the entries and the table
+// every length before trusting it. Each entry is the 40-byte fixed part,
+// the extra data, the ID and the name, padded to a multiple of 8 bytes
+// (QEMU aligns entries so); the whole table may not exceed
+// maxSnapshotTable. Extra data beyond maxSnapshotExtra is an error, or
+// with repair is cut (droppedExtra records it). It returns the entries and the table
 // size in bytes. The entries' L1 tables are not validated here (QEMU does
 // that when a snapshot is used or checked, see validateSnapshotL1).
 func parseSnapshots(r io.ReaderAt, off int64, n uint32, fileSize int64, p tableParse) ([]snapshot, int64, error) {

@@ -17,7 +17,9 @@ import (
 // qcow2_snapshot_create so that the next snapshot does not copy it.
 
 // vmStateL1Index is the first L1 index past a disk of the given size:
-// the VM state of a snapshot of that disk starts there.
+// the VM state of a snapshot of that disk starts there, at guest offset
+// vmStateL1Index * l1Span, so the state never shares an L2 table with the
+// disk's last clusters.
 func (img *Image) vmStateL1Index(diskSize uint64) int64 {
 	return int64(l1EntriesFor(diskSize, img.clusterBits, img.l2EntryShift))
 }
@@ -226,6 +228,9 @@ func (img *Image) writeBeyondDisk(p []byte, off int64) error {
 
 // coverL1 grows the active L1 table to hold index i, by half its size at
 // least (as QEMU grows it for writes beyond its end), within maxL1Bytes.
+// The VM state thus counts against the same 32 MiB L1 limit as the disk:
+// with 64 KiB clusters that is 2 PiB of guest space, far more than any
+// state.
 func (img *Image) coverL1(i int64) error {
 	n := int64(len(img.l1))
 	if i < n {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 )
 
-// errReadOnly is returned by every mutating call on a read-only image.
+// errReadOnly is returned by every mutating call on a read-only image,
+// before any lock is taken or anything is read (the file may well be
+// open without write access).
 var errReadOnly = errors.New("qcow2 image is opened read-only")
 
 // writeAt writes guest data. Clusters owned by this image alone are
@@ -65,6 +67,12 @@ func (img *Image) writeAt(p []byte, off int64) (int, error) {
 // allocWrite writes the start of p at guest offset off into newly
 // allocated clusters: as many consecutive clusters of one L2 table as need
 // allocation. Called with img.mu held; returns with it released.
+//
+// The run stops at the first cluster that another writer is allocating
+// or that can be written in place, so one call never waits; the host
+// clusters are allocated as one contiguous run, which keeps the guest's
+// sequential writes sequential in the file. Each guest cluster of the run
+// is listed in inflight, on one channel, until its L2 entry is set.
 //
 // Order (crash consistency): refcounts of the new clusters (cache), data
 // written to them, then the L2 entries (cache, written after the refcount
@@ -218,7 +226,9 @@ type l2Pair struct{ e, bm uint64 }
 
 // inPlace reports whether a cluster can be overwritten where it is: owned
 // by this image alone (copied flag), plain data, and with extended L2 every
-// subcluster allocated.
+// subcluster allocated. A zero-flagged cluster that kept its host cluster
+// is not overwritten in place: it gets a fresh cluster like an unallocated
+// one, and the old one is released.
 func (img *Image) inPlace(e, bm uint64) bool {
 	if e&oflagCopied == 0 || e&oflagCompressed != 0 || e&l2OffsetMask == 0 {
 		return false

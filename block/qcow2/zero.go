@@ -234,7 +234,9 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 
 // makeEmpty drops every cluster of the active image so that it reads
 // through to its backing file again (qemu-img commit), like
-// qcow2_make_empty. Snapshots keep their clusters.
+// qcow2_make_empty. Snapshots keep their clusters. The L2 tables stay
+// allocated (their entries cleared); the file does not shrink, and the
+// freed clusters are reused by later writes.
 func (img *Image) makeEmpty() error {
 	if img.readOnly {
 		return errReadOnly
