@@ -12,11 +12,17 @@ var ErrCorrupt = errors.New("corrupt saved machine state")
 // Enc appends a section's fields. The zero value is ready to use.
 type Enc struct{ b []byte }
 
-// U8, U16, U32 and U64 append a fixed-width little-endian integer; there
-// is no padding or alignment between fields.
-func (e *Enc) U8(v uint8)   { e.b = append(e.b, v) }
+// U8 appends one byte. Fields are packed: no padding or alignment
+// between them, so reader and writer must agree on every field's width.
+func (e *Enc) U8(v uint8) { e.b = append(e.b, v) }
+
+// U16 appends v as 2 bytes, little-endian.
 func (e *Enc) U16(v uint16) { e.b = binary.LittleEndian.AppendUint16(e.b, v) }
+
+// U32 appends v as 4 bytes, little-endian.
 func (e *Enc) U32(v uint32) { e.b = binary.LittleEndian.AppendUint32(e.b, v) }
+
+// U64 appends v as 8 bytes, little-endian.
 func (e *Enc) U64(v uint64) { e.b = binary.LittleEndian.AppendUint64(e.b, v) }
 
 // Bool is one byte, 0 or 1.
@@ -74,8 +80,8 @@ func (d *Dec) take(n int) []byte {
 	return p
 }
 
-// U8, U16, U32 and U64 read what Enc's methods of the same name wrote;
-// they return 0 after a failure.
+// U8 reads what Enc.U8 wrote; like every Dec read it returns 0 once the
+// decoder has failed, and a read past the payload's end fails it.
 func (d *Dec) U8() uint8 {
 	if p := d.take(1); p != nil {
 		return p[0]
@@ -83,6 +89,7 @@ func (d *Dec) U8() uint8 {
 	return 0
 }
 
+// U16 reads what Enc.U16 wrote (0 after a failure).
 func (d *Dec) U16() uint16 {
 	if p := d.take(2); p != nil {
 		return binary.LittleEndian.Uint16(p)
@@ -90,6 +97,7 @@ func (d *Dec) U16() uint16 {
 	return 0
 }
 
+// U32 reads what Enc.U32 wrote (0 after a failure).
 func (d *Dec) U32() uint32 {
 	if p := d.take(4); p != nil {
 		return binary.LittleEndian.Uint32(p)
@@ -97,6 +105,7 @@ func (d *Dec) U32() uint32 {
 	return 0
 }
 
+// U64 reads what Enc.U64 wrote (0 after a failure).
 func (d *Dec) U64() uint64 {
 	if p := d.take(8); p != nil {
 		return binary.LittleEndian.Uint64(p)
