@@ -239,8 +239,11 @@ func (p *PCI) addCaps() error {
 // command register (an asserted line drops, a pending ISR re-asserts).
 type commandHook struct{ p *PCI }
 
+// ConfigRead leaves the command register's stored value as it is.
 func (commandHook) ConfigRead(int, []byte) {}
 
+// ConfigWrite runs after the new command value is stored: INTx follows
+// the ISR again under the new INTx Disable bit.
 func (h commandHook) ConfigWrite(int, []byte) {
 	h.p.isrMu.Lock()
 	defer h.p.isrMu.Unlock()
@@ -263,6 +266,9 @@ func (h pciCfgHook) target(off int, n int) (bar int, boff uint64, length int, ok
 	return
 }
 
+// ConfigRead reads the window's bytes from the BAR into data; an access
+// the window does not allow returns the stored bytes (whatever was last
+// written to pci_cfg_data).
 func (h pciCfgHook) ConfigRead(off int, data []byte) {
 	bar, boff, length, ok := h.target(off, len(data))
 	if !ok {
@@ -275,6 +281,8 @@ func (h pciCfgHook) ConfigRead(off int, data []byte) {
 	}
 }
 
+// ConfigWrite writes data's first length bytes to the BAR at the window's
+// offset, exactly as a BAR access would.
 func (h pciCfgHook) ConfigWrite(off int, data []byte) {
 	bar, boff, length, ok := h.target(off, len(data))
 	if !ok {
