@@ -29,7 +29,9 @@ type listFlag []string
 
 // String and Set make listFlag a flag.Value; every occurrence of the option
 // appends, in command-line order, which is the order devices are created.
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) String() string { return strings.Join(*l, " ") }
+
+// Set appends one occurrence; it never fails (each value is parsed later).
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // runOptions are the parsed `petrel run` options.

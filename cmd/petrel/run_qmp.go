@@ -151,5 +151,8 @@ func (q *qmpFront) Close() {
 type stdio struct{}
 
 // Read and Write make stdio an io.ReadWriter, which ServeConn needs.
-func (stdio) Read(p []byte) (int, error)  { return os.Stdin.Read(p) }
+func (stdio) Read(p []byte) (int, error) { return os.Stdin.Read(p) }
+
+// Write sends a QMP message to stdout; ServeConn writes each message with
+// one call under its connection lock, so messages never interleave.
 func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
