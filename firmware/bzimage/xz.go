@@ -55,13 +55,14 @@ type byteCounter struct {
 	n int // bytes consumed so far
 }
 
-// Read and ReadByte pass through to r, counting.
+// Read passes through to r, counting the bytes read.
 func (c *byteCounter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += n
 	return n, err
 }
 
+// ReadByte passes through to r, counting a byte only if one was read.
 func (c *byteCounter) ReadByte() (byte, error) {
 	b, err := c.r.ReadByte()
 	if err == nil {
