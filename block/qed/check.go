@@ -9,10 +9,12 @@ import (
 // Check verifies the invariants of qed_spec.txt "Consistency checking":
 // every cluster referenced at most once, offsets aligned and inside the
 // file, whole tables inside the file; unreferenced clusters are leaks.
-// With a repair mode, bad entries are cleared (corruptions fixed; the data
-// they pointed to is lost, as in QEMU), leaked clusters at the end of the
-// file are truncated away, and the need-check bit is cleared when nothing
-// remains corrupt.
+// With RepairAll, bad entries are cleared (corruptions fixed; the data they
+// pointed to is lost, as in QEMU); with either repair mode, leaked clusters
+// at the end of the file are truncated away, and the need-check bit is
+// cleared when nothing remains corrupt. QED has no refcounts to lower, so
+// a leak in the middle of the file stays (counted, not fixed) until the
+// image is rewritten, by qemu-img convert for instance.
 func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	if mode != block.RepairNone && img.ro {
 		return block.CheckResult{}, fmt.Errorf("repairing %s: image opened read-only", img.path)
