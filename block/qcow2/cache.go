@@ -120,7 +120,9 @@ func (c *tableCache) evict() (*cacheEntry, error) {
 	return victim, nil
 }
 
-// prepareWrite flushes the cache this one depends on, with a barrier.
+// prepareWrite flushes the cache this one depends on, with a barrier (an
+// fsync, skipped under lazy refcounts or when nothing was flushed), so
+// that what this cache writes next never reaches the disk first.
 func (c *tableCache) prepareWrite() error {
 	if c.depends == nil {
 		return nil

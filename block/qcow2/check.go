@@ -70,6 +70,10 @@ func (s *refScan) errorf(corrupt bool, format string, a ...any) {
 }
 
 // ref counts one reference to every cluster of the host range [off, off+n).
+// Counters saturate at 2^32-1 rather than wrap, so an absurd number of
+// references still compares as more than any refcount width allows. A
+// range reaching past the file is reported once, at its first cluster
+// beyond the end.
 func (s *refScan) ref(off, n int64, what string) {
 	if n <= 0 {
 		return
