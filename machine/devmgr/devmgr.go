@@ -267,7 +267,10 @@ func (m *Manager) ID(slot int) string {
 }
 
 // Unplug asks the guest to eject device id (QMP device_del). The device
-// goes when the guest ejects it (Ejected), and DEVICE_DELETED follows.
+// goes when the guest ejects it (Ejected), and DEVICE_DELETED follows. An
+// empty id matches no device: an unnamed device cannot be unplugged this
+// way (QEMU's QOM paths are not accepted), though the guest may still
+// eject it on its own.
 func (m *Manager) Unplug(id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -320,6 +323,9 @@ func (m *Manager) Ejected(slot int) {
 		m.mu.Lock()
 		delete(m.slots, slot)
 		m.mu.Unlock()
+		// QEMU's path for a named device; an unnamed one (ejected by the
+		// guest on its own) gets "/machine/peripheral/", where QEMU would
+		// say /machine/peripheral-anon/device[N].
 		data := map[string]any{"path": fmt.Sprintf("/machine/peripheral/%s", e.id)}
 		if e.id != "" {
 			data["device"] = e.id
