@@ -357,7 +357,9 @@ func FormatMAC(m [6]byte) string {
 	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 
-// ParseMAC parses "52:54:00:12:34:56".
+// ParseMAC parses "52:54:00:12:34:56": exactly six two-digit hex bytes,
+// either case, separated by colons. A multicast address (bit 0 of the
+// first byte set) is refused: a NIC's own address must be unicast.
 func ParseMAC(s string) ([6]byte, error) {
 	var m [6]byte
 	if len(s) != 17 {
