@@ -9,13 +9,20 @@ import (
 // DriveSpec is one -drive (QEMU) or -disk (Petrel): an image opened as a
 // block node and, with if=virtio, a virtio-blk device serving it.
 type DriveSpec struct {
-	Path     string
+	// Path is file=, the image's host path as given (relative to the
+	// working directory).
+	Path string
+	// ReadOnly opens the image read-only and makes the virtio-blk device
+	// offer VIRTIO_BLK_F_RO.
 	ReadOnly bool
 	Format   string // "" probes
 	DirectIO bool   // cache=none or directsync: O_DIRECT
 	NoSync   bool   // cache=unsafe: flushes skip fsync
-	Serial   string
-	ID       string
+	// Serial is the virtio-blk serial= of the drive's device.
+	Serial string
+	// ID is id=: the block node's name, which -device drive= and
+	// query-block use; "" lets the machine name it ("disk<N>").
+	ID string
 	// NoDevice is if=none: only the node (named ID), for a -device
 	// virtio-blk-pci,drive=ID to use.
 	NoDevice bool
@@ -38,12 +45,17 @@ func ParseDisk(s string) (DriveSpec, error) {
 	if err != nil {
 		return DriveSpec{}, err
 	}
+	// The first item must be the image, bare or as file=. Parse reads a
+	// bare first item containing '=' as key=value, so a file name with '='
+	// must be written file=NAME.
 	if first := Split(s)[0]; strings.Contains(first, "=") && !strings.HasPrefix(first, "file=") {
 		return DriveSpec{}, fmt.Errorf("-disk %q: first item must be the image file", s)
 	}
 	return driveFromOpts("-disk", s, o)
 }
 
+// driveFromOpts reads the options -drive and -disk share; what and s are
+// only for the error messages. Unknown keys are errors, not warnings.
 func driveFromOpts(what, s string, o *Opts) (d DriveSpec, err error) {
 	fail := func(err error) (DriveSpec, error) { return d, fmt.Errorf("%s %q: %w", what, s, err) }
 	d.Path, d.Serial, d.ID = o.Str("file"), o.Str("serial"), o.Str("id")
@@ -87,6 +99,9 @@ func driveFromOpts(what, s string, o *Opts) (d DriveSpec, err error) {
 
 // cacheMode maps -drive cache= to (O_DIRECT, skip fsync) as QEMU does:
 // none and directsync bypass the host cache; unsafe ignores flushes.
+// writethrough is taken as writeback: Petrel's virtio-blk always offers
+// VIRTIO_BLK_F_FLUSH, so a write is durable once the guest flushes, not
+// after every write as QEMU's writethrough makes it.
 func cacheMode(v string) (direct, noSync bool, err error) {
 	switch v {
 	case "none", "directsync":
@@ -102,10 +117,16 @@ func cacheMode(v string) (direct, noSync bool, err error) {
 // BlockdevSpec is one -blockdev or blockdev-add: a named node over an
 // image file.
 type BlockdevSpec struct {
+	// NodeName is node-name=, required and an identifier (ValidID):
+	// the name -device drive= and blockdev-del use.
 	NodeName string
 	// Format is the image format driver (qcow2, qed, raw).
-	Format   string
+	Format string
+	// Filename is file.filename=, the image's host path; the protocol
+	// layer (file.driver) must be file or host_device, which Petrel both
+	// opens as a plain file.
 	Filename string
+	// ReadOnly is read-only=.
 	ReadOnly bool
 	DirectIO bool // cache.direct
 	NoSync   bool // cache.no-flush
@@ -164,6 +185,9 @@ func BlockdevFromQMP(args map[string]any) (BlockdevSpec, error) {
 	return blockdevFromOpts(o)
 }
 
+// blockdevFromOpts reads a -blockdev or blockdev-add. cache.* may be given
+// at the format node or at its file child, as QEMU inherits them from one
+// to the other; either turns the setting on.
 func blockdevFromOpts(o *Opts) (b BlockdevSpec, err error) {
 	b.NodeName, b.Format = o.Str("node-name"), o.Str("driver")
 	if err := checkFormat(b.Format); err != nil {

@@ -6,7 +6,12 @@ import (
 )
 
 // DeviceSpec is one -device or device_add: a PCI device for bus 0.
+//
+// Fields for a driver other than Driver's are always zero: deviceFromOpts
+// reads only the driver's own keys (deviceKeys), so a property of another
+// driver is an error, not a silently ignored setting.
 type DeviceSpec struct {
+	// Driver is the device model, one of Drivers().
 	Driver string
 	// ID is the qdev id ("" = none; QEMU's identifier rule, see ValidID).
 	ID string
@@ -14,10 +19,12 @@ type DeviceSpec struct {
 	Slot int
 
 	// virtio-blk-pci
-	Drive     string // a block node: -blockdev node-name, -drive id, blockdev-add node
-	File      string // Petrel extension: open this image for the device alone
-	Format    string // with File: qcow2, qed or raw ("" probes)
-	ReadOnly  bool   // with File
+	Drive    string // a block node: -blockdev node-name, -drive id, blockdev-add node
+	File     string // Petrel extension: open this image for the device alone
+	Format   string // with File: qcow2, qed or raw ("" probes)
+	ReadOnly bool   // with File
+	// Serial is the disk's serial= (VIRTIO_BLK_T_GET_ID's answer, at most
+	// 20 bytes reach the guest); "" for none.
 	Serial    string
 	NumQueues int // 0 = the device's default
 
@@ -40,6 +47,10 @@ const MaxVectors = 64
 
 // deviceKeys are the properties each driver takes beyond driver, id, bus
 // and addr; a property outside its driver's list is an error.
+//
+// master= and ioeventfd= exist for QEMU command lines that set them: both
+// are checked for syntax, and only ioeventfd=off, which Petrel cannot
+// serve, is refused.
 var deviceKeys = map[string][]string{
 	"virtio-blk-pci":   {"drive", "file", "format", "readonly", "serial", "num-queues"},
 	"ivshmem-plain":    {"memdev", "shm", "size", "master"},
@@ -47,7 +58,8 @@ var deviceKeys = map[string][]string{
 	"virtio-net-pci":   {"netdev", "mac"},
 }
 
-// Drivers lists the device models Petrel builds.
+// Drivers lists the device models Petrel builds, the keys of deviceKeys
+// (a slice, in a fixed order, for help texts and error messages).
 func Drivers() []string {
 	return []string{"virtio-blk-pci", "ivshmem-plain", "ivshmem-doorbell", "virtio-net-pci"}
 }
@@ -85,6 +97,7 @@ func DeviceFromQMP(args map[string]any) (DeviceSpec, error) {
 			if err != nil || n < 0 || n >= PCISlots*PCIFunctions {
 				return DeviceSpec{}, fmt.Errorf("Property 'addr' has invalid value '%s'", x)
 			}
+			// devfn = slot<<3 | function (PCI Local Bus 3.0 §3.2.2.3.2).
 			addr = fmt.Sprintf("%x.%x", n/PCIFunctions, n%PCIFunctions)
 		default:
 			return DeviceSpec{}, fmt.Errorf("Property 'addr' expects a PCI address such as '0x5' or '05.0'")
@@ -97,6 +110,12 @@ func DeviceFromQMP(args map[string]any) (DeviceSpec, error) {
 	return deviceFromOpts(o, addr, hasAddr)
 }
 
+// deviceFromOpts builds a DeviceSpec from parsed properties, shared by
+// -device and device_add. addr comes apart from o because device_add may
+// give it as a number (DeviceFromQMP has already turned that into
+// "SLOT.FN"). Only function 0 is accepted: Petrel's devices are
+// single-function. bus= may name the root bus only (pci.0 or pcie.0, the
+// names QEMU's i440fx and q35 machines give it).
 func deviceFromOpts(o *Opts, addr string, hasAddr bool) (d DeviceSpec, err error) {
 	d = DeviceSpec{Driver: o.Str("driver"), Slot: -1}
 	keys, ok := deviceKeys[d.Driver]
@@ -220,6 +239,8 @@ func ValidID(id string) bool {
 	return true
 }
 
+// checkFormat accepts the image formats block/all can open; "" (probe) is
+// the caller's business.
 func checkFormat(f string) error {
 	switch f {
 	case "qcow2", "qed", "raw":

@@ -10,12 +10,17 @@ import (
 type NetdevSpec struct {
 	// Type is "tap" or "user".
 	Type string
-	ID   string
+	// ID is id=, an identifier (ValidID); the name -device netdev= and
+	// netdev_del use. -nic's netdevs get "__nicN", which no user id can
+	// be.
+	ID string
 	// tap: the interface (created if missing, left as it is otherwise).
 	Ifname string
 	// user: the network (zero: 10.0.2.0/24) and hostfwd rules as QEMU
 	// writes them ([tcp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT).
-	Net     netip.Prefix
+	Net netip.Prefix
+	// HostFwd keeps each rule's text; netdev/user parses it, so that its
+	// errors carry the rule as given.
 	HostFwd []string
 }
 
@@ -84,6 +89,9 @@ func cutRepeated(s, key string) (rest string, vals []string) {
 	return strings.Join(keep, ","), vals
 }
 
+// netdevFromOpts checks a netdev's options for its type; fwd are the
+// hostfwd rules, taken out before o was built since Parse refuses a
+// repeated key.
 func netdevFromOpts(o *Opts, fwd []string) (NetdevSpec, error) {
 	n := NetdevSpec{Type: o.Str("type"), ID: o.Str("id"), HostFwd: fwd}
 	keys, ok := netdevKeys[n.Type]
@@ -153,6 +161,8 @@ func ParseNIC(s string, index int) (NetdevSpec, DeviceSpec, error) {
 	}
 	// The id is outside the identifier rule, so no -netdev can take it.
 	id := fmt.Sprintf("__nic%d", index)
+	// ParseNetdev wants a valid id: it gets a placeholder, replaced below.
+	// An id= in s itself is then given twice and refused.
 	n, err := ParseNetdev(strings.Join(keep, ",") + ",id=nic")
 	if err != nil {
 		return n, DeviceSpec{}, fmt.Errorf("-nic %q: %w", s, err)

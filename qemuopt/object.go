@@ -6,7 +6,10 @@ import "fmt"
 type ObjectSpec struct {
 	// Type is memory-backend-file or memory-backend-shm.
 	Type string
-	ID   string
+	// ID is id=, which -device ivshmem-plain,memdev= refers to.
+	ID string
+	// Size is size= in bytes, not 0; whether it suits ivshmem (a power of
+	// two, hostmem.CheckSize) is for the caller to check.
 	Size uint64
 	// MemPath is memory-backend-file's mem-path.
 	MemPath string
@@ -39,6 +42,9 @@ func ParseObject(s string) (ObjectSpec, error) {
 	}
 	switch b.Type {
 	case "memory-backend-file":
+		// QEMU's memory-backend-file defaults to share=off (a private
+		// mapping), so a command line valid for QEMU's ivshmem says
+		// share=on; one without it would not share memory under QEMU.
 		if !hasShare {
 			return fail(fmt.Errorf("memory-backend-file needs share=on for ivshmem"))
 		}
@@ -57,7 +63,10 @@ func ParseObject(s string) (ObjectSpec, error) {
 
 // ChardevSpec is one -chardev: a unix socket client (an ivshmem server).
 type ChardevSpec struct {
-	ID   string
+	// ID is id=, which -device ivshmem-doorbell,chardev= refers to.
+	ID string
+	// Path is the server's UNIX socket; Petrel connects as a client
+	// (server=on, a listening chardev, is not supported).
 	Path string
 }
 

@@ -23,6 +23,8 @@ import (
 )
 
 // Split splits a QEMU option string at commas; ",," is a literal comma.
+// It never fails: "" is one empty item, and a trailing comma gives a last
+// empty item, which Parse then refuses as an empty option name.
 func Split(s string) []string {
 	var out []string
 	var cur strings.Builder
@@ -46,7 +48,11 @@ func Split(s string) []string {
 // are taken by the typed parsers as they read them; Unused reports the
 // rest, so an option nobody reads is an error, never silently ignored.
 type Opts struct {
+	// vals holds each key's raw text; nested QMP objects appear under
+	// dotted keys ("file.filename").
 	vals map[string]string
+	// used records the keys a parser has taken (Str, Lookup and the typed
+	// getters set it; Has does not), whether or not they were given.
 	used map[string]bool
 	// what names the option in errors ("-device", "device_add").
 	what string
@@ -82,6 +88,9 @@ func Parse(what, s, implied string) (*Opts, error) {
 	return o, nil
 }
 
+// set stores k=v; a second value for the same key is an error rather
+// than QemuOpts' "last one wins", so that a mistyped repetition on a long
+// command line is not silently dropped.
 func (o *Opts) set(k, v string) error {
 	if k == "" {
 		return fmt.Errorf("empty option name")
@@ -126,6 +135,8 @@ func FromJSON(what string, args map[string]any) (*Opts, error) {
 			case json.Number:
 				v = x.String()
 			case float64:
+				// From a caller that decoded without UseNumber; 'f'
+				// keeps large integers free of an exponent.
 				v = strconv.FormatFloat(x, 'f', -1, 64)
 			default:
 				return fmt.Errorf("Invalid parameter type for '%s'", name)
@@ -145,7 +156,8 @@ func FromJSON(what string, args map[string]any) (*Opts, error) {
 	return o, nil
 }
 
-// Has reports whether k was given (without taking it).
+// Has reports whether k was given (without taking it: a key only tested
+// with Has still counts as unused).
 func (o *Opts) Has(k string) bool { _, ok := o.vals[k]; return ok }
 
 // Str takes k's value ("" when absent).
@@ -216,6 +228,8 @@ func (o *Opts) Unused(format string) error {
 	if len(left) == 0 {
 		return nil
 	}
+	// Map order is random; sorting makes the error name the same key on
+	// every run, which tests and golden outputs rely on.
 	sort.Strings(left)
 	if format == "" {
 		format = "unknown option '%s'"
@@ -237,8 +251,8 @@ func ParseBool(v string) (bool, error) {
 
 // Slots on a PCI bus and functions per slot (PCI Local Bus 3.0, 3.2.2.3.2).
 const (
-	PCISlots     = 32
-	PCIFunctions = 8
+	PCISlots     = 32 // device numbers 0-31: 5 bits of the devfn
+	PCIFunctions = 8  // function numbers 0-7: the low 3 bits of the devfn
 )
 
 // ParsePCIAddr reads a PCI "addr" property as QEMU's pci-devfn type does:

@@ -1,8 +1,9 @@
 package qemuopt
 
 // Sizes as QEMU's qemu_strtosz reads them (util/cutils.c): the one size
-// parser of petrel run, QMP, memory backends and petrel img. A decimal number with an optional fraction, or a hexadecimal
-// number ("0x..."; no fraction, a suffix is deprecated, see HexSuffix), and
+// parser of petrel run, QMP, memory backends and petrel img. A decimal
+// number with an optional fraction, or a hexadecimal number ("0x..."; no
+// fraction, a suffix is deprecated, see SizeHexSuffix), and
 // an optional one-letter suffix B, K, M, G, T, P, E in either case (powers
 // of 1024). A fraction needs a suffix other than B, except for an all-zero
 // fraction ("1024.0b"). This is QEMU 7.2's syntax.
@@ -16,6 +17,8 @@ import (
 	"strings"
 )
 
+// The two failures of ParseSize; callers such as petrel img tell them
+// apart with errors.Is to word their messages as qemu-img does.
 var (
 	// ErrSizeInvalid: not a size (qemu_strtosz's -EINVAL).
 	ErrSizeInvalid = errors.New("invalid size")
@@ -69,6 +72,8 @@ func strtosz(s string, def byte) (uint64, error) {
 			return 0, ErrSizeRange
 		}
 		val, rest = v, hex[n:]
+		// QEMU reads hex with qemu_strtou64 and refuses a fraction after
+		// it outright, rather than reading "0x1.8" as a decimal 0.8.
 		if strings.HasPrefix(rest, ".") {
 			return 0, ErrSizeInvalid
 		}
@@ -112,7 +117,11 @@ func strtosz(s string, def byte) (uint64, error) {
 		}
 		return val, nil
 	}
-	// val.frac * 2^shift as 128.64 fixed point, rounding 0.5 up.
+	// val.frac * 2^shift as 128.64 fixed point, rounding 0.5 up. hi gets
+	// the integer bits shifted out of the top (any of them set is out of
+	// range); the fraction's top shift bits join the integer part in lo;
+	// rem is the fraction left over, whose top bit is the rounding bit
+	// (QEMU rounds the double product to the nearest integer).
 	hi := val >> (64 - shift)
 	lo := val<<shift | frac>>(64-shift)
 	rem := frac << shift
@@ -142,6 +151,7 @@ func ParseSize(s string) (uint64, error) { return ParseSizeUnit(s, 1) }
 // ParseSizeUnit is ParseSize with the unit of a number without suffix
 // (-m counts MiB): 1 or a power of 1024 up to 2^60.
 func ParseSizeUnit(s string, unit uint64) (uint64, error) {
+	// strtosz takes the default unit as the suffix letter that means it.
 	def := byte(0)
 	for i, c := range []byte("BKMGTPE") {
 		if unit == 1<<(10*i) {
@@ -166,6 +176,9 @@ func ParseSizeUnit(s string, unit uint64) (uint64, error) {
 // "0.977 MiB"). qemu-img info and snapshot tables use it.
 func FormatSize(n int64) string {
 	suffixes := []string{"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
+	// As size_to_str: e is the binary exponent of n*1024/1000, and
+	// (e-1)/10 the power of 1024 that keeps the printed number below
+	// 1000 rather than 1024, so 1000 KiB prints as "0.977 MiB".
 	_, e := math.Frexp(float64(n) / (1000.0 / 1024.0))
 	i := max(0, min((e-1)/10, len(suffixes)-1))
 	return fmt.Sprintf("%.3g %sB", float64(n)/float64(int64(1)<<(10*i)), suffixes[i])

@@ -21,12 +21,16 @@ const (
 	tStrList // ['str']
 )
 
+// String is the type's name as QEMU's "Invalid parameter type" message
+// spells it (a list is "array").
 func (t argType) String() string {
 	return [...]string{"string", "boolean", "integer", "object", "any", "array"}[t]
 }
 
 // command describes one QMP command: its arguments and what it does.
 type command struct {
+	// args maps each argument the command takes to its type; required
+	// lists those that must be present.
 	args     map[string]argType
 	required []string
 	// fields, when set, lists every argument in the schema's order; the
@@ -36,11 +40,21 @@ type command struct {
 	// open allows arguments beyond args (device_add's properties), which
 	// the handler checks itself.
 	open bool
-	run  func(s *Server, args map[string]any) (ret any, after func(), err error)
+	// run executes the command with checked arguments (numbers as
+	// json.Number). ret is the "return" value (nil means {}); after, if not
+	// nil, runs once the reply is written, for work the client must see
+	// only after the reply (quit's SHUTDOWN, a job's start); an *Error
+	// err chooses the error class. nil only for qmp_capabilities, which
+	// handle answers itself.
+	run func(s *Server, args map[string]any) (ret any, after func(), err error)
 }
 
+// commandTable holds every command by name. It is built by init and only
+// read afterwards, so connections share it without a lock.
 var commandTable map[string]*command
 
+// init builds commandTable; query-commands reads the table itself, so it
+// cannot be a composite literal initialiser (an initialisation cycle).
 func init() {
 	commandTable = map[string]*command{
 		"qmp_capabilities": {args: map[string]argType{"enable": tAny}},
@@ -298,6 +312,9 @@ func typeError(k string, v any, t argType) *Error {
 	return nil
 }
 
+// hasType reports whether a decoded JSON value has type t: an integer is a
+// json.Number that fits int64 (so 1.0 and 1e3 are not integers, as in
+// QEMU); tAny accepts anything.
 func hasType(v any, t argType) bool {
 	switch t {
 	case tStr:

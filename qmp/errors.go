@@ -12,10 +12,16 @@ const (
 // Error is a QMP error reply. Machine methods return it to choose the class;
 // any other error is reported as GenericError with its text.
 type Error struct {
+	// Class is one of the Class constants; clients such as libvirt
+	// branch on it, so it must be QEMU's class for the same failure.
 	Class string
-	Desc  string
+	// Desc is the human-readable text, worded as QEMU's where the iotests
+	// or clients compare it.
+	Desc string
 }
 
+// Error formats the error for logs; on the wire only Desc is sent, with
+// Class beside it.
 func (e *Error) Error() string { return e.Class + ": " + e.Desc }
 
 // Errorf returns a GenericError.

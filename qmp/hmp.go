@@ -22,12 +22,19 @@ type hmpCommand struct {
 	arg      string
 	kind     byte
 	optional bool
-	params   string
-	help     string
-	run      func(s *Server, w *strings.Builder, arg *string)
-	sub      []*hmpCommand
+	// params and help are the two halves of the command's help line.
+	params string
+	help   string
+	// run executes the command, printing into w; arg is nil when an
+	// optional argument was not given.
+	run func(s *Server, w *strings.Builder, arg *string)
+	// sub is the table of subcommands ("info status"); run is then what
+	// the bare command does.
+	sub []*hmpCommand
 }
 
+// hmpTable and hmpInfoTable are the top-level and "info" commands, in the
+// order help lists them.
 var hmpTable, hmpInfoTable []*hmpCommand
 
 func init() {
@@ -58,6 +65,8 @@ func init() {
 	}
 }
 
+// hmpCommands is human-monitor-command. cpu-index is accepted (a
+// negative one refused as QEMU does) and otherwise ignored.
 func hmpCommands() map[string]*command {
 	return map[string]*command{
 		"human-monitor-command": {
@@ -255,6 +264,8 @@ func hmpHelp(w *strings.Builder, name *string) {
 	}
 }
 
+// hmpHelpLine prints one command's help line, "info status  -- ..." style,
+// prefix being the words of the enclosing commands.
 func hmpHelpLine(w *strings.Builder, prefix []string, c *hmpCommand) {
 	for _, p := range prefix {
 		w.WriteString(p + " ")

@@ -35,11 +35,17 @@ var jobNext = map[string][]string{
 
 // JobInfo is one entry of query-jobs, fields in QEMU's order.
 type JobInfo struct {
-	ID              string `json:"id"`
-	Type            string `json:"type"`
-	Status          string `json:"status"`
-	CurrentProgress int64  `json:"current-progress"`
-	TotalProgress   int64  `json:"total-progress"`
+	// ID is the client's job-id (well formed as jobIDWellFormed checks).
+	ID string `json:"id"`
+	// Type is the QAPI JobType: "snapshot-save", "snapshot-load" or
+	// "snapshot-delete".
+	Type string `json:"type"`
+	// Status is one of the job status constants above.
+	Status string `json:"status"`
+	// CurrentProgress and TotalProgress are in abstract units, as QEMU's:
+	// a snapshot job is one unit of work.
+	CurrentProgress int64 `json:"current-progress"`
+	TotalProgress   int64 `json:"total-progress"`
 	// Error is set once the job has failed.
 	Error *string `json:"error,omitempty"`
 }
@@ -54,8 +60,9 @@ type jobStatusChange struct {
 // its JOB_STATUS_CHANGE event happen under mu, so clients see every job's
 // events in the order of its transitions.
 type jobTable struct {
-	mu   sync.Mutex
+	mu   sync.Mutex // guards list and every JobInfo in it
 	list []*JobInfo // newest first, as QEMU lists them
+	// emit is the server's Emit, set by NewServer; called with mu held.
 	emit func(event string, data any)
 }
 
@@ -200,6 +207,9 @@ func errorText(err error) string {
 	return err.Error()
 }
 
+// jobCommands are the generic job commands; Petrel's jobs cannot be
+// paused, cancelled or finalized by hand, so job-pause, job-cancel and
+// job-finalize are absent.
 func jobCommands() map[string]*command {
 	return map[string]*command{
 		"query-jobs": {run: func(s *Server, _ map[string]any) (any, func(), error) {

@@ -28,12 +28,22 @@ var Version = struct{ Major, Minor, Micro int }{7, 2, 0}
 
 // Server serves QMP connections for one machine.
 type Server struct {
+	// m is the machine every command acts on.
 	m Machine
 
-	mu    sync.Mutex // guards conns and listeners
+	// Locks: mu and a conn's wmu are never held together (Emit and Close
+	// copy the connections out first), so a client that does not read
+	// cannot stall the others' bookkeeping. jobs.mu is taken before mu and
+	// wmu (a transition emits under it); snap before all of them (the
+	// machine emits STOP and RESUME inside a snapshot operation).
+	mu sync.Mutex // guards conns and lns
+	// conns are the live connections, each added by ServeConn and removed
+	// when it returns.
 	conns map[*conn]struct{}
-	lns   []net.Listener
+	// lns are the listeners of ListenUnix, closed by Close.
+	lns []net.Listener
 
+	// jobs are the snapshot jobs not yet dismissed.
 	jobs jobTable
 	// snap serialises the machine's snapshot operations (jobs and HMP),
 	// which QEMU runs one at a time in its main loop.
@@ -93,17 +103,24 @@ func ListenSocket(path string) (net.Listener, error) {
 	return &unlinkListener{ln, path}, nil
 }
 
+// unlinkListener removes the socket file at path when closed. net's own
+// unlink-on-close is off because it would remove the temporary name the
+// socket was bound under, not path.
 type unlinkListener struct {
 	net.Listener
 	path string
 }
 
+// Close closes the listener and removes the socket file.
 func (u *unlinkListener) Close() error {
 	err := u.Listener.Close()
 	os.Remove(u.path)
 	return err
 }
 
+// acceptLoop serves each client of ln on its own goroutine until ln is
+// closed. Other accept errors (EMFILE, a connection reset before accept)
+// are transient: it waits 10ms and retries rather than spin or give up.
 func (s *Server) acceptLoop(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
@@ -140,12 +157,17 @@ func (s *Server) Close() error {
 // conn is one client. Writes are serialised by wmu because events arrive
 // from other goroutines.
 type conn struct {
+	// rw is the connection; it is closed (if an io.Closer) when ServeConn
+	// returns or the server closes.
 	rw         io.ReadWriter
 	wmu        sync.Mutex
 	negotiated bool // touched only by the connection's own goroutine
 	evOn       bool // guarded by wmu: events are sent after negotiation
 }
 
+// send writes v as one JSON line ending in CRLF, as QEMU's monitor does.
+// A message is written by one Write under wmu, so events from other
+// goroutines never interleave with a reply.
 func (c *conn) send(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -158,6 +180,8 @@ func (c *conn) send(v any) error {
 	return err
 }
 
+// close closes the connection, which ends ServeConn's read loop. -qmp stdio
+// (not an io.Closer) is left open.
 func (c *conn) close() {
 	if cl, ok := c.rw.(io.Closer); ok {
 		cl.Close()
@@ -241,6 +265,8 @@ func (s *Server) Emit(event string, data any) {
 	}
 }
 
+// errorReply builds {"error": {"class", "desc"}, "id"}: id is echoed
+// verbatim (any JSON value) and left out when the command had none.
 func errorReply(id json.RawMessage, e *Error) map[string]any {
 	r := map[string]any{"error": map[string]string{"class": e.Class, "desc": e.Desc}}
 	if id != nil {
@@ -249,6 +275,8 @@ func errorReply(id json.RawMessage, e *Error) map[string]any {
 	return r
 }
 
+// okReply builds {"return": ret, "id"}; a command without a value returns
+// {} as QEMU does, never null.
 func okReply(id json.RawMessage, ret any) map[string]any {
 	if ret == nil {
 		ret = struct{}{}

@@ -44,6 +44,9 @@ func snapshotJob(typ string, op func(Machine, SnapshotRequest) error) func(*Serv
 	}
 }
 
+// snapshotCommands are snapshot-save, -load and -delete. Every argument is
+// required, as in qapi/migration.json, and checked in the schema's order
+// so that the first error is QEMU's.
 func snapshotCommands() map[string]*command {
 	saveLoad := map[string]argType{"job-id": tStr, "tag": tStr, "vmstate": tStr, "devices": tStrList}
 	del := map[string]argType{"job-id": tStr, "tag": tStr, "devices": tStrList}

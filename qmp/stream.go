@@ -9,10 +9,16 @@ import (
 // nesting; Petrel bounds the whole message so a client cannot make the VMM
 // buffer without limit.
 const (
+	// MaxMessageSize is the largest message in bytes, its white space
+	// inside included.
 	MaxMessageSize = 4 << 20
-	MaxNesting     = 1024
+	// MaxNesting is the deepest nesting of objects and arrays (QEMU's
+	// json-streamer has the same MAX_NESTING).
+	MaxNesting = 1024
 )
 
+// The splitter's errors for an over-limit message; ServeConn answers them
+// with an error reply and goes on with the next message.
 var (
 	errTooLarge = errors.New("JSON message too large")
 	errTooDeep  = errors.New("JSON nesting too deep")
@@ -23,12 +29,16 @@ var (
 // white space. A message over the limits is skipped to its end and reported
 // once as an error, so the connection stays in step.
 type splitter struct {
-	r   *bufio.Reader
+	r *bufio.Reader
+	// buf holds the message being cut; next reuses it, so a message is
+	// valid only until the following call.
 	buf []byte
 }
 
+// newSplitter returns a splitter reading r.
 func newSplitter(r *bufio.Reader) *splitter { return &splitter{r: r} }
 
+// isSpace is JSON's white space (RFC 8259 §2), which separates messages.
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // next returns the next message. Errors other than errTooLarge and errTooDeep
@@ -108,6 +118,8 @@ func (s *splitter) next() ([]byte, error) {
 	}
 }
 
+// finish ends a message: the overflow error if it exceeded a limit (its
+// bytes were dropped), else the bytes collected.
 func (s *splitter) finish(overflow error) ([]byte, error) {
 	if overflow != nil {
 		return nil, overflow

@@ -12,9 +12,17 @@ var ErrCorrupt = errors.New("corrupt saved machine state")
 // Enc appends a section's fields. The zero value is ready to use.
 type Enc struct{ b []byte }
 
-func (e *Enc) U8(v uint8)   { e.b = append(e.b, v) }
+// U8 appends one byte. Fields are packed: no padding or alignment
+// between them, so reader and writer must agree on every field's width.
+func (e *Enc) U8(v uint8) { e.b = append(e.b, v) }
+
+// U16 appends v as 2 bytes, little-endian.
 func (e *Enc) U16(v uint16) { e.b = binary.LittleEndian.AppendUint16(e.b, v) }
+
+// U32 appends v as 4 bytes, little-endian.
 func (e *Enc) U32(v uint32) { e.b = binary.LittleEndian.AppendUint32(e.b, v) }
+
+// U64 appends v as 8 bytes, little-endian.
 func (e *Enc) U64(v uint64) { e.b = binary.LittleEndian.AppendUint64(e.b, v) }
 
 // Bool is one byte, 0 or 1.
@@ -48,15 +56,17 @@ func (e *Enc) Data() []byte { return e.b }
 // return zero values, and Err (or Finish) reports it, so a device reads all
 // its fields and checks once.
 type Dec struct {
-	b       []byte
-	off     int
-	err     error
-	section string
+	b       []byte // the section's payload
+	off     int    // next byte to read
+	err     error  // first failure, sticky
+	section string // the section's name, for errors
 }
 
 // NewDec reads b, the payload of the named section (the name is for errors).
 func NewDec(section string, b []byte) *Dec { return &Dec{b: b, section: section} }
 
+// take returns the next n bytes of the payload, aliasing it, or nil once
+// anything has failed; reading past the end is ErrCorrupt.
 func (d *Dec) take(n int) []byte {
 	if d.err != nil {
 		return nil
@@ -70,6 +80,8 @@ func (d *Dec) take(n int) []byte {
 	return p
 }
 
+// U8 reads what Enc.U8 wrote; like every Dec read it returns 0 once the
+// decoder has failed, and a read past the payload's end fails it.
 func (d *Dec) U8() uint8 {
 	if p := d.take(1); p != nil {
 		return p[0]
@@ -77,6 +89,7 @@ func (d *Dec) U8() uint8 {
 	return 0
 }
 
+// U16 reads what Enc.U16 wrote (0 after a failure).
 func (d *Dec) U16() uint16 {
 	if p := d.take(2); p != nil {
 		return binary.LittleEndian.Uint16(p)
@@ -84,6 +97,7 @@ func (d *Dec) U16() uint16 {
 	return 0
 }
 
+// U32 reads what Enc.U32 wrote (0 after a failure).
 func (d *Dec) U32() uint32 {
 	if p := d.take(4); p != nil {
 		return binary.LittleEndian.Uint32(p)
@@ -91,6 +105,7 @@ func (d *Dec) U32() uint32 {
 	return 0
 }
 
+// U64 reads what Enc.U64 wrote (0 after a failure).
 func (d *Dec) U64() uint64 {
 	if p := d.take(8); p != nil {
 		return binary.LittleEndian.Uint64(p)

@@ -13,6 +13,8 @@ const PageSize = 4096
 
 // RAMRegion is one range of guest RAM and the host memory behind it.
 type RAMRegion struct {
+	// GuestAddr is the region's guest-physical base; ReadRAM requires
+	// the same regions, address and size, as WriteRAM saw.
 	GuestAddr uint64
 	Mem       []byte // a multiple of PageSize
 	// Resident, when not nil, has a byte per page of Mem whose bit 0 is

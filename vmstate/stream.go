@@ -30,11 +30,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Writer writes a stream. Sections are written in order; Close writes the
 // end tag and the checksum.
+//
+// Errors are sticky: after the first failure every write is skipped and
+// Close returns the error, so callers write a whole state and check once.
 type Writer struct {
-	w    *bufio.Writer
-	crc  hash.Hash32
-	n    int64
-	err  error
+	w   *bufio.Writer
+	crc hash.Hash32 // CRC-32C of every byte written before the checksum
+	n   int64       // bytes written, for Len
+	err error
+	// open is the section Begin started, until its length is written.
 	open *sectionWriter
 }
 
@@ -48,6 +52,7 @@ func NewWriter(w io.Writer) *Writer {
 	return sw
 }
 
+// write appends p to the stream and the checksum, unless a write failed.
 func (w *Writer) write(p []byte) {
 	if w.err != nil {
 		return
@@ -57,6 +62,9 @@ func (w *Writer) write(p []byte) {
 	w.n += int64(len(p))
 }
 
+// sectionHeader writes a section's tag, name, version and payload length,
+// and fails the stream if the previous Begin section is incomplete or the
+// name is empty or longer than maxName.
 func (w *Writer) sectionHeader(name string, version uint32, length uint64) {
 	if w.open != nil && w.err == nil {
 		w.err = fmt.Errorf("vmstate: section %q started before %q was complete", name, w.open.name)
@@ -80,19 +88,25 @@ func (w *Writer) Section(name string, version uint32, payload []byte) {
 
 // Begin starts a section of exactly length bytes, written through the
 // returned writer; the next Begin, Section or Close fails unless all
-// length bytes were written.
+// length bytes were written. The section counts as complete only after a
+// Write brings it to length, so a Begin with length 0 leaves it open and
+// the next call fails: use Section for an empty payload.
 func (w *Writer) Begin(name string, version uint32, length uint64) io.Writer {
 	w.sectionHeader(name, version, length)
 	w.open = &sectionWriter{w: w, name: name, left: length}
 	return w.open
 }
 
+// sectionWriter is the io.Writer of a Begin section: left is how many of
+// the announced bytes are still to come.
 type sectionWriter struct {
 	w    *Writer
 	name string
 	left uint64
 }
 
+// Write refuses to go beyond the announced length, which would desync the
+// stream, and returns the stream's sticky error.
 func (s *sectionWriter) Write(p []byte) (int, error) {
 	if uint64(len(p)) > s.left {
 		return 0, fmt.Errorf("vmstate: section %q: %d bytes more than announced", s.name, uint64(len(p))-s.left)
@@ -133,15 +147,15 @@ func (w *Writer) Len() int64 { return w.n }
 // Reader reads a stream written by Writer from at most limit bytes.
 type Reader struct {
 	r       *bufio.Reader
-	crc     hash.Hash32
-	left    int64 // bytes of the limit not yet read
-	version uint32
+	crc     hash.Hash32 // CRC-32C of the bytes read so far
+	left    int64       // bytes of the limit not yet read
+	version uint32      // the stream's format version (1..Version)
 	// current section
 	name    string
-	secVer  uint32
-	secLeft uint64
-	seen    map[string]bool
-	done    bool
+	secVer  uint32          // its version
+	secLeft uint64          // its payload bytes not yet consumed
+	seen    map[string]bool // section names met so far: each may appear once
+	done    bool            // the end tag and a good checksum were read
 }
 
 // NewReader reads and checks the header. limit is the stream's size as
@@ -166,6 +180,8 @@ func NewReader(r io.Reader, limit int64) (*Reader, error) {
 	return rd, nil
 }
 
+// full reads exactly len(p) bytes into p and the checksum, within the
+// limit; a stream that ends early is ErrCorrupt, not io.EOF.
 func (r *Reader) full(p []byte) error {
 	if int64(len(p)) > r.left {
 		return fmt.Errorf("%w: the state ends early (%d bytes wanted, %d left)", ErrCorrupt, len(p), r.left)
@@ -259,8 +275,10 @@ func (r *Reader) Section() ([]byte, error) {
 // section's end.
 func (r *Reader) Stream() io.Reader { return sectionReader{r} }
 
+// sectionReader is Stream's reader; it hands out at most 1 MiB per Read.
 type sectionReader struct{ r *Reader }
 
+// Read reads the current section's payload; io.EOF at its end.
 func (s sectionReader) Read(p []byte) (int, error) {
 	if s.r.secLeft == 0 {
 		return 0, io.EOF

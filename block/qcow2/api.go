@@ -2,7 +2,15 @@ package qcow2
 
 import "github.com/petrel-vmm/petrel/block"
 
-// WriteAt writes guest data (see writeAt).
+// Every exported mutator below has the same shape: writable() refuses a
+// read-only or corrupt-marked image (errReadOnly, errMarkedCorrupt) before
+// anything is touched, and noteCorrupt turns an error that wraps
+// ErrCorrupt into the image's corrupt mark, so the failed change is the
+// last one. The unexported functions they wrap do the work and hold the
+// locks.
+
+// WriteAt writes guest data (see writeAt). Safe for concurrent use; a
+// range crossing the end of the disk fails whole.
 func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	if err := img.writable(); err != nil {
 		return 0, err
@@ -43,7 +51,8 @@ func (img *Image) MakeEmpty() error {
 	return img.noteCorrupt(img.makeEmpty())
 }
 
-// Resize changes the virtual size (see resize).
+// Resize changes the virtual size (see resize): a multiple of 512 bytes,
+// refused while the image has snapshots or when a shrink would drop data.
 func (img *Image) Resize(newSize int64) error {
 	if err := img.writable(); err != nil {
 		return err
@@ -51,7 +60,9 @@ func (img *Image) Resize(newSize int64) error {
 	return img.noteCorrupt(img.resize(newSize))
 }
 
-// CreateSnapshot records the current disk state under name.
+// CreateSnapshot records the current disk state under name (a disk-only
+// snapshot, as qemu-img snapshot -c makes; CreateSnapshotWithState adds VM
+// state). Names need not be unique; IDs are assigned.
 func (img *Image) CreateSnapshot(name string) error {
 	if err := img.writable(); err != nil {
 		return err
@@ -75,6 +86,9 @@ func (img *Image) DeleteSnapshot(nameOrID string) error {
 	return img.noteCorrupt(img.deleteSnapshot(nameOrID))
 }
 
+// The optional block interfaces the engine implements, checked at compile
+// time so that a signature drift breaks the build, not a type assertion
+// at run time.
 var (
 	_ block.Image            = (*Image)(nil)
 	_ block.Checker          = (*Image)(nil)

@@ -11,6 +11,8 @@ import (
 // clusters of consistent bitmaps (autoclear bit 0 set) so that images
 // written by QEMU with bitmaps check clean, as qcow2_check_bitmaps_refcounts.
 
+// Limits QEMU applies to the bitmaps extension (block/qcow2-bitmap.c), and
+// the offset bits of a bitmap table entry (bits 9-55, as in L1 entries).
 const (
 	maxBitmaps             = 65535
 	maxBitmapDirectorySize = 64 << 20
@@ -36,6 +38,9 @@ func (s *refScan) scanBitmaps() {
 		}
 		return
 	}
+	// The extension (QEMU's docs/interop/qcow2.txt, "Bitmaps extension"):
+	// nb_bitmaps u32, reserved u32, bitmap_directory_size u64,
+	// bitmap_directory_offset u64.
 	be := binary.BigEndian
 	nb := be.Uint32(ext[0:])
 	dirSize := be.Uint64(ext[8:])
@@ -57,6 +62,10 @@ func (s *refScan) scanBitmaps() {
 			s.errorf(true, "bitmap directory entry %d is truncated", i)
 			return
 		}
+		// A directory entry ("Bitmap directory"): bitmap_table_offset
+		// u64, bitmap_table_size u32 (entries), flags u32, type u8,
+		// granularity_bits u8, name_size u16, extra_data_size u32, then
+		// the extra data and the name, padded to 8 bytes.
 		tblOff := be.Uint64(dir[pos:])
 		tblSize := uint64(be.Uint32(dir[pos+8:]))
 		nameLen := uint64(be.Uint16(dir[pos+18:]))

@@ -10,6 +10,11 @@ import "fmt"
 // set) is flushed first; the L2 cache depends on the refcount cache so an L2
 // entry never reaches the disk before the refcount that makes its cluster
 // allocated.
+//
+// Fields: img is the image whose file backs the tables; name names the
+// table kind in errors; max is the capacity in tables (at least 4);
+// entries maps a table's host offset to its entry; tick is a counter
+// stamped on each lookup, for LRU eviction.
 type tableCache struct {
 	img     *Image
 	name    string
@@ -22,6 +27,11 @@ type tableCache struct {
 	noBarrier bool
 }
 
+// cacheEntry is one cached table: off is its host offset, data its
+// cluster-sized contents (big-endian entries, as on disk), dirty whether
+// data differs from the file, used the tick of its last lookup. Entries
+// are recycled on eviction, data buffer included, so a caller must not
+// keep an entry across another lookup on the same cache.
 type cacheEntry struct {
 	off   int64
 	data  []byte
@@ -29,6 +39,8 @@ type cacheEntry struct {
 	used  uint64
 }
 
+// newTableCache returns an empty cache of max tables (raised to 4, so that
+// an operation touching a few tables at once does not evict its own).
 func newTableCache(img *Image, name string, max int) *tableCache {
 	if max < 4 {
 		max = 4
@@ -36,14 +48,16 @@ func newTableCache(img *Image, name string, max int) *tableCache {
 	return &tableCache{img: img, name: name, max: max, entries: make(map[int64]*cacheEntry, max)}
 }
 
-// get returns the table at off, reading it when not cached. The slice is
-// valid until the next get/load on this cache.
+// get returns the table at off, reading it when not cached. The entry is
+// valid until the next get or getEmpty on this cache: a lookup may evict
+// it and recycle its buffer for another table.
 func (c *tableCache) get(off int64) (*cacheEntry, error) {
 	return c.lookup(off, true)
 }
 
 // getEmpty returns a zero-filled entry for a freshly allocated table at off
-// without reading it.
+// without reading it (the cluster's old bytes are garbage). The entry is
+// not marked dirty: callers fill it and write it through or mark it.
 func (c *tableCache) getEmpty(off int64) (*cacheEntry, error) {
 	e, err := c.lookup(off, false)
 	if err != nil {
@@ -53,6 +67,11 @@ func (c *tableCache) getEmpty(off int64) (*cacheEntry, error) {
 	return e, nil
 }
 
+// lookup finds the entry for off or makes room for it, evicting the least
+// recently used table (written back first if dirty, after its
+// dependencies). With read, a new entry is filled from the file; without,
+// its contents are whatever the recycled buffer held, for getEmpty to
+// clear. A failed read leaves no entry behind.
 func (c *tableCache) lookup(off int64, read bool) (*cacheEntry, error) {
 	c.tick++
 	if e, ok := c.entries[off]; ok {
@@ -79,7 +98,9 @@ func (c *tableCache) lookup(off int64, read bool) (*cacheEntry, error) {
 	return e, nil
 }
 
-// evict removes the least recently used entry, writing it back if dirty.
+// evict removes the least recently used entry, writing it back if dirty
+// (after the dependency flush and barrier, so eviction keeps the same
+// order as a flush). The scan is linear: caches hold tens of tables.
 func (c *tableCache) evict() (*cacheEntry, error) {
 	var victim *cacheEntry
 	for _, e := range c.entries {
@@ -99,7 +120,9 @@ func (c *tableCache) evict() (*cacheEntry, error) {
 	return victim, nil
 }
 
-// prepareWrite flushes the cache this one depends on, with a barrier.
+// prepareWrite flushes the cache this one depends on, with a barrier (an
+// fsync, skipped under lazy refcounts or when nothing was flushed), so
+// that what this cache writes next never reaches the disk first.
 func (c *tableCache) prepareWrite() error {
 	if c.depends == nil {
 		return nil
@@ -114,6 +137,8 @@ func (c *tableCache) prepareWrite() error {
 	return nil
 }
 
+// writeEntry writes e to its place in the file and marks it clean. It does
+// not order: callers run prepareWrite first.
 func (c *tableCache) writeEntry(e *cacheEntry) error {
 	if err := c.img.writeMeta(e.data, e.off); err != nil {
 		return fmt.Errorf("writing %s at %#x: %w", c.name, e.off, err)
@@ -147,7 +172,10 @@ func (c *tableCache) flush() (int, error) {
 	return dirty, nil
 }
 
-// writeThrough writes one entry now (after its dependencies).
+// writeThrough writes one entry now (after its dependencies), for the
+// points where a table must be on disk before the next step (a new L2
+// table before its L1 entry, an L2 change before releasing what it
+// dropped). It does not sync; callers add the barrier they need.
 func (c *tableCache) writeThrough(e *cacheEntry) error {
 	if err := c.prepareWrite(); err != nil {
 		return err
@@ -155,12 +183,16 @@ func (c *tableCache) writeThrough(e *cacheEntry) error {
 	return c.writeEntry(e)
 }
 
-// drop forgets a table (freed cluster) without writing it.
+// drop forgets a table (freed cluster) without writing it, dirty or not:
+// once the cluster is free its contents no longer matter, and writing
+// them later could overwrite the cluster's next owner.
 func (c *tableCache) drop(off int64) {
 	delete(c.entries, off)
 }
 
-// reset forgets everything (after refcount rebuild or snapshot apply).
+// reset forgets everything, dirty entries included (after a refcount
+// rebuild, which wrote new blocks directly and leaves the cached ones
+// describing freed clusters).
 func (c *tableCache) reset() {
 	clear(c.entries)
 }

@@ -14,7 +14,8 @@ import (
 // corruption. RepairLeaks lowers leaked refcounts; RepairAll rebuilds the
 // refcount structures from the references and fixes the copied flags. A
 // repair (of either kind) that leaves no corruption and no check error
-// clears the image's corrupt mark.
+// clears the image's corrupt mark. The whole check runs quiesced: guest
+// I/O waits until it is done.
 func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	if mode != block.RepairNone && img.readOnly {
 		return block.CheckResult{}, errReadOnly
@@ -33,10 +34,15 @@ func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	return res, nil
 }
 
-// maxCheckClusters bounds the reference counter array (1 GiB).
+// maxCheckClusters bounds the reference counter array: 2^28 clusters of 4
+// bytes each, 1 GiB of memory; a larger image file is refused rather than
+// risking the VMM's or qemu-img's memory.
 const maxCheckClusters = 1 << 28
 
-// refScan is the state of one walk over the metadata.
+// refScan is the state of one walk over the metadata. img is the image
+// being checked; res receives the counts and messages; fileEnd is the
+// file's size at the start of the scan, in bytes (refs has one counter
+// per cluster up to it, and a reference beyond it is an error).
 type refScan struct {
 	img       *Image
 	refs      []uint32 // references per host cluster index
@@ -49,6 +55,9 @@ type refScan struct {
 	dropped    []int // indices of snapshot table entries a repair deletes
 }
 
+// errorf records a finding with qemu-img check's "ERROR " prefix: with
+// corrupt a corruption (metadata is wrong), otherwise a check error (the
+// check could not read something), which qemu-img counts apart.
 func (s *refScan) errorf(corrupt bool, format string, a ...any) {
 	msg := fmt.Sprintf(format, a...)
 	if corrupt {
@@ -61,6 +70,10 @@ func (s *refScan) errorf(corrupt bool, format string, a ...any) {
 }
 
 // ref counts one reference to every cluster of the host range [off, off+n).
+// Counters saturate at 2^32-1 rather than wrap, so an absurd number of
+// references still compares as more than any refcount width allows. A
+// range reaching past the file is reported once, at its first cluster
+// beyond the end.
 func (s *refScan) ref(off, n int64, what string) {
 	if n <= 0 {
 		return
@@ -82,7 +95,10 @@ func (s *refScan) ref(off, n int64, what string) {
 }
 
 // walkL1 counts the references of one L1 tree; active trees also have
-// their copied flags compared with refcounts afterwards.
+// their copied flags compared with refcounts afterwards. Only the active
+// tree adds to the allocation and fragmentation counts, as qemu-img's
+// figures describe the active disk. An L2 table beyond the file is
+// reported and not read.
 func (s *refScan) walkL1(l1 []uint64, active bool) {
 	img := s.img
 	cs := img.clusterSize
@@ -145,8 +161,10 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 	}
 }
 
-// scan walks all metadata of the image into s.refs. withRefcountMeta adds
-// the refcount table and blocks themselves.
+// scan walks all metadata of the image into s.refs: header, active L1 and
+// its tree, the snapshot table and every snapshot's tree, the bitmaps.
+// withRefcountMeta adds the refcount table and blocks themselves (left out
+// when rebuilding them, since the old ones are to be freed).
 // With repair, snapshot table entries with oversized extra data are read
 // (the excess dropped) instead of failing the scan.
 func (img *Image) scan(res *block.CheckResult, withRefcountMeta, repair bool) (*refScan, []snapshot, int64, error) {
@@ -243,7 +261,15 @@ func (s *refScan) snapshotEntry(i int, sn snapshot, repair bool) {
 	}
 }
 
-// check implements Check under img.mu.
+// check implements Check under img.mu. It counts references (scan),
+// compares each host cluster's refcount with them (a block-less range
+// counts as refcount 0; leaks beyond the file's end are found through the
+// refcount blocks), then checks copied flags. Repairs: RepairLeaks lowers
+// each leaked refcount to its reference count; RepairAll drops entries
+// that cannot be valid, rebuilds all refcounts, fixes copied flags,
+// rewrites the snapshot table if needed, and reports the state a fresh
+// check finds afterwards with how much it fixed, as qemu-img does.
+// ImageEndOffset is the end of the last cluster in use or counted.
 func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	var res block.CheckResult
 	s, snaps, tableSize, err := img.scan(&res, true, mode == block.RepairAll)
@@ -368,7 +394,8 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	return res, nil
 }
 
-// recheck runs a plain check into res.
+// recheck runs a plain check into res (and returns it), for the report
+// after a repair.
 func (img *Image) recheck(res *block.CheckResult) (block.CheckResult, error) {
 	r, err := img.check(block.RepairNone)
 	*res = r
@@ -377,7 +404,9 @@ func (img *Image) recheck(res *block.CheckResult) (block.CheckResult, error) {
 
 // fixCopiedFlags compares (and with fix, corrects) the copied flag of every
 // active L1 and L2 entry against refcount == 1, reporting each mismatch in
-// msgs (when not nil) with qemu-img's wording.
+// msgs (when not nil) with qemu-img's wording. It returns the number of
+// mismatches. Compressed entries never carry the flag and are skipped, as
+// are entries check already reported as invalid.
 func (img *Image) fixCopiedFlags(fix bool, msgs *[]string) (int, error) {
 	report := func(format string, a ...any) {
 		if msgs != nil {
@@ -443,6 +472,11 @@ func (img *Image) fixCopiedFlags(fix bool, msgs *[]string) (int, error) {
 // rebuildRefcounts replaces the refcount table and blocks with new ones
 // computed from the references, placed after everything else in the file
 // (QEMU's rebuild_refcount_structure). The old structures become free.
+// The new blocks and table are written and synced before the header
+// points at them, and the header is synced before memory switches over,
+// so a crash leaves the old structures (still valid to a re-check) or the
+// new ones. Like growRefcountTable it sizes the new area by iteration, as
+// the blocks must also count themselves and the table.
 func (img *Image) rebuildRefcounts() error {
 	var res block.CheckResult
 	s, _, _, err := img.scan(&res, false, true)

@@ -5,7 +5,12 @@ import (
 	"fmt"
 )
 
-// L1/L2 entry bits (spec "Cluster mapping").
+// L1/L2 entry bits (spec "Cluster mapping"): bit 63 COPIED (refcount
+// exactly 1, accurate only in tables reachable from the active L1), bit 62
+// compressed (L2 only), bit 0 reads-as-zero (standard L2 entries, version
+// 3), bits 9-55 the cluster-aligned host offset. subclusters is the count
+// per cluster of an extended L2 entry (QEMU's docs/interop/qcow2.txt,
+// "Extended L2 Entries"; not in the 1.2 spec).
 const (
 	oflagCopied     = 1 << 63
 	oflagCompressed = 1 << 62
@@ -26,7 +31,8 @@ const (
 )
 
 // mapping is the answer to "where is this guest range", computed under the
-// metadata lock so that data I/O can run without it.
+// metadata lock so that data I/O can run without it. kind says how to read
+// the range (see mapKind).
 type mapping struct {
 	kind   mapKind
 	host   int64  // mapData: host offset of the first byte
@@ -43,7 +49,9 @@ func (img *Image) l2Index(off int64) (l1i, l2i int64) {
 	return c / img.l2Entries, c % img.l2Entries
 }
 
-// l2Entry reads entry i (and, with extended L2, its subcluster bitmap).
+// l2Entry reads entry i (and, with extended L2, its subcluster bitmap) of
+// a cached table: 8 bytes per entry, or 16 with extended L2 (the entry,
+// then the bitmap).
 func (img *Image) l2Entry(tbl []byte, i int64) (uint64, uint64) {
 	if img.extL2 {
 		return binary.BigEndian.Uint64(tbl[i*16:]), binary.BigEndian.Uint64(tbl[i*16+8:])
@@ -51,6 +59,9 @@ func (img *Image) l2Entry(tbl []byte, i int64) (uint64, uint64) {
 	return binary.BigEndian.Uint64(tbl[i*8:]), 0
 }
 
+// setL2Entry stores the first word of entry i (the offset and flags); the
+// bitmap of an extended entry is setL2Bitmap's. It only changes the cached
+// table: callers mark the cache entry dirty.
 func (img *Image) setL2Entry(tbl []byte, i int64, v uint64) {
 	binary.BigEndian.PutUint64(tbl[i<<img.l2EntryShift:], v)
 }
@@ -68,7 +79,9 @@ func (img *Image) setL2Bitmap(tbl []byte, i int64, bm uint64) {
 }
 
 // l2TableOffset returns the validated L2 table offset from L1 entry l1i (0
-// when unallocated).
+// when unallocated, or when l1i is past the table: a snapshot's L1 may be
+// shorter than the active one). Flags and reserved bits are masked off;
+// an unaligned offset or one inside the header cluster is corruption.
 func (img *Image) l2TableOffset(l1 []uint64, l1i int64) (int64, error) {
 	if l1i >= int64(len(l1)) {
 		return 0, nil
@@ -85,13 +98,19 @@ func (img *Image) l2TableOffset(l1 []uint64, l1i int64) (int64, error) {
 
 // resolve maps the guest range [off, off+n) (n > 0, inside the disk) to
 // its first run of uniform kind. Contiguous clusters of one kind within one
-// L2 table are coalesced. Runs under img.mu.
+// L2 table are coalesced. Runs under img.mu. The answer stays valid after
+// mu is released only as long as nothing changes the tree: ReadAt and
+// writeAt rely on gate and inflight for that.
 func (img *Image) resolve(off, n int64) (mapping, error) {
 	return img.resolveIn(img.l1, off, n)
 }
 
 // resolveIn is resolve in the tree of l1 (the active table or a
-// snapshot's). Ranges beyond l1 are unallocated.
+// snapshot's). Ranges beyond l1 are unallocated. Runs never cross an L2
+// table, except unallocated ones over L1 entries without a table, which
+// are merged; data runs must be host-contiguous and share the copied
+// flag; a compressed cluster is always a run of its own; with extended
+// L2 a run ends at the cluster's end (classifySubcluster splits it).
 func (img *Image) resolveIn(l1 []uint64, off, n int64) (mapping, error) {
 	cs := img.clusterSize
 	l1i, l2i := img.l2Index(off)
@@ -144,7 +163,11 @@ func (img *Image) resolveIn(l1 []uint64, off, n int64) (mapping, error) {
 	return m, nil
 }
 
-// classify decodes one L2 entry for the guest offset off.
+// classify decodes one L2 entry for the guest offset off (only its offset
+// within the cluster matters). A compressed entry is returned undecoded
+// (compressedRange does that when it is read); for a standard entry the
+// zero flag wins over the host offset, as the spec says (a preallocated
+// zero cluster reads zeroes, not its host data, nor the backing file).
 func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 	cs := img.clusterSize
 	m := mapping{l2e: l2e}
@@ -183,7 +206,11 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 
 // classifySubcluster decodes an extended L2 entry: bits 0-31 of the bitmap
 // say "allocated", bits 32-63 "reads as zeroes", per subcluster. The run is
-// extended over following subclusters of the same state.
+// extended over following subclusters of the same state. Both bits set is
+// corruption, and so is an allocated subcluster without a host cluster;
+// neither set reads from the backing file (or zeroes), as an unallocated
+// cluster does. Subcluster i is bytes [i*cs/32, (i+1)*cs/32) of the
+// cluster.
 func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCopied bool) (mapping, error) {
 	cs := img.clusterSize
 	sc := cs / subclusters
@@ -225,7 +252,9 @@ func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCo
 	return m, nil
 }
 
-// loadL1 reads an L1 table of n entries at off.
+// loadL1 reads an L1 table of n entries at off, entries kept as on disk
+// (flags included). The caller has bounded n (parseHeader: at most
+// maxL1Bytes; snapshot tables likewise).
 func (img *Image) loadL1(off int64, n uint32) ([]uint64, error) {
 	raw := make([]byte, int64(n)*8)
 	if err := img.readMeta(raw, off); err != nil {
@@ -238,7 +267,9 @@ func (img *Image) loadL1(off int64, n uint32) ([]uint64, error) {
 	return l1, nil
 }
 
-// writeL1Entry writes active L1 entry i through to disk.
+// writeL1Entry writes active L1 entry i through to disk, without a sync:
+// the L1 write is the last step of an allocation, and what it points to
+// has been written (and, where the order matters, synced) before it.
 func (img *Image) writeL1Entry(i int64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], img.l1[i])
@@ -310,7 +341,8 @@ func (img *Image) l2ForWrite(l1i int64) (int64, error) {
 }
 
 // dropRef drops one reference to a metadata cluster, forgetting its cached
-// copy when it becomes free.
+// copy when it becomes free, so that a later allocation of the same host
+// cluster (as data, say) is never overwritten by a stale dirty table.
 func (img *Image) dropRef(off int64) error {
 	if err := img.addRefcount(off>>img.clusterBits, -1); err != nil {
 		return err
@@ -323,7 +355,12 @@ func (img *Image) dropRef(off int64) error {
 }
 
 // compressedRange returns the host byte range of a compressed cluster
-// descriptor (spec "Compressed Clusters Descriptor").
+// descriptor (spec "Compressed Clusters Descriptor"), read as QEMU's
+// current docs/interop/qcow2.txt words it: bits 0 to x-1 are the host
+// offset (any byte), the bits from x up count the 512-byte sectors used
+// beyond the one holding the offset. size therefore runs from off to the
+// end of the last sector and may include a few bytes past the compressed
+// stream.
 func (img *Image) compressedRange(l2e uint64) (off, size int64) {
 	x := 62 - (img.clusterBits - 8)
 	desc := l2e & (1<<62 - 1)

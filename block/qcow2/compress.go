@@ -14,8 +14,14 @@ import (
 // Compressed clusters: raw deflate (as QEMU's qcow2_zlib_compress, window
 // bits -12) or zstd frames (compression_type 1).
 
+// deflateWindow is the window of QEMU's raw deflate streams (window bits
+// -12: 4 KiB, no zlib header), which the compressor must not exceed for
+// QEMU to read Petrel's clusters.
 const deflateWindow = 1 << 12
 
+// The zstd codecs are created once and shared: a decoder or encoder holds
+// sizeable tables, and their DecodeAll/EncodeAll are safe for concurrent
+// use.
 var (
 	zstdDecOnce sync.Once
 	zstdDec     *zstd.Decoder
@@ -23,6 +29,9 @@ var (
 	zstdEnc     *zstd.Encoder
 )
 
+// zstdDecoder returns the shared decoder. A compressed cluster decodes to
+// at most one cluster (2 MiB at most), so memory is capped at four times
+// the largest cluster; a frame asking for more fails instead.
 func zstdDecoder() *zstd.Decoder {
 	zstdDecOnce.Do(func() {
 		// Cap the window so a hostile frame cannot make us allocate much.
@@ -31,6 +40,8 @@ func zstdDecoder() *zstd.Decoder {
 	return zstdDec
 }
 
+// zstdEncoder returns the shared encoder. WithZeroFrames makes even an
+// empty input produce a full frame, as the reference zstd does.
 func zstdEncoder() *zstd.Encoder {
 	zstdEncOnce.Do(func() {
 		zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
@@ -39,7 +50,11 @@ func zstdEncoder() *zstd.Encoder {
 }
 
 // readCompressed decompresses the cluster described by l2e into buf
-// (cluster sized).
+// (cluster sized). The descriptor is bounded before anything is read: the
+// data must start after the header cluster, and its size cannot exceed
+// two clusters and a sector (the most the descriptor's cluster_bits - 8
+// bits of sector count can express), so a corrupt entry cannot make us
+// allocate or read without limit.
 func (img *Image) readCompressed(buf []byte, l2e uint64) error {
 	off, size := img.compressedRange(l2e)
 	if off < img.clusterSize || size <= 0 || size > 2*img.clusterSize+512 {
@@ -59,7 +74,10 @@ func (img *Image) readCompressed(buf []byte, l2e uint64) error {
 	return nil
 }
 
-// decompress fills out exactly from the compressed bytes in.
+// decompress fills out exactly from the compressed bytes in. Trailing bytes
+// after the stream are ignored (the descriptor's sector count rounds up),
+// but a stream that yields less than out is an error: a compressed cluster
+// always decompresses to a whole cluster.
 func decompress(ctype uint8, out, in []byte) error {
 	switch ctype {
 	case compressionZlib:
@@ -89,7 +107,8 @@ func decompress(ctype uint8, out, in []byte) error {
 }
 
 // compress returns the compressed form of a cluster, or nil when it does
-// not shrink (QEMU then writes the cluster uncompressed).
+// not shrink (QEMU then writes the cluster uncompressed): raw deflate
+// limited to QEMU's 4 KiB window, or one zstd frame.
 func compress(ctype uint8, in []byte) ([]byte, error) {
 	var out []byte
 	switch ctype {
@@ -168,6 +187,9 @@ func (img *Image) writeCompressed(p []byte, off int64) error {
 		return err
 	}
 	old, _ := img.l2Entry(e.data, l2i)
+	// The descriptor counts the 512-byte sectors after the one holding
+	// hostOff (see compressedRange); the offset is stored as is, not
+	// aligned.
 	x := 62 - (img.clusterBits - 8)
 	sectors := (hostOff+int64(len(data))-1)>>9 - hostOff>>9
 	img.setL2Entry(e.data, l2i, oflagCompressed|uint64(sectors)<<x|uint64(hostOff))
@@ -189,7 +211,11 @@ func (img *Image) writeCompressed(p []byte, off int64) error {
 
 // allocBytes reserves n bytes for compressed data, packing them after the
 // previous compressed cluster like qcow2_alloc_bytes: every host cluster
-// the range touches gets one more reference.
+// the range touches gets one more reference. freeByte is the next free
+// byte in a partly used cluster (0: none); data that does not fit in its
+// remainder starts in fresh clusters. A shared host cluster is thus
+// referenced once per compressed cluster in it, which is how
+// releaseEntry and check count it.
 func (img *Image) allocBytes(n int64) (int64, error) {
 	cs := img.clusterSize
 	if fb := img.freeByte; fb != 0 && fb&(cs-1) != 0 {

@@ -13,6 +13,7 @@ import (
 // metadata, and a repair that leaves no corruption clears the bit
 // (qcow2_mark_consistent); every other change stays refused meanwhile.
 
+// errMarkedCorrupt is what every change to a corrupt-marked image gets.
 var errMarkedCorrupt = errors.New("qcow2 image is marked corrupt; further writes are refused (open read-only, repair with check -r all)")
 
 // writable refuses changes to read-only or corrupt-marked images.
@@ -26,7 +27,10 @@ func (img *Image) writable() error {
 	return nil
 }
 
-// noteCorrupt marks the image corrupt when err says its metadata is.
+// noteCorrupt marks the image corrupt when err says its metadata is. Only
+// the first such error marks it (the CAS); a version 2 image has no
+// corrupt bit, so there the mark lives in memory only and the next open
+// is not warned. The returned error says the image is now marked.
 func (img *Image) noteCorrupt(err error) error {
 	if err == nil || !errors.Is(err, ErrCorrupt) || !img.corrupted.CompareAndSwap(false, true) {
 		return err

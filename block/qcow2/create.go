@@ -10,7 +10,8 @@ import (
 	"github.com/petrel-vmm/petrel/block"
 )
 
-// Defaults as qemu-img create.
+// Defaults as qemu-img create: 64 KiB clusters and 16-bit refcounts (the
+// only width version 2 knows).
 const (
 	defaultClusterSize  = 64 << 10
 	defaultRefcountBits = 16
@@ -70,7 +71,11 @@ func Create(path string, o block.CreateOptions) (err error) {
 }
 
 // createHeader validates the options and builds the header (with size 0;
-// Create grows it to the returned size with Resize).
+// Create grows it to the returned size with Resize). compat 1.1 (the
+// default) is version 3, 0.10 version 2; the features version 2 lacks
+// (other refcount widths, lazy refcounts, extended L2, zstd) are refused
+// there with qemu-img's messages. A backing file with no size, or no
+// format, is opened to take them from it.
 func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 	if o.Size < 0 {
 		return nil, 0, fmt.Errorf("invalid size %d", o.Size)
@@ -164,7 +169,10 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 }
 
 // preallocate allocates (and for falloc/full, reserves or writes) a host
-// cluster for every guest cluster, in large contiguous runs. With extended
+// cluster for every guest cluster, in large contiguous runs: "metadata"
+// only allocates them and sets the L2 entries (the clusters read as the
+// file's holes, zeroes), "falloc" also reserves the blocks, "full" writes
+// zeroes into them. With extended
 // L2 entries the subcluster bitmaps stay 0 (all unallocated), as QEMU
 // writes them: the clusters read as before (backing data or zeroes), and
 // subcluster writes fill them in place.
@@ -219,7 +227,9 @@ func (img *Image) preallocate(mode string) error {
 	return img.flushLocked()
 }
 
-// writeZeroRange writes literal zeroes to the file.
+// writeZeroRange writes literal zeroes to the file at host offset off, in
+// chunks of at most 1 MiB, so that the blocks are really allocated
+// (preallocation=full).
 func writeZeroRange(f *block.HostFile, off, n int64) error {
 	zero := make([]byte, min(n, 1<<20))
 	for n > 0 {

@@ -1,5 +1,7 @@
-// Package qcow2 is Petrel's native qcow2 engine (../shared/specs/qcow2.txt,
-// with QEMU's current behaviour where the spec is silent).
+// Package qcow2 is Petrel's native qcow2 engine (the qcow2 spec, QEMU
+// docs/specs/qcow2.txt, with QEMU's current docs/interop/qcow2.txt and
+// behaviour for what came later: extended L2, zstd, bitmaps, external data
+// files).
 //
 // Files by responsibility, as QEMU splits qcow2.c: header.go (header and
 // extensions), cache.go (bounded metadata cache), refcount.go (refcounts and
@@ -36,7 +38,9 @@ import (
 // Magic is the first four bytes of every qcow2 file.
 const Magic = "QFI\xfb"
 
-// Header extension types (spec "Header").
+// Header extension types (spec "Header"; the bitmaps, external data file
+// and crypto types are from QEMU's current docs/interop/qcow2.txt). Each
+// extension is type, length, data padded to 8 bytes, big-endian.
 const (
 	extEnd           = 0x00000000
 	extBackingFormat = 0xE2792ACA
@@ -46,7 +50,10 @@ const (
 	extCrypto        = 0x0537be77
 )
 
-// Incompatible feature bits.
+// Incompatible feature bits (header bytes 72-79): an image with a bit set
+// that is not in incompatKnown must not be opened (spec "Header"). Dirty
+// means refcounts may be stale (lazy refcounts); corrupt is set by an
+// implementation that found corruption; the others are later formats'.
 const (
 	incompatDirty      = 1 << 0
 	incompatCorrupt    = 1 << 1
@@ -56,7 +63,10 @@ const (
 	incompatKnown      = incompatDirty | incompatCorrupt | incompatDataFile | incompatCompressed | incompatExtendedL2
 )
 
-// Compatible and autoclear feature bits.
+// Compatible and autoclear feature bits (header bytes 80-95). Unknown
+// compatible bits are ignored; autoclear bits must be cleared by a writer
+// that does not maintain what they describe, which is why Petrel clears
+// both (it does not keep bitmaps or a raw external data file in sync).
 const (
 	compatLazyRefcounts = 1 << 0
 	autoclearBitmaps    = 1 << 0
@@ -70,7 +80,12 @@ const (
 	compressionZstd = 1
 )
 
-// Limits QEMU applies before trusting header fields (block/qcow2.h).
+// Limits QEMU applies before trusting header fields (block/qcow2.h), in
+// bytes unless named otherwise: cluster_bits 9 (spec minimum) to 21 (QEMU's
+// 2 MiB implementation limit); the snapshot table bounded as a whole and
+// per entry's extra data; the header lengths of version 2 (fixed), the
+// smallest version 3 header, and the 112 bytes QEMU writes (through
+// compression_type and its padding).
 const (
 	minClusterBits     = 9
 	maxClusterBits     = 21
@@ -85,20 +100,32 @@ const (
 	v3HeaderLenWritten = 112
 )
 
-// featureName is one entry of the feature name table extension.
+// featureName is one entry of the feature name table extension (spec
+// "Feature name table"): 48 bytes on disk, the type, the bit number, and a
+// 46-byte name padded with NULs.
 type featureName struct {
 	kind uint8 // 0 incompatible, 1 compatible, 2 autoclear
 	bit  uint8
 	name string
 }
 
-// rawExt is a header extension kept verbatim to be written back.
+// rawExt is a header extension kept verbatim to be written back: typ is
+// the extension type, data its payload without the padding.
 type rawExt struct {
 	typ  uint32
 	data []byte
 }
 
-// header is the parsed first cluster of the image.
+// header is the parsed first cluster of the image. The first group of
+// fields mirrors the on-disk header (spec "Header", big-endian): offsets in
+// bytes into the image file, l1Size in entries, rtClusters in clusters,
+// size the virtual disk size in bytes, refcountOrder log2 of the refcount
+// width in bits (4 for version 2), headerLen the header's length in bytes
+// (72 for version 2), compressionType header byte 104 (0 zlib, 1 zstd).
+// The rest comes from the extensions and the backing name: backingFile,
+// backingFormat (extension 0xE2792ACA), dataFile (refused at open),
+// features (the image's own feature name table, for messages), and
+// hasBitmaps (a bitmaps extension is present; it is kept in others).
 type header struct {
 	version         uint32
 	backingOff      uint64
@@ -130,6 +157,9 @@ type header struct {
 // ErrCorrupt wraps every complaint about image metadata.
 var ErrCorrupt = errors.New("qcow2 image is corrupt")
 
+// corruptf formats an ErrCorrupt error; every finding about bad metadata
+// goes through it so callers (check, the corrupt mark) can tell it from an
+// I/O error with errors.Is.
 func corruptf(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, a...))
 }
@@ -137,6 +167,15 @@ func corruptf(format string, a ...any) error {
 // parseHeader decodes and bounds-checks the header in the first cluster
 // (buf holds at least the first min(file, 2 MiB) bytes). fileSize bounds
 // every offset.
+//
+// Nothing a file says is trusted before it is checked: the version and
+// cluster size first (everything else is in their units), then the
+// version 3 fields, the extensions and features, the backing name (inside
+// the header cluster, at most 1023 bytes), and the tables' placement as
+// QEMU's qcow2_validate_table does (cluster aligned, inside the file, not
+// over the header), with QEMU's size limits on the L1 and refcount tables
+// and on the snapshot count, so that no later allocation is sized by an
+// unchecked field.
 func parseHeader(buf []byte, fileSize int64) (*header, error) {
 	if len(buf) < v2HeaderLen || string(buf[:4]) != Magic {
 		return nil, errors.New("not a qcow2 image (bad magic)")
@@ -233,7 +272,9 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 	return h, nil
 }
 
-// validateTable checks that a table is cluster aligned and inside the file.
+// validateTable checks that a table is cluster aligned and inside the file
+// (offsets must be cluster aligned, spec "Header"); size is the table's
+// length in bytes. A table at offset 0 would overlap the header.
 func validateTable(off, size, cs uint64, fileSize int64, what string) error {
 	if off%cs != 0 {
 		return corruptf("%s offset %#x is not cluster aligned", what, off)
@@ -247,7 +288,9 @@ func validateTable(off, size, cs uint64, fileSize int64, what string) error {
 	return nil
 }
 
-// l1EntriesFor is the number of L1 entries a virtual size needs.
+// l1EntriesFor is the number of L1 entries a virtual size needs: one per
+// L2 table's worth of guest space, 2^(cluster_bits + cluster_bits -
+// l2EntryBits) bytes (spec "Cluster mapping"), saturating at 2^32-1.
 func l1EntriesFor(size uint64, clusterBits, l2EntryBits uint32) uint32 {
 	shift := clusterBits + (clusterBits - l2EntryBits)
 	n := size >> shift
@@ -261,6 +304,8 @@ func l1EntriesFor(size uint64, clusterBits, l2EntryBits uint32) uint32 {
 }
 
 // l2EntryBits is log2 of the size of one L2 entry (8 bytes, 16 with extended L2).
+// An L2 table is one cluster, so it holds cluster_size >> l2EntryBits
+// entries.
 func (h *header) l2EntryBits() uint32 {
 	if h.incompat&incompatExtendedL2 != 0 {
 		return 4
@@ -268,6 +313,12 @@ func (h *header) l2EntryBits() uint32 {
 	return 3
 }
 
+// parseExtensions reads the extensions after the fixed header, up to the
+// end marker, the backing file name (which must come after them) or the
+// end of buf. Each type may appear once (the feature table is tolerated
+// twice, as QEMU does), and an extension running past the area is
+// corruption. Unknown types are kept in others, in order, to be written
+// back: the spec lets an implementation ignore them, not drop them.
 func (h *header) parseExtensions(buf []byte) error {
 	be := binary.BigEndian
 	off := uint64(h.headerLen)
@@ -318,7 +369,9 @@ func (h *header) parseExtensions(buf []byte) error {
 	return nil
 }
 
-// featureLabel names a feature bit from the image's own feature table.
+// featureLabel names a feature bit from the image's own feature table (spec
+// "Feature name table"), so that an image from a newer writer explains
+// itself; without an entry, QEMU's generic wording with the bit's value.
 func (h *header) featureLabel(kind uint8, bit int) string {
 	for _, f := range h.features {
 		if f.kind == kind && int(f.bit) == bit && f.name != "" {
@@ -328,7 +381,12 @@ func (h *header) featureLabel(kind uint8, bit int) string {
 	return fmt.Sprintf("Unknown incompatible feature: %x", uint64(1)<<bit)
 }
 
-// checkFeatures refuses images with features this engine cannot honour.
+// checkFeatures refuses images with features this engine cannot honour:
+// unknown incompatible bits (spec "Header": an implementation must fail to
+// open them; the message lists them as QEMU does), external data files,
+// and inconsistent compression type or extended L2 settings (extended L2
+// needs clusters of at least 16 KiB, so that 32 subclusters are 512 bytes
+// or more).
 func (h *header) checkFeatures() error {
 	if unknown := h.incompat &^ incompatKnown; unknown != 0 {
 		var names []string
@@ -358,7 +416,8 @@ func (h *header) checkFeatures() error {
 	return nil
 }
 
-// knownFeatureTable is the feature name table this engine writes.
+// knownFeatureTable is the feature name table this engine writes, QEMU's
+// current one, so qemu-img and older QEMUs can name every bit they see.
 var knownFeatureTable = []featureName{
 	{0, 0, "dirty bit"},
 	{0, 1, "corrupt bit"},
@@ -380,6 +439,11 @@ func (h *header) encode() ([]byte, error) {
 	return h.encodeWith(false)
 }
 
+// encodeWith lays the header out as QEMU does: the fixed fields, then the
+// backing format, the feature name table (if featureTable and version 3),
+// the preserved unknown extensions, the end marker, and last the backing
+// file name. It sets headerLen, backingOff and backingLen to what it wrote,
+// which is why h must not be shared while it runs.
 func (h *header) encodeWith(featureTable bool) ([]byte, error) {
 	cs := 1 << h.clusterBits
 	buf := make([]byte, cs)

@@ -11,6 +11,7 @@ import (
 	"github.com/petrel-vmm/petrel/block"
 )
 
+// init registers the qcow2 format with block, probed by its magic.
 func init() {
 	block.Register(block.Format{
 		Name:   "qcow2",
@@ -26,7 +27,8 @@ func Probe(head []byte) bool {
 }
 
 // Default cache sizes, as QEMU's l2-cache-size (1 MiB) and a refcount cache
-// a quarter of that.
+// a quarter of that. With 64 KiB clusters, 1 MiB of L2 tables maps 8 GiB
+// of guest space (each 8-byte entry maps a cluster).
 const defaultCacheSize = 1 << 20
 
 // Image is an open qcow2 image.
@@ -36,6 +38,16 @@ const defaultCacheSize = 1 << 20
 // inside gate's shared lock.
 // Guest clusters being allocated are listed in inflight so that a second
 // writer to the same cluster waits instead of allocating twice.
+//
+// Fields fixed at open: path (as opened), readOnly, backing (the open
+// backing image or nil), clusterSize and clusterBits, l2Entries and
+// l2EntryShift (log2 of an L2 entry's size: 3, or 4 with extended L2,
+// extL2), rcBits (refcount width in bits, 1 << refcount_order) and
+// rbEntries. Under mu: hdr (the header as last written or about to be),
+// l1 (the whole active L1 table, host-endian, written through), rt (the
+// whole refcount table), the L2 and refcount block caches l2c and rbc,
+// inflight (guest cluster index -> channel closed when its allocation
+// ends), scratchTable (a reusable table-sized buffer) and closed.
 type Image struct {
 	f        *block.HostFile // O_DIRECT-aware for cache=none
 	path     string
@@ -95,7 +107,12 @@ func Open(path string, opts block.Options) (*Image, error) {
 	return img, nil
 }
 
-// openFile opens an image on f.
+// openFile opens an image on f: header, caches, L1 and refcount tables, the
+// writable-open fixups, then the backing chain. The caches are sized from
+// Options.CacheSize (QEMU's l2-cache-size; refcount blocks get a quarter),
+// and the L2 cache depends on the refcount cache (see tableCache). A
+// corrupt-marked image opens writable only for repair (Options.Repair),
+// with every change but Check refused.
 func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -157,7 +174,11 @@ func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error
 }
 
 // openWritable clears unknown autoclear bits and repairs an image left
-// dirty by lazy refcounts, as qcow2_do_open does.
+// dirty by lazy refcounts, as qcow2_do_open does. Both autoclear bits
+// Petrel knows (bitmaps, raw external data) are cleared too: a writer that
+// does not keep bitmaps up to date must say so (spec "Header": unknown
+// autoclear bits are cleared before writing). A dirty image's refcounts
+// are rebuilt by a full check with repair before anything else is done.
 func (img *Image) openWritable() error {
 	h := img.hdr
 	if h.autoclear&^autoclearKnown != 0 {
@@ -178,7 +199,10 @@ func (img *Image) openWritable() error {
 	return nil
 }
 
-// writeHeader rewrites the header cluster from img.hdr.
+// writeHeader rewrites the header cluster from img.hdr, extensions and
+// backing name included, and syncs. Used for changes that may move the
+// extensions (backing file, feature bits on open); smaller updates write
+// their own fields (writeFeatures, the size, the table locations).
 func (img *Image) writeHeader() error {
 	buf, err := img.hdr.encode()
 	if err != nil {
@@ -190,7 +214,9 @@ func (img *Image) writeHeader() error {
 	return img.sync()
 }
 
-// writeFeatures rewrites the three feature words (v3 only).
+// writeFeatures rewrites the three feature words (v3 only), header bytes
+// 72-95, in one write, and syncs: the dirty and corrupt bits must be on
+// disk before the changes they announce.
 func (img *Image) writeFeatures() error {
 	if img.hdr.version < 3 {
 		return nil
@@ -206,7 +232,9 @@ func (img *Image) writeFeatures() error {
 }
 
 // markDirty sets the dirty bit before the first metadata change of an
-// image with lazy refcounts.
+// image with lazy refcounts (spec "Header", compatible bit 0: mark the
+// image dirty, then postpone refcount updates). It is written and synced
+// at once; dirtyMarked avoids doing it again until clearDirty.
 func (img *Image) markDirty() error {
 	if img.dirtyMarked || img.hdr.compat&compatLazyRefcounts == 0 || img.hdr.version < 3 {
 		return nil
@@ -232,6 +260,8 @@ func (img *Image) clearDirty() error {
 	return nil
 }
 
+// readMeta reads metadata at off; a read past the end of the file is
+// corruption (some table points outside the file), not an I/O error.
 func (img *Image) readMeta(p []byte, off int64) error {
 	_, err := img.f.ReadAt(p, off)
 	if errors.Is(err, io.EOF) {
@@ -240,11 +270,15 @@ func (img *Image) readMeta(p []byte, off int64) error {
 	return err
 }
 
+// writeMeta writes metadata at off, without ordering or syncing: callers
+// place barriers (barrier, sync) where the format needs them.
 func (img *Image) writeMeta(p []byte, off int64) error {
 	_, err := img.f.WriteAt(p, off)
 	return err
 }
 
+// sync makes everything written so far durable (fdatasync), unless
+// Options.NoSync (cache=unsafe), where write order alone remains.
 func (img *Image) sync() error {
 	if img.noSync {
 		return nil
@@ -264,7 +298,10 @@ func (img *Image) barrier() error {
 	return img.sync()
 }
 
-// flushLocked writes dirty refcount blocks, then dirty L2 tables, then syncs.
+// flushLocked writes dirty refcount blocks, then dirty L2 tables, then
+// syncs. (Flushing the L2 cache first does that: its prepareWrite flushes
+// the refcount cache and places the barrier; the refcount flush after it
+// catches blocks dirtied without any L2 change.) Caller holds mu.
 func (img *Image) flushLocked() error {
 	if img.readOnly {
 		return nil
@@ -278,7 +315,10 @@ func (img *Image) flushLocked() error {
 	return img.sync()
 }
 
-// Flush makes every completed write durable.
+// Flush makes every completed write durable: dirty tables are written in
+// dependency order and the file is synced. It does not clear the dirty
+// bit of a lazy-refcounts image (only Close does, after a full flush), so
+// a crash after Flush still triggers the refcount repair.
 func (img *Image) Flush() error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -289,6 +329,8 @@ func (img *Image) Flush() error {
 }
 
 // Close flushes, clears the dirty bit and closes the file and backing chain.
+// It waits for every request in flight (quiesce); a second Close does
+// nothing. All errors are joined, every close is attempted.
 func (img *Image) Close() error {
 	img.quiesce()
 	defer img.unquiesce()
@@ -312,6 +354,7 @@ func (img *Image) Size() int64 {
 	return img.size.Load()
 }
 
+// Format, Backing, ReadOnly and Filename implement block.Image.
 func (img *Image) Format() string       { return "qcow2" }
 func (img *Image) Backing() block.Image { return img.backing }
 func (img *Image) ReadOnly() bool       { return img.readOnly }
@@ -320,10 +363,14 @@ func (img *Image) Filename() string     { return img.path }
 // ClusterSize is the cluster size in bytes.
 func (img *Image) ClusterSize() int64 { return img.clusterSize }
 
+// getBuf and putBuf lend cluster-sized scratch buffers (for compressed
+// clusters and copy-on-write) without allocating per request; a buffer's
+// contents are undefined when lent.
 func (img *Image) getBuf() *[]byte  { return img.bufPool.Get().(*[]byte) }
 func (img *Image) putBuf(b *[]byte) { img.bufPool.Put(b) }
 
-// checkRange validates a guest I/O range.
+// checkRange validates a guest I/O range: no negative or overflowing
+// values, and nothing past the disk's end (an error wrapping io.EOF).
 func (img *Image) checkRange(off, n int64) error {
 	if off < 0 || n < 0 || off+n < off {
 		return fmt.Errorf("invalid range %d+%d", off, n)
@@ -334,18 +381,29 @@ func (img *Image) checkRange(off, n int64) error {
 	return nil
 }
 
-// quiesce waits until no read or write is in flight and takes img.mu.
+// quiesce waits until no read or write is in flight and takes img.mu, in
+// the lock order (gate, then mu). New requests wait on gate until
+// unquiesce.
 func (img *Image) quiesce() {
 	img.gate.Lock()
 	img.mu.Lock()
 }
 
+// unquiesce releases what quiesce took, mu first (the reverse order).
 func (img *Image) unquiesce() {
 	img.mu.Unlock()
 	img.gate.Unlock()
 }
 
 // ReadAt reads guest data; unallocated ranges come from the backing file.
+// Unlike io.ReaderAt it reads nothing for a range crossing the end: it
+// fails whole with an error wrapping io.EOF (checkRange). Each run is
+// resolved under mu and read without it. gate's shared lock keeps out the
+// operations that free clusters wholesale (discard, snapshots, resize);
+// a write to the same guest cluster running at the same time can still
+// release the cluster being read (copy-on-write of a compressed cluster,
+// or of one whose copied flag was missing), so overlapping guest read and
+// write requests may read another cluster's bytes.
 func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	if err := img.checkRange(off, int64(len(p))); err != nil {
 		return 0, err

@@ -3,7 +3,11 @@ package qcow2
 import "fmt"
 
 // SetBackingFile rewrites the backing file name and format in the header
-// (qemu-img rebase -u); an empty name removes the backing file.
+// (qemu-img rebase -u); an empty name removes the backing file. The whole
+// header cluster is rewritten (the name lives after the extensions), and
+// the in-memory header is restored if that fails. The open backing image
+// is not changed: the new one is opened on the next open. Unlike the
+// mutators in api.go it does not refuse a corrupt-marked image.
 func (img *Image) SetBackingFile(name, format string) error {
 	if img.readOnly {
 		return errReadOnly
@@ -25,7 +29,10 @@ func (img *Image) SetBackingFile(name, format string) error {
 	return nil
 }
 
-// Describe returns what qemu-img info prints for the image.
+// Describe returns what qemu-img info prints for the image, with qemu-img's
+// JSON names: the format-specific part (compat level, compression type,
+// refcount width; for version 3 also lazy refcounts, the corrupt bit and
+// extended L2) and the dirty flag and backing file fields.
 func (img *Image) Describe() map[string]any {
 	img.mu.Lock()
 	defer img.mu.Unlock()

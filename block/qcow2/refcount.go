@@ -11,8 +11,22 @@ const reftOffsetMask = 0xfffffffffffffe00
 // Refcount handling, like qcow2-refcount.c. Every function here runs under
 // Image.mu. Refcount blocks live in img.rbc; the refcount table is held in
 // memory (img.rt) and written through entry by entry.
+//
+// Meaning (spec "Host cluster management"): 0 free, 1 used by one table
+// entry (the COPIED flag's condition), 2 or more shared with a snapshot,
+// so a write must copy. Host cluster idx is counted by entry
+// idx % rbEntries of the block that table entry idx / rbEntries points at;
+// a table entry of 0 means every cluster it would cover is free.
+//
+// Allocation never runs behind the caller's back: allocClusters sets the
+// new refcounts (in the cache) before the caller writes any table that
+// points at the clusters, and the cache dependency writes refcount blocks
+// before L2 tables.
 
-// refcountAt decodes entry i of a refcount block of width img.rcBits.
+// refcountAt decodes entry i of a refcount block of width img.rcBits
+// (spec "Host cluster management": refcount_bits = 1 << refcount_order,
+// big-endian for byte-sized and wider entries; sub-byte entries are
+// packed from the least significant bit of each byte).
 func (img *Image) refcountAt(blk []byte, i int64) uint64 {
 	switch w := img.rcBits; w {
 	case 64:
@@ -29,6 +43,9 @@ func (img *Image) refcountAt(blk []byte, i int64) uint64 {
 	}
 }
 
+// setRefcountAt stores v in entry i of a refcount block, the inverse of
+// refcountAt; v must fit the width (addRefcount checks). Only the cached
+// block changes: callers mark the entry dirty.
 func (img *Image) setRefcountAt(blk []byte, i int64, v uint64) {
 	switch w := img.rcBits; w {
 	case 64:
@@ -46,7 +63,8 @@ func (img *Image) setRefcountAt(blk []byte, i int64, v uint64) {
 	}
 }
 
-// maxRefcount is the largest value a refcount entry holds.
+// maxRefcount is the largest value a refcount entry holds: 2^rcBits - 1,
+// so 1-bit refcounts allow no snapshot sharing at all.
 func (img *Image) maxRefcount() uint64 {
 	if img.rcBits == 64 {
 		return ^uint64(0)
@@ -55,7 +73,9 @@ func (img *Image) maxRefcount() uint64 {
 }
 
 // refblockOffset returns the host offset of the refcount block covering
-// table index ti, 0 when it is not allocated.
+// table index ti, 0 when it is not allocated or ti is past the table
+// (both mean every cluster it would cover has refcount 0). The reserved
+// low 9 bits are masked off; a misaligned offset is corruption.
 func (img *Image) refblockOffset(ti int64) (int64, error) {
 	if ti >= int64(len(img.rt)) {
 		return 0, nil
@@ -81,7 +101,11 @@ func (img *Image) getRefcount(idx int64) (uint64, error) {
 }
 
 // addRefcount adds delta to the refcount of host cluster idx, which must be
-// covered by an allocated refcount block.
+// covered by an allocated refcount block. Underflow is corruption (some
+// table referenced a cluster it was not counted for); overflow of the
+// refcount width is an ordinary error (too many snapshots share it). The
+// first change on a lazy-refcounts image sets the dirty bit first. A
+// cluster reaching 0 lowers freeHint so that it is found again.
 func (img *Image) addRefcount(idx, delta int64) error {
 	if err := img.markDirty(); err != nil {
 		return err
@@ -120,8 +144,8 @@ func (img *Image) addRefcount(idx, delta int64) error {
 	return nil
 }
 
-// isFree reports whether host cluster idx has refcount 0, and when its
-// refcount block is missing, the table index to create.
+// isFree reports whether host cluster idx has refcount 0; a cluster whose
+// refcount block does not exist yet is free.
 func (img *Image) isFree(idx int64) (bool, error) {
 	ti := idx / img.rbEntries
 	off, err := img.refblockOffset(ti)
@@ -181,7 +205,12 @@ func (img *Image) allocClusters(n int64) (int64, error) {
 	}
 }
 
-// findFree returns the first run of n free clusters at or after freeHint.
+// findFree returns the first run of n free clusters at or after freeHint
+// (never cluster 0, the header). A range without a refcount block counts
+// as free without its clusters being visited one by one, so searching
+// past the end of the file is cheap; host offsets stop at 2^56, the
+// largest an L2 entry can hold. It only looks: nothing is reserved until
+// allocClusters sets the refcounts, which is why both run under mu.
 func (img *Image) findFree(n int64) (int64, error) {
 	start := max(img.freeHint, 1)
 	run := int64(0)
@@ -251,7 +280,9 @@ func (img *Image) newRefblock(ti, start int64) error {
 }
 
 // installRefblock writes an empty refcount block for table index ti at host
-// cluster at (counting itself when self), then the table entry.
+// cluster at (counting itself when self), then the table entry. self is the
+// case where the block lies in the range it describes; otherwise the
+// caller has already counted it in the block that covers it.
 func (img *Image) installRefblock(ti, at int64, self bool) error {
 	if self {
 		if err := img.markDirty(); err != nil {
@@ -289,6 +320,14 @@ func (img *Image) installRefblock(ti, at int64, self bool) error {
 // a (beyond everything the current table covers), together with the new
 // refcount blocks that describe the new table and themselves. Order: blocks,
 // table, barrier, header, barrier, then the old table is freed.
+//
+// The sizes are found by iteration: k new blocks and tc table clusters at a must cover clusters up to
+// a+k+tc, and the table must have an entry for each block; each round
+// enlarges whichever falls short until both fit (the table also grows by
+// at least half, so growth is amortised). The new structures are written
+// directly, not through the cache: nothing refers to them until the
+// header's refcount_table_offset and refcount_table_clusters (bytes 48-59)
+// are rewritten in one write.
 func (img *Image) growRefcountTable(a int64) error {
 	E := img.rbEntries
 	cs := img.clusterSize
@@ -359,7 +398,10 @@ func (img *Image) growRefcountTable(a int64) error {
 	return nil
 }
 
-// noteEnd raises fileEnd to cover newly allocated space.
+// noteEnd raises fileEnd to cover newly allocated space; it never lowers
+// it. fileEnd is atomic because classify's sanity check also runs without
+// mu (cowRead, from writeNewClusters); the raises themselves happen under
+// mu.
 func (img *Image) noteEnd(end int64) {
 	for {
 		cur := img.fileEnd.Load()
@@ -370,7 +412,9 @@ func (img *Image) noteEnd(end int64) {
 }
 
 // freeClusters drops one reference to each of n host clusters from off.
-// Callers make sure the metadata that referenced them is on disk first.
+// Callers make sure the metadata that referenced them is on disk first:
+// a cluster freed too early could be reallocated and overwritten while a
+// table on disk still points at it.
 func (img *Image) freeClusters(off, n int64) error {
 	for c := off >> img.clusterBits; c < (off>>img.clusterBits)+n; c++ {
 		if err := img.addRefcount(c, -1); err != nil {
@@ -380,7 +424,9 @@ func (img *Image) freeClusters(off, n int64) error {
 	return nil
 }
 
-// loadRefcountTable reads the refcount table named by the header.
+// loadRefcountTable reads the refcount table named by the header, whole:
+// parseHeader bounded it by maxRefcountTable (8 MiB), so it is always kept
+// in memory.
 func (img *Image) loadRefcountTable() error {
 	n := int64(img.hdr.rtClusters) * img.clusterSize / 8
 	raw := make([]byte, n*8)

@@ -39,6 +39,8 @@ func (img *Image) resize(newSize int64) error {
 			return err
 		}
 	}
+	// size is header bytes 24-31 (spec "Header"); only it changes, the
+	// rest of the header is left as it is on disk.
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(newSize))
 	if err := img.writeMeta(b[:], 24); err != nil {
@@ -49,7 +51,11 @@ func (img *Image) resize(newSize int64) error {
 	return img.barrier()
 }
 
-// checkEmptyFrom refuses a shrink that would cut off data.
+// checkEmptyFrom refuses a shrink that would cut off data: any guest
+// cluster wholly beyond newSize whose entry is not plain unallocated
+// (data, compressed, a zero flag, or any subcluster bit) fails it, with
+// qemu-img's advice to discard first. A range without an L2 table is
+// skipped a table at a time.
 func (img *Image) checkEmptyFrom(newSize int64) error {
 	cs := img.clusterSize
 	first := (newSize + cs - 1) / cs // first guest cluster wholly beyond
@@ -115,7 +121,9 @@ func (img *Image) growL1(n int64) error {
 	return nil
 }
 
-// flushAndBarrier writes this cache's dirty tables and syncs.
+// flushAndBarrier writes this cache's dirty tables and syncs, if there
+// were any (no sync otherwise). growL1 uses it so that the new L1 table's
+// refcounts are durable before the header points at the table.
 func (c *tableCache) flushAndBarrier() error {
 	n, err := c.flush()
 	if err != nil || n == 0 {

@@ -11,7 +11,8 @@ import (
 )
 
 // updateTree adds addend to the refcount of every L2 table and data
-// cluster reachable from l1 (QEMU's qcow2_update_snapshot_refcount); with
+// cluster reachable from l1 (a compressed cluster counts once for each
+// host cluster its bytes touch, as QEMU counts them) (QEMU's qcow2_update_snapshot_refcount); with
 // active, the copied flags of l1 (in place) and its L2 tables are then set
 // from the resulting refcounts. On failure (a refcount would overflow its
 // width, corrupt metadata) the changes made so far are undone, so the
@@ -36,7 +37,11 @@ func (img *Image) updateTree(l1 []uint64, addend int64, active bool) error {
 }
 
 // walkTree is updateTree's single pass; every cluster whose refcount it
-// changed is appended to done.
+// changed is appended to done. With addend 0 it changes no refcount and
+// only recomputes copied flags (active), which is how the flags are set
+// after a snapshot operation. An L2 table reaching refcount 0 is dropped
+// from the cache so that its dirty copy is never written over a cluster
+// that is free again.
 func (img *Image) walkTree(l1 []uint64, addend int64, active bool, done *[]int64) error {
 	add := func(c int64) error {
 		if err := img.addRefcount(c, addend); err != nil {
@@ -119,7 +124,10 @@ func (img *Image) walkTree(l1 []uint64, addend int64, active bool, done *[]int64
 }
 
 // clearCopied drops the copied flag from every entry of the tree l1 (in
-// place) and of its L2 tables (in the cache, marked dirty).
+// place) and of its L2 tables (in the cache, marked dirty). Clearing is
+// always safe (spec "Cluster mapping": the flag may only claim refcount 1
+// when it is true; a missing flag costs a copy-on-write), so it runs
+// before the refcounts rise.
 func (img *Image) clearCopied(l1 []uint64) error {
 	for i, ent := range l1 {
 		l2off, err := img.l2TableOffset(l1, int64(i))
@@ -144,6 +152,8 @@ func (img *Image) clearCopied(l1 []uint64) error {
 	return nil
 }
 
+// withCopied returns an L1 or L2 entry with QCOW_OFLAG_COPIED set or
+// cleared, the rest unchanged.
 func withCopied(ent uint64, copied bool) uint64 {
 	if copied {
 		return ent | oflagCopied
@@ -153,7 +163,8 @@ func withCopied(ent uint64, copied bool) uint64 {
 
 // writeActiveL1 writes the whole active L1 table. Its copied flags must
 // agree with the refcounts on disk, so the caches (refcount blocks, then
-// L2 tables) are flushed first.
+// L2 tables) are flushed first. The L1 table is rewritten whole, in place
+// at l1_table_offset; its size does not change here (growL1 moves it).
 func (img *Image) writeActiveL1() error {
 	if err := img.flushLocked(); err != nil {
 		return err
@@ -168,7 +179,9 @@ func (img *Image) writeActiveL1() error {
 	return nil
 }
 
-// Snapshots lists the internal snapshots.
+// Snapshots lists the internal snapshots in table order, as qemu-img
+// snapshot -l prints them. DiskSize is each snapshot's virtual size (the
+// current one for entries that lack the field).
 func (img *Image) Snapshots() ([]block.SnapshotInfo, error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -189,7 +202,9 @@ func (img *Image) Snapshots() ([]block.SnapshotInfo, error) {
 }
 
 // lockForSnapshot quiesces the image (no I/O in flight, img.mu held) and
-// returns the current table; callers unquiesce.
+// returns the current table and its size in bytes; callers unquiesce. On
+// error nothing stays locked. Snapshot operations always read the table
+// from disk, so they never act on a stale copy.
 func (img *Image) lockForSnapshot() ([]snapshot, int64, error) {
 	if img.readOnly {
 		return nil, 0, errReadOnly
@@ -203,6 +218,10 @@ func (img *Image) lockForSnapshot() ([]snapshot, int64, error) {
 	return snaps, size, nil
 }
 
+// findSnapshot returns the index of the snapshot whose ID is nameOrID, or
+// failing that the first whose name is, or -1. IDs are tried first, as
+// QEMU's find_snapshot_by_id_or_name does, so a snapshot named "2" cannot
+// shadow the one with ID 2.
 func findSnapshot(snaps []snapshot, nameOrID string) int {
 	for i, sn := range snaps {
 		if sn.id == nameOrID {
@@ -223,7 +242,9 @@ func (img *Image) createSnapshot(name string) error {
 	return img.saveSnapshot(snapshot{name: name, icount: 0}, nil)
 }
 
-// checkNewSnapshot validates a new snapshot's name against the table.
+// checkNewSnapshot validates a new snapshot's name against the table: a
+// name must be non-empty and fit the entry's 16-bit name length, and the
+// table must have room (maxSnapshots, QEMU's QCOW_MAX_SNAPSHOTS).
 func checkNewSnapshot(snaps []snapshot, name string) error {
 	if name == "" || len(name) > 65535 {
 		return errors.New("invalid snapshot name")
@@ -239,7 +260,9 @@ func checkNewSnapshot(snaps []snapshot, name string) error {
 // addSnapshot takes a snapshot of the active tree (its whole L1 table,
 // the VM state area beyond the disk included) and appends it to the table
 // snaps with the name, VM clock, VM state size and icount of meta. Called
-// quiesced.
+// quiesced. The new ID is one above the largest numeric ID in the table,
+// as QEMU's find_new_snapshot_id picks it; the date is the host's clock
+// now, and disk_size the current virtual size.
 func (img *Image) addSnapshot(snaps []snapshot, oldSize int64, meta snapshot) error {
 	maxID := 0
 	for _, sn := range snaps {
@@ -302,7 +325,9 @@ func (img *Image) addSnapshot(snaps []snapshot, oldSize int64, meta snapshot) er
 	return img.writeSnapshots(snaps, oldSize)
 }
 
-// snapshotL1 finds a snapshot by name or ID and loads its L1 table.
+// snapshotL1 finds a snapshot by name or ID and loads its L1 table, after
+// checking its placement (validateSnapshotL1). The index is returned even
+// when loading fails, for messages.
 func (img *Image) snapshotL1(snaps []snapshot, nameOrID string) (int, []uint64, error) {
 	i := findSnapshot(snaps, nameOrID)
 	if i < 0 {
@@ -387,7 +412,11 @@ func (img *Image) applySnapshot(nameOrID string) error {
 	return img.flushLocked()
 }
 
-// deleteSnapshot removes a snapshot and releases what only it referenced.
+// deleteSnapshot removes a snapshot and releases what only it referenced:
+// the table entry goes first (durably, writeSnapshots), then the tree's
+// references and the snapshot's L1 table; clusters reaching refcount 0
+// become free, and the active tree's copied flags are recomputed, since
+// clusters it shared with the snapshot may now be its alone.
 func (img *Image) deleteSnapshot(nameOrID string) error {
 	snaps, oldSize, err := img.lockForSnapshot()
 	if err != nil {
@@ -426,7 +455,10 @@ var errNoSnapshot = errors.New("Can't find snapshot")
 // LoadSnapshot makes a read-only image present the snapshot with the given
 // ID and name (either may be empty) instead of the active state, as
 // qcow2_snapshot_load_tmp: the snapshot's L1 table replaces the active one
-// in memory only; the virtual size is unchanged.
+// in memory only; the virtual size is unchanged. Nothing else needs to
+// change: the image is read-only, and the L2 cache is keyed by host
+// offset, so tables cached for the active tree stay correct for any tree
+// that shares them.
 func (img *Image) LoadSnapshot(id, name string) error {
 	if !img.readOnly {
 		return errors.New("Device is not readonly")

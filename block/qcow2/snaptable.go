@@ -11,7 +11,15 @@ import (
 // The snapshot table (spec "Snapshots"): parsing, encoding, and the
 // per-entry problems check reports and repairs as qemu-img check does.
 
-// snapshot is one entry of the snapshot table.
+// snapshot is one entry of the snapshot table (spec "Snapshots", "Snapshot
+// table entry"). l1Off and l1Size locate the snapshot's own L1 table (bytes
+// into the file, entries); id is the unique ID string and name the tag
+// ("name" in the spec); dateSec and dateNsec the wall-clock time it was
+// taken (seconds since the Epoch, and nanoseconds); vmClock the guest's run
+// time then, in nanoseconds; vmState the saved machine state's size in
+// bytes, 0 for a disk-only snapshot (the 64-bit extra field when present,
+// else the 32-bit one). The state is stored like guest data, at guest
+// offsets from the first L1 entry past the virtual disk (vmstate.go).
 type snapshot struct {
 	l1Off    uint64
 	l1Size   uint32
@@ -40,7 +48,8 @@ const snapshotExtraLen = 24
 // including disk_size).
 const snapshotExtraRequired = 16
 
-// tableParse says how to read a snapshot table.
+// tableParse says how to read a snapshot table. v3 is the image's version
+// being 3, which makes entries without disk_size incomplete.
 type tableParse struct {
 	v3 bool
 	// diskSize is the size assumed for entries without the disk size field
@@ -57,7 +66,11 @@ func errTooMuchExtra(i uint32) error {
 }
 
 // parseSnapshots reads n snapshot table entries at off from r, bounding
-// every length before trusting it. It returns the entries and the table
+// every length before trusting it. Each entry is the 40-byte fixed part,
+// the extra data, the ID and the name, padded to a multiple of 8 bytes
+// (QEMU aligns entries so); the whole table may not exceed
+// maxSnapshotTable. Extra data beyond maxSnapshotExtra is an error, or
+// with repair is cut (droppedExtra records it). It returns the entries and the table
 // size in bytes. The entries' L1 tables are not validated here (QEMU does
 // that when a snapshot is used or checked, see validateSnapshotL1).
 func parseSnapshots(r io.ReaderAt, off int64, n uint32, fileSize int64, p tableParse) ([]snapshot, int64, error) {
@@ -137,7 +150,12 @@ func parseSnapshots(r io.ReaderAt, off int64, n uint32, fileSize int64, p tableP
 }
 
 // encodeSnapshots serializes the snapshot table; every entry gets the full
-// extra data QEMU writes (which completes incomplete entries).
+// extra data QEMU writes (which completes incomplete entries): the 64-bit
+// VM state size, disk_size, and icount (bytes 56-63, QEMU's current
+// docs/interop/qcow2.txt; -1 when not recorded), then any unknown extra
+// bytes read from the image, preserved. Each entry is padded to a multiple
+// of 8 bytes, as QEMU aligns them. The 32-bit VM state size saturates; the
+// 64-bit field is the one readers use.
 func encodeSnapshots(snaps []snapshot) []byte {
 	var out []byte
 	be := binary.BigEndian
@@ -165,7 +183,8 @@ func encodeSnapshots(snaps []snapshot) []byte {
 	return out
 }
 
-// readSnapshots reads the image's snapshot table.
+// readSnapshots reads the image's snapshot table from disk (entries and the
+// table's size in bytes), refusing entries with oversized extra data.
 func (img *Image) readSnapshots() ([]snapshot, int64, error) {
 	return img.readSnapshotTable(false)
 }
@@ -185,7 +204,9 @@ func (img *Image) readSnapshotTable(repair bool) ([]snapshot, int64, error) {
 }
 
 // validateSnapshotL1 checks a snapshot's L1 table placement as QEMU's
-// qcow2_validate_table("Snapshot L1 table") before it is loaded.
+// qcow2_validate_table("Snapshot L1 table") before it is loaded: at most
+// maxL1Bytes, cluster aligned, no offset overflow. Whether it lies inside
+// the file is left to the read, which reports corruption.
 func (img *Image) validateSnapshotL1(sn snapshot) error {
 	if uint64(sn.l1Size)*8 > maxL1Bytes {
 		return errors.New("Snapshot L1 table too large")
@@ -197,7 +218,11 @@ func (img *Image) validateSnapshotL1(sn snapshot) error {
 }
 
 // writeSnapshots writes a new snapshot table, points the header at it, and
-// frees the old one.
+// frees the old one: the table is never updated in place, so a crash leaves
+// the old table or the new one (and at worst leaked clusters). nb_snapshots
+// and snapshots_offset are adjacent header fields (bytes 60-71) and are
+// written together in one 12-byte write. oldSize is the old table's size
+// in bytes, to free its clusters.
 func (img *Image) writeSnapshots(snaps []snapshot, oldSize int64) error {
 	cs := img.clusterSize
 	raw := encodeSnapshots(snaps)

@@ -13,6 +13,15 @@ import "fmt"
 //
 // Order: a new host cluster's refcount (cache), the data, then the L2
 // entry and bitmap (cache, written after the refcount blocks).
+//
+// A cluster this image owns (COPIED) keeps its host cluster: the written
+// subclusters are stored in place and their allocation bits set, their
+// zero bits cleared (QEMU's docs/interop/qcow2.txt, "Extended L2
+// Entries": bit x allocated, bit 32+x reads as zeroes, never both). An
+// unallocated cluster gets a fresh host cluster of which only the
+// touched subclusters are written. The entry is re-read after the data
+// write, under mu, and must not have changed: inflight kept every other
+// writer of this guest cluster waiting.
 func (img *Image) subclusterWrite(p []byte, off int64) (int, error) {
 	cs := img.clusterSize
 	sc := cs / subclusters
@@ -85,7 +94,10 @@ func (img *Image) subclusterWrite(p []byte, off int64) (int, error) {
 
 // writeSubclusters writes data (guest cluster at g, bytes [inC, inC+len))
 // as whole subclusters [sa, sb) at host, filling the partial first and
-// last subcluster from the cluster's old state.
+// last subcluster from the cluster's old state (its data, zeroes, or the
+// backing file, per subcluster). Bytes past the virtual disk's end are
+// zero. sa and sb are byte offsets in the cluster, subcluster-aligned.
+// Runs without mu (inflight holds the guest cluster).
 func (img *Image) writeSubclusters(data []byte, g, inC, sa, sb, host int64, old l2Pair) error {
 	sc := img.clusterSize / subclusters
 	bp := img.getBuf()

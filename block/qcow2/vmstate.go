@@ -17,12 +17,15 @@ import (
 // qcow2_snapshot_create so that the next snapshot does not copy it.
 
 // vmStateL1Index is the first L1 index past a disk of the given size:
-// the VM state of a snapshot of that disk starts there.
+// the VM state of a snapshot of that disk starts there, at guest offset
+// vmStateL1Index * l1Span, so the state never shares an L2 table with the
+// disk's last clusters.
 func (img *Image) vmStateL1Index(diskSize uint64) int64 {
 	return int64(l1EntriesFor(diskSize, img.clusterBits, img.l2EntryShift))
 }
 
-// l1Span is the guest bytes one L1 entry maps.
+// l1Span is the guest bytes one L1 entry maps: an L2 table's entries
+// times the cluster size (512 MiB for 64 KiB clusters).
 func (img *Image) l1Span() int64 { return img.l2Entries * img.clusterSize }
 
 // CreateSnapshotWithState creates internal snapshot name recording
@@ -147,6 +150,9 @@ type stateWriter struct {
 	err     error  // sticky
 }
 
+// Write accepts any amount: whole clusters of p go out directly (put),
+// what does not fill a cluster waits in buf until more comes or writeState
+// pads it. It never returns a short count without an error.
 func (w *stateWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
@@ -207,6 +213,9 @@ func (img *Image) writeBeyondDisk(p []byte, off int64) error {
 		if err := img.coverL1(cur / img.l1Span()); err != nil {
 			return err
 		}
+		// allocWrite expects mu held and returns with it released; the
+		// caller (quiesced) expects to hold it again, so take it back
+		// before anything else, error or not.
 		n, err := img.allocWrite(p[done:], cur) // releases img.mu
 		img.mu.Lock()
 		if err != nil {
@@ -219,6 +228,9 @@ func (img *Image) writeBeyondDisk(p []byte, off int64) error {
 
 // coverL1 grows the active L1 table to hold index i, by half its size at
 // least (as QEMU grows it for writes beyond its end), within maxL1Bytes.
+// The VM state thus counts against the same 32 MiB L1 limit as the disk:
+// with 64 KiB clusters that is 2 PiB of guest space, far more than any
+// state.
 func (img *Image) coverL1(i int64) error {
 	n := int64(len(img.l1))
 	if i < n {
@@ -262,7 +274,10 @@ func (img *Image) VMState(nameOrID string) (io.ReaderAt, int64, error) {
 	return &stateReader{img: img, l1: l1, base: first * img.l1Span(), size: int64(sn.vmState)}, int64(sn.vmState), nil
 }
 
-// stateReader reads a snapshot's VM state through its L1 table.
+// stateReader reads a snapshot's VM state through its L1 table: l1 is the
+// snapshot's table as loaded by VMState, base the guest offset where the
+// state starts (the first L1 entry past the snapshot's disk), size the
+// state's length in bytes (0 for a snapshot without state).
 type stateReader struct {
 	img        *Image
 	l1         []uint64
@@ -272,6 +287,10 @@ type stateReader struct {
 // errClosed is returned by a VM state reader whose image was closed.
 var errClosed = errors.New("qcow2 image is closed")
 
+// ReadAt implements io.ReaderAt over the state; it may be called
+// concurrently with guest I/O (it takes gate shared and mu per run, as
+// ReadAt does). Unallocated runs read as zeroes, never the backing file's
+// bytes, because the state belongs to this image alone.
 func (r *stateReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("reading VM state at negative offset %d", off)

@@ -5,12 +5,20 @@ import (
 	"fmt"
 )
 
-// errReadOnly is returned by every mutating call on a read-only image.
+// errReadOnly is returned by every mutating call on a read-only image,
+// before any lock is taken or anything is read (the file may well be
+// open without write access).
 var errReadOnly = errors.New("qcow2 image is opened read-only")
 
 // writeAt writes guest data. Clusters owned by this image alone are
 // overwritten in place without the metadata lock; others (unallocated,
-// zero, compressed, shared with a snapshot) get fresh clusters.
+// zero, compressed, shared with a snapshot) get fresh clusters. A write
+// to a guest cluster another writer is allocating waits for that
+// allocation (inflight) and then resolves again, so the second writer
+// sees, and overwrites in place, the first one's new cluster instead of
+// allocating a second one. With extended L2, a write not covering whole
+// clusters goes through subclusterWrite, which can allocate single
+// subclusters.
 func (img *Image) writeAt(p []byte, off int64) (int, error) {
 	if img.readOnly {
 		return 0, errReadOnly
@@ -59,6 +67,12 @@ func (img *Image) writeAt(p []byte, off int64) (int, error) {
 // allocWrite writes the start of p at guest offset off into newly
 // allocated clusters: as many consecutive clusters of one L2 table as need
 // allocation. Called with img.mu held; returns with it released.
+//
+// The run stops at the first cluster that another writer is allocating
+// or that can be written in place, so one call never waits; the host
+// clusters are allocated as one contiguous run, which keeps the guest's
+// sequential writes sequential in the file. Each guest cluster of the run
+// is listed in inflight, on one channel, until its L2 entry is set.
 //
 // Order (crash consistency): refcounts of the new clusters (cache), data
 // written to them, then the L2 entries (cache, written after the refcount
@@ -128,7 +142,10 @@ func (img *Image) allocWrite(p []byte, off int64) (int, error) {
 
 // writeNewClusters writes p (guest offset off) into the k = len(olds) new
 // host clusters at host, filling partially written clusters from their old
-// content (copy-on-write).
+// content (copy-on-write). Only the first and last clusters can be partial;
+// the fully covered middle goes out in one write straight from p. Runs
+// without mu: the new clusters are reachable from no table yet, and
+// inflight keeps other writers off their guest clusters.
 func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) error {
 	cs := img.clusterSize
 	k := int64(len(olds))
@@ -172,7 +189,9 @@ func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) err
 }
 
 // cowRead fills buf with the current content of the guest cluster at g,
-// described by its old L2 entry.
+// described by its old L2 entry: data, zeroes, the backing file (for
+// unallocated runs, as the spec's "Cluster mapping" says reads go there),
+// or a decompressed cluster. Bytes past the virtual size are zero.
 func (img *Image) cowRead(buf []byte, g int64, old l2Pair) error {
 	// The last cluster may extend beyond the virtual size.
 	n := min(int64(len(buf)), img.Size()-g)
@@ -199,12 +218,17 @@ func (img *Image) cowRead(buf []byte, g int64, old l2Pair) error {
 	return nil
 }
 
-// l2Pair is an L2 entry with its subcluster bitmap (0 without extended L2).
+// l2Pair is an L2 entry with its subcluster bitmap (0 without extended L2):
+// e is the 64-bit entry as on disk (offset and flags), bm the second
+// 64-bit word of an extended entry (allocation and zero bits per
+// subcluster).
 type l2Pair struct{ e, bm uint64 }
 
 // inPlace reports whether a cluster can be overwritten where it is: owned
 // by this image alone (copied flag), plain data, and with extended L2 every
-// subcluster allocated.
+// subcluster allocated. A zero-flagged cluster that kept its host cluster
+// is not overwritten in place: it gets a fresh cluster like an unallocated
+// one, and the old one is released.
 func (img *Image) inPlace(e, bm uint64) bool {
 	if e&oflagCopied == 0 || e&oflagCompressed != 0 || e&l2OffsetMask == 0 {
 		return false
@@ -216,7 +240,13 @@ func (img *Image) inPlace(e, bm uint64) bool {
 }
 
 // linkClusters points L2 entries [l2i, l2i+len(olds)) of table l1i at the
-// new clusters from host and releases what the old entries held.
+// new clusters from host and releases what the old entries held. The new
+// entries carry QCOW_OFLAG_COPIED: their refcount is exactly 1. When
+// nothing is released the L2 table just stays dirty in the cache (written
+// at the next flush or eviction, after the refcount blocks); otherwise it
+// is written now, behind a barrier, before the old clusters' refcounts
+// drop, so a crash can leak the old clusters but never leave an entry
+// pointing at a freed one.
 func (img *Image) linkClusters(l1i, l2i, host int64, olds []l2Pair) error {
 	l2off, err := img.l2ForWrite(l1i)
 	if err != nil {

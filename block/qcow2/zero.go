@@ -8,7 +8,9 @@ import (
 
 // discard deallocates whole clusters in the range (partial clusters are
 // left alone, as QEMU does). With a v3 image over a backing file the
-// clusters become zero clusters so the backing data stays hidden.
+// clusters become zero clusters so the backing data stays hidden; a v2
+// image has no zero flag, so there a discarded cluster reads the backing
+// file again. The disk's short last cluster counts as whole.
 func (img *Image) discard(off, n int64) error {
 	if img.readOnly {
 		return errReadOnly
@@ -30,7 +32,8 @@ func (img *Image) discard(off, n int64) error {
 
 // writeZeroes makes the range read as zeroes: partial clusters are written,
 // whole ones become zero clusters (v3) or unallocated (v2 without a
-// backing file); unmap frees their host clusters.
+// backing file); unmap frees their host clusters. A v2 image over a
+// backing file can only get literal zeroes, which allocates clusters.
 func (img *Image) writeZeroes(off, n int64, unmap bool) error {
 	if img.readOnly {
 		return errReadOnly
@@ -61,7 +64,8 @@ func (img *Image) writeZeroes(off, n int64, unmap bool) error {
 	return nil
 }
 
-// writeZeroData writes literal zeroes.
+// writeZeroData writes literal zeroes through WriteAt, a cluster at a time
+// from a pooled buffer (allocating where needed, like any guest write).
 func (img *Image) writeZeroData(off, n int64) error {
 	bp := img.getBuf()
 	defer img.putBuf(bp)
@@ -88,7 +92,17 @@ const (
 
 // zeroClusters rewrites the L2 entries of the whole clusters in [start,
 // end) according to mode. Entries are written to disk before the clusters
-// they held are released.
+// they held are released. It runs quiesced: no guest I/O may hold a host
+// offset it is about to free.
+//
+// The new entry, standard L2: modeEmpty, and a discard where the result
+// must read as unallocated (v2, or no backing file to hide), clear it (0);
+// v2 zeroing clears it too, since unallocated reads as zeroes without a
+// backing file (writeZeroes handled the v2-with-backing case). Otherwise
+// it becomes a zero cluster, keeping its host cluster (ZERO | offset, "a
+// preallocation" in the spec's words) when the caller did not ask to unmap
+// and the cluster is this image's alone. An L1 range without an L2 table
+// is left alone when unallocated already reads as wanted.
 func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) error {
 	discard := mode != modeZero
 	img.quiesce()
@@ -184,7 +198,9 @@ func (img *Image) zeroExtended(old uint64, mode zeroMode, unmap bool) (uint64, u
 }
 
 // BlockStatus describes the extent at off, following the backing chain for
-// unallocated ranges.
+// unallocated ranges. A compressed run is data without a host offset
+// (qemu-img map prints no offset for it); n <= 0 means to the end of the
+// disk.
 func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	size := img.Size()
 	if off < 0 || off >= size {
@@ -218,7 +234,9 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 
 // makeEmpty drops every cluster of the active image so that it reads
 // through to its backing file again (qemu-img commit), like
-// qcow2_make_empty. Snapshots keep their clusters.
+// qcow2_make_empty. Snapshots keep their clusters. The L2 tables stay
+// allocated (their entries cleared); the file does not shrink, and the
+// freed clusters are reused by later writes.
 func (img *Image) makeEmpty() error {
 	if img.readOnly {
 		return errReadOnly

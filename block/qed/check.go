@@ -9,10 +9,12 @@ import (
 // Check verifies the invariants of qed_spec.txt "Consistency checking":
 // every cluster referenced at most once, offsets aligned and inside the
 // file, whole tables inside the file; unreferenced clusters are leaks.
-// With a repair mode, bad entries are cleared (corruptions fixed; the data
-// they pointed to is lost, as in QEMU), leaked clusters at the end of the
-// file are truncated away, and the need-check bit is cleared when nothing
-// remains corrupt.
+// With RepairAll, bad entries are cleared (corruptions fixed; the data they
+// pointed to is lost, as in QEMU); with either repair mode, leaked clusters
+// at the end of the file are truncated away, and the need-check bit is
+// cleared when nothing remains corrupt. QED has no refcounts to lower, so
+// a leak in the middle of the file stays (counted, not fixed) until the
+// image is rewritten, by qemu-img convert for instance.
 func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	if mode != block.RepairNone && img.ro {
 		return block.CheckResult{}, fmt.Errorf("repairing %s: image opened read-only", img.path)
@@ -22,9 +24,12 @@ func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	return img.check(mode)
 }
 
-// usedSet is a bitmap of host clusters referenced so far.
+// usedSet is a bitmap of host clusters referenced so far, one bit per
+// cluster of the file, indexed by host offset / cluster size.
 type usedSet []uint64
 
+// mark sets cluster c's bit; fresh is false if it was already set, i.e. c
+// is referenced a second time (spec "Consistency checking", invariant 1).
 func (u usedSet) mark(c int64) (fresh bool) {
 	w, b := c/64, uint(c%64)
 	if u[w]&(1<<b) != 0 {
@@ -34,9 +39,14 @@ func (u usedSet) mark(c int64) (fresh bool) {
 	return true
 }
 
+// has reports whether cluster c is referenced.
 func (u usedSet) has(c int64) bool { return u[c/64]&(1<<uint(c%64)) != 0 }
 
 // check does the work of Check; caller holds mu (or is opening the image).
+// It works from the file as it is now (Stat), not fileSize, so clusters
+// appended by a crashed writer count as leaks. Counters follow QEMU's
+// qed-check: TotalClusters covers image_size; AllocatedClusters and
+// FragmentedClusters count data entries, bad ones included.
 func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	var res block.CheckResult
 	fix := mode != block.RepairNone

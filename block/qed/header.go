@@ -18,6 +18,10 @@ const (
 	featBackingNoProbe = 0x04 // QED_F_BACKING_FORMAT_NO_PROBE
 	knownFeatures      = featBackingFile | featNeedCheck | featBackingNoProbe
 
+	// Limits from the spec's field descriptions: cluster_size a power of
+	// 2 in [2^12, 2^26], table_size a power of 2 in [1, 16]. The defaults
+	// are qemu-img's (64 KiB clusters, 4-cluster tables: 256 KiB tables
+	// mapping 2 GiB each).
 	minClusterSize     = 1 << 12
 	maxClusterSize     = 1 << 26
 	defaultClusterSize = 64 << 10
@@ -35,7 +39,12 @@ const (
 // ErrNotQED is returned for files without the QED magic.
 var ErrNotQED = errors.New("not a QED image")
 
-// header is the QED header as stored at offset 0.
+// header is the QED header as stored at offset 0 (spec "Header"), fields in
+// on-disk order, all little-endian: cluster_size in bytes; table_size and
+// header_size in clusters; the three feature bitmaps; l1_table_offset and
+// image_size in bytes; the backing file name's offset (from the start of
+// the file, within the first header_size clusters) and size in bytes,
+// meaningful only with QED_F_BACKING_FILE.
 type header struct {
 	ClusterSize       uint32
 	TableSize         uint32 // in clusters
@@ -49,6 +58,8 @@ type header struct {
 	BackingNameSize   uint32
 }
 
+// parseHeader decodes the fixed 64-byte header; it checks only the magic
+// (ErrNotQED), validate checks the values.
 func parseHeader(b []byte) (header, error) {
 	var h header
 	if len(b) < headerLen {
@@ -71,6 +82,7 @@ func parseHeader(b []byte) (header, error) {
 	return h, nil
 }
 
+// encode is the inverse of parseHeader: the 64 bytes written at offset 0.
 func (h *header) encode() []byte {
 	b := make([]byte, headerLen)
 	le := binary.LittleEndian
@@ -88,14 +100,18 @@ func (h *header) encode() []byte {
 	return b
 }
 
+// isPow2 reports whether v is a power of two (0 is not).
 func isPow2(v uint64) bool { return v != 0 && v&(v-1) == 0 }
 
-// tableEntries is TABLE_NOFFSETS.
+// tableEntries is TABLE_NOFFSETS (spec "Tables"), the 8-byte entries in
+// one L1 or L2 table.
 func (h *header) tableEntries() uint64 {
 	return uint64(h.TableSize) * uint64(h.ClusterSize) / 8
 }
 
-// maxImageSize is TABLE_NOFFSETS^2 * cluster_size (the spec's bound).
+// maxImageSize is TABLE_NOFFSETS^2 * cluster_size (the spec's bound,
+// "Tables"), saturating at 2^64-1 instead of overflowing (16-cluster
+// tables of 64 MiB clusters would map far more than 2^64 bytes).
 func maxImageSize(clusterSize, tableSize uint64) uint64 {
 	n := tableSize * clusterSize / 8
 	hi, lo := bits.Mul64(n*n, clusterSize)
@@ -107,7 +123,10 @@ func maxImageSize(clusterSize, tableSize uint64) uint64 {
 
 // validate checks every field a file can lie about against the spec's
 // ranges and the real file size, so that nothing later allocates or seeks
-// according to an unchecked value.
+// according to an unchecked value. Unknown feature bits refuse the image
+// (spec "Header"); unknown compat bits are ignored and unknown autoclear
+// bits cleared later (openFixups). image_size is further capped at 2^62 so
+// that offset arithmetic in int64 cannot overflow.
 func (h *header) validate(fileSize int64) error {
 	cs := uint64(h.ClusterSize)
 	if !isPow2(cs) || cs < minClusterSize || cs > maxClusterSize {

@@ -11,10 +11,14 @@ import (
 	"github.com/petrel-vmm/petrel/block"
 )
 
-// maxAllocRun bounds one allocating write (its bounce buffer).
+// maxAllocRun bounds one allocating write (its bounce buffer), in bytes;
+// a longer write allocates in several steps, each under mu.
 const maxAllocRun = 8 << 20
 
-// ReadAt reads guest data; a read crossing the end returns io.EOF.
+// ReadAt reads guest data; a read crossing the end returns io.EOF. mu is
+// held only to map each run; the data is read without it, which is safe
+// because an allocated cluster never moves or is freed while the image is
+// open; MakeEmpty, which drops them all, must not run alongside I/O.
 func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	size := img.Size()
 	if off < 0 {
@@ -55,6 +59,7 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	return total, nil
 }
 
+// checkWrite refuses op on a read-only image or outside the disk.
 func (img *Image) checkWrite(op string, off, n int64) error {
 	if img.ro {
 		return fmt.Errorf("%s %s: %w", op, img.path, os.ErrPermission)
@@ -65,7 +70,10 @@ func (img *Image) checkWrite(op string, off, n int64) error {
 	return nil
 }
 
-// WriteAt writes guest data, allocating clusters as needed.
+// WriteAt writes guest data, allocating clusters as needed. Writes into
+// allocated clusters run outside mu, so they may proceed in parallel; a
+// write into unallocated or zero clusters takes mu for the whole
+// allocation (allocWrite).
 func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	if err := img.checkWrite("writing", off, int64(len(p))); err != nil {
 		return 0, err
@@ -92,7 +100,10 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // markNeedCheck sets QED_F_NEED_CHECK durably before the first allocating
-// write after a clean state. Caller holds mu.
+// write after a clean state. Caller holds mu. The bit stays set until
+// Flush (or Close) clears it, so a run of allocations costs one header
+// write and sync, not one each; on failure the in-memory bit is restored
+// so the next allocation tries again.
 func (img *Image) markNeedCheck() error {
 	if img.hdr.Features&featNeedCheck != 0 {
 		return nil
@@ -109,6 +120,16 @@ func (img *Image) markNeedCheck() error {
 // the range lies in unallocated (k == kindUnallocated) or zero clusters.
 // The partial clusters at either end are filled from the backing file or
 // with zeroes. It returns how many bytes of p it wrote. Caller holds mu.
+//
+// One call stays within one L2 table's range and maxAllocRun, so it ends
+// with one setL2Entries. The steps, in crash-safe order: set NEED_CHECK
+// durably (markNeedCheck); append the clusters at fileSize; sync if bytes
+// came from the backing file; point the L2 entries at them (which may
+// append a new L2 table and then write the L1 entry). A crash before the
+// L2 write leaves only leaked clusters past the old end, which the check
+// on the next open truncates; a crash after it is consistent. A zero
+// cluster's old entry (1) is simply replaced: its cluster was never
+// allocated.
 func (img *Image) allocWrite(off int64, p []byte, k kind) (int64, error) {
 	cs := img.clusterSize
 	span := img.tableEntries * cs
@@ -168,12 +189,15 @@ func (img *Image) allocWrite(off int64, p []byte, k kind) (int64, error) {
 }
 
 // Discard makes the range read as zeroes (QED cannot free clusters without
-// leaking them, so it does what WriteZeroes does).
+// leaking them, so it does what WriteZeroes does). Unlike a raw image's
+// discard it never makes the file smaller.
 func (img *Image) Discard(off, n int64) error { return img.WriteZeroes(off, n, true) }
 
 // WriteZeroes zeroes the range: whole unallocated clusters over a backing
 // file become zero clusters (L2 entry 1), allocated clusters are zeroed in
-// place, partial clusters are written.
+// place, partial clusters are written. Whole unallocated clusters without
+// a backing file, and zero clusters, already read as zeroes and are left
+// alone. unmap is ignored: QED cannot give clusters back.
 func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
 	if err := img.checkWrite("writing zeroes to", off, n); err != nil {
 		return err
@@ -214,8 +238,13 @@ func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
 	return nil
 }
 
+// zeroChunk is the source of writeZeroBytes; shared by all images and never
+// written, so safe to share.
 var zeroChunk = make([]byte, 1<<20)
 
+// writeZeroBytes writes n zero bytes at guest offset off through WriteAt,
+// allocating as needed: for partial clusters, and where fallocate cannot
+// zero a data range.
 func (img *Image) writeZeroBytes(off, n int64) error {
 	for n > 0 {
 		c := min(n, int64(len(zeroChunk)))
@@ -228,7 +257,9 @@ func (img *Image) writeZeroBytes(off, n int64) error {
 }
 
 // zeroClusters turns whole unallocated clusters into zero clusters, one L2
-// table at a time. Caller holds mu.
+// table at a time. Caller holds mu. off and n must be cluster-aligned
+// (WriteZeroes has split off the partial clusters). No data is written,
+// only L2 entries (and possibly a new L2 table), after NEED_CHECK.
 func (img *Image) zeroClusters(off, n int64) error {
 	cs := img.clusterSize
 	span := img.tableEntries * cs
@@ -250,7 +281,10 @@ func (img *Image) zeroClusters(off, n int64) error {
 	return nil
 }
 
-// BlockStatus reports the allocation of the run starting at off.
+// BlockStatus reports the allocation of the run starting at off, at most n
+// bytes and at most 1 GiB (bounding the table walk under mu). Unallocated
+// runs are answered by the backing chain (block.BackingStatus), as
+// qemu-img map shows them.
 func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	size := img.Size()
 	if off < 0 || off >= size || n <= 0 {

@@ -1,6 +1,14 @@
-// Package qed is the QED image engine (../shared/specs/qed_spec.txt):
+// Package qed is the QED image engine (QEMU docs/specs/qed_spec.txt):
 // two-level tables, zero clusters, backing files, and the need-check bit
 // with a consistency check on open.
+//
+// QED has no reference counts: a cluster is in use iff a table points at
+// it, clusters are only ever appended at the end of the file, and none is
+// freed while the image is open (MakeEmpty and check's leak repair
+// truncate the file). Crash safety therefore rests on write order alone
+// (data, then L2, then L1, spec "Unallocated L2 tables and data
+// clusters") plus QED_F_NEED_CHECK, set before the first allocation and
+// cleared once a flush has made everything consistent.
 package qed
 
 import (
@@ -16,6 +24,8 @@ import (
 	"github.com/petrel-vmm/petrel/block"
 )
 
+// init registers the qed format; its probe is the magic "QED\0" (spec
+// "Header": magic is the first field).
 func init() {
 	block.Register(block.Format{
 		Name:   "qed",
@@ -31,6 +41,15 @@ func init() {
 // take mu briefly; data I/O to allocated clusters runs without it.
 // Allocating writes hold mu throughout, so allocation is serial (as in
 // QEMU's QED) and the write order data -> L2 -> L1 is kept.
+//
+// Fields: clusterSize, clusterBits (log2 of it), tableEntries and
+// tableBytes (a table's size in bytes) and backingName (the header's
+// backing file string, "" for none) are fixed at open. Under mu: hdr is
+// the header as last written (or about to be); l1 is the whole L1 table,
+// always in memory and written through; cache holds L2 tables; fileSize
+// is where the next cluster is appended, the file's size rounded up to a
+// cluster; closed is set by Close (nothing reads it). ro and noSync are Options.ReadOnly and
+// Options.NoSync; backing is the open backing image or nil.
 type Image struct {
 	f       *block.HostFile // O_DIRECT-aware for cache=none
 	path    string
@@ -70,6 +89,10 @@ func Open(path string, opts block.Options) (*Image, error) {
 	return img, nil
 }
 
+// openFile reads and validates the header, loads the L1 table, repairs a
+// writable image that needs it (openFixups), then opens the backing file.
+// The backing chain is opened last so that a check on open never depends
+// on it, and on error the caller closes f (no backing is open yet).
 func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -126,6 +149,9 @@ func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error
 
 // openFixups clears unknown autoclear bits and runs the consistency check
 // when the need-check bit says the last writer did not finish cleanly.
+// Both follow the spec ("Header": autoclear bits unknown to the opener are
+// cleared; "Consistency checking": a dirty image is checked on open). A
+// read-only open skips both and serves the image as it is, as QEMU does.
 func (img *Image) openFixups() error {
 	dirty := false
 	if img.hdr.AutoclearFeatures != 0 {
@@ -150,6 +176,8 @@ func (img *Image) openFixups() error {
 }
 
 // readTable reads one L1 or L2 table, refusing offsets outside the file.
+// A table cut short by the end of the file (a file that is not a whole
+// number of clusters) reads as zero entries past what the file holds.
 func (img *Image) readTable(off int64) ([]uint64, error) {
 	if off <= 0 || off%img.clusterSize != 0 || off > img.fileSize-img.tableBytes {
 		return nil, fmt.Errorf("table offset %#x outside the image file", off)
@@ -166,6 +194,8 @@ func (img *Image) readTable(off int64) ([]uint64, error) {
 	return t, nil
 }
 
+// encodeTable serialises a table to its on-disk form, little-endian
+// 64-bit offsets (spec "Tables").
 func encodeTable(t []uint64) []byte {
 	b := make([]byte, len(t)*8)
 	for i, v := range t {
@@ -185,6 +215,8 @@ func (img *Image) writeHeader() error {
 // syncFile makes a file's data durable; FuzzOpen replaces it.
 var syncFile = unix.Fdatasync
 
+// sync makes what was written so far durable (fdatasync), unless
+// Options.NoSync. Every ordering point of the format goes through it.
 func (img *Image) sync() error {
 	if img.noSync {
 		return nil
@@ -195,12 +227,16 @@ func (img *Image) sync() error {
 	return nil
 }
 
+// Size is the guest-visible size, image_size; it takes mu because Resize
+// may change it.
 func (img *Image) Size() int64 {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	return int64(img.hdr.ImageSize)
 }
 
+// Format, Backing, ReadOnly, Filename and ClusterSize implement
+// block.Image (and the cluster size qemu-img info and convert use).
 func (img *Image) Format() string       { return "qed" }
 func (img *Image) Backing() block.Image { return img.backing }
 func (img *Image) ReadOnly() bool       { return img.ro }
@@ -208,7 +244,10 @@ func (img *Image) Filename() string     { return img.path }
 func (img *Image) ClusterSize() int64   { return img.clusterSize }
 
 // Flush syncs data and metadata, then clears the need-check bit: after a
-// flush with no allocation in flight the metadata is consistent.
+// flush with no allocation in flight the metadata is consistent. Holding
+// mu keeps allocations out while it runs. The bit is cleared only after
+// the sync, so the header never claims a clean image whose tables are not
+// yet durable.
 func (img *Image) Flush() error {
 	if img.ro {
 		return nil
@@ -225,7 +264,10 @@ func (img *Image) Flush() error {
 	return nil
 }
 
-// Close flushes (clearing the need-check bit) and closes the chain.
+// Close flushes (clearing the need-check bit) and closes the chain: the
+// file, then the backing image, which this image owns. The first error is
+// returned, but every close is attempted. The image must not be used
+// afterwards.
 func (img *Image) Close() error {
 	err := img.Flush()
 	img.mu.Lock()
@@ -242,7 +284,9 @@ func (img *Image) Close() error {
 	return err
 }
 
-// Describe gives the fields qemu-img info prints for QED.
+// Describe gives the fields qemu-img info prints for QED: cluster size,
+// the need-check bit as QEMU's "dirty-flag", and the backing file with
+// its format when QED_F_BACKING_FORMAT_NO_PROBE pins it to raw.
 func (img *Image) Describe() map[string]any {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -261,6 +305,8 @@ func (img *Image) Describe() map[string]any {
 
 // Create writes an empty QED image: header cluster(s), then the L1 table.
 // opts.Extra["table_size"] sets the table size in clusters (default 4).
+// The defaults (64 KiB clusters, 4-cluster tables, one header cluster,
+// the backing name right after the 64-byte header) are QEMU's.
 func Create(path string, opts block.CreateOptions) error {
 	h := header{ClusterSize: defaultClusterSize, TableSize: defaultTableSize, HeaderSize: 1}
 	if opts.ClusterSize != 0 {
@@ -333,6 +379,10 @@ func Create(path string, opts block.CreateOptions) error {
 }
 
 // SetBackingFile rewrites the backing file name and format (rebase -u).
+// The name goes right after the fixed header and must fit in the header
+// clusters; it is written before the header that points at it. The open
+// backing image is not changed: the new name takes effect on the next
+// open.
 func (img *Image) SetBackingFile(name, format string) error {
 	if img.ro {
 		return fmt.Errorf("changing backing file of %s: %w", img.path, os.ErrPermission)
@@ -360,7 +410,10 @@ func (img *Image) SetBackingFile(name, format string) error {
 	return img.writeHeader()
 }
 
-// Resize grows the image; QED cannot shrink (as in QEMU).
+// Resize grows the image; QED cannot shrink (as in QEMU). Only image_size
+// changes: the L1 table already has an entry for every offset up to the
+// format's maximum (spec "Tables": image_size <= TABLE_NOFFSETS^2 *
+// cluster_size), so no table moves.
 func (img *Image) Resize(newSize int64) error {
 	if img.ro {
 		return fmt.Errorf("resizing %s: %w", img.path, os.ErrPermission)
@@ -380,7 +433,9 @@ func (img *Image) Resize(newSize int64) error {
 // MakeEmpty drops every L2 table and data cluster: the L1 table is zeroed
 // and the file truncated after it, so the image reads through to its
 // backing file. The L1 is cleared (and synced) before the truncation, so a
-// crash in between leaves only leaked clusters.
+// crash in between leaves only leaked clusters. It implements block.Emptier
+// for qemu-img commit without -d, which opens the image alone and does
+// nothing else with it; no other I/O may run at the same time.
 func (img *Image) MakeEmpty() error {
 	if img.ro {
 		return fmt.Errorf("emptying %s: %w", img.path, os.ErrPermission)

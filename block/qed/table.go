@@ -11,13 +11,17 @@ const defaultCacheBytes = 32 * defaultTableSize * defaultClusterSize
 
 // tableCache holds L2 tables by file offset. Tables are write-through
 // (every update reaches the file before the cache), so eviction is free.
-// It is guarded by Image.mu.
+// It is guarded by Image.mu. max is the capacity in tables; tables maps a
+// table's file offset to its decoded entries, which callers may read and
+// update in place under mu (setL2Entries does, after writing the file).
 type tableCache struct {
 	max    int
 	tables map[int64][]uint64
 	order  []int64 // insertion order, for FIFO eviction
 }
 
+// newTableCache sizes a cache to budget bytes (Options.CacheSize; 0 for
+// the default), and never below 4 tables.
 func newTableCache(budget, tableBytes int64) *tableCache {
 	if budget <= 0 {
 		budget = defaultCacheBytes
@@ -25,8 +29,12 @@ func newTableCache(budget, tableBytes int64) *tableCache {
 	return &tableCache{max: int(max(4, budget/tableBytes)), tables: map[int64][]uint64{}}
 }
 
+// get returns the cached table at file offset off, or nil.
 func (c *tableCache) get(off int64) []uint64 { return c.tables[off] }
 
+// put caches t as the table at off, evicting the oldest tables first
+// (FIFO, not LRU). A slice already handed out stays valid after eviction;
+// it is just no longer shared with later lookups.
 func (c *tableCache) put(off int64, t []uint64) {
 	if _, ok := c.tables[off]; ok {
 		c.tables[off] = t
@@ -40,6 +48,8 @@ func (c *tableCache) put(off int64, t []uint64) {
 	c.order = append(c.order, off)
 }
 
+// drop empties the cache, after check or MakeEmpty rewrote tables behind
+// it.
 func (c *tableCache) drop() {
 	c.tables = map[int64][]uint64{}
 	c.order = nil
@@ -55,21 +65,28 @@ const (
 )
 
 // validCluster reports whether a data or table offset is aligned and lies
-// in the image file past the header.
+// in the image file past the header (spec "Tables": offsets aligned to
+// cluster_size; "Consistency checking": within the file). A table must
+// also fit whole, which l2Table checks separately.
 func (img *Image) validCluster(off uint64) bool {
 	return off%uint64(img.clusterSize) == 0 &&
 		off >= uint64(img.hdr.HeaderSize)*uint64(img.clusterSize) &&
 		off < uint64(img.fileSize)
 }
 
-// indexes splits a guest offset into L1 and L2 indexes.
+// indexes splits a guest offset into L1 and L2 indexes (spec "Logical
+// offset translation"): the cluster number's high part indexes L1, its low
+// log2(TABLE_NOFFSETS) bits L2; the byte offset within the cluster is the
+// caller's.
 func (img *Image) indexes(off int64) (l1i, l2i int64) {
 	c := off >> img.clusterBits
 	return c / img.tableEntries, c % img.tableEntries
 }
 
-// l2Table returns the L2 table for L1 index i, or nil if unallocated.
-// Caller holds mu.
+// l2Table returns the L2 table for L1 index i, or nil if unallocated, with
+// its file offset. Caller holds mu. A table comes from the cache or is read
+// and cached; an L1 entry that is misaligned or leaves no room for a whole
+// table before the end of the file is an error, not a read past the end.
 func (img *Image) l2Table(i int64) ([]uint64, int64, error) {
 	off := img.l1[i]
 	if off == 0 {
@@ -89,7 +106,10 @@ func (img *Image) l2Table(i int64) ([]uint64, int64, error) {
 	return t, int64(off), nil
 }
 
-// classify interprets one L2 entry.
+// classify interprets one L2 entry (spec "Data cluster offsets"): 0
+// unallocated, 1 zero, else a cluster offset, which must be aligned and
+// inside the file; anything else is corruption, reported rather than
+// followed. The reserved low 12 bits are covered by the alignment check.
 func (img *Image) classify(e uint64) (kind, int64, error) {
 	switch {
 	case e == 0:
@@ -105,6 +125,10 @@ func (img *Image) classify(e uint64) (kind, int64, error) {
 // mapRange finds the run of uniform allocation starting at guest offset
 // off, at most n bytes: its kind, the host offset of its first byte (data
 // only) and its length. Data runs are host-contiguous. Caller holds mu.
+// A missing L2 table makes its whole range one unallocated run, so a
+// mostly empty image maps in a few steps; an allocated table is walked
+// entry by entry. Offsets past the L1 table are an error (the caller
+// bounds n by the image size, which validate bounds by the L1 table).
 func (img *Image) mapRange(off, n int64) (kind, int64, int64, error) {
 	var k kind
 	var host, length int64
@@ -141,7 +165,10 @@ func (img *Image) mapRange(off, n int64) (kind, int64, int64, error) {
 	return k, host, length, nil
 }
 
-// writeL1Entry updates one L1 entry on disk, then in memory.
+// writeL1Entry updates one L1 entry on disk, then in memory, so that the
+// in-memory table never points at something the file does not. It does
+// not sync: the L1 write is the last of an allocation, made durable by the
+// next flush, and until then NEED_CHECK covers a crash.
 func (img *Image) writeL1Entry(i int64, v uint64) error {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], v)

@@ -16,6 +16,9 @@ import (
 	"github.com/petrel-vmm/petrel/block"
 )
 
+// init registers the raw format. Its probe never matches: raw is what a
+// file is when no other format's probe claims it, so block/all's probing
+// falls back to it, as qemu-img does (with a warning there).
 func init() {
 	block.Register(block.Format{
 		Name:   "raw",
@@ -26,6 +29,18 @@ func init() {
 }
 
 // Image is an open raw file or block device.
+//
+// The disk is the file itself: guest offset X is file offset X, with no
+// metadata, so an Image keeps no lock; concurrent requests go straight to
+// pread/pwrite, and only size is shared state.
+//
+// Fields: path is as given to Open (for messages and Filename). size is
+// the disk size in bytes: the file's at open (or the device's, from
+// BLKGETSIZE64), then what Resize set; atomic because a resize may run
+// while other goroutines' requests check it. ro makes writes, discards and
+// resizes fail with os.ErrPermission. device marks a block device: its
+// size is fixed, and SEEK_DATA means nothing there, so BlockStatus reports
+// all data.
 type Image struct {
 	f      *block.HostFile // bounces unaligned O_DIRECT requests
 	path   string
@@ -35,7 +50,9 @@ type Image struct {
 	device bool
 }
 
-// Open opens a raw image.
+// Open opens a raw image: a regular file (its size is the disk's) or a
+// block device. With opts.DirectIO the file is opened O_DIRECT and
+// block.HostFile bounces requests the device's alignment does not allow.
 func Open(path string, opts block.Options) (*Image, error) {
 	f, err := block.OpenHostFile(path, opts.ReadOnly, opts.DirectIO)
 	if err != nil {
@@ -106,7 +123,10 @@ func Create(path string, opts block.CreateOptions) error {
 	return f.Sync()
 }
 
-// preallocate grows f from old to size bytes with the given mode.
+// preallocate grows f from old to size bytes with the given mode: "off"
+// only truncates (a hole), "falloc" reserves blocks (they read as zeroes
+// and SEEK_DATA may still call them holes), "full" writes zeroes, so the
+// blocks are allocated and written as qemu-img's full preallocation does.
 func preallocate(f *block.HostFile, old, size int64, mode string) error {
 	switch mode {
 	case "falloc":
@@ -127,6 +147,8 @@ func preallocate(f *block.HostFile, old, size int64, mode string) error {
 	return f.Truncate(size)
 }
 
+// Size, Format, Backing, ReadOnly, Filename and Close implement
+// block.Image; raw images never have a backing file.
 func (img *Image) Size() int64          { return img.size.Load() }
 func (img *Image) Format() string       { return "raw" }
 func (img *Image) Backing() block.Image { return nil }
@@ -138,7 +160,9 @@ func (img *Image) Close() error         { return img.f.Close() }
 // generic fields.
 func (img *Image) Describe() map[string]any { return map[string]any{} }
 
-// Flush makes completed writes durable.
+// Flush makes completed writes durable with fdatasync (the file's size and
+// data, not its timestamps). With Options.NoSync (cache=unsafe) it does
+// nothing, as QEMU ignores flushes then.
 func (img *Image) Flush() error {
 	if img.ro || img.noSync {
 		return nil
@@ -162,7 +186,10 @@ func (img *Image) clamp(off int64, n int) (int, error) {
 	return int(min(int64(n), size-off)), nil
 }
 
-// ReadAt reads from the disk; a read crossing the end returns io.EOF.
+// ReadAt reads from the disk; a read crossing the end returns the part
+// inside with io.EOF, one starting at or past the end (0, io.EOF), as
+// io.ReaderAt specifies. A file shorter than Size (truncated behind our
+// back) reads as zeroes there.
 func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	n, err := img.clamp(off, len(p))
 	if err != nil {
@@ -182,7 +209,9 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// WriteAt writes to the disk; raw images never grow by writing.
+// WriteAt writes to the disk; raw images never grow by writing, so a write
+// that reaches past the end fails whole, nothing written (unlike ReadAt,
+// which returns the part inside).
 func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	if img.ro {
 		return 0, fmt.Errorf("writing %s: %w", img.path, os.ErrPermission)

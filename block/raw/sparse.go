@@ -11,8 +11,12 @@ import (
 )
 
 // zeroChunk is the buffer written when the file system cannot punch holes.
+// It is shared by every image and goroutine, which is safe only because it
+// is never written: it is only ever the source of WriteAt.
 var zeroChunk = make([]byte, 1<<20)
 
+// checkRange refuses op on a read-only image or on a range not wholly
+// inside the disk; op names the operation in the error.
 func (img *Image) checkRange(op string, off, n int64) error {
 	if img.ro {
 		return fmt.Errorf("%s on %s: %w", op, img.path, os.ErrPermission)
@@ -42,6 +46,11 @@ func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
 	if unmap {
 		mode = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
 	}
+	// fallocate is tried only on a range aligned to the file's O_DIRECT
+	// alignment (1 without O_DIRECT): a file system may refuse unaligned
+	// ranges, or zero whole blocks around them. Any failure (EOPNOTSUPP on
+	// a file system without the mode, a block device without discard)
+	// falls back to writing zeroes, which is always correct.
 	if a := img.f.Alignment(); off%a == 0 && n%a == 0 {
 		if err := img.f.Fallocate(mode, off, n); err == nil {
 			return nil
@@ -59,6 +68,10 @@ func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
 
 // BlockStatus reports data and holes with SEEK_DATA/SEEK_HOLE. Every byte
 // of a raw image is "allocated" in qemu-img's sense; holes read as zeroes.
+// It describes one extent starting at off, at most n bytes long; callers
+// (qemu-img map, convert) loop from its end. The answer is advisory: a
+// file system may report data where a hole is (never the reverse), and a
+// file system without SEEK_DATA makes everything data.
 func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	size := img.Size()
 	if off < 0 || off >= size || n <= 0 {
@@ -88,8 +101,8 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	return data, nil
 }
 
-// Resize changes the file size; growing leaves a hole. Block devices keep
-// their size.
+// Resize changes the file size; growing leaves a hole, which reads as
+// zeroes. A block device cannot be resized: that is an error.
 func (img *Image) Resize(newSize int64) error {
 	if img.ro {
 		return fmt.Errorf("resizing %s: %w", img.path, os.ErrPermission)
@@ -108,7 +121,9 @@ func (img *Image) Resize(newSize int64) error {
 }
 
 // ResizePrealloc resizes like Resize; growth is preallocated with mode
-// ("off", "falloc" or "full").
+// ("off", "falloc" or "full", as preallocate). Shrinking, and any resize
+// of a block device, ignores mode. A failure part way may leave the file
+// longer than Size (preallocate truncates only at its end).
 func (img *Image) ResizePrealloc(newSize int64, mode string) error {
 	switch mode {
 	case "", "off":

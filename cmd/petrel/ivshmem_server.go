@@ -14,6 +14,9 @@ import (
 	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
+// init registers `petrel ivshmem-server`, the counterpart of QEMU's
+// contrib/ivshmem-server that ivshmem-doorbell devices (Petrel's or QEMU's)
+// connect to through -chardev socket.
 func init() {
 	register("ivshmem-server", "inter-VM shared memory server (QEMU ivshmem-server compatible)", runIvshmemServer)
 }
@@ -22,6 +25,8 @@ func init() {
 // always runs in the foreground (-F is accepted for compatibility) and
 // stops cleanly on SIGINT or SIGTERM.
 func runIvshmemServer(args []string) int {
+	// The defaults are QEMU's ivshmem-server's: socket /tmp/ivshmem_socket,
+	// shm object "ivshmem", 4 MiB, one vector.
 	fs := flag.NewFlagSet("ivshmem-server", flag.ContinueOnError)
 	sock := fs.String("S", "/tmp/ivshmem_socket", "UNIX socket path")
 	shmName := fs.String("m", "ivshmem", "POSIX shared memory object name (in /dev/shm), or a directory (hugetlbfs mount) for an unlinked object")
@@ -46,6 +51,10 @@ func runIvshmemServer(args []string) int {
 		fmt.Fprintf(os.Stderr, "ivshmem-server: -l: %v\n", err)
 		return 2
 	}
+	// -m names a POSIX shm object as QEMU's server does (shm_open's name,
+	// i.e. a file in /dev/shm); a directory instead is taken as a hugetlbfs
+	// mount, in which server.New creates an object of its own that has no
+	// name (hostmem.AnonymousIn).
 	shmPath, err := hostmem.ShmPath(*shmName)
 	if st, serr := os.Stat(*shmName); serr == nil && st.IsDir() {
 		shmPath, err = *shmName, nil
@@ -75,6 +84,8 @@ func runIvshmemServer(args []string) int {
 	if *verbose {
 		logger.Printf("listening on %s, memory %s (%d bytes), %d vectors", *sock, shmPath, size, *vectors)
 	}
+	// Closing the server makes Serve return nil, so a signal ends the
+	// process through the normal path and the deferred pid file removal.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {

@@ -22,6 +22,8 @@ func parseMemSize(s string) (int, error) {
 	if err := o.Unused("-m: unsupported option '%s'"); err != nil {
 		return 0, err
 	}
+	// Bounds: 2 MiB to 1 TiB, in whole MiB, since pc.Config takes its RAM
+	// size in MiB.
 	bytes, err := qemuopt.ParseSizeUnit(size, 1<<20)
 	if err != nil || bytes > 1<<40 {
 		return 0, fmt.Errorf("-m %q: not a size between 2M and 1T", s)
@@ -32,7 +34,10 @@ func parseMemSize(s string) (int, error) {
 	return int(bytes >> 20), nil
 }
 
-// parseSMP parses "N" or "cpus=N[,...]".
+// parseSMP parses "N" or "cpus=N[,...]". The first item that is a number
+// (bare or after cpus=) is the count; other -smp keys (sockets=, cores=,
+// threads=) are accepted and ignored. The limit of 255 keeps every vCPU's
+// xAPIC ID (8 bits) below 0xff, the broadcast ID.
 func parseSMP(s string) (int, error) {
 	for _, p := range strings.Split(s, ",") {
 		v := strings.TrimPrefix(p, "cpus=")

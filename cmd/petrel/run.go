@@ -19,6 +19,8 @@ import (
 	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
+// init registers `petrel run`, the x86 PC machine; run-pseries is its
+// ppc64 counterpart (run_pseries.go).
 func init() {
 	register("run", "boot a virtual machine (QEMU-style options: -kernel -initrd -append -m -smp -disk -drive -blockdev -device -serial -qmp)", runMain)
 }
@@ -26,20 +28,39 @@ func init() {
 // listFlag collects a repeatable option.
 type listFlag []string
 
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+// String and Set make listFlag a flag.Value; every occurrence of the option
+// appends, in command-line order, which is the order devices are created.
+func (l *listFlag) String() string { return strings.Join(*l, " ") }
+
+// Set appends one occurrence; it never fails (each value is parsed later).
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // runOptions are the parsed `petrel run` options.
 type runOptions struct {
-	cfg      pc.Config
-	serial   string
-	qmp      string
+	// cfg is the machine configuration, complete but for the host-side
+	// pieces runMain fills after parsing (serial streams, QMP events,
+	// Reboot, Log).
+	cfg pc.Config
+	// serial is -serial as given: "stdio", "none" or "file:PATH" (checked
+	// by parseRunArgs, opened by openConsole).
+	serial string
+	// qmp is -qmp as given: "" (no monitor), "stdio" or
+	// "unix:PATH,server[,wait=off]" (parsed by startQMP).
+	qmp string
+	// noReboot is -no-reboot: a guest reset ends the run instead of
+	// restarting the machine in place.
 	noReboot bool
-	verbose  bool
-	loadvm   string        // -loadvm TAG: start from a saved machine
-	devs     deviceOptions // -blockdev/-object/-chardev/-device (run_devices.go)
+	// verbose is -v: the machine logs its boot path and timings to stderr.
+	verbose bool
+	loadvm  string        // -loadvm TAG: start from a saved machine
+	devs    deviceOptions // -blockdev/-object/-chardev/-device (run_devices.go)
 }
 
+// parseRunArgs parses and checks `petrel run`'s options without opening
+// anything: every mistake it can see (a bad size, an unknown device
+// reference, -qmp stdio together with -serial stdio) fails here, before a
+// file or a KVM fd exists. Flag errors and -h go to stderr; -h returns an
+// error matching flag.ErrHelp.
 func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	fs := flag.NewFlagSet("petrel run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -49,6 +70,9 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 		disks, drives               listFlag
 		nographic                   bool
 	)
+	// Option names and syntax follow QEMU's where QEMU has the option
+	// (but -m defaults to 256M, not QEMU's 128M); -disk, -boot-protocol
+	// and -kernel-cache are Petrel's own.
 	fs.StringVar(&o.cfg.Kernel, "kernel", "", "kernel: bzImage or ELF vmlinux with a PVH note")
 	fs.StringVar(&o.cfg.Initrd, "initrd", "", "initial ramdisk")
 	fs.StringVar(&o.cfg.Cmdline, "append", "", "kernel command line")
@@ -95,6 +119,9 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 		return nil, fmt.Errorf("-boot-protocol %q: want auto, pvh or linux64", boot)
 	}
 	o.cfg.KernelCacheDir = kcache
+	// -disk before -drive: a disk without id= is named disk<i> by its index
+	// in cfg.Disks (deviceOptions.parse), so this order is part of the
+	// names -device drive= can refer to.
 	for _, d := range disks {
 		dc, err := qemuopt.ParseDisk(d)
 		if err != nil {
@@ -123,6 +150,15 @@ func parseRunArgs(args []string, stderr io.Writer) (*runOptions, error) {
 	return &o, nil
 }
 
+// runMain builds the machine and runs it until the guest powers off (or
+// resets under -no-reboot), a signal arrives, QMP quit is sent, or Ctrl-a x
+// is typed: all of these cancel ctx. The order matters: the console and
+// the QMP socket exist before pc.New so that their errors come before the
+// machine is built, and QMP serves only after -loadvm has restored the
+// machine, so a client never sees the state before the restore.
+// Exit status: 0 when the run ends normally (guest power-off, signal,
+// quit), 1 when the machine cannot be built, restored or run, 2 for bad
+// options.
 func runMain(args []string) int {
 	o, err := parseRunArgs(args, os.Stderr)
 	if err != nil {

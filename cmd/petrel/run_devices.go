@@ -29,9 +29,12 @@ import (
 // The references between them (drive=, memdev=, chardev=) are checked here
 // so that a typo fails before anything is opened.
 type deviceOptions struct {
+	// Each field holds one option's occurrences as given, parsed only by
+	// parse (so that all errors come after flag parsing, in one place).
 	blockdevs, objects, chardevs, devices, netdevs, nics listFlag
 }
 
+// register declares the options on fs.
 func (o *deviceOptions) register(fs *flag.FlagSet) {
 	fs.Var(&o.blockdevs, "blockdev", "driver=qcow2|qed|raw,node-name=N,file.driver=file,file.filename=PATH[,read-only=on][,cache.direct=on] or its JSON form (repeatable)")
 	fs.Var(&o.objects, "object", "memory-backend-file,id=ID,share=on,mem-path=PATH,size=SIZE or memory-backend-shm,id=ID,size=SIZE (repeatable)")
@@ -44,6 +47,12 @@ func (o *deviceOptions) register(fs *flag.FlagSet) {
 // parse fills cfg's Blockdevs, Objects, Chardevs and Devices. cfg.Disks
 // must already hold the -disk/-drive disks (their ids are nodes too).
 func (o *deviceOptions) parse(cfg *pc.Config) error {
+	// nodes maps every block node name to whether a device already uses
+	// it: a -disk or -drive with its own device (not if=none) uses its
+	// node; -blockdev nodes start unused; each -device drive= takes one,
+	// so two devices cannot share a node (QEMU also refuses that, short
+	// of share-rw). netdevs below works the same way for NICs. objects
+	// and chardevs only record which ids exist.
 	nodes, objects, chardevs := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for i, d := range cfg.Disks {
 		name := d.ID
@@ -68,6 +77,8 @@ func (o *deviceOptions) parse(cfg *pc.Config) error {
 		if err != nil {
 			return err
 		}
+		// Checked here, not only when the device opens it, so that a bad
+		// size fails before the machine is built.
 		if err := hostmem.CheckSize(b.Size); err != nil {
 			return fmt.Errorf("-object %q: %w", s, err)
 		}

@@ -11,10 +11,17 @@ import (
 	"github.com/petrel-vmm/petrel/machine/pseries"
 )
 
+// init registers `petrel run-pseries`. It is built on every host so that
+// its options can be parsed and tested anywhere; pseries.Run fails at run
+// time on a host that is not ppc64.
 func init() {
 	register("run-pseries", "boot a PowerPC pseries (sPAPR) guest on a ppc64 KVM host (-kernel -initrd -append -m -smp -nvram)", runPseriesMain)
 }
 
+// parsePseriesArgs parses `petrel run-pseries`'s options and reads the
+// kernel and initrd into memory (the machine places them itself). -kvm-type
+// maps to pseries.Config.KVMType (0 auto, 1 HV, 2 PR, KVM_CREATE_VM's type
+// argument on ppc64). Like parseRunArgs, -h yields flag.ErrHelp.
 func parsePseriesArgs(args []string, stderr io.Writer) (pseries.Config, error) {
 	fs := flag.NewFlagSet("petrel run-pseries", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -77,6 +84,8 @@ func parsePseriesArgs(args []string, stderr io.Writer) (pseries.Config, error) {
 	return cfg, nil
 }
 
+// runPseriesMain runs the guest until it stops; pseries.Run returns why
+// (power off, reboot request) and that is printed on stderr.
 func runPseriesMain(args []string) int {
 	cfg, err := parsePseriesArgs(args, os.Stderr)
 	if err != nil {

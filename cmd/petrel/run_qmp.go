@@ -19,17 +19,29 @@ import (
 // machine. A guest reboot resets the machine in place, so one machine is
 // served for the whole run.
 type qmpFront struct {
-	srv    atomic.Pointer[qmp.Server]
-	spec   string
-	quit   func()
-	ln     net.Listener
-	wait   bool
-	first  chan struct{}
-	once   sync.Once
+	// srv is nil until serve; an atomic pointer because emit is called by
+	// the machine's goroutines (vCPUs, devices) while main calls serve.
+	srv atomic.Pointer[qmp.Server]
+	// spec is -qmp as given; "" means no monitor, and every method is then
+	// a no-op.
+	spec string
+	// quit cancels the run when the stdio monitor reaches EOF (the QMP
+	// quit command reaches the same cancel through pcqmp.New).
+	quit func()
+	// ln is the unix socket listener; nil for "" and "stdio".
+	ln net.Listener
+	// wait is true unless wait=off/nowait: runMain does not start the
+	// guest before a first client has connected, as QEMU does.
+	wait bool
+	// first is closed (once, through once) when the first client connects.
+	first chan struct{}
+	once  sync.Once // closes first exactly once, however many clients come
+	// closed is closed by Close; it releases waitClient.
 	closed chan struct{}
 }
 
-// startQMP parses -qmp and starts listening. quit is called by QMP quit.
+// startQMP parses -qmp and starts listening. quit is called when a -qmp
+// stdio monitor reaches EOF, as QEMU exits then.
 func startQMP(spec string, quit func()) (*qmpFront, error) {
 	q := &qmpFront{spec: spec, quit: quit, first: make(chan struct{}), closed: make(chan struct{})}
 	if spec == "" || spec == "stdio" {
@@ -82,6 +94,8 @@ func (q *qmpFront) serve(m qmp.Machine) {
 	go q.accept(srv)
 }
 
+// accept serves each client on its own goroutine until the listener is
+// closed; QEMU likewise takes more than one QMP client on a socket.
 func (q *qmpFront) accept(srv *qmp.Server) {
 	for {
 		c, err := q.ln.Accept()
@@ -115,7 +129,9 @@ func (q *qmpFront) emit(event string, data any) {
 	}
 }
 
-// Close stops listening and removes the socket.
+// Close stops listening, removes the socket and closes the server's
+// connections. It is called from main only (it is not safe to call
+// concurrently with itself) and is idempotent.
 func (q *qmpFront) Close() {
 	select {
 	case <-q.closed:
@@ -134,5 +150,9 @@ func (q *qmpFront) Close() {
 // stdio is os.Stdin+os.Stdout as one connection.
 type stdio struct{}
 
-func (stdio) Read(p []byte) (int, error)  { return os.Stdin.Read(p) }
+// Read and Write make stdio an io.ReadWriter, which ServeConn needs.
+func (stdio) Read(p []byte) (int, error) { return os.Stdin.Read(p) }
+
+// Write sends a QMP message to stdout; ServeConn writes each message with
+// one call under its connection lock, so messages never interleave.
 func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }

@@ -70,6 +70,9 @@ func (b *Bus) AML(ext SlotDescriber) aml.Term {
 // configuration ports, the legacy I/O range below them, and the windows.
 type bridgeCRS Windows
 
+// AppendAML implements aml.Object. The windows are checked first; an
+// invalid one fails the encoder rather than emitting a _CRS the guest's
+// allocator would trust.
 func (w bridgeCRS) AppendAML(e *aml.Encoder) {
 	if err := Windows(w).Check(); err != nil {
 		e.Fail(fmt.Errorf("pci host bridge _CRS: %w", err))

@@ -36,13 +36,18 @@ type BARObserver interface {
 // Mapping is one BAR decoded at an address: the Host inserts Handler on the
 // PIO (IO) or MMIO bus at [Addr, Addr+Size), or maps RAM as a memory slot.
 type Mapping struct {
-	Slot, BAR int
-	Addr      uint64
-	Size      uint64
-	IO        bool
-	Prefetch  bool
-	Handler   vmm.BusDevice
-	RAM       []byte
+	Slot, BAR int // which device and which of its BARs
+	// Addr is the guest address the BAR decodes at (port number for I/O),
+	// Size its length in bytes.
+	Addr uint64
+	Size uint64
+	IO   bool // I/O space, else memory
+	// Prefetch is the BAR's prefetchable bit, for the Host's information.
+	Prefetch bool
+	// Handler serves trapped accesses (offsets from Addr); RAM, when set,
+	// is to be mapped as a memory slot instead, with no handler involved.
+	Handler vmm.BusDevice
+	RAM     []byte
 }
 
 // Host maps BARs into the machine's address spaces (machine/pc implements it
@@ -67,8 +72,11 @@ var (
 // slot is one occupied slot. Invariant: mapped[i] is true exactly while
 // BAR i is mapped through the Host at at[i] (and its BARObserver was told).
 type slot struct {
-	dev      Device
-	cfg      *ConfigSpace
+	dev Device
+	cfg *ConfigSpace // dev.Config(), kept to avoid the interface call
+	// mapped[i]: BAR i is mapped at at[i] (the invariant above), which
+	// updateMappingsLocked keeps equal to decodable(): decoding enabled in
+	// the command register and an address the BAR can decode at.
 	mapped   [NumBARs]bool
 	at       [NumBARs]uint64 // address mapped at, valid when mapped
 	assigned [NumBARs]uint64 // address given at Add, restored by Reset
@@ -95,12 +103,17 @@ const (
 type Bus struct {
 	// mu guards slots, address and onReset, and is held across Host and
 	// BARObserver calls (which must not call back into the bus).
-	mu   sync.Mutex
+	mu sync.Mutex
+	// host maps and unmaps BARs in the machine's address spaces.
 	host Host
 	// windows never change after NewBus, so AML reads them without mu.
 	windows Windows
+	// slots are the occupied slots by number, nil for empty ones; slot 0
+	// holds the host bridge.
 	slots   [NumSlots]*slot
 	address uint32 // CONFIG_ADDRESS latch
+	// onReset is the machine's hook for the reset control register at
+	// 0xcf9 (inside ConfigPort's range), nil if none.
 	onReset func()
 
 	// MapErrors counts BAR mappings the Host refused (overlaps, bad
@@ -249,16 +262,20 @@ func (b *Bus) FreeSlot() int {
 
 // BARInfo describes one BAR for query-pci.
 type BARInfo struct {
-	Index    int
-	Addr     uint64
-	Size     uint64
-	IO       bool
+	Index int    // BAR register number, 0-5
+	Addr  uint64 // address currently programmed (0 if none)
+	Size  uint64 // bytes
+	IO    bool   // I/O space BAR
+	// Is64 and Prefetch are a memory BAR's type bits.
 	Is64     bool
 	Prefetch bool
 	Mapped   bool // decoded now
 }
 
 // DeviceInfo describes one device for query-pci.
+//
+// The identity fields are the configuration header's (PCI Local Bus 3.0,
+// 6.2.1); BARs lists only the BARs the device has, in register order.
 type DeviceInfo struct {
 	Slot               int
 	VendorID, DeviceID uint16

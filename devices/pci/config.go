@@ -73,9 +73,11 @@ const NumBARs = 6
 // BAR describes one base address register's resource. Addresses are not part
 // of it: the bus assigns them and the guest may move them.
 type BAR struct {
-	Size     uint64 // power of two; at least 16 for memory, 4 for I/O
-	IO       bool   // I/O space (else memory)
-	Is64     bool   // 64-bit memory BAR: occupies this register and the next
+	Size uint64 // power of two; at least 16 for memory, 4 for I/O
+	IO   bool   // I/O space (else memory)
+	Is64 bool   // 64-bit memory BAR: occupies this register and the next
+	// Prefetch sets the BAR's prefetchable bit: reads have no side
+	// effects, so the guest may map it write-combining. Memory BARs only.
 	Prefetch bool
 	// Handler serves guest accesses (offset relative to the BAR's base).
 	Handler vmm.BusDevice
@@ -85,6 +87,9 @@ type BAR struct {
 }
 
 // Header holds the read-only identity fields of a type 0 header.
+//
+// The guest cannot write them; SubsysVendor and SubsysID go to offsets 0x2c
+// and 0x2e (PCI Local Bus 3.0, 6.2.4).
 type Header struct {
 	VendorID, DeviceID     uint16
 	Class                  uint32 // class<<16 | subclass<<8 | prog-if
@@ -105,6 +110,7 @@ type ConfigHook interface {
 	ConfigWrite(off int, data []byte)
 }
 
+// hookRange is one registered hook, for config bytes [off, off+n).
 type hookRange struct {
 	off, n int
 	h      ConfigHook
@@ -118,15 +124,23 @@ var ErrNoCapSpace = errors.New("no room left in PCI capability space")
 // BAR definitions and the capability list. Its own mutex guards the bytes;
 // lock order is Bus.mu, then ConfigSpace.mu.
 type ConfigSpace struct {
-	mu    sync.Mutex
+	mu sync.Mutex
+	// data is what reads return; wmask has a 1 for every bit a guest
+	// write may change; w1c a 1 for every bit a guest write of 1 clears
+	// (status register error bits). Both masks are set up by the device
+	// before the function is plugged.
 	data  [ExtendedConfigSize]byte
 	wmask [ExtendedConfigSize]byte
 	w1c   [ExtendedConfigSize]byte
-	bars  [NumBARs]BAR
+	// bars are the BAR definitions by register; a 64-bit BAR's upper
+	// register has none of its own.
+	bars [NumBARs]BAR
 	// capEnd is where the next capability goes; lastCap the offset whose
 	// next pointer links it (RegCapPtr when the list is empty).
 	capEnd, lastCap int
-	hooks           []hookRange
+	// hooks are consulted for guest accesses in their range, in the
+	// order they were added.
+	hooks []hookRange
 }
 
 // NewConfigSpace returns a type 0 header with the given identity, the

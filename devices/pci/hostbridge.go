@@ -9,6 +9,8 @@ const (
 )
 
 // HostBridge is the function at slot 0 that identifies bus 0's root.
+// It has no BARs, no interrupt and no writable register beyond the
+// header's standard ones (NewConfigSpace); machine/pc puts it in slot 0.
 type HostBridge struct{ cfg *ConfigSpace }
 
 // NewHostBridge returns a host bridge with no BARs.

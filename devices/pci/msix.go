@@ -23,7 +23,10 @@ const (
 
 // MSIXConfig places an MSI-X table and PBA.
 type MSIXConfig struct {
-	Vectors     int
+	// Vectors is the table size, 1..MaxMSIXVectors.
+	Vectors int
+	// TableBAR and PBABAR are the BARs (BIRs) holding the table and the
+	// pending bit array; they may be the same BAR.
 	TableBAR    int
 	TableOffset uint64 // 8-byte aligned offset in TableBAR
 	PBABAR      int
@@ -36,6 +39,11 @@ type MSIXConfig struct {
 	Router EventRouter
 }
 
+// msixVector is the kernel plumbing of one table entry: the eventfd that
+// raises it and, with a Router, its GSI route (hasRoute, gsi) and whether
+// the eventfd is attached to that GSI as an irqfd. A masked vector keeps
+// its eventfd but is detached; a signal left in it becomes its pending bit
+// (drainLocked) and is delivered when the vector is unmasked.
 type msixVector struct {
 	fd       int  // eventfd carrying the vector, -1 when none
 	ownFD    bool // fd was created here (closed on Close)
@@ -49,13 +57,18 @@ type msixVector struct {
 // Lock order: Bus.mu, MSIX.mu, ConfigSpace.mu.
 type MSIX struct {
 	cfg    *ConfigSpace
-	capOff int
+	capOff int // the capability's offset in cfg
 	c      MSIXConfig
 
-	mu       sync.Mutex
-	table    []byte
-	pending  []uint64
-	vec      []msixVector
+	mu sync.Mutex
+	// table is the MSI-X table as the guest sees it, 16 bytes per entry:
+	// message address low and high, data, vector control (PCI 3.0,
+	// 6.8.2.6-9). pending is the PBA, one bit per vector.
+	table   []byte
+	pending []uint64
+	vec     []msixVector
+	// enabled and funcMask mirror Message Control's MSI-X Enable and
+	// Function Mask bits.
 	enabled  bool
 	funcMask bool
 

@@ -38,6 +38,9 @@ func (b *Bus) Resume() {
 	}
 }
 
+// quiescers snapshots the devices that implement Quiescer under mu;
+// Quiesce and Resume then call them without it, so that waiting for a
+// device's in-flight I/O never holds the bus lock.
 func (b *Bus) quiescers() []Quiescer {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -124,10 +127,10 @@ func describeBAR(size uint64, kind uint8) string {
 
 // savedSlot is one slot of a decoded bus section.
 type savedSlot struct {
-	data     [ExtendedConfigSize]byte
-	size     [NumBARs]uint64
-	kind     [NumBARs]uint8
-	assigned [NumBARs]uint64
+	data     [ExtendedConfigSize]byte // the whole configuration space
+	size     [NumBARs]uint64          // each BAR's size, to match the live device's
+	kind     [NumBARs]uint8           // each BAR's barKind bits: I/O, 64-bit, prefetchable, RAM
+	assigned [NumBARs]uint64          // the address Add gave each BAR
 }
 
 // LoadState implements vmstate.Stater. The bus must hold the same devices

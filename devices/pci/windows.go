@@ -3,6 +3,8 @@ package pci
 import "fmt"
 
 // Window is an address window BARs are assigned from: [Base, Base+Size).
+// Base and Size are in bytes (ports for the I/O window); Size 0 is an
+// absent window.
 type Window struct{ Base, Size uint64 }
 
 // Windows are the three BAR windows. The machine owns them (machine/pc's
@@ -10,6 +12,9 @@ type Window struct{ Base, Size uint64 }
 // assigns BARs from them and its host bridge declares them in _CRS, so the
 // guest's view and the allocator cannot disagree.
 type Windows struct {
+	// IO holds I/O BARs; Mem64, above 4 GiB, prefetchable 64-bit BARs of
+	// Large64 or more; Mem32, below 4 GiB, every other memory BAR, a
+	// 64-bit one falling back to Mem64 when Mem32 is full.
 	IO, Mem32, Mem64 Window
 }
 

@@ -40,12 +40,20 @@ const (
 // from the host's beyond what the guest itself set.
 type CMOS struct {
 	// mu guards every field; Read and Write hold it for the whole access.
-	mu     sync.Mutex
-	index  uint8
+	mu sync.Mutex
+	// index is the register selected by the last write to the index port
+	// (Port); bit 7, the NMI mask on real hardware, is dropped.
+	index uint8
+	// nvram holds the 128 CMOS bytes. The time and date registers in it
+	// are not used for reads, which compute them from now and offset
+	// (frozen while SET is on); of the status registers, A's UIP bit and
+	// all of D are computed and C clears on read; the rest of the NVRAM
+	// is used as stored.
 	nvram  [nvramSize]uint8
 	offset time.Duration // guest time minus host time
 	frozen time.Time     // time while register B SET is 1
-	now    func() time.Time
+	// now is the host clock, time.Now but for tests.
+	now func() time.Time
 }
 
 // New returns a CMOS with register B in 24-hour BCD mode (as PC firmware

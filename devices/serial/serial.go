@@ -71,16 +71,26 @@ type UART struct {
 	// calling irq.SetLevel, so level changes reach the line in the order
 	// they were decided; the IRQ line must not call back into the UART.
 	mu  sync.Mutex
-	out io.Writer
-	irq IRQLine
+	out io.Writer // transmitted bytes go here, one Write per byte; nil discards
+	irq IRQLine   // nil: no interrupt line
 
+	// The registers by their datasheet names: divisor latch low and high
+	// (reached with LCR's DLAB set), interrupt enable, line control,
+	// modem control, line status, modem status, scratch, and the FIFO
+	// control last written (FCR itself is write-only; IIR shows its
+	// FIFO-enable bits).
 	dll, dlm uint8
 	ier, lcr uint8
 	mcr, lsr uint8
 	msr, scr uint8
 	fcr      uint8
 	thrIPend bool // THR-empty interrupt pending (cleared by IIR read / THR write)
-	rx       []byte
+	// rx is the receive FIFO, oldest byte first, at most fifoSize bytes
+	// whether or not the guest enabled FIFOs. Input stops short when it is
+	// full (the host offers the rest again); pushRx records an overrun.
+	rx []byte
+	// irqLevel is the level last driven on irq, so that only changes are
+	// passed on.
 	irqLevel bool
 	// Dropped counts input bytes lost to a full FIFO (overrun).
 	Dropped atomic.Uint64

@@ -14,6 +14,11 @@ import (
 )
 
 // Layout of the virtio BAR (BAR0, 64-bit; section 4.1.4) and the MSI-X BAR.
+// Each structure gets its own 4 KiB page of the 16 KiB BAR, so that a
+// guest mapping them separately (as Linux does) never shares a page
+// between them; offsets are in bytes from the BAR's base, commonSize is
+// the size of struct virtio_pci_common_cfg (4.1.4.3), deviceMax bounds a
+// backend's device-specific configuration.
 const (
 	virtioBAR    = 0
 	msixBAR      = 2
@@ -40,6 +45,8 @@ const (
 
 // Options connect a virtio-pci device to the machine.
 type Options struct {
+	// Mem is guest RAM: the rings and every buffer the driver posts are
+	// reached through it, bounds-checked. Required.
 	Mem *guestmem.Memory
 	// MSI injects MSI-X messages; Router, when set, makes notifications
 	// ioeventfds and interrupts irqfds. IRQ is the INTx line used while
@@ -49,6 +56,10 @@ type Options struct {
 	IRQ    pci.IRQLine
 }
 
+// queueState is one queue's registers as the driver programs them through
+// the common configuration (4.1.4.3): queue_size, queue_enable, and the
+// guest-physical addresses of the descriptor table, driver (available) and
+// device (used) areas. They take effect when the queue is enabled.
 type queueState struct {
 	size                 uint16
 	enabled              bool
@@ -61,36 +72,54 @@ type queueState struct {
 // Queue goroutines never take PCI.mu, so a reset (which holds mu while it
 // waits for them) cannot deadlock.
 type PCI struct {
-	be     Backend
-	o      Options
-	cfg    *pci.ConfigSpace
-	msix   *pci.MSIX
+	be   Backend
+	o    Options
+	cfg  *pci.ConfigSpace
+	msix *pci.MSIX // nq+1 vectors: one per queue and one for config changes, mapped by the driver
+	// offer is the device features offered: the backend's and the
+	// transport's (VERSION_1, ring features).
 	offer  uint64
-	nq     int
+	nq     int // number of queues, fixed by the backend
 	pciCap int // offset of the VIRTIO_PCI_CAP_PCI_CFG capability
 
-	mu           sync.Mutex
-	devFeatSel   uint32
-	drvFeatSel   uint32
-	drvFeatures  uint64
-	status       uint8
-	generation   uint8
+	// mu guards the registers below, the workers and the eventfd state.
+	mu sync.Mutex
+	// devFeatSel and drvFeatSel select the 32-bit half of the features
+	// that device_feature and driver_feature show; drvFeatures is what the
+	// driver wrote, which takes effect at FEATURES_OK.
+	devFeatSel  uint32
+	drvFeatSel  uint32
+	drvFeatures uint64
+	status      uint8 // device_status, the driver's progress (2.1)
+	// generation is config_generation, bumped when the device changes
+	// its configuration so that a driver reading it twice can retry.
+	generation uint8
+	// configVector is config_msix_vector (NoVector for none).
 	configVector atomic.Uint32
 	needsReset   atomic.Bool // a queue goroutine found the driver's ring broken
-	queueSel     uint16
+	queueSel     uint16      // queue_select: the queue the queue_* registers show
 	queues       []queueState
 	vectors      []atomic.Uint32 // per-queue MSI-X vector, read by workers
-	workers      []*worker
-	wg           sync.WaitGroup
-	kicks        []*os.File // one eventfd per queue, for the device's life
-	kickFDs      []int      // their fds (File.Fd would make them blocking)
-	barAddr      uint64
-	ioevents     bool // kicks are registered as ioeventfds at barAddr
-	released     bool // Release ran: guest writes are ignored from now on
+	// workers are the running queue goroutines (nil entries for queues
+	// not enabled); wg waits for them on reset, quiesce and release.
+	workers []*worker
+	wg      sync.WaitGroup
+	kicks   []*os.File // one eventfd per queue, for the device's life
+	kickFDs []int      // their fds (File.Fd would make them blocking)
+	// barAddr is BAR0's guest-physical address while it is mapped; the
+	// ioeventfds are registered at barAddr + notifyOffset + 4*queue.
+	barAddr  uint64
+	ioevents bool // kicks are registered as ioeventfds at barAddr
+	released bool // Release ran: guest writes are ignored from now on
 	// quiesced: Quiesce ran (or LoadState); the queue goroutines stay
 	// stopped until Resume.
 	quiesced bool
 
+	// isrMu guards isr and level. isr is the ISR status (4.1.4.5): bit 0
+	// a queue interrupt, bit 1 a configuration change, cleared by the
+	// driver's read. level is whether INTx is asserted, which it is while
+	// isr is non-zero and the command register allows INTx (setLevelLocked;
+	// with MSI-X on, interrupts go as messages and isr stays 0).
 	isrMu sync.Mutex
 	isr   uint8
 	level bool
@@ -160,6 +189,11 @@ func NewPCI(be Backend, o Options) (*PCI, error) {
 	return p, nil
 }
 
+// addCaps adds the five virtio vendor capabilities (4.1.4): common,
+// notify (with notify_off_multiplier), ISR and device configuration, each
+// pointing into BAR0, then VIRTIO_PCI_CAP_PCI_CFG, whose bar, offset and
+// length fields the driver writes (hence the write masks) before
+// accessing pci_cfg_data. It also hooks the command register for INTx.
 func (p *PCI) addCaps() error {
 	vcap := func(typ uint8, off, length uint32, extra int) []byte {
 		b := make([]byte, 14+extra)
@@ -205,8 +239,11 @@ func (p *PCI) addCaps() error {
 // command register (an asserted line drops, a pending ISR re-asserts).
 type commandHook struct{ p *PCI }
 
+// ConfigRead leaves the command register's stored value as it is.
 func (commandHook) ConfigRead(int, []byte) {}
 
+// ConfigWrite runs after the new command value is stored: INTx follows
+// the ISR again under the new INTx Disable bit.
 func (h commandHook) ConfigWrite(int, []byte) {
 	h.p.isrMu.Lock()
 	defer h.p.isrMu.Unlock()
@@ -216,6 +253,9 @@ func (h commandHook) ConfigWrite(int, []byte) {
 // pciCfgHook turns pci_cfg_data accesses into BAR accesses.
 type pciCfgHook struct{ p *PCI }
 
+// target decodes the PCI_CFG capability's window: ok only for an access to
+// pci_cfg_data itself, with a length of 1, 2 or 4 (4.1.4.9.1: other
+// lengths are not allowed) and a BAR this function has.
 func (h pciCfgHook) target(off int, n int) (bar int, boff uint64, length int, ok bool) {
 	c, capOff := h.p.cfg, h.p.pciCap
 	bar = int(c.Uint8(capOff + 4))
@@ -226,6 +266,9 @@ func (h pciCfgHook) target(off int, n int) (bar int, boff uint64, length int, ok
 	return
 }
 
+// ConfigRead reads the window's bytes from the BAR into data; an access
+// the window does not allow returns the stored bytes (whatever was last
+// written to pci_cfg_data).
 func (h pciCfgHook) ConfigRead(off int, data []byte) {
 	bar, boff, length, ok := h.target(off, len(data))
 	if !ok {
@@ -238,6 +281,8 @@ func (h pciCfgHook) ConfigRead(off int, data []byte) {
 	}
 }
 
+// ConfigWrite writes data's first length bytes to the BAR at the window's
+// offset, exactly as a BAR access would.
 func (h pciCfgHook) ConfigWrite(off int, data []byte) {
 	bar, boff, length, ok := h.target(off, len(data))
 	if !ok {
@@ -293,6 +338,8 @@ func (p *PCI) Release() error {
 	return errors.Join(p.msix.Close(), p.be.Release())
 }
 
+// closeKicks closes the queues' eventfds (release, or a failed NewPCI).
+// Called with mu held or before the device is shared.
 func (p *PCI) closeKicks() {
 	for _, f := range p.kicks {
 		f.Close()
@@ -336,10 +383,16 @@ func (p *PCI) BARUnmapped(bar int, _ uint64) {
 	p.unregisterIoeventsLocked()
 }
 
+// notifyAddr is the guest-physical address a driver writes to notify
+// queue q (4.1.4.4: cap.offset + queue_notify_off * multiplier, with
+// queue_notify_off = q here).
 func (p *PCI) notifyAddr(q int) uint64 {
 	return p.barAddr + notifyOffset + uint64(NotifyMultiplier*q)
 }
 
+// unregisterIoeventsLocked removes the ioeventfds, before the BAR moves
+// or the device goes; notifications then come through Write. Caller holds
+// mu.
 func (p *PCI) unregisterIoeventsLocked() {
 	if !p.ioevents {
 		return
@@ -394,6 +447,8 @@ func (p *PCI) kick(q int) {
 	}
 }
 
+// fillOnes is what an access to nothing reads: all ones, as an absent PCI
+// target would return.
 func fillOnes(b []byte) {
 	for i := range b {
 		b[i] = 0xff

@@ -45,16 +45,22 @@ var (
 // Segment is one descriptor's buffer. Buf aliases guest memory (nil when
 // the descriptor points outside it, in which case the chain's Err is set).
 type Segment struct {
-	Addr  uint64
-	Len   uint32
-	Write bool
-	Buf   []byte
+	Addr  uint64 // guest-physical address, as the descriptor gives it
+	Len   uint32 // length in bytes
+	Write bool   // device-writable (VIRTQ_DESC_F_WRITE), else device-readable
+	// Buf is guest memory itself, not a copy: the driver may change it
+	// while the device reads, so a device copies what it must validate.
+	Buf []byte
 }
 
 // Chain is one parsed descriptor chain. It is reused from request to
 // request: parsing into it does not allocate.
 type Chain struct {
+	// Head is the chain's first descriptor index, the id returned in the
+	// used ring.
 	Head uint16
+	// Segs are the buffers in chain order, an indirect table's expanded
+	// in its place.
 	Segs []Segment
 	// ReadLen and WriteLen sum the device-readable and -writable lengths.
 	ReadLen, WriteLen uint64
@@ -71,10 +77,13 @@ type Chain struct {
 // NewChain returns a Chain with room for the longest valid chain.
 func NewChain() *Chain { return &Chain{Segs: make([]Segment, 0, MaxQueueSize)} }
 
+// reset empties c for a new chain starting at head, keeping Segs' storage.
 func (c *Chain) reset(head uint16) {
 	c.Head, c.Segs, c.ReadLen, c.WriteLen, c.Err, c.Complete = head, c.Segs[:0], 0, 0, nil, false
 }
 
+// fail records err unless an earlier error is already recorded: the first
+// problem is the one reported.
 func (c *Chain) fail(err error) {
 	if c.Err == nil {
 		c.Err = err
@@ -83,8 +92,12 @@ func (c *Chain) fail(err error) {
 
 // QueueConfig is what the driver programs through common configuration.
 type QueueConfig struct {
-	Size                     uint16
-	Desc, Driver, Device     uint64 // descriptor table, available and used ring GPAs
+	Size                 uint16 // entries, a power of two up to MaxQueueSize
+	Desc, Driver, Device uint64 // descriptor table, available and used ring GPAs
+	// EventIdx and IndirectDescOK are the negotiated VIRTIO_F_EVENT_IDX
+	// and VIRTIO_F_INDIRECT_DESC: the first switches interrupt and
+	// notification suppression to used_event/avail_event, the second
+	// allows indirect descriptors (ErrIndirectDisabled otherwise).
 	EventIdx, IndirectDescOK bool
 }
 
@@ -95,13 +108,16 @@ type QueueConfig struct {
 type Queue struct {
 	mem  *guestmem.Memory
 	cfg  QueueConfig
-	desc []byte
+	desc []byte // the descriptor table, aliasing guest memory
 	// availW and usedW alias the rings from their 4-byte aligned start to
 	// a 4-byte aligned end, so that 16-bit index fields can be loaded and
 	// stored through the aligned 32-bit word holding them.
 	availW, usedW     []byte
 	availOff, usedOff int // offset of the ring start within availW/usedW
 
+	// lastAvail is the next available ring slot to pop (free-running,
+	// like avail.idx); usedIdx the device's used.idx, published after
+	// each batch of used elements.
 	lastAvail  uint16
 	usedIdx    uint16
 	lastSignal uint16 // used idx at the last interrupt (EVENT_IDX)
@@ -114,6 +130,8 @@ type Queue struct {
 // NewQueue validates the ring placement and returns a queue ready to serve.
 func NewQueue(mem *guestmem.Memory, c QueueConfig) (*Queue, error) {
 	n := uint64(c.Size)
+	// Ring alignment (virtio 1.2, 2.7 "Split Virtqueues"): descriptor
+	// table 16 bytes, available ring 2, used ring 4.
 	switch {
 	case n == 0 || n > MaxQueueSize || n&(n-1) != 0:
 		return nil, fmt.Errorf("virtqueue size %d: not a power of two up to %d", n, MaxQueueSize)
@@ -156,6 +174,9 @@ type queueIndices struct {
 	signalOK                       bool
 }
 
+// indices and setIndices save and restore the device's position, for
+// quiesce/resume and for saved machine state: a queue rebuilt from the
+// same registers continues where the old one stopped.
 func (q *Queue) indices() queueIndices {
 	return queueIndices{q.lastAvail, q.usedIdx, q.lastSignal, q.signalOK}
 }
@@ -167,6 +188,10 @@ func (q *Queue) setIndices(x queueIndices) {
 // Size is the queue size.
 func (q *Queue) Size() uint16 { return q.cfg.Size }
 
+// availIdx loads avail.idx, the driver's free-running count of chains made
+// available; the atomic load orders the ring entries the driver wrote
+// before it (the driver's write barrier, virtio 1.2, 2.7.13 "Supplying
+// Buffers to The Device").
 func (q *Queue) availIdx() uint16 { return q.load16(q.availW, q.availOff+2) }
 
 // Pending reports whether the driver made chains available that have not

@@ -75,8 +75,14 @@ func LoadPVH(path, cacheDir string) (elfData []byte, entry uint32, cached bool, 
 	if cacheDir, err = resolveCacheDir(cacheDir); err != nil {
 		return nil, 0, false, err
 	}
+	// The key is the bzImage's content, not its path or mtime: a kernel
+	// rebuilt in place never meets a stale entry, and two paths to one
+	// kernel share one. Entries are never evicted; the directory is the
+	// user's to clean.
 	sum := sha256.Sum256(data)
 	file := filepath.Join(cacheDir, hex.EncodeToString(sum[:])+".vmlinux")
+	// A hit is trusted only as far as its PVH note parses: the cache
+	// directory is the user's, and a damaged entry is rebuilt below.
 	if c, err := os.ReadFile(file); err == nil {
 		if e, ok := FindPVHEntry(c); ok {
 			return c, e, true, nil
@@ -101,6 +107,8 @@ func LoadPVH(path, cacheDir string) (elfData []byte, entry uint32, cached bool, 
 // only hashed (streamed) and the cached vmlinux opened. The caller closes f.
 // On a miss the kernel is decompressed and cached first; when the cache
 // cannot be written the ELF is served from a temporary file, removed on open.
+// cached is true only when the entry was there before the call, so -v can
+// tell a cache hit from a decompression that just filled the cache.
 func OpenPVH(path, cacheDir string) (f *os.File, entry uint32, cached bool, err error) {
 	if cacheDir, err = resolveCacheDir(cacheDir); err != nil {
 		return nil, 0, false, err
@@ -201,6 +209,9 @@ func writeAtomic(dir, file string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating kernel cache: %w", err)
 	}
+	// The temporary file is in dir itself, so the rename cannot cross a
+	// file system. Two processes caching the same kernel at once both
+	// rename a complete, identical file; the last one wins.
 	tmp, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
 		return fmt.Errorf("creating kernel cache entry: %w", err)

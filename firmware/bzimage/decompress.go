@@ -18,6 +18,9 @@ import (
 type Compression int
 
 // The formats arch/x86/boot/compressed can carry.
+// Unknown is a payload whose magic matches none of them; Decompress fails
+// on it with ErrUnsupported, and the kernel is then booted by the 64-bit
+// protocol, its own decompressor doing the work.
 const (
 	Unknown Compression = iota
 	Gzip
@@ -29,6 +32,7 @@ const (
 	Zstd
 )
 
+// String is the format's name as CONFIG_KERNEL_* spells it, lower case.
 func (c Compression) String() string {
 	switch c {
 	case Gzip:
@@ -49,18 +53,30 @@ func (c Compression) String() string {
 	return "unknown"
 }
 
-// MaxDecompressed bounds a decompressed kernel whatever its header says.
+// MaxDecompressed bounds a decompressed kernel whatever its header says:
+// vmlinux images are tens of MiB, so 512 MiB stops only a corrupt or
+// hostile header from making the VMM allocate without bound.
 const MaxDecompressed = 512 << 20
 
 // ErrUnsupported is returned for a payload format Petrel cannot decompress;
 // the caller boots the bzImage by the 64-bit protocol instead.
 var ErrUnsupported = errors.New("unsupported kernel compression")
 
-// ErrCorrupt is wrapped by every error about a damaged payload.
+// ErrCorrupt is wrapped by every error about a damaged payload. Unlike
+// ErrUnsupported it is no reason to fall back to the 64-bit protocol:
+// machine/pc reports it, since the kernel's own decompressor would meet
+// the same damage (or a bug of Petrel's decoders, which must be seen).
 var ErrCorrupt = errors.New("corrupt kernel payload")
 
 // detect names the payload format from its magic bytes
 // (the same table as lib/decompress.c's compressed_formats).
+//
+// The magics: gzip's ID1 ID2 (RFC 1952); bzip2's "BZh"; for .lzma, the
+// properties byte 0x5d (lc=3, lp=0, pb=2, what every lzma tool writes)
+// and the low bytes of a power-of-two dictionary size; the xz stream
+// header; lzop's signature; the LZ4 legacy frame magic 0x184c2102
+// (little-endian; the kernel's build runs lz4 -l); zstd's frame magic
+// 0xfd2fb528 (little-endian, RFC 8878 §3.1.1).
 func detect(p []byte) Compression {
 	switch {
 	case bytes.HasPrefix(p, []byte{0x1f, 0x8b}):
@@ -92,7 +108,9 @@ func (img *Image) Limit() int {
 }
 
 // Decompress returns the decompressed payload: the vmlinux ELF, followed by
-// its relocation table when the kernel is relocatable.
+// its relocation table when the kernel is relocatable. The result must be
+// exactly the size the build appended (DeclaredSize), which catches a
+// truncated or padded payload that a decoder would otherwise accept.
 func (img *Image) Decompress() ([]byte, error) {
 	limit := img.Limit()
 	want := int(img.DeclaredSize())
@@ -120,6 +138,10 @@ func decompress(c Compression, payload []byte, limit int) ([]byte, error) {
 	var r io.Reader
 	switch c {
 	case Gzip:
+		// The whole payload: the trailer is gzip's own ISIZE, read and
+		// checked by the library together with the CRC-32. Multistream
+		// is off so that nothing after the first member is taken as more
+		// data.
 		zr, err := gzip.NewReader(bytes.NewReader(payload))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -150,6 +172,8 @@ func decompress(c Compression, payload []byte, limit int) ([]byte, error) {
 	case LZO:
 		return decodeLZOP(stream, limit)
 	case LZ4:
+		// The legacy format has no end marker: the stream ends with the
+		// data, and the size trailer must not be read as another block.
 		r = lz4.NewReader(bytes.NewReader(stream))
 	case Zstd:
 		// The decoder allocates the frame's whole window up front, and the
@@ -186,8 +210,8 @@ func readLimited(r io.Reader, limit int) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// zstdHeaderPrefix covers the magic, Frame_Header_Descriptor and
-// Window_Descriptor (RFC 8878 3.1.1.1).
+// zstdHeaderPrefix covers the magic (bytes 0-3), Frame_Header_Descriptor
+// (byte 4) and Window_Descriptor (byte 5) (RFC 8878 3.1.1.1).
 const zstdHeaderPrefix = 6
 
 // zstdWindowCap is the smallest power of two >= limit, at least 1 MiB (so
@@ -207,6 +231,10 @@ func capZstdWindow(stream []byte, window uint64) []byte {
 	if len(head) < zstdHeaderPrefix || head[4]&0x20 != 0 { // Single_Segment: no window descriptor
 		return head
 	}
+	// RFC 8878 §3.1.1.1.2: Exponent is the top 5 bits, Mantissa the low
+	// 3; Window_Size = 2^(10+Exponent) + 2^(10+Exponent)/8 * Mantissa.
+	// The rewritten descriptor has Mantissa 0 and the smallest Exponent
+	// whose power of two reaches window.
 	wd := head[5]
 	log := uint(10 + wd>>3)
 	size := uint64(1)<<log + (uint64(1)<<log)/8*uint64(wd&7)

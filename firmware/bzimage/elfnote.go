@@ -13,13 +13,16 @@ const XenElfnotePhys32Entry = 18
 
 // FindPVHEntry returns the 32-bit physical PVH entry point from the
 // "Xen" note of type 18 in a PT_NOTE segment of an ELF64 or ELF32 file
-// (the PVH ABI allows both). Linux
-// emits the address as a quad (_ASM_PTR); a 4-byte descriptor is accepted too.
+// (the PVH ABI allows both). Linux emits the address as a quad (_ASM_PTR);
+// a 4-byte descriptor is accepted too. A malformed file, or a note whose
+// address does not fit 32 bits, yields false, never a panic.
 func FindPVHEntry(elfData []byte) (uint32, bool) {
 	return FindPVHEntryReader(bytes.NewReader(elfData), int64(len(elfData)))
 }
 
-// maxNotes bounds the PT_NOTE bytes read from an ELF file.
+// maxNotes bounds the PT_NOTE bytes read from an ELF file, in bytes; a
+// kernel's notes take a few hundred, so a larger segment is skipped as
+// malformed rather than allocated.
 const maxNotes = 1 << 20
 
 // FindPVHEntryReader is FindPVHEntry for an ELF file of size bytes read
@@ -33,6 +36,9 @@ func FindPVHEntryReader(r io.ReaderAt, size int64) (uint32, bool) {
 		if p.Type != elf.PT_NOTE || p.Filesz > maxNotes {
 			continue
 		}
+		// Bounds from the file, not the header: a cached file may be
+		// truncated, and debug/elf does not check a program header
+		// against the file's size.
 		if p.Off > uint64(size) || p.Filesz > uint64(size)-p.Off {
 			continue
 		}
@@ -60,6 +66,7 @@ func scanNotes(b []byte, bo binary.ByteOrder) (uint32, bool) {
 		}
 		name := b[12 : 12+namesz]
 		desc := b[12+align(namesz) : 12+align(namesz)+descsz]
+		// namesz counts the name's NUL terminator ("Xen\0" is 4 bytes).
 		if typ == XenElfnotePhys32Entry && string(bytes.TrimRight(name, "\x00")) == "Xen" {
 			switch len(desc) {
 			case 4:
@@ -81,8 +88,9 @@ func scanNotes(b []byte, bo binary.ByteOrder) (uint32, bool) {
 	return 0, false
 }
 
-// PVHKernel decompresses img and checks that the result is an ELF64
-// vmlinux with a PVH entry note. It returns ErrNoPVH otherwise.
+// PVHKernel decompresses img and checks that the result is an ELF vmlinux
+// (ELF64, or ELF32 as the PVH ABI also allows) with a PVH entry note. It
+// returns ErrNoPVH otherwise.
 func (img *Image) PVHKernel() (elfData []byte, entry uint32, err error) {
 	out, err := img.Decompress()
 	if err != nil {

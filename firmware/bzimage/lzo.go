@@ -13,9 +13,13 @@ import (
 // a header, then blocks of LZO1X data, each with its sizes and optional
 // checksums, ended by a zero-length block.
 
+// lzopMagic is the 9-byte signature every lzop file starts with.
 var lzopMagic = []byte{0x89, 'L', 'Z', 'O', 0x00, 0x0d, 0x0a, 0x1a, 0x0a}
 
-// lzop header flags.
+// lzop header flags (lzop's conf.h F_* bits): which checksums each block
+// carries (D for the decompressed data, C for the compressed), whether
+// the header has an extra field or a filter, and whether the header
+// checksum is a CRC-32 rather than Adler-32.
 const (
 	lzopAdler32D   = 0x0001
 	lzopAdler32C   = 0x0002
@@ -29,12 +33,17 @@ const (
 )
 
 // lzopReader walks the big-endian fields of an lzop file.
+//
+// It is sticky on error, as bufio.Scanner is: after the first short read
+// every method returns zero values and err keeps the first failure, so
+// decodeLZOP reads a run of fields and checks err once.
 type lzopReader struct {
-	b   []byte
-	off int
-	err error
+	b   []byte // the whole file
+	off int    // next byte to read
+	err error  // first failure
 }
 
+// take returns the next n bytes, aliasing b, or nil once past the end.
 func (r *lzopReader) take(n int) []byte {
 	if r.err != nil {
 		return nil
@@ -48,6 +57,7 @@ func (r *lzopReader) take(n int) []byte {
 	return p
 }
 
+// u8, u16 and u32 read one big-endian field (0 after a failure).
 func (r *lzopReader) u8() uint8 {
 	if p := r.take(1); p != nil {
 		return p[0]
@@ -75,6 +85,8 @@ func decodeLZOP(data []byte, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("%w: no lzop magic", ErrCorrupt)
 	}
 	r := &lzopReader{b: data, off: len(lzopMagic)}
+	// lzop 0.94 added the version-needed-to-extract, level and mtime-high
+	// fields; older files lack them.
 	version := r.u16()
 	r.u16() // library version
 	if version >= 0x0940 {
@@ -115,6 +127,9 @@ func decodeLZOP(data []byte, limit int) ([]byte, error) {
 		r.take(int(r.u32()))
 		r.u32()
 	}
+	// Each block: uncompressed length (0 ends the file), compressed
+	// length, the checksums the flags ask for, then the data. A block that
+	// did not shrink is stored (srcLen == dstLen) and has no C checksums.
 	var out []byte
 	for {
 		dstLen := int(r.u32())

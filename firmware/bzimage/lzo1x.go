@@ -68,6 +68,9 @@ func lzo1xDecompress(dst, src []byte, n int) ([]byte, error) {
 		return true
 	}
 
+	// The first byte is special: above 17 it is a literal run of t-17
+	// bytes with no instruction before it (lzo1x_decompress_safe's first
+	// byte); otherwise it is re-read below as an ordinary instruction.
 	t, ok := next()
 	if !ok {
 		return errf("empty stream")
@@ -92,9 +95,14 @@ func lzo1xDecompress(dst, src []byte, n int) ([]byte, error) {
 		if t, ok = next(); !ok {
 			return errf("stream ends without an end marker")
 		}
+		// Each case sets the match's distance back from the end of the
+		// output, its length, and the 0-3 literals that follow it (trail,
+		// which becomes the next instruction's state).
 		var dist, length, trail int
 		switch {
 		case t < 16 && state == 0:
+			// After a match with no trailing literals: a literal run of
+			// t+3 bytes, t = 0 being extended by zero bytes (15 + ...).
 			if t == 0 {
 				if t, ok = extend(0, 15); !ok {
 					return errf("bad literal run length")
@@ -106,6 +114,8 @@ func lzo1xDecompress(dst, src []byte, n int) ([]byte, error) {
 			state = 4
 			continue
 		case t < 16 && state != 4:
+			// M1 after 1-3 trailing literals: 2 bytes, distance
+			// 1 + (t>>2) + (b<<2), so up to 1 KiB.
 			b, ok := next()
 			if !ok {
 				return errf("truncated M1 match")
@@ -114,6 +124,7 @@ func lzo1xDecompress(dst, src []byte, n int) ([]byte, error) {
 			length = 2
 			trail = t & 3
 		case t < 16:
+			// M1 right after a literal run: 3 bytes, 2049-3072 back.
 			b, ok := next()
 			if !ok {
 				return errf("truncated M1 match")
@@ -122,6 +133,7 @@ func lzo1xDecompress(dst, src []byte, n int) ([]byte, error) {
 			length = 3
 			trail = t & 3
 		case t >= 64:
+			// M2: length (t>>5)+1, 3 distance bits in t and 8 in b.
 			b, ok := next()
 			if !ok {
 				return errf("truncated M2 match")
@@ -130,6 +142,8 @@ func lzo1xDecompress(dst, src []byte, n int) ([]byte, error) {
 			length = t>>5 + 1
 			trail = t & 3
 		case t >= 32:
+			// M3: length in the low 5 bits (0 extended by zero bytes),
+			// then a 14-bit distance and the trail in 2 LE bytes.
 			length = t&31 + 2
 			if length == 2 {
 				if length, ok = extend(length, 31); !ok {

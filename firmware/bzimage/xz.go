@@ -15,12 +15,15 @@ import (
 // (tukaani xz-file-format 1.1) is read here and the LZMA2 chunks are handed
 // to the library's LZMA2 reader.
 
+// Filter IDs (xz-file-format 5.3) and the stream header's size (magic,
+// two flag bytes, CRC-32 of the flags: xz-file-format 2.1.1).
 const (
 	xzFilterX86   = 0x04
 	xzFilterLZMA2 = 0x21
 	xzHeaderSize  = 12
 )
 
+// xzMagic starts a stream header; the footer ends with "YZ".
 var xzMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
 
 // xzCheckSize maps the stream's check type (xz-file-format 2.1.1.2) to its size.
@@ -43,17 +46,23 @@ func xzCheckSize(t byte) (int, error) {
 }
 
 // byteCounter counts what the LZMA2 reader consumes, to find the block's end.
+// The LZMA2 data has no length of its own in the block (the optional
+// compressed size is not used), so its end is where the LZMA2 reader
+// stopped reading. The library reads through ReadByte when its source has
+// one and through Read otherwise, so both count.
 type byteCounter struct {
 	r *bytes.Reader
-	n int
+	n int // bytes consumed so far
 }
 
+// Read passes through to r, counting the bytes read.
 func (c *byteCounter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += n
 	return n, err
 }
 
+// ReadByte passes through to r, counting a byte only if one was read.
 func (c *byteCounter) ReadByte() (byte, error) {
 	b, err := c.r.ReadByte()
 	if err == nil {
@@ -62,7 +71,11 @@ func (c *byteCounter) ReadByte() (byte, error) {
 	return b, err
 }
 
-// decodeXZ decodes the blocks of the first stream in data, at most limit bytes.
+// decodeXZ decodes the blocks of the stream in data, at most limit bytes.
+// The kernel's payload is one stream: anything after its footer but
+// stream padding is refused (checkXZTail), a concatenated second stream
+// included. Blocks are decoded as they come; the index is checked for
+// its CRC and size only, not compared with the blocks.
 func decodeXZ(data []byte, limit int) ([]byte, error) {
 	if len(data) < xzHeaderSize || !bytes.HasPrefix(data, xzMagic) {
 		return nil, fmt.Errorf("%w: no xz stream header", ErrCorrupt)
@@ -71,6 +84,8 @@ func decodeXZ(data []byte, limit int) ([]byte, error) {
 	if crc32.ChecksumIEEE(flags) != binary.LittleEndian.Uint32(data[8:12]) {
 		return nil, fmt.Errorf("%w: xz stream header CRC mismatch", ErrCorrupt)
 	}
+	// Stream Flags: byte 0 is reserved (zero), the low nibble of byte 1
+	// the check type (xz-file-format 2.1.1.2).
 	checkType := flags[1] & 0x0f
 	checkSize, err := xzCheckSize(checkType)
 	if err != nil {
@@ -100,6 +115,9 @@ func decodeXZ(data []byte, limit int) ([]byte, error) {
 // decodeXZBlock decodes one block (header, data, padding, check) and
 // returns its output and the bytes it spans.
 func decodeXZBlock(data []byte, limit int, checkType byte, checkSize int) ([]byte, int, error) {
+	// Block Header Size is stored as (real size / 4) - 1 (3.1.1); Block
+	// Flags (3.1.2): bits 0-1 the number of filters minus one, 0x40 and
+	// 0x80 the optional sizes, the rest reserved.
 	hsize := (int(data[0]) + 1) * 4
 	if hsize > len(data) {
 		return nil, 0, fmt.Errorf("%w: block header of %d bytes is truncated", ErrCorrupt, hsize)
@@ -187,7 +205,9 @@ func decodeXZBlock(data []byte, limit int, checkType byte, checkSize int) ([]byt
 	if bcj {
 		unBCJx86(out, bcjStart)
 	}
-	// The check covers the output of the whole filter chain.
+	// The check covers the output of the whole filter chain. Only CRC32
+	// (type 1, what the kernel's xz_wrap.sh asks for) is verified; a
+	// CRC64 or SHA-256 check is skipped over unverified.
 	if checkType == 1 && crc32.ChecksumIEEE(out) != binary.LittleEndian.Uint32(data[n:]) {
 		return nil, 0, fmt.Errorf("%w: block CRC32 mismatch", ErrCorrupt)
 	}
@@ -199,6 +219,9 @@ func decodeXZBlock(data []byte, limit int, checkType byte, checkSize int) ([]byt
 // stream footer (xz-file-format 2.1.2) that ends the data, so that a
 // truncated stream is an error even when all of its blocks decoded.
 func checkXZTail(data []byte, pos int, flags []byte) error {
+	// The footer (2.1.2) is CRC32 (4 bytes, over the next 6), Backward
+	// Size (4, the index size stored as size/4 - 1), the Stream Flags
+	// copied from the header (2) and "YZ" (2).
 	end := len(data)
 	for end-4 >= pos && binary.LittleEndian.Uint32(data[end-4:]) == 0 {
 		end -= 4 // stream padding
@@ -224,7 +247,10 @@ func checkXZTail(data []byte, pos int, flags []byte) error {
 	return nil
 }
 
-// lzma2DictCap decodes the LZMA2 dictionary-size byte (xz-file-format 5.3.1).
+// lzma2DictCap decodes the LZMA2 dictionary-size byte (xz-file-format
+// 5.3.1): (2 | (b & 1)) << (b/2 + 11) bytes, so 0 is 4 KiB and each step
+// alternates between 2^n and 3*2^(n-1); 40 means 4 GiB - 1. Callers check
+// b <= 40.
 func lzma2DictCap(b byte) int {
 	if b == 40 {
 		return 0xffffffff
@@ -233,6 +259,9 @@ func lzma2DictCap(b byte) int {
 }
 
 // xzVarint reads an xz multibyte integer (xz-file-format 1.2).
+// Seven bits per byte, least significant first, the top bit set on every
+// byte but the last; at most 9 bytes, and a zero last byte (a non-minimal
+// encoding) is refused as the format requires.
 func xzVarint(p []byte) (uint64, []byte, error) {
 	var v uint64
 	for i := 0; i < 9 && i < len(p); i++ {
@@ -256,8 +285,12 @@ func unBCJx86(buf []byte, start uint32) {
 	if len(buf) <= 4 {
 		return
 	}
+	// allowed and bitNum are liblzma's simple/x86.c tables
+	// (MASK_TO_ALLOWED_STATUS, MASK_TO_BIT_NUMBER), indexed by prevMask.
 	allowed := [8]bool{true, true, true, false, true, false, false, false}
 	bitNum := [8]uint32{0, 1, 2, 2, 3, 3, 3, 3}
+	// The encoder converted only operands whose top byte is 0x00 or 0xff,
+	// i.e. displacements within ±16 MiB, as real calls and jumps are.
 	msByte := func(b byte) bool { return b == 0x00 || b == 0xff }
 	size := len(buf) - 4
 	prevPos := -1
@@ -298,6 +331,8 @@ func unBCJx86(buf []byte, start uint32) {
 			}
 			src = dest ^ (1<<(32-j) - 1)
 		}
+		// Keep 25 bits and sign-extend from bit 24, so that the top byte
+		// is again 0x00 or 0xff as the encoder found it.
 		dest &= 0x01ffffff
 		dest |= -(dest & 0x01000000)
 		binary.LittleEndian.PutUint32(buf[i+1:], dest)

@@ -62,6 +62,8 @@ func buildVirtioBlk(m *Manager, spec qemuopt.DeviceSpec, p Plumbing) (pci.Device
 	return dev, node, nil
 }
 
+// interrupts hands an ivshmem device the slot's interrupt plumbing: irqfds
+// and ioeventfds for the doorbell's vectors, MSI injection, INTA#.
 func interrupts(p Plumbing) ivshmem.Interrupts {
 	return ivshmem.Interrupts{Router: p.Router, Signaler: p.Signaler, IRQ: p.IRQ}
 }
@@ -106,6 +108,8 @@ func buildIvshmemDoorbell(m *Manager, spec qemuopt.DeviceSpec, p Plumbing) (pci.
 	if sock == "" {
 		return nil, "", fmt.Errorf("chardev= or socket= (the ivshmem server's socket path) is required")
 	}
+	// A DeviceSpec built in code (not through qemuopt, which defaults it)
+	// may leave Vectors 0; QEMU's default is 1.
 	vectors := spec.Vectors
 	if vectors == 0 {
 		vectors = 1

@@ -30,6 +30,11 @@ import (
 var ErrDeviceNotFound = errors.New("device not found")
 
 // Hotplug is the guest-visible hotplug controller (devices/acpi.Hotplug).
+//
+// Plug and Unplug only raise the request (the slot's bit in the ACPI PCI
+// hotplug registers and a GPE, QEMU docs/specs/acpi_pci_hotplug.txt); the
+// guest acts on it later, by rescanning or by writing the slot's eject
+// register, which the machine turns into Manager.Ejected.
 type Hotplug interface {
 	Plug(slot int) error
 	Unplug(slot int) error
@@ -40,13 +45,21 @@ type Hotplug interface {
 
 // Platform is what the manager needs from its machine.
 type Platform struct {
-	Bus      *pci.Bus
-	Hotplug  Hotplug
+	// Bus is PCI bus 0; slot 0 (the host bridge) belongs to the machine.
+	Bus *pci.Bus
+	// Hotplug raises plug and unplug requests to the guest; used only for
+	// hotplug=true and for Unplug.
+	Hotplug Hotplug
+	// Mem, Router and Signaler are handed to every device in its Plumbing:
+	// guest RAM for DMA, the VM's irqfd/ioeventfd/MSI routing, and
+	// KVM_SIGNAL_MSI.
 	Mem      *guestmem.Memory
 	Router   pci.EventRouter
 	Signaler pci.MSISignaler
 	// IRQ returns the INTA# line of a slot.
-	IRQ    func(slot int) pci.IRQLine
+	IRQ func(slot int) pci.IRQLine
+	// Blocks lends virtio-blk devices their block nodes; the manager
+	// returns a node when its device goes.
 	Blocks *blocknodes.Registry
 	// Events receives DEVICE_DELETED (may be nil).
 	Events func(event string, data any)
@@ -56,7 +69,8 @@ type Platform struct {
 
 // Plumbing is what a device builder gets for the slot it is plugged into.
 type Plumbing struct {
-	Slot     int
+	Slot int // 1..pci.NumSlots-1
+	// Mem is guest RAM, which the device reaches for DMA (virtqueues).
 	Mem      *guestmem.Memory
 	Router   pci.EventRouter // irqfds, ioeventfds, MSI routes (the VM)
 	Signaler pci.MSISignaler // KVM_SIGNAL_MSI (the VM)
@@ -65,7 +79,10 @@ type Plumbing struct {
 
 // entry is one occupied slot.
 type entry struct {
-	id     string
+	// id is the qdev id ("" for a device given none, which device_del
+	// cannot name).
+	id string
+	// driver is the -device driver, "" for AddPCIDevice's devices.
 	driver string
 	node   string // block node the device borrowed ("" = none)
 	// ejecting: the device is off the bus and a worker is releasing it;
@@ -75,12 +92,18 @@ type entry struct {
 
 // Manager owns bus 0's slots. Its methods are safe for concurrent use.
 type Manager struct {
-	p Platform
+	p Platform // with New's defaults for Events and Logf
 
-	mu       sync.Mutex // guards slots, objects, regions, chardevs, netdevs
-	slots    map[int]*entry
-	objects  map[string]qemuopt.ObjectSpec
-	regions  map[string]*hostmem.Region // opened memory backends
+	mu sync.Mutex // guards slots, objects, regions, chardevs, netdevs, nics
+	// slots holds every slot taken through the manager, ejecting ones
+	// included; a device is on the bus iff its entry is not ejecting.
+	slots map[int]*entry
+	// objects are the -object specs by id; a backend is opened into
+	// regions on first use and kept until Close, so a device plugged
+	// again into the same memdev sees the same memory.
+	objects map[string]qemuopt.ObjectSpec
+	regions map[string]*hostmem.Region // opened memory backends
+	// chardevs are the -chardev specs by id; only their paths are used.
 	chardevs map[string]qemuopt.ChardevSpec
 	netdevs  map[string]netdev.Backend // -netdev / netdev_add backends
 	nics     int                       // default MACs handed out
@@ -102,7 +125,8 @@ func New(p Platform) *Manager {
 }
 
 // AddObject records a memory backend (-object); it is opened when a device
-// first uses it.
+// first uses it. Its size is checked here (a power of two, as ivshmem's
+// BAR2 must be), so that a bad -object fails before any device exists.
 func (m *Manager) AddObject(o qemuopt.ObjectSpec) error {
 	if err := hostmem.CheckSize(o.Size); err != nil {
 		return fmt.Errorf("object %q: %w", o.ID, err)
@@ -157,7 +181,9 @@ func (m *Manager) AddPCIDevice(id string, slot int, build func(Plumbing) (pci.De
 
 // plug reserves a slot, builds the device and adds it to the bus. node,
 // when not nil, holds the block node the builder borrowed once it returns;
-// it is given back if the device cannot be plugged.
+// it is given back if the device cannot be plugged. build runs with mu
+// held, so two plugs cannot race for a slot or an id; it must not call
+// back into the Manager (mu is not reentrant).
 func (m *Manager) plug(id, driver string, slot int, hotplug bool, build func(Plumbing) (pci.Device, error), node *string) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -218,6 +244,9 @@ func (m *Manager) freeSlotLocked() int {
 	return -1
 }
 
+// returnNode gives e's block node back to the registry, which closes it
+// if it was opened for the device alone (file=). A failure is only
+// logged: the device is gone either way.
 func (m *Manager) returnNode(e *entry) {
 	if e.node == "" {
 		return
@@ -238,7 +267,10 @@ func (m *Manager) ID(slot int) string {
 }
 
 // Unplug asks the guest to eject device id (QMP device_del). The device
-// goes when the guest ejects it (Ejected), and DEVICE_DELETED follows.
+// goes when the guest ejects it (Ejected), and DEVICE_DELETED follows. An
+// empty id matches no device: an unnamed device cannot be unplugged this
+// way (QEMU's QOM paths are not accepted), though the guest may still
+// eject it on its own.
 func (m *Manager) Unplug(id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -291,6 +323,9 @@ func (m *Manager) Ejected(slot int) {
 		m.mu.Lock()
 		delete(m.slots, slot)
 		m.mu.Unlock()
+		// QEMU's path for a named device; an unnamed one (ejected by the
+		// guest on its own) gets "/machine/peripheral/", where QEMU would
+		// say /machine/peripheral-anon/device[N].
 		data := map[string]any{"path": fmt.Sprintf("/machine/peripheral/%s", e.id)}
 		if e.id != "" {
 			data["device"] = e.id
@@ -302,8 +337,9 @@ func (m *Manager) Ejected(slot int) {
 // WaitEjects blocks until every eject in flight has finished.
 func (m *Manager) WaitEjects() { m.ejects.Wait() }
 
-// Close releases every device, memory backend and network backend. The vCPUs must have
-// stopped.
+// Close releases every device, memory backend and network backend, in that
+// order (a device must let go of its backend first). The vCPUs must have
+// stopped, so no eject can start; ejects already in flight are waited for.
 func (m *Manager) Close() error {
 	m.ejects.Wait()
 	m.mu.Lock()

@@ -114,6 +114,9 @@ func buildVirtioNet(m *Manager, spec qemuopt.DeviceSpec, p Plumbing) (pci.Device
 			return nil, "", fmt.Errorf("Property 'virtio-net-pci.mac' doesn't take value '%s': %w", spec.MAC, err)
 		}
 	} else {
+		// The counter never goes down, so a NIC plugged after an unplug
+		// gets a new address, not the old NIC's; it counts from 0 again
+		// only with a new Manager.
 		mac = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56 + byte(m.nics)}
 		m.nics++
 	}

@@ -4,7 +4,9 @@ import "sort"
 
 // SlotInfo describes one occupied slot.
 type SlotInfo struct {
-	Slot       int
+	Slot int
+	// ID is the qdev id and Driver the -device driver; both may be "" (an
+	// unnamed device, a device added with AddPCIDevice).
 	ID, Driver string
 	Node       string // the block node it uses ("" = none)
 }

@@ -19,6 +19,9 @@ import (
 )
 
 // Adapter is a qmp.Machine over one PC.
+//
+// It holds no state of its own beyond the machine: every answer is read
+// from the machine when asked, so QMP never shows a stale view.
 type Adapter struct {
 	m *pc.Machine
 	// quit runs after the machine is told to stop (QMP quit); may be nil.
@@ -34,7 +37,9 @@ func New(m *pc.Machine, quit func()) *Adapter { return &Adapter{m: m, quit: quit
 // Status is the QMP run state.
 func (a *Adapter) Status() string { return a.m.Status() }
 
-// Stop pauses the vCPUs (QMP stop) and emits STOP.
+// Stop pauses the vCPUs (QMP stop) and emits STOP. Stopping a paused
+// machine succeeds without an event, as in QEMU. The status check and the
+// pause are not one atomic step: two stops racing may both emit STOP.
 func (a *Adapter) Stop() error {
 	switch a.m.Status() {
 	case "shutdown":
@@ -47,7 +52,8 @@ func (a *Adapter) Stop() error {
 	return nil
 }
 
-// Cont resumes the vCPUs (QMP cont) and emits RESUME.
+// Cont resumes the vCPUs (QMP cont) and emits RESUME; cont on a running
+// machine succeeds without an event.
 func (a *Adapter) Cont() error {
 	switch a.m.Status() {
 	case "shutdown":
@@ -59,14 +65,17 @@ func (a *Adapter) Cont() error {
 	return nil
 }
 
-// PowerDown presses the ACPI power button (QMP system_powerdown).
+// PowerDown presses the ACPI power button (QMP system_powerdown). It
+// returns at once: the guest may shut down, or ignore the button (a guest
+// without ACPI does), and then nothing else happens.
 func (a *Adapter) PowerDown() error {
 	a.m.PressPowerButton()
 	a.m.Emit("POWERDOWN", nil)
 	return nil
 }
 
-// Quit stops the machine at once (QMP quit).
+// Quit stops the machine at once (QMP quit). It emits nothing: the server
+// has already sent SHUTDOWN after the reply.
 func (a *Adapter) Quit() {
 	a.m.Shutdown()
 	if a.quit != nil {
@@ -78,6 +87,8 @@ func (a *Adapter) Quit() {
 func (a *Adapter) QueryPCI() []qmp.PCIBus {
 	bus := qmp.PCIBus{Bus: 0, Devices: []qmp.PCIDevice{}}
 	for _, d := range a.m.PCI().Devices() {
+		// d.Class is the 24-bit class code; query-pci's class drops the
+		// programming interface byte. IRQPin is left 0 (omitted).
 		pd := qmp.PCIDevice{
 			Slot:      d.Slot,
 			ClassInfo: qmp.PCIClassInfo{Class: int(d.Class >> 8), Desc: classDesc(d.Class >> 8)},
@@ -122,6 +133,9 @@ func classDesc(c uint32) string {
 func (a *Adapter) QueryBlock() []qmp.BlockInfo {
 	out := []qmp.BlockInfo{}
 	for _, n := range a.m.Blocks().List() {
+		// Every node is listed, those no device uses included (Qdev
+		// empty). The guest-visible write cache is always on, hence
+		// Writeback; Direct and NoFlush mirror cache.direct/no-flush.
 		bi := qmp.BlockInfo{Device: n.Name, Qdev: n.User, Type: "unknown"}
 		chain := block.Chain(n.Image)
 		ins := &qmp.BlockInserted{
@@ -172,7 +186,9 @@ func (a *Adapter) BlockdevAdd(spec qemuopt.BlockdevSpec) error {
 }
 
 // QueryRxFilter reports each virtio-net device's receive filter as the
-// driver programmed it (QMP query-rx-filter).
+// driver programmed it (QMP query-rx-filter). NICs are named by qdev id,
+// which is QEMU's net client name for a device given an id; an unnamed NIC
+// is listed with an empty name and cannot be asked for by name.
 func (a *Adapter) QueryRxFilter(name string) ([]qmp.RxFilterInfo, error) {
 	var out []qmp.RxFilterInfo
 	for _, d := range a.m.PCI().Devices() {

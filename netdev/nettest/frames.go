@@ -28,7 +28,10 @@ func Ethernet(dst, src [6]byte, typ uint16, payload []byte) []byte {
 	return append(f, payload...)
 }
 
-// Checksum is the Internet checksum of b with initial sum.
+// Checksum is the Internet checksum (RFC 1071) of b with initial sum: the
+// one's complement of the folded one's-complement sum of big-endian 16-bit
+// words, an odd last byte padded with zero. sum is an unfolded partial sum,
+// such as PseudoSum's.
 func Checksum(sum uint32, b []byte) uint16 {
 	for len(b) >= 2 {
 		sum += uint32(binary.BigEndian.Uint16(b))
@@ -43,7 +46,9 @@ func Checksum(sum uint32, b []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// PseudoSum is the unfolded sum of the IPv4 pseudo-header.
+// PseudoSum is the unfolded sum of the IPv4 pseudo-header (RFC 793 §3.1,
+// RFC 768): source, destination, protocol and the transport length in
+// bytes (header and data).
 func PseudoSum(src, dst netip.Addr, proto uint8, length int) uint32 {
 	s, d := src.As4(), dst.As4()
 	var sum uint32
@@ -78,9 +83,14 @@ func UDP(src, dst netip.AddrPort, payload []byte, partial bool) []byte {
 	u = append(u, payload...)
 	ps := PseudoSum(src.Addr(), dst.Addr(), ProtoUDP, len(u))
 	if partial {
+		// The folded pseudo-header sum, not complemented: what a sender
+		// using VIRTIO_NET_HDR_F_NEEDS_CSUM leaves for the other end to
+		// complete (virtio 1.2, 5.1.6.2 "Packet Transmission").
 		binary.BigEndian.PutUint16(u[6:], ^Checksum(ps, nil))
 	} else {
 		c := Checksum(ps, u)
+		// RFC 768: a computed 0 is sent as 0xffff, 0 meaning "no
+		// checksum".
 		if c == 0 {
 			c = 0xffff
 		}
@@ -95,6 +105,9 @@ func ARPReply(req []byte, ip netip.Addr, mac [6]byte) []byte {
 	if len(req) < 42 || binary.BigEndian.Uint16(req[12:]) != EtherARP {
 		return nil
 	}
+	// ARP for IPv4 over Ethernet (RFC 826), 28 bytes: htype, ptype,
+	// hlen, plen, op (1 request, 2 reply) at 6, sender MAC at 8, sender IP
+	// at 14, target MAC at 18, target IP at 24.
 	a := req[14:]
 	want := ip.As4()
 	if binary.BigEndian.Uint16(a[6:]) != 1 || [4]byte(a[24:28]) != want {
@@ -124,15 +137,20 @@ func ARPRequest(mac [6]byte, ip, target netip.Addr) []byte {
 	return Ethernet([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac, EtherARP, r)
 }
 
-// IPv4Packet splits an Ethernet frame carrying IPv4 into the header
-// fields tests need and the transport payload; ok is false otherwise.
+// IPv4Packet is an IPv4 packet as ParseIPv4 splits it: the header fields
+// tests need and the transport payload.
 type IPv4Packet struct {
 	Src, Dst netip.Addr
-	Proto    uint8
-	Payload  []byte // the transport header and data
+	// Proto is the IP protocol number (ProtoTCP, ProtoUDP, ...).
+	Proto uint8
+	// Payload is the transport header and data, aliasing the frame; it
+	// ends at the IP total length, so Ethernet padding is left out.
+	Payload []byte
 }
 
-// ParseIPv4 parses frame as Ethernet + IPv4.
+// ParseIPv4 parses frame as Ethernet + IPv4; ok is false for anything else
+// (another EtherType, a bad version or IHL, a total length past the frame).
+// The header checksum is not verified.
 func ParseIPv4(frame []byte) (IPv4Packet, bool) {
 	if len(frame) < 34 || binary.BigEndian.Uint16(frame[12:]) != EtherIPv4 {
 		return IPv4Packet{}, false

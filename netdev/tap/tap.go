@@ -15,7 +15,10 @@ import (
 
 // Tap is an open tap interface.
 type Tap struct {
+	// FDLink moves the frames, each led by the virtio net header, and
+	// owns the tun fd (closed by Close).
 	*netdev.FDLink
+	// id is the -netdev id; ifname the host interface.
 	id, ifname string
 }
 
@@ -42,6 +45,12 @@ func Open(id, ifname string) (*Tap, error) {
 	return &Tap{FDLink: l, id: id, ifname: ifname}, nil
 }
 
+// setup configures a fresh /dev/net/tun fd. TUNSETIFF creates the
+// interface when it does not exist (which needs CAP_NET_ADMIN) or attaches
+// to an existing one its owner (TUNSETOWNER) lets us open. The order
+// matters: the vnet header size and endianness must be set before the
+// first frame is read, and offloads start off because the guest has not
+// negotiated any yet (a GSO frame it cannot take must never reach it).
 func setup(fd int, ifname string) error {
 	features, err := unix.IoctlGetUint32(fd, unix.TUNGETFEATURES)
 	if err != nil {
@@ -74,6 +83,8 @@ func setup(fd int, ifname string) error {
 	return nil
 }
 
+// littleEndianHost reports the host's byte order, which decides whether
+// the tap must be told that vnet headers are little-endian.
 func littleEndianHost() bool {
 	x := uint16(1)
 	return *(*byte)(unsafe.Pointer(&x)) == 1
@@ -98,6 +109,11 @@ func (t *Tap) SetOffloads(o netdev.Offloads) error {
 		if o.TSO6 {
 			flags |= unix.TUN_F_TSO6
 		}
+		// The flags mirror the guest's negotiated features (virtio 1.2,
+		// 5.1.3.1 "Feature bit requirements": GUEST_TSO4/6, GUEST_ECN
+		// and GUEST_UFO need GUEST_CSUM); none is set without Csum, since
+		// the kernel sends GSO frames only to a reader that accepts
+		// partial checksums.
 		if o.ECN && (o.TSO4 || o.TSO6) {
 			flags |= unix.TUN_F_TSO_ECN
 		}

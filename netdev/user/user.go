@@ -25,6 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// init silences gvisor-tap-vsock's logger, a process-wide setting: any
+// other user of logrus in the process is silenced too (Petrel has none).
 func init() {
 	// gvisor-tap-vsock logs every connection teardown (a guest going away,
 	// a closed netdev) at error level; Petrel counts frames itself.
@@ -35,8 +37,11 @@ func init() {
 const (
 	gatewayHost = 2  // router, DNS, and the host's loopback
 	firstLease  = 15 // the first address DHCP hands out (10.0.2.15)
-	DefaultNet  = "10.0.2.0/24"
-	gatewayMAC  = "52:55:0a:00:02:02"
+	// DefaultNet is the network without net=, slirp's default.
+	DefaultNet = "10.0.2.0/24"
+	// gatewayMAC is slirp's gateway address (52:55, then 10.0.2.2's
+	// bytes), kept whatever net= is.
+	gatewayMAC = "52:55:0a:00:02:02"
 	// mtu is the stack's MTU, which its DHCP server also hands out, and
 	// the one the NIC offers the driver (VIRTIO_NET_F_MTU): nothing on
 	// this network is a real Ethernet, and frames cost per frame (a
@@ -56,22 +61,36 @@ type Forward struct {
 
 // Config is -netdev user's options.
 type Config struct {
-	ID      string
-	Net     netip.Prefix // zero: 10.0.2.0/24
+	// ID is the -netdev id, for errors and netdev.Backend.ID.
+	ID  string
+	Net netip.Prefix // zero: 10.0.2.0/24
+	// HostFwd are the parsed hostfwd rules (ParseHostFwd), each a host
+	// listener opened by Open.
 	HostFwd []Forward
 }
 
 // User is a running user-mode network.
 type User struct {
+	// FDLink is the NIC's end of the socket pair: frames without a vnet
+	// header, one per SOCK_SEQPACKET message.
 	*netdev.FDLink
-	id        string
-	vn        *virtualnetwork.VirtualNetwork
-	gateway   netip.Addr
-	guest     netip.Addr
-	peer      net.Conn
-	cancel    context.CancelFunc
+	id string
+	// vn is the netstack with its DHCP, DNS and NAT services.
+	vn *virtualnetwork.VirtualNetwork
+	// gateway is the network's .2, guest its first DHCP lease (.15).
+	gateway netip.Addr
+	guest   netip.Addr
+	// peer is the stack's end of the socket pair, served by AcceptBess.
+	peer net.Conn
+	// cancel stops AcceptBess's context.
+	cancel context.CancelFunc
+	// listeners are the hostfwd listeners, in rule order.
 	listeners []net.Listener
-	wg        sync.WaitGroup
+	// wg counts the AcceptBess and accept-loop goroutines, which Close
+	// waits for. The splice goroutines of forwarded connections are not
+	// counted: a connection in progress outlives Close until either side
+	// ends it.
+	wg sync.WaitGroup
 }
 
 // Open starts a user-mode network.
@@ -84,6 +103,9 @@ func Open(c Config) (*User, error) {
 	}
 	c.Net = c.Net.Masked()
 	u := &User{id: c.ID, gateway: hostAddr(c.Net, gatewayHost), guest: hostAddr(c.Net, firstLease)}
+	// Static leases to a MAC no client has keep .1-.14 (but the gateway)
+	// out of the DHCP pool, so the guest gets .15 as under slirp, and
+	// hostfwd's default guest address is right.
 	leases := map[string]string{}
 	for i := 1; i < firstLease; i++ {
 		if i != gatewayHost {
@@ -141,6 +163,8 @@ func Open(c Config) (*User, error) {
 	return u, nil
 }
 
+// hostAddr is host number n of network p (p's address plus n); Open keeps
+// n within the network by requiring a /24 or larger.
 func hostAddr(p netip.Prefix, n int) netip.Addr {
 	a := p.Addr().As4()
 	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
@@ -208,6 +232,11 @@ func (u *User) forward(f Forward) error {
 	return nil
 }
 
+// splice connects a forwarded host connection to guest through the stack
+// and copies both ways until both directions end; each direction's EOF is
+// passed on as a half-close, so protocols that shut down writing first
+// (an HTTP client, netcat) still get their answer. A guest that refuses
+// the connection makes the host side close at once.
 func (u *User) splice(host net.Conn, guest string) {
 	defer host.Close()
 	g, err := u.vn.DialContextTCP(context.Background(), guest)
@@ -226,6 +255,7 @@ func (u *User) splice(host net.Conn, guest string) {
 	<-done
 }
 
+// closeWrite half-closes c if it supports it (TCP on both sides does).
 func closeWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
@@ -275,6 +305,8 @@ func ParseHostFwd(s string) (Forward, error) {
 	return Forward{HostAddr: h, GuestAddr: g}, nil
 }
 
+// parseAddrPort reads one side of a hostfwd rule, "[ADDR]:PORT" with an
+// IPv4 ADDR; an empty ADDR is the zero Addr, which Forward's fields define.
 func parseAddrPort(s string) (netip.AddrPort, error) {
 	host, port, ok := strings.Cut(s, ":")
 	if !ok {

@@ -33,10 +33,17 @@ var Flags = []string{
 	"-Wl,--build-id=none", "-Wl,-n", "-Wl,--no-warn-rwx-segments",
 }
 
-// libSources are the kit's files compiled into every program.
+// libSources are the kit's files compiled into every program: start.S (the
+// PVH entry, identity page tables, GDT/TSS/IDT, the switch to long mode and
+// the drop to CPL3), guest.c (the C runtime: string functions, printf on
+// the console, poweroff by ACPI S5, exception reports, command-line
+// arguments, PCI config access) and virtio.c (the modern virtio-pci
+// transport and split virtqueues).
 var libSources = []string{"start.S", "guest.c", "virtio.c"}
 
 // Dir is the directory of this package's source (lib/ and progs/ are under it).
+// It comes from the compiled-in source path (runtime.Caller), so it holds
+// wherever the test binary runs from, as long as the source tree is there.
 func Dir() string {
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
@@ -72,6 +79,9 @@ func Build(t testing.TB, srcs ...string) string {
 	return p
 }
 
+// resolve turns a bare file name into its path under progs/; a name with a
+// directory (relative to the working directory, or absolute) is used as
+// given, which is how ivshmem/*.c and tests' own sources are named.
 func resolve(src string) string {
 	if filepath.IsAbs(src) || strings.ContainsRune(src, filepath.Separator) {
 		return src
@@ -102,6 +112,8 @@ func sourceKey(extra []byte, srcs []string) (name, key string, progs []string, e
 		if err != nil {
 			return "", "", nil, fmt.Errorf("guest build: %w", err)
 		}
+		// Name and length before the bytes, so that moving text from
+		// one file to the next cannot produce the same hash.
 		fmt.Fprintf(h, "%s %d\n", filepath.Base(f), len(b))
 		h.Write(b)
 	}
@@ -109,6 +121,11 @@ func sourceKey(extra []byte, srcs []string) (name, key string, progs []string, e
 	return name, hex.EncodeToString(h.Sum(nil))[:24], progs, nil
 }
 
+// build compiles srcs with gcc into the cache unless a build with the same
+// key is there. The ELF is written under a temporary name and renamed into
+// place, so test binaries building the same guest in parallel (go test runs
+// packages concurrently) never see a half-written file; the loser of the
+// race simply renames an identical file over the winner's.
 func build(gcc string, srcs []string) (string, error) {
 	ver, err := exec.Command(gcc, "--version").Output()
 	if err != nil {
@@ -159,6 +176,9 @@ func gccInclude(gcc string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// cacheDir is os.UserCacheDir()/petrel/guest, or the same under the
+// temporary directory when there is no user cache directory (a CI job
+// without $HOME). Entries are never evicted: each is a few KiB.
 func cacheDir() (string, error) {
 	base, err := os.UserCacheDir()
 	if err != nil {

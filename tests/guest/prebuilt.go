@@ -19,6 +19,10 @@ import (
 // sources, so a stale directory fails loudly instead of running old code.
 const PrebuiltEnv = "PETREL_GUEST_DIR"
 
+// prebuilt finds the program srcs in dir by its source key (the compiler's
+// version is not part of it: the machine running the tests has no
+// compiler to ask). Prebuild writes single-source programs only, so a
+// multi-source Build has no prebuilt counterpart and fails here.
 func prebuilt(dir string, srcs []string) (string, error) {
 	name, key, _, err := sourceKey(nil, srcs)
 	if err != nil {
@@ -35,11 +39,16 @@ func prebuilt(dir string, srcs []string) (string, error) {
 // 1 MiB (machine/pc's and vmm's tests), assembled with its directory on
 // the include path.
 type flatGuest struct {
-	src       string // relative to the module root
+	src string // relative to the module root
+	// asFlags select the mode (--32 for the protected-mode guests that
+	// machine/pc enters at 1 MiB, --64 for vmm's benchmark guest) and any
+	// --defsym the source expects.
 	asFlags   []string
 	emulation string // ld -m
 }
 
+// flatGuests are the flat guests by name; Flat and Prebuild know no
+// others, so a new testdata/*.S guest must be added here.
 var flatGuests = map[string]flatGuest{
 	"irq-guest":   {"machine/pc/testdata/irq-guest.S", []string{"--32"}, "elf_i386"},
 	"msi-guest":   {"machine/pc/testdata/msi-guest.S", []string{"--32"}, "elf_i386"},
@@ -67,7 +76,8 @@ func flatKey(g flatGuest) (string, error) {
 
 // Flat returns the bytes of the flat assembly guest called name (the
 // source's base name without .S), assembled with binutils, or taken from
-// PETREL_GUEST_DIR when that is set.
+// PETREL_GUEST_DIR when that is set. Flat guests have no build cache: each
+// call assembles again, into the test's temporary directory.
 func Flat(t testing.TB, name string) []byte {
 	t.Helper()
 	g, ok := flatGuests[name]
@@ -94,6 +104,9 @@ func Flat(t testing.TB, name string) []byte {
 	return b
 }
 
+// assemble builds g into out: as, then ld with the text at 0x100000 and
+// --oformat binary, so the file is the raw bytes the tests copy to GPA
+// 1 MiB and enter at its first byte.
 func assemble(as, ld string, g flatGuest, out string) error {
 	src := filepath.Join(Dir(), "..", "..", g.src)
 	obj := out + ".o"
@@ -111,7 +124,9 @@ func assemble(as, ld string, g flatGuest, out string) error {
 
 // Prebuild builds every guest program (progs/*.c, ivshmem/*.c) and every
 // flat guest into dir under the names Build and Flat look up with
-// PETREL_GUEST_DIR, and returns how many it wrote.
+// PETREL_GUEST_DIR, and returns how many it wrote. It needs gcc and
+// binutils, found on $PATH, and stops at the first failure (n counts what
+// was written before it).
 func Prebuild(dir string) (int, error) {
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {

@@ -38,8 +38,12 @@ const (
 	cmdDownload = 'D' // then u64 length; the server sends that many pattern bytes
 )
 
+// chunk is the size of each write and read of the bulk transfers, in
+// bytes: large enough that system calls do not dominate the figures.
 const chunk = 64 << 10
 
+// main prints failures on stdout like the results: scripts/bench-nested.sh
+// greps the run's log for NETBENCH-FAILED and NETBENCH lines.
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Printf("NETBENCH-FAILED %v\n", err)
@@ -47,6 +51,7 @@ func main() {
 	}
 }
 
+// run dispatches on the subcommand; MIB and ROUNDS must be positive.
 func run(args []string) error {
 	switch {
 	case len(args) == 2 && args[0] == "serve":
@@ -64,6 +69,8 @@ func run(args []string) error {
 
 // pattern fills b with the bytes that belong at stream offset off.
 func pattern(b []byte, off int64) {
+	// Mixing in higher bits of the offset makes the pattern repeat only
+	// every 16 MiB, so a chunk delivered at the wrong place shows.
 	for i := range b {
 		p := off + int64(i)
 		b[i] = byte(p ^ p>>8 ^ p>>16)
@@ -81,6 +88,9 @@ func checkPattern(b []byte, off int64) error {
 	return nil
 }
 
+// serve answers each connection on its own goroutine until the listener
+// fails; it never returns otherwise (the benchmark kills it). A failed
+// connection is logged and does not stop the server.
 func serve(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -100,6 +110,8 @@ func serve(addr string) error {
 	}
 }
 
+// handle runs one connection's command. Lengths and the upload's answer
+// are little-endian u64s.
 func handle(c net.Conn) error {
 	var hdr [9]byte
 	if _, err := io.ReadFull(c, hdr[:1]); err != nil {
@@ -107,6 +119,8 @@ func handle(c net.Conn) error {
 	}
 	switch hdr[0] {
 	case cmdEcho:
+		// Echo until the client closes: the rtt client sends ROUNDS
+		// requests on one connection.
 		_, err := io.Copy(c, c)
 		return err
 	case cmdUpload:
@@ -166,6 +180,9 @@ func dial(addr string, cmd byte) (*net.TCPConn, error) {
 	for {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err == nil {
+			// TCP_NODELAY: each 64-byte rtt request must leave at once,
+			// not wait for Nagle's algorithm; the bulk transfers write
+			// whole chunks and are not affected.
 			tc := c.(*net.TCPConn)
 			tc.SetNoDelay(true)
 			if _, err := tc.Write([]byte{cmd}); err != nil {
@@ -181,6 +198,10 @@ func dial(addr string, cmd byte) (*net.TCPConn, error) {
 	}
 }
 
+// client runs the three measurements in order, each on a fresh connection
+// so that one's window and congestion state do not carry into the next.
+// Rates are in MB/s of payload (10^6 bytes per second), timed from the
+// request's first byte to the last byte received or acknowledged.
 func client(addr string, n int64, rounds int) error {
 	c, err := dial(addr, cmdEcho)
 	if err != nil {
@@ -217,6 +238,9 @@ func client(addr string, n int64, rounds int) error {
 	if err := send(c, n); err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
+	// The server answers the byte count only after receiving and checking
+	// every byte, so the time includes the last byte's arrival, not just
+	// the guest's send buffer filling.
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
 		return fmt.Errorf("upload acknowledgement: %w", err)
 	}

@@ -32,6 +32,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// main exits 2 for too few arguments and 1 for any failure, a failed
+// check or a wait that timed out included.
 func main() {
 	if len(os.Args) < 3 {
 		fmt.Fprintln(os.Stderr, "usage: pcibar RESOURCE r32|w32|read|write|fill|check ARGS... | pcibar UIODEV wait SECONDS")
@@ -43,6 +45,7 @@ func main() {
 	}
 }
 
+// num parses one number in Go syntax (decimal, 0x hex, 0o octal, 0b).
 func num(s string) (uint64, error) {
 	v, err := strconv.ParseUint(s, 0, 64)
 	if err != nil {
@@ -51,6 +54,8 @@ func num(s string) (uint64, error) {
 	return v, nil
 }
 
+// nums parses the first n of args as numbers; extra arguments are left
+// to the caller (write's TEXT, wait's paths).
 func nums(args []string, n int) ([]uint64, error) {
 	if len(args) < n {
 		return nil, fmt.Errorf("want %d numeric arguments, got %d", n, len(args))
@@ -66,6 +71,11 @@ func nums(args []string, n int) ([]uint64, error) {
 	return out, nil
 }
 
+// run performs op on the resource file at path (or, for wait, on the uio
+// device at path). The resource file is mapped whole; sysfs maps a
+// resourceN file uncached (resourceN_wc would combine writes), so every
+// load and store below reaches the BAR, and a 32-bit access is one
+// aligned access as long as OFF is 4-aligned (the caller's to ensure).
 func run(path, op string, args []string) error {
 	if op == "wait" {
 		if len(args) != 2 && len(args) != 5 {
@@ -172,7 +182,9 @@ func run(path, op string, args []string) error {
 	return nil
 }
 
-// pattern fills b with a xorshift64 stream seeded by seed (never zero).
+// pattern fills b with a xorshift64 stream seeded by seed (never zero: the
+// low bit is forced, as xorshift stays at 0 forever). fill and check, run
+// in different guests, agree byte for byte for the same seed.
 func pattern(b []byte, seed uint64) {
 	x := seed | 1
 	for i := range b {
@@ -187,6 +199,10 @@ func pattern(b []byte, seed uint64) {
 // (PCI 3.0 6.2.2, bit 10), runs the optional then-store, and reads the
 // 32-bit event count once an interrupt arrives.
 func uioWait(path, config string, limit time.Duration, then []string) error {
+	// Order matters: uio counts interrupts from the moment the device is
+	// opened (a read waits for the count to move past its value at open),
+	// so opening before the then-store means the interrupt the store
+	// provokes cannot be missed, however fast the peer answers.
 	f, err := os.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return err
@@ -202,6 +218,8 @@ func uioWait(path, config string, limit time.Duration, then []string) error {
 	}
 	fds := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLIN}}
 	for {
+		// After EINTR the whole limit starts again; signals are rare in
+		// the guest's init scripts, so the bound is loose but finite.
 		n, err := unix.Poll(fds, int(limit/time.Millisecond))
 		if errors.Is(err, unix.EINTR) {
 			continue
@@ -214,6 +232,9 @@ func uioWait(path, config string, limit time.Duration, then []string) error {
 		}
 		break
 	}
+	// A uio read returns the interrupt count since the device was opened
+	// as a 32-bit integer in host byte order (little-endian on the x86
+	// guests this runs in).
 	var count [4]byte
 	if _, err := f.Read(count[:]); err != nil {
 		return fmt.Errorf("reading %s: %w", path, err)
@@ -223,7 +244,11 @@ func uioWait(path, config string, limit time.Duration, then []string) error {
 }
 
 // clearINTxDisable clears bit 10 of the command register (offset 4) in a
-// sysfs config file.
+// sysfs config file. uio_pci_generic's interrupt handler masks INTx by
+// setting that bit, and user space clears it to take the next interrupt.
+// Only the 16-bit command register is read and written back, so the
+// status register above it (whose bits clear on a write of 1) is left
+// alone.
 func clearINTxDisable(config string) error {
 	f, err := os.OpenFile(config, os.O_RDWR, 0)
 	if err != nil {

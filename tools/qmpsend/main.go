@@ -19,6 +19,9 @@ import (
 	"time"
 )
 
+// main exits 2 for a usage error and 1 when a step fails (connection,
+// timeout, malformed reply or an error reply), so the shell scripts of
+// the Linux tier can tell a broken invocation from a failing guest.
 func main() {
 	timeout := flag.Duration("timeout", 60*time.Second, "how long each step may take")
 	flag.Usage = func() {
@@ -35,6 +38,9 @@ func main() {
 	}
 }
 
+// message is any QMP server message, decoded only as far as qmpsend
+// needs: which kind it is (greeting, event, return, error) and an error's
+// class and text. The raw line is what gets printed.
 type message struct {
 	Event  string          `json:"event"`
 	Return json.RawMessage `json:"return"`
@@ -45,12 +51,19 @@ type message struct {
 	QMP json.RawMessage `json:"QMP"`
 }
 
+// run connects to sock and runs steps after an implicit qmp_capabilities.
+// timeout bounds each read from the socket, not a whole step: a server
+// that keeps sending other events keeps a wait step alive. An event that
+// arrives during a wait for another event is printed but not counted in
+// seen, so a later wait for it needs a further occurrence.
 func run(sock string, steps []string, timeout time.Duration) error {
 	c, err := net.DialTimeout("unix", sock, timeout)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	// QMP servers send one JSON object per line, CRLF-terminated, so a
+	// line is a message; the printed line keeps its line ending.
 	r := bufio.NewReader(c)
 	read := func() (message, []byte, error) {
 		c.SetReadDeadline(time.Now().Add(timeout))
@@ -70,6 +83,8 @@ func run(sock string, steps []string, timeout time.Duration) error {
 	// seen counts events not yet consumed by a wait step: one may arrive
 	// while a command's reply is awaited.
 	seen := map[string]int{}
+	// Negotiation comes first: until it, a QMP server refuses every other
+	// command (CommandNotFound) and sends no events.
 	steps = append([]string{`{"execute":"qmp_capabilities"}`}, steps...)
 	for _, step := range steps {
 		if ev, ok := strings.CutPrefix(step, "wait:"); ok {

@@ -6,7 +6,8 @@
 //
 // Invariants: every peer in peers has been sent its full setup; each fd
 // (socket, eventfd) belongs to exactly one peer and is closed exactly once,
-// by removeLocked; all sends happen under mu, so every client sees joins and
+// by closePeerLocked (through removeLocked, Close, or addPeer giving up on
+// a newcomer); all sends happen under mu, so every client sees joins and
 // departures in one global order.
 package server
 
@@ -32,10 +33,17 @@ const SendTimeout = 2 * time.Second
 // name use hostmem.ShmPath); a directory (a hugetlbfs mount, as QEMU's -m
 // allows) gets an unlinked object of its own.
 type Config struct {
+	// SocketPath is where the server listens; the socket is removed when
+	// the server closes.
 	SocketPath string
 	ShmPath    string
-	Size       uint64
-	Vectors    int
+	// Size is the shared memory's size in bytes: an existing object must
+	// have exactly this size (hostmem.Open), a new one is created with it.
+	Size uint64
+	// Vectors is the number of interrupt vectors, and so of eventfds, per
+	// peer: 1..proto.MaxVectors. Every client must be configured with the
+	// same count (QEMU's vectors= property); the server cannot check it.
+	Vectors int
 	// MaxPeers bounds simultaneous peers; 0 means proto.MaxPeers (IDs are
 	// 16 bits).
 	MaxPeers int
@@ -43,17 +51,24 @@ type Config struct {
 	Logf func(format string, args ...any)
 }
 
+// peer is one connected client.
 type peer struct {
-	id      int
-	conn    *net.UnixConn
-	vectors []int // eventfds, one per vector
+	id   int // 0..proto.MaxPeers-1, unique among the connected peers
+	conn *net.UnixConn
+	// vectors are the peer's eventfds, one per vector: the peer waits on
+	// them (they are its interrupts) and every other peer writes them
+	// (its doorbell to this peer). Nonblocking, close-on-exec, owned by
+	// the server until closePeerLocked.
+	vectors []int
 }
 
 // Server accepts clients on a UNIX socket. Create it with New, run Serve,
 // stop it with Close.
 type Server struct {
-	cfg Config
+	cfg Config // with the defaults New filled in
 	ln  *net.UnixListener
+	// shm is the shared memory object, sent to every client; the server
+	// never maps it.
 	shm *os.File
 
 	mu     sync.Mutex // guards everything below and every send
@@ -61,6 +76,8 @@ type Server struct {
 	nextID int // QEMU's cur_id: IDs are handed out incrementally, skipping used ones
 	closed bool
 
+	// readers counts the watch goroutines, which Close waits for so that
+	// none outlives the server.
 	readers sync.WaitGroup
 }
 
@@ -99,6 +116,10 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, ln: ln, shm: shm, peers: map[int]*peer{}}, nil
 }
 
+// removeStaleSocket removes a socket file left by a server that is gone.
+// A live server is detected by connecting to it (a second server would
+// otherwise silently steal the path from the first); a file that is not a
+// socket is never removed.
 func removeStaleSocket(path string) error {
 	st, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -172,6 +193,8 @@ func (s *Server) Peers() []int {
 	return s.sortedIDsLocked()
 }
 
+// sortedIDsLocked returns the connected peers' IDs in increasing order,
+// the order in which announcements go out. Called with mu held.
 func (s *Server) sortedIDsLocked() []int {
 	ids := make([]int, 0, len(s.peers))
 	for id := range s.peers {
@@ -196,6 +219,12 @@ func (s *Server) freeIDLocked() (int, bool) {
 	return 0, false
 }
 
+// addPeer admits a new client: it allocates an ID and the eventfds, sends
+// the setup, and exchanges announcements with the others, all under mu so
+// no join or leave interleaves. A newcomer whose setup fails is closed and
+// its join, if already announced, is taken back by announcing a leave;
+// an existing peer that cannot be told is dropped after the newcomer is
+// in place.
 func (s *Server) addPeer(conn *net.UnixConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -272,6 +301,10 @@ func (s *Server) addPeer(conn *net.UnixConn) {
 	}
 }
 
+// sendSetup sends a newcomer the protocol version, its own ID and the
+// shared memory fd, the first three messages of the ivshmem server
+// protocol (proto: version, then ID, then -1 with the shm fd), none of
+// which a client may miss.
 func (s *Server) sendSetup(p *peer) error {
 	if err := proto.Send(p.conn, proto.Version, -1); err != nil {
 		return err
@@ -282,6 +315,9 @@ func (s *Server) sendSetup(p *peer) error {
 	return proto.Send(p.conn, proto.ShmMessage, int(s.shm.Fd()))
 }
 
+// sendVectors announces p on c: one message per vector carrying p's ID and
+// that vector's eventfd, in vector order, which is how a client learns
+// vector numbers (the n-th fd received for an ID is vector n).
 func sendVectors(c *net.UnixConn, p *peer) error {
 	for _, fd := range p.vectors {
 		if err := proto.Send(c, int64(p.id), fd); err != nil {

@@ -90,12 +90,19 @@ type Options struct {
 
 // Blk is the virtio-blk device model; it implements virtio.Backend.
 type Blk struct {
-	img      block.Image
-	o        Options
+	img block.Image
+	o   Options // with New's defaults filled in
+	// readOnly offers VIRTIO_BLK_F_RO and refuses writes, discards and
+	// write-zeroes with IOERR (a flush succeeds, doing nothing):
+	// Options.ReadOnly or a read-only image.
 	readOnly bool
+	// serial is GET_ID's answer: Options.Serial truncated or NUL-padded to
+	// VIRTIO_BLK_ID_BYTES (the driver treats it as NUL-terminated only
+	// when shorter).
 	serial   [IDBytes]byte
 	config   [configSize]byte // all but capacity: fixed at New
 	capacity atomic.Uint64    // in sectors; changes when the image is resized
+	// features are the negotiated features, read by the queue workers.
 	features atomic.Uint64
 
 	// Errors counts requests completed with VIRTIO_BLK_S_IOERR or UNSUPP.

@@ -164,7 +164,10 @@ func (b *Blk) transfer(q int, c *virtio.Chain, write bool, pos int64, n uint64) 
 	return nil
 }
 
-// readFull reads all of buf from the image at pos.
+// readFull reads all of buf from the image at pos. A short read is an
+// error only if the image says so: block.Image readers return an error
+// for anything short of the request inside the disk, which the caller has
+// already bounded by the capacity.
 func (b *Blk) readFull(buf []byte, pos int64) error {
 	got, err := b.img.ReadAt(buf, pos)
 	if got == len(buf) {
@@ -176,6 +179,12 @@ func (b *Blk) readFull(buf []byte, pos int64) error {
 // dataSegs walks the guest buffers that hold a request's n data bytes:
 // the readable bytes after the header (write) or the writable ones
 // (read), in chain order. A value, so walking allocates nothing.
+//
+// i is the next segment to look at; skip the bytes still to pass over
+// (the 16-byte request header, for a write); n the data bytes not yet
+// returned. write is the request's direction, so the segments holding data
+// are the device-readable ones for a write and the writable ones for a
+// read.
 type dataSegs struct {
 	c       *virtio.Chain
 	write   bool
@@ -183,6 +192,7 @@ type dataSegs struct {
 	skip, n uint64
 }
 
+// newDataSegs starts a walk over n data bytes of c.
 func newDataSegs(c *virtio.Chain, write bool, n uint64) dataSegs {
 	d := dataSegs{c: c, write: write, n: n}
 	if write {

@@ -24,7 +24,14 @@ const (
 	MACTableEntries = 64
 )
 
-// filter is the receive filter the driver programs.
+// filter is the receive filter the driver programs through the control
+// queue (virtio 1.2, 5.1.6.5.1 "Packet Receive Filtering"): mac is the
+// device's own address (VIRTIO_NET_CTRL_MAC_ADDR_SET changes it); promisc
+// and allmulti are the RX class switches; uni and multi hold the nUni and
+// nMulti addresses of the last MAC_TABLE_SET, together at most
+// MACTableEntries. A kind that does not fit in what is left is not stored
+// at all; its overflow flag then accepts every address of that kind.
+// Guarded by Net.rxMu.
 type filter struct {
 	mac                        [6]byte
 	promisc, allmulti          bool
@@ -86,6 +93,11 @@ func (n *Net) control(c *virtio.Chain) uint32 {
 	return 1
 }
 
+// command executes one control command and returns its ack. Commands are
+// honoured only under their feature (CTRL_RX, CTRL_MAC_ADDR); anything
+// else, and any data length other than the command's, is VIRTIO_NET_ERR
+// with nothing changed. The filter is changed under rxMu, so a frame is
+// filtered by the old settings or the new, never a mix.
 func (n *Net) command(c *virtio.Chain) uint8 {
 	var cc [2]byte
 	c.Gather(0, cc[:])
@@ -194,6 +206,10 @@ func ackByte(c *virtio.Chain) []byte {
 }
 
 // FilterState is the receive filter as query-rx-filter reports it.
+//
+// Unicast and Multicast are copies, in the order the driver gave them;
+// the overflow flags are set when the driver's table exceeded
+// MACTableEntries (the table then holds none of that kind).
 type FilterState struct {
 	MAC                [6]byte
 	Promisc, Allmulti  bool

@@ -12,6 +12,9 @@ import (
 const (
 	hdrLen = netdev.VnetHdrLen
 
+	// NEEDS_CSUM: the checksum at CsumStart+CsumOffset is partial and
+	// must be completed; DATA_VALID (receive only): the checksum has been
+	// verified, the guest need not check it.
 	HdrFNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
 	HdrFDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID
 
@@ -22,7 +25,14 @@ const (
 	GSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN
 )
 
-// Hdr is a decoded virtio_net_hdr.
+// Hdr is a decoded virtio_net_hdr. Flags holds HdrF*; GSOType one of the
+// GSO* values, possibly with GSOECN; HdrLen is the length of the headers
+// (Ethernet through TCP/UDP) of a GSO frame, a hint; GSOSize the payload
+// bytes per segment; CsumStart and CsumOffset, with NEEDS_CSUM, where
+// checksumming starts and where, counted from CsumStart, the result goes
+// (both from the start of the frame, after the virtio header);
+// NumBuffers how many receive buffers a merged frame spans (1 without
+// VIRTIO_NET_F_MRG_RXBUF, which 1.x headers still carry).
 type Hdr struct {
 	Flags, GSOType                         uint8
 	HdrLen, GSOSize, CsumStart, CsumOffset uint16

@@ -82,6 +82,8 @@ type mtuBackend interface{ MTU() int }
 
 // Options configure a virtio-net device.
 type Options struct {
+	// MAC is the address offered in the configuration space
+	// (VIRTIO_NET_F_MAC) and the receive filter's initial own address.
 	MAC [6]byte
 	// QueueSize is each queue's maximum size (default 256).
 	QueueSize uint16
@@ -90,6 +92,8 @@ type Options struct {
 // Stats count what the device dropped and why; the backend counts what
 // it moved.
 type Stats struct {
+	// TxFrames and RxFrames count frames passed to the backend and placed
+	// in the guest's buffers.
 	TxFrames, RxFrames atomic.Uint64
 	// TxDropped: malformed chains, bad headers, runt or oversized frames,
 	// backend send errors.
@@ -107,11 +111,15 @@ type Stats struct {
 // virtio.QueueServer (the receive queue waits for frames) and
 // netdev.Receiver.
 type Net struct {
-	be  netdev.Backend
-	o   Options
+	be netdev.Backend
+	o  Options
+	// cfg is struct virtio_net_config as the driver reads it: mac,
+	// status (link up), max_virtqueue_pairs, mtu.
 	cfg [configSize]byte
 	mtu int // offered with VIRTIO_NET_F_MTU; 0: not offered
 
+	// features are the negotiated features, read by the queue goroutines
+	// and the backend's receive path.
 	features atomic.Uint64
 	// maxTx is the longest frame (without the net header) the driver may
 	// transmit under the negotiated features.
@@ -124,9 +132,11 @@ type Net struct {
 	// (Receive) and the queue's (QueueNotified), and guards the receive
 	// filter the control queue sets. Lock order: virtio PCI.mu (held by
 	// Reset) before rxMu; rxMu before pci.MSIX.
-	rxMu     sync.Mutex
-	rx       rxState
-	filter   filter
+	rxMu   sync.Mutex
+	rx     rxState
+	filter filter
+	// released is set by Release; frames from the backend are then
+	// dropped.
 	released bool
 
 	Stats Stats
@@ -347,7 +357,9 @@ func FormatMAC(m [6]byte) string {
 	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 
-// ParseMAC parses "52:54:00:12:34:56".
+// ParseMAC parses "52:54:00:12:34:56": exactly six two-digit hex bytes,
+// either case, separated by colons. A multicast address (bit 0 of the
+// first byte set) is refused: a NIC's own address must be unicast.
 func ParseMAC(s string) ([6]byte, error) {
 	var m [6]byte
 	if len(s) != 17 {
@@ -370,6 +382,7 @@ func ParseMAC(s string) ([6]byte, error) {
 	return m, nil
 }
 
+// unhex decodes one hex digit of a MAC address, either case.
 func unhex(c byte) (byte, bool) {
 	switch {
 	case '0' <= c && c <= '9':

@@ -13,10 +13,11 @@ const backlogBytes = 1 << 20
 // chains of the frame being placed. Guarded by Net.rxMu.
 type rxState struct {
 	q        *virtio.ServedQueue
-	features uint64
+	features uint64 // negotiated at start: decides num_buffers and offloads
 	// frames waiting for buffers: slots[(head+i)%len] for i < count.
-	slots       [][]byte
-	lens        []int
+	slots [][]byte
+	lens  []int // bytes used in each slot
+	// head is the oldest waiting frame's slot, count how many wait.
 	head, count int
 	// first holds the first chain of a frame (its header gets num_buffers
 	// last), cur the others.
@@ -27,6 +28,8 @@ type rxState struct {
 	paused bool
 }
 
+// init allocates the backlog: as many maxFrame-byte slots as fit in
+// backlogBytes, but at least 8 and at most 256. queueSize is unused.
 func (r *rxState) init(maxFrame int, queueSize uint16) {
 	n := min(max(backlogBytes/maxFrame, 8), 256)
 	r.slots = make([][]byte, n)
@@ -37,6 +40,8 @@ func (r *rxState) init(maxFrame int, queueSize uint16) {
 	r.first, r.cur = virtio.NewChain(), virtio.NewChain()
 }
 
+// start attaches the running receive queue (at DRIVER_OK) with the
+// features the driver negotiated; frames in the backlog then flow.
 func (r *rxState) start(q *virtio.ServedQueue, features uint64) {
 	r.q, r.features = q, features
 }

@@ -9,6 +9,11 @@ import (
 // counts it; the chain is returned to the driver either way. With a vnet
 // header backend the guest's buffers go to the backend as they are (one
 // writev, no copy); otherwise the header is left out.
+//
+// With no copy, the header the backend reads is guest memory read again
+// after CheckTx: a driver rewriting it in between gets what the backend's
+// own checks allow (a tap's kernel side validates every vnet header from
+// user space), never more than a malformed frame of its own.
 func (n *Net) transmit(c *virtio.Chain) {
 	if c.Err != nil || c.WriteLen != 0 || c.ReadLen < hdrLen {
 		n.Stats.TxDropped.Add(1)

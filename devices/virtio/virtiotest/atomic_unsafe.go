@@ -14,6 +14,9 @@ func load16(ram []byte, gpa uint64) uint16 {
 	return binary.LittleEndian.Uint16(w[gpa&2:])
 }
 
+// store16 replaces the 16 bits at gpa with a compare-and-swap loop on the
+// whole word, so that the device's concurrent writes to the other half of
+// the word are not lost. gpa must be 2-aligned (ring indices are).
 func store16(ram []byte, gpa uint64, v uint16) {
 	p := (*uint32)(unsafe.Pointer(&ram[gpa&^3]))
 	for {

@@ -16,7 +16,8 @@ import (
 	"github.com/petrel-vmm/petrel/vmm/guestmem"
 )
 
-// Descriptor flags.
+// Descriptor flags (virtio 1.2, 2.7.5): the chain continues at next, the
+// buffer is device-writable, the buffer is a table of descriptors.
 const (
 	FNext     = 1
 	FWrite    = 2
@@ -55,36 +56,59 @@ func NewMemory(size int) (*guestmem.Memory, []byte) {
 
 // Buf is one buffer of a chain.
 type Buf struct {
-	Addr  uint64
-	Len   uint32
+	Addr uint64 // guest-physical address
+	Len  uint32 // in bytes
+	// Write marks a device-writable buffer (VIRTQ_DESC_F_WRITE); a
+	// well-formed chain has all readable buffers before the writable ones,
+	// which Submit does not enforce, so tests can build broken chains.
 	Write bool
 }
 
 // Queue is the driver's view of one virtqueue.
 type Queue struct {
-	Index              int
-	Size               uint16
-	Desc, Avail, Used  uint64
-	indirect           uint64 // per-head indirect tables
-	free               []uint16
-	next               []uint16
-	count              []uint16
+	Index int    // queue number, written to the notify address by Kick
+	Size  uint16 // ring size as negotiated: a power of two
+	// Desc, Avail and Used are the GPAs of the descriptor table, driver
+	// area and device area, each 4 KiB-aligned.
+	Desc, Avail, Used uint64
+	indirect          uint64 // per-head indirect tables
+	// free is a stack of unused descriptor ids; a chain of n takes the
+	// top n.
+	free []uint16
+	// next and count describe each published chain by its head: the
+	// descriptor after each id, and the chain's length in the
+	// descriptor table (1 for an indirect chain), so Used can free it.
+	next  []uint16
+	count []uint16
+	// availIdx is the driver's free-running avail.idx; lastUsed the used
+	// index up to which Used has consumed.
 	availIdx, lastUsed uint16
-	notifyAddr         uint64
+	// notifyAddr is the queue's notify offset in BAR 0:
+	// notify_off_multiplier * queue_notify_off (virtio 1.2, 4.1.4.4).
+	notifyAddr uint64
 }
 
 // Driver drives one virtio.PCI device.
+//
+// A Driver is not safe for concurrent use; each test drives its device
+// from one goroutine, as a guest driver holding its lock would.
 type Driver struct {
-	Dev                         *virtio.PCI
-	Mem                         *guestmem.Memory
-	RAM                         []byte
+	Dev *virtio.PCI
+	// Mem and RAM are the same guest memory: Mem for the device, RAM for
+	// the driver's direct access.
+	Mem *guestmem.Memory
+	RAM []byte
+	// common, notify, isr and devcfg are the offsets in BAR 0 of the four
+	// structures the vendor capabilities point at (virtio 1.2, 4.1.4).
 	common, notify, isr, devcfg uint64
 	notifyMul                   uint32
-	msixCap                     int
-	Features                    uint64
-	Queues                      []*Queue
-	next                        uint64 // bump allocator
-	scratch                     [8]byte
+	msixCap                     int // config space offset of the MSI-X capability
+	// Features are the features Init negotiated (wanted & offered).
+	Features uint64
+	// Queues are the queues Init set up, by index.
+	Queues  []*Queue
+	next    uint64  // bump allocator
+	scratch [8]byte // Read and Write's buffer, so they do not allocate
 	// Timeout bounds Wait (default 5 s).
 	Timeout time.Duration
 }
@@ -100,6 +124,10 @@ func New(dev *virtio.PCI, mem *guestmem.Memory, ram []byte) (*Driver, error) {
 		case pci.CapMSIX:
 			d.msixCap = off
 		case pci.CapVendor:
+			// struct virtio_pci_cap (virtio 1.2, 4.1.4): cfg_type at +3,
+			// bar at +4, offset at +8; the notify capability adds
+			// notify_off_multiplier at +16. This driver expects every
+			// structure in BAR 0, as Petrel lays them out.
 			typ, bar, o := cfg.Uint8(off+3), cfg.Uint8(off+4), uint64(cfg.Uint32(off+8))
 			if bar != 0 {
 				return nil, fmt.Errorf("virtio cap type %d in BAR %d", typ, bar)
@@ -174,6 +202,9 @@ func (d *Driver) OfferedFeatures() uint64 {
 // EnableMSIX turns MSI-X on and points vector v at address 0xfee00000 with
 // data v, unmasked.
 func (d *Driver) EnableMSIX() {
+	// Message Control (capability +2): bits 0-10 are the table size minus
+	// one, bit 15 MSI-X Enable. A table entry is the message address at
+	// +0, data at +8 and vector control at +12, left 0 (unmasked).
 	cfg := d.Dev.Config()
 	n := int(cfg.Uint16(d.msixCap+2)&0x7ff) + 1
 	for v := range n {
@@ -188,10 +219,12 @@ func (d *Driver) EnableMSIX() {
 	cfg.Write(d.msixCap+2, ctl[:])
 }
 
-// Init resets the device and runs the initialisation sequence (3.1.1):
-// features want&offered, nq queues of size qsize (0: the maximum), queue i
-// on MSI-X vector i+1 and config on 0 when msix, DRIVER_OK. It fails if
-// the device refuses FEATURES_OK or sets DEVICE_NEEDS_RESET.
+// Init resets the device (status 0) and runs the initialisation sequence
+// of virtio 1.2, 3.1.1: features want&offered, nq queues of size qsize (0:
+// the maximum), queue i on MSI-X vector i+1 and config on 0 when msix,
+// DRIVER_OK. It fails if the device refuses FEATURES_OK or sets
+// DEVICE_NEEDS_RESET. Queue memory comes from Alloc and is never freed, so
+// each Init uses fresh memory.
 func (d *Driver) Init(want uint64, nq int, qsize uint16, msix bool) error {
 	d.SetCommon(DeviceStatus, 1, 0)
 	d.SetCommon(DeviceStatus, 1, virtio.StatusAcknowledge)
@@ -218,6 +251,9 @@ func (d *Driver) Init(want uint64, nq int, qsize uint16, msix bool) error {
 		if size == 0 || size > max {
 			size = max
 		}
+		// Split ring sizes (virtio 1.2, 2.7): 16 bytes per descriptor;
+		// flags, idx, ring and used_event in the driver area; flags, idx,
+		// 8-byte used elements and avail_event in the device area.
 		q := &Queue{Index: i, Size: size}
 		q.Desc = d.Alloc(16 * uint64(size))
 		q.Avail = d.Alloc(6 + 2*uint64(size))
@@ -247,7 +283,8 @@ func (d *Driver) Init(want uint64, nq int, qsize uint16, msix bool) error {
 	return nil
 }
 
-// WriteDesc stores descriptor idx of queue q (for hand-built chains).
+// WriteDesc stores descriptor idx of the descriptor table at GPA table (a
+// queue's Desc or an indirect table), for hand-built chains.
 func (d *Driver) WriteDesc(table uint64, idx int, addr uint64, n uint32, flags, next uint16) {
 	e := d.RAM[table+16*uint64(idx):]
 	binary.LittleEndian.PutUint64(e[0:], addr)
@@ -277,7 +314,9 @@ func (d *Driver) AvailEvent(q *Queue) uint16 {
 }
 
 // Submit builds a chain from bufs (as one indirect table when indirect),
-// publishes it and returns its head. It does not allocate.
+// publishes it and returns its head. It does not allocate. An indirect
+// chain takes one descriptor and its head's fixed 16-entry table, so at
+// most 16 buffers; the device is not notified (Kick).
 func (d *Driver) Submit(q *Queue, bufs []Buf, indirect bool) (uint16, error) {
 	need := len(bufs)
 	if indirect {
@@ -330,7 +369,9 @@ func (d *Driver) Kick(q *Queue) { d.Write(q.notifyAddr, 2, uint64(q.Index)) }
 // consuming anything.
 func (d *Driver) UsedIdx(q *Queue) uint16 { return load16(d.RAM, q.Used+2) }
 
-// Used returns the next used element if there is one.
+// Used returns the next used element if there is one: the chain's head id
+// and the bytes the device wrote (used.len). Consuming it frees the chain's
+// descriptors; an id Submit did not publish frees nothing.
 func (d *Driver) Used(q *Queue) (id uint16, n uint32, ok bool) {
 	if load16(d.RAM, q.Used+2) == q.lastUsed {
 		return 0, 0, false
