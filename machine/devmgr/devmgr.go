@@ -82,6 +82,9 @@ type entry struct {
 	// id is the qdev id ("" for a device given none, which device_del
 	// cannot name).
 	id string
+	// anon is QEMU's index N of an unnamed device under
+	// /machine/peripheral-anon/device[N] (DEVICE_DELETED's path).
+	anon int
 	// driver is the -device driver, "" for AddPCIDevice's devices.
 	driver string
 	node   string // block node the device borrowed ("" = none)
@@ -207,6 +210,9 @@ func (m *Manager) plug(id, driver string, slot int, hotplug bool, build func(Plu
 	}
 	dev, err := build(Plumbing{Slot: slot, Mem: m.p.Mem, Router: m.p.Router, Signaler: m.p.Signaler, IRQ: m.p.IRQ(slot)})
 	e := &entry{id: id, driver: driver}
+	if id == "" {
+		e.anon = m.freeAnonLocked()
+	}
 	if node != nil {
 		e.node = *node
 	}
@@ -323,15 +329,33 @@ func (m *Manager) Ejected(slot int) {
 		m.mu.Lock()
 		delete(m.slots, slot)
 		m.mu.Unlock()
-		// QEMU's path for a named device; an unnamed one (ejected by the
-		// guest on its own) gets "/machine/peripheral/", where QEMU would
-		// say /machine/peripheral-anon/device[N].
-		data := map[string]any{"path": fmt.Sprintf("/machine/peripheral/%s", e.id)}
+		// QEMU's paths: a named device under /machine/peripheral with
+		// its id also as "device"; an unnamed one (ejected by the guest
+		// on its own) under /machine/peripheral-anon, path only.
+		data := map[string]any{"path": fmt.Sprintf("/machine/peripheral-anon/device[%d]", e.anon)}
 		if e.id != "" {
+			data["path"] = "/machine/peripheral/" + e.id
 			data["device"] = e.id
 		}
 		m.p.Events("DEVICE_DELETED", data)
 	}()
+}
+
+// freeAnonLocked is the lowest N that no unnamed device on the bus holds:
+// QOM adds a child named "device[*]" as the first free device[N], so
+// indexes of ejected devices are taken again.
+func (m *Manager) freeAnonLocked() int {
+	used := map[int]bool{}
+	for _, e := range m.slots {
+		if e.id == "" {
+			used[e.anon] = true
+		}
+	}
+	n := 0
+	for used[n] {
+		n++
+	}
+	return n
 }
 
 // WaitEjects blocks until every eject in flight has finished.

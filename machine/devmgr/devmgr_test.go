@@ -137,3 +137,35 @@ func TestAddDeviceHotplugAndEject(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDeviceDeletedPaths: DEVICE_DELETED carries QEMU's QOM paths: a named
+// device's /machine/peripheral/ID with "device", an unnamed one's
+// /machine/peripheral-anon/device[N] alone, N being the lowest index no
+// living unnamed device holds (QOM's "device[*]").
+func TestDeviceDeletedPaths(t *testing.T) {
+	m, _, _, _, ev := newManager(t)
+	add := func(id string, slot int) {
+		t.Helper()
+		if _, err := m.AddDevice(qemuopt.DeviceSpec{Driver: "virtio-blk-pci", ID: id, Slot: slot, File: rawFile(t)}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("", 3)      // device[0]
+	add("named", 4) // /machine/peripheral/named
+	add("", 5)      // device[1]
+	for _, slot := range []int{5, 4} {
+		m.Ejected(slot)
+		m.WaitEjects()
+	}
+	add("", 6) // device[1] again: free since slot 5's eject
+	m.Ejected(6)
+	m.WaitEjects()
+	want := []string{
+		"DEVICE_DELETEDmap[path:/machine/peripheral-anon/device[1]]",
+		"DEVICE_DELETEDmap[device:named path:/machine/peripheral/named]",
+		"DEVICE_DELETEDmap[path:/machine/peripheral-anon/device[1]]",
+	}
+	if strings.Join(ev.got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(ev.got, "\n"), strings.Join(want, "\n"))
+	}
+}
