@@ -158,12 +158,15 @@ func TestDeviceDeletedPaths(t *testing.T) {
 		m.WaitEjects()
 	}
 	add("", 6) // device[1] again: free since slot 5's eject
-	m.Ejected(6)
-	m.WaitEjects()
+	for _, slot := range []int{6, 3} {
+		m.Ejected(slot)
+		m.WaitEjects()
+	}
 	want := []string{
 		"DEVICE_DELETEDmap[path:/machine/peripheral-anon/device[1]]",
 		"DEVICE_DELETEDmap[device:named path:/machine/peripheral/named]",
 		"DEVICE_DELETEDmap[path:/machine/peripheral-anon/device[1]]",
+		"DEVICE_DELETEDmap[path:/machine/peripheral-anon/device[0]]",
 	}
 	if strings.Join(ev.got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(ev.got, "\n"), strings.Join(want, "\n"))
