@@ -312,12 +312,11 @@ func pvhElf() []byte { return pvhELF(hlt, 0x100000) }
 
 // residentBound is how much guest RAM the few pages a test wrote may make
 // resident: small where a write faults in a 4 KiB page, four 2 MiB pages
-// more where transparent huge pages back guest RAM (vmm.AllocGuestRAM
-// marks it MADV_HUGEPAGE, so "always" and "madvise" both do), which backs
-// the first write to an aligned 2 MiB range with a whole huge page.
+// more where transparent huge pages are "always" (Debian's kernels), which
+// backs the first write to an aligned 2 MiB range with a whole huge page.
 func residentBound(small uint64) uint64 {
 	b, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if bytes.Contains(b, []byte("[always]")) || bytes.Contains(b, []byte("[madvise]")) {
+	if bytes.Contains(b, []byte("[always]")) {
 		return small + 4*(2<<20)
 	}
 	return small
