@@ -167,3 +167,25 @@ func TestJSONSingleQuotes(t *testing.T) {
 		t.Fatalf("single-quoted json: %+v, %v", s, err)
 	}
 }
+
+// TestInfoBackingChainImageOpts: with --image-opts only the argument is an
+// option string; info --backing-chain opens the backing files it names as
+// plain files (iotest 279).
+func TestInfoBackingChainImageOpts(t *testing.T) {
+	dir := t.TempDir()
+	for _, fmtName := range []string{"qcow2", "qed"} {
+		base := filepath.Join(dir, "base."+fmtName)
+		mid := filepath.Join(dir, "mid."+fmtName)
+		top := filepath.Join(dir, "top."+fmtName)
+		must(t, "create", "-q", "-f", fmtName, base, "64M")
+		must(t, "create", "-q", "-f", fmtName, "-b", base, "-F", fmtName, mid)
+		must(t, "create", "-q", "-f", fmtName, "-b", mid, "-F", fmtName, top)
+		out := must(t, "info", "--backing-chain", "--image-opts",
+			"driver="+fmtName+",file.driver=file,file.filename="+top)
+		for _, want := range []string{"image: " + top + "\n", "image: " + mid + "\n", "image: " + base + "\n"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: info --backing-chain lacks %q:\n%s", fmtName, want, out)
+			}
+		}
+	}
+}

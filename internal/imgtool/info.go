@@ -193,6 +193,10 @@ func runInfo(t *tool, args []string) int {
 		layers = append(layers, img)
 		if len(layers) == 1 {
 			name = t.filePath(name)
+			// Only the image argument is an --image-opts string; the
+			// backing files the chain names are plain file names, which
+			// qemu-img opens as such (iotest 279).
+			t.imageOpts = false
 		}
 		o := imageInfo(img, name)
 		objs = append(objs, o)
