@@ -208,6 +208,9 @@ func runCreate(t *tool, args []string) int {
 		return t.fail("Expecting image file name")
 	}
 	path := p.args[0]
+	// "file:NAME" names the file NAME, even one with a colon of its own
+	// (iotest 126); messages show the argument as given.
+	file := strings.TrimPrefix(path, "file:")
 	if _, ok := block.Lookup(format); !ok {
 		return t.fail("%s: Unknown file format '%s'", path, format)
 	}
@@ -240,7 +243,7 @@ func runCreate(t *tool, args []string) int {
 		return t.fail("%s: Backing file specified without backing format", path)
 	}
 	if o.BackingFile != "" && !p.has("u") {
-		bpath := block.ResolveBacking(path, o.BackingFile)
+		bpath := block.ResolveBacking(file, o.BackingFile)
 		if _, err := os.Stat(bpath); err != nil {
 			// Here qemu-img names the file once (the block layer's message).
 			t.errorf("%s: Could not open '%s': %s", path, bpath, errText(err))
@@ -276,7 +279,7 @@ func runCreate(t *tool, args []string) int {
 		// qcow2_co_create's wording (after the "Formatting" line, as there).
 		return t.fail("%s: Cluster size must be a power of two between 512 and 2048k", path)
 	}
-	if err := block.Create(format, path, o); err != nil {
+	if err := block.Create(format, file, o); err != nil {
 		return t.fail("%s: %v", path, err)
 	}
 	return 0

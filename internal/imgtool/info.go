@@ -53,7 +53,7 @@ func imageInfo(img block.Image, path string) object {
 		o.set("format-specific", fs)
 	}
 	if bf, ok := desc["backing-filename"].(string); ok && bf != "" {
-		o.set("full-backing-filename", block.ResolveBacking(path, bf))
+		o.set("full-backing-filename", pathCombine(path, bf))
 		o.set("backing-filename", bf)
 		if bff, ok := desc["backing-filename-format"]; ok {
 			o.set("backing-filename-format", bff)
