@@ -68,3 +68,27 @@ func TestCommitLikeQemu(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitZeroesUnmapLikeQemu: a range the top reads as zeroes is
+// committed as zeroes that free the base's clusters, as qemu-img's
+// active commit does (iotest 313): qemu-img map of both bases agrees.
+func TestCommitZeroesUnmapLikeQemu(t *testing.T) {
+	maps := map[string]string{}
+	for _, who := range []string{"qemu-img", "petrel"} {
+		dir := t.TempDir()
+		base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+		qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+		qemuTool(t, "qemu-io", "-c", "write -P 1 0 1M", base)
+		qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+		qemuTool(t, "qemu-io", "-c", "write -z 0 512k", top)
+		if who == "qemu-img" {
+			qemuTool(t, "qemu-img", "commit", "-q", top)
+		} else if rc, o, e := pimg("commit", "-q", top); rc != 0 {
+			t.Fatalf("petrel img commit: exit %d %s%s", rc, o, e)
+		}
+		maps[who] = qemuTool(t, "qemu-img", "map", "--output=json", base)
+	}
+	if maps["qemu-img"] != maps["petrel"] {
+		t.Errorf("base after commit:\nqemu-img: %s\npetrel:   %s", maps["qemu-img"], maps["petrel"])
+	}
+}
