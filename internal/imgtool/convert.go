@@ -30,6 +30,10 @@ type convertJob struct {
 	dstOff int64
 	n      int64
 	kind   int
+	// counted: the job is part of what qemu-img convert's progress
+	// measures (its allocated_sectors): data, and zeroes read from the
+	// source itself when -S 0 writes them out as data.
+	counted bool
 }
 
 type converter struct {
@@ -179,24 +183,41 @@ func runConvert(t *tool, args []string) int {
 		dst.Close()
 		return t.fail("error while converting %s: target image is smaller than the source", outFmt)
 	}
+	progressEnd := func() {}
 	if p.has("p") && !p.has("q") {
-		last := int64(-1)
+		// As img_convert: the total is measured first (a plan that
+		// copies nothing), progress counts only the counted jobs, and a
+		// new value is printed when it moved more than 1% from the last
+		// one printed (qemu_progress_init(progress, 1.0)), or is 0 or
+		// 100; 100 is printed once more at the end. iotest 086: four 1
+		// MiB extents of a 128 MiB image go 0, 25, 50, 75, 100, 100.
+		total, err := c.progressTotal()
+		if err != nil {
+			dst.Close()
+			return t.fail("error while converting %s: %v", outFmt, err)
+		}
+		last := 0.0
 		var pm sync.Mutex
+		show := func(cur float64) {
+			fmt.Fprintf(t.stdout, "    (%3.2f/100%%)\r", cur)
+			last = cur
+		}
 		c.progress = func(done int64) {
 			pm.Lock()
 			defer pm.Unlock()
-			pct := done * 10000 / max(total, 1)
-			if pct != last {
-				last = pct
-				fmt.Fprintf(t.stdout, "    (%3.2f/100%%)\r", float64(pct)/100)
+			cur := 100.0
+			if total > 0 {
+				cur = min(100, float64(done)*100/float64(total))
+			}
+			if cur > last+1 || cur < last-1 || cur == 0 || cur == 100 {
+				show(cur)
 			}
 		}
-		c.progress(0)
+		show(0)
+		progressEnd = func() { show(100); fmt.Fprintln(t.stdout) }
 	}
 	err = c.run()
-	if c.progress != nil {
-		fmt.Fprintln(t.stdout)
-	}
+	progressEnd()
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
@@ -246,16 +267,18 @@ func (c *converter) plan(out chan<- *convertJob) error {
 					kind = jobZero
 				}
 			}
+			counted := kind == jobCopy ||
+				c.sparse == 0 && e.Flags&block.ExtentData == 0 && !(c.hasBacking && e.Depth > 0)
 			// Extents of one kind are coalesced (engines report runs of
 			// host-contiguous clusters, convert only cares about the
 			// kind); copy jobs end on the chunk grid of the target.
 			for done := int64(0); done < n; {
 				d := base + off + done
-				if pending != nil && (pending.kind != kind || pending.src != si) {
+				if pending != nil && (pending.kind != kind || pending.src != si || pending.counted != counted) {
 					emit()
 				}
 				if pending == nil {
-					pending = &convertJob{src: si, srcOff: off + done, dstOff: d, kind: kind}
+					pending = &convertJob{src: si, srcOff: off + done, dstOff: d, kind: kind, counted: counted}
 				}
 				l := n - done
 				if kind == jobCopy {
@@ -301,9 +324,24 @@ func (c *converter) planGrid(out chan<- *convertJob, align int64) error {
 			}
 			off += max(e.Length, 1)
 		}
-		out <- &convertJob{seq: seq, src: -1, dstOff: d, n: n, kind: kind}
+		out <- &convertJob{seq: seq, src: -1, dstOff: d, n: n, kind: kind, counted: kind == jobCopy}
 	}
 	return nil
+}
+
+// progressTotal is the byte count convert's progress runs up to: the
+// counted jobs of a plan run once without copying.
+func (c *converter) progressTotal() (int64, error) {
+	jobs := make(chan *convertJob, 16)
+	planErr := make(chan error, 1)
+	go func() { planErr <- c.plan(jobs) }()
+	var total int64
+	for j := range jobs {
+		if j.counted {
+			total += j.n
+		}
+	}
+	return total, <-planErr
 }
 
 // locate maps an offset of the concatenated sources to (source, offset).
@@ -399,9 +437,8 @@ func (c *converter) finish(j *convertJob) {
 		c.mu.Unlock()
 		c.cond.Broadcast()
 	}
-	d := c.copied.Add(j.n)
-	if c.progress != nil {
-		c.progress(d)
+	if j.counted && c.progress != nil {
+		c.progress(c.copied.Add(j.n))
 	}
 }
 
