@@ -168,6 +168,20 @@ func Formats() []string {
 	return n
 }
 
+// OpenError is an engine's refusal of an image it recognized. Error names
+// the format and the file, for logs; Reason alone is what qemu-img prints
+// after "Could not open 'FILE': ", which petrel img matches.
+type OpenError struct {
+	Format, Path string
+	Reason       error
+}
+
+func (e *OpenError) Error() string {
+	return fmt.Sprintf("opening %s image %s: %v", e.Format, e.Path, e.Reason)
+}
+
+func (e *OpenError) Unwrap() error { return e.Reason }
+
 // ErrUnknownFormat is returned when no engine claims a file or a name.
 var ErrUnknownFormat = errors.New("unknown image format")
 

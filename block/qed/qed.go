@@ -65,7 +65,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 	img, err := openFile(f, path, opts)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("opening QED image %s: %w", path, err)
+		return nil, &block.OpenError{Format: "QED", Path: path, Reason: err}
 	}
 	return img, nil
 }
