@@ -151,10 +151,14 @@ func runConvert(t *tool, args []string) int {
 		}
 	}
 	o.Size = total
-	if o.BackingFile != "" && o.BackingFormat == "" {
-		if bf, err := block.Probe(block.ResolveBacking(dstPath, o.BackingFile)); err == nil {
-			o.BackingFormat = bf
-		}
+	// img_convert's checks of the target's backing file, in its order
+	// (iotests 114, 122): -B or -o backing_file, never with several
+	// sources; and when it creates the target, only with a format.
+	if o.BackingFile != "" && len(srcs) > 1 {
+		return t.fail("Having a backing file for the target makes no sense when concatenating multiple input images")
+	}
+	if o.BackingFile != "" && o.BackingFormat == "" && !p.has("n") {
+		return t.fail("Use of backing file requires explicit backing format")
 	}
 	if !p.has("n") {
 		if err := block.Create(outFmt, dstPath, o); err != nil {

@@ -260,6 +260,13 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 	}
 	img, err := block.Open(path, opts)
 	if err != nil {
+		// qemu-img prints the driver's reason alone, without the
+		// engine's "opening FORMAT image FILE" context (iotests 036,
+		// 054, 080).
+		var oe *block.OpenError
+		if errors.As(err, &oe) {
+			err = oe.Reason
+		}
 		return nil, fmt.Errorf("Could not open '%s': %v", path, err)
 	}
 	return img, nil
