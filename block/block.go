@@ -182,6 +182,23 @@ func (e *OpenError) Error() string {
 
 func (e *OpenError) Unwrap() error { return e.Reason }
 
+// CreateError is an engine's refusal to create an image; as OpenError,
+// Reason alone is what qemu-img prints after "FILE: ".
+type CreateError struct {
+	Format, Path string
+	Reason       error
+}
+
+func (e *CreateError) Error() string {
+	return fmt.Sprintf("creating %s image %s: %v", e.Format, e.Path, e.Reason)
+}
+
+func (e *CreateError) Unwrap() error { return e.Reason }
+
+// ErrSizeTooLarge: the virtual size is beyond what the format can address
+// with the chosen geometry (QEMU's EFBIG from a driver).
+var ErrSizeTooLarge = errors.New("image size too large for the format")
+
 // ErrUnknownFormat is returned when no engine claims a file or a name.
 var ErrUnknownFormat = errors.New("unknown image format")
 

@@ -23,7 +23,7 @@ const (
 func Create(path string, o block.CreateOptions) (err error) {
 	h, size, err := createHeader(path, o)
 	if err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
+		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -33,7 +33,7 @@ func Create(path string, o block.CreateOptions) (err error) {
 		if err != nil {
 			f.Close()
 			os.Remove(path)
-			err = fmt.Errorf("creating %s: %w", path, err)
+			err = &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 		}
 	}()
 	cs := int64(1) << h.clusterBits
@@ -82,50 +82,58 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 	if cs < 1<<minClusterBits || cs > 1<<maxClusterBits || cs&(cs-1) != 0 {
 		return nil, 0, fmt.Errorf("cluster size must be a power of two between 512 and 2M, not %d", cs)
 	}
+	if o.ExtendedL2 && cs < 16<<10 {
+		return nil, 0, errors.New("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+	}
+	// The option errors below are qcow2_co_create's, in its order and
+	// words, which qemu-img prints (iotests 049, 112, 271).
 	h := &header{version: 3, clusterBits: uint32(bits.TrailingZeros64(uint64(cs))), refcountOrder: 4}
 	switch o.Compat {
 	case "", "1.1", "v3":
 	case "0.10", "v2":
 		h.version = 2
 	default:
-		return nil, 0, fmt.Errorf("invalid compat value %q (want 0.10 or 1.1)", o.Compat)
+		return nil, 0, fmt.Errorf("Parameter 'version' does not accept value '%s'", o.Compat)
+	}
+	switch o.Preallocation {
+	case "", "off", "metadata", "falloc", "full":
+	default:
+		return nil, 0, fmt.Errorf("Parameter 'preallocation' does not accept value '%s'", o.Preallocation)
+	}
+	switch o.CompressionType {
+	case "", "zlib", "zstd":
+	default:
+		return nil, 0, fmt.Errorf("Parameter 'compression-type' does not accept value '%s'", o.CompressionType)
+	}
+	if h.version == 2 && o.LazyRefcounts {
+		return nil, 0, errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)")
 	}
 	rb := o.RefcountBits
 	if rb == 0 {
 		rb = defaultRefcountBits
 	}
 	if rb < 1 || rb > 64 || rb&(rb-1) != 0 {
-		return nil, 0, fmt.Errorf("refcount_bits must be a power of two up to 64, not %d", rb)
+		return nil, 0, errors.New("Refcount width must be a power of two and may not exceed 64 bits")
 	}
 	h.refcountOrder = uint32(bits.TrailingZeros(uint(rb)))
-	if h.version == 2 {
-		switch {
-		case rb != 16:
-			return nil, 0, errors.New("different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
-		case o.LazyRefcounts:
-			return nil, 0, errors.New("lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
-		case o.ExtendedL2:
-			return nil, 0, errors.New("extended L2 entries are only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
-		case o.CompressionType != "" && o.CompressionType != "zlib":
-			return nil, 0, errors.New("compression_type requires compatibility level 1.1 or above (use compat=1.1 or greater)")
-		}
+	if h.version == 2 && rb != 16 {
+		return nil, 0, errors.New("Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)")
+	}
+	if h.version == 2 && o.CompressionType == "zstd" {
+		return nil, 0, errors.New("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)")
+	}
+	if h.version == 2 && o.ExtendedL2 {
+		return nil, 0, errors.New("Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)")
 	}
 	if o.LazyRefcounts {
 		h.compat |= compatLazyRefcounts
 	}
 	if o.ExtendedL2 {
-		if cs < 16<<10 {
-			return nil, 0, errors.New("extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
-		}
 		h.incompat |= incompatExtendedL2
 	}
-	switch o.CompressionType {
-	case "", "zlib":
-	case "zstd":
+	if o.CompressionType == "zstd" {
 		h.incompat |= incompatCompressed
 		h.compressionType = compressionZstd
-	default:
-		return nil, 0, fmt.Errorf("unknown compression type %q (want zlib or zstd)", o.CompressionType)
 	}
 	h.rtOff, h.rtClusters = uint64(cs), 1
 	if o.BackingFile != "" {
@@ -144,11 +152,6 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 			}
 			b.Close()
 		}
-	}
-	switch o.Preallocation {
-	case "", "off", "metadata", "falloc", "full":
-	default:
-		return nil, 0, fmt.Errorf("invalid preallocation mode %q", o.Preallocation)
 	}
 	// Preallocated clusters of an extended L2 image have every subcluster
 	// unallocated (bitmap 0), so they still read the backing file; without

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
 )
 
 // resize changes the virtual size. Growing enlarges the L1 table when
@@ -78,7 +80,7 @@ func (img *Image) checkEmptyFrom(newSize int64) error {
 // table, barrier, header, barrier, then the old table is freed.
 func (img *Image) growL1(n int64) error {
 	if n*8 > maxL1Bytes {
-		return fmt.Errorf("L1 table of %d entries would exceed %d bytes", n, maxL1Bytes)
+		return fmt.Errorf("%w: L1 table of %d entries would exceed %d bytes", block.ErrSizeTooLarge, n, maxL1Bytes)
 	}
 	cs := img.clusterSize
 	clusters := (n*8 + cs - 1) / cs
