@@ -162,7 +162,7 @@ func runConvert(t *tool, args []string) int {
 	}
 	if !p.has("n") {
 		if err := block.Create(outFmt, dstPath, o); err != nil {
-			return t.fail("%s: %v", dstPath, err)
+			return t.fail("%s: %v", dstPath, createReason(outFmt, err))
 		}
 	}
 	dst, err := t.openImage(dstPath, outFmt, dstOpts)

@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -192,6 +193,26 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 	return b.String()
 }
 
+// createReason is what qemu-img prints after "FILE: " for an engine's
+// refusal to create: the reason without the engine's context, and for a
+// size the geometry cannot address bdrv_img_create's own words for EFBIG,
+// with the hint it adds for formats that have a cluster_size option
+// (iotest 054).
+func createReason(format string, err error) error {
+	if errors.Is(err, block.ErrSizeTooLarge) {
+		hint := ""
+		if format == "qcow2" || format == "qed" {
+			hint = " (try using a larger cluster size)"
+		}
+		return fmt.Errorf("The image size is too large for file format '%s'%s", format, hint)
+	}
+	var ce *block.CreateError
+	if errors.As(err, &ce) {
+		return ce.Reason
+	}
+	return err
+}
+
 func runCreate(t *tool, args []string) int {
 	p, err := optSpec{short: "f:b:F:uo:q", long: []string{"object=", "help"}}.parse(args)
 	if err != nil {
@@ -228,10 +249,19 @@ func runCreate(t *tool, args []string) int {
 	haveSize := given["size"] != ""
 	if len(p.args) == 2 {
 		var ok bool
-		if o.Size, ok = t.cvtnum("image size", p.args[1], 0, math.MaxInt64); !ok {
+		size, ok := t.cvtnum("image size", p.args[1], 0, math.MaxInt64)
+		if !ok {
 			return 1
 		}
-		haveSize = true
+		// bdrv_img_create's checks, before the backing file is opened
+		// (iotest 049).
+		if haveSize {
+			return t.fail("%s: The image size must be specified only once", path)
+		}
+		o.Size, haveSize = size, true
+	}
+	if p.has("b") && o.BackingFile == "" {
+		return t.fail("%s: Expected backing file name, got empty string", path)
 	}
 	if o.BackingFile != "" && format == "raw" {
 		return t.fail("%s: Backing file not supported for file format 'raw'", path)
@@ -280,7 +310,7 @@ func runCreate(t *tool, args []string) int {
 		return t.fail("%s: Cluster size must be a power of two between 512 and 2048k", path)
 	}
 	if err := block.Create(format, file, o); err != nil {
-		return t.fail("%s: %v", path, err)
+		return t.fail("%s: %v", path, createReason(format, err))
 	}
 	return 0
 }

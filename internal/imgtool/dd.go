@@ -108,7 +108,7 @@ func runDD(t *tool, args []string) int {
 		outSize = size - d.skip*d.bs
 	}
 	if err := block.Create(outFmt, d.out, block.CreateOptions{Size: outSize}); err != nil {
-		return t.fail("%s: error while creating output image: %v", d.out, err)
+		return t.fail("%s: error while creating output image: %v", d.out, createReason(outFmt, err))
 	}
 	dst, err := t.openImage(d.out, outFmt, block.Options{})
 	if err != nil {

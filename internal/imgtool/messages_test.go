@@ -48,3 +48,37 @@ func TestQemuImgMessages(t *testing.T) {
 		t.Error("a refused convert created its target")
 	}
 }
+
+// TestCreateMessages: qcow2 creation refusals in qemu-img's words, after
+// "FILE: ", and nothing left behind (iotests 049, 054, 112, 271).
+func TestCreateMessages(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "t.qcow2")
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"1E"}, "The image size is too large for file format 'qcow2' (try using a larger cluster size)"},
+		{[]string{"-o", "size=10M", "20M"}, "The image size must be specified only once"},
+		{[]string{"-b", "", "1M"}, "Expected backing file name, got empty string"},
+		{[]string{"-o", "compat=0.42", "64M"}, "Parameter 'version' does not accept value '0.42'"},
+		{[]string{"-o", "preallocation=1234", "64M"}, "Parameter 'preallocation' does not accept value '1234'"},
+		{[]string{"-o", "compat=0.10,lazy_refcounts=on", "64M"},
+			"Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)"},
+		{[]string{"-o", "refcount_bits=42", "64M"}, "Refcount width must be a power of two and may not exceed 64 bits"},
+		{[]string{"-o", "compat=0.10,refcount_bits=1", "64M"},
+			"Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)"},
+		{[]string{"-o", "extended_l2=on,cluster_size=8k", "64M"},
+			"Extended L2 entries are only supported with cluster sizes of at least 16384 bytes"},
+	} {
+		args := append([]string{"create", "-q", "-f", "qcow2", img}, c.args...)
+		rc, _, e := pimg(args...)
+		if want := "petrel img: " + img + ": " + c.msg + "\n"; rc != 1 || e != want {
+			t.Errorf("%v: exit %d, stderr %q; want 1, %q", c.args, rc, e, want)
+		}
+		if _, err := os.Stat(img); err == nil {
+			t.Errorf("%v: refused create left %s", c.args, img)
+			os.Remove(img)
+		}
+	}
+}
