@@ -67,6 +67,10 @@ func runConvert(t *tool, args []string) int {
 		return t.fail("Expecting image file name")
 	}
 	srcPaths, dstPath := p.args[:len(p.args)-1], p.args[len(p.args)-1]
+	if p.has("n") && p.has("o") {
+		// img_convert refuses -o options it would not use (iotest 122).
+		return t.fail("-o has no effect when skipping image creation")
+	}
 	if p.has("skip-broken-bitmaps") && !p.has("bitmaps") {
 		return t.fail("Use of --skip-broken-bitmaps requires --bitmaps")
 	}

@@ -82,3 +82,12 @@ func TestCreateMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestConvertSkipCreateWithOptions: -n with -o is refused before anything
+// is opened (iotest 122).
+func TestConvertSkipCreateWithOptions(t *testing.T) {
+	rc, _, e := pimg("convert", "-O", "qcow2", "-o", "preallocation=metadata", "-n", "a.qcow2", "b.qcow2")
+	if want := "petrel img: -o has no effect when skipping image creation\n"; rc != 1 || e != want {
+		t.Errorf("exit %d, stderr %q; want 1, %q", rc, e, want)
+	}
+}

@@ -95,7 +95,11 @@ func (t *tool) rebaseCopy(img, newB block.Image, progress bool) error {
 		if err := block.ReadBacking(newB, nb, off); err != nil {
 			return err
 		}
-		// Write runs of differing 512-byte sectors.
+		// Write runs of differing 512-byte sectors. As QEMU 7.2's
+		// img_rebase, where the old backing data of the whole chunk is
+		// zeroes the runs are written as zeroes (no unmap): the image
+		// gets zero clusters, not zero-filled data (iotest 252).
+		oldZero := allZero(o)
 		for i := int64(0); i < n; {
 			e := min(n, i+512)
 			if string(o[i:e]) == string(nb[i:e]) {
@@ -110,7 +114,12 @@ func (t *tool) rebaseCopy(img, newB block.Image, progress bool) error {
 				}
 				j = k
 			}
-			if _, err := img.WriteAt(o[i:j], off+i); err != nil {
+			if oldZero {
+				err = img.WriteZeroes(off+i, j-i, false)
+			} else {
+				_, err = img.WriteAt(o[i:j], off+i)
+			}
+			if err != nil {
 				return fmt.Errorf("%#x: %w", off+i, err)
 			}
 			i = j
