@@ -37,15 +37,18 @@ type convertJob struct {
 }
 
 type converter struct {
-	srcs       []block.Image
-	dst        block.Image
-	cw         block.CompressedWriter // -c
-	needZeroes bool                   // target does not read zeroes by itself (-n or -B)
-	hasBacking bool                   // -B: data from the sources' backing files is skipped
-	sparse     int64                  // -S: zero detection granularity, 0 = off
-	inOrder    bool                   // without -W, writes complete in order
-	workers    int
-	progress   func(done int64)
+	srcs []block.Image
+	dst  block.Image
+	cw   block.CompressedWriter // -c
+	// targetBacking is the size of a new target's backing file, -1 when
+	// there is none (or the target existed: -n).
+	targetBacking int64
+	needZeroes    bool  // target does not read zeroes by itself (-n or -B)
+	hasBacking    bool  // -B: data from the sources' backing files is skipped
+	sparse        int64 // -S: zero detection granularity, 0 = off
+	inOrder       bool  // without -W, writes complete in order
+	workers       int
+	progress      func(done int64)
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -174,11 +177,14 @@ func runConvert(t *tool, args []string) int {
 		return t.fail("%v", err)
 	}
 	c := &converter{
-		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"),
+		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"), targetBacking: -1,
 		needZeroes: p.has("n") && !p.has("target-is-zero") || o.BackingFile != "",
 		hasBacking: o.BackingFile != "",
 	}
 	c.cond = sync.NewCond(&c.mu)
+	if b := dst.Backing(); b != nil && o.BackingFile != "" && !p.has("n") {
+		c.targetBacking = b.Size()
+	}
 	if p.has("c") {
 		cw, ok := dst.(block.CompressedWriter)
 		if !ok {
@@ -265,18 +271,30 @@ func (c *converter) plan(out chan<- *convertJob) error {
 				return fmt.Errorf("%#x: reading block status: %w", base+off, err)
 			}
 			n := max(e.Length, 1)
+			// img_convert splits requests at the end of a new target's
+			// backing file: past it, the target reads zeroes by itself.
+			if tb := c.targetBacking; tb >= 0 && base+off < tb && base+off+n > tb {
+				n = tb - base - off
+			}
 			kind := jobCopy
 			switch {
 			case c.hasBacking && e.Depth > 0:
 				kind = jobSkip // the new backing file is expected to hold it
-			case e.Flags&block.ExtentData == 0:
+			case e.Flags&block.ExtentData != 0:
+			case c.targetBacking >= 0 && base+off >= c.targetBacking:
+				// Zeroes past the new target's backing file are left
+				// out (QEMU's post_backing_zero; iotest 122: nothing is
+				// allocated there, even in a v2 image).
 				kind = jobSkip
-				if c.needZeroes {
-					kind = jobZero
-				}
+			case c.sparse == 0:
+				// -S 0: zeroes are written as data, the target is fully
+				// allocated (iotest 122).
+			case c.needZeroes:
+				kind = jobZero
+			default:
+				kind = jobSkip
 			}
-			counted := kind == jobCopy ||
-				c.sparse == 0 && e.Flags&block.ExtentData == 0 && !(c.hasBacking && e.Depth > 0)
+			counted := kind == jobCopy
 			// Extents of one kind are coalesced (engines report runs of
 			// host-contiguous clusters, convert only cares about the
 			// kind); copy jobs end on the chunk grid of the target.
@@ -327,7 +345,7 @@ func (c *converter) planGrid(out chan<- *convertJob, align int64) error {
 			if err != nil {
 				return fmt.Errorf("%#x: reading block status: %w", off, err)
 			}
-			if e.Flags&block.ExtentData != 0 || c.needZeroes {
+			if e.Flags&block.ExtentData != 0 || c.needZeroes || c.sparse == 0 {
 				kind = jobCopy
 			}
 			off += max(e.Length, 1)
@@ -520,7 +538,9 @@ func (c *converter) writeCompressed(b []byte, off int64) error {
 	cs := int(c.cw.ClusterSize())
 	for i := 0; i < len(b); i += cs {
 		cl := b[i:min(len(b), i+cs)]
-		if allZero(cl) {
+		// With -S 0 zero clusters are compressed too, as qemu-img's
+		// convert_co_write (the target is fully allocated).
+		if c.sparse != 0 && allZero(cl) {
 			if c.needZeroes {
 				if err := c.dst.WriteZeroes(off+int64(i), int64(len(cl)), false); err != nil {
 					return fmt.Errorf("%d: %w", off+int64(i), err)
