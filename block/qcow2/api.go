@@ -1,6 +1,10 @@
 package qcow2
 
-import "github.com/petrel-vmm/petrel/block"
+import (
+	"errors"
+
+	"github.com/petrel-vmm/petrel/block"
+)
 
 // WriteAt writes guest data (see writeAt).
 func (img *Image) WriteAt(p []byte, off int64) (int, error) {
@@ -48,7 +52,21 @@ func (img *Image) Resize(newSize int64) error {
 	if err := img.writable(); err != nil {
 		return err
 	}
-	return img.noteCorrupt(img.resize(newSize))
+	// Growing over a backing file longer than the image: as QEMU's
+	// bdrv_co_truncate (BDRV_REQ_ZERO_WRITE) and qcow2_co_truncate, the
+	// new area is made to read as zeroes instead of the backing file's
+	// data past the old end (iotest 292). A v2 image cannot hold zero
+	// clusters over a backing file; QEMU fails the zeroing there, so it
+	// is refused before anything changes.
+	old := img.Size()
+	zero := newSize > old && img.backing != nil && img.backing.Size() > old
+	if zero && img.hdr.version < 3 {
+		return errors.New("Failed to zero out new clusters: Operation not supported")
+	}
+	if err := img.noteCorrupt(img.resize(newSize)); err != nil || !zero {
+		return err
+	}
+	return img.WriteZeroes(old, newSize-old, false)
 }
 
 // CreateSnapshot records the current disk state under name.
