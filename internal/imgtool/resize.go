@@ -46,7 +46,9 @@ func runResize(t *tool, args []string) int {
 		return t.fail("Invalid size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
 	}
 	path := p.args[0]
-	img, err := t.openImage(path, p.get("f"), block.Options{NoBacking: true})
+	// With its backing file, as qemu-img: growing over a longer backing
+	// file zeroes the new area (iotest 292).
+	img, err := t.openImage(path, p.get("f"), block.Options{})
 	if err != nil {
 		return t.fail("%v", err)
 	}
