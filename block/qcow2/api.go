@@ -63,6 +63,18 @@ func (img *Image) Resize(newSize int64) error {
 	if zero && img.hdr.version < 3 {
 		return errors.New("Failed to zero out new clusters: Operation not supported")
 	}
+	if newSize < old && img.hdr.nbSnapshots == 0 {
+		// A shrink drops the clusters wholly beyond the new end first,
+		// as qcow2_co_truncate's full discard of the cropped clusters
+		// (qemu-img resize --shrink; iotests 163, 250, 292). The rest
+		// of a cluster the new end cuts stays allocated.
+		cs := img.clusterSize
+		if from := (newSize + cs - 1) &^ (cs - 1); from < old {
+			if err := img.noteCorrupt(img.zeroClusters(from, old, true, modeEmpty)); err != nil {
+				return err
+			}
+		}
+	}
 	if err := img.noteCorrupt(img.resize(newSize)); err != nil || !zero {
 		return err
 	}

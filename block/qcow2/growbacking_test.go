@@ -2,10 +2,13 @@ package qcow2
 
 import (
 	"bytes"
+	"encoding/binary"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/internal/testutil"
 )
 
 // TestGrowOverLongerBacking: growing an image whose backing file is
@@ -56,5 +59,60 @@ func createFilled(t *testing.T, path string, data []byte) {
 	defer img.Close()
 	if _, err := img.WriteAt(data, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestShrinkLikeQemu: a shrink over data keeps what lies below the new
+// end, frees the rest, drops the L2 tables and refcount blocks left
+// without use and cuts the file after its last cluster in use, as QEMU's
+// qcow2 truncate (iotests 163, 250, 292): qemu-img check is clean, no L1
+// entry or refcount table entry points past what is in use, and the
+// file is no longer than qemu-img's own shrink of the same image.
+func TestShrinkLikeQemu(t *testing.T) {
+	testutil.NeedTool(t, "qemu-img")
+	for _, o := range []string{"cluster_size=512,refcount_bits=1", "cluster_size=65536", "cluster_size=65536,extended_l2=on"} {
+		sizes := map[string]int64{}
+		for _, who := range []string{"qemu-img", "petrel"} {
+			path := filepath.Join(t.TempDir(), "s.qcow2")
+			run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", o, path, "4M")
+			qemuIO(t, path, "qcow2", "write -P 0x5a 0 4M")
+			if who == "qemu-img" {
+				run(t, "qemu-img", "resize", "--shrink", path, "1000k")
+			} else {
+				img, err := Open(path, block.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := img.Resize(1000 << 10); err != nil {
+					t.Fatalf("%s: shrink: %v", o, err)
+				}
+				img.Close()
+			}
+			qemuCheck(t, path, false)
+			qemuIO(t, path, "qcow2", "read -P 0x5a 0 1000k")
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := parseHeader(raw, int64(len(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			need := l1EntriesFor(h.size, h.clusterBits, h.l2EntryBits())
+			for i := need; i < h.l1Size; i++ {
+				if e := binary.BigEndian.Uint64(raw[h.l1Off+uint64(i)*8:]); e != 0 {
+					t.Errorf("%s %s: L1 entry %d past the size is %#x", o, who, i, e)
+				}
+			}
+			for i := uint64(0); i < uint64(h.rtClusters)<<h.clusterBits; i += 8 {
+				if off := binary.BigEndian.Uint64(raw[h.rtOff+i:]); off != 0 && (off >= uint64(len(raw)) || bytes.Count(raw[off:off+1<<h.clusterBits], []byte{0}) == 1<<h.clusterBits) {
+					t.Errorf("%s %s: refcount table entry %d names an empty block at %#x", o, who, i/8, off)
+				}
+			}
+			sizes[who] = int64(len(raw))
+		}
+		if sizes["petrel"] > sizes["qemu-img"] {
+			t.Errorf("%s: file after shrink %d bytes, qemu-img's %d", o, sizes["petrel"], sizes["qemu-img"])
+		}
 	}
 }
