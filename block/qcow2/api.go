@@ -58,6 +58,13 @@ func (img *Image) Resize(newSize int64) error {
 	// data past the old end (iotest 292). A v2 image cannot hold zero
 	// clusters over a backing file; QEMU fails the zeroing there, so it
 	// is refused before anything changes.
+	return img.resizeThen(newSize, func(int64) error { return nil })
+}
+
+// resizeThen is Resize with prepare run between the size change and the
+// zeroing of the new area (preallocation goes there, so that the zeroing
+// keeps the preallocated clusters, as qcow2_co_truncate does).
+func (img *Image) resizeThen(newSize int64, prepare func(old int64) error) error {
 	old := img.Size()
 	zero := newSize > old && img.backing != nil && img.backing.Size() > old
 	if zero && img.hdr.version < 3 {
@@ -75,7 +82,10 @@ func (img *Image) Resize(newSize int64) error {
 			}
 		}
 	}
-	if err := img.noteCorrupt(img.resize(newSize)); err != nil || !zero {
+	if err := img.noteCorrupt(img.resize(newSize)); err != nil {
+		return err
+	}
+	if err := prepare(old); err != nil || !zero {
 		return err
 	}
 	return img.WriteZeroes(old, newSize-old, false)
@@ -119,3 +129,42 @@ var (
 	_ block.BitmapHolder     = (*Image)(nil)
 	_ block.VMStateHolder    = (*Image)(nil)
 )
+
+// ResizePrealloc grows the image and preallocates the new area in mode
+// (metadata, falloc, full), as qemu-img resize --preallocation with
+// QEMU's qcow2_co_truncate (iotest 125). Shrinking with preallocation is
+// refused in QEMU's words.
+func (img *Image) ResizePrealloc(newSize int64, mode string) error {
+	if err := img.writable(); err != nil {
+		return err
+	}
+	old := img.Size()
+	if newSize < old {
+		return errors.New("Preallocation can't be used for shrinking an image")
+	}
+	return img.resizeThen(newSize, func(old int64) error {
+		// The cluster the old end cuts keeps what the image reads there
+		// (backing data included): it is allocated by writing that
+		// back, before the rest of the new area is preallocated (iotest
+		// 125 reads the backing file's data below the old end).
+		cs := img.clusterSize
+		if start := old &^ (cs - 1); start != old {
+			img.mu.Lock()
+			m, err := img.resolve(start, cs)
+			img.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			if m.kind == mapUnallocated {
+				buf := make([]byte, old-start)
+				if _, err := img.ReadAt(buf, start); err != nil {
+					return err
+				}
+				if _, err := img.WriteAt(buf, start); err != nil {
+					return err
+				}
+			}
+		}
+		return img.noteCorrupt(img.preallocate(mode, old))
+	})
+}

@@ -63,7 +63,7 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if err := im.Resize(size); err != nil {
 		return err
 	}
-	if err := im.preallocate(o.Preallocation); err != nil {
+	if err := im.preallocate(o.Preallocation, 0); err != nil {
 		return err
 	}
 	return im.Close()
@@ -171,7 +171,7 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 // L2 entries the subcluster bitmaps stay 0 (all unallocated), as QEMU
 // writes them: the clusters read as before (backing data or zeroes), and
 // subcluster writes fill them in place.
-func (img *Image) preallocate(mode string) error {
+func (img *Image) preallocate(mode string, from int64) error {
 	if mode == "" || mode == "off" {
 		return nil
 	}
@@ -180,14 +180,13 @@ func (img *Image) preallocate(mode string) error {
 	cs := img.clusterSize
 	size := int64(img.hdr.size)
 	var end int64
-	for off := int64(0); off < size; {
+	// From the cluster holding from: clusters already allocated (the one
+	// a grown image's old end cuts) keep their entries, as QEMU's
+	// preallocate_co.
+	for off := from &^ (cs - 1); off < size; {
 		l1i, l2i := img.l2Index(off)
 		k := min((size-off+cs-1)/cs, img.l2Entries-l2i)
 		l2off, err := img.l2ForWrite(l1i)
-		if err != nil {
-			return err
-		}
-		host, err := img.allocClusters(k)
 		if err != nil {
 			return err
 		}
@@ -195,15 +194,44 @@ func (img *Image) preallocate(mode string) error {
 		if err != nil {
 			return err
 		}
-		for i := int64(0); i < k; i++ {
-			img.setL2Entry(e.data, l2i+i, uint64(host+i*cs)|oflagCopied)
-		}
-		e.dirty = true
-		end = max(end, host+k*cs)
-		if mode == "full" {
-			if err := writeZeroRange(img.f, host, k*cs); err != nil {
+		free := func(i int64) bool { ent, _ := img.l2Entry(e.data, l2i+i); return ent == 0 }
+		for i := int64(0); i < k; {
+			if !free(i) {
+				// The cluster a grown image's old end cuts, allocated
+				// before (say by metadata preallocation): falloc and
+				// full reserve its space too, so that writes to the new
+				// area do not allocate (iotest 125).
+				ent, _ := img.l2Entry(e.data, l2i+i)
+				if host := int64(ent & l2OffsetMask); mode != "metadata" && host != 0 && ent&oflagCompressed == 0 {
+					if err := img.f.Fallocate(0, host, cs); err != nil {
+						return fmt.Errorf("reserving cluster at %#x: %w", host, err)
+					}
+				}
+				i++
+				continue
+			}
+			j := i + 1
+			for j < k && free(j) {
+				j++
+			}
+			host, err := img.allocClusters(j - i)
+			if err != nil {
 				return err
 			}
+			if e, err = img.l2c.get(l2off); err != nil {
+				return err
+			}
+			for x := i; x < j; x++ {
+				img.setL2Entry(e.data, l2i+x, uint64(host+(x-i)*cs)|oflagCopied)
+			}
+			e.dirty = true
+			end = max(end, host+(j-i)*cs)
+			if mode == "full" {
+				if err := writeZeroRange(img.f, host, (j-i)*cs); err != nil {
+					return err
+				}
+			}
+			i = j
 		}
 		off += k * cs
 	}

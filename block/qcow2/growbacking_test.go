@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -114,5 +115,81 @@ func TestShrinkLikeQemu(t *testing.T) {
 		if sizes["petrel"] > sizes["qemu-img"] {
 			t.Errorf("%s: file after shrink %d bytes, qemu-img's %d", o, sizes["petrel"], sizes["qemu-img"])
 		}
+	}
+}
+
+// TestResizePrealloc: growing with preallocation allocates every cluster
+// of the new area, the one the old end cuts included, and leaves the
+// clusters before it as they were (iotest 125); qemu-img map and check
+// agree.
+func TestResizePrealloc(t *testing.T) {
+	testutil.NeedTool(t, "qemu-img")
+	for _, mode := range []string{"metadata", "falloc", "full"} {
+		path := filepath.Join(t.TempDir(), "p.qcow2")
+		if err := Create(path, block.CreateOptions{Size: 100 << 10}); err != nil {
+			t.Fatal(err)
+		}
+		img, err := Open(path, block.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := img.WriteAt(bytes.Repeat([]byte{7}, 4096), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := img.ResizePrealloc(1<<20, mode); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if err := img.ResizePrealloc(512<<10, mode); err == nil || err.Error() != "Preallocation can't be used for shrinking an image" {
+			t.Errorf("%s: shrink with preallocation: %v", mode, err)
+		}
+		got := readAll(t, img)
+		img.Close()
+		want := append(bytes.Repeat([]byte{7}, 4096), make([]byte, 1<<20-4096)...)
+		assertEqual(t, mode, got, want)
+		qemuCheck(t, path, false)
+		var ext []struct {
+			Start, Length int64
+			Data          bool
+		}
+		if err := json.Unmarshal([]byte(run(t, "qemu-img", "map", "--output=json", path)), &ext); err != nil {
+			t.Fatal(err)
+		}
+		// Cluster 0 holds data; cluster 1 (the old end cuts it) and all
+		// after it are preallocated: every byte of the disk is mapped.
+		for _, e := range ext {
+			if !e.Data {
+				t.Errorf("%s: qemu-img map: %+v not allocated", mode, e)
+			}
+		}
+	}
+}
+
+// TestResizePreallocUnalignedBacking: the cluster an unaligned old end
+// cuts keeps the backing file's data below the old end when it is
+// preallocated, the new area reads zeroes, and the file holds exactly two
+// data clusters besides the metadata, as QEMU's (iotest 125).
+func TestResizePreallocUnalignedBacking(t *testing.T) {
+	for _, mode := range []string{"metadata", "full"} {
+		dir := t.TempDir()
+		createFilled(t, filepath.Join(dir, "base.qcow2"), bytes.Repeat([]byte{1}, 128<<10))
+		top := filepath.Join(dir, "top.qcow2")
+		if err := Create(top, block.CreateOptions{Size: 31 << 10, BackingFile: "base.qcow2", BackingFormat: "qcow2"}); err != nil {
+			t.Fatal(err)
+		}
+		img, err := Open(top, block.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := img.ResizePrealloc(96<<10, mode); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		got := readAll(t, img)
+		img.Close()
+		assertEqual(t, mode, got, append(bytes.Repeat([]byte{1}, 31<<10), make([]byte, 65<<10)...))
+		// header, refcount table, refcount block, L1, L2, 2 data clusters
+		if st, err := os.Stat(top); err != nil || st.Size() != 7<<16 {
+			t.Errorf("%s: file length %v, %v; want %d", mode, st.Size(), err, 7<<16)
+		}
+		qemuCheck(t, top, false)
 	}
 }
