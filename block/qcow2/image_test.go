@@ -398,9 +398,9 @@ func TestCorruptionMarksImage(t *testing.T) {
 	}
 }
 
-// TestRepairAllDropsInvalidEntries: an L2 entry pointing beyond the file
-// and a misaligned one are corruptions; -r all clears them so that
-// qemu-img checks the image clean.
+// TestRepairAllDropsInvalidEntries: an L2 entry pointing beyond the file,
+// a misaligned zero cluster and reserved bits are corruptions; -r all
+// clears them so that qemu-img checks the image clean.
 func TestRepairAllDropsInvalidEntries(t *testing.T) {
 	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20})
 	img.WriteAt([]byte("keep"), 0)
@@ -414,6 +414,7 @@ func TestRepairAllDropsInvalidEntries(t *testing.T) {
 	f.WriteAt(b[:], l2off+8)
 	f.ReadAt(b[:], l2off+16)
 	b[6] |= 0x02 // misaligned: offset bit 9 in 64 KiB clusters
+	b[7] |= 1    // and zero-flagged: no data, so repairable (QEMU leaves a misaligned data cluster)
 	f.WriteAt(b[:], l2off+16)
 	f.ReadAt(b[:], l2off+24)
 	binary.BigEndian.PutUint64(b[:], binary.BigEndian.Uint64(b[:])|0x80) // reserved bit 7
