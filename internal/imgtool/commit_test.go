@@ -120,3 +120,34 @@ func TestRebaseZeroesLikeQemu(t *testing.T) {
 		t.Errorf("after rebase:\nqemu-img: %s\npetrel:   %s", maps["qemu-img"], maps["petrel"])
 	}
 }
+
+// TestRebaseRunsLikeQemu: below the old backing file's end, zeroes it
+// holds are written as data, and a differing run across backing extents
+// is written at once, so the image is allocated as qemu-img's (iotest
+// 024, for qcow2 and QED).
+func TestRebaseRunsLikeQemu(t *testing.T) {
+	offset := regexp.MustCompile(`, "offset": [0-9]+`)
+	for _, f := range []string{"qcow2", "qed"} {
+		maps := map[string]string{}
+		for _, who := range []string{"qemu-img", "petrel"} {
+			dir := t.TempDir()
+			old, nw, top := filepath.Join(dir, "old."+f), filepath.Join(dir, "new."+f), filepath.Join(dir, "t."+f)
+			qemuTool(t, "qemu-img", "create", "-q", "-f", f, old, "1M")
+			qemuTool(t, "qemu-img", "create", "-q", "-f", f, nw, "1M")
+			qemuTool(t, "qemu-img", "create", "-q", "-f", f, "-b", "old."+f, "-F", f, top, "1M")
+			qemuTool(t, "qemu-io", "-c", "write -P 0x11 0 128k", "-c", "write -P 0x11 192k 64k", old)
+			qemuTool(t, "qemu-io", "-c", "write -P 0x22 64k 128k", "-c", "write -P 0x11 192k 64k", nw)
+			args := []string{"rebase", "-f", f, "-b", "new." + f, "-F", f, top}
+			if who == "qemu-img" {
+				qemuTool(t, "qemu-img", args...)
+			} else if rc, o, e := pimg(args...); rc != 0 {
+				t.Fatalf("petrel img rebase: exit %d %s%s", rc, o, e)
+			}
+			qemuTool(t, "qemu-io", "-c", "read -P 0x11 0 128k", "-c", "read -P 0 128k 64k", "-c", "read -P 0x11 192k 64k", top)
+			maps[who] = offset.ReplaceAllString(qemuTool(t, "qemu-img", "map", "--output=json", top), "")
+		}
+		if maps["qemu-img"] != maps["petrel"] {
+			t.Errorf("%s after rebase:\nqemu-img: %s\npetrel:   %s", f, maps["qemu-img"], maps["petrel"])
+		}
+	}
+}

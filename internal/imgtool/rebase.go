@@ -88,6 +88,31 @@ func (t *tool) rebaseCopy(img, newB block.Image, progress bool) error {
 			off += n
 			continue
 		}
+		// A chunk covers what the image itself leaves unallocated,
+		// whatever the layers below hold, as img_rebase's
+		// bdrv_is_allocated on the image alone: differing runs that
+		// continue across backing extents are written at once, so
+		// their clusters are allocated in one piece (iotest 024).
+		for n < rebaseChunk && off+n < size {
+			next, err := layerStatus(img, chain, off+n, size-off-n)
+			if err != nil {
+				return fmt.Errorf("reading block status at %#x: %w", off+n, err)
+			}
+			if next.depth == 0 && next.present {
+				break
+			}
+			n = min(rebaseChunk, n+next.length)
+		}
+		// As QEMU 7.2's img_rebase, a chunk does not cross the end of
+		// the old backing file: past it (or with no old backing file)
+		// the old data is zeroes by definition.
+		oldSize := int64(0)
+		if b := img.Backing(); b != nil {
+			oldSize = b.Size()
+		}
+		if off < oldSize {
+			n = min(n, oldSize-off)
+		}
 		o, nb := oldBuf[:n], newBuf[:n]
 		if _, err := img.ReadAt(o, off); err != nil {
 			return fmt.Errorf("reading old backing data at %#x: %w", off, err)
@@ -96,10 +121,11 @@ func (t *tool) rebaseCopy(img, newB block.Image, progress bool) error {
 			return err
 		}
 		// Write runs of differing 512-byte sectors. As QEMU 7.2's
-		// img_rebase, where the old backing data of the whole chunk is
-		// zeroes the runs are written as zeroes (no unmap): the image
-		// gets zero clusters, not zero-filled data (iotest 252).
-		oldZero := allZero(o)
+		// img_rebase, past the old backing file's end the runs are
+		// written as zeroes (no unmap): the image gets zero clusters,
+		// not zero-filled data (iotest 252); below it, zeroes the old
+		// backing file holds are written as data (iotest 024).
+		oldZero := off >= oldSize
 		for i := int64(0); i < n; {
 			e := min(n, i+512)
 			if string(o[i:e]) == string(nb[i:e]) {
