@@ -11,6 +11,11 @@ func init() {
 	register("commit", "commit changes into the backing file: commit [-f fmt] [-t cache] [-b base] [-d] [-p] file", runCommit)
 }
 
+// runCommit is qemu-img commit: the data the top image holds above the
+// base (its backing file, or -b a deeper layer) is written into the base,
+// then the top is emptied so it reads through again (unless -d, or -b
+// which implies it). The top is only read until that last step; the base
+// is opened on its own, writable, by its file name and format.
 func runCommit(t *tool, args []string) int {
 	p, err := optSpec{short: "f:ht:b:dpqr:", long: []string{"object=", "image-opts"}}.parse(args)
 	if err != nil {
@@ -56,6 +61,8 @@ func runCommit(t *tool, args []string) int {
 			return t.fail("Did not find '%s' in the backing chain of '%s'", b, path)
 		}
 	}
+	// A second handle on the base: the one inside the top's chain is
+	// read-only, as qemu-img reopens the base read-write for the job.
 	basePath, baseFmt := block.Filename(chain[baseIdx]), chain[baseIdx].Format()
 	base, err := t.openImage(basePath, baseFmt, block.Options{DirectIO: direct})
 	if err != nil {

@@ -13,7 +13,8 @@ func init() {
 	register("convert", "copy/convert: convert [-c] [-p] [-n] [-f fmt] [-l snapshot] [-O fmt] [-o opts] [-B backing] [-t cache] [-T cache] [-m N] [-W] [-S size] src... dst", runConvert)
 }
 
-// convertChunk is the unit of work of one convert worker.
+// convertChunk is the unit of work of one convert worker: 2 MiB, qemu-img's
+// IO_BUF_SIZE, the largest request its convert issues.
 const convertChunk = 2 << 20
 
 // Job kinds.
@@ -23,6 +24,10 @@ const (
 	jobSkip        // the target already reads right here
 )
 
+// convertJob is one range of the target and how to fill it. Jobs are
+// planned in target order; seq numbers them so that, without -W, their
+// writes happen in that order as qemu-img's (in-order coroutines), which
+// keeps the target's cluster layout what qemu-img would make.
 type convertJob struct {
 	seq    int
 	src    int   // source index
@@ -36,6 +41,8 @@ type convertJob struct {
 	counted bool
 }
 
+// converter is one qemu-img convert run: the sources (concatenated when
+// several), the target, and the planner's and workers' shared state.
 type converter struct {
 	srcs []block.Image
 	dst  block.Image
@@ -58,6 +65,12 @@ type converter struct {
 	err     error
 }
 
+// runConvert is qemu-img convert. Order of checks and words as
+// img_convert: option conflicts first (-n with -o, --bitmaps), then the
+// sources are opened, the target's options and backing file checked, the
+// target created (unless -n) and opened, and the copy run by -m workers.
+// The target defaults to raw and to cache=unsafe (flushed once at the
+// end), as qemu-img.
 func runConvert(t *tool, args []string) int {
 	p, err := optSpec{short: "hf:O:B:Cco:l:S:pt:T:qnm:WUr:F:", long: []string{"object=", "image-opts", "target-image-opts", "force-share", "salvage", "target-is-zero", "bitmaps", "skip-broken-bitmaps"}}.parse(args)
 	if err != nil {
@@ -106,12 +119,16 @@ func runConvert(t *tool, args []string) int {
 	if err := cacheMode(dstCache, &dstOpts); err != nil {
 		return t.fail("%v", err)
 	}
+	// -m: qemu-img's number of coroutines, 8 by default, 1..16; here
+	// the number of workers copying at once.
 	workers := 8
 	if m := p.get("m"); m != "" {
 		if workers, err = strconv.Atoi(m); err != nil || workers < 1 || workers > 16 {
 			return t.fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
 		}
 	}
+	// -S: runs of at least this many zero bytes (4 KiB by default) are
+	// not written; 0 writes everything, allocating the whole target.
 	sparse := int64(4096)
 	if s := p.get("S"); s != "" {
 		if sparse, err = parseSize(s); err != nil || sparse < 0 || sparse%512 != 0 {
@@ -124,6 +141,8 @@ func runConvert(t *tool, args []string) int {
 			s.Close()
 		}
 	}()
+	// total is the target's size: the sources' sizes added up, as
+	// qemu-img concatenates several sources.
 	var total int64
 	for _, sp := range srcPaths {
 		img, err := t.openImage(sp, p.get("f"), block.Options{ReadOnly: true, DirectIO: srcDirect})
@@ -146,6 +165,9 @@ func runConvert(t *tool, args []string) int {
 			return t.fail("%v", err)
 		}
 	}
+	// -B and -F are the old-style spellings of -o backing_file and
+	// backing_fmt. The size is always the sources' total, whatever -o
+	// size says.
 	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F")}
 	given := map[string]string{}
 	for _, s := range p.opts["o"] {
@@ -176,6 +198,10 @@ func runConvert(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
+	// needZeroes: the target may hold other data where the sources read
+	// zeroes (an existing target with -n, unless --target-is-zero says
+	// otherwise; or a backing file under the new target), so zeroes must
+	// be written rather than skipped.
 	c := &converter{
 		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"), targetBacking: -1,
 		needZeroes: p.has("n") && !p.has("target-is-zero") || o.BackingFile != "",
@@ -193,6 +219,7 @@ func runConvert(t *tool, args []string) int {
 		}
 		c.cw = cw
 	}
+	// An existing target (-n) must hold every source byte.
 	if p.has("n") && dst.Size() < total {
 		dst.Close()
 		return t.fail("error while converting %s: target image is smaller than the source", outFmt)
@@ -230,6 +257,8 @@ func runConvert(t *tool, args []string) int {
 		show(0)
 		progressEnd = func() { show(100); fmt.Fprintln(t.stdout) }
 	}
+	// Close flushes the target (cache=unsafe skipped every flush before);
+	// its error counts as the copy's.
 	err = c.run()
 	progressEnd()
 	if cerr := dst.Close(); err == nil {
@@ -328,6 +357,8 @@ func (c *converter) plan(out chan<- *convertJob) error {
 // whole clusters), each copied unless every source byte in it is
 // unallocated zeroes.
 func (c *converter) planGrid(out chan<- *convertJob, align int64) error {
+	// total is the target's size: the sources' sizes added up, as
+	// qemu-img concatenates several sources.
 	var total int64
 	for _, s := range c.srcs {
 		total += s.Size()
@@ -361,6 +392,8 @@ func (c *converter) progressTotal() (int64, error) {
 	jobs := make(chan *convertJob, 16)
 	planErr := make(chan error, 1)
 	go func() { planErr <- c.plan(jobs) }()
+	// total is the target's size: the sources' sizes added up, as
+	// qemu-img concatenates several sources.
 	var total int64
 	for j := range jobs {
 		if j.counted {
@@ -398,12 +431,15 @@ func (c *converter) readConcat(b []byte, off int64) error {
 	return nil
 }
 
+// failed reports whether a worker or the planner has failed; the others
+// then stop taking work.
 func (c *converter) failed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err != nil
 }
 
+// fail records the first error; later ones are consequences of it.
 func (c *converter) fail(err error) {
 	c.mu.Lock()
 	if c.err == nil {
@@ -413,6 +449,9 @@ func (c *converter) fail(err error) {
 	c.cond.Broadcast()
 }
 
+// run plans and copies: one planner goroutine feeds jobs to c.workers
+// workers over a bounded channel (the plan never runs far ahead of the
+// copy), and the first error of either ends the run.
 func (c *converter) run() error {
 	jobs := make(chan *convertJob, 2*c.workers)
 	// plan closes jobs before it returns, so the workers can finish before
@@ -456,6 +495,8 @@ func (c *converter) waitTurn(seq int) {
 	c.mu.Unlock()
 }
 
+// finish lets the next job write (in-order mode) and advances the
+// progress by the job's bytes when it is one progress counts.
 func (c *converter) finish(j *convertJob) {
 	if c.inOrder {
 		c.mu.Lock()
@@ -468,6 +509,8 @@ func (c *converter) finish(j *convertJob) {
 	}
 }
 
+// do runs one job. Reads happen before the job's turn, so that workers
+// read in parallel; only the write waits for the jobs before it.
 func (c *converter) do(j *convertJob, buf []byte) error {
 	defer c.finish(j)
 	switch j.kind {

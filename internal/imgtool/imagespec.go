@@ -79,6 +79,9 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 		// The protocol node alone: its bytes are the disk (raw).
 		prefix, s.format = "", "raw"
 	default:
+		// A format driver over a file: anything else (null-co, nbd,
+		// blkdebug, ...) is a driver petrel img does not have, refused
+		// by name rather than opened as something else.
 		if _, ok := block.Lookup(driver); !ok {
 			return s, fmt.Errorf("Unknown driver '%s' (petrel img opens qcow2, qed, raw over files)", driver)
 		}
@@ -95,6 +98,8 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 			return s, fmt.Errorf("Unknown protocol driver '%s' (petrel img opens files)", d)
 		}
 	}
+	// The file name and the open options that map onto block.Options;
+	// both the format level and the file level may say cache.*.
 	s.path = o.Str(prefix + "filename")
 	if s.path == "" {
 		return s, fmt.Errorf("The '%s' block driver requires a file name", map[bool]string{true: "file", false: driver}[prefix == ""])

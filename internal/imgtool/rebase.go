@@ -11,8 +11,16 @@ func init() {
 	register("rebase", "change the backing file: rebase [-u] [-f fmt] [-F fmt] [-p] -b backing file", runRebase)
 }
 
+// rebaseChunk bounds one comparison of old and new backing data.
 const rebaseChunk = 1 << 20
 
+// runRebase is qemu-img rebase. Safe mode (the default) keeps what the
+// image reads: where the image itself allocates nothing, the old backing
+// chain's data is compared with the new backing file's, and runs that
+// differ are written into the image before the header names the new
+// backing file; -u only rewrites the header. A backing file needs its
+// format (-F), as QEMU 7.2 requires; -b "" removes the backing file (the
+// image then holds everything it read).
 func runRebase(t *tool, args []string) int {
 	p, err := optSpec{short: "hf:F:b:upt:T:qUc", long: []string{"object=", "image-opts", "force-share"}}.parse(args)
 	if err != nil {
