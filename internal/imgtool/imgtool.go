@@ -86,6 +86,8 @@ func MainAs(prog string, args []string, stdout, stderr io.Writer) int {
 	return c.run(t, args[1:])
 }
 
+// usage lists the subcommands on stderr, as `petrel img help` (qemu-img's
+// long help text is not reproduced; iotests do not read it).
 func (t *tool) usage() {
 	fmt.Fprintln(t.stderr, "usage: petrel img COMMAND [OPTIONS] ...")
 	names := make([]string, 0, len(subcommands))
