@@ -94,6 +94,8 @@ func runCommit(t *tool, args []string) int {
 // the data of every layer between, as the top sees it, so that the top's
 // guest-visible content is unchanged.
 func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Image, progress bool, t *tool) error {
+	// A base shorter than the top grows to the top's size first, as
+	// QEMU's commit job truncates it.
 	size := top.Size()
 	if base.Size() < size {
 		r, ok := base.(block.Resizer)
@@ -111,6 +113,12 @@ func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Im
 			return fmt.Errorf("reading block status at %#x: %w", off, err)
 		}
 		n := min(m.length, convertChunk)
+		// A range some layer above the base allocates: its data is
+		// copied; one it reads as zeroes is written as zeroes with unmap
+		// allowed, as QEMU's active commit (a mirror job) writes it with
+		// BDRV_REQ_MAY_UNMAP, so the base's clusters there are freed
+		// where the format keeps them reading zeroes (iotest 313: check
+		// then counts no allocated cluster).
 		if m.present && m.depth < baseIdx {
 			if m.data {
 				if _, err := top.ReadAt(buf[:n], off); err != nil {
@@ -120,12 +128,6 @@ func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Im
 					return fmt.Errorf("writing the base image at %#x: %w", off, err)
 				}
 			} else if err := base.WriteZeroes(off, n, true); err != nil {
-				// qemu-img commit runs QEMU's active commit (a mirror
-				// job), which writes a range the top reads as zeroes
-				// with BDRV_REQ_MAY_UNMAP: the base's clusters there are
-				// freed where the format can keep them reading as
-				// zeroes (iotest 313: check then counts no allocated
-				// cluster).
 				return fmt.Errorf("zeroing the base image at %#x: %w", off, err)
 			}
 		}

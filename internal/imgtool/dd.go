@@ -95,6 +95,8 @@ func runDD(t *tool, args []string) int {
 	if _, ok := block.Lookup(outFmt); !ok {
 		return t.fail("Unknown file format")
 	}
+	// size is where copying stops: the input's end, or count blocks
+	// when that comes first (a count whose byte size overflows is "all").
 	size := src.Size()
 	if d.hasCount && d.count <= math.MaxInt64/d.bs && d.count*d.bs < size {
 		size = d.count * d.bs
@@ -119,6 +121,8 @@ func runDD(t *tool, args []string) int {
 		t.errorf("%s: cannot skip to specified offset", d.in)
 		inPos = size
 	}
+	// One block at a time, the last one short when the input ends
+	// inside it, as img_dd.
 	buf := make([]byte, d.bs)
 	for outPos := int64(0); inPos < size; {
 		n := min(d.bs, size-inPos)
