@@ -225,6 +225,9 @@ func parseSize(s string) (int64, error) {
 // with its error messages naming the argument ("image size", "offset").
 // It prints the hex-suffix deprecation warning as qemu-img does.
 func (t *tool) cvtnum(what, s string, lo, hi int64) (int64, bool) {
+	// Two messages as qemu-img: a malformed number gets the suffix help
+	// (two lines), one out of range the bounds; a parse overflow counts
+	// as out of range.
 	v, err := qemuopt.ParseSize(s)
 	if err != nil && !errors.Is(err, qemuopt.ErrSizeRange) {
 		t.errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", what)
@@ -244,7 +247,10 @@ func (t *tool) cvtnum(what, s string, lo, hi int64) (int64, bool) {
 // humanSize prints sizes as qemu's size_to_str.
 func humanSize(n int64) string { return qemuopt.FormatSize(n) }
 
-// openImage opens a file for a subcommand, wording errors as qemu-img.
+// openImage opens a file for a subcommand, wording errors as qemu-img
+// (img_open): every failure reads "Could not open 'NAME': REASON", NAME as
+// the user gave it. The spec's open options are added to the caller's
+// (a read-only spec makes the open read-only, never the reverse).
 func (t *tool) openImage(path, format string, opts block.Options) (block.Image, error) {
 	// json:, file: and --image-opts names carry their own format and
 	// open options; -f must agree with a driver they name, and with
