@@ -168,6 +168,37 @@ func Formats() []string {
 	return n
 }
 
+// OpenError is an engine's refusal of an image it recognized. Error names
+// the format and the file, for logs; Reason alone is what qemu-img prints
+// after "Could not open 'FILE': ", which petrel img matches.
+type OpenError struct {
+	Format, Path string
+	Reason       error
+}
+
+func (e *OpenError) Error() string {
+	return fmt.Sprintf("opening %s image %s: %v", e.Format, e.Path, e.Reason)
+}
+
+func (e *OpenError) Unwrap() error { return e.Reason }
+
+// CreateError is an engine's refusal to create an image; as OpenError,
+// Reason alone is what qemu-img prints after "FILE: ".
+type CreateError struct {
+	Format, Path string
+	Reason       error
+}
+
+func (e *CreateError) Error() string {
+	return fmt.Sprintf("creating %s image %s: %v", e.Format, e.Path, e.Reason)
+}
+
+func (e *CreateError) Unwrap() error { return e.Reason }
+
+// ErrSizeTooLarge: the virtual size is beyond what the format can address
+// with the chosen geometry (QEMU's EFBIG from a driver).
+var ErrSizeTooLarge = errors.New("image size too large for the format")
+
 // ErrUnknownFormat is returned when no engine claims a file or a name.
 var ErrUnknownFormat = errors.New("unknown image format")
 

@@ -1,6 +1,10 @@
 package qcow2
 
-import "github.com/petrel-vmm/petrel/block"
+import (
+	"errors"
+
+	"github.com/petrel-vmm/petrel/block"
+)
 
 // Every exported mutator below has the same shape: writable() refuses a
 // read-only or corrupt-marked image (errReadOnly, errMarkedCorrupt) before
@@ -57,7 +61,43 @@ func (img *Image) Resize(newSize int64) error {
 	if err := img.writable(); err != nil {
 		return err
 	}
-	return img.noteCorrupt(img.resize(newSize))
+	// Growing over a backing file longer than the image: as QEMU's
+	// bdrv_co_truncate (BDRV_REQ_ZERO_WRITE) and qcow2_co_truncate, the
+	// new area is made to read as zeroes instead of the backing file's
+	// data past the old end (iotest 292). A v2 image cannot hold zero
+	// clusters over a backing file; QEMU fails the zeroing there, so it
+	// is refused before anything changes.
+	return img.resizeThen(newSize, func(int64) error { return nil })
+}
+
+// resizeThen is Resize with prepare run between the size change and the
+// zeroing of the new area (preallocation goes there, so that the zeroing
+// keeps the preallocated clusters, as qcow2_co_truncate does).
+func (img *Image) resizeThen(newSize int64, prepare func(old int64) error) error {
+	old := img.Size()
+	zero := newSize > old && img.backing != nil && img.backing.Size() > old
+	if zero && img.hdr.version < 3 {
+		return errors.New("Failed to zero out new clusters: Operation not supported")
+	}
+	if newSize < old && img.hdr.nbSnapshots == 0 {
+		// A shrink drops the clusters wholly beyond the new end first,
+		// as qcow2_co_truncate's full discard of the cropped clusters
+		// (qemu-img resize --shrink; iotests 163, 250, 292). The rest
+		// of a cluster the new end cuts stays allocated.
+		cs := img.clusterSize
+		if from := (newSize + cs - 1) &^ (cs - 1); from < old {
+			if err := img.noteCorrupt(img.zeroClusters(from, old, true, modeEmpty)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := img.noteCorrupt(img.resize(newSize)); err != nil {
+		return err
+	}
+	if err := prepare(old); err != nil || !zero {
+		return err
+	}
+	return img.WriteZeroes(old, newSize-old, false)
 }
 
 // CreateSnapshot records the current disk state under name (a disk-only
@@ -103,3 +143,42 @@ var (
 	_ block.BitmapHolder     = (*Image)(nil)
 	_ block.VMStateHolder    = (*Image)(nil)
 )
+
+// ResizePrealloc grows the image and preallocates the new area in mode
+// (metadata, falloc, full), as qemu-img resize --preallocation with
+// QEMU's qcow2_co_truncate (iotest 125). Shrinking with preallocation is
+// refused in QEMU's words.
+func (img *Image) ResizePrealloc(newSize int64, mode string) error {
+	if err := img.writable(); err != nil {
+		return err
+	}
+	old := img.Size()
+	if newSize < old {
+		return errors.New("Preallocation can't be used for shrinking an image")
+	}
+	return img.resizeThen(newSize, func(old int64) error {
+		// The cluster the old end cuts keeps what the image reads there
+		// (backing data included): it is allocated by writing that
+		// back, before the rest of the new area is preallocated (iotest
+		// 125 reads the backing file's data below the old end).
+		cs := img.clusterSize
+		if start := old &^ (cs - 1); start != old {
+			img.mu.Lock()
+			m, err := img.resolve(start, cs)
+			img.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			if m.kind == mapUnallocated {
+				buf := make([]byte, old-start)
+				if _, err := img.ReadAt(buf, start); err != nil {
+					return err
+				}
+				if _, err := img.WriteAt(buf, start); err != nil {
+					return err
+				}
+			}
+		}
+		return img.noteCorrupt(img.preallocate(mode, old))
+	})
+}

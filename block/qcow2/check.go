@@ -122,7 +122,7 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 			continue
 		}
 		for j := int64(0); j < img.l2Entries; j++ {
-			l2e, _ := img.l2Entry(e.data, j)
+			l2e, bm := img.l2Entry(e.data, j)
 			if l2e&oflagCompressed != 0 {
 				off, size := img.compressedRange(l2e)
 				if active && l2e&oflagCopied != 0 {
@@ -146,7 +146,13 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 				continue
 			}
 			if host&(cs-1) != 0 {
-				s.errorf(true, "data cluster offset %#x (L2 table %#x entry %d) is not cluster aligned", host, l2off, j)
+				// check_refcounts_l2's words (iotest 271); only the
+				// second kind can be repaired (dropInvalidEntries).
+				if img.extL2 && bm&allSubclustersAllocated != 0 || !img.extL2 && l2e&oflagZero == 0 {
+					s.errorf(true, "offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", host)
+				} else {
+					s.errorf(true, "offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", host)
+				}
 				continue
 			}
 			s.ref(host, cs, "data cluster")
@@ -582,15 +588,33 @@ func (img *Image) dropInvalidEntries(fileEnd int64) error {
 			return err
 		}
 		for j := int64(0); j < img.l2Entries; j++ {
-			l2e, _ := img.l2Entry(e.data, j)
+			l2e, bm := img.l2Entry(e.data, j)
 			var invalid bool
 			if l2e&oflagCompressed != 0 {
 				off, size := img.compressedRange(l2e)
 				invalid = bad(off, size)
 			} else if host := int64(l2e & l2OffsetMask); l2e&img.l2ReservedMask() != 0 {
 				invalid = true
+			} else if host&(cs-1) != 0 {
+				// As check_refcounts_l2: an unaligned entry that holds
+				// data is left alone (its data cannot be found, reads
+				// keep failing); one that holds none (zero flag, or no
+				// allocated subcluster) loses its host offset only: a
+				// zero cluster, or with extended L2 entries an entry
+				// whose bitmap still says which subclusters read zeroes
+				// and which the backing file (iotest 271).
+				if img.extL2 && bm&allSubclustersAllocated != 0 || !img.extL2 && l2e&oflagZero == 0 {
+					continue
+				}
+				if img.extL2 {
+					img.setL2Entry(e.data, j, 0)
+				} else {
+					img.setL2Entry(e.data, j, oflagZero)
+				}
+				e.dirty = true
+				continue
 			} else if host != 0 {
-				invalid = host&(cs-1) != 0 || bad(host, cs)
+				invalid = bad(host, cs)
 			}
 			if !invalid {
 				continue

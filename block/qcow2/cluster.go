@@ -35,7 +35,7 @@ const (
 // the range (see mapKind).
 type mapping struct {
 	kind   mapKind
-	host   int64  // mapData: host offset of the first byte
+	host   int64  // mapData, and mapZero in a host cluster: host offset of the first byte
 	length int64  // bytes of guest range covered, > 0
 	l2e    uint64 // the raw L2 entry (compressed descriptor, copied flag)
 	// writable: mapData whose clusters all have refcount 1 (copied flag)
@@ -153,10 +153,13 @@ func (img *Image) resolveIn(l1 []uint64, off, n int64) (mapping, error) {
 		if err != nil || nm.kind != m.kind {
 			break
 		}
-		if m.kind == mapData {
+		if m.kind == mapData || m.kind == mapZero && m.host != 0 {
 			if nm.host != m.host-inCluster+(i-l2i)*cs || nm.writable != m.writable {
 				break
 			}
+		}
+		if m.kind == mapZero && m.host == 0 && nm.host != 0 {
+			break // zero clusters with and without a host cluster differ
 		}
 		m.length = min(m.length+cs, limit)
 	}
@@ -191,6 +194,11 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 	switch {
 	case l2e&oflagZero != 0:
 		m.kind = mapZero
+		if host != 0 {
+			// A preallocated zero cluster (QCOW2_CLUSTER_ZERO_ALLOC):
+			// block status reports its host offset, as QEMU's.
+			m.host = host + off&(cs-1)
+		}
 	case host == 0:
 		m.kind = mapUnallocated
 	default:
@@ -242,6 +250,9 @@ func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCo
 		}
 	}
 	m := mapping{kind: k, length: end*sc - inCluster}
+	if k == mapZero && host != 0 {
+		m.host = host + inCluster
+	}
 	if k == mapData {
 		m.host = host + inCluster
 		m.writable = l2eCopied

@@ -24,7 +24,7 @@ const (
 func Create(path string, o block.CreateOptions) (err error) {
 	h, size, err := createHeader(path, o)
 	if err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
+		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -34,7 +34,7 @@ func Create(path string, o block.CreateOptions) (err error) {
 		if err != nil {
 			f.Close()
 			os.Remove(path)
-			err = fmt.Errorf("creating %s: %w", path, err)
+			err = &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 		}
 	}()
 	cs := int64(1) << h.clusterBits
@@ -64,7 +64,7 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if err := im.Resize(size); err != nil {
 		return err
 	}
-	if err := im.preallocate(o.Preallocation); err != nil {
+	if err := im.preallocate(o.Preallocation, 0); err != nil {
 		return err
 	}
 	return im.Close()
@@ -87,50 +87,58 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 	if cs < 1<<minClusterBits || cs > 1<<maxClusterBits || cs&(cs-1) != 0 {
 		return nil, 0, fmt.Errorf("cluster size must be a power of two between 512 and 2M, not %d", cs)
 	}
+	if o.ExtendedL2 && cs < 16<<10 {
+		return nil, 0, errors.New("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+	}
+	// The option errors below are qcow2_co_create's, in its order and
+	// words, which qemu-img prints (iotests 049, 112, 271).
 	h := &header{version: 3, clusterBits: uint32(bits.TrailingZeros64(uint64(cs))), refcountOrder: 4}
 	switch o.Compat {
 	case "", "1.1", "v3":
 	case "0.10", "v2":
 		h.version = 2
 	default:
-		return nil, 0, fmt.Errorf("invalid compat value %q (want 0.10 or 1.1)", o.Compat)
+		return nil, 0, fmt.Errorf("Parameter 'version' does not accept value '%s'", o.Compat)
+	}
+	switch o.Preallocation {
+	case "", "off", "metadata", "falloc", "full":
+	default:
+		return nil, 0, fmt.Errorf("Parameter 'preallocation' does not accept value '%s'", o.Preallocation)
+	}
+	switch o.CompressionType {
+	case "", "zlib", "zstd":
+	default:
+		return nil, 0, fmt.Errorf("Parameter 'compression-type' does not accept value '%s'", o.CompressionType)
+	}
+	if h.version == 2 && o.LazyRefcounts {
+		return nil, 0, errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)")
 	}
 	rb := o.RefcountBits
 	if rb == 0 {
 		rb = defaultRefcountBits
 	}
 	if rb < 1 || rb > 64 || rb&(rb-1) != 0 {
-		return nil, 0, fmt.Errorf("refcount_bits must be a power of two up to 64, not %d", rb)
+		return nil, 0, errors.New("Refcount width must be a power of two and may not exceed 64 bits")
 	}
 	h.refcountOrder = uint32(bits.TrailingZeros(uint(rb)))
-	if h.version == 2 {
-		switch {
-		case rb != 16:
-			return nil, 0, errors.New("different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
-		case o.LazyRefcounts:
-			return nil, 0, errors.New("lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
-		case o.ExtendedL2:
-			return nil, 0, errors.New("extended L2 entries are only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
-		case o.CompressionType != "" && o.CompressionType != "zlib":
-			return nil, 0, errors.New("compression_type requires compatibility level 1.1 or above (use compat=1.1 or greater)")
-		}
+	if h.version == 2 && rb != 16 {
+		return nil, 0, errors.New("Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)")
+	}
+	if h.version == 2 && o.CompressionType == "zstd" {
+		return nil, 0, errors.New("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)")
+	}
+	if h.version == 2 && o.ExtendedL2 {
+		return nil, 0, errors.New("Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)")
 	}
 	if o.LazyRefcounts {
 		h.compat |= compatLazyRefcounts
 	}
 	if o.ExtendedL2 {
-		if cs < 16<<10 {
-			return nil, 0, errors.New("extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
-		}
 		h.incompat |= incompatExtendedL2
 	}
-	switch o.CompressionType {
-	case "", "zlib":
-	case "zstd":
+	if o.CompressionType == "zstd" {
 		h.incompat |= incompatCompressed
 		h.compressionType = compressionZstd
-	default:
-		return nil, 0, fmt.Errorf("unknown compression type %q (want zlib or zstd)", o.CompressionType)
 	}
 	h.rtOff, h.rtClusters = uint64(cs), 1
 	if o.BackingFile != "" {
@@ -149,11 +157,6 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 			}
 			b.Close()
 		}
-	}
-	switch o.Preallocation {
-	case "", "off", "metadata", "falloc", "full":
-	default:
-		return nil, 0, fmt.Errorf("invalid preallocation mode %q", o.Preallocation)
 	}
 	// Preallocated clusters of an extended L2 image have every subcluster
 	// unallocated (bitmap 0), so they still read the backing file; without
@@ -176,7 +179,7 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 // L2 entries the subcluster bitmaps stay 0 (all unallocated), as QEMU
 // writes them: the clusters read as before (backing data or zeroes), and
 // subcluster writes fill them in place.
-func (img *Image) preallocate(mode string) error {
+func (img *Image) preallocate(mode string, from int64) error {
 	if mode == "" || mode == "off" {
 		return nil
 	}
@@ -185,14 +188,13 @@ func (img *Image) preallocate(mode string) error {
 	cs := img.clusterSize
 	size := int64(img.hdr.size)
 	var end int64
-	for off := int64(0); off < size; {
+	// From the cluster holding from: clusters already allocated (the one
+	// a grown image's old end cuts) keep their entries, as QEMU's
+	// preallocate_co.
+	for off := from &^ (cs - 1); off < size; {
 		l1i, l2i := img.l2Index(off)
 		k := min((size-off+cs-1)/cs, img.l2Entries-l2i)
 		l2off, err := img.l2ForWrite(l1i)
-		if err != nil {
-			return err
-		}
-		host, err := img.allocClusters(k)
 		if err != nil {
 			return err
 		}
@@ -200,15 +202,44 @@ func (img *Image) preallocate(mode string) error {
 		if err != nil {
 			return err
 		}
-		for i := int64(0); i < k; i++ {
-			img.setL2Entry(e.data, l2i+i, uint64(host+i*cs)|oflagCopied)
-		}
-		e.dirty = true
-		end = max(end, host+k*cs)
-		if mode == "full" {
-			if err := writeZeroRange(img.f, host, k*cs); err != nil {
+		free := func(i int64) bool { ent, _ := img.l2Entry(e.data, l2i+i); return ent == 0 }
+		for i := int64(0); i < k; {
+			if !free(i) {
+				// The cluster a grown image's old end cuts, allocated
+				// before (say by metadata preallocation): falloc and
+				// full reserve its space too, so that writes to the new
+				// area do not allocate (iotest 125).
+				ent, _ := img.l2Entry(e.data, l2i+i)
+				if host := int64(ent & l2OffsetMask); mode != "metadata" && host != 0 && ent&oflagCompressed == 0 {
+					if err := img.f.Fallocate(0, host, cs); err != nil {
+						return fmt.Errorf("reserving cluster at %#x: %w", host, err)
+					}
+				}
+				i++
+				continue
+			}
+			j := i + 1
+			for j < k && free(j) {
+				j++
+			}
+			host, err := img.allocClusters(j - i)
+			if err != nil {
 				return err
 			}
+			if e, err = img.l2c.get(l2off); err != nil {
+				return err
+			}
+			for x := i; x < j; x++ {
+				img.setL2Entry(e.data, l2i+x, uint64(host+(x-i)*cs)|oflagCopied)
+			}
+			e.dirty = true
+			end = max(end, host+(j-i)*cs)
+			if mode == "full" {
+				if err := writeZeroRange(img.f, host, (j-i)*cs); err != nil {
+					return err
+				}
+			}
+			i = j
 		}
 		off += k * cs
 	}

@@ -32,6 +32,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -245,15 +246,20 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 		}
 		h.backingFile = string(buf[h.backingOff:end])
 	}
-	// Table placement (qcow2_validate_table in QEMU).
+	// The L1 table's size, then its placement, in qcow2_do_open's order
+	// and words (iotests 054, 080: qemu-img prints these as they are).
 	if uint64(h.l1Size)*8 > maxL1Bytes {
-		return nil, corruptf("active L1 table too large (%d entries)", h.l1Size)
+		return nil, errors.New("Active L1 table too large")
 	}
+	if need := l1EntriesFor(h.size, h.clusterBits, h.l2EntryBits()); need > math.MaxInt32 {
+		// QEMU keeps the L1 index of the VM state in an int.
+		return nil, errors.New("Image is too big")
+	} else if h.l1Size < need {
+		return nil, errors.New("L1 table is too small")
+	}
+	// Table placement (qcow2_validate_table in QEMU).
 	if err := validateTable(h.l1Off, uint64(h.l1Size)*8, cs, fileSize, "active L1 table"); err != nil {
 		return nil, err
-	}
-	if h.l1Size < l1EntriesFor(h.size, h.clusterBits, h.l2EntryBits()) {
-		return nil, corruptf("L1 table (%d entries) is too small for virtual size %d", h.l1Size, h.size)
 	}
 	if h.rtClusters == 0 || uint64(h.rtClusters)*cs > maxRefcountTable {
 		return nil, corruptf("refcount table size %d clusters is out of range", h.rtClusters)
@@ -339,7 +345,9 @@ func (h *header) parseExtensions(buf []byte) error {
 		}
 		data := buf[off : off+n]
 		off += (n + 7) &^ 7
-		if typ != extFeatureTable && seen[typ] {
+		// QEMU takes the last of a repeated feature table or backing
+		// format (iotest 114 appends a second backing format).
+		if typ != extFeatureTable && typ != extBackingFormat && seen[typ] {
 			return corruptf("header extension %#x appears twice", typ)
 		}
 		seen[typ] = true
@@ -350,12 +358,21 @@ func (h *header) parseExtensions(buf []byte) error {
 			}
 			h.backingFormat = string(data)
 		case extFeatureTable:
-			for i := 0; i+48 <= len(data); i += 48 {
-				name := data[i+2 : i+48]
+			// As QEMU: the extension is read into a zeroed buffer of
+			// 48-byte entries, so a short last entry counts with its
+			// tail zeroed (iotest 036 adds one of 14 bytes), and the
+			// table ends at the first entry without a name.
+			table := append(append([]byte(nil), data...), make([]byte, 48)...)
+			h.features = nil
+			for i := 0; i < len(data); i += 48 {
+				name := table[i+2 : i+48]
 				if j := bytes.IndexByte(name, 0); j >= 0 {
 					name = name[:j]
 				}
-				h.features = append(h.features, featureName{data[i], data[i+1], string(name)})
+				if len(name) == 0 {
+					break
+				}
+				h.features = append(h.features, featureName{table[i], table[i+1], string(name)})
 			}
 		case extDataFile:
 			h.dataFile = string(data)
@@ -369,16 +386,21 @@ func (h *header) parseExtensions(buf []byte) error {
 	return nil
 }
 
-// featureLabel names a feature bit from the image's own feature table (spec
-// "Feature name table"), so that an image from a newer writer explains
-// itself; without an entry, QEMU's generic wording with the bit's value.
-func (h *header) featureLabel(kind uint8, bit int) string {
+// unsupportedFeatures is QEMU's report_unsupported_feature: the names of
+// the image's own feature table for the incompatible bits in mask, in the
+// table's order, then the bits left unnamed as one hex mask (iotest 036).
+func (h *header) unsupportedFeatures(mask uint64) error {
+	var names []string
 	for _, f := range h.features {
-		if f.kind == kind && int(f.bit) == bit && f.name != "" {
-			return f.name
+		if f.kind == 0 && f.bit < 64 && mask&(1<<f.bit) != 0 {
+			names = append(names, f.name)
+			mask &^= 1 << f.bit
 		}
 	}
-	return fmt.Sprintf("Unknown incompatible feature: %x", uint64(1)<<bit)
+	if mask != 0 {
+		names = append(names, fmt.Sprintf("Unknown incompatible feature: %x", mask))
+	}
+	return fmt.Errorf("Unsupported qcow2 feature(s): %s", strings.Join(names, ", "))
 }
 
 // checkFeatures refuses images with features this engine cannot honour:
@@ -389,26 +411,21 @@ func (h *header) featureLabel(kind uint8, bit int) string {
 // or more).
 func (h *header) checkFeatures() error {
 	if unknown := h.incompat &^ incompatKnown; unknown != 0 {
-		var names []string
-		for bit := 0; bit < 64; bit++ {
-			if unknown&(1<<bit) != 0 {
-				names = append(names, h.featureLabel(0, bit))
-			}
-		}
-		return fmt.Errorf("Unsupported qcow2 feature(s): %s", strings.Join(names, ", "))
+		return h.unsupportedFeatures(unknown)
 	}
 	if h.incompat&incompatDataFile != 0 || h.dataFile != "" {
 		return fmt.Errorf("qcow2 images with an external data file (%q) are not supported", h.dataFile)
 	}
-	if h.incompat&incompatCompressed != 0 {
-		if h.headerLen <= 104 {
-			return corruptf("compression type bit set but header_length %d has no compression_type field", h.headerLen)
-		}
-		if h.compressionType != compressionZlib && h.compressionType != compressionZstd {
-			return fmt.Errorf("unknown qcow2 compression type %d", h.compressionType)
-		}
-	} else if h.compressionType != compressionZlib {
-		return corruptf("compression_type %d set without the compression type feature bit", h.compressionType)
+	// QEMU's validate_compression_type: a header too short for the
+	// field means zlib, and the feature bit must be set exactly when the
+	// type is not zlib (iotest 287).
+	switch {
+	case h.compressionType != compressionZlib && h.compressionType != compressionZstd:
+		return fmt.Errorf("qcow2: unknown compression type: %d", h.compressionType)
+	case h.compressionType == compressionZlib && h.incompat&incompatCompressed != 0:
+		return errors.New("qcow2: Compression type incompatible feature bit must not be set")
+	case h.compressionType != compressionZlib && h.incompat&incompatCompressed == 0:
+		return errors.New("qcow2: Compression type incompatible feature bit must be set")
 	}
 	if h.incompat&incompatExtendedL2 != 0 && h.clusterBits < 14 {
 		return corruptf("extended L2 entries need clusters of at least 16 KiB")

@@ -58,7 +58,16 @@ func TestLyingHeaderFields(t *testing.T) {
 		{"l1 misaligned", func(b []byte) { be.PutUint64(b[40:], be.Uint64(b[40:])+8) }, "not cluster aligned"},
 		{"refcount_order 7", func(b []byte) { be.PutUint32(b[96:], 7) }, "refcount_order"},
 		{"version 4", func(b []byte) { be.PutUint32(b[4:], 4) }, "unsupported qcow2 version"},
-		{"size beyond L1", func(b []byte) { be.PutUint64(b[24:], 1<<62) }, "too small for virtual size"},
+		// qcow2_do_open's words, which qemu-img prints (iotests 054, 080).
+		{"size needs 2^33 L1 entries", func(b []byte) { be.PutUint64(b[24:], 1<<62) }, ": Image is too big"},
+		{"l1_size 0", func(b []byte) { be.PutUint32(b[36:], 0) }, ": L1 table is too small"},
+		// validate_compression_type (iotest 287).
+		{"zlib with the compression bit", func(b []byte) { be.PutUint64(b[72:], incompatCompressed) },
+			": qcow2: Compression type incompatible feature bit must not be set"},
+		{"zstd without the compression bit", func(b []byte) { b[104] = compressionZstd },
+			": qcow2: Compression type incompatible feature bit must be set"},
+		{"compression type 7", func(b []byte) { be.PutUint64(b[72:], incompatCompressed); b[104] = 7 },
+			": qcow2: unknown compression type: 7"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -166,4 +175,47 @@ func TestFeatureBits(t *testing.T) {
 		t.Fatalf("unknown extension lost: %+v", h4.others)
 	}
 	qemuCheck(t, path, false)
+}
+
+// TestUnsupportedFeatureReport: the message for unknown incompatible bits
+// is QEMU's report_unsupported_feature, with the image's own feature
+// table read as QEMU reads it: a short last entry counts, the table ends
+// at an empty name, named bits come in table order and the rest as one
+// mask (iotest 036).
+func TestUnsupportedFeatureReport(t *testing.T) {
+	entry := func(bit byte, name string) []byte {
+		e := append([]byte{0, bit}, name...)
+		return append(e, make([]byte, 48-len(e))...)
+	}
+	cases := []struct {
+		mask  uint64
+		table []byte
+		want  string
+	}{
+		{1 << 63, nil, "Unknown incompatible feature: 8000000000000000"},
+		{1 << 63, []byte("\x00\x3fTest feature"), "Test feature"},
+		{7 << 61, nil, "Unknown incompatible feature: e000000000000000"},
+		{7 << 61, []byte("\x00\x3fTest feature"), "Test feature, Unknown incompatible feature: 6000000000000000"},
+		{7 << 61, append(entry(61, "test1"), entry(62, "test2")...), "test1, test2, Unknown incompatible feature: 8000000000000000"},
+		{7 << 61, append(append(entry(62, "test2"), make([]byte, 48)...), entry(61, "after the end")...),
+			"test2, Unknown incompatible feature: a000000000000000"},
+	}
+	for _, c := range cases {
+		h := &header{}
+		h.headerLen = 104
+		buf := make([]byte, 4096)
+		binary.BigEndian.PutUint32(buf[104:], extFeatureTable)
+		binary.BigEndian.PutUint32(buf[108:], uint32(len(c.table)))
+		copy(buf[112:], c.table)
+		if len(c.table) == 0 {
+			binary.BigEndian.PutUint32(buf[104:], extEnd)
+		}
+		if err := h.parseExtensions(buf); err != nil {
+			t.Fatal(err)
+		}
+		want := "Unsupported qcow2 feature(s): " + c.want
+		if err := h.unsupportedFeatures(c.mask); err == nil || err.Error() != want {
+			t.Errorf("mask %#x table %q: %v; want %q", c.mask, c.table, err, want)
+		}
+	}
 }

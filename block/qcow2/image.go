@@ -102,7 +102,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 	img, err := openFile(f, path, opts)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("opening qcow2 image %s: %w", path, err)
+		return nil, &block.OpenError{Format: "qcow2", Path: path, Reason: err}
 	}
 	return img, nil
 }

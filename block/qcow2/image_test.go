@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"math/rand"
@@ -176,8 +177,8 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 	qemuCheck(t, path, false)
 }
 
-// TestResizeAndDescribe: grow (moving the L1 table), refused shrink with
-// data, allowed shrink without, info fields, rebase -u.
+// TestResizeAndDescribe: grow (moving the L1 table), shrink over data,
+// info fields, rebase -u.
 func TestResizeAndDescribe(t *testing.T) {
 	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20, ClusterSize: 512, LazyRefcounts: true, RefcountBits: 8})
 	data := []byte("tail data")
@@ -186,12 +187,23 @@ func TestResizeAndDescribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	img.WriteAt(data, 3<<30-9)
-	if err := img.Resize(1 << 20); err == nil {
-		t.Fatal("shrink over data succeeded")
-	}
-	img.Discard(3<<30-512, 512)
+	// A shrink drops what lies beyond the new end, as QEMU's qcow2
+	// truncate (qemu-img resize --shrink); what lies below stays.
 	if err := img.Resize(2 << 20); err != nil {
-		t.Fatalf("shrink over discarded clusters: %v", err)
+		t.Fatalf("shrink over data: %v", err)
+	}
+	if err := img.Resize(3 << 30); err != nil {
+		t.Fatal(err)
+	}
+	tail := make([]byte, 9)
+	if img.ReadAt(tail, 3<<30-9); !bytes.Equal(tail, make([]byte, 9)) {
+		t.Fatalf("data beyond a shrink reads back: %q", tail)
+	}
+	if img.ReadAt(tail, 1<<20-9); !bytes.Equal(tail, data) {
+		t.Fatalf("data below a shrink lost: %q", tail)
+	}
+	if err := img.Resize(2 << 20); err != nil {
+		t.Fatal(err)
 	}
 	d := img.Describe()
 	fs := d["format-specific"].(map[string]any)["data"].(map[string]any)
@@ -386,9 +398,9 @@ func TestCorruptionMarksImage(t *testing.T) {
 	}
 }
 
-// TestRepairAllDropsInvalidEntries: an L2 entry pointing beyond the file
-// and a misaligned one are corruptions; -r all clears them so that
-// qemu-img checks the image clean.
+// TestRepairAllDropsInvalidEntries: an L2 entry pointing beyond the file,
+// a misaligned zero cluster and reserved bits are corruptions; -r all
+// clears them so that qemu-img checks the image clean.
 func TestRepairAllDropsInvalidEntries(t *testing.T) {
 	img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20})
 	img.WriteAt([]byte("keep"), 0)
@@ -402,6 +414,7 @@ func TestRepairAllDropsInvalidEntries(t *testing.T) {
 	f.WriteAt(b[:], l2off+8)
 	f.ReadAt(b[:], l2off+16)
 	b[6] |= 0x02 // misaligned: offset bit 9 in 64 KiB clusters
+	b[7] |= 1    // and zero-flagged: no data, so repairable (QEMU leaves a misaligned data cluster)
 	f.WriteAt(b[:], l2off+16)
 	f.ReadAt(b[:], l2off+24)
 	binary.BigEndian.PutUint64(b[:], binary.BigEndian.Uint64(b[:])|0x80) // reserved bit 7

@@ -4,12 +4,17 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/petrel-vmm/petrel/block"
 )
 
 // resize changes the virtual size. Growing enlarges the L1 table when
 // needed; shrinking is refused while any cluster beyond the new end is
-// allocated or zero-flagged. Images with snapshots cannot be resized, as
-// in QEMU.
+// allocated or zero-flagged (Resize discards them first), then drops the
+// L2 tables beyond it and cuts the file after its last cluster in use.
+// Images with snapshots cannot be resized, as in QEMU.
 func (img *Image) resize(newSize int64) error {
 	if img.readOnly {
 		return errReadOnly
@@ -30,6 +35,13 @@ func (img *Image) resize(newSize int64) error {
 		if err := img.checkEmptyFrom(newSize); err != nil {
 			return err
 		}
+		// The L2 tables wholly beyond the new end go with their L1
+		// entries, as qcow2_shrink_l1_table (iotest 163 reads the L1
+		// table: nothing may be left past the entries the size needs).
+		need := l1EntriesFor(uint64(newSize), img.clusterBits, img.l2EntryShift)
+		if err := img.dropActiveTail(int64(need)); err != nil {
+			return err
+		}
 	} else if err := img.dropActiveTail(img.vmStateL1Index(uint64(old))); err != nil {
 		// A save of VM state interrupted by a crash may have left state
 		// beyond the disk, which must not show up in the grown disk.
@@ -48,7 +60,66 @@ func (img *Image) resize(newSize int64) error {
 	}
 	img.hdr.size = uint64(newSize)
 	img.size.Store(newSize)
-	return img.barrier()
+	if err := img.barrier(); err != nil {
+		return err
+	}
+	if newSize < old {
+		return img.truncateUnused()
+	}
+	return nil
+}
+
+// truncateUnused cuts the file after its last cluster in use, as
+// qcow2_co_truncate does after a shrink (iotest 250 measures the space
+// given back). Every reference is on disk by now, so what is cut is free.
+func (img *Image) truncateUnused() error {
+	if err := img.dropUnusedRefblocks(); err != nil {
+		return err
+	}
+	end := img.fileEnd.Load()
+	last := (end+img.clusterSize-1)>>img.clusterBits - 1
+	for ; last >= 0; last-- {
+		rc, err := img.getRefcount(last)
+		if err != nil {
+			return err
+		}
+		if rc != 0 {
+			break
+		}
+	}
+	// The clusters freed inside the file give their space back too: as
+	// QEMU's full discard of the cropped clusters, which passes down to
+	// the file (iotest 250 measures the disk usage).
+	for c := int64(0); c < last; {
+		rc, err := img.getRefcount(c)
+		if err != nil {
+			return err
+		}
+		if rc != 0 {
+			c++
+			continue
+		}
+		run := int64(1)
+		for ; c+run < last; run++ {
+			if rc, err = img.getRefcount(c + run); err != nil {
+				return err
+			}
+			if rc != 0 {
+				break
+			}
+		}
+		// Best effort, as a discard: a file system without hole
+		// punching keeps the space, nothing else changes.
+		_ = img.f.Fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, c<<img.clusterBits, run<<img.clusterBits)
+		c += run
+	}
+	if keep := (last + 1) << img.clusterBits; keep < end {
+		if err := img.f.Truncate(keep); err != nil {
+			return fmt.Errorf("truncating the tail of the image: %w", err)
+		}
+		img.fileEnd.Store(keep)
+	}
+	return nil
 }
 
 // checkEmptyFrom refuses a shrink that would cut off data: any guest
@@ -84,7 +155,7 @@ func (img *Image) checkEmptyFrom(newSize int64) error {
 // table, barrier, header, barrier, then the old table is freed.
 func (img *Image) growL1(n int64) error {
 	if n*8 > maxL1Bytes {
-		return fmt.Errorf("L1 table of %d entries would exceed %d bytes", n, maxL1Bytes)
+		return fmt.Errorf("%w: L1 table of %d entries would exceed %d bytes", block.ErrSizeTooLarge, n, maxL1Bytes)
 	}
 	cs := img.clusterSize
 	clusters := (n*8 + cs - 1) / cs
@@ -130,4 +201,55 @@ func (c *tableCache) flushAndBarrier() error {
 		return err
 	}
 	return c.img.barrier()
+}
+
+// dropUnusedRefblocks takes out of the refcount table every refcount
+// block that counts no cluster but itself, as qcow2_shrink_reftable after
+// a shrink (iotest 163: every block the table names must count something).
+// Each table entry is cleared on disk before its block is released, so a
+// crash leaks the block at worst.
+func (img *Image) dropUnusedRefblocks() error {
+	if err := img.rbc.flushAndBarrier(); err != nil {
+		return err
+	}
+	for ti := range int64(len(img.rt)) {
+		off, err := img.refblockOffset(ti)
+		if err != nil {
+			return err
+		}
+		if off == 0 {
+			continue
+		}
+		e, err := img.rbc.get(off)
+		if err != nil {
+			return err
+		}
+		own := off >> img.clusterBits
+		self := own/img.rbEntries == ti // the block counts itself
+		unused := true
+		for i := range img.rbEntries {
+			if (!self || i != own%img.rbEntries) && img.refcountAt(e.data, i) != 0 {
+				unused = false
+				break
+			}
+		}
+		if !unused {
+			continue
+		}
+		img.rt[ti] = 0
+		var b [8]byte
+		if err := img.writeMeta(b[:], int64(img.hdr.rtOff)+ti*8); err != nil {
+			return fmt.Errorf("clearing refcount table entry %d: %w", ti, err)
+		}
+		if err := img.barrier(); err != nil {
+			return err
+		}
+		img.rbc.drop(off)
+		if !self {
+			if err := img.addRefcount(own, -1); err != nil {
+				return err
+			}
+		}
+	}
+	return img.rbc.flushAndBarrier()
 }

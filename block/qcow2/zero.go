@@ -219,6 +219,12 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	switch m.kind {
 	case mapZero:
 		ext.Flags = block.ExtentZero | block.ExtentAllocated
+		if m.host != 0 {
+			// qemu-img map shows a preallocated zero cluster's offset
+			// (iotests 154, 179).
+			ext.HostOffset = m.host
+			ext.File = img.path
+		}
 	case mapData:
 		ext.Flags = block.ExtentData | block.ExtentAllocated
 		ext.HostOffset = m.host

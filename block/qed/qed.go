@@ -84,7 +84,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 	img, err := openFile(f, path, opts)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("opening QED image %s: %w", path, err)
+		return nil, &block.OpenError{Format: "QED", Path: path, Reason: err}
 	}
 	return img, nil
 }
@@ -425,6 +425,13 @@ func (img *Image) Resize(newSize int64) error {
 	}
 	if newSize%sectorSize != 0 || uint64(newSize) > maxImageSize(uint64(img.clusterSize), uint64(img.hdr.TableSize)) {
 		return fmt.Errorf("resizing %s: invalid image size %d", img.path, newSize)
+	}
+	// Growing over a backing file longer than the image would show the
+	// backing file's data in the new area. QEMU's bdrv_co_truncate asks
+	// the driver to zero it (BDRV_REQ_ZERO_WRITE), which its QED driver
+	// cannot do, so the resize is refused.
+	if old := int64(img.hdr.ImageSize); newSize > old && img.backing != nil && img.backing.Size() > old {
+		return errors.New("Block driver does not support requested flags")
 	}
 	img.hdr.ImageSize = uint64(newSize)
 	return img.writeHeader()

@@ -284,3 +284,39 @@ func TestCreateRoundsSizeUp(t *testing.T) {
 		t.Fatal("a 4 EiB QED image was created")
 	}
 }
+
+// TestGrowOverLongerBackingRefused: growing over a longer backing file
+// would show its data in the new area; QEMU's QED driver cannot zero it
+// on truncate, so qemu-img refuses, and so does this engine, leaving the
+// image as it was.
+func TestGrowOverLongerBackingRefused(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.raw")
+	if err := os.WriteFile(base, bytes.Repeat([]byte{0x11}, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	top := filepath.Join(dir, "top.qed")
+	mustCreate(t, top, block.CreateOptions{Size: 512 << 10, BackingFile: "base.raw", BackingFormat: "raw"})
+	img, err := Open(top, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if err := img.Resize(1 << 20); err == nil || err.Error() != "Block driver does not support requested flags" || img.Size() != 512<<10 {
+		t.Fatalf("resize: %v, size %d", err, img.Size())
+	}
+	if err := img.Resize(2 << 20); err == nil {
+		t.Fatal("grew over the backing file's data")
+	}
+	// An image already as long as its backing file grows as before.
+	long := filepath.Join(dir, "long.qed")
+	mustCreate(t, long, block.CreateOptions{Size: 2 << 20, BackingFile: "base.raw", BackingFormat: "raw"})
+	l, err := Open(long, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Resize(3 << 20); err != nil {
+		t.Fatalf("resize past the backing file's end: %v", err)
+	}
+}

@@ -15,6 +15,12 @@ func init() {
 	register("bench", "I/O benchmark: bench [-c count] [-d depth] [-f fmt] [-n] [-o off] [-s size] [-S step] [-t cache] [-w] [--pattern=N] file", runBench)
 }
 
+// runBench is qemu-img bench: count requests of bufSize bytes, depth of
+// them in flight at once, starting at offset and moving by step (0: all
+// at the same offset), reads or with -w writes of pattern bytes; -n skips
+// the host page cache (cache=none); --flush-interval N flushes after every
+// N writes, the requests in flight drained first. It prints qemu-img's
+// header line and "Run completed in N seconds.".
 func runBench(t *tool, args []string) int {
 	p, err := optSpec{short: "hc:d:f:ni:o:qs:S:t:wU", long: []string{"pattern=", "flush-interval=", "no-drain", "object=", "image-opts", "force-share"}}.parse(args)
 	if err != nil {
@@ -26,6 +32,9 @@ func runBench(t *tool, args []string) int {
 	if len(p.args) != 1 {
 		return t.fail("Expecting one image file name")
 	}
+	// intOpt reads a numeric option as qemu-img's cvtnum with its limits:
+	// an int (31 bits) except the offset, and nonzero except the offset
+	// and the flush interval; the message names the option as qemu-img.
 	intOpt := func(k string, def int64, what string) (int64, error) {
 		s := p.get(k)
 		if s == "" {
@@ -47,6 +56,7 @@ func runBench(t *tool, args []string) int {
 			return t.fail("%v", e)
 		}
 	}
+	// Without -S each request moves by its own size (sequential I/O).
 	step := bufSize
 	if p.has("S") {
 		if step, err = intOpt("S", bufSize, "step size"); err != nil {
@@ -60,6 +70,7 @@ func runBench(t *tool, args []string) int {
 			return t.fail("Invalid pattern byte specified")
 		}
 	}
+	// qemu-img's checks of the flush interval, in its order and words.
 	write := p.has("w")
 	if flushIvl > 0 && !write {
 		return t.fail("--flush-interval is only available in write tests")
@@ -78,6 +89,7 @@ func runBench(t *tool, args []string) int {
 		return t.fail("%v", err)
 	}
 	defer img.Close()
+	// Every request must fit in the image at least once.
 	size := img.Size()
 	if size == 0 || offset+bufSize > size {
 		return t.fail("Image too small for the requested offset and buffer size")
@@ -92,6 +104,9 @@ func runBench(t *tool, args []string) int {
 	}
 	// Request i goes to offset+i*step, wrapping to 0 at the end of the
 	// image like qemu-img bench (offset += step; offset %= image size).
+	// depth workers take request numbers from next; flushMu is held
+	// shared by every request and exclusively by a flush, so a flush
+	// waits for the requests in flight and holds the next ones back.
 	var next atomic.Int64
 	var flushMu sync.RWMutex
 	var firstErr error
@@ -127,6 +142,8 @@ func runBench(t *tool, args []string) int {
 					flushMu.Unlock()
 				}
 				if err != nil {
+					// The first failure ends the run: no new
+					// requests, qemu-img reports it and exits 1.
 					errOnce.Do(func() { firstErr = err })
 					next.Store(count)
 					return

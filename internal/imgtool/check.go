@@ -10,7 +10,9 @@ func init() {
 	register("check", "check an image: check [-f fmt] [-r leaks|all] [--output=human|json] [-q] file", runCheck)
 }
 
-// Exit codes of qemu-img check.
+// Exit codes of qemu-img check (qemu-img.c, img_check): scripts and
+// iotests test them, so they are kept exactly. A check that could not
+// finish wins over corruption, corruption over leaks.
 const (
 	checkClean       = 0
 	checkIncomplete  = 1
@@ -19,6 +21,12 @@ const (
 	checkUnsupported = 63
 )
 
+// runCheck is qemu-img check: report (and with -r, repair) an image's
+// metadata. The engine's messages go to stderr as they come, the summary
+// to stdout; with -r the image is checked a second time after a repair
+// that changed something, and that second result is the one reported and
+// the one the exit code follows, as qemu-img does ("Double checking the
+// fixed image now...").
 func runCheck(t *tool, args []string) int {
 	p, err := optSpec{short: "f:hr:T:qU", long: []string{"output=", "repair=", "object=", "image-opts", "force-share"}}.parse(args)
 	if err != nil {
@@ -34,6 +42,7 @@ func runCheck(t *tool, args []string) int {
 	if out != "" && out != "human" && out != "json" {
 		return t.fail("--output must be used with human or json as argument.")
 	}
+	// -r and --repair are the same option; the last one given wins.
 	mode := block.RepairNone
 	r := p.get("r")
 	if p.has("repair") {
@@ -53,6 +62,10 @@ func runCheck(t *tool, args []string) int {
 		return t.fail("%v", err)
 	}
 	path := p.args[0]
+	// The image is opened without its backing file: a check concerns
+	// this layer's metadata, and a missing backing file does not stop
+	// it. A repair opens it writable even when it is marked corrupt
+	// (block.Options.Repair); a plain check never writes.
 	img, err := t.openImage(path, p.get("f"), block.Options{ReadOnly: mode == block.RepairNone, Repair: mode != block.RepairNone, NoBacking: true, DirectIO: direct})
 	if err != nil {
 		return t.fail("%v", err)
@@ -60,6 +73,8 @@ func runCheck(t *tool, args []string) int {
 	defer img.Close()
 	c, ok := img.(block.Checker)
 	if !ok {
+		// raw: qemu-img prints the JSON skeleton it has, then refuses
+		// with exit code 63 (iotests run check on every format).
 		if out == "json" {
 			fmt.Fprintln(t.stdout, prettyJSON(object{{"check-errors", 0}, {"filename", path}, {"format", img.Format()}}))
 		}
@@ -68,6 +83,8 @@ func runCheck(t *tool, args []string) int {
 	}
 	res, err := c.Check(mode)
 	if err != nil {
+		// The check itself failed (an unreadable table): exit code 1,
+		// as qemu-img's "Check failed".
 		t.errorf("Check failed: %v", err)
 		return checkIncomplete
 	}
@@ -83,6 +100,8 @@ func runCheck(t *tool, args []string) int {
 			t.errorf("Check failed: %v", err)
 			return checkIncomplete
 		}
+		// The counts of what was fixed come from the first pass; all
+		// else (what is still wrong, the statistics) from the second.
 		again.CorruptionsFixed, again.LeaksFixed = res.CorruptionsFixed, res.LeaksFixed
 		res = again
 	}
@@ -102,6 +121,10 @@ func runCheck(t *tool, args []string) int {
 	return checkClean
 }
 
+// checkJSON is qemu-img check --output=json, keys in the order qemu-img
+// prints them; each count is present only when it is not zero, as QEMU
+// leaves has_* false for zero counts (check-errors, filename and format
+// are always there).
 func checkJSON(r block.CheckResult, path, format string) object {
 	o := object{}
 	if r.ImageEndOffset > 0 {
@@ -137,7 +160,11 @@ func checkJSON(r block.CheckResult, path, format string) object {
 	return o
 }
 
-// printCheck prints a result as qemu-img check's human output.
+// printCheck prints a result as qemu-img check's human output: each
+// kind of problem its own paragraph, "No errors" only when there is none
+// at all, then the allocation statistics when any cluster is allocated
+// (iotest 313: an image whose clusters were all freed prints none) and
+// the image end offset when the format knows it.
 func (t *tool) printCheck(r block.CheckResult) {
 	w := t.stdout
 	if r.Corruptions > 0 {

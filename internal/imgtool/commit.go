@@ -11,6 +11,11 @@ func init() {
 	register("commit", "commit changes into the backing file: commit [-f fmt] [-t cache] [-b base] [-d] [-p] file", runCommit)
 }
 
+// runCommit is qemu-img commit: the data the top image holds above the
+// base (its backing file, or -b a deeper layer) is written into the base,
+// then the top is emptied so it reads through again (unless -d, or -b
+// which implies it). The top is only read until that last step; the base
+// is opened on its own, writable, by its file name and format.
 func runCommit(t *tool, args []string) int {
 	p, err := optSpec{short: "f:ht:b:dpqr:", long: []string{"object=", "image-opts"}}.parse(args)
 	if err != nil {
@@ -56,6 +61,8 @@ func runCommit(t *tool, args []string) int {
 			return t.fail("Did not find '%s' in the backing chain of '%s'", b, path)
 		}
 	}
+	// A second handle on the base: the one inside the top's chain is
+	// read-only, as qemu-img reopens the base read-write for the job.
 	basePath, baseFmt := block.Filename(chain[baseIdx]), chain[baseIdx].Format()
 	base, err := t.openImage(basePath, baseFmt, block.Options{DirectIO: direct})
 	if err != nil {
@@ -87,6 +94,8 @@ func runCommit(t *tool, args []string) int {
 // the data of every layer between, as the top sees it, so that the top's
 // guest-visible content is unchanged.
 func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Image, progress bool, t *tool) error {
+	// A base shorter than the top grows to the top's size first, as
+	// QEMU's commit job truncates it.
 	size := top.Size()
 	if base.Size() < size {
 		r, ok := base.(block.Resizer)
@@ -104,6 +113,12 @@ func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Im
 			return fmt.Errorf("reading block status at %#x: %w", off, err)
 		}
 		n := min(m.length, convertChunk)
+		// A range some layer above the base allocates: its data is
+		// copied; one it reads as zeroes is written as zeroes with unmap
+		// allowed, as QEMU's active commit (a mirror job) writes it with
+		// BDRV_REQ_MAY_UNMAP, so the base's clusters there are freed
+		// where the format keeps them reading zeroes (iotest 313: check
+		// then counts no allocated cluster).
 		if m.present && m.depth < baseIdx {
 			if m.data {
 				if _, err := top.ReadAt(buf[:n], off); err != nil {
@@ -112,7 +127,7 @@ func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Im
 				if _, err := base.WriteAt(buf[:n], off); err != nil {
 					return fmt.Errorf("writing the base image at %#x: %w", off, err)
 				}
-			} else if err := base.WriteZeroes(off, n, false); err != nil {
+			} else if err := base.WriteZeroes(off, n, true); err != nil {
 				return fmt.Errorf("zeroing the base image at %#x: %w", off, err)
 			}
 		}

@@ -12,13 +12,16 @@ func init() {
 	register("compare", "compare contents: compare [-f fmt] [-F fmt] [-s] [-p] [-T cache] file1 file2", runCompare)
 }
 
-// Exit codes of qemu-img compare.
+// Exit codes of qemu-img compare: scripts branch on them (an error is
+// 2, not 1, so that "differ" stays distinguishable).
 const (
 	cmpIdentical = 0
 	cmpDiffer    = 1
 	cmpError     = 2
 )
 
+// compareChunk bounds one read of each image; extents are compared in
+// pieces no larger.
 const compareChunk = 1 << 20
 
 // firstDiff returns the offset of the first differing 512-byte sector of a
@@ -38,6 +41,12 @@ func firstDiff(a, b []byte) int {
 	return -1
 }
 
+// runCompare is qemu-img compare: the images' contents as a guest sees
+// them (backing files included), with -f/-F for the two formats (-F
+// defaults to -f). Without -s images of different sizes compare equal when
+// the longer one's tail reads as zeroes; -s (strict) also requires equal
+// sizes and equal allocation. The first difference is reported at 512-byte
+// sector granularity, as qemu-img.
 func runCompare(t *tool, args []string) int {
 	p, err := optSpec{short: "hf:F:T:pqsU", long: []string{"object=", "image-opts", "force-share"}}.parse(args)
 	if err == nil {
@@ -82,6 +91,8 @@ func runCompare(t *tool, args []string) int {
 		fmt.Fprintln(t.stdout, "Strict mode: Image size mismatch!")
 		return cmpDiffer
 	}
+	// Walk both images by allocation extents; ranges both report as
+	// unallocated zeroes need no read (qemu-img skips them likewise).
 	common := min(a.Size(), b.Size())
 	ca, cb := block.Chain(a), block.Chain(b)
 	bufA, bufB := make([]byte, compareChunk), make([]byte, compareChunk)

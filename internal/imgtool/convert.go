@@ -13,7 +13,8 @@ func init() {
 	register("convert", "copy/convert: convert [-c] [-p] [-n] [-f fmt] [-l snapshot] [-O fmt] [-o opts] [-B backing] [-t cache] [-T cache] [-m N] [-W] [-S size] src... dst", runConvert)
 }
 
-// convertChunk is the unit of work of one convert worker.
+// convertChunk is the unit of work of one convert worker: 2 MiB, qemu-img's
+// IO_BUF_SIZE, the largest request its convert issues.
 const convertChunk = 2 << 20
 
 // Job kinds.
@@ -23,6 +24,10 @@ const (
 	jobSkip        // the target already reads right here
 )
 
+// convertJob is one range of the target and how to fill it. Jobs are
+// planned in target order; seq numbers them so that, without -W, their
+// writes happen in that order as qemu-img's (in-order coroutines), which
+// keeps the target's cluster layout what qemu-img would make.
 type convertJob struct {
 	seq    int
 	src    int   // source index
@@ -30,18 +35,27 @@ type convertJob struct {
 	dstOff int64
 	n      int64
 	kind   int
+	// counted: the job is part of what qemu-img convert's progress
+	// measures (its allocated_sectors): data, and zeroes read from the
+	// source itself when -S 0 writes them out as data.
+	counted bool
 }
 
+// converter is one qemu-img convert run: the sources (concatenated when
+// several), the target, and the planner's and workers' shared state.
 type converter struct {
-	srcs       []block.Image
-	dst        block.Image
-	cw         block.CompressedWriter // -c
-	needZeroes bool                   // target does not read zeroes by itself (-n or -B)
-	hasBacking bool                   // -B: data from the sources' backing files is skipped
-	sparse     int64                  // -S: zero detection granularity, 0 = off
-	inOrder    bool                   // without -W, writes complete in order
-	workers    int
-	progress   func(done int64)
+	srcs []block.Image
+	dst  block.Image
+	cw   block.CompressedWriter // -c
+	// targetBacking is the size of a new target's backing file, -1 when
+	// there is none (or the target existed: -n).
+	targetBacking int64
+	needZeroes    bool  // target does not read zeroes by itself (-n or -B)
+	hasBacking    bool  // -B: data from the sources' backing files is skipped
+	sparse        int64 // -S: zero detection granularity, 0 = off
+	inOrder       bool  // without -W, writes complete in order
+	workers       int
+	progress      func(done int64)
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -51,6 +65,12 @@ type converter struct {
 	err     error
 }
 
+// runConvert is qemu-img convert. Order of checks and words as
+// img_convert: option conflicts first (-n with -o, --bitmaps), then the
+// sources are opened, the target's options and backing file checked, the
+// target created (unless -n) and opened, and the copy run by -m workers.
+// The target defaults to raw and to cache=unsafe (flushed once at the
+// end), as qemu-img.
 func runConvert(t *tool, args []string) int {
 	p, err := optSpec{short: "hf:O:B:Cco:l:S:pt:T:qnm:WUr:F:", long: []string{"object=", "image-opts", "target-image-opts", "force-share", "salvage", "target-is-zero", "bitmaps", "skip-broken-bitmaps"}}.parse(args)
 	if err != nil {
@@ -63,6 +83,10 @@ func runConvert(t *tool, args []string) int {
 		return t.fail("Expecting image file name")
 	}
 	srcPaths, dstPath := p.args[:len(p.args)-1], p.args[len(p.args)-1]
+	if p.has("n") && p.has("o") {
+		// img_convert refuses -o options it would not use (iotest 122).
+		return t.fail("-o has no effect when skipping image creation")
+	}
 	if p.has("skip-broken-bitmaps") && !p.has("bitmaps") {
 		return t.fail("Use of --skip-broken-bitmaps requires --bitmaps")
 	}
@@ -95,12 +119,16 @@ func runConvert(t *tool, args []string) int {
 	if err := cacheMode(dstCache, &dstOpts); err != nil {
 		return t.fail("%v", err)
 	}
+	// -m: qemu-img's number of coroutines, 8 by default, 1..16; here
+	// the number of workers copying at once.
 	workers := 8
 	if m := p.get("m"); m != "" {
 		if workers, err = strconv.Atoi(m); err != nil || workers < 1 || workers > 16 {
 			return t.fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
 		}
 	}
+	// -S: runs of at least this many zero bytes (4 KiB by default) are
+	// not written; 0 writes everything, allocating the whole target.
 	sparse := int64(4096)
 	if s := p.get("S"); s != "" {
 		if sparse, err = parseSize(s); err != nil || sparse < 0 || sparse%512 != 0 {
@@ -113,6 +141,8 @@ func runConvert(t *tool, args []string) int {
 			s.Close()
 		}
 	}()
+	// total is the target's size: the sources' sizes added up, as
+	// qemu-img concatenates several sources.
 	var total int64
 	for _, sp := range srcPaths {
 		img, err := t.openImage(sp, p.get("f"), block.Options{ReadOnly: true, DirectIO: srcDirect})
@@ -135,6 +165,9 @@ func runConvert(t *tool, args []string) int {
 			return t.fail("%v", err)
 		}
 	}
+	// -B and -F are the old-style spellings of -o backing_file and
+	// backing_fmt. The size is always the sources' total, whatever -o
+	// size says.
 	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F")}
 	given := map[string]string{}
 	for _, s := range p.opts["o"] {
@@ -147,26 +180,37 @@ func runConvert(t *tool, args []string) int {
 		}
 	}
 	o.Size = total
-	if o.BackingFile != "" && o.BackingFormat == "" {
-		if bf, err := block.Probe(block.ResolveBacking(dstPath, o.BackingFile)); err == nil {
-			o.BackingFormat = bf
-		}
+	// img_convert's checks of the target's backing file, in its order
+	// (iotests 114, 122): -B or -o backing_file, never with several
+	// sources; and when it creates the target, only with a format.
+	if o.BackingFile != "" && len(srcs) > 1 {
+		return t.fail("Having a backing file for the target makes no sense when concatenating multiple input images")
+	}
+	if o.BackingFile != "" && o.BackingFormat == "" && !p.has("n") {
+		return t.fail("Use of backing file requires explicit backing format")
 	}
 	if !p.has("n") {
 		if err := block.Create(outFmt, dstPath, o); err != nil {
-			return t.fail("%s: %v", dstPath, err)
+			return t.fail("%s: %v", dstPath, createReason(outFmt, err))
 		}
 	}
 	dst, err := t.openImage(dstPath, outFmt, dstOpts)
 	if err != nil {
 		return t.fail("%v", err)
 	}
+	// needZeroes: the target may hold other data where the sources read
+	// zeroes (an existing target with -n, unless --target-is-zero says
+	// otherwise; or a backing file under the new target), so zeroes must
+	// be written rather than skipped.
 	c := &converter{
-		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"),
+		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"), targetBacking: -1,
 		needZeroes: p.has("n") && !p.has("target-is-zero") || o.BackingFile != "",
 		hasBacking: o.BackingFile != "",
 	}
 	c.cond = sync.NewCond(&c.mu)
+	if b := dst.Backing(); b != nil && o.BackingFile != "" && !p.has("n") {
+		c.targetBacking = b.Size()
+	}
 	if p.has("c") {
 		cw, ok := dst.(block.CompressedWriter)
 		if !ok {
@@ -175,28 +219,48 @@ func runConvert(t *tool, args []string) int {
 		}
 		c.cw = cw
 	}
+	// An existing target (-n) must hold every source byte.
 	if p.has("n") && dst.Size() < total {
 		dst.Close()
 		return t.fail("error while converting %s: target image is smaller than the source", outFmt)
 	}
+	progressEnd := func() {}
 	if p.has("p") && !p.has("q") {
-		last := int64(-1)
+		// As img_convert: the total is measured first (a plan that
+		// copies nothing), progress counts only the counted jobs, and a
+		// new value is printed when it moved more than 1% from the last
+		// one printed (qemu_progress_init(progress, 1.0)), or is 0 or
+		// 100; 100 is printed once more at the end. iotest 086: four 1
+		// MiB extents of a 128 MiB image go 0, 25, 50, 75, 100, 100.
+		total, err := c.progressTotal()
+		if err != nil {
+			dst.Close()
+			return t.fail("error while converting %s: %v", outFmt, err)
+		}
+		last := 0.0
 		var pm sync.Mutex
+		show := func(cur float64) {
+			fmt.Fprintf(t.stdout, "    (%3.2f/100%%)\r", cur)
+			last = cur
+		}
 		c.progress = func(done int64) {
 			pm.Lock()
 			defer pm.Unlock()
-			pct := done * 10000 / max(total, 1)
-			if pct != last {
-				last = pct
-				fmt.Fprintf(t.stdout, "    (%3.2f/100%%)\r", float64(pct)/100)
+			cur := 100.0
+			if total > 0 {
+				cur = min(100, float64(done)*100/float64(total))
+			}
+			if cur > last+1 || cur < last-1 || cur == 0 || cur == 100 {
+				show(cur)
 			}
 		}
-		c.progress(0)
+		show(0)
+		progressEnd = func() { show(100); fmt.Fprintln(t.stdout) }
 	}
+	// Close flushes the target (cache=unsafe skipped every flush before);
+	// its error counts as the copy's.
 	err = c.run()
-	if c.progress != nil {
-		fmt.Fprintln(t.stdout)
-	}
+	progressEnd()
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
@@ -236,26 +300,40 @@ func (c *converter) plan(out chan<- *convertJob) error {
 				return fmt.Errorf("%#x: reading block status: %w", base+off, err)
 			}
 			n := max(e.Length, 1)
+			// img_convert splits requests at the end of a new target's
+			// backing file: past it, the target reads zeroes by itself.
+			if tb := c.targetBacking; tb >= 0 && base+off < tb && base+off+n > tb {
+				n = tb - base - off
+			}
 			kind := jobCopy
 			switch {
 			case c.hasBacking && e.Depth > 0:
 				kind = jobSkip // the new backing file is expected to hold it
-			case e.Flags&block.ExtentData == 0:
+			case e.Flags&block.ExtentData != 0:
+			case c.targetBacking >= 0 && base+off >= c.targetBacking:
+				// Zeroes past the new target's backing file are left
+				// out (QEMU's post_backing_zero; iotest 122: nothing is
+				// allocated there, even in a v2 image).
 				kind = jobSkip
-				if c.needZeroes {
-					kind = jobZero
-				}
+			case c.sparse == 0:
+				// -S 0: zeroes are written as data, the target is fully
+				// allocated (iotest 122).
+			case c.needZeroes:
+				kind = jobZero
+			default:
+				kind = jobSkip
 			}
+			counted := kind == jobCopy
 			// Extents of one kind are coalesced (engines report runs of
 			// host-contiguous clusters, convert only cares about the
 			// kind); copy jobs end on the chunk grid of the target.
 			for done := int64(0); done < n; {
 				d := base + off + done
-				if pending != nil && (pending.kind != kind || pending.src != si) {
+				if pending != nil && (pending.kind != kind || pending.src != si || pending.counted != counted) {
 					emit()
 				}
 				if pending == nil {
-					pending = &convertJob{src: si, srcOff: off + done, dstOff: d, kind: kind}
+					pending = &convertJob{src: si, srcOff: off + done, dstOff: d, kind: kind, counted: counted}
 				}
 				l := n - done
 				if kind == jobCopy {
@@ -279,6 +357,8 @@ func (c *converter) plan(out chan<- *convertJob) error {
 // whole clusters), each copied unless every source byte in it is
 // unallocated zeroes.
 func (c *converter) planGrid(out chan<- *convertJob, align int64) error {
+	// total is the target's size: the sources' sizes added up, as
+	// qemu-img concatenates several sources.
 	var total int64
 	for _, s := range c.srcs {
 		total += s.Size()
@@ -296,14 +376,31 @@ func (c *converter) planGrid(out chan<- *convertJob, align int64) error {
 			if err != nil {
 				return fmt.Errorf("%#x: reading block status: %w", off, err)
 			}
-			if e.Flags&block.ExtentData != 0 || c.needZeroes {
+			if e.Flags&block.ExtentData != 0 || c.needZeroes || c.sparse == 0 {
 				kind = jobCopy
 			}
 			off += max(e.Length, 1)
 		}
-		out <- &convertJob{seq: seq, src: -1, dstOff: d, n: n, kind: kind}
+		out <- &convertJob{seq: seq, src: -1, dstOff: d, n: n, kind: kind, counted: kind == jobCopy}
 	}
 	return nil
+}
+
+// progressTotal is the byte count convert's progress runs up to: the
+// counted jobs of a plan run once without copying.
+func (c *converter) progressTotal() (int64, error) {
+	jobs := make(chan *convertJob, 16)
+	planErr := make(chan error, 1)
+	go func() { planErr <- c.plan(jobs) }()
+	// total is the target's size: the sources' sizes added up, as
+	// qemu-img concatenates several sources.
+	var total int64
+	for j := range jobs {
+		if j.counted {
+			total += j.n
+		}
+	}
+	return total, <-planErr
 }
 
 // locate maps an offset of the concatenated sources to (source, offset).
@@ -334,12 +431,15 @@ func (c *converter) readConcat(b []byte, off int64) error {
 	return nil
 }
 
+// failed reports whether a worker or the planner has failed; the others
+// then stop taking work.
 func (c *converter) failed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err != nil
 }
 
+// fail records the first error; later ones are consequences of it.
 func (c *converter) fail(err error) {
 	c.mu.Lock()
 	if c.err == nil {
@@ -349,6 +449,9 @@ func (c *converter) fail(err error) {
 	c.cond.Broadcast()
 }
 
+// run plans and copies: one planner goroutine feeds jobs to c.workers
+// workers over a bounded channel (the plan never runs far ahead of the
+// copy), and the first error of either ends the run.
 func (c *converter) run() error {
 	jobs := make(chan *convertJob, 2*c.workers)
 	// plan closes jobs before it returns, so the workers can finish before
@@ -392,6 +495,8 @@ func (c *converter) waitTurn(seq int) {
 	c.mu.Unlock()
 }
 
+// finish lets the next job write (in-order mode) and advances the
+// progress by the job's bytes when it is one progress counts.
 func (c *converter) finish(j *convertJob) {
 	if c.inOrder {
 		c.mu.Lock()
@@ -399,12 +504,13 @@ func (c *converter) finish(j *convertJob) {
 		c.mu.Unlock()
 		c.cond.Broadcast()
 	}
-	d := c.copied.Add(j.n)
-	if c.progress != nil {
-		c.progress(d)
+	if j.counted && c.progress != nil {
+		c.progress(c.copied.Add(j.n))
 	}
 }
 
+// do runs one job. Reads happen before the job's turn, so that workers
+// read in parallel; only the write waits for the jobs before it.
 func (c *converter) do(j *convertJob, buf []byte) error {
 	defer c.finish(j)
 	switch j.kind {
@@ -475,7 +581,9 @@ func (c *converter) writeCompressed(b []byte, off int64) error {
 	cs := int(c.cw.ClusterSize())
 	for i := 0; i < len(b); i += cs {
 		cl := b[i:min(len(b), i+cs)]
-		if allZero(cl) {
+		// With -S 0 zero clusters are compressed too, as qemu-img's
+		// convert_co_write (the target is fully allocated).
+		if c.sparse != 0 && allZero(cl) {
 			if c.needZeroes {
 				if err := c.dst.WriteZeroes(off+int64(i), int64(len(cl)), false); err != nil {
 					return fmt.Errorf("%d: %w", off+int64(i), err)

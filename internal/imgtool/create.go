@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -14,14 +15,20 @@ func init() {
 	register("create", "create a new image: create [-f fmt] [-b backing [-F fmt]] [-u] [-o opts] file [size]", runCreate)
 }
 
-// formatOptions are the -o keys each format accepts, as qemu-img.
+// formatOptions are the -o keys each format accepts, as qemu-img. Other
+// keys qemu-img knows (encryption, data_file, extent_size_hint, nocow...)
+// are refused with "Invalid parameter" rather than accepted and ignored:
+// petrel img has no such feature, and an image created without it would
+// not be what was asked for.
 var formatOptions = map[string][]string{
 	"raw":   {"size", "preallocation"},
 	"qed":   {"size", "backing_file", "backing_fmt", "cluster_size", "table_size", "preallocation"},
 	"qcow2": {"size", "compat", "backing_file", "backing_fmt", "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2", "compression_type"},
 }
 
-// parseKV splits "-o a=b,c=d" (",," escapes a comma) into ordered pairs.
+// parseKV splits "-o a=b,c=d" (",," escapes a comma) into ordered pairs,
+// as QemuOpts reads them; an item without '=' is an error in its words.
+// Several -o options are read in turn, a later key overriding an earlier.
 func parseKV(s string) ([][2]string, error) {
 	var out [][2]string
 	var cur strings.Builder
@@ -55,6 +62,8 @@ func parseKV(s string) ([][2]string, error) {
 	return out, flush()
 }
 
+// parseBool reads an on/off option the way QemuOpts' parse_option_bool
+// does (yes/true and no/false are accepted too).
 func parseBool(k, v string) (bool, error) {
 	switch v {
 	case "on", "yes", "true":
@@ -78,6 +87,8 @@ func createOptions(format string, pairs [][2]string, o *block.CreateOptions, giv
 		if !ok {
 			return fmt.Errorf("Invalid parameter '%s'", k)
 		}
+		// given keeps the text as typed: the "Formatting" line echoes
+		// some options verbatim (compat=0.42 before it is refused).
 		given[k] = v
 		var err error
 		switch k {
@@ -96,6 +107,8 @@ func createOptions(format string, pairs [][2]string, o *block.CreateOptions, giv
 		case "cluster_size":
 			o.ClusterSize, err = parseSize(v)
 		case "compat":
+			// qcow2's compat takes QEMU's aliases; anything else goes
+			// to the engine, which refuses it in qcow2_co_create's words.
 			if v == "v2" {
 				v = "0.10"
 			} else if v == "v3" {
@@ -125,6 +138,7 @@ func createOptions(format string, pairs [][2]string, o *block.CreateOptions, giv
 	return nil
 }
 
+// onOff prints a boolean option as QemuOpts echoes it.
 func onOff(b bool) string {
 	if b {
 		return "on"
@@ -146,6 +160,10 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 			opt("backing_fmt", o.BackingFormat)
 		}
 	}
+	// qemu-img prints every option of the driver that has a default
+	// (cluster_size, extended_l2, compression_type, lazy_refcounts,
+	// refcount_bits for qcow2), and the others only when given; iotests
+	// match the line whole, so the order is the driver's option list.
 	cs := o.ClusterSize
 	if cs == 0 {
 		cs = 65536
@@ -192,6 +210,32 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 	return b.String()
 }
 
+// createReason is what qemu-img prints after "FILE: " for an engine's
+// refusal to create: the reason without the engine's context, and for a
+// size the geometry cannot address bdrv_img_create's own words for EFBIG,
+// with the hint it adds for formats that have a cluster_size option
+// (iotest 054).
+func createReason(format string, err error) error {
+	if errors.Is(err, block.ErrSizeTooLarge) {
+		hint := ""
+		if format == "qcow2" || format == "qed" {
+			hint = " (try using a larger cluster size)"
+		}
+		return fmt.Errorf("The image size is too large for file format '%s'%s", format, hint)
+	}
+	var ce *block.CreateError
+	if errors.As(err, &ce) {
+		return ce.Reason
+	}
+	return err
+}
+
+// runCreate is qemu-img create (bdrv_img_create): options from -f, -b, -F,
+// -o and the size argument, checked in qemu-img's order: size given twice,
+// an empty backing name, the backing file opened (to probe its format, and
+// to take its size when none is given), then "Formatting ..." printed
+// before the engine creates the file, so that an engine's refusal comes
+// after that line, as in qemu-img.
 func runCreate(t *tool, args []string) int {
 	p, err := optSpec{short: "f:b:F:uo:q", long: []string{"object=", "help"}}.parse(args)
 	if err != nil {
@@ -208,6 +252,9 @@ func runCreate(t *tool, args []string) int {
 		return t.fail("Expecting image file name")
 	}
 	path := p.args[0]
+	// "file:NAME" names the file NAME, even one with a colon of its own
+	// (iotest 126); messages show the argument as given.
+	file := strings.TrimPrefix(path, "file:")
 	if _, ok := block.Lookup(format); !ok {
 		return t.fail("%s: Unknown file format '%s'", path, format)
 	}
@@ -225,10 +272,19 @@ func runCreate(t *tool, args []string) int {
 	haveSize := given["size"] != ""
 	if len(p.args) == 2 {
 		var ok bool
-		if o.Size, ok = t.cvtnum("image size", p.args[1], 0, math.MaxInt64); !ok {
+		size, ok := t.cvtnum("image size", p.args[1], 0, math.MaxInt64)
+		if !ok {
 			return 1
 		}
-		haveSize = true
+		// bdrv_img_create's checks, before the backing file is opened
+		// (iotest 049).
+		if haveSize {
+			return t.fail("%s: The image size must be specified only once", path)
+		}
+		o.Size, haveSize = size, true
+	}
+	if p.has("b") && o.BackingFile == "" {
+		return t.fail("%s: Expected backing file name, got empty string", path)
 	}
 	if o.BackingFile != "" && format == "raw" {
 		return t.fail("%s: Backing file not supported for file format 'raw'", path)
@@ -240,7 +296,7 @@ func runCreate(t *tool, args []string) int {
 		return t.fail("%s: Backing file specified without backing format", path)
 	}
 	if o.BackingFile != "" && !p.has("u") {
-		bpath := block.ResolveBacking(path, o.BackingFile)
+		bpath := block.ResolveBacking(file, o.BackingFile)
 		if _, err := os.Stat(bpath); err != nil {
 			// Here qemu-img names the file once (the block layer's message).
 			t.errorf("%s: Could not open '%s': %s", path, bpath, errText(err))
@@ -276,8 +332,8 @@ func runCreate(t *tool, args []string) int {
 		// qcow2_co_create's wording (after the "Formatting" line, as there).
 		return t.fail("%s: Cluster size must be a power of two between 512 and 2048k", path)
 	}
-	if err := block.Create(format, path, o); err != nil {
-		return t.fail("%s: %v", path, err)
+	if err := block.Create(format, file, o); err != nil {
+		return t.fail("%s: %v", path, createReason(format, err))
 	}
 	return 0
 }

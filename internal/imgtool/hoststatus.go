@@ -27,6 +27,9 @@ func (h hostFiles) status(path string, off, n int64) (hole bool, length int64) {
 	if f == nil {
 		return false, n
 	}
+	// SEEK_DATA from off finds where data starts: off itself (data
+	// here, then SEEK_HOLE says how far) or later (a hole up to there),
+	// as file-posix's find_allocation.
 	fd := int(f.Fd())
 	d, err := unix.Seek(fd, off, unix.SEEK_DATA)
 	if errors.Is(err, unix.ENXIO) {
@@ -45,6 +48,7 @@ func (h hostFiles) status(path string, off, n int64) (hole bool, length int64) {
 	return false, min(n, e-off)
 }
 
+// close closes every file status opened.
 func (h hostFiles) close() {
 	for _, f := range h {
 		if f != nil {

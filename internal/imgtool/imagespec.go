@@ -79,6 +79,9 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 		// The protocol node alone: its bytes are the disk (raw).
 		prefix, s.format = "", "raw"
 	default:
+		// A format driver over a file: anything else (null-co, nbd,
+		// blkdebug, ...) is a driver petrel img does not have, refused
+		// by name rather than opened as something else.
 		if _, ok := block.Lookup(driver); !ok {
 			return s, fmt.Errorf("Unknown driver '%s' (petrel img opens qcow2, qed, raw over files)", driver)
 		}
@@ -95,6 +98,8 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 			return s, fmt.Errorf("Unknown protocol driver '%s' (petrel img opens files)", d)
 		}
 	}
+	// The file name and the open options that map onto block.Options;
+	// both the format level and the file level may say cache.*.
 	s.path = o.Str(prefix + "filename")
 	if s.path == "" {
 		return s, fmt.Errorf("The '%s' block driver requires a file name", map[bool]string{true: "file", false: driver}[prefix == ""])
@@ -132,14 +137,42 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 }
 
 // filePath is the file an image argument names, as qemu-img prints it
-// ("image:" lines); arg itself when it cannot be read.
+// ("image:" lines); arg itself when it cannot be read. A relative name
+// that file: kept from reading as a protocol ("file:image:top.qcow2")
+// is shown as "./image:top.qcow2", as QEMU's file driver names it
+// (iotest 126).
 func (t *tool) filePath(arg string) string {
 	if t.imageOpts || strings.HasPrefix(arg, "json:") || strings.HasPrefix(arg, "file:") {
 		if s, err := parseImageSpec(arg, t.imageOpts); err == nil {
+			if strings.HasPrefix(arg, "file:") && hasProtocol(s.path) {
+				return "./" + s.path
+			}
 			return s.path
 		}
 	}
 	return arg
+}
+
+// hasProtocol is QEMU's path_has_protocol: a colon before any slash
+// makes "proto:" a protocol prefix rather than part of a file name.
+func hasProtocol(name string) bool {
+	i := strings.IndexAny(name, ":/")
+	return i >= 0 && name[i] == ':'
+}
+
+// pathCombine is QEMU's path_combine, the "actual path" of a backing
+// file qemu-img info prints: a relative name is appended to the image's
+// name up to its last slash, as written and not cleaned ("dir/./b"),
+// and stays as it is when the image's name has no slash (iotest 126).
+func pathCombine(image, name string) string {
+	if name == "" || strings.HasPrefix(name, "/") || hasProtocol(name) {
+		return name
+	}
+	i := strings.LastIndexByte(image, '/')
+	if i < 0 {
+		return name
+	}
+	return image[:i+1] + name
 }
 
 // doubleQuoted rewrites QEMU's JSON extension, strings in single quotes

@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -165,5 +166,53 @@ func TestJSONSingleQuotes(t *testing.T) {
 	s, err := parseImageSpec(`json:{'driver':'qed','file':{'driver':'file','filename':'/tmp/x.qed'}}`, false)
 	if err != nil || s.path != "/tmp/x.qed" || s.format != "qed" {
 		t.Fatalf("single-quoted json: %+v, %v", s, err)
+	}
+}
+
+// TestInfoBackingChainImageOpts: with --image-opts only the argument is an
+// option string; info --backing-chain opens the backing files it names as
+// plain files (iotest 279).
+func TestInfoBackingChainImageOpts(t *testing.T) {
+	dir := t.TempDir()
+	for _, fmtName := range []string{"qcow2", "qed"} {
+		base := filepath.Join(dir, "base."+fmtName)
+		mid := filepath.Join(dir, "mid."+fmtName)
+		top := filepath.Join(dir, "top."+fmtName)
+		must(t, "create", "-q", "-f", fmtName, base, "64M")
+		must(t, "create", "-q", "-f", fmtName, "-b", base, "-F", fmtName, mid)
+		must(t, "create", "-q", "-f", fmtName, "-b", mid, "-F", fmtName, top)
+		out := must(t, "info", "--backing-chain", "--image-opts",
+			"driver="+fmtName+",file.driver=file,file.filename="+top)
+		for _, want := range []string{"image: " + top + "\n", "image: " + mid + "\n", "image: " + base + "\n"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: info --backing-chain lacks %q:\n%s", fmtName, want, out)
+			}
+		}
+	}
+}
+
+// TestColonFileNames: "file:" makes a name with a colon a plain file for
+// create and info; info shows such a relative name as "./NAME" and a
+// backing file's actual path as QEMU's path_combine writes it, uncleaned
+// (iotest 126).
+func TestColonFileNames(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	must(t, "create", "-q", "-f", "qcow2", "file:"+dir+"/a:b.qcow2", "1M")
+	if _, err := os.Stat(dir + "/a:b.qcow2"); err != nil {
+		t.Fatalf("create file:...: %v", err)
+	}
+	must(t, "create", "-q", "-f", "qcow2", "base.qcow2", "1M")
+	must(t, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "file:image:top.qcow2")
+	out := must(t, "info", "file:image:top.qcow2")
+	for _, want := range []string{"image: ./image:top.qcow2\n", "backing file: base.qcow2 (actual path: ./base.qcow2)\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("info lacks %q:\n%s", want, out)
+		}
+	}
+	must(t, "create", "-q", "-f", "qcow2", "-b", "./a:b.qcow2", "-F", "qcow2", dir+"/top2.qcow2")
+	out = must(t, "info", dir+"/top2.qcow2")
+	if want := "backing file: ./a:b.qcow2 (actual path: " + dir + "/./a:b.qcow2)\n"; !strings.Contains(out, want) {
+		t.Errorf("info lacks %q:\n%s", want, out)
 	}
 }

@@ -39,6 +39,10 @@ func (t *tool) commonOptions(p *parsed) error {
 	return nil
 }
 
+// subcommand is one qemu-img subcommand: its usage line for `petrel img
+// help` and its implementation, which returns the exit code qemu-img
+// would (0 success, 1 failure, and the subcommand's own codes for check
+// and compare).
 type subcommand struct {
 	summary string
 	run     func(t *tool, args []string) int
@@ -46,6 +50,7 @@ type subcommand struct {
 
 var subcommands = map[string]subcommand{}
 
+// register adds a subcommand; each file registers its own from init.
 func register(name, summary string, run func(t *tool, args []string) int) {
 	subcommands[name] = subcommand{summary, run}
 }
@@ -71,6 +76,8 @@ func MainAs(prog string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "petrel img (qemu-img compatible)")
 		return 0
 	}
+	// An unknown subcommand: qemu-img's message and exit code 1, which
+	// iotests see as "Command not found: NAME" in their output.
 	c, ok := subcommands[args[0]]
 	if !ok {
 		t.errorf("Command not found: %s", args[0])
@@ -79,6 +86,8 @@ func MainAs(prog string, args []string, stdout, stderr io.Writer) int {
 	return c.run(t, args[1:])
 }
 
+// usage lists the subcommands on stderr, as `petrel img help` (qemu-img's
+// long help text is not reproduced; iotests do not read it).
 func (t *tool) usage() {
 	fmt.Fprintln(t.stderr, "usage: petrel img COMMAND [OPTIONS] ...")
 	names := make([]string, 0, len(subcommands))
@@ -111,13 +120,18 @@ type optSpec struct {
 	long  []string
 }
 
+// parsed is a command line after getopt: every option's values in the
+// order given (a repeated option keeps them all: -o is cumulative in
+// qemu-img, other options take the last), and the operands.
 type parsed struct {
 	opts map[string][]string // key: letter or long name
 	args []string
 }
 
+// has reports whether option k (a letter or a long name) was given.
 func (p *parsed) has(k string) bool { _, ok := p.opts[k]; return ok }
 
+// get is the last value given for option k, "" when it was not given.
 func (p *parsed) get(k string) string {
 	v := p.opts[k]
 	if len(v) == 0 {
@@ -143,6 +157,8 @@ func (s optSpec) parse(args []string) (*parsed, error) {
 		case a == "--":
 			p.args = append(p.args, args[i+1:]...)
 			return p, nil
+		// A long option: --name=value, or --name value when it takes
+		// one; getopt_long's messages for a missing or extra argument.
 		case strings.HasPrefix(a, "--"):
 			name, val, hasVal := strings.Cut(a[2:], "=")
 			found := false
@@ -166,6 +182,9 @@ func (s optSpec) parse(args []string) (*parsed, error) {
 			if !found {
 				return nil, fmt.Errorf("unrecognized option '%s'", a)
 			}
+		// Short options, clustered as getopt allows ("-qf qcow2",
+		// "-fqcow2"): a letter that takes an argument ends the cluster.
+		// A lone "-" is an operand.
 		case len(a) > 1 && a[0] == '-':
 			for j := 1; j < len(a); j++ {
 				known, needs := takesArg(a[j])
@@ -206,6 +225,9 @@ func parseSize(s string) (int64, error) {
 // with its error messages naming the argument ("image size", "offset").
 // It prints the hex-suffix deprecation warning as qemu-img does.
 func (t *tool) cvtnum(what, s string, lo, hi int64) (int64, bool) {
+	// Two messages as qemu-img: a malformed number gets the suffix help
+	// (two lines), one out of range the bounds; a parse overflow counts
+	// as out of range.
 	v, err := qemuopt.ParseSize(s)
 	if err != nil && !errors.Is(err, qemuopt.ErrSizeRange) {
 		t.errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", what)
@@ -225,8 +247,14 @@ func (t *tool) cvtnum(what, s string, lo, hi int64) (int64, bool) {
 // humanSize prints sizes as qemu's size_to_str.
 func humanSize(n int64) string { return qemuopt.FormatSize(n) }
 
-// openImage opens a file for a subcommand, wording errors as qemu-img.
+// openImage opens a file for a subcommand, wording errors as qemu-img
+// (img_open): every failure reads "Could not open 'NAME': REASON", NAME as
+// the user gave it. The spec's open options are added to the caller's
+// (a read-only spec makes the open read-only, never the reverse).
 func (t *tool) openImage(path, format string, opts block.Options) (block.Image, error) {
+	// json:, file: and --image-opts names carry their own format and
+	// open options; -f must agree with a driver they name, and with
+	// --image-opts it is refused outright, as qemu-img's img_open.
 	if t.imageOpts || strings.HasPrefix(path, "json:") || strings.HasPrefix(path, "file:") {
 		if t.imageOpts && format != "" {
 			return nil, fmt.Errorf("--image-opts and --format are mutually exclusive")
@@ -260,6 +288,13 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 	}
 	img, err := block.Open(path, opts)
 	if err != nil {
+		// qemu-img prints the driver's reason alone, without the
+		// engine's "opening FORMAT image FILE" context (iotests 036,
+		// 054, 080).
+		var oe *block.OpenError
+		if errors.As(err, &oe) {
+			err = oe.Reason
+		}
 		return nil, fmt.Errorf("Could not open '%s': %v", path, err)
 	}
 	return img, nil

@@ -14,7 +14,9 @@ func init() {
 	register("info", "show image information: info [-f fmt] [--output=human|json] [--backing-chain] [-U] file", runInfo)
 }
 
-// diskUsage is the bytes a file occupies on the host (qemu's actual-size).
+// diskUsage is the bytes a file occupies on the host (qemu's actual-size):
+// allocated 512-byte blocks, so a sparse image shows what it really uses.
+// iotests filter "disk size" out, as it depends on the file system.
 func diskUsage(path string) int64 {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -26,7 +28,11 @@ func diskUsage(path string) int64 {
 	return st.Size()
 }
 
-// imageInfo collects qemu-img info's fields for one layer.
+// imageInfo collects qemu-img info's fields for one layer, in the order
+// qemu-img --output=json prints them (snapshots first, dirty-flag last);
+// the human output picks from the same object.
+// path is the name as qemu-img shows it (filePath), which the backing
+// file's "actual path" is combined with.
 func imageInfo(img block.Image, path string) object {
 	o := object{}
 	var desc map[string]any
@@ -53,7 +59,7 @@ func imageInfo(img block.Image, path string) object {
 		o.set("format-specific", fs)
 	}
 	if bf, ok := desc["backing-filename"].(string); ok && bf != "" {
-		o.set("full-backing-filename", block.ResolveBacking(path, bf))
+		o.set("full-backing-filename", pathCombine(path, bf))
 		o.set("backing-filename", bf)
 		if bff, ok := desc["backing-filename-format"]; ok {
 			o.set("backing-filename-format", bff)
@@ -64,6 +70,9 @@ func imageInfo(img block.Image, path string) object {
 	return o
 }
 
+// snapshotJSON is one SnapshotInfo of qemu-img info --output=json, its
+// fields in the order QEMU's JSON output has them: the VM clock split in
+// seconds and the nanoseconds within, the date likewise.
 func snapshotJSON(sn block.SnapshotInfo) object {
 	var o object
 	if sn.ICount != -1 { // qemu-img leaves out an icount not recorded
@@ -80,6 +89,7 @@ func snapshotJSON(sn block.SnapshotInfo) object {
 	}...)
 }
 
+// lookup is the value of key k in an ordered object.
 func lookup(o object, k string) (any, bool) {
 	for _, f := range o {
 		if f.key == k {
@@ -89,7 +99,11 @@ func lookup(o object, k string) (any, bool) {
 	return nil, false
 }
 
-// printHumanInfo prints one layer as qemu-img info's human output.
+// printHumanInfo prints one layer as qemu-img info's human output
+// (bdrv_image_info_dump): "actual path" only when the combined name
+// differs from the one stored, "cleanly shut down: no" only for a dirty
+// image, and the format-specific block with its keys as words
+// ("lazy refcounts"), which iotests' _img_info drops unless asked.
 func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 	w := t.stdout
 	get := func(k string) any { v, _ := lookup(o, k); return v }
@@ -153,6 +167,9 @@ func orderedKeys(m map[string]any) []string {
 	return append(keys, rest...)
 }
 
+// runInfo is qemu-img info, with --backing-chain every layer down the
+// chain (each opened on its own, as qemu-img's collect_image_info_list)
+// and --output=json an array of them then, a single object without.
 func runInfo(t *tool, args []string) int {
 	p, err := optSpec{short: "f:hU", long: []string{"output=", "backing-chain", "force-share", "image-opts", "object=", "limits"}}.parse(args)
 	if err != nil {
@@ -169,6 +186,8 @@ func runInfo(t *tool, args []string) int {
 		return t.fail("--output must be used with human or json as argument.")
 	}
 	path := p.args[0]
+	// The format given with -f applies to the image argument only; each
+	// backing layer is opened with the format its parent names for it.
 	chain := p.has("backing-chain")
 	// As qemu-img: each layer is opened on its own, without its backing
 	// file; the chain is followed by the full backing file names, and a
@@ -193,6 +212,10 @@ func runInfo(t *tool, args []string) int {
 		layers = append(layers, img)
 		if len(layers) == 1 {
 			name = t.filePath(name)
+			// Only the image argument is an --image-opts string; the
+			// backing files the chain names are plain file names, which
+			// qemu-img opens as such (iotest 279).
+			t.imageOpts = false
 		}
 		o := imageInfo(img, name)
 		objs = append(objs, o)
@@ -214,6 +237,7 @@ func runInfo(t *tool, args []string) int {
 		}
 		return 0
 	}
+	// Human output: one block per layer, separated by an empty line.
 	for i, l := range layers {
 		if i > 0 {
 			fmt.Fprintln(t.stdout)

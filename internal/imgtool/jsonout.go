@@ -10,11 +10,15 @@ import (
 // easier to read, and to diff, with a stable order).
 type object []field
 
+// field is one key of an object with its value (any value encoding/json
+// takes; map[string]any values are put in QEMU's key order by normalize).
 type field struct {
 	key string
 	val any
 }
 
+// set replaces the value of k, or appends k at the end: the order of
+// first setting is the order of output.
 func (o *object) set(k string, v any) {
 	for i := range *o {
 		if (*o)[i].key == k {
@@ -25,6 +29,8 @@ func (o *object) set(k string, v any) {
 	*o = append(*o, field{k, v})
 }
 
+// MarshalJSON writes the keys in their order; prettyJSON re-indents the
+// result.
 func (o object) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')

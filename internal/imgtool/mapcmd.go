@@ -11,7 +11,11 @@ func init() {
 	register("map", "show allocation: map [-f fmt] [--output=human|json] [--start-offset=N] [--max-length=N] file", runMap)
 }
 
-// mapEntry is one line of qemu-img map --output=json.
+// mapEntry is one line of qemu-img map --output=json (QAPI's MapEntry):
+// present means some layer of the chain allocates the range, depth is the
+// layer that does (or the bottom one when none does), zero and data are
+// the block status flags, offset and file where the data lies in a host
+// file when that is known (not for compressed clusters).
 type mapEntry struct {
 	start, length int64
 	depth         int
@@ -47,9 +51,12 @@ func layerStatusHost(img block.Image, chain []block.Image, off, n int64, host ho
 			m.length = min(m.length, max(le.Length, 1))
 		}
 	}
+	// Unallocated in every layer: qemu-img names the bottom layer.
 	if e.Depth >= len(chain) {
 		m.depth = len(chain) - 1
 	}
+	// Without data there is no offset to show, except for allocated
+	// zeroes (below); an unallocated range names no file.
 	if !m.data {
 		m.offset = -1
 		if !m.present {
@@ -78,6 +85,10 @@ func mergeable(a, b mapEntry) bool {
 	return a.offset < 0 || a.offset+a.length == b.offset
 }
 
+// writeMapJSON prints entries as qemu-img map --output=json: one object
+// per line inside one array, keys in MapEntry's order, "offset" only when
+// the data's host location is known (iotests filter its value, not its
+// presence).
 func writeMapJSON(w io.Writer, entries []mapEntry) {
 	fmt.Fprint(w, "[")
 	for i, e := range entries {
@@ -118,6 +129,10 @@ func writeMapHuman(w io.Writer, entries []mapEntry) error {
 	return nil
 }
 
+// runMap is qemu-img map: the allocation of [--start-offset, +
+// --max-length) as runs of uniform state, merged as qemu-img merges them
+// (mergeable), printed as JSON or as the human table of data runs. The
+// image is opened with its backing chain, since map follows it.
 func runMap(t *tool, args []string) int {
 	p, err := optSpec{short: "f:hU", long: []string{"output=", "start-offset=", "max-length=", "object=", "image-opts", "force-share"}}.parse(args)
 	if err != nil {
@@ -152,6 +167,8 @@ func runMap(t *tool, args []string) int {
 		}
 		end = min(end, start+l)
 	}
+	// host keeps the layers' host files open to ask them for holes:
+	// qemu-img map reports data in a hole of the host file as zero.
 	chain := block.Chain(img)
 	host := hostFiles{}
 	defer host.close()

@@ -11,6 +11,12 @@ func init() {
 	register("resize", "change the virtual size: resize [-f fmt] [--shrink] [--preallocation=off] file [+|-]size", runResize)
 }
 
+// runResize is qemu-img resize: an absolute size, or +N / -N relative to
+// the current one. A shrink needs --shrink (qemu-img refuses with an
+// error and a warning, exit 1); --preallocation applies to the grown area
+// only, for formats that can preallocate it (qcow2: iotest 125), and is
+// refused for a shrink by the engine. Growth over a longer backing file
+// reads zeroes (the engine zeroes it or refuses, as QEMU's drivers).
 func runResize(t *tool, args []string) int {
 	// The size comes last and may start with '-': take it out before
 	// option parsing, as qemu-img does.
@@ -28,12 +34,16 @@ func runResize(t *tool, args []string) int {
 	if len(p.args) != 1 {
 		return t.fail("Expecting one image file name")
 	}
+	// The mode names are checked before the image is opened, in
+	// qemu-img's words.
 	prealloc := p.get("preallocation")
 	switch prealloc {
 	case "", "off", "falloc", "full", "metadata":
 	default:
 		return t.fail("Invalid preallocation mode: '%s'", prealloc)
 	}
+	// rel: 0 absolute, +1 grow by, -1 shrink by. The number itself is
+	// parsed as qemu-img's sizes are (qemu_strtosz), without a sign.
 	rel := 0
 	num := sizeArg
 	if strings.HasPrefix(sizeArg, "+") {
@@ -46,7 +56,9 @@ func runResize(t *tool, args []string) int {
 		return t.fail("Invalid size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
 	}
 	path := p.args[0]
-	img, err := t.openImage(path, p.get("f"), block.Options{NoBacking: true})
+	// With its backing file, as qemu-img: growing over a longer backing
+	// file zeroes the new area (iotest 292).
+	img, err := t.openImage(path, p.get("f"), block.Options{})
 	if err != nil {
 		return t.fail("%v", err)
 	}
@@ -59,6 +71,7 @@ func runResize(t *tool, args []string) int {
 	case -1:
 		newSize = cur - delta
 	}
+	// A relative shrink past zero; qemu-img's own words.
 	if newSize < 0 {
 		return t.fail("New image size must be positive")
 	}
@@ -82,6 +95,8 @@ func runResize(t *tool, args []string) int {
 	} else if err := r.Resize(newSize); err != nil {
 		return t.fail("Error resizing image: %v", err)
 	}
+	// The new size must be durable before "Image resized." is printed:
+	// iotests read the header right after.
 	if err := img.Flush(); err != nil {
 		return t.fail("Error resizing image: %v", err)
 	}

@@ -12,7 +12,13 @@ func init() {
 	register("snapshot", "internal snapshots: snapshot [-l | -c name | -a name | -d name] [-f fmt] file", runSnapshot)
 }
 
-// printSnapshotTable prints snapshots as qemu's bdrv_snapshot_dump.
+// printSnapshotTable prints snapshots as qemu's bdrv_snapshot_dump: the
+// header and the rows use different widths (the row pads ID and TAG one
+// column short and adds a space), the date is local time, the VM clock
+// HH:MM:SS.mmm, and an icount the snapshot did not record (-1, as a
+// disk-only snapshot or a savevm without icount) is left blank. Both
+// `snapshot -l` and `info` print this table; iotests compare it with the
+// date and clock columns filtered.
 func printSnapshotTable(w io.Writer, snaps []block.SnapshotInfo) {
 	fmt.Fprintf(w, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT")
 	for _, sn := range snaps {
@@ -28,6 +34,11 @@ func printSnapshotTable(w io.Writer, snaps []block.SnapshotInfo) {
 	}
 }
 
+// runSnapshot is qemu-img snapshot: -l lists (the default), -c creates,
+// -a applies and -d deletes an internal snapshot named by ID or name. The
+// image is opened without its backing file, as qemu-img does: a snapshot
+// concerns this layer only. Errors read "Could not VERB snapshot 'NAME':
+// REASON", the reason in the engine's words (iotest 080 pins several).
 func runSnapshot(t *tool, args []string) int {
 	p, err := optSpec{short: "la:c:d:f:hqU", long: []string{"object=", "image-opts", "force-share"}}.parse(args)
 	if err != nil {
@@ -39,6 +50,8 @@ func runSnapshot(t *tool, args []string) int {
 	if len(p.args) != 1 {
 		return t.fail("Expecting one image file name")
 	}
+	// qemu-img accepts exactly one action; a second one, even the same
+	// letter twice with another name, is refused.
 	var action, name string
 	for _, a := range []string{"l", "a", "c", "d"} {
 		if p.has(a) {
@@ -70,6 +83,8 @@ func runSnapshot(t *tool, args []string) int {
 		if err != nil {
 			return t.fail("Could not list snapshots: %v", err)
 		}
+		// No snapshots: qemu-img prints nothing at all, not even the
+		// header.
 		if len(snaps) > 0 {
 			fmt.Fprintln(t.stdout, "Snapshot list:")
 			printSnapshotTable(t.stdout, snaps)
@@ -91,6 +106,7 @@ func runSnapshot(t *tool, args []string) int {
 	return 0
 }
 
+// verb is the word qemu-img's messages use for an action letter.
 func verb(action string) string {
 	return map[string]string{"c": "create", "a": "apply", "d": "delete", "l": "list"}[action]
 }
