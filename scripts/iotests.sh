@@ -116,6 +116,10 @@ run() {
       TEST_DIR=$dir/scratch SOCK_DIR=$dir/sock \
       nice -n 10 python3 "$dir/check" -tap -j "$jobs" "-$fmt" "$@" \
       >"$dir/tap" 2>"$dir/diff" || true)
+  # Daemons a failed test did not stop (162 forks qemu-nbd and expects to
+  # kill it itself) would outlive the run: their command lines name
+  # files under the run's scratch directory.
+  pkill -f -- "$dir/scratch/" 2>/dev/null || true
   sed -n "s/^ok $fmt \([^ ]*\)\$/\1/p" "$dir/tap" | sort
 }
 
