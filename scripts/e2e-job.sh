@@ -40,6 +40,14 @@ await() {
     sleep 1
   done
 }
+# stacks PREFIX FILE...: the goroutine stacks a SIGQUIT made Petrel print
+# into FILEs, into the console (the runner keeps it in its log).
+stacks() {
+  prefix=$1
+  shift
+  sleep 3 # Petrel writes its dump as it exits
+  grep -hv '^$' "$@" | grep -A12 -E '^goroutine [0-9]+ ' | head -n 400 | sed "s/^/$prefix: /"
+}
 # show FILE: prints the E2E- lines of FILE not shown yet.
 show() {
   [ -f "$1" ] || return 0 # the VM has not created its console log yet
@@ -116,7 +124,7 @@ if await "$OUT/disks.log" 'E2E-UNPLUG-SHM-WAIT' 300; then
 fi
 await "$OUT/disks.log" 'E2E-SECOND-BOOT' 600 && log "disks: Linux came up again after reboot -f"
 # The second boot powers off within seconds (200 s stays below the
-# runner's 300 s of console silence). Some runs stalled here (the
+# 600 s of console silence e2e.sh gives the runner). Some runs stalled here (the
 # guest quiet after ROOTFILES-OK): SIGQUIT (timeout passes it on) makes
 # Petrel print every goroutine's stack into disks.err, which comes back.
 stalled=0
@@ -133,11 +141,7 @@ if kill -0 "$vm" 2>/dev/null; then
 fi
 wait "$vm"
 vrc=$?
-if [ $stalled = 1 ]; then
-  # Into the console (the runner keeps it in its log): the goroutines that
-  # hold the vCPUs, the devices and the block engines, not the runtime's.
-  grep -v '^$' "$OUT/disks.err" | grep -A12 -E '^goroutine [0-9]+ ' | head -n 400 | sed 's/^/disks-stack: /'
-fi
+[ $stalled = 0 ] || stacks disks-stack "$OUT/disks.err"
 show "$OUT/disks.log"
 echo "E2E-EXIT disks $vrc" >>"$OUT/events"
 [ $vrc = 0 ] || fail "disks: petrel run exited with $vrc (stderr: $(tail -n 3 "$OUT/disks.err"))"
@@ -174,8 +178,7 @@ for p in $pids; do
       fail "ivshmem: a VM still runs 240 s after the start; Petrel's goroutines follow"
       stalled=1
       kill -QUIT "$p"
-      sleep 3
-      grep -v '^$' "$OUT"/ivshmem-*.err | grep -A12 -E 'goroutine [0-9]+ ' | head -n 400 | sed 's/^/ivshmem-stack: /'
+      stacks ivshmem-stack "$OUT"/ivshmem-*.err
       break
     fi
     sleep 1
