@@ -48,6 +48,27 @@ stacks() {
   sleep 3 # Petrel writes its dump as it exits
   grep -hv '^$' "$@" | grep -A12 -E '^goroutine [0-9]+ ' | head -n 400 | sed "s/^/$prefix: /"
 }
+# kvmsnap: what a stalled guest's vCPUs do, from L1's KVM tracepoints
+# (3 s): event counts, exit reasons by guest RIP (L2 boots by PVH, without
+# KASLR, so a RIP is System.map's address) and the last interrupts. Prints
+# nothing where tracefs is missing (a host with VT-x/AMD-V, not nested).
+kvmsnap() {
+  T=/sys/kernel/tracing
+  [ -f $T/trace ] || mount -t tracefs nodev $T 2>/dev/null || return 0
+  [ -f $T/events/kvm/enable ] || return 0
+  echo 0 >$T/tracing_on
+  echo >$T/trace
+  echo 1 >$T/events/kvm/enable
+  echo 1 >$T/tracing_on
+  sleep 3
+  echo 0 >$T/tracing_on
+  log "$1: L1's KVM events over 3 s: $(grep -c kvm_ $T/trace)"
+  grep -o ' kvm_[a-z_]*:' $T/trace | sort | uniq -c | sort -rn | head -n 12 | sed "s/^/$1-kvm: /"
+  grep -o 'reason [A-Za-z_0-9]* rip 0x[0-9a-f]*' $T/trace | sort | uniq -c | sort -rn | head -n 16 | sed "s/^/$1-kvm: /"
+  grep -E 'kvm_(inj_virq|apic_accept_irq|set_irq|ioapic_set_irq|msi_set_irq|apic_ipi|pic_set_irq|userspace_exit|pio):' $T/trace |
+    tail -n 24 | sed "s/^/$1-kvm: /"
+  echo 0 >$T/events/kvm/enable
+}
 # show FILE: prints the E2E- lines of FILE not shown yet.
 show() {
   [ -f "$1" ] || return 0 # the VM has not created its console log yet
@@ -137,6 +158,7 @@ done
 if kill -0 "$vm" 2>/dev/null; then
   fail "disks: no power-off 200 s after the second boot (the console's last line: $(tail -n 1 "$OUT/disks.log" | cut -c1-120)); Petrel's goroutines follow (disks.err)"
   stalled=1
+  kvmsnap disks
   kill -QUIT "$vm"
 fi
 wait "$vm"
@@ -177,6 +199,7 @@ for p in $pids; do
     if [ $i -ge 240 ]; then
       fail "ivshmem: a VM still runs 240 s after the start; Petrel's goroutines follow"
       stalled=1
+      kvmsnap ivshmem
       kill -QUIT "$p"
       stacks ivshmem-stack "$OUT"/ivshmem-*.err
       break

@@ -42,6 +42,13 @@ type powerOn struct {
 //     at power-on: the boot vCPU enters the kernel as on a cold boot.
 func (p *powerOn) reset() error {
 	t0 := time.Now()
+	// Devices first, the irqchip and the vCPUs (their LAPICs) after, as
+	// QEMU's pc_machine_reset does: a device's reset may still move its
+	// interrupt lines (the UART lowers IRQ4) or complete an in-flight
+	// request with an MSI (virtio's workers finish the chain they serve);
+	// restoring the chips last wipes whatever that left in the IOAPIC or a
+	// LAPIC, so the next boot starts from the power-on state.
+	p.board.reset()
 	// The irqchip before the vCPUs, the order a saved state loads in
 	// (vmsections.go).
 	if err := p.vm.RestoreIRQChips(p.chips); err != nil {
@@ -55,7 +62,6 @@ func (p *powerOn) reset() error {
 			return err
 		}
 	}
-	p.board.reset()
 	// RAM keeps its contents, as on QEMU's system_reset and on real
 	// hardware: the loader below rewrites everything the boot reads.
 	// Dropping it (MADV_DONTNEED) would make KVM unmap every huge page of
