@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,5 +75,26 @@ func TestOpenErrors(t *testing.T) {
 	f.openErr = unix.ENOENT
 	if _, err := openWith(f, "/dev/kvm"); !errors.Is(err, unix.ENOENT) || !strings.Contains(err.Error(), "/dev/kvm") {
 		t.Fatalf("no /dev/kvm: %v", err)
+	}
+}
+
+// Guest RAM starts on a 2 MiB boundary (so KVM can map it with 2 MiB
+// entries), is zero, writable to its last byte, and unmaps.
+func TestAllocGuestRAMAligned(t *testing.T) {
+	for _, size := range []uint64{4096, 2 << 20, 3<<20 + 4096, 64 << 20} {
+		b, err := AllocGuestRAM(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := uintptr(unsafe.Pointer(&b[0])); a%hugePage != 0 || uint64(len(b)) != size {
+			t.Fatalf("size %#x: at %#x, %d bytes; want 2 MiB aligned, %d bytes", size, a, len(b), size)
+		}
+		if b[0] != 0 || b[size-1] != 0 {
+			t.Fatal("fresh guest RAM is not zero")
+		}
+		b[size-1] = 1
+		if err := FreeGuestRAM(b); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -116,26 +116,3 @@ func (vm *VM) RemoveMemory(slot uint32) error {
 	}
 	return nil
 }
-
-// AllocGuestRAM maps size bytes of anonymous, lazily allocated memory
-// (MAP_NORESERVE: pages cost nothing until the guest touches them).
-//
-// The mapping is not placed on a 2 MiB boundary: aligned RAM lets KVM map
-// the guest with 2 MiB entries (5x fewer exits to /init nested), but with
-// it the nested tier's L1 (QEMU 7.2 TCG emulating SVM) wedged twice in a
-// row and once soft-locked a vCPU thread, so it waits for a host where it
-// can be proven.
-func AllocGuestRAM(size uint64) ([]byte, error) {
-	if size == 0 || size&0xfff != 0 || size > 1<<46 {
-		return nil, fmt.Errorf("guest ram size %#x: not a page multiple in range", size)
-	}
-	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
-	if err != nil {
-		return nil, fmt.Errorf("mapping %d MiB of guest ram: %w", size>>20, err)
-	}
-	return b, nil
-}
-
-// FreeGuestRAM unmaps memory from AllocGuestRAM.
-func FreeGuestRAM(b []byte) error { return unix.Munmap(b) }
