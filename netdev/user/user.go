@@ -146,6 +146,7 @@ func Open(c Config) (*User, error) {
 	}
 	u.link.start(u.fromGuest)
 	if u.FDLink, err = netdev.NewFDLink(fds[0], "netdev user "+c.ID, false); err != nil {
+		u.cancel()
 		u.shutdownStack()
 		return nil, err
 	}
