@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/petrel-vmm/petrel/netdev"
@@ -101,7 +102,8 @@ type User struct {
 	listeners []net.Listener
 	track     tracker
 	// udpFlows counts open UDP flows (at most maxUDPFlows).
-	udpFlows atomic.Int64
+	udpFlows  atomic.Int64
+	closeOnce sync.Once
 }
 
 // Open starts a user-mode network.
@@ -240,15 +242,18 @@ func (u *User) SetOffloads(netdev.Offloads) error { return nil }
 // which closes every flow's sockets and waits for its goroutines), then
 // the NIC's end of the link, then the stack's end with its reader, and
 // last the stack with its own goroutines.
+// A second Close does nothing and returns nil.
 func (u *User) Close() error {
 	var errs []error
-	for _, l := range u.listeners {
-		errs = append(errs, l.Close())
-	}
-	u.cancel()
-	u.track.shutdown()
-	errs = append(errs, u.FDLink.Close())
-	u.shutdownStack()
+	u.closeOnce.Do(func() {
+		for _, l := range u.listeners {
+			errs = append(errs, l.Close())
+		}
+		u.cancel()
+		u.track.shutdown()
+		errs = append(errs, u.FDLink.Close())
+		u.shutdownStack()
+	})
 	return errors.Join(errs...)
 }
 

@@ -2,6 +2,7 @@ package user
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -39,6 +40,8 @@ type guest struct {
 	ep     *channel.Endpoint
 	// stop ends the stack startStack ran and its goroutines.
 	stop func()
+	// mtu is the guest stack's MTU (zero: 1500).
+	mtu uint32
 }
 
 func (g *guest) Receive(frame []byte) {
@@ -87,7 +90,7 @@ func (g *guest) startStack(t *testing.T, addr netip.Addr, bits int, gw netip.Add
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 	})
-	ch := channel.New(256, 1500, tcpip.LinkAddress(guestMAC[:]))
+	ch := channel.New(256, cmp.Or(g.mtu, 1500), tcpip.LinkAddress(guestMAC[:]))
 	if err := s.CreateNIC(1, ethernet.New(ch)); err != nil {
 		t.Fatal(err)
 	}
