@@ -1,37 +1,36 @@
 // Package user is the user-mode network backend (QEMU's -netdev user,
-// slirp): no privileges, no host interface. The guest's frames go to a
-// TCP/IP stack in this process (gVisor's netstack through
-// github.com/containers/gvisor-tap-vsock), which serves DHCP and DNS at the
-// gateway and turns the guest's TCP and UDP flows into host sockets (NAT).
-// The gateway address also reaches the host's loopback, as slirp's
-// 10.0.2.2 does, and hostfwd rules carry host ports into the guest.
+// slirp): no privileges, no host interface. The guest's frames go to
+// gVisor's TCP/IP stack in this process, which answers ARP and ping for the
+// gateway; DHCP is served at the link (dhcp.go), and the guest's TCP and
+// UDP flows become host sockets (nat.go). The gateway address also reaches
+// the host's loopback, as slirp's 10.0.2.2 does, its port 53 the host's
+// resolver (dns.go), and hostfwd rules carry host ports into the guest
+// (hostfwd.go).
+//
+// Goroutines: the link's reader (link.go), one accept loop per hostfwd
+// rule, and per NAT flow a copier each way. All of them are counted by the
+// User's tracker and have ended when Close returns; so have the stack's.
 package user
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 
-	"github.com/containers/gvisor-tap-vsock/pkg/types"
-	"github.com/containers/gvisor-tap-vsock/pkg/virtualnetwork"
 	"github.com/petrel-vmm/petrel/netdev"
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
-
-// init silences gvisor-tap-vsock's logger, a process-wide setting: any
-// other user of logrus in the process is silenced too (Petrel has none).
-func init() {
-	// gvisor-tap-vsock logs every connection teardown (a guest going away,
-	// a closed netdev) at error level; Petrel counts frames itself.
-	logrus.SetLevel(logrus.FatalLevel)
-}
 
 // Addresses inside the network, as host numbers of the subnet (slirp's).
 const (
@@ -39,18 +38,20 @@ const (
 	firstLease  = 15 // the first address DHCP hands out (10.0.2.15)
 	// DefaultNet is the network without net=, slirp's default.
 	DefaultNet = "10.0.2.0/24"
-	// gatewayMAC is slirp's gateway address (52:55, then 10.0.2.2's
-	// bytes), kept whatever net= is.
-	gatewayMAC = "52:55:0a:00:02:02"
 	// mtu is the stack's MTU, which its DHCP server also hands out, and
 	// the one the NIC offers the driver (VIRTIO_NET_F_MTU): nothing on
 	// this network is a real Ethernet, and frames cost per frame (a
 	// system call each way and a pass through the stack), so as
 	// slirp4netns and passt do, 65520 rather than 1500. TCP to the guest
 	// follows the MSS the guest announces, so a guest at 1500 still works.
-	mtu           = 65520
-	reservedLease = "reserved" // never a client MAC: keeps .1-.14 out of the pool
+	mtu = 65520
+	// nicID is the stack's one NIC, the guest's link.
+	nicID tcpip.NICID = 1
 )
+
+// gatewayMAC is slirp's gateway address (52:55, then 10.0.2.2's bytes),
+// kept whatever net= is.
+var gatewayMAC = [6]byte{0x52, 0x55, 0x0a, 0x00, 0x02, 0x02}
 
 // Forward is one hostfwd rule: connections to the host's HostAddr go to
 // GuestAddr in the guest (TCP only).
@@ -58,6 +59,9 @@ type Forward struct {
 	HostAddr  netip.AddrPort // zero address: every host interface
 	GuestAddr netip.AddrPort // zero address: the first DHCP address
 }
+
+// dialFunc opens a host socket for a NAT flow ("tcp" or "udp").
+type dialFunc func(ctx context.Context, network, address string) (net.Conn, error)
 
 // Config is -netdev user's options.
 type Config struct {
@@ -67,6 +71,11 @@ type Config struct {
 	// HostFwd are the parsed hostfwd rules (ParseHostFwd), each a host
 	// listener opened by Open.
 	HostFwd []Forward
+
+	// resolver replaces the host's resolver from /etc/resolv.conf, and
+	// dial the host's sockets (tests).
+	resolver netip.AddrPort
+	dial     dialFunc
 }
 
 // User is a running user-mode network.
@@ -75,22 +84,26 @@ type User struct {
 	// header, one per SOCK_SEQPACKET message.
 	*netdev.FDLink
 	id string
-	// vn is the netstack with its DHCP, DNS and NAT services.
-	vn *virtualnetwork.VirtualNetwork
-	// gateway is the network's .2, guest its first DHCP lease (.15).
-	gateway netip.Addr
-	guest   netip.Addr
-	// peer is the stack's end of the socket pair, served by AcceptBess.
-	peer net.Conn
-	// cancel stops AcceptBess's context.
+	// link is the stack's end of the socket pair.
+	link  *frameLink
+	stack *stack.Stack
+	dhcp  *dhcpServer
+	// net is the guest network; gateway its .2, guest its first DHCP
+	// lease (.15).
+	net      netip.Prefix
+	gateway  netip.Addr
+	guest    netip.Addr
+	resolver netip.AddrPort // where the gateway's port 53 goes
+	dial     dialFunc
+	// ctx ends at Close, cancelling host dials in progress.
+	ctx    context.Context
 	cancel context.CancelFunc
 	// listeners are the hostfwd listeners, in rule order.
 	listeners []net.Listener
-	// wg counts the AcceptBess and accept-loop goroutines, which Close
-	// waits for. The splice goroutines of forwarded connections are not
-	// counted: a connection in progress outlives Close until either side
-	// ends it.
-	wg sync.WaitGroup
+	track     tracker
+	// udpFlows counts open UDP flows (at most maxUDPFlows).
+	udpFlows  atomic.Int64
+	closeOnce sync.Once
 }
 
 // Open starts a user-mode network.
@@ -102,29 +115,17 @@ func Open(c Config) (*User, error) {
 		return nil, fmt.Errorf("netdev user %s: net=%s: want an IPv4 network of /8 to /24", c.ID, c.Net)
 	}
 	c.Net = c.Net.Masked()
-	u := &User{id: c.ID, gateway: hostAddr(c.Net, gatewayHost), guest: hostAddr(c.Net, firstLease)}
-	// Static leases to a MAC no client has keep .1-.14 (but the gateway)
-	// out of the DHCP pool, so the guest gets .15 as under slirp, and
-	// hostfwd's default guest address is right.
-	leases := map[string]string{}
-	for i := 1; i < firstLease; i++ {
-		if i != gatewayHost {
-			leases[hostAddr(c.Net, i).String()] = reservedLease
-		}
+	u := &User{id: c.ID, net: c.Net, gateway: hostAddr(c.Net, gatewayHost), guest: hostAddr(c.Net, firstLease),
+		resolver: c.resolver, dial: c.dial}
+	if !u.resolver.IsValid() {
+		u.resolver = hostResolver("/etc/resolv.conf")
 	}
-	vn, err := virtualnetwork.New(&types.Configuration{
-		MTU:               mtu,
-		Subnet:            c.Net.String(),
-		GatewayIP:         u.gateway.String(),
-		GatewayMacAddress: gatewayMAC,
-		DHCPStaticLeases:  leases,
-		NAT:               map[string]string{u.gateway.String(): "127.0.0.1"},
-		Protocol:          types.BessProtocol,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("netdev user %s: %w", c.ID, err)
+	if u.dial == nil {
+		u.dial = (&net.Dialer{}).DialContext
 	}
-	u.vn = vn
+	u.ctx, u.cancel = context.WithCancel(context.Background())
+	u.dhcp = newDHCPServer(c.Net, u.gateway, gatewayMAC)
+
 	// One SOCK_SEQPACKET pair carries one frame per message: the stack
 	// serves one end, the NIC the other.
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
@@ -136,24 +137,21 @@ func Open(c Config) (*User, error) {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
 	}
-	pf := fdFile(fds[1], "netdev user stack end")
-	u.peer, err = net.FileConn(pf)
-	pf.Close()
-	if err != nil {
+	if u.link, err = newFrameLink(fds[1], mtu, gatewayMAC); err != nil {
 		unix.Close(fds[0])
 		return nil, fmt.Errorf("netdev user %s: %w", c.ID, err)
 	}
+	if err := u.startStack(); err != nil {
+		unix.Close(fds[0])
+		u.link.Close()
+		return nil, fmt.Errorf("netdev user %s: %w", c.ID, err)
+	}
+	u.link.start(u.fromGuest)
 	if u.FDLink, err = netdev.NewFDLink(fds[0], "netdev user "+c.ID, false); err != nil {
-		u.peer.Close()
+		u.cancel()
+		u.shutdownStack()
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	u.cancel = cancel
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		vn.AcceptBess(ctx, u.peer) // returns when either end closes
-	}()
 	for _, f := range c.HostFwd {
 		if err := u.forward(f); err != nil {
 			u.Close()
@@ -161,6 +159,53 @@ func Open(c Config) (*User, error) {
 		}
 	}
 	return u, nil
+}
+
+// startStack builds the netstack: one NIC on the link holding the gateway
+// address, promiscuous (it takes packets for any address, which the NAT
+// forwarders then own) and spoofing (it answers from those addresses).
+func (u *User) startStack() error {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	u.stack = s
+	sack := tcpip.TCPSACKEnabled(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	if err := s.CreateNIC(nicID, ethernet.New(u.link)); err != nil {
+		return fmt.Errorf("netstack NIC: %s", err)
+	}
+	if err := s.AddProtocolAddress(nicID, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(u.gateway.As4()), PrefixLen: u.net.Bits()}},
+		stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("netstack address: %s", err)
+	}
+	if err := s.SetPromiscuousMode(nicID, true); err != nil {
+		return fmt.Errorf("netstack promiscuous mode: %s", err)
+	}
+	if err := s.SetSpoofing(nicID, true); err != nil {
+		return fmt.Errorf("netstack spoofing: %s", err)
+	}
+	subnet, err := tcpip.NewSubnet(tcpip.AddrFrom4(u.net.Addr().As4()), tcpip.MaskFromBytes(net.CIDRMask(u.net.Bits(), 32)))
+	if err != nil {
+		return fmt.Errorf("netstack route: %v", err)
+	}
+	s.SetRouteTable([]tcpip.Route{{Destination: subnet, NIC: nicID}})
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcp.NewForwarder(s, 0, maxPendingTCP, u.acceptTCP).HandlePacket)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(s, u.acceptUDP).HandlePacket)
+	return nil
+}
+
+// fromGuest takes each frame the guest sends, on the link's reader: DHCP
+// requests are answered at the link, everything else goes to the stack.
+func (u *User) fromGuest(frame []byte) {
+	if isDHCP, reply := u.dhcp.handleFrame(frame); isDHCP {
+		if reply != nil {
+			u.link.writeFrame(reply) // fails only once the NIC's end is closed
+		}
+		return
+	}
+	u.link.inject(frame)
 }
 
 // hostAddr is host number n of network p (p's address plus n); Open keeps
@@ -192,135 +237,29 @@ func (u *User) MTU() int { return mtu }
 // the NIC offers no offloads and there is nothing to set.
 func (u *User) SetOffloads(netdev.Offloads) error { return nil }
 
-// HostFwdAddrs are the host addresses the hostfwd rules listen on (a rule
-// with port 0 gets one chosen by the kernel).
-func (u *User) HostFwdAddrs() []net.Addr {
-	var a []net.Addr
-	for _, l := range u.listeners {
-		a = append(a, l.Addr())
-	}
-	return a
-}
-
-// forward listens on the host and splices each connection to the guest
-// through the stack.
-func (u *User) forward(f Forward) error {
-	host := ":" + strconv.Itoa(int(f.HostAddr.Port()))
-	if f.HostAddr.Addr().IsValid() && !f.HostAddr.Addr().IsUnspecified() {
-		host = f.HostAddr.String()
-	}
-	guest := f.GuestAddr
-	if !guest.Addr().IsValid() || guest.Addr().IsUnspecified() {
-		guest = netip.AddrPortFrom(u.guest, guest.Port())
-	}
-	l, err := net.Listen("tcp", host)
-	if err != nil {
-		return err
-	}
-	u.listeners = append(u.listeners, l)
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go u.splice(c, guest.String())
-		}
-	}()
-	return nil
-}
-
-// splice connects a forwarded host connection to guest through the stack
-// and copies both ways until both directions end; each direction's EOF is
-// passed on as a half-close, so protocols that shut down writing first
-// (an HTTP client, netcat) still get their answer. A guest that refuses
-// the connection makes the host side close at once.
-func (u *User) splice(host net.Conn, guest string) {
-	defer host.Close()
-	g, err := u.vn.DialContextTCP(context.Background(), guest)
-	if err != nil {
-		return
-	}
-	defer g.Close()
-	done := make(chan struct{})
-	go func() {
-		io.Copy(g, host)
-		closeWrite(g)
-		close(done)
-	}()
-	io.Copy(host, g)
-	closeWrite(host)
-	<-done
-}
-
-// closeWrite half-closes c if it supports it (TCP on both sides does).
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-}
-
-// Close implements netdev.Backend: listeners and the NIC's end of the
-// link close, which ends the stack's serving of it. gvisor-tap-vsock has no
-// way to stop its stack and services; they stay idle.
+// Close implements netdev.Backend. Order: no new flows or forwarded
+// connections (listeners closed, dials cancelled, the tracker closed,
+// which closes every flow's sockets and waits for its goroutines), then
+// the NIC's end of the link, then the stack's end with its reader, and
+// last the stack with its own goroutines.
+// A second Close does nothing and returns nil.
 func (u *User) Close() error {
 	var errs []error
-	for _, l := range u.listeners {
-		errs = append(errs, l.Close())
-	}
-	u.cancel()
-	errs = append(errs, u.FDLink.Close())
-	u.peer.Close()
-	u.wg.Wait()
+	u.closeOnce.Do(func() {
+		for _, l := range u.listeners {
+			errs = append(errs, l.Close())
+		}
+		u.cancel()
+		u.track.shutdown()
+		errs = append(errs, u.FDLink.Close())
+		u.shutdownStack()
+	})
 	return errors.Join(errs...)
 }
 
-// ParseHostFwd parses QEMU's hostfwd value
-// [tcp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT.
-func ParseHostFwd(s string) (Forward, error) {
-	proto, rest, ok := strings.Cut(s, ":")
-	if !ok {
-		return Forward{}, fmt.Errorf("hostfwd %q: want tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT", s)
-	}
-	if proto != "" && proto != "tcp" {
-		return Forward{}, fmt.Errorf("hostfwd %q: only tcp is supported", s)
-	}
-	hostPart, guestPart, ok := strings.Cut(rest, "-")
-	if !ok {
-		return Forward{}, fmt.Errorf("hostfwd %q: no '-' between host and guest", s)
-	}
-	h, err := parseAddrPort(hostPart)
-	if err != nil {
-		return Forward{}, fmt.Errorf("hostfwd %q: host side: %w", s, err)
-	}
-	g, err := parseAddrPort(guestPart)
-	if err != nil {
-		return Forward{}, fmt.Errorf("hostfwd %q: guest side: %w", s, err)
-	}
-	if g.Port() == 0 {
-		return Forward{}, fmt.Errorf("hostfwd %q: guest port 0", s)
-	}
-	return Forward{HostAddr: h, GuestAddr: g}, nil
-}
-
-// parseAddrPort reads one side of a hostfwd rule, "[ADDR]:PORT" with an
-// IPv4 ADDR; an empty ADDR is the zero Addr, which Forward's fields define.
-func parseAddrPort(s string) (netip.AddrPort, error) {
-	host, port, ok := strings.Cut(s, ":")
-	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("%q: want [ADDR]:PORT", s)
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("port %q: %w", port, err)
-	}
-	var a netip.Addr
-	if host != "" {
-		if a, err = netip.ParseAddr(host); err != nil || !a.Is4() {
-			return netip.AddrPort{}, fmt.Errorf("address %q: not IPv4", host)
-		}
-	}
-	return netip.AddrPortFrom(a, uint16(p)), nil
+// shutdownStack stops the link's reader and the stack.
+func (u *User) shutdownStack() {
+	u.link.Close()
+	u.stack.Close()
+	u.stack.Wait()
 }

@@ -2,6 +2,7 @@ package user
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
 var guestMAC = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
@@ -35,6 +38,10 @@ type guest struct {
 	u      *User
 	frames chan []byte // before the stack runs
 	ep     *channel.Endpoint
+	// stop ends the stack startStack ran and its goroutines.
+	stop func()
+	// mtu is the guest stack's MTU (zero: 1500).
+	mtu uint32
 }
 
 func (g *guest) Receive(frame []byte) {
@@ -81,9 +88,9 @@ func (g *guest) dhcp(t *testing.T, msg *dhcpv4.DHCPv4, want dhcpv4.MessageType) 
 func (g *guest) startStack(t *testing.T, addr netip.Addr, bits int, gw netip.Addr) *stack.Stack {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 	})
-	ch := channel.New(256, 1500, tcpip.LinkAddress(guestMAC[:]))
+	ch := channel.New(256, cmp.Or(g.mtu, 1500), tcpip.LinkAddress(guestMAC[:]))
 	if err := s.CreateNIC(1, ethernet.New(ch)); err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +101,11 @@ func (g *guest) startStack(t *testing.T, addr netip.Addr, bits int, gw netip.Add
 	s.SetRouteTable([]tcpip.Route{{Destination: header0(), Gateway: tcpip.AddrFrom4(gw.As4()), NIC: 1}})
 	g.ep = ch
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); s.Close() })
+	readerDone := make(chan struct{})
+	g.stop = sync.OnceFunc(func() { cancel(); <-readerDone; s.Close(); s.Wait() })
+	t.Cleanup(g.stop)
 	go func() {
+		defer close(readerDone)
 		for {
 			pkt := ch.ReadContext(ctx)
 			if pkt == nil {
