@@ -1,13 +1,11 @@
 package nbd
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/petrel-vmm/petrel/internal/testutil"
 )
@@ -22,41 +20,10 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// serve starts Debian's qemu-nbd on a unix socket in a temporary
-// directory, exporting "exp" with the given arguments (format, file and
-// flags), and returns the socket path; the server is stopped when the
-// test ends, or by the returned stop function (which waits for it, so
-// the image is no longer open afterwards).
+// serve starts qemu-nbd exporting "exp" (testutil.QemuNBD).
 func serve(t *testing.T, args ...string) (sock string, stop func()) {
 	t.Helper()
-	testutil.NeedTool(t, "qemu-nbd")
-	sock = filepath.Join(t.TempDir(), "sock")
-	cmd := exec.Command("qemu-nbd", append([]string{"--persistent", "--shared=4", "-k", sock, "-x", "exp"}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := false
-	stop = func() {
-		if done {
-			return
-		}
-		done = true
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}
-	t.Cleanup(stop)
-	deadline := time.Now().Add(testutil.Timeout(10 * time.Second))
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return sock, stop
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("qemu-nbd did not create %s: %s", sock, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return testutil.QemuNBD(t, args...)
 }
 
 // qemuImage makes a qcow2 image of size bytes with qemu-img and runs

@@ -69,8 +69,12 @@ func imageInfo(img block.Image, path string) object {
 			o.set("backing-filename-format", bff)
 		}
 	}
-	dirty, _ := desc["dirty-flag"].(bool)
-	o.set("dirty-flag", dirty)
+	// The nbd driver itself has no image info, so no dirty flag
+	// (raw over nbd has one).
+	if img.Format() != "nbd" {
+		dirty, _ := desc["dirty-flag"].(bool)
+		o.set("dirty-flag", dirty)
+	}
 	return o
 }
 
