@@ -51,9 +51,7 @@ func Open(cfg Config, format string, opts block.Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d, ok := conn.(interface{ SetDeadline(time.Time) error }); ok {
-		d.SetDeadline(time.Now().Add(handshakeTimeout))
-	}
+	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	meta, require := "base:allocation", false
 	if cfg.DirtyBitmap != "" {
 		meta, require = cfg.DirtyBitmap, true
@@ -157,7 +155,7 @@ func createFilename(name, format string, opts block.CreateOptions) error {
 	}
 	defer img.Close()
 	if img.Size() < opts.Size {
-		return fmt.Errorf("Image size is too small for requested size")
+		return fmt.Errorf("Cannot grow NBD nodes") // qemu-img's words
 	}
 	if err := img.WriteZeroes(0, min(512, img.Size()), false); err != nil {
 		return err

@@ -104,4 +104,17 @@ func TestNBDOpenErrorsLikeQemu(t *testing.T) {
 	if e != want {
 		t.Errorf("missing socket:\n got %q\nwant %q", e, want)
 	}
+	// create on an export checks its size and cannot grow it.
+	raw := filepath.Join(t.TempDir(), "small.raw")
+	if err := os.WriteFile(raw, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rwSock, _ := testutil.QemuNBD(t, "-f", "raw", raw)
+	uri := "nbd+unix:///exp?socket=" + rwSock
+	qcmd := exec.Command(testutil.NeedTool(t, "qemu-img"), "create", "-q", "-f", "raw", uri, "2M")
+	qerr, _ := qcmd.CombinedOutput()
+	if rc, _, e := pimg("create", "-q", "-f", "raw", uri, "2M"); rc != 1 || e != strings.Replace(string(qerr), "qemu-img:", "petrel img:", 1) {
+		t.Errorf("create larger than the export: exit %d %q, qemu-img: %q", rc, e, qerr)
+	}
+	must(t, "create", "-q", "-f", "raw", uri, "1M")
 }

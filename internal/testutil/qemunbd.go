@@ -23,6 +23,8 @@ func QemuNBD(t testing.TB, args ...string) (sock string, stop func()) {
 	cmd := exec.Command(prog, append([]string{"--persistent", "--shared=4", "-k", sock, "-x", "exp"}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	// A test binary killed by its timeout takes the server with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
