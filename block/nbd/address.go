@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -9,6 +10,10 @@ import (
 
 // DefaultPort is NBD's IANA port, used when an address names none.
 const DefaultPort = "10809"
+
+// errNoAddress is QEMU's error for options or a filename naming no
+// server.
+var errNoAddress = errors.New("NBD server address missing")
 
 // Config says where an export is and how to read its block status.
 type Config struct {
@@ -53,7 +58,7 @@ func ParseFilename(name string) (Config, error) {
 	if i := strings.Index(spec, ":exportname="); i >= 0 {
 		c.Export, c.HasExport = spec[i+len(":exportname="):], true
 		if c.Export == "" {
-			return c, fmt.Errorf("No export name given after ':exportname='")
+			return c, errNoAddress // QEMU drops the whole name then
 		}
 		spec = spec[:i]
 	}
@@ -61,9 +66,12 @@ func ParseFilename(name string) (Config, error) {
 	if !ok {
 		return c, fmt.Errorf("File name string for NBD must start with 'nbd:'")
 	}
+	if rest == "" {
+		return c, errNoAddress
+	}
 	if path, ok := strings.CutPrefix(rest, "unix:"); ok {
 		if path == "" {
-			return c, fmt.Errorf("NBD server address is missing")
+			return c, errNoAddress
 		}
 		c.Unix = path
 		return c, nil
@@ -136,7 +144,7 @@ func FromOptions(lookup func(key string) (string, bool)) (Config, error) {
 	}
 	switch {
 	case hasServer && (legacyHost || legacyPath || legacyPort):
-		return c, fmt.Errorf("Cannot use 'server' and path/host at the same time")
+		return c, fmt.Errorf("Cannot use 'server' and path/host/port at the same time")
 	case legacyHost && legacyPath:
 		return c, fmt.Errorf("path and host may not be used at the same time")
 	case legacyPath:
@@ -147,19 +155,22 @@ func FromOptions(lookup func(key string) (string, bool)) (Config, error) {
 	case legacyHost:
 		c.Host, c.Port = get("host"), get("port")
 	case !hasServer:
-		return c, fmt.Errorf("Parameter 'server' is missing")
+		return c, errNoAddress
 	case typ == "unix":
 		c.Unix = get("server.path")
 		if c.Unix == "" {
-			return c, fmt.Errorf("Parameter 'server.path' is missing")
+			return c, fmt.Errorf("Parameter 'path' is missing")
 		}
 	case typ == "inet":
 		c.Host, c.Port = get("server.host"), get("server.port")
 		if c.Host == "" {
-			return c, fmt.Errorf("Parameter 'server.host' is missing")
+			return c, fmt.Errorf("Parameter 'host' is missing")
+		}
+		if c.Port == "" {
+			return c, fmt.Errorf("Parameter 'port' is missing")
 		}
 	case typ == "":
-		return c, fmt.Errorf("Parameter 'server.type' is missing")
+		return c, fmt.Errorf("Parameter 'type' is missing")
 	default:
 		return c, fmt.Errorf("Parameter 'server.type' does not accept value '%s' (petrel reaches NBD servers over unix or inet)", typ)
 	}
