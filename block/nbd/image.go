@@ -41,6 +41,7 @@ type Image struct {
 	cfg    Config
 	format string // "raw" (a filename, or raw over nbd) or "nbd" (the driver itself)
 	ro     bool
+	noSync bool // Options.NoSync (cache=unsafe): flushes are not sent
 	rmw    sync.Mutex
 }
 
@@ -65,7 +66,7 @@ func Open(cfg Config, format string, opts block.Options) (*Image, error) {
 		c.Close()
 		return nil, fmt.Errorf("Block node is read-only")
 	}
-	return &Image{c: c, cfg: cfg, format: format, ro: opts.ReadOnly || c.flag(tfReadOnly)}, nil
+	return &Image{c: c, cfg: cfg, format: format, ro: opts.ReadOnly || c.flag(tfReadOnly), noSync: opts.NoSync}, nil
 }
 
 // dial connects to the server, with QEMU's messages for a name that
@@ -268,9 +269,10 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // Flush asks the server to make completed writes durable, when it
-// supports flushing at all.
+// supports flushing at all; with cache=unsafe (Options.NoSync) it sends
+// nothing, as QEMU drops flushes then.
 func (img *Image) Flush() error {
-	if img.ro || !img.c.flag(tfSendFlush) {
+	if img.ro || img.noSync || !img.c.flag(tfSendFlush) {
 		return nil
 	}
 	return img.c.do(request{typ: cmdFlush}, nil, nil, nil)
