@@ -217,20 +217,28 @@ func Probe(path string) (string, error) {
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return "", fmt.Errorf("probing %s: %w", path, err)
 	}
-	head = head[:n]
+	return ProbeHead(head[:n]), nil
+}
+
+// ProbeHead names the format of an image whose first bytes (up to 4 KiB)
+// are head, as Probe does for a file.
+func ProbeHead(head []byte) string {
 	formatsMu.RLock()
 	defer formatsMu.RUnlock()
 	for _, name := range probeOrder {
 		if fm := formats[name]; fm.Probe != nil && fm.Probe(head) {
-			return name, nil
+			return name
 		}
 	}
-	return "raw", nil
+	return "raw"
 }
 
 // Open opens an image of any registered format, probing unless opts.Format
 // is set, with its backing chain.
 func Open(path string, opts Options) (Image, error) {
+	if p, ok := ProtocolOf(path); ok {
+		return p.Open(path, opts)
+	}
 	name := opts.Format
 	if name == "" {
 		var err error
@@ -247,6 +255,9 @@ func Open(path string, opts Options) (Image, error) {
 
 // Create writes a new image of the named format.
 func Create(format, path string, opts CreateOptions) error {
+	if p, ok := ProtocolOf(path); ok {
+		return p.Create(path, format, opts)
+	}
 	f, ok := Lookup(format)
 	if !ok || f.Create == nil {
 		return fmt.Errorf("creating %s: %w %q", path, ErrUnknownFormat, format)

@@ -200,11 +200,13 @@ func runConvert(t *tool, args []string) int {
 	}
 	// needZeroes: the target may hold other data where the sources read
 	// zeroes (an existing target with -n, unless --target-is-zero says
-	// otherwise; or a backing file under the new target), so zeroes must
-	// be written rather than skipped.
+	// otherwise; or a backing file under the new target; or a network
+	// export, which creating does not zero, as qemu-img finds no zero
+	// init there), so zeroes must be written rather than skipped.
+	_, remote := block.ProtocolOf(dstPath)
 	c := &converter{
 		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"), targetBacking: -1,
-		needZeroes: p.has("n") && !p.has("target-is-zero") || o.BackingFile != "",
+		needZeroes: (p.has("n") || remote) && !p.has("target-is-zero") || o.BackingFile != "",
 		hasBacking: o.BackingFile != "",
 	}
 	c.cond = sync.NewCond(&c.mu)

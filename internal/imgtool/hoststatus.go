@@ -5,6 +5,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/petrel-vmm/petrel/block"
 )
 
 // hostFiles answers "is this range of an image file a hole?" the way
@@ -16,6 +18,9 @@ type hostFiles map[string]*os.File
 // status returns whether [off, off+n) of path starts in a hole and how far
 // that state extends (at most n). Errors mean "data" (no information).
 func (h hostFiles) status(path string, off, n int64) (hole bool, length int64) {
+	if _, remote := block.ProtocolOf(path); remote {
+		return false, n // an NBD export's status is the server's alone
+	}
 	f, ok := h[path]
 	if !ok {
 		var err error

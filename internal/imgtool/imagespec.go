@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/block/nbd"
 	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
@@ -16,6 +17,8 @@ type imageSpec struct {
 	path   string
 	format string // "" probes
 	opts   block.Options
+	// open, when set, opens a node that is no host file (an NBD export).
+	open func(block.Options) (block.Image, error)
 }
 
 // maxSpecLen bounds a json: or --image-opts argument (qemuopt's limit).
@@ -75,6 +78,8 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 	switch driver {
 	case "":
 		return s, fmt.Errorf("Parameter 'driver' is missing")
+	case "nbd":
+		return nbdSpec(o, "", driver)
 	case "file", "host_device":
 		// The protocol node alone: its bytes are the disk (raw).
 		prefix, s.format = "", "raw"
@@ -93,6 +98,8 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 			return s, fmt.Errorf("Cannot find device='' nor node-name='%s' (petrel img opens files, not block nodes)", f)
 		}
 		switch d := o.Str("file.driver"); d {
+		case "nbd":
+			return nbdSpec(o, "file.", driver)
 		case "", "file", "host_device":
 		default:
 			return s, fmt.Errorf("Unknown protocol driver '%s' (petrel img opens files)", d)
@@ -142,6 +149,11 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 // is shown as "./image:top.qcow2", as QEMU's file driver names it
 // (iotest 126).
 func (t *tool) filePath(arg string) string {
+	if nbd.IsFilename(arg) {
+		if cfg, err := nbd.ParseFilename(arg); err == nil {
+			return cfg.Filename()
+		}
+	}
 	if t.imageOpts || strings.HasPrefix(arg, "json:") || strings.HasPrefix(arg, "file:") {
 		if s, err := parseImageSpec(arg, t.imageOpts); err == nil {
 			if strings.HasPrefix(arg, "file:") && hasProtocol(s.path) {

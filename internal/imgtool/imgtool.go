@@ -252,6 +252,8 @@ func humanSize(n int64) string { return qemuopt.FormatSize(n) }
 // the user gave it. The spec's open options are added to the caller's
 // (a read-only spec makes the open read-only, never the reverse).
 func (t *tool) openImage(path, format string, opts block.Options) (block.Image, error) {
+	arg := path
+	var spec imageSpec
 	// json:, file: and --image-opts names carry their own format and
 	// open options; -f must agree with a driver they name, and with
 	// --image-opts it is refused outright, as qemu-img's img_open.
@@ -259,9 +261,12 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		if t.imageOpts && format != "" {
 			return nil, fmt.Errorf("--image-opts and --format are mutually exclusive")
 		}
-		spec, err := parseImageSpec(path, t.imageOpts)
-		if err != nil {
+		var err error
+		if spec, err = parseImageSpec(path, t.imageOpts); err != nil {
 			return nil, fmt.Errorf("Could not open '%s': %v", path, err)
+		}
+		if spec.open != nil && format != "" && format != spec.format {
+			return nil, fmt.Errorf("Could not open '%s': petrel opens NBD exports as raw only, not as %s", path, format)
 		}
 		if format != "" && spec.format != "" && format != spec.format {
 			return nil, fmt.Errorf("Could not open '%s': Cannot use '%s' as format, the image was given as '%s'", path, format, spec.format)
@@ -275,13 +280,23 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		opts.NoBacking = opts.NoBacking || spec.opts.NoBacking
 		path = spec.path
 	}
+	// An NBD export named by driver options (spec.open) opens directly.
+	if spec.open != nil {
+		img, err := spec.open(opts)
+		if err != nil {
+			return nil, fmt.Errorf("Could not open '%s': %v", arg, err)
+		}
+		return img, nil
+	}
 	opts.Format = format
 	if format != "" {
 		if _, ok := block.Lookup(format); !ok {
 			return nil, fmt.Errorf("Unknown file format '%s'", format)
 		}
 	}
-	if _, err := os.Stat(path); err != nil {
+	if _, isProto := block.ProtocolOf(path); isProto {
+		// A network image (nbd:...): nothing to stat.
+	} else if _, err := os.Stat(path); err != nil {
 		// qemu-img names the file twice: the block layer's message
 		// ("Could not open 'F': ERRNO") inside its own.
 		return nil, fmt.Errorf("Could not open '%s': Could not open '%s': %s", path, path, errText(err))

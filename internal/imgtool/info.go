@@ -54,7 +54,11 @@ func imageInfo(img block.Image, path string) object {
 		o.set("cluster-size", cs)
 	}
 	o.set("format", img.Format())
-	o.set("actual-size", diskUsage(path))
+	// A network image (nbd:) has no host file: qemu-img leaves
+	// actual-size out and prints "disk size: unavailable".
+	if _, remote := block.ProtocolOf(path); !remote {
+		o.set("actual-size", diskUsage(path))
+	}
 	if fs, ok := desc["format-specific"]; ok {
 		o.set("format-specific", fs)
 	}
@@ -65,8 +69,12 @@ func imageInfo(img block.Image, path string) object {
 			o.set("backing-filename-format", bff)
 		}
 	}
-	dirty, _ := desc["dirty-flag"].(bool)
-	o.set("dirty-flag", dirty)
+	// The nbd driver itself has no image info, so no dirty flag
+	// (raw over nbd has one).
+	if img.Format() != "nbd" {
+		dirty, _ := desc["dirty-flag"].(bool)
+		o.set("dirty-flag", dirty)
+	}
 	return o
 }
 
@@ -111,7 +119,11 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 	fmt.Fprintf(w, "file format: %v\n", get("format"))
 	vs := get("virtual-size").(int64)
 	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", humanSize(vs), vs)
-	fmt.Fprintf(w, "disk size: %s\n", humanSize(get("actual-size").(int64)))
+	if size, ok := get("actual-size").(int64); ok {
+		fmt.Fprintf(w, "disk size: %s\n", humanSize(size))
+	} else {
+		fmt.Fprintln(w, "disk size: unavailable")
+	}
 	if cs, ok := lookup(o, "cluster-size"); ok {
 		fmt.Fprintf(w, "cluster_size: %v\n", cs)
 	}
