@@ -86,6 +86,10 @@ type Options struct {
 	BackingOverride string
 	// BackingFormat forces the backing file's format.
 	BackingFormat string
+	// NoIO: opened for its metadata only (qemu-img info, QEMU's
+	// BDRV_O_NO_IO); guest data I/O may fail. Engines skip opening what
+	// only data I/O needs (a qcow2 external data file).
+	NoIO bool
 	// Repair: opened for `check -r`. A qcow2 image marked corrupt may then
 	// be opened writable; only Check may change it (as QEMU's BDRV_O_CHECK).
 	Repair bool
@@ -109,6 +113,14 @@ type CreateOptions struct {
 	RefcountBits    int    // qcow2: 1..64, power of two
 	ExtendedL2      bool
 	CompressionType string // qcow2: "zlib" or "zstd"
+	// DataFile names a qcow2 external data file to create beside the
+	// image (relative to the working directory); DataFileRaw keeps it a
+	// standalone raw image.
+	DataFile    string
+	DataFileRaw bool
+	// ExtentSizeHint is set on each created file where the file system
+	// has extent size hints (XFS), in bytes; 0 sets none (SetExtentSizeHint).
+	ExtentSizeHint int64
 	// Extra holds -o keys the generic layer does not know.
 	Extra map[string]string
 }

@@ -67,7 +67,10 @@ func (img *Image) Resize(newSize int64) error {
 	// data past the old end (iotest 292). A v2 image cannot hold zero
 	// clusters over a backing file; QEMU fails the zeroing there, so it
 	// is refused before anything changes.
-	return img.resizeThen(newSize, func(int64) error { return nil })
+	// An external data file follows the new size (resizeDataFile).
+	return img.resizeThen(newSize, func(old int64) error {
+		return img.noteCorrupt(img.resizeDataFile(old, newSize))
+	})
 }
 
 // resizeThen is Resize with prepare run between the size change and the

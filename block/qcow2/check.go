@@ -123,6 +123,10 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 		}
 		for j := int64(0); j < img.l2Entries; j++ {
 			l2e, bm := img.l2Entry(e.data, j)
+			if l2e&oflagCompressed != 0 && img.external {
+				s.errorf(true, "compressed cluster %d with data file, entry=%#x", j, l2e)
+				continue
+			}
 			if l2e&oflagCompressed != 0 {
 				off, size := img.compressedRange(l2e)
 				if active && l2e&oflagCopied != 0 {
@@ -141,8 +145,8 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 				s.errorf(true, "found l2 entry with reserved bits set: %x", l2e)
 				continue
 			}
-			host := int64(l2e & l2OffsetMask)
-			if host == 0 {
+			host, allocated := img.hostCluster(l2e)
+			if !allocated {
 				continue
 			}
 			if host&(cs-1) != 0 {
@@ -155,7 +159,9 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 				}
 				continue
 			}
-			s.ref(host, cs, "data cluster")
+			if !img.external { // external data clusters are not refcounted
+				s.ref(host, cs, "data cluster")
+			}
 			if active {
 				s.res.AllocatedClusters++
 				if nextContiguous != 0 && host != nextContiguous {
@@ -454,9 +460,11 @@ func (img *Image) fixCopiedFlags(fix bool, msgs *[]string) (int, error) {
 			if l2e&oflagCompressed != 0 || host == 0 || host&(cs-1) != 0 {
 				continue
 			}
-			rc, err := img.getRefcount(host >> img.clusterBits)
-			if err != nil {
-				return bad, err
+			rc := uint64(1) // an external data cluster counts as owned
+			if !img.external {
+				if rc, err = img.getRefcount(host >> img.clusterBits); err != nil {
+					return bad, err
+				}
 			}
 			want := l2e &^ oflagCopied
 			if rc == 1 {
@@ -592,7 +600,7 @@ func (img *Image) dropInvalidEntries(fileEnd int64) error {
 			var invalid bool
 			if l2e&oflagCompressed != 0 {
 				off, size := img.compressedRange(l2e)
-				invalid = bad(off, size)
+				invalid = img.external || bad(off, size)
 			} else if host := int64(l2e & l2OffsetMask); l2e&img.l2ReservedMask() != 0 {
 				invalid = true
 			} else if host&(cs-1) != 0 {
@@ -613,8 +621,8 @@ func (img *Image) dropInvalidEntries(fileEnd int64) error {
 				}
 				e.dirty = true
 				continue
-			} else if host != 0 {
-				invalid = bad(host, cs)
+			} else if host != 0 && !img.external {
+				invalid = bad(host, cs) // (the data file has no such bound)
 			}
 			if !invalid {
 				continue

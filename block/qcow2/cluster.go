@@ -149,7 +149,7 @@ func (img *Image) resolveIn(l1 []uint64, off, n int64) (mapping, error) {
 	}
 	for i := l2i + 1; m.length < limit; i++ {
 		next, _ := img.l2Entry(tbl, i)
-		nm, err := img.classify(next, 0, 0)
+		nm, err := img.classify(next, 0, off&^(cs-1)+(i-l2i)*cs)
 		if err != nil || nm.kind != m.kind {
 			break
 		}
@@ -166,8 +166,9 @@ func (img *Image) resolveIn(l1 []uint64, off, n int64) (mapping, error) {
 	return m, nil
 }
 
-// classify decodes one L2 entry for the guest offset off (only its offset
-// within the cluster matters). A compressed entry is returned undecoded
+// classify decodes one L2 entry for the guest offset off (its cluster
+// for the fixed mapping of an external data file, its offset within the
+// cluster for the run). A compressed entry is returned undecoded
 // (compressedRange does that when it is read); for a standard entry the
 // zero flag wins over the host offset, as the spec says (a preallocated
 // zero cluster reads zeroes, not its host data, nor the backing file).
@@ -175,21 +176,28 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 	cs := img.clusterSize
 	m := mapping{l2e: l2e}
 	if l2e&oflagCompressed != 0 {
+		if img.external {
+			return m, corruptf("compressed cluster entry %#x in an image with an external data file", l2e)
+		}
 		if img.extL2 && bitmap != 0 {
 			return m, corruptf("compressed cluster entry %#x has a non-zero subcluster bitmap", l2e)
 		}
 		m.kind = mapCompressed
 		return m, nil
 	}
-	host := int64(l2e & l2OffsetMask)
+	host, allocated := img.hostCluster(l2e)
 	if host&(cs-1) != 0 {
 		return m, corruptf("cluster allocation offset %#x unaligned (L2 entry %#x)", host, l2e)
 	}
-	if host != 0 && host < cs {
+	if img.external && allocated {
+		if err := img.checkDataHost(host, off); err != nil {
+			return m, err
+		}
+	} else if host != 0 && host < cs {
 		return m, corruptf("data cluster at offset %#x overlaps the header", host)
 	}
 	if img.extL2 {
-		return img.classifySubcluster(host, bitmap, off, l2e&oflagCopied != 0)
+		return img.classifySubcluster(host, allocated, bitmap, off, l2e&oflagCopied != 0)
 	}
 	switch {
 	case l2e&oflagZero != 0:
@@ -199,17 +207,32 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 			// block status reports its host offset, as QEMU's.
 			m.host = host + off&(cs-1)
 		}
-	case host == 0:
+	case !allocated:
 		m.kind = mapUnallocated
 	default:
 		m.kind = mapData
 		m.host = host + off&(cs-1)
 		m.writable = l2e&oflagCopied != 0
-		if host >= img.fileEnd.Load() {
+		if !img.external && host >= img.fileEnd.Load() {
 			return m, corruptf("data cluster at offset %#x lies beyond the end of the file", host)
 		}
 	}
 	return m, nil
+}
+
+// hostCluster returns the host cluster offset an uncompressed L2 entry
+// holds and whether it names a cluster at all. Offset 0 means none, except
+// in an external data file, where guest cluster 0 lives at host offset 0
+// and the copied flag (set on every external data cluster) marks it
+// allocated, as QEMU's qcow2_get_cluster_type reads it; a standard entry
+// with the zero flag and offset 0 is a plain zero cluster even there.
+func (img *Image) hostCluster(l2e uint64) (int64, bool) {
+	host := int64(l2e & l2OffsetMask)
+	if host != 0 {
+		return host, true
+	}
+	zero := !img.extL2 && l2e&oflagZero != 0
+	return 0, img.external && l2e&oflagCopied != 0 && !zero
 }
 
 // classifySubcluster decodes an extended L2 entry: bits 0-31 of the bitmap
@@ -219,7 +242,7 @@ func (img *Image) classify(l2e, bitmap uint64, off int64) (mapping, error) {
 // neither set reads from the backing file (or zeroes), as an unallocated
 // cluster does. Subcluster i is bytes [i*cs/32, (i+1)*cs/32) of the
 // cluster.
-func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCopied bool) (mapping, error) {
+func (img *Image) classifySubcluster(host int64, allocated bool, bitmap uint64, off int64, l2eCopied bool) (mapping, error) {
 	cs := img.clusterSize
 	sc := cs / subclusters
 	inCluster := off & (cs - 1)
@@ -229,7 +252,7 @@ func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCo
 		case alloc && zero:
 			return 0, corruptf("subcluster %d is both allocated and zero (bitmap %#x)", i, bitmap)
 		case alloc:
-			if host == 0 {
+			if !allocated {
 				return 0, corruptf("subcluster %d allocated in an unallocated cluster", i)
 			}
 			return mapData, nil
@@ -256,7 +279,7 @@ func (img *Image) classifySubcluster(host int64, bitmap uint64, off int64, l2eCo
 	if k == mapData {
 		m.host = host + inCluster
 		m.writable = l2eCopied
-		if host >= img.fileEnd.Load() {
+		if !img.external && host >= img.fileEnd.Load() {
 			return m, corruptf("data cluster at offset %#x lies beyond the end of the file", host)
 		}
 	}
@@ -382,8 +405,12 @@ func (img *Image) compressedRange(l2e uint64) (off, size int64) {
 }
 
 // releaseEntry drops the references an L2 entry held (data or compressed
-// clusters). The L2 change must already be on disk.
+// clusters). The L2 change must already be on disk. External data
+// clusters are not refcounted: nothing to drop.
 func (img *Image) releaseEntry(l2e uint64) error {
+	if img.external {
+		return nil
+	}
 	if l2e&oflagCompressed != 0 {
 		off, size := img.compressedRange(l2e)
 		first := off >> img.clusterBits

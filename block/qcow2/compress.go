@@ -145,6 +145,11 @@ func (img *Image) writeCompressed(p []byte, off int64) error {
 	if img.readOnly {
 		return errReadOnly
 	}
+	if img.external {
+		// No compressed clusters in an external data file (spec,
+		// incompatible bit 2); QEMU fails the write with ENOTSUP.
+		return errNotSupported
+	}
 	cs := img.clusterSize
 	if off&(cs-1) != 0 || int64(len(p)) > cs {
 		return fmt.Errorf("compressed write at %d+%d is not one aligned cluster", off, len(p))

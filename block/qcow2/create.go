@@ -30,13 +30,18 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	madeData := false
 	defer func() {
 		if err != nil {
 			f.Close()
 			os.Remove(path)
+			if madeData {
+				os.Remove(h.dataFile)
+			}
 			err = &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 		}
 	}()
+	block.SetExtentSizeHint(f, o.ExtentSizeHint)
 	cs := int64(1) << h.clusterBits
 	hb, err := h.encode()
 	if err != nil {
@@ -53,6 +58,20 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if _, err := f.WriteAt(buf, 0); err != nil {
 		return err
 	}
+	prealloc := o.Preallocation
+	if h.dataFile != "" {
+		// The data file is laid out by the file driver with the
+		// requested preallocation; with raw data, whose clusters must all
+		// be mapped, the image gets at least metadata preallocation
+		// (qcow2_co_create).
+		if err := createDataFile(h.dataFile, size, o.Preallocation, o.ExtentSizeHint); err != nil {
+			return err
+		}
+		madeData = true
+		if o.DataFileRaw && (prealloc == "" || prealloc == "off") {
+			prealloc = "metadata"
+		}
+	}
 	hf, err := block.NewHostFile(f, false)
 	if err != nil {
 		return err
@@ -64,7 +83,8 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if err := im.Resize(size); err != nil {
 		return err
 	}
-	if err := im.preallocate(o.Preallocation, 0); err != nil {
+	if err := im.preallocate(prealloc, 0); err != nil {
+		im.Close()
 		return err
 	}
 	return im.Close()
@@ -123,6 +143,9 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 	h.refcountOrder = uint32(bits.TrailingZeros(uint(rb)))
 	if h.version == 2 && rb != 16 {
 		return nil, 0, errors.New("Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)")
+	}
+	if err := dataFileOptions(h, o); err != nil {
+		return nil, 0, err
 	}
 	if h.version == 2 && o.CompressionType == "zstd" {
 		return nil, 0, errors.New("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)")
@@ -210,7 +233,7 @@ func (img *Image) preallocate(mode string, from int64) error {
 				// full reserve its space too, so that writes to the new
 				// area do not allocate (iotest 125).
 				ent, _ := img.l2Entry(e.data, l2i+i)
-				if host := int64(ent & l2OffsetMask); mode != "metadata" && host != 0 && ent&oflagCompressed == 0 {
+				if host := int64(ent & l2OffsetMask); mode != "metadata" && host != 0 && ent&oflagCompressed == 0 && !img.external {
 					if err := img.f.Fallocate(0, host, cs); err != nil {
 						return fmt.Errorf("reserving cluster at %#x: %w", host, err)
 					}
@@ -222,7 +245,7 @@ func (img *Image) preallocate(mode string, from int64) error {
 			for j < k && free(j) {
 				j++
 			}
-			host, err := img.allocClusters(j - i)
+			host, err := img.allocData(off>>img.clusterBits+i, j-i)
 			if err != nil {
 				return err
 			}
@@ -234,7 +257,10 @@ func (img *Image) preallocate(mode string, from int64) error {
 			}
 			e.dirty = true
 			end = max(end, host+(j-i)*cs)
-			if mode == "full" {
+			if img.external {
+				end = min(end, size) // the data file ends with the disk
+			}
+			if mode == "full" && !img.external {
 				if err := writeZeroRange(img.f, host, (j-i)*cs); err != nil {
 					return err
 				}
@@ -243,7 +269,13 @@ func (img *Image) preallocate(mode string, from int64) error {
 		}
 		off += k * cs
 	}
-	if st, err := img.f.Stat(); err == nil && st.Size() < end {
+	if img.external {
+		// Only the data file's missing tail is reserved, as QEMU's
+		// preallocate_co (Create made it whole already).
+		if err := img.extendData(end, mode); err != nil {
+			return err
+		}
+	} else if st, err := img.f.Stat(); err == nil && st.Size() < end {
 		// The data clusters must lie inside the file (qemu-img check
 		// counts references beyond the end as errors).
 		if mode == "falloc" {

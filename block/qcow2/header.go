@@ -67,12 +67,14 @@ const (
 // Compatible and autoclear feature bits (header bytes 80-95). Unknown
 // compatible bits are ignored; autoclear bits must be cleared by a writer
 // that does not maintain what they describe, which is why Petrel clears
-// both (it does not keep bitmaps or a raw external data file in sync).
+// the bitmaps bit (it does not keep bitmaps in sync). The raw external
+// data bit is kept: every write keeps such a data file a standalone raw
+// image (datafile.go).
 const (
 	compatLazyRefcounts = 1 << 0
 	autoclearBitmaps    = 1 << 0
 	autoclearDataRaw    = 1 << 1
-	autoclearKnown      = 0 // none we honour: both are cleared on writable open
+	autoclearKnown      = autoclearDataRaw
 )
 
 // Compression types (header byte 104).
@@ -124,7 +126,8 @@ type rawExt struct {
 // width in bits (4 for version 2), headerLen the header's length in bytes
 // (72 for version 2), compressionType header byte 104 (0 zlib, 1 zstd).
 // The rest comes from the extensions and the backing name: backingFile,
-// backingFormat (extension 0xE2792ACA), dataFile (refused at open),
+// backingFormat (extension 0xE2792ACA), dataFile (extension 0x44415441,
+// the external data file's name, used when incompatible bit 2 is set),
 // features (the image's own feature name table, for messages), and
 // hasBitmaps (a bitmaps extension is present; it is kept in others).
 type header struct {
@@ -405,16 +408,16 @@ func (h *header) unsupportedFeatures(mask uint64) error {
 
 // checkFeatures refuses images with features this engine cannot honour:
 // unknown incompatible bits (spec "Header": an implementation must fail to
-// open them; the message lists them as QEMU does), external data files,
-// and inconsistent compression type or extended L2 settings (extended L2
-// needs clusters of at least 16 KiB, so that 32 subclusters are 512 bytes
-// or more).
+// open them; the message lists them as QEMU does), the raw external data
+// bit without an external data file (QEMU's words), and inconsistent
+// compression type or extended L2 settings (extended L2 needs clusters of
+// at least 16 KiB, so that 32 subclusters are 512 bytes or more).
 func (h *header) checkFeatures() error {
 	if unknown := h.incompat &^ incompatKnown; unknown != 0 {
 		return h.unsupportedFeatures(unknown)
 	}
-	if h.incompat&incompatDataFile != 0 || h.dataFile != "" {
-		return fmt.Errorf("qcow2 images with an external data file (%q) are not supported", h.dataFile)
+	if h.autoclear&autoclearDataRaw != 0 && h.incompat&incompatDataFile == 0 {
+		return errors.New("data-file-raw requires a data file")
 	}
 	// QEMU's validate_compression_type: a header too short for the
 	// field means zlib, and the feature bit must be set exactly when the
@@ -457,7 +460,8 @@ func (h *header) encode() ([]byte, error) {
 }
 
 // encodeWith lays the header out as QEMU does: the fixed fields, then the
-// backing format, the feature name table (if featureTable and version 3),
+// backing format, the external data file name, the feature name table (if
+// featureTable and version 3),
 // the preserved unknown extensions, the end marker, and last the backing
 // file name. It sets headerLen, backingOff and backingLen to what it wrote,
 // which is why h must not be shared while it runs.
@@ -500,6 +504,11 @@ func (h *header) encodeWith(featureTable bool) ([]byte, error) {
 	}
 	if h.backingFormat != "" {
 		if err := put(extBackingFormat, []byte(h.backingFormat)); err != nil {
+			return nil, err
+		}
+	}
+	if h.dataFile != "" {
+		if err := put(extDataFile, []byte(h.dataFile)); err != nil {
 			return nil, err
 		}
 	}

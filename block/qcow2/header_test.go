@@ -136,11 +136,18 @@ func TestFeatureBits(t *testing.T) {
 	}
 	img.Close()
 
-	// External data file: refused clearly.
+	// External data file bit without a name: refused in QEMU's words
+	// (datafile_test.go covers the images that have one), and the raw
+	// data bit without the data file bit.
 	d := append([]byte(nil), base...)
 	be.PutUint64(d[72:], incompatDataFile)
-	if _, err := openBytes(t, d, block.Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "external data file") {
+	if _, err := openBytes(t, d, block.Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "'data-file' is required for this image") {
 		t.Fatalf("external data file: %v", err)
+	}
+	d = append([]byte(nil), base...)
+	be.PutUint64(d[88:], autoclearDataRaw)
+	if _, err := openBytes(t, d, block.Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "data-file-raw requires a data file") {
+		t.Fatalf("raw data bit alone: %v", err)
 	}
 
 	// Unknown autoclear bits cleared, unknown extension preserved.

@@ -55,6 +55,15 @@ type Image struct {
 	noSync   bool // cache=unsafe: ordering by write order only, no fsync
 	backing  block.Image
 
+	// data is the file guest clusters live in: f itself, or the external
+	// data file (incompatible bit 2; nil when opened with Options.NoIO).
+	// external and rawData (autoclear bit 1) are fixed at open; dataPath
+	// is the data file's name as opened. See datafile.go.
+	data     *block.HostFile
+	dataPath string
+	external bool
+	rawData  bool
+
 	clusterSize  int64
 	clusterBits  uint32
 	l2Entries    int64 // entries per L2 table
@@ -113,7 +122,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 // and the L2 cache depends on the refcount cache (see tableCache). A
 // corrupt-marked image opens writable only for repair (Options.Repair),
 // with every change but Check refused.
-func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error) {
+func openFile(f *block.HostFile, path string, opts block.Options) (_ *Image, err error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -134,6 +143,14 @@ func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error
 	}
 	img.fileEnd.Store(st.Size())
 	img.size.Store(int64(h.size))
+	if err := img.openDataFile(opts); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			img.closeDataFile()
+		}
+	}()
 	img.l2EntryShift = h.l2EntryBits()
 	img.l2Entries = img.clusterSize >> img.l2EntryShift
 	img.rbEntries = img.clusterSize * 8 / int64(img.rcBits)
@@ -283,6 +300,13 @@ func (img *Image) sync() error {
 	if img.noSync {
 		return nil
 	}
+	// Guest data first: an L2 entry written after this barrier must not
+	// reach the disk before the data it maps.
+	if img.external && img.data != nil {
+		if err := img.data.Sync(); err != nil {
+			return fmt.Errorf("syncing %s: %w", img.dataPath, err)
+		}
+	}
 	if err := img.f.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", img.path, err)
 	}
@@ -343,6 +367,7 @@ func (img *Image) Close() error {
 		errs = append(errs, img.flushLocked(), img.clearDirty())
 	}
 	errs = append(errs, img.f.Close())
+	errs = append(errs, img.closeDataFile())
 	if img.backing != nil {
 		errs = append(errs, img.backing.Close())
 	}
@@ -435,6 +460,9 @@ func (img *Image) readMapped(p []byte, off int64, m mapping) error {
 	case mapUnallocated:
 		return block.ReadBacking(img.backing, p, off)
 	case mapData:
+		if img.external {
+			return img.readData(p, m.host)
+		}
 		if _, err := img.f.ReadAt(p, m.host); err != nil {
 			if errors.Is(err, io.EOF) {
 				return corruptf("data at host offset %#x lies beyond the end of the file", m.host)

@@ -32,7 +32,7 @@ func (img *Image) SetBackingFile(name, format string) error {
 // Describe returns what qemu-img info prints for the image, with qemu-img's
 // JSON names: the format-specific part (compat level, compression type,
 // refcount width; for version 3 also lazy refcounts, the corrupt bit and
-// extended L2) and the dirty flag and backing file fields.
+// extended L2; the external data file's name and raw flag) and the dirty flag and backing file fields.
 func (img *Image) Describe() map[string]any {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -51,6 +51,14 @@ func (img *Image) Describe() map[string]any {
 		data["lazy-refcounts"] = h.compat&compatLazyRefcounts != 0
 		data["corrupt"] = h.incompat&incompatCorrupt != 0
 		data["extended-l2"] = img.extL2
+	}
+	// As qcow2_get_specific_info: the name whenever the header has one,
+	// the raw flag for an image that has a data file.
+	if h.dataFile != "" {
+		data["data-file"] = h.dataFile
+	}
+	if img.external {
+		data["data-file-raw"] = img.rawData
 	}
 	info := map[string]any{
 		"virtual-size":    int64(h.size),

@@ -38,11 +38,16 @@ func (img *Image) subclusterWrite(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	ent, bm := img.l2Entry(e.data, l2i)
-	host := int64(ent & l2OffsetMask)
-	if ent&oflagCompressed != 0 || (host != 0 && ent&oflagCopied == 0) {
+	host, allocated := img.hostCluster(ent)
+	if ent&oflagCompressed != 0 || (allocated && ent&oflagCopied == 0) {
 		return img.allocWrite(p, off) // shared or compressed: whole-cluster COW
 	}
-	if host != 0 && host >= img.fileEnd.Load() {
+	if allocated && img.external {
+		if err := img.checkDataHost(host, off); err != nil {
+			img.mu.Unlock()
+			return 0, err
+		}
+	} else if allocated && host >= img.fileEnd.Load() {
 		img.mu.Unlock()
 		return 0, corruptf("data cluster at offset %#x lies beyond the end of the file", host)
 	}
@@ -50,9 +55,8 @@ func (img *Image) subclusterWrite(p []byte, off int64) (int, error) {
 	inC := off & (cs - 1)
 	end := min(inC+int64(len(p)), cs)
 	sa, sb := inC&^(sc-1), (end+sc-1)&^(sc-1)
-	fresh := host == 0
-	if fresh {
-		if host, err = img.allocClusters(1); err != nil {
+	if !allocated {
+		if host, err = img.allocData(c0, 1); err != nil {
 			img.mu.Unlock()
 			return 0, err
 		}
@@ -104,7 +108,7 @@ func (img *Image) writeSubclusters(data []byte, g, inC, sa, sb, host int64, old 
 	defer img.putBuf(bp)
 	buf := (*bp)[:sb-sa]
 	fill := func(at int64) error { // one subcluster at cluster offset at
-		m, err := img.classify(old.e, old.bm, at)
+		m, err := img.classify(old.e, old.bm, g+at)
 		if err != nil {
 			return err
 		}
@@ -128,7 +132,7 @@ func (img *Image) writeSubclusters(data []byte, g, inC, sa, sb, host int64, old 
 		}
 	}
 	copy(buf[inC-sa:], data)
-	if _, err := img.f.WriteAt(buf, host+sa); err != nil {
+	if _, err := img.data.WriteAt(buf, host+sa); err != nil {
 		return fmt.Errorf("writing subclusters at %#x: %w", host+sa, err)
 	}
 	return nil

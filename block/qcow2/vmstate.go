@@ -42,8 +42,13 @@ func (img *Image) CreateSnapshotWithState(name string, vmClockNs uint64, state f
 }
 
 // saveSnapshot creates a snapshot with the name, VM clock and icount of
-// meta, and with the VM state that state streams (nil: none).
+// meta, and with the VM state that state streams (nil: none). An image
+// with an external data file has no internal snapshots (spec,
+// incompatible bit 2): refused as QEMU does, with ENOTSUP.
 func (img *Image) saveSnapshot(meta snapshot, state func(io.Writer) error) error {
+	if img.external {
+		return errNotSupported
+	}
 	snaps, oldSize, err := img.lockForSnapshot()
 	if err != nil {
 		return err

@@ -44,7 +44,7 @@ func (img *Image) writeAt(p []byte, off int64) (int, error) {
 		}
 		if m.kind == mapData && m.writable {
 			img.mu.Unlock()
-			if _, err := img.f.WriteAt(p[done:done+int(m.length)], m.host); err != nil {
+			if _, err := img.data.WriteAt(p[done:done+int(m.length)], m.host); err != nil {
 				return done, fmt.Errorf("writing data at %#x: %w", m.host, err)
 			}
 			done += int(m.length)
@@ -109,7 +109,7 @@ func (img *Image) allocWrite(p []byte, off int64) (int, error) {
 		olds = append(olds, l2Pair{ent, bm})
 	}
 	k := int64(len(olds))
-	host, err := img.allocClusters(k)
+	host, err := img.allocData(c0, k)
 	if err != nil {
 		img.mu.Unlock()
 		return 0, err
@@ -132,7 +132,10 @@ func (img *Image) allocWrite(p []byte, off int64) (int, error) {
 		img.mu.Unlock()
 	}()
 	if err != nil {
-		return 0, err // the new clusters leak; nothing references them
+		// The new clusters leak; nothing references them. (An external
+		// data file's clusters are not refcounted: nothing leaks, and
+		// nothing may be freed, iotest 289.)
+		return 0, err
 	}
 	if err := img.linkClusters(l1i, l2i, host, olds); err != nil {
 		return 0, err
@@ -162,7 +165,7 @@ func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) err
 		}
 		from, to := max(off, g), min(wEnd, g+cs)
 		copy(buf[from-g:to-g], p[from-off:to-off])
-		if _, err := img.f.WriteAt(buf, host+i*cs); err != nil {
+		if _, err := img.data.WriteAt(buf, host+i*cs); err != nil {
 			return fmt.Errorf("writing data at %#x: %w", host+i*cs, err)
 		}
 		return nil
@@ -181,7 +184,7 @@ func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) err
 	}
 	if hi > lo {
 		g := gStart + lo*cs
-		if _, err := img.f.WriteAt(p[g-off:gStart+hi*cs-off], host+lo*cs); err != nil {
+		if _, err := img.data.WriteAt(p[g-off:gStart+hi*cs-off], host+lo*cs); err != nil {
 			return fmt.Errorf("writing data at %#x: %w", host+lo*cs, err)
 		}
 	}
@@ -198,7 +201,7 @@ func (img *Image) cowRead(buf []byte, g int64, old l2Pair) error {
 	clear(buf[n:])
 	// Runs of uniform state: the whole cluster, or subclusters.
 	for done := int64(0); done < n; {
-		m, err := img.classify(old.e, old.bm, done)
+		m, err := img.classify(old.e, old.bm, g+done)
 		if err != nil {
 			return err
 		}
@@ -230,7 +233,10 @@ type l2Pair struct{ e, bm uint64 }
 // is not overwritten in place: it gets a fresh cluster like an unallocated
 // one, and the old one is released.
 func (img *Image) inPlace(e, bm uint64) bool {
-	if e&oflagCopied == 0 || e&oflagCompressed != 0 || e&l2OffsetMask == 0 {
+	if e&oflagCopied == 0 || e&oflagCompressed != 0 {
+		return false
+	}
+	if _, allocated := img.hostCluster(e); !allocated {
 		return false
 	}
 	if img.extL2 {
@@ -262,8 +268,8 @@ func (img *Image) linkClusters(l1i, l2i, host int64, olds []l2Pair) error {
 		if img.extL2 {
 			img.setL2Bitmap(e.data, l2i+int64(i), allSubclustersAllocated)
 		}
-		if old.e&oflagCompressed != 0 || old.e&l2OffsetMask != 0 {
-			release = true
+		if !img.external && (old.e&oflagCompressed != 0 || old.e&l2OffsetMask != 0) {
+			release = true // (an external data cluster stays where it is)
 		}
 	}
 	e.dirty = true

@@ -55,6 +55,12 @@ func (img *Image) writeZeroes(off, n int64, unmap bool) error {
 			return err
 		}
 	}
+	if img.rawData {
+		// The raw data file must read the zeroes too.
+		if err := img.zeroData(start, end-start, unmap); err != nil {
+			return err
+		}
+	}
 	if err := img.zeroClusters(start, end, unmap, modeZero); err != nil {
 		return err
 	}
@@ -103,6 +109,10 @@ const (
 // preallocation" in the spec's words) when the caller did not ask to unmap
 // and the cluster is this image's alone. An L1 range without an L2 table
 // is left alone when unallocated already reads as wanted.
+//
+// With an external data file nothing is refcounted: a cluster that loses
+// its mapping has its data file range discarded instead (QEMU passes such
+// discards down to the data file), once the entry is on disk.
 func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) error {
 	discard := mode != modeZero
 	img.quiesce()
@@ -110,6 +120,7 @@ func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) erro
 	v3 := img.hdr.version >= 3
 	cs := img.clusterSize
 	var released []uint64
+	var dropped []int64 // guest offsets of the clusters in released
 	for off := start; off < end; {
 		l1i, l2i := img.l2Index(off)
 		count := min((end-off+cs-1)/cs, img.l2Entries-l2i)
@@ -129,7 +140,7 @@ func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) erro
 		if err != nil {
 			return err
 		}
-		released = released[:0]
+		released, dropped = released[:0], dropped[:0]
 		for i := l2i; i < l2i+count; i++ {
 			old, obm := img.l2Entry(e.data, i)
 			if img.extL2 {
@@ -140,8 +151,9 @@ func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) erro
 				img.setL2Entry(e.data, i, nw)
 				img.setL2Bitmap(e.data, i, nbm)
 				e.dirty = true
-				if old&oflagCompressed != 0 || (old&l2OffsetMask != 0 && nw&l2OffsetMask == 0) {
+				if img.dropsCluster(old, nw) {
 					released = append(released, old)
+					dropped = append(dropped, off+(i-l2i)*cs)
 				}
 				continue
 			}
@@ -153,7 +165,7 @@ func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) erro
 				nw = 0
 			case !v3:
 				nw = 0 // v2 zeroing without a backing file: unallocated reads as zeroes
-			case !unmap && !discard && old&oflagCompressed == 0 && old&l2OffsetMask != 0 && old&oflagCopied != 0:
+			case !unmap && !discard && old&oflagCompressed == 0 && img.allocated(old) && old&oflagCopied != 0:
 				nw = old | oflagZero // keep the preallocated cluster
 			default:
 				nw = oflagZero
@@ -163,8 +175,9 @@ func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) erro
 			}
 			img.setL2Entry(e.data, i, nw)
 			e.dirty = true
-			if old&oflagCompressed != 0 || (old&l2OffsetMask != 0 && nw&l2OffsetMask == 0) {
+			if img.dropsCluster(old, nw) {
 				released = append(released, old)
+				dropped = append(dropped, off+(i-l2i)*cs)
 			}
 		}
 		if len(released) > 0 {
@@ -179,10 +192,28 @@ func (img *Image) zeroClusters(start, end int64, unmap bool, mode zeroMode) erro
 					return err
 				}
 			}
+			if img.external {
+				for _, g := range dropped {
+					img.discardData(g, cs)
+				}
+			}
 		}
 		off = next
 	}
 	return nil
+}
+
+// allocated reports whether an uncompressed L2 entry maps a host cluster
+// (see hostCluster).
+func (img *Image) allocated(l2e uint64) bool {
+	_, ok := img.hostCluster(l2e)
+	return ok
+}
+
+// dropsCluster reports whether replacing L2 entry old by nw lets go of
+// what old held: a compressed cluster, or a host cluster nw does not keep.
+func (img *Image) dropsCluster(old, nw uint64) bool {
+	return old&oflagCompressed != 0 || img.allocated(old) && !img.allocated(nw)
 }
 
 // zeroExtended is zeroClusters' rule for extended L2 entries, where zero
@@ -191,7 +222,7 @@ func (img *Image) zeroExtended(old uint64, mode zeroMode, unmap bool) (uint64, u
 	switch {
 	case mode == modeEmpty, mode == modeDiscard && img.backing == nil:
 		return 0, 0
-	case mode == modeZero && !unmap && old&oflagCompressed == 0 && old&l2OffsetMask != 0 && old&oflagCopied != 0:
+	case mode == modeZero && !unmap && old&oflagCompressed == 0 && img.allocated(old) && old&oflagCopied != 0:
 		return old, allSubclustersZero // keep the host cluster
 	}
 	return 0, allSubclustersZero
@@ -223,12 +254,12 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 			// qemu-img map shows a preallocated zero cluster's offset
 			// (iotests 154, 179).
 			ext.HostOffset = m.host
-			ext.File = img.path
+			ext.File = img.dataName()
 		}
 	case mapData:
 		ext.Flags = block.ExtentData | block.ExtentAllocated
 		ext.HostOffset = m.host
-		ext.File = img.path
+		ext.File = img.dataName()
 	case mapCompressed:
 		ext.Flags = block.ExtentData | block.ExtentAllocated
 		ext.File = img.path

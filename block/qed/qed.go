@@ -355,6 +355,7 @@ func Create(path string, opts block.CreateOptions) error {
 		return fmt.Errorf("creating QED image: %w", err)
 	}
 	defer f.Close()
+	block.SetExtentSizeHint(f, opts.ExtentSizeHint)
 	first := make([]byte, headerLen+len(name))
 	copy(first, h.encode())
 	copy(first[headerLen:], name)

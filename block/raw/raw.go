@@ -99,6 +99,7 @@ func Create(path string, opts block.CreateOptions) error {
 		return fmt.Errorf("creating raw image: %w", err)
 	}
 	defer f.Close()
+	block.SetExtentSizeHint(f, opts.ExtentSizeHint)
 	st, err := f.Stat()
 	if err != nil {
 		return err

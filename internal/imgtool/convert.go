@@ -168,7 +168,7 @@ func runConvert(t *tool, args []string) int {
 	// -B and -F are the old-style spellings of -o backing_file and
 	// backing_fmt. The size is always the sources' total, whatever -o
 	// size says.
-	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F")}
+	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F"), ExtentSizeHint: block.DefaultExtentSizeHint}
 	given := map[string]string{}
 	for _, s := range p.opts["o"] {
 		pairs, err := parseKV(s)

@@ -16,14 +16,14 @@ func init() {
 }
 
 // formatOptions are the -o keys each format accepts, as qemu-img. Other
-// keys qemu-img knows (encryption, data_file, extent_size_hint, nocow...)
-// are refused with "Invalid parameter" rather than accepted and ignored:
-// petrel img has no such feature, and an image created without it would
-// not be what was asked for.
+// keys qemu-img knows (encryption, nocow...) are refused with "Invalid
+// parameter" rather than accepted and ignored: petrel img has no such
+// feature, and an image created without it would not be what was asked
+// for. extent_size_hint is the file driver's, so every format takes it.
 var formatOptions = map[string][]string{
-	"raw":   {"size", "preallocation"},
-	"qed":   {"size", "backing_file", "backing_fmt", "cluster_size", "table_size", "preallocation"},
-	"qcow2": {"size", "compat", "backing_file", "backing_fmt", "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2", "compression_type"},
+	"raw":   {"size", "preallocation", "extent_size_hint"},
+	"qed":   {"size", "backing_file", "backing_fmt", "cluster_size", "table_size", "preallocation", "extent_size_hint"},
+	"qcow2": {"size", "compat", "backing_file", "backing_fmt", "data_file", "data_file_raw", "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2", "compression_type", "extent_size_hint"},
 }
 
 // parseKV splits "-o a=b,c=d" (",," escapes a comma) into ordered pairs,
@@ -125,6 +125,15 @@ func createOptions(format string, pairs [][2]string, o *block.CreateOptions, giv
 			o.RefcountBits, err = strconv.Atoi(v)
 		case "compression_type":
 			o.CompressionType = v
+		case "data_file":
+			o.DataFile = v
+		case "data_file_raw":
+			o.DataFileRaw, err = parseBool(k, v)
+		case "extent_size_hint":
+			if o.ExtentSizeHint, err = parseSize(v); err == nil && o.ExtentSizeHint > 1<<32-1 {
+				err = errors.New("Extent size hint is too large")
+			}
+			given[k] = strconv.FormatInt(o.ExtentSizeHint, 10) // echoed in bytes
 		default:
 			if o.Extra == nil {
 				o.Extra = map[string]string{}
@@ -185,6 +194,12 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 			opt("compat", v)
 		}
 		backing()
+		if v, ok := given["data_file"]; ok {
+			opt("data_file", v)
+		}
+		if _, ok := given["data_file_raw"]; ok {
+			opt("data_file_raw", onOff(o.DataFileRaw))
+		}
 		opt("lazy_refcounts", onOff(o.LazyRefcounts))
 		rb := o.RefcountBits
 		if rb == 0 {
@@ -206,6 +221,10 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 		if v, ok := given["preallocation"]; ok {
 			opt("preallocation", v)
 		}
+	}
+	// The file driver's option comes after the format's.
+	if v, ok := given["extent_size_hint"]; ok {
+		opt("extent_size_hint", v)
 	}
 	return b.String()
 }
@@ -258,7 +277,8 @@ func runCreate(t *tool, args []string) int {
 	if _, ok := block.Lookup(format); !ok {
 		return t.fail("%s: Unknown file format '%s'", path, format)
 	}
-	o := block.CreateOptions{BackingFile: p.get("b"), BackingFormat: p.get("F")}
+	// Files get QEMU's default extent size hint unless -o gives one.
+	o := block.CreateOptions{BackingFile: p.get("b"), BackingFormat: p.get("F"), ExtentSizeHint: block.DefaultExtentSizeHint}
 	given := map[string]string{}
 	for _, s := range p.opts["o"] {
 		pairs, err := parseKV(s)

@@ -66,7 +66,11 @@ func layerStatusHost(img block.Image, chain []block.Image, off, n int64, host ho
 	if m.zero && m.present && m.offset < 0 && e.HostOffset >= 0 {
 		m.offset = e.HostOffset // raw holes keep their offset, as in qemu
 	}
-	if host != nil && m.data && m.offset >= 0 && m.file != "" && m.depth < len(chain) && chain[m.depth].Format() != "raw" {
+	// Only a layer's own file is asked: QEMU recurses into the file of a
+	// format layer (BDRV_BLOCK_RECURSE) but not into a qcow2 external
+	// data file, whose holes stay "data" (iotest 244).
+	if host != nil && m.data && m.offset >= 0 && m.file != "" && m.depth < len(chain) && chain[m.depth].Format() != "raw" &&
+		m.file == block.Filename(chain[m.depth]) {
 		hole, l := host.status(m.file, m.offset, m.length)
 		m.length = max(l, 1)
 		m.zero = m.zero || hole

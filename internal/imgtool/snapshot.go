@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -96,6 +97,11 @@ func runSnapshot(t *tool, args []string) int {
 		err = s.ApplySnapshot(name)
 	case "d":
 		err = s.DeleteSnapshot(name)
+	}
+	if err != nil && action == "c" && errors.Is(err, errors.ErrUnsupported) {
+		// bdrv_snapshot_create's errno, as qemu-img prints it (an image
+		// with an external data file, iotest 244).
+		return t.fail("Could not create snapshot '%s': -95 (Operation not supported)", name)
 	}
 	if err != nil {
 		return t.fail("Could not %s snapshot '%s': %v", verb(action), name, err)
