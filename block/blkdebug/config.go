@@ -256,6 +256,9 @@ func FromOpts(o *qemuopt.Opts, prefix string) (*Config, error) {
 	return c, nil
 }
 
+// NewConfig is a configuration of the given rules (ParseConfig's).
+func NewConfig(rules []*rule) *Config { return &Config{rules: rules} }
+
 // ConfigFromFile is the configuration of "blkdebug:PATH:IMAGE" (PATH may
 // be empty: no rules).
 func ConfigFromFile(path string) (*Config, error) {
