@@ -3,6 +3,8 @@ package block
 import (
 	"io"
 	"os"
+	"strings"
+	"sync"
 )
 
 // File is the byte store a format engine keeps its image in: a HostFile,
@@ -138,3 +140,35 @@ func Events(f File) EventSink {
 	s, _ := f.(EventSink)
 	return s
 }
+
+// nameOpeners open backing file names that are not file paths
+// (json:{...}, blkdebug:...), by prefix; petrel img registers its parser
+// of them (internal/imgtool/imagespec.go).
+var (
+	nameOpenersMu sync.RWMutex
+	nameOpeners   = map[string]func(name string, opts Options) (Image, error){}
+)
+
+// RegisterNameOpener makes OpenBacking open names starting with prefix
+// through open, which gets the backing file's options (read-only, format).
+func RegisterNameOpener(prefix string, open func(name string, opts Options) (Image, error)) {
+	nameOpenersMu.Lock()
+	defer nameOpenersMu.Unlock()
+	nameOpeners[prefix] = open
+}
+
+// nameOpener returns the opener registered for name's prefix, or nil.
+func nameOpener(name string) func(string, Options) (Image, error) {
+	nameOpenersMu.RLock()
+	defer nameOpenersMu.RUnlock()
+	for p, open := range nameOpeners {
+		if strings.HasPrefix(name, p) {
+			return open
+		}
+	}
+	return nil
+}
+
+// HasNameOpener reports whether name is opened by a registered opener
+// rather than as a file path.
+func HasNameOpener(name string) bool { return nameOpener(name) != nil }

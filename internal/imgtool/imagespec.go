@@ -329,3 +329,28 @@ func doubleQuoted(s string) (out string, ok bool) {
 	}
 	return b.String(), true
 }
+
+// Backing files named json:{...} or blkdebug:... (iotest 020) are opened
+// through the same parser as image arguments.
+func init() {
+	for _, prefix := range []string{"json:", "blkdebug:"} {
+		block.RegisterNameOpener(prefix, openNamed)
+	}
+}
+
+// openNamed opens a backing file given by such a name with the backing
+// open's options (read-only, format) and the name's own.
+func openNamed(name string, opts block.Options) (block.Image, error) {
+	spec, err := parseImageSpec(name, false)
+	if err != nil {
+		return nil, err
+	}
+	if spec.format != "" {
+		opts.Format = spec.format
+	}
+	opts.DirectIO = opts.DirectIO || spec.opts.DirectIO
+	opts.NoSync = opts.NoSync || spec.opts.NoSync
+	opts.NoBacking = opts.NoBacking || spec.opts.NoBacking
+	opts.OpenFile = spec.opts.OpenFile
+	return openSpecImage(spec.open, spec.path, opts)
+}
