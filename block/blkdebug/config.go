@@ -30,7 +30,9 @@ const maxConfigFile = 1 << 20
 // -readconfig syntax: [inject-error] and [set-state] sections of
 // key = "value" lines, # comments).
 func ReadConfigFile(path string) ([]*rule, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO named as the config must not hang the open;
+	// anything but a regular file is refused below.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("Could not read blkdebug config file: %s", Strerror(errnoOf(err)))
 	}
@@ -38,6 +40,9 @@ func ReadConfigFile(path string) ([]*rule, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("blkdebug config %s is not a regular file", path)
 	}
 	if st.Size() > maxConfigFile {
 		return nil, fmt.Errorf("blkdebug config file %s is larger than %d bytes", path, maxConfigFile)
