@@ -3,6 +3,7 @@ package blkdebug
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -29,7 +30,7 @@ const maxConfigFile = 1 << 20
 // ReadConfigFile reads the rules of a blkdebug configuration file (QEMU's
 // -readconfig syntax: [inject-error] and [set-state] sections of
 // key = "value" lines, # comments).
-func ReadConfigFile(path string) ([]*rule, error) {
+func ReadConfigFile(path string) (*Config, error) {
 	// O_NONBLOCK: a FIFO named as the config must not hang the open;
 	// anything but a regular file is refused below.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -54,24 +55,17 @@ func ReadConfigFile(path string) ([]*rule, error) {
 	return ParseConfig(data)
 }
 
+// errnoOf is the errno an open failed with (EIO when it carries none).
 func errnoOf(err error) syscall.Errno {
 	var e syscall.Errno
-	if pe, ok := err.(*os.PathError); ok {
-		if en, ok := pe.Err.(syscall.Errno); ok {
-			return en
-		}
+	if errors.As(err, &e) {
+		return e
 	}
-	if en, ok := err.(syscall.Errno); ok {
-		e = en
-	}
-	if e == 0 {
-		e = syscall.EIO
-	}
-	return e
+	return syscall.EIO
 }
 
 // ParseConfig reads a configuration file's text (see ReadConfigFile).
-func ParseConfig(data []byte) ([]*rule, error) {
+func ParseConfig(data []byte) (*Config, error) {
 	var rules []*rule
 	var kind string
 	var vals map[string]string
@@ -123,7 +117,7 @@ func ParseConfig(data []byte) ([]*rule, error) {
 	if err := flush(); err != nil {
 		return nil, err
 	}
-	return rules, nil
+	return &Config{rules: rules}, nil
 }
 
 // newRule builds a rule of kind ("inject-error" or "set-state") from its
@@ -224,11 +218,11 @@ func newRule(kind string, get func(string) (string, bool)) (*rule, error) {
 func FromOpts(o *qemuopt.Opts, prefix string) (*Config, error) {
 	c := &Config{}
 	if path, ok := o.Lookup(prefix + "config"); ok {
-		rules, err := ReadConfigFile(path)
+		file, err := ReadConfigFile(path)
 		if err != nil {
 			return nil, err
 		}
-		c.rules = rules
+		c.rules = file.rules
 	}
 	for _, kind := range []string{"inject-error", "set-state"} {
 		list := prefix + kind
@@ -261,18 +255,11 @@ func FromOpts(o *qemuopt.Opts, prefix string) (*Config, error) {
 	return c, nil
 }
 
-// NewConfig is a configuration of the given rules (ParseConfig's).
-func NewConfig(rules []*rule) *Config { return &Config{rules: rules} }
-
 // ConfigFromFile is the configuration of "blkdebug:PATH:IMAGE" (PATH may
 // be empty: no rules).
 func ConfigFromFile(path string) (*Config, error) {
 	if path == "" {
 		return &Config{}, nil
 	}
-	rules, err := ReadConfigFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return &Config{rules: rules}, nil
+	return ReadConfigFile(path)
 }

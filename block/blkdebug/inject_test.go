@@ -163,11 +163,11 @@ func injectEach(t *testing.T, snapshot bool, w workload) {
 					before = qemuRaw(t, path)
 				}
 				conf := fmt.Sprintf("[inject-error]\nevent = \"%s\"\nerrno = \"28\"\nonce = \"%v\"\n", ev, map[bool]string{true: "on", false: "off"}[once])
-				rules, err := blkdebug.ParseConfig([]byte(conf))
+				cfg, err := blkdebug.ParseConfig([]byte(conf))
 				if err != nil {
 					t.Fatal(err)
 				}
-				img, err := block.Open(path, block.Options{OpenFile: blkdebug.Opener(blkdebug.NewConfig(rules))})
+				img, err := block.Open(path, block.Options{OpenFile: blkdebug.Opener(cfg)})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -17,7 +17,6 @@
 package blkdebug
 
 import (
-	"fmt"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,12 +162,4 @@ func (inj *injector) remove(r *rule) {
 			return
 		}
 	}
-}
-
-// String describes a rule for errors and tests.
-func (r *rule) String() string {
-	if r.inject {
-		return fmt.Sprintf("inject-error event=%s state=%d errno=%d sector-offset=%d once=%v", r.event, r.state, int(r.errno), r.offset, r.once)
-	}
-	return fmt.Sprintf("set-state event=%s state=%d new_state=%d", r.event, r.state, r.newState)
 }

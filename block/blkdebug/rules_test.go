@@ -10,11 +10,11 @@ import (
 
 func mustParse(t *testing.T, conf string) *injector {
 	t.Helper()
-	rules, err := ParseConfig([]byte(conf))
+	c, err := ParseConfig([]byte(conf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newInjector(rules)
+	return newInjector(c.rules)
 }
 
 func errnoOfCheck(err error) syscall.Errno {
@@ -105,11 +105,11 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\nonce =\"off\"\n"))
 	f.Add([]byte("[set-state]\nevent = \"l1_update\"\nstate = \"1\"\nnew_state = \"2\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rules, err := ParseConfig(data)
+		c, err := ParseConfig(data)
 		if err != nil {
 			return
 		}
-		inj := newInjector(rules)
+		inj := newInjector(c.rules)
 		for e := block.DebugEvent(0); e <= block.EventNone; e++ {
 			inj.event(e)
 			_ = inj.check(int64(e)*512, 4096, ioType(int(e)%6))

@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -80,5 +81,40 @@ func TestCommitThroughJSONBacking(t *testing.T) {
 				t.Fatalf("qemu-img check of the base: %v\n%s", err, out)
 			}
 		})
+	}
+}
+
+// TestConvertFromNullCo: a null-co source (iotest 150) reads as zeroes:
+// with -S 512 the target allocates nothing, with -S 0 everything, as
+// Debian's qemu-img map of the targets shows.
+func TestConvertFromNullCo(t *testing.T) {
+	testutil.NeedTool(t, "qemu-img")
+	src := `json:{"driver": "null-co", "size": 1048576, "read-zeroes": true}`
+	for sparse, want := range map[string]string{
+		"512": "[]",
+		"0":   `[{"data":true,"depth":0,"length":1048576,"present":true,"start":0,"zero":false}]`,
+	} {
+		dst := filepath.Join(t.TempDir(), "t.qcow2")
+		must(t, "convert", "-O", "qcow2", "-S", sparse, src, dst)
+		out, err := exec.Command("qemu-img", "map", "--output=json", dst).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatal(err)
+		}
+		var data []map[string]any
+		for _, e := range got {
+			if e["data"] == true {
+				delete(e, "offset")
+				delete(e, "compressed")
+				data = append(data, e)
+			}
+		}
+		b, _ := json.Marshal(data)
+		if string(b) != want && !(want == "[]" && string(b) == "null") {
+			t.Errorf("-S %s: data extents %s, want %s", sparse, b, want)
+		}
 	}
 }
