@@ -93,6 +93,9 @@ type Options struct {
 	// Repair: opened for `check -r`. A qcow2 image marked corrupt may then
 	// be opened writable; only Check may change it (as QEMU's BDRV_O_CHECK).
 	Repair bool
+	// OpenFile, when set, opens the file under the format (a filter such
+	// as blkdebug between the engine and the host file); see OpenFile.
+	OpenFile func(path string, readOnly, direct bool) (File, error)
 
 	// parents are the files above this one in the chain being opened
 	// (OpenBacking's loop and depth checks).

@@ -21,7 +21,7 @@ var ErrChainTooDeep = errors.New("backing chain too deep")
 // names as they are, relative ones against the directory of the image that
 // names them, as QEMU does.
 func ResolveBacking(imagePath, name string) string {
-	if name == "" || filepath.IsAbs(name) {
+	if name == "" || filepath.IsAbs(name) || HasNameOpener(name) {
 		return name
 	}
 	return filepath.Join(filepath.Dir(imagePath), name)
@@ -48,6 +48,21 @@ func chainKey(path string) string {
 func OpenBacking(imagePath, name, format string, opts Options) (Image, error) {
 	if opts.NoBacking {
 		return nil, nil
+	}
+	if open := nameOpener(name); open != nil && opts.BackingOverride == "" {
+		// A json: or blkdebug: name: parsed by its opener, not a path.
+		if len(opts.parents) >= MaxChainDepth {
+			return nil, fmt.Errorf("opening backing file %s: %w (more than %d layers)", name, ErrChainTooDeep, MaxChainDepth)
+		}
+		if opts.BackingFormat != "" {
+			format = opts.BackingFormat
+		}
+		img, err := open(name, Options{ReadOnly: true, Format: format, DirectIO: opts.DirectIO, CacheSize: opts.CacheSize,
+			parents: append(append([]string(nil), opts.parents...), chainKey(imagePath))})
+		if err != nil {
+			return nil, fmt.Errorf("could not open backing file: %w", err)
+		}
+		return img, nil
 	}
 	path := ResolveBacking(imagePath, name)
 	if opts.BackingOverride != "" {

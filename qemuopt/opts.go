@@ -104,8 +104,10 @@ func (o *Opts) set(k, v string) error {
 
 // FromJSON reads a QMP argument object (or the JSON form of -blockdev):
 // nested objects become dotted keys ("file": {"filename": F} is
-// "file.filename"), booleans become on/off, numbers their decimal text.
-// Arrays and nulls are refused: no option Petrel reads takes one.
+// "file.filename"), booleans become on/off, numbers their decimal text,
+// and array items are numbered keys as QEMU's keyval flattens them
+// ("inject-error": [{"event": E}] is "inject-error.0.event"; see
+// ListLen). Nulls are refused.
 func FromJSON(what string, args map[string]any) (*Opts, error) {
 	o := &Opts{vals: map[string]string{}, used: map[string]bool{}, what: what}
 	size := 0
@@ -122,6 +124,15 @@ func FromJSON(what string, args map[string]any) (*Opts, error) {
 			switch x := m[k].(type) {
 			case map[string]any:
 				if err := walk(name+".", x); err != nil {
+					return err
+				}
+				continue
+			case []any:
+				items := make(map[string]any, len(x))
+				for i, item := range x {
+					items[strconv.Itoa(i)] = item
+				}
+				if err := walk(name+".", items); err != nil {
 					return err
 				}
 				continue
@@ -159,6 +170,28 @@ func FromJSON(what string, args map[string]any) (*Opts, error) {
 // Has reports whether k was given (without taking it: a key only tested
 // with Has still counts as unused).
 func (o *Opts) Has(k string) bool { _, ok := o.vals[k]; return ok }
+
+// ListLen is the number of items of list k: keys "k.0...", "k.1..." up
+// to the first missing index (as QEMU's keyval, a list is numbered from 0
+// without gaps; an item past a gap stays unused and so is reported).
+func (o *Opts) ListLen(k string) int {
+	present := map[int]bool{}
+	for key := range o.vals {
+		rest, ok := strings.CutPrefix(key, k+".")
+		if !ok {
+			continue
+		}
+		idx, _, _ := strings.Cut(rest, ".")
+		if i, err := strconv.Atoi(idx); err == nil && i >= 0 {
+			present[i] = true
+		}
+	}
+	n := 0
+	for present[n] {
+		n++
+	}
+	return n
+}
 
 // Str takes k's value ("" when absent).
 func (o *Opts) Str(k string) string {

@@ -1,6 +1,10 @@
 package qcow2
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
+)
 
 // tableCache is a bounded write-back cache of cluster-sized metadata tables
 // (L2 tables or refcount blocks) keyed by host offset, like QEMU's
@@ -22,6 +26,9 @@ type tableCache struct {
 	entries map[int64]*cacheEntry
 	tick    uint64
 	depends *tableCache
+	// loadEvent and writeEvent are raised before a table is read from or
+	// written to the file (blkdebug's l2_load, l2_update, ...).
+	loadEvent, writeEvent block.DebugEvent
 	// noBarrier skips the fsync between the dependency flush and our
 	// writes (lazy refcounts: the dirty bit covers the ordering).
 	noBarrier bool
@@ -89,6 +96,7 @@ func (c *tableCache) lookup(off int64, read bool) (*cacheEntry, error) {
 		buf = make([]byte, c.img.clusterSize)
 	}
 	if read {
+		c.img.event(c.loadEvent)
 		if err := c.img.readMeta(buf, off); err != nil {
 			return nil, fmt.Errorf("reading %s at %#x: %w", c.name, off, err)
 		}
@@ -140,6 +148,7 @@ func (c *tableCache) prepareWrite() error {
 // writeEntry writes e to its place in the file and marks it clean. It does
 // not order: callers run prepareWrite first.
 func (c *tableCache) writeEntry(e *cacheEntry) error {
+	c.img.event(c.writeEvent)
 	if err := c.img.writeMeta(e.data, e.off); err != nil {
 		return fmt.Errorf("writing %s at %#x: %w", c.name, e.off, err)
 	}

@@ -3,6 +3,8 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
 )
 
 // L1/L2 entry bits (spec "Cluster mapping"): bit 63 COPIED (refcount
@@ -307,6 +309,7 @@ func (img *Image) loadL1(off int64, n uint32) ([]uint64, error) {
 func (img *Image) writeL1Entry(i int64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], img.l1[i])
+	img.event(block.EventL1Update)
 	if err := img.writeMeta(b[:], int64(img.hdr.l1Off)+i*8); err != nil {
 		return fmt.Errorf("writing L1 entry %d: %w", i, err)
 	}
@@ -356,6 +359,7 @@ func (img *Image) l2ForWrite(l1i int64) (int64, error) {
 			}
 		}
 	}
+	img.event(block.EventL2AllocWrite)
 	if err := img.l2c.writeThrough(e); err != nil {
 		return 0, err
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/petrel-vmm/petrel/block"
 )
 
 // Compressed clusters: raw deflate (as QEMU's qcow2_zlib_compress, window
@@ -179,6 +181,7 @@ func (img *Image) writeCompressed(p []byte, off int64) error {
 	if err != nil {
 		return err
 	}
+	img.event(block.EventWriteCompressed)
 	if _, err := img.f.WriteAt(data, hostOff); err != nil {
 		return fmt.Errorf("writing compressed cluster at %#x: %w", hostOff, err)
 	}

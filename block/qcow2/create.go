@@ -293,7 +293,7 @@ func (img *Image) preallocate(mode string, from int64) error {
 // writeZeroRange writes literal zeroes to the file at host offset off, in
 // chunks of at most 1 MiB, so that the blocks are really allocated
 // (preallocation=full).
-func writeZeroRange(f *block.HostFile, off, n int64) error {
+func writeZeroRange(f block.File, off, n int64) error {
 	zero := make([]byte, min(n, 1<<20))
 	for n > 0 {
 		c := min(n, int64(len(zero)))

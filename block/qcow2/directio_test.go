@@ -158,12 +158,13 @@ func TestDirectIO(t *testing.T) {
 				if err != nil {
 					t.Fatalf("open direct=%v: %v", direct, err)
 				}
+				hf := img.f.(*block.HostFile)
 				if align4k {
-					if err := img.f.RaiseAlignment(4096); err != nil {
+					if err := hf.RaiseAlignment(4096); err != nil {
 						t.Fatal(err)
 					}
 				}
-				flags := openFlags(t, img.f.File().Fd())
+				flags := openFlags(t, hf.File().Fd())
 				if got := flags&unix.O_DIRECT != 0; got != direct {
 					t.Fatalf("direct=%v: fd flags %#o", direct, flags)
 				}
@@ -217,7 +218,7 @@ func TestDirectIOConcurrentSubBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := img.f.RaiseAlignment(4096); err != nil {
+	if err := img.f.(*block.HostFile).RaiseAlignment(4096); err != nil {
 		t.Fatal(err)
 	}
 	model := make([]byte, img.Size())

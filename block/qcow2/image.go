@@ -49,7 +49,7 @@ const defaultCacheSize = 1 << 20
 // inflight (guest cluster index -> channel closed when its allocation
 // ends), scratchTable (a reusable table-sized buffer) and closed.
 type Image struct {
-	f        *block.HostFile // O_DIRECT-aware for cache=none
+	f        block.File // a HostFile (O_DIRECT-aware for cache=none) or a filter over one
 	path     string
 	readOnly bool
 	noSync   bool // cache=unsafe: ordering by write order only, no fsync
@@ -59,7 +59,7 @@ type Image struct {
 	// data file (incompatible bit 2; nil when opened with Options.NoIO).
 	// external and rawData (autoclear bit 1) are fixed at open; dataPath
 	// is the data file's name as opened. See datafile.go.
-	data     *block.HostFile
+	data     block.File
 	dataPath string
 	external bool
 	rawData  bool
@@ -98,13 +98,25 @@ type Image struct {
 	size atomic.Int64
 
 	bufPool sync.Pool // cluster-sized []byte
+
+	// events receives the blkdebug events (block.DebugEvent) at the
+	// points QEMU's qcow2 raises them; nil over a plain host file.
+	events block.EventSink
+}
+
+// event tells the file below about a point in the engine's work (QEMU's
+// BLKDBG_EVENT); a blkdebug node there may fail the requests after it.
+func (img *Image) event(e block.DebugEvent) {
+	if img.events != nil {
+		img.events.DebugEvent(e)
+	}
 }
 
 // Open opens a qcow2 image file.
 func Open(path string, opts block.Options) (*Image, error) {
 	// opts.DirectIO (cache=none) opens the file with O_DIRECT; HostFile
 	// bounces the sub-block metadata updates and unaligned guest buffers.
-	f, err := block.OpenHostFile(path, opts.ReadOnly, opts.DirectIO)
+	f, err := block.OpenFile(path, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +134,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 // and the L2 cache depends on the refcount cache (see tableCache). A
 // corrupt-marked image opens writable only for repair (Options.Repair),
 // with every change but Check refused.
-func openFile(f *block.HostFile, path string, opts block.Options) (_ *Image, err error) {
+func openFile(f block.File, path string, opts block.Options) (_ *Image, err error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -139,7 +151,7 @@ func openFile(f *block.HostFile, path string, opts block.Options) (_ *Image, err
 		f: f, path: path, readOnly: opts.ReadOnly, noSync: opts.NoSync, hdr: h,
 		clusterBits: h.clusterBits, clusterSize: 1 << h.clusterBits,
 		rcBits: 1 << h.refcountOrder, extL2: h.incompat&incompatExtendedL2 != 0,
-		inflight: map[int64]chan struct{}{},
+		inflight: map[int64]chan struct{}{}, events: block.Events(f),
 	}
 	img.fileEnd.Store(st.Size())
 	img.size.Store(int64(h.size))
@@ -168,7 +180,9 @@ func openFile(f *block.HostFile, path string, opts block.Options) (_ *Image, err
 		cacheSize = defaultCacheSize
 	}
 	img.rbc = newTableCache(img, "refcount block", int(cacheSize/4/img.clusterSize))
+	img.rbc.loadEvent, img.rbc.writeEvent = block.EventRefblockLoad, block.EventRefblockUpdatePart
 	img.l2c = newTableCache(img, "L2 table", int(cacheSize/img.clusterSize))
+	img.l2c.loadEvent, img.l2c.writeEvent = block.EventL2Load, block.EventL2Update
 	img.l2c.depends = img.rbc
 	img.l2c.noBarrier = h.compat&compatLazyRefcounts != 0
 	if img.l1, err = img.loadL1(int64(h.l1Off), h.l1Size); err != nil {
@@ -300,6 +314,7 @@ func (img *Image) sync() error {
 	if img.noSync {
 		return nil
 	}
+	img.event(block.EventFlushToDisk)
 	// Guest data first: an L2 entry written after this barrier must not
 	// reach the disk before the data it maps.
 	if img.external && img.data != nil {
@@ -349,6 +364,7 @@ func (img *Image) Flush() error {
 	if img.closed {
 		return errors.New("qcow2 image is closed")
 	}
+	img.event(block.EventFlushToOS)
 	return img.flushLocked()
 }
 
@@ -458,8 +474,12 @@ func (img *Image) readMapped(p []byte, off int64, m mapping) error {
 	case mapZero:
 		clear(p)
 	case mapUnallocated:
+		if img.backing != nil {
+			img.event(block.EventReadBackingAIO)
+		}
 		return block.ReadBacking(img.backing, p, off)
 	case mapData:
+		img.event(block.EventReadAIO)
 		if img.external {
 			return img.readData(p, m.host)
 		}

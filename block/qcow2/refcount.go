@@ -3,6 +3,8 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
 )
 
 // Refcount table entries keep bits 9-63 (spec "Host cluster management").
@@ -169,6 +171,7 @@ func (img *Image) allocClusters(n int64) (int64, error) {
 	if img.readOnly {
 		return 0, fmt.Errorf("image is read-only")
 	}
+	img.event(block.EventClusterAlloc)
 	for {
 		start, err := img.findFree(n)
 		if err != nil {
@@ -254,6 +257,7 @@ func (img *Image) findFree(n int64) (int64, error) {
 // range has no block either, as that range's self-describing block.
 // Beyond the table, the table grows (at the uncovered candidate area).
 func (img *Image) newRefblock(ti, start int64) error {
+	img.event(block.EventRefblockAlloc)
 	if ti >= int64(len(img.rt)) {
 		return img.growRefcountTable(max(start, int64(len(img.rt))*img.rbEntries))
 	}
@@ -298,6 +302,7 @@ func (img *Image) installRefblock(ti, at int64, self bool) error {
 	}
 	// The block itself (and the refcount that protects it) reach the disk
 	// before the table entry that makes it live.
+	img.event(block.EventRefblockAllocWrite)
 	if err := img.rbc.writeEntry(e); err != nil {
 		return err
 	}
@@ -310,6 +315,7 @@ func (img *Image) installRefblock(ti, at int64, self bool) error {
 	img.rt[ti] = uint64(at << img.clusterBits)
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], img.rt[ti])
+	img.event(block.EventRefblockAllocHookup)
 	if err := img.writeMeta(b[:], int64(img.hdr.rtOff)+ti*8); err != nil {
 		return fmt.Errorf("writing refcount table entry %d: %w", ti, err)
 	}
@@ -372,6 +378,7 @@ func (img *Image) growRefcountTable(a int64) error {
 		binary.BigEndian.PutUint64(raw[i*8:], v)
 	}
 	tableOff := (a + k) * cs
+	img.event(block.EventRefblockAllocWriteTable)
 	if err := img.writeMeta(raw, tableOff); err != nil {
 		return fmt.Errorf("writing new refcount table: %w", err)
 	}
@@ -382,6 +389,7 @@ func (img *Image) growRefcountTable(a int64) error {
 	var hb [12]byte
 	binary.BigEndian.PutUint64(hb[0:], uint64(tableOff))
 	binary.BigEndian.PutUint32(hb[8:], uint32(tc))
+	img.event(block.EventRefblockAllocSwitchTable)
 	if err := img.writeMeta(hb[:], 48); err != nil {
 		return fmt.Errorf("updating refcount table location in header: %w", err)
 	}
@@ -416,6 +424,7 @@ func (img *Image) noteEnd(end int64) {
 // a cluster freed too early could be reallocated and overwritten while a
 // table on disk still points at it.
 func (img *Image) freeClusters(off, n int64) error {
+	img.event(block.EventClusterFree)
 	for c := off >> img.clusterBits; c < (off>>img.clusterBits)+n; c++ {
 		if err := img.addRefcount(c, -1); err != nil {
 			return err

@@ -173,6 +173,7 @@ func (img *Image) writeActiveL1() error {
 	for i, v := range img.l1 {
 		binary.BigEndian.PutUint64(raw[i*8:], v)
 	}
+	img.event(block.EventL1Update)
 	if err := img.writeMeta(raw, int64(img.hdr.l1Off)); err != nil {
 		return fmt.Errorf("writing L1 table: %w", err)
 	}

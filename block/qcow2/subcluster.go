@@ -1,6 +1,10 @@
 package qcow2
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
+)
 
 // Subcluster writes (extended L2 entries): a write covering part of a
 // cluster allocates only the subclusters it touches, as QEMU does, so
@@ -132,6 +136,7 @@ func (img *Image) writeSubclusters(data []byte, g, inC, sa, sb, host int64, old 
 		}
 	}
 	copy(buf[inC-sa:], data)
+	img.event(block.EventWriteAIO)
 	if _, err := img.data.WriteAt(buf, host+sa); err != nil {
 		return fmt.Errorf("writing subclusters at %#x: %w", host+sa, err)
 	}

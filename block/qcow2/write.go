@@ -3,6 +3,8 @@ package qcow2
 import (
 	"errors"
 	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
 )
 
 // errReadOnly is returned by every mutating call on a read-only image,
@@ -44,6 +46,7 @@ func (img *Image) writeAt(p []byte, off int64) (int, error) {
 		}
 		if m.kind == mapData && m.writable {
 			img.mu.Unlock()
+			img.event(block.EventWriteAIO)
 			if _, err := img.data.WriteAt(p[done:done+int(m.length)], m.host); err != nil {
 				return done, fmt.Errorf("writing data at %#x: %w", m.host, err)
 			}
@@ -121,6 +124,7 @@ func (img *Image) allocWrite(p []byte, off int64) (int, error) {
 	img.mu.Unlock()
 
 	wEnd := min(end, (c0+k)<<cb)
+	img.event(block.EventWriteAIO)
 	err = img.writeNewClusters(p[:wEnd-off], off, host, olds)
 
 	img.mu.Lock()

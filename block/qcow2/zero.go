@@ -278,6 +278,7 @@ func (img *Image) makeEmpty() error {
 	if img.readOnly {
 		return errReadOnly
 	}
+	img.event(block.EventEmptyImagePrepare)
 	if err := img.zeroClusters(0, img.Size(), true, modeEmpty); err != nil {
 		return err
 	}

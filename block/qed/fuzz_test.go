@@ -35,7 +35,7 @@ func FuzzOpen(f *testing.F) {
 	// about parsing: skip it while fuzzing.
 	oldSync := syncFile
 	f.Cleanup(func() { syncFile = oldSync })
-	syncFile = func(int) error { return nil }
+	syncFile = func(block.File) error { return nil }
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := filepath.Join(t.TempDir(), "f.qed")
 		if err := os.WriteFile(p, data, 0o644); err != nil {

@@ -19,7 +19,7 @@ func FuzzOps(f *testing.F) {
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0, 1})
 	oldSync := syncFile
 	f.Cleanup(func() { syncFile = oldSync })
-	syncFile = func(int) error { return nil }
+	syncFile = func(block.File) error { return nil }
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		const size = 256 << 10
 		dir := t.TempDir()

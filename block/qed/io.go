@@ -39,6 +39,7 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 		buf := p[done : done+int(n)]
 		switch k {
 		case kindData:
+			img.event(block.EventReadAIO)
 			m, err := img.f.ReadAt(buf, host)
 			if err != nil && !errors.Is(err, io.EOF) {
 				return done, fmt.Errorf("reading %s at %#x: %w", img.path, host, err)
@@ -90,6 +91,7 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 			return done, fmt.Errorf("writing %s at %#x: %w", img.path, pos, err)
 		}
 		if k == kindData {
+			img.event(block.EventWriteAIO)
 			if _, err := img.f.WriteAt(p[done:done+int(n)], host); err != nil {
 				return done, fmt.Errorf("writing %s at %#x: %w", img.path, host, err)
 			}
@@ -165,6 +167,7 @@ func (img *Image) allocWrite(off int64, p []byte, k kind) (int64, error) {
 		return 0, err
 	}
 	host := img.fileSize
+	img.event(block.EventWriteAIO)
 	if _, err := img.f.WriteAt(buf, host); err != nil {
 		return 0, fmt.Errorf("writing new clusters at %#x: %w", host, err)
 	}

@@ -51,7 +51,7 @@ func init() {
 // cluster; closed is set by Close (nothing reads it). ro and noSync are Options.ReadOnly and
 // Options.NoSync; backing is the open backing image or nil.
 type Image struct {
-	f       *block.HostFile // O_DIRECT-aware for cache=none
+	f       block.File // a HostFile (O_DIRECT-aware for cache=none) or a filter over one
 	path    string
 	ro      bool
 	noSync  bool // Options.NoSync
@@ -69,6 +69,8 @@ type Image struct {
 	cache    *tableCache
 	fileSize int64 // end of the last cluster; new clusters go here
 	closed   bool
+	// events receives blkdebug events; nil over a plain host file.
+	events block.EventSink
 }
 
 // Open opens a QED image and its backing chain. A writable image with the
@@ -77,7 +79,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 	// opts.DirectIO (cache=none) opens the file with O_DIRECT; HostFile
 	// bounces the byte-granular header and table updates through aligned
 	// read-modify-write, as for qcow2.
-	f, err := block.OpenHostFile(path, opts.ReadOnly, opts.DirectIO)
+	f, err := block.OpenFile(path, opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening QED image: %w", err)
 	}
@@ -93,7 +95,7 @@ func Open(path string, opts block.Options) (*Image, error) {
 // writable image that needs it (openFixups), then opens the backing file.
 // The backing chain is opened last so that a check on open never depends
 // on it, and on error the caller closes f (no backing is open yet).
-func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error) {
+func openFile(f block.File, path string, opts block.Options) (*Image, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -110,7 +112,8 @@ func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error
 		return nil, err
 	}
 	img := &Image{
-		f: f, path: path, ro: opts.ReadOnly, noSync: opts.NoSync, hdr: h,
+		events: block.Events(f),
+		f:      f, path: path, ro: opts.ReadOnly, noSync: opts.NoSync, hdr: h,
 		clusterSize:  int64(h.ClusterSize),
 		tableEntries: int64(h.tableEntries()),
 		tableBytes:   int64(h.TableSize) * int64(h.ClusterSize),
@@ -212,8 +215,22 @@ func (img *Image) writeHeader() error {
 	return img.sync()
 }
 
-// syncFile makes a file's data durable; FuzzOpen replaces it.
-var syncFile = unix.Fdatasync
+// syncFile makes a file's data durable (fdatasync on a host file, the
+// filter's Sync otherwise); FuzzOpen replaces it.
+var syncFile = func(f block.File) error {
+	if hf, ok := f.(*block.HostFile); ok {
+		return unix.Fdatasync(int(hf.File().Fd()))
+	}
+	return f.Sync()
+}
+
+// event tells the file below about a point in the engine's work, as
+// QEMU's qed raises blkdebug events (nil check over a plain host file).
+func (img *Image) event(e block.DebugEvent) {
+	if img.events != nil {
+		img.events.DebugEvent(e)
+	}
+}
 
 // sync makes what was written so far durable (fdatasync), unless
 // Options.NoSync. Every ordering point of the format goes through it.
@@ -221,7 +238,7 @@ func (img *Image) sync() error {
 	if img.noSync {
 		return nil
 	}
-	if err := syncFile(int(img.f.File().Fd())); err != nil {
+	if err := syncFile(img.f); err != nil {
 		return fmt.Errorf("syncing %s: %w", img.path, err)
 	}
 	return nil

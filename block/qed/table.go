@@ -3,6 +3,8 @@ package qed
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/petrel-vmm/petrel/block"
 )
 
 // defaultCacheBytes is the L2 cache budget when Options.CacheSize is 0:
@@ -172,6 +174,7 @@ func (img *Image) mapRange(off, n int64) (kind, int64, int64, error) {
 func (img *Image) writeL1Entry(i int64, v uint64) error {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], v)
+	img.event(block.EventL1Update)
 	if _, err := img.f.WriteAt(b[:], int64(img.hdr.L1TableOffset)+8*i); err != nil {
 		return fmt.Errorf("writing L1 entry %d: %w", i, err)
 	}
@@ -192,6 +195,7 @@ func (img *Image) setL2Entries(l1i, first int64, vals []uint64) error {
 		t = make([]uint64, img.tableEntries)
 		copy(t[first:], vals)
 		toff = img.fileSize
+		img.event(block.EventL2Update)
 		if _, err := img.f.WriteAt(encodeTable(t), toff); err != nil {
 			return fmt.Errorf("writing new L2 table at %#x: %w", toff, err)
 		}
@@ -206,6 +210,7 @@ func (img *Image) setL2Entries(l1i, first int64, vals []uint64) error {
 	for i, v := range vals {
 		binary.LittleEndian.PutUint64(b[8*i:], v)
 	}
+	img.event(block.EventL2Update)
 	if _, err := img.f.WriteAt(b, toff+8*first); err != nil {
 		return fmt.Errorf("writing L2 table at %#x: %w", toff, err)
 	}

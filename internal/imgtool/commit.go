@@ -1,8 +1,11 @@
 package imgtool
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -64,6 +67,11 @@ func runCommit(t *tool, args []string) int {
 	// A second handle on the base: the one inside the top's chain is
 	// read-only, as qemu-img reopens the base read-write for the job.
 	basePath, baseFmt := block.Filename(chain[baseIdx]), chain[baseIdx].Format()
+	if name := backingName(chain[baseIdx-1]); baseIdx == 1 && (strings.HasPrefix(name, "json:") || strings.HasPrefix(name, "blkdebug:")) {
+		// A backing file given by options (blkdebug over it, iotest
+		// 020) is reopened with them: the job writes through them.
+		basePath = name
+	}
 	base, err := t.openImage(basePath, baseFmt, block.Options{DirectIO: direct})
 	if err != nil {
 		top.Close()
@@ -75,6 +83,11 @@ func runCommit(t *tool, args []string) int {
 	}
 	top.Close()
 	if err != nil {
+		// An I/O error fails qemu-img's commit job in the job's words.
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			return t.fail("Block job failed: %s", errnoText(err))
+		}
 		return t.fail("%v", err)
 	}
 	// -b implies -d, as in qemu-img: with a base below an intermediate
@@ -140,6 +153,15 @@ func commitInto(top block.Image, chain []block.Image, baseIdx int, base block.Im
 		fmt.Fprintln(t.stdout)
 	}
 	return base.Flush()
+}
+
+// backingName is the backing file name img's header holds, as written.
+func backingName(img block.Image) string {
+	if d, ok := img.(block.Describer); ok {
+		name, _ := d.Describe()["backing-filename"].(string)
+		return name
+	}
+	return ""
 }
 
 // emptyImage drops the top image's allocations so it reads through to its

@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -18,6 +19,8 @@ const (
 	cmpIdentical = 0
 	cmpDiffer    = 1
 	cmpError     = 2
+	// cmpReadError: reading an image's data failed (iotest 074).
+	cmpReadError = 4
 )
 
 // compareChunk bounds one read of each image; extents are compared in
@@ -48,6 +51,12 @@ func firstDiff(a, b []byte) int {
 // sizes and equal allocation. The first difference is reported at 512-byte
 // sector granularity, as qemu-img.
 func runCompare(t *tool, args []string) int {
+	// qemu-img's stdout is a C stream, fully buffered on a pipe: the size
+	// warning reaches a 2>&1 pipe after an error printed on stderr later
+	// (iotest 074), so compare's stdout is buffered the same way.
+	out := bufio.NewWriterSize(t.stdout, 4096)
+	defer out.Flush()
+	t.stdout = out
 	p, err := optSpec{short: "hf:F:T:pqsU", long: []string{"object=", "image-opts", "force-share"}}.parse(args)
 	if err == nil {
 		err = t.commonOptions(p)
@@ -114,12 +123,12 @@ func runCompare(t *tool, args []string) int {
 		}
 		if !(ea.zero && !ea.data && eb.zero && !eb.data) {
 			if _, err := a.ReadAt(bufA[:n], off); err != nil {
-				t.errorf("Error while reading offset %d of %s: %v", off, p.args[0], err)
-				return cmpError
+				t.errorf("Error while reading offset %d of %s: %s", off, p.args[0], errnoText(err))
+				return cmpReadError
 			}
 			if _, err := b.ReadAt(bufB[:n], off); err != nil {
-				t.errorf("Error while reading offset %d of %s: %v", off, p.args[1], err)
-				return cmpError
+				t.errorf("Error while reading offset %d of %s: %s", off, p.args[1], errnoText(err))
+				return cmpReadError
 			}
 			if d := firstDiff(bufA[:n], bufB[:n]); d >= 0 {
 				fmt.Fprintf(t.stdout, "Content mismatch at offset %d!\n", off+int64(d))
@@ -140,8 +149,8 @@ func runCompare(t *tool, args []string) int {
 	for off := common; off < longer.Size(); {
 		n := min(longer.Size()-off, compareChunk)
 		if _, err := longer.ReadAt(bufA[:n], off); err != nil {
-			t.errorf("Error while reading offset %d of %s: %v", off, name, err)
-			return cmpError
+			t.errorf("Error while reading offset %d of %s: %s", off, name, errnoText(err))
+			return cmpReadError
 		}
 		if !allZero(bufA[:n]) {
 			d := firstDiff(bufA[:n], make([]byte, n))

@@ -56,6 +56,11 @@ type converter struct {
 	inOrder       bool  // without -W, writes complete in order
 	workers       int
 	progress      func(done int64)
+	// warn reports what --salvage got past (nil without it); step, when
+	// set, makes the run sequential: the planner waits for each job to be
+	// done before it looks further (see convsalvage.go).
+	warn func(format string, a ...any)
+	step chan struct{}
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -259,6 +264,18 @@ func runConvert(t *tool, args []string) int {
 		show(0)
 		progressEnd = func() { show(100); fmt.Fprintln(t.stdout) }
 	}
+	if p.has("salvage") {
+		c.warn = func(format string, a ...any) { t.errorf("warning: "+format, a...) }
+		// qemu-img measures the sources before copying, warning about
+		// the block status it cannot read then too.
+		if !p.has("p") || p.has("q") {
+			if _, err := c.progressTotal(); err != nil {
+				dst.Close()
+				return t.fail("error while converting %s: %v", outFmt, err)
+			}
+		}
+		c.workers, c.step = 1, make(chan struct{})
+	}
 	// Close flushes the target (cache=unsafe skipped every flush before);
 	// its error counts as the copy's.
 	err = c.run()
@@ -288,6 +305,9 @@ func (c *converter) plan(out chan<- *convertJob) error {
 			seq++
 			out <- pending
 			pending = nil
+			if c.step != nil {
+				<-c.step
+			}
 		}
 	}
 	var base int64
@@ -297,7 +317,7 @@ func (c *converter) plan(out chan<- *convertJob) error {
 			if c.failed() {
 				return nil
 			}
-			e, err := src.BlockStatus(off, size-off)
+			e, err := c.sourceStatus(src, base, off, size-off)
 			if err != nil {
 				return fmt.Errorf("%#x: reading block status: %w", base+off, err)
 			}
@@ -348,6 +368,9 @@ func (c *converter) plan(out chan<- *convertJob) error {
 				}
 			}
 			off += n
+			if c.step != nil {
+				emit()
+			}
 		}
 		emit()
 		base += size
@@ -467,11 +490,13 @@ func (c *converter) run() error {
 			defer wg.Done()
 			buf := make([]byte, convertChunk)
 			for j := range jobs {
-				if c.failed() {
-					continue
+				if !c.failed() {
+					if err := c.do(j, buf); err != nil {
+						c.fail(err)
+					}
 				}
-				if err := c.do(j, buf); err != nil {
-					c.fail(err)
+				if c.step != nil {
+					c.step <- struct{}{}
 				}
 			}
 		}()
@@ -531,7 +556,7 @@ func (c *converter) do(j *convertJob, buf []byte) error {
 	if j.src < 0 {
 		err = c.readConcat(b, j.dstOff)
 	} else {
-		_, err = c.srcs[j.src].ReadAt(b, j.srcOff)
+		err = c.readSource(j.src, b, j.srcOff)
 	}
 	if err != nil {
 		return fmt.Errorf("%d: reading source: %w", j.dstOff, err)

@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/block/blkdebug"
 	"github.com/petrel-vmm/petrel/block/nbd"
+	"github.com/petrel-vmm/petrel/block/null"
 	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
@@ -17,7 +19,9 @@ type imageSpec struct {
 	path   string
 	format string // "" probes
 	opts   block.Options
-	// open, when set, opens a node that is no host file (an NBD export).
+	// open, when set, makes the image instead of a format engine opening
+	// path (an NBD export, null-co, blkdebug above an image); it gets the
+	// caller's options merged with opts.
 	open func(block.Options) (block.Image, error)
 }
 
@@ -58,6 +62,8 @@ func parseImageSpec(arg string, imageOpts bool) (imageSpec, error) {
 		s, err := specFromOpts(o)
 		s.opts.NoBacking = s.opts.NoBacking || noBacking
 		return s, err
+	case strings.HasPrefix(arg, "blkdebug:"):
+		return blkdebugSpec(arg)
 	case strings.HasPrefix(arg, "file:"):
 		if arg == "file:" {
 			return imageSpec{}, fmt.Errorf("The 'file' block driver requires a file name")
@@ -72,35 +78,86 @@ func parseImageSpec(arg string, imageOpts bool) (imageSpec, error) {
 // specFromOpts reads the flattened options of a json: filename or of
 // --image-opts.
 func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
+	s, err := nodeSpec(o, "")
+	if err != nil {
+		return s, err
+	}
+	if err := o.Unused("Block format '" + o.Str("driver") + "' does not support the option '%s'"); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// nodeSpec reads the node whose options lie under prefix ("" for the top
+// node, "image." for blkdebug's child): a format over a file (or over a
+// blkdebug node over a file), a file alone, blkdebug over either, or
+// null-co.
+func nodeSpec(o *qemuopt.Opts, node string) (imageSpec, error) {
 	var s imageSpec
-	driver := o.Str("driver")
-	prefix := "file."
+	driver := o.Str(node + "driver")
+	prefix := node + "file."
 	switch driver {
 	case "":
 		return s, fmt.Errorf("Parameter 'driver' is missing")
 	case "nbd":
-		return nbdSpec(o, "", driver)
+		return nbdSpec(o, node, driver)
 	case "file", "host_device":
 		// The protocol node alone: its bytes are the disk (raw).
-		prefix, s.format = "", "raw"
+		prefix, s.format = node, "raw"
+	case "null-co", "null-aio":
+		return nullSpec(o, node)
+	case "blkdebug":
+		// blkdebug above a whole image: its child is "image".
+		cfg, err := blkdebug.FromOpts(o, node)
+		if err != nil {
+			return s, err
+		}
+		if s, err = nodeSpec(o, node+"image."); err != nil {
+			return s, err
+		}
+		inner := s.open
+		s.open = func(opts block.Options) (block.Image, error) {
+			img, err := openSpecImage(inner, s.path, opts)
+			if err != nil {
+				return nil, err
+			}
+			return blkdebug.NewImage(img, cfg), nil
+		}
+		return s, nil
 	default:
-		// A format driver over a file: anything else (null-co, nbd,
-		// blkdebug, ...) is a driver petrel img does not have, refused
-		// by name rather than opened as something else.
+		// A format driver over a file: anything else (nbd, quorum, ...)
+		// is a driver petrel img does not have, refused by name rather
+		// than opened as something else.
 		if _, ok := block.Lookup(driver); !ok {
 			return s, fmt.Errorf("Unknown driver '%s' (petrel img opens qcow2, qed, raw over files)", driver)
 		}
 		s.format = driver
-		if f, ok := o.Lookup("file"); ok && !o.Has("file.driver") {
+		if f, ok := o.Lookup(node + "file"); ok && !o.Has(prefix+"driver") {
 			if f == "" {
 				return s, fmt.Errorf("Parameter 'file' is missing")
 			}
 			return s, fmt.Errorf("Cannot find device='' nor node-name='%s' (petrel img opens files, not block nodes)", f)
 		}
-		switch d := o.Str("file.driver"); d {
+		switch d := o.Str(prefix + "driver"); d {
 		case "nbd":
-			return nbdSpec(o, "file.", driver)
+			return nbdSpec(o, prefix, driver)
 		case "", "file", "host_device":
+		case "blkdebug":
+			// blkdebug between the format and its file: the engine's
+			// events drive its rules.
+			cfg, err := blkdebug.FromOpts(o, prefix)
+			if err != nil {
+				return s, err
+			}
+			s.opts.OpenFile = blkdebug.Opener(cfg)
+			prefix += "image."
+			switch d := o.Str(prefix + "driver"); d {
+			case "file", "host_device":
+			case "":
+				return s, fmt.Errorf("Parameter 'image' is missing")
+			default:
+				return s, fmt.Errorf("Unknown protocol driver '%s' under blkdebug (petrel img opens files)", d)
+			}
 		default:
 			return s, fmt.Errorf("Unknown protocol driver '%s' (petrel img opens files)", d)
 		}
@@ -109,20 +166,20 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 	// both the format level and the file level may say cache.*.
 	s.path = o.Str(prefix + "filename")
 	if s.path == "" {
-		return s, fmt.Errorf("The '%s' block driver requires a file name", map[bool]string{true: "file", false: driver}[prefix == ""])
+		return s, fmt.Errorf("The '%s' block driver requires a file name", map[bool]string{true: "file", false: driver}[prefix == node])
 	}
 	var err error
-	if s.opts.ReadOnly, err = o.Bool("read-only", false); err != nil {
+	if s.opts.ReadOnly, err = o.Bool(node+"read-only", false); err != nil {
 		return s, err
 	}
-	for _, k := range []string{"cache.direct", prefix + "cache.direct"} {
+	for _, k := range []string{node + "cache.direct", prefix + "cache.direct"} {
 		if on, err := o.Bool(k, false); err != nil {
 			return s, err
 		} else if on {
 			s.opts.DirectIO = true
 		}
 	}
-	for _, k := range []string{"cache.no-flush", prefix + "cache.no-flush"} {
+	for _, k := range []string{node + "cache.no-flush", prefix + "cache.no-flush"} {
 		if on, err := o.Bool(k, false); err != nil {
 			return s, err
 		} else if on {
@@ -137,10 +194,54 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 	if v, ok := o.Lookup(prefix + "aio"); ok && v != "threads" {
 		return s, fmt.Errorf("Parameter 'aio': only 'threads' is supported, not '%s'", v)
 	}
-	if err := o.Unused("Block format '" + driver + "' does not support the option '%s'"); err != nil {
+	return s, nil
+}
+
+// nullSpec reads a null-co node: size (default 1 GiB, as QEMU's) and
+// read-zeroes; latency-ns is accepted and ignored.
+func nullSpec(o *qemuopt.Opts, node string) (imageSpec, error) {
+	s := imageSpec{path: "null-co://"}
+	size := int64(1 << 30)
+	if v, ok := o.Lookup(node + "size"); ok {
+		n, err := qemuopt.ParseSize(v)
+		if err != nil || n > null.MaxSize {
+			return s, fmt.Errorf("Parameter 'size' expects a size")
+		}
+		size = int64(n)
+	}
+	readZeroes, err := o.Bool(node+"read-zeroes", false)
+	if err != nil {
 		return s, err
 	}
+	if _, err := o.Size(node + "latency-ns"); err != nil {
+		return s, err
+	}
+	s.open = func(block.Options) (block.Image, error) { return null.New(size, readZeroes) }
 	return s, nil
+}
+
+// blkdebugSpec reads "blkdebug:CONFIG:IMAGE": blkdebug with the rules of
+// file CONFIG (none when empty) between the probed format and file IMAGE.
+func blkdebugSpec(arg string) (imageSpec, error) {
+	rest := arg[len("blkdebug:"):]
+	config, path, ok := strings.Cut(rest, ":")
+	if !ok || path == "" {
+		return imageSpec{}, fmt.Errorf("Could not parse the blkdebug filename: expected blkdebug:CONFIG:IMAGE")
+	}
+	cfg, err := blkdebug.ConfigFromFile(config)
+	if err != nil {
+		return imageSpec{}, err
+	}
+	return imageSpec{path: path, opts: block.Options{OpenFile: blkdebug.Opener(cfg)}}, nil
+}
+
+// openSpecImage opens a spec's image: through its own opener (null-co,
+// blkdebug above an image) or as a file of opts.Format at path.
+func openSpecImage(open func(block.Options) (block.Image, error), path string, opts block.Options) (block.Image, error) {
+	if open != nil {
+		return open(opts)
+	}
+	return block.Open(path, opts)
 }
 
 // filePath is the file an image argument names, as qemu-img prints it
@@ -237,4 +338,29 @@ func doubleQuoted(s string) (out string, ok bool) {
 		}
 	}
 	return b.String(), true
+}
+
+// Backing files named json:{...} or blkdebug:... (iotest 020) are opened
+// through the same parser as image arguments.
+func init() {
+	for _, prefix := range []string{"json:", "blkdebug:"} {
+		block.RegisterNameOpener(prefix, openNamed)
+	}
+}
+
+// openNamed opens a backing file given by such a name with the backing
+// open's options (read-only, format) and the name's own.
+func openNamed(name string, opts block.Options) (block.Image, error) {
+	spec, err := parseImageSpec(name, false)
+	if err != nil {
+		return nil, err
+	}
+	if spec.format != "" {
+		opts.Format = spec.format
+	}
+	opts.DirectIO = opts.DirectIO || spec.opts.DirectIO
+	opts.NoSync = opts.NoSync || spec.opts.NoSync
+	opts.NoBacking = opts.NoBacking || spec.opts.NoBacking
+	opts.OpenFile = spec.opts.OpenFile
+	return openSpecImage(spec.open, spec.path, opts)
 }

@@ -92,6 +92,11 @@ func FuzzImageSpec(f *testing.F) {
 	f.Add(`json:{"driver":"qcow2","file":{"driver":"file","filename":"a"}}`, false)
 	f.Add(`json:{"driver":"qed","backing":null,"file":{"filename":"a"}}`, false)
 	f.Add("driver=qcow2,file.filename=a,,b,read-only=on", true)
+	f.Add(`json:{"driver": "blkdebug", "image": {"driver": "qcow2", "file": {"driver": "file", "filename": "x"}}, "inject-error": [{"event": "none", "iotype": "read", "sector": 5}]}`, false)
+	f.Add(`json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'set-state': [{'event': 'read_aio', 'new_state': 42}], 'image': {'driver': 'file', 'filename': 'x'}}}`, false)
+	f.Add(`json:{"driver": "null-co", "size": 1048576, "read-zeroes": true}`, false)
+	f.Add("driver=blkdebug,image.driver=qcow2,image.file.driver=file,image.file.filename=x,align=4k", true)
+	f.Add("blkdebug::x", false)
 	f.Fuzz(func(t *testing.T, arg string, imageOpts bool) {
 		s, err := parseImageSpec(arg, imageOpts)
 		if err == nil && s.path == "" && arg != "" {

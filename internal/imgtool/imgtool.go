@@ -9,9 +9,11 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/petrel-vmm/petrel/block"
 	_ "github.com/petrel-vmm/petrel/block/all"
+	"github.com/petrel-vmm/petrel/block/blkdebug"
 	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
@@ -257,7 +259,8 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 	// json:, file: and --image-opts names carry their own format and
 	// open options; -f must agree with a driver they name, and with
 	// --image-opts it is refused outright, as qemu-img's img_open.
-	if t.imageOpts || strings.HasPrefix(path, "json:") || strings.HasPrefix(path, "file:") {
+	var open func(block.Options) (block.Image, error)
+	if t.imageOpts || strings.HasPrefix(path, "json:") || strings.HasPrefix(path, "file:") || strings.HasPrefix(path, "blkdebug:") {
 		if t.imageOpts && format != "" {
 			return nil, fmt.Errorf("--image-opts and --format are mutually exclusive")
 		}
@@ -265,7 +268,7 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		if spec, err = parseImageSpec(path, t.imageOpts); err != nil {
 			return nil, fmt.Errorf("Could not open '%s': %v", path, err)
 		}
-		if spec.open != nil && format != "" && format != spec.format {
+		if _, nbd := block.ProtocolOf(spec.path); nbd && spec.open != nil && format != "" && format != spec.format {
 			return nil, fmt.Errorf("Could not open '%s': petrel opens NBD exports as raw only, not as %s", path, format)
 		}
 		if format != "" && spec.format != "" && format != spec.format {
@@ -278,21 +281,27 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		opts.DirectIO = opts.DirectIO || spec.opts.DirectIO
 		opts.NoSync = opts.NoSync || spec.opts.NoSync
 		opts.NoBacking = opts.NoBacking || spec.opts.NoBacking
-		path = spec.path
-	}
-	// An NBD export named by driver options (spec.open) opens directly.
-	if spec.open != nil {
-		img, err := spec.open(opts)
-		if err != nil {
-			return nil, fmt.Errorf("Could not open '%s': %v", arg, err)
-		}
-		return img, nil
+		opts.OpenFile = spec.opts.OpenFile
+		path, open = spec.path, spec.open
 	}
 	opts.Format = format
 	if format != "" {
 		if _, ok := block.Lookup(format); !ok {
 			return nil, fmt.Errorf("Unknown file format '%s'", format)
 		}
+	}
+	if open != nil {
+		// A node that is not a format over a file: an NBD export named
+		// by driver options (named in errors as given), null-co, or
+		// blkdebug above an image.
+		img, err := open(opts)
+		if err != nil {
+			if _, nbd := block.ProtocolOf(path); nbd {
+				return nil, fmt.Errorf("Could not open '%s': %v", arg, err)
+			}
+			return nil, fmt.Errorf("Could not open '%s': %v", path, openReason(err))
+		}
+		return img, nil
 	}
 	if _, isProto := block.ProtocolOf(path); isProto {
 		// A network image (nbd:...): nothing to stat.
@@ -306,13 +315,31 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		// qemu-img prints the driver's reason alone, without the
 		// engine's "opening FORMAT image FILE" context (iotests 036,
 		// 054, 080).
-		var oe *block.OpenError
-		if errors.As(err, &oe) {
-			err = oe.Reason
-		}
-		return nil, fmt.Errorf("Could not open '%s': %v", path, err)
+		return nil, fmt.Errorf("Could not open '%s': %v", path, openReason(err))
 	}
 	return img, nil
+}
+
+// openReason is an open failure as qemu-img prints it: the driver's
+// reason alone, without the engine's "opening FORMAT image FILE" context
+// (iotests 036, 054, 080).
+func openReason(err error) error {
+	var oe *block.OpenError
+	if errors.As(err, &oe) {
+		return oe.Reason
+	}
+	return err
+}
+
+// errnoText is an I/O error as qemu-img prints it: the C library's text
+// for its errno ("Input/output error", after QEMU's error_setg_errno),
+// or err's own text when it carries none.
+func errnoText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return blkdebug.Strerror(errno)
+	}
+	return err.Error()
 }
 
 // errText strips Go's "op path:" prefix from OS errors.
