@@ -285,11 +285,6 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		path, open = spec.path, spec.open
 	}
 	opts.Format = format
-	if format != "" {
-		if _, ok := block.Lookup(format); !ok {
-			return nil, fmt.Errorf("Unknown file format '%s'", format)
-		}
-	}
 	if open != nil {
 		// A node that is not a format over a file: an NBD export named
 		// by driver options (named in errors as given), null-co, or
@@ -302,6 +297,11 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 			return nil, fmt.Errorf("Could not open '%s': %v", path, openReason(err))
 		}
 		return img, nil
+	}
+	if format != "" {
+		if _, ok := block.Lookup(format); !ok {
+			return nil, fmt.Errorf("Unknown file format '%s'", format)
+		}
 	}
 	if _, isProto := block.ProtocolOf(path); isProto {
 		// A network image (nbd:...): nothing to stat.
