@@ -66,13 +66,13 @@ const (
 
 // Compatible and autoclear feature bits (header bytes 80-95). Unknown
 // compatible bits are ignored; autoclear bits must be cleared by a writer
-// that does not maintain what they describe, which is why Petrel clears
-// both (it does not keep bitmaps or a raw external data file in sync).
+// that does not maintain what they describe: Petrel keeps bitmaps in sync
+// (bitmap.go) but clears the raw external data bit.
 const (
 	compatLazyRefcounts = 1 << 0
 	autoclearBitmaps    = 1 << 0
 	autoclearDataRaw    = 1 << 1
-	autoclearKnown      = 0 // none we honour: both are cleared on writable open
+	autoclearKnown      = autoclearBitmaps // the raw external data bit is cleared on writable open
 )
 
 // Compression types (header byte 104).

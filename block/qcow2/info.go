@@ -32,7 +32,7 @@ func (img *Image) SetBackingFile(name, format string) error {
 // Describe returns what qemu-img info prints for the image, with qemu-img's
 // JSON names: the format-specific part (compat level, compression type,
 // refcount width; for version 3 also lazy refcounts, the corrupt bit and
-// extended L2) and the dirty flag and backing file fields.
+// extended L2; the persistent bitmaps when there are any) and the dirty flag and backing file fields.
 func (img *Image) Describe() map[string]any {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -52,6 +52,9 @@ func (img *Image) Describe() map[string]any {
 		data["corrupt"] = h.incompat&incompatCorrupt != 0
 		data["extended-l2"] = img.extL2
 	}
+	if len(img.bitmaps) > 0 {
+		data["bitmaps"] = img.describeBitmaps()
+	}
 	info := map[string]any{
 		"virtual-size":    int64(h.size),
 		"cluster-size":    img.clusterSize,
@@ -65,4 +68,21 @@ func (img *Image) Describe() map[string]any {
 		}
 	}
 	return info
+}
+
+// describeBitmaps is qemu-img info's "bitmaps" list: each bitmap's flags
+// ("in-use", then "auto"), name and granularity. Caller holds mu.
+func (img *Image) describeBitmaps() []map[string]any {
+	var list []map[string]any
+	for _, b := range img.bitmaps {
+		flags := []string{}
+		if b.inconsistent {
+			flags = append(flags, "in-use")
+		}
+		if b.enabled() {
+			flags = append(flags, "auto")
+		}
+		list = append(list, map[string]any{"flags": flags, "name": b.name, "granularity": int64(1) << b.granBits})
+	}
+	return list
 }
