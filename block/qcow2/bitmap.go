@@ -286,6 +286,7 @@ func (img *Image) storeBitmaps() error {
 	img.removedBitmaps = nil
 	list := make([]bitmapEntry, 0, len(img.bitmaps))
 	be := binary.BigEndian
+	img.bitmaps = storeOrder(img.bitmaps)
 	for _, b := range img.bitmaps {
 		if b.inconsistent {
 			list = append(list, b.bitmapEntry)
@@ -351,6 +352,25 @@ func (img *Image) storeBitmaps() error {
 		}
 	}
 	return nil
+}
+
+// storeOrder is the directory order QEMU stores bitmaps in: the ones
+// already on disk (stored or inconsistent) where they were, then the new
+// ones newest first (QEMU appends them walking its in-memory list, which
+// holds the newest first; iotest qemu-img-bitmaps).
+func storeOrder(list []*dirtyBitmap) []*dirtyBitmap {
+	var out, fresh []*dirtyBitmap
+	for _, b := range list {
+		if b.tableOff != 0 || b.inconsistent {
+			out = append(out, b)
+		} else {
+			fresh = append(fresh, b)
+		}
+	}
+	for i := len(fresh) - 1; i >= 0; i-- {
+		out = append(out, fresh[i])
+	}
+	return out
 }
 
 // setBitmapsExtension replaces (or adds) the bitmaps extension and sets

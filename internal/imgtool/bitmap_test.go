@@ -1,0 +1,153 @@
+package imgtool
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrel-vmm/petrel/internal/testutil"
+)
+
+// bitmapScenario is iotest qemu-img-bitmaps' setup, every bitmap and
+// convert step done by img (qemu-img or petrel img) and the guest writes
+// by qemu-io: bitmaps added, cleared, disabled and enabled between
+// writes, copied by convert --bitmaps, merged across images with -b.
+// It returns the top image.
+func bitmapScenario(t *testing.T, dir string, img func(args ...string)) string {
+	top := filepath.Join(dir, "t.qcow2")
+	base, orig := top+".base", top+".orig"
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "10M")
+	img("bitmap", "--add", "-f", "qcow2", base, "b0")
+	qemuTool(t, "qemu-io", "-c", "w 3M 1M", "-f", "qcow2", base)
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", orig, "10M")
+	qemuTool(t, "qemu-io", "-c", "w 0 1M", "-f", "qcow2", orig)
+	img("bitmap", "--add", "-g", "512k", "-f", "qcow2", orig, "b1")
+	img("bitmap", "--add", "--disable", "-f", "qcow2", orig, "b2")
+	qemuTool(t, "qemu-io", "-c", "w 3M 1M", "-f", "qcow2", orig)
+	img("bitmap", "--clear", "-f", "qcow2", orig, "b1")
+	qemuTool(t, "qemu-io", "-c", "w 1M 1M", "-f", "qcow2", orig)
+	img("bitmap", "--disable", "-f", "qcow2", orig, "b1")
+	img("bitmap", "--enable", "-f", "qcow2", orig, "b2")
+	qemuTool(t, "qemu-io", "-c", "w 2M 1M", "-f", "qcow2", orig)
+	img("convert", "--bitmaps", "-O", "qcow2", orig, top)
+	img("bitmap", "--add", "--disable", "-f", "qcow2", top, "b0")
+	img("bitmap", "--add", "--merge", "b0", "-b", base, "-F", "qcow2", "-f", "qcow2", top, "tmp")
+	img("bitmap", "--merge", "tmp", "-f", "qcow2", top, "b0")
+	img("bitmap", "--remove", "--image-opts", "driver=qcow2,file.driver=file,file.filename="+top, "tmp")
+	img("rebase", "-u", "-F", "qcow2", "-b", base, top)
+	img("bitmap", "--add", "--merge", "b2", "-b", top, "-F", "qcow2", "-f", "qcow2", base, "b3")
+	return top
+}
+
+// dirtyMaps is what qemu-img map shows of each bitmap through qemu-nbd's
+// qemu:dirty-bitmap contexts (x-dirty-bitmap reports dirty areas as
+// "data": false), host offsets left out.
+func dirtyMaps(t *testing.T, path string, names ...string) string {
+	testutil.NeedTool(t, "qemu-nbd")
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	args := []string{"-t", "-k", sock, "-r", "-f", "qcow2"}
+	for _, n := range names {
+		args = append(args, "-B", n)
+	}
+	srv := exec.Command("qemu-nbd", append(args, path)...)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	for deadline := time.Now().Add(testutil.Timeout(10 * time.Second)); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-nbd did not create its socket")
+		}
+	}
+	offsets := regexp.MustCompile(`"offset": [0-9]+`)
+	var out strings.Builder
+	for _, n := range names {
+		m := qemuTool(t, "qemu-img", "map", "--output=json", "--image-opts",
+			"driver=nbd,server.type=unix,server.path="+sock+",x-dirty-bitmap=qemu:dirty-bitmap:"+n)
+		out.WriteString(n + ": " + offsets.ReplaceAllString(m, `"offset": X`))
+	}
+	return out.String()
+}
+
+// bitmapsInfo is the bitmaps part of qemu-img info --output=json.
+func bitmapsInfo(t *testing.T, path string) string {
+	var info struct {
+		FormatSpecific struct {
+			Data struct {
+				Bitmaps json.RawMessage `json:"bitmaps"`
+			} `json:"data"`
+		} `json:"format-specific"`
+	}
+	if err := json.Unmarshal([]byte(qemuTool(t, "qemu-img", "info", "--output=json", path)), &info); err != nil {
+		t.Fatal(err)
+	}
+	return string(info.FormatSpecific.Data.Bitmaps)
+}
+
+// TestBitmapsMatchQemu: the bitmaps petrel img adds, clears, toggles,
+// merges and copies hold the same bits as qemu-img's after the same
+// steps, as Debian's qemu-nbd and qemu-img map read them; qemu-img info
+// lists the same bitmaps and qemu-img check finds both images clean.
+func TestBitmapsMatchQemu(t *testing.T) {
+	theirs := bitmapScenario(t, t.TempDir(), func(args ...string) { qemuTool(t, "qemu-img", args...) })
+	ours := bitmapScenario(t, t.TempDir(), func(args ...string) { must(t, args...) })
+	for _, p := range []string{ours, ours + ".base", ours + ".orig"} {
+		qemuTool(t, "qemu-img", "check", p)
+	}
+	names := []string{"b0", "b1", "b2", "b3"}
+	if q, p := dirtyMaps(t, theirs, names...), dirtyMaps(t, ours, names...); q != p {
+		t.Errorf("dirty bits differ\nqemu-img:\n%s\npetrel img:\n%s", q, p)
+	}
+	for _, suffix := range []string{"", ".base", ".orig"} {
+		if q, p := bitmapsInfo(t, theirs+suffix), bitmapsInfo(t, ours+suffix); q != p || p == "" {
+			t.Errorf("qemu-img info of t.qcow2%s: bitmaps differ\nqemu-img:\n%s\npetrel img:\n%s", suffix, q, p)
+		}
+	}
+}
+
+// TestBitmapsInconsistent: bitmaps left in use by a writer that did not
+// close (qemu-io abort) are shown in-use, refused by convert --bitmaps in
+// qemu-img's words before the target is created, skipped with
+// --skip-broken-bitmaps, and can be removed.
+func TestBitmapsInconsistent(t *testing.T) {
+	dir := t.TempDir()
+	img, copy := filepath.Join(dir, "a.qcow2"), filepath.Join(dir, "c.qcow2")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
+	qemuTool(t, "qemu-img", "bitmap", "--add", img, "b0")
+	qemuTool(t, "qemu-img", "bitmap", "--add", img, "b1")
+	exec.Command("qemu-io", "-c", "abort", img).Run()
+	must(t, "bitmap", "--add", img, "b2")
+	if info := must(t, "info", img); !strings.Contains(info, "[0]: in-use\n                [1]: auto\n            name: b1") {
+		t.Fatalf("petrel img info:\n%s", info)
+	}
+	rc, _, stderr := pimg("convert", "--bitmaps", "-O", "qcow2", img, copy)
+	want := "Cannot copy inconsistent bitmap 'b1'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it\n"
+	if rc == 0 || !strings.HasSuffix(stderr, want) {
+		t.Fatalf("convert of in-use bitmaps: exit %d, %q", rc, stderr)
+	}
+	if _, err := os.Stat(copy); err == nil {
+		t.Fatal("convert created the target before refusing")
+	}
+	_, _, stderr = pimg("convert", "--bitmaps", "--skip-broken-bitmaps", "-O", "qcow2", img, copy)
+	if !strings.Contains(stderr, "warning: Skipping inconsistent bitmap 'b1'\n") || !strings.Contains(stderr, "'b0'") {
+		t.Fatalf("convert --skip-broken-bitmaps: %q", stderr)
+	}
+	qemuTool(t, "qemu-img", "check", copy)
+	if info := qemuTool(t, "qemu-img", "info", copy); strings.Contains(info, "b0") || !strings.Contains(info, "name: b2") {
+		t.Fatalf("qemu-img info of the copy:\n%s", info)
+	}
+	must(t, "bitmap", "--remove", img, "b0")
+	must(t, "bitmap", "--remove", img, "b1")
+	qemuTool(t, "qemu-img", "check", img)
+	if info := qemuTool(t, "qemu-img", "info", img); strings.Contains(info, "in-use") || !strings.Contains(info, "name: b2") {
+		t.Fatalf("qemu-img info after removing the in-use bitmaps:\n%s", info)
+	}
+}
