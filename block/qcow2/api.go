@@ -80,6 +80,9 @@ func (img *Image) Resize(newSize int64) error {
 // keeps the preallocated clusters, as qcow2_co_truncate does).
 func (img *Image) resizeThen(newSize int64, prepare func(old int64) error) error {
 	old := img.Size()
+	if err := img.checkBitmapsResize(newSize); err != nil {
+		return err
+	}
 	zero := newSize > old && img.backing != nil && img.backing.Size() > old
 	if zero && img.hdr.version < 3 {
 		return errors.New("Failed to zero out new clusters: Operation not supported")

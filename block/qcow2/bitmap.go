@@ -86,6 +86,8 @@ func (img *Image) checkBitmapTablePlace(e bitmapEntry) error {
 	cs := uint64(img.clusterSize)
 	want := bitmapTableEntries(img.hdr.size, e.granBits, img.clusterBits)
 	switch {
+	case bitmapTooLarge(img.hdr.size, e.granBits):
+		return corruptf("bitmap %q: %v", e.name, errBitmapTooLarge)
 	case e.tableOff == 0 || e.tableOff%cs != 0:
 		return corruptf("bitmap %q: table offset %#x is not cluster aligned", e.name, e.tableOff)
 	case e.tableOff+uint64(e.tableSize)*8 > uint64(img.fileEnd.Load()):

@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"encoding/binary"
 	"fmt"
 )
@@ -16,10 +17,11 @@ const (
 	maxBitmapNameSize      = 1023
 	minBitmapGranBits      = 9
 	maxBitmapGranBits      = 31
-	// A bitmap table may not exceed 64 MiB (QEMU's BME_MAX_TABLE_SIZE is
-	// 0x8000000 entries of 8 bytes would be 1 GiB; QEMU limits it to
-	// 0x8000000 entries, we limit the bytes so a table fits in memory).
+	// QEMU's BME_MAX_TABLE_SIZE (entries) and BME_MAX_PHYS_SIZE, which
+	// bounds the bits of a bitmap (one per granule of the disk): 2^29
+	// bits, 64 MiB of data, so a table has at most 2^17 entries.
 	maxBitmapTableEntries = 0x8000000
+	maxBitmapBits         = 0x20000000
 	bitmapEntryFixedSize  = 24
 	bitmapTypeDirty       = 1
 )
@@ -187,6 +189,15 @@ func bitmapTableEntries(size uint64, granBits uint8, clusterBits uint32) uint64 
 	perCluster := uint64(8) << clusterBits
 	return (bits + perCluster - 1) / perCluster
 }
+
+// bitmapTooLarge says a bitmap of this granularity cannot cover a disk
+// of size bytes (QEMU's check_constraints_on_bitmap).
+func bitmapTooLarge(size uint64, granBits uint8) bool {
+	return size > maxBitmapBits<<granBits
+}
+
+// errBitmapTooLarge is QEMU's refusal of such a bitmap.
+var errBitmapTooLarge = errors.New("Too much space will be occupied by the bitmap. Use larger granularity")
 
 // checkBitmapTableEntry validates one table entry against the image: a
 // data cluster must be aligned and inside the file, reserved bits zero.

@@ -226,6 +226,9 @@ func (img *Image) AddBitmap(name string, granularity int64, enabled bool) error 
 		if len(name) > maxBitmapNameSize {
 			return fmt.Errorf("Can't make bitmap '%s' persistent in '%s': Name length exceeds maximum (%d)", name, img.path, maxBitmapNameSize)
 		}
+		if bitmapTooLarge(img.hdr.size, uint8(bits.TrailingZeros64(uint64(granularity)))) {
+			return fmt.Errorf("Can't make bitmap '%s' persistent in '%s': %v", name, img.path, errBitmapTooLarge)
+		}
 		if len(img.bitmaps) >= maxBitmaps {
 			return fmt.Errorf("Can't make bitmap '%s' persistent in '%s': Maximum number of persistent bitmaps is already reached", name, img.path)
 		}
@@ -322,6 +325,19 @@ func (img *Image) MergeBitmap(name string, extents []Extent) error {
 		}
 		return nil
 	})
+}
+
+// checkBitmapsResize refuses a size some bitmap could not cover (QEMU
+// would fail to store it).
+func (img *Image) checkBitmapsResize(newSize int64) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	for _, b := range img.bitmaps {
+		if bitmapTooLarge(uint64(newSize), b.granBits) {
+			return fmt.Errorf("Cannot resize: bitmap '%s': %v", b.name, errBitmapTooLarge)
+		}
+	}
+	return nil
 }
 
 // resizeBitmaps drops the bits beyond a new, smaller size (growing needs
