@@ -1,8 +1,8 @@
 package qcow2
 
 import (
-	"errors"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
