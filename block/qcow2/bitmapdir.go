@@ -17,11 +17,12 @@ const (
 	maxBitmapNameSize      = 1023
 	minBitmapGranBits      = 9
 	maxBitmapGranBits      = 31
-	// QEMU's BME_MAX_TABLE_SIZE (entries) and BME_MAX_PHYS_SIZE, which
-	// bounds the bits of a bitmap (one per granule of the disk): 2^29
-	// bits, 64 MiB of data, so a table has at most 2^17 entries.
+	// QEMU's BME_MAX_TABLE_SIZE (entries) and BME_MAX_PHYS_SIZE (512 MiB
+	// of bitmap data), which bounds the bits of a bitmap (one per granule
+	// of the disk) to 2^32: a 2 TiB disk at 512-byte granularity (iotest
+	// 190). Memory follows the dirty clusters, not this bound.
 	maxBitmapTableEntries = 0x8000000
-	maxBitmapBits         = 0x20000000
+	maxBitmapBits         = 0x20000000 * 8
 	bitmapEntryFixedSize  = 24
 	bitmapTypeDirty       = 1
 )

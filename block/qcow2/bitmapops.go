@@ -215,7 +215,7 @@ func (img *Image) AddBitmap(name string, granularity int64, enabled bool) error 
 	}
 	return img.bitmapChange(func() error {
 		if granularity < 1<<minBitmapGranBits || granularity > 1<<maxBitmapGranBits || granularity&(granularity-1) != 0 {
-			return errors.New("Granularity must be power of 2 between 512 and 2147483648")
+			return errors.New("Granularity must be power of 2 and at least 512")
 		}
 		if _, err := img.findBitmap(name); err == nil {
 			return fmt.Errorf("Bitmap already exists: %s", name)
@@ -350,4 +350,23 @@ func (img *Image) resizeBitmaps() {
 			b.clearBeyond(img.bitCount(b), uint64(img.clusterSize)*8)
 		}
 	}
+}
+
+// MeasureBitmaps is the "bitmaps size" of qemu-img measure for a qcow2
+// target of the given cluster size: for each bitmap, all its data as if
+// every bit were set plus its table, each rounded up to clusters, and the
+// directory rounded up to clusters (the sum iotest 190 computes).
+func (img *Image) MeasureBitmaps(clusterSize int64) int64 {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	roundUp := func(n int64) int64 { return (n + clusterSize - 1) / clusterSize * clusterSize }
+	var total, dir int64
+	for _, b := range img.bitmaps {
+		gran := int64(1) << b.granBits
+		bytes := ((int64(img.hdr.size)+gran-1)/gran + 7) / 8
+		clusters := (bytes + clusterSize - 1) / clusterSize
+		total += clusters*clusterSize + roundUp(clusters*8)
+		dir += int64(b.encodedSize())
+	}
+	return total + roundUp(dir)
 }

@@ -151,3 +151,49 @@ func TestBitmapsInconsistent(t *testing.T) {
 		t.Fatalf("qemu-img info after removing the in-use bitmaps:\n%s", info)
 	}
 }
+
+// TestBitmapMessages: petrel img bitmap refuses what qemu-img refuses, in
+// its words, and adds the bitmaps of iotest 190 (512-byte granularity
+// over 2 TiB, the most QEMU allows) that qemu-img measure then counts.
+func TestBitmapMessages(t *testing.T) {
+	dir := t.TempDir()
+	big, huge, small := filepath.Join(dir, "2t.qcow2"), filepath.Join(dir, "4t.qcow2"), filepath.Join(dir, "s.qcow2")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", big, "2T")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", huge, "4T")
+	must(t, "bitmap", "--add", "--granularity", "512", "-f", "qcow2", big, "b1")
+	must(t, "bitmap", "--add", "-g", "2M", "-f", "qcow2", big, "b2")
+	qemuTool(t, "qemu-img", "check", big)
+	if m := qemuTool(t, "qemu-img", "measure", "--output=json", "-O", "qcow2", "-o", "cluster_size=2M", "-f", "qcow2", big); !strings.Contains(m, `"bitmaps": 545259520`) {
+		t.Errorf("qemu-img measure of petrel's bitmaps:\n%s", m)
+	}
+	// The refusals on a small image: qemu-img loads 512 MiB for b1.
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", small, "64M")
+	must(t, "bitmap", "--add", small, "b1")
+	must(t, "bitmap", "--add", small, "b2")
+	for _, args := range [][]string{
+		{"--add", "-g", "512", huge, "b"},
+		{"--add", "-g", "1000", huge, "b"},
+		{"--add", "-g", "4G", huge, "b"},
+		{"--add", small, "b1"},
+		{"--clear", small, "nothere"},
+		{"--merge", "nothere", small, "b1"},
+		{small, "b1"},
+		{"--add", small},
+		{"-g", "1M", "--remove", small, "b1"},
+		{"-b", small, "--remove", small, "b1"},
+		{"-F", "qcow2", "--merge", "b2", small, "b1"},
+	} {
+		args = append([]string{"bitmap"}, args...)
+		want, err := exec.Command("qemu-img", args...).CombinedOutput()
+		if err == nil {
+			t.Fatalf("qemu-img %v succeeded", args)
+		}
+		rc, _, got := pimg(args...)
+		got = strings.ReplaceAll(got, "petrel img:", "qemu-img:")
+		// qemu-img names the node, not the file, in one message.
+		wantText := regexp.MustCompile(`'#block[0-9]+'`).ReplaceAllString(string(want), "'"+huge+"'")
+		if rc != 1 || got != wantText {
+			t.Errorf("petrel img %v: exit %d\n%s\nqemu-img:\n%s", args, rc, got, wantText)
+		}
+	}
+}
