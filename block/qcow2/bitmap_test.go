@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/petrel-vmm/petrel/block"
@@ -46,4 +47,61 @@ func TestMeasureBitmapsMatchesQemu(t *testing.T) {
 			t.Errorf("cluster_size=%s: MeasureBitmaps %d, qemu-img measure %d", cs, got, m.Bitmaps)
 		}
 	}
+}
+
+// TestBitmapShrinkThenGrow: a shrink drops the bits past the new end at
+// once, so growing again in the same session does not bring them back;
+// qemu-img check finds the stored result clean.
+func TestBitmapShrinkThenGrow(t *testing.T) {
+	img, path := mustCreate(t, block.CreateOptions{Size: 8 << 20})
+	if err := img.AddBitmap("a", 64<<10, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{1 << 20, 7 << 20} {
+		if _, err := img.WriteAt(make([]byte, 4096), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := img.Resize(6 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Resize(8 << 20); err != nil {
+		t.Fatal(err)
+	}
+	got, err := img.BitmapExtents("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Extent{{1 << 20, 64 << 10}}; len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("dirty after shrink and grow: %v, want %v", got, want)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, path, false)
+}
+
+// TestBitmapInUseAfterCrash: a writer that dies before Close leaves its
+// bitmaps marked in use (QEMU then shows them in-use and refuses to use
+// them) rather than consistent and stale; the disabled one too, as QEMU
+// marks every bitmap it loads writable.
+func TestBitmapInUseAfterCrash(t *testing.T) {
+	testutil.NeedTool(t, "qemu-img")
+	path := filepath.Join(t.TempDir(), "c.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", path, "4M")
+	run(t, "qemu-img", "bitmap", "--add", path, "on")
+	run(t, "qemu-img", "bitmap", "--add", "--disable", path, "off")
+	img, err := Open(path, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.WriteAt(make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	img.f.Close() // the process dies: no Close, the bitmaps are not stored
+	info := run(t, "qemu-img", "info", path)
+	if strings.Count(info, "[0]: in-use") != 2 {
+		t.Fatalf("qemu-img info after a crash:\n%s", info)
+	}
+	qemuCheck(t, path, false)
 }

@@ -197,3 +197,25 @@ func TestBitmapMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestBitmapsResize: growing and shrinking an image keeps its bitmap's
+// bits as qemu-img resize does (bits past a shrunk end dropped), as
+// qemu-nbd and qemu-img map read them.
+func TestBitmapsResize(t *testing.T) {
+	scenario := func(img func(args ...string)) string {
+		p := filepath.Join(t.TempDir(), "r.qcow2")
+		qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "4M")
+		img("bitmap", "--add", "-g", "64k", p, "a")
+		qemuTool(t, "qemu-io", "-c", "w 3M 1M", p)
+		img("resize", p, "8M")
+		qemuTool(t, "qemu-io", "-c", "w 6M 64k", "-c", "w 7M 64k", p)
+		img("resize", "--shrink", p, "7M")
+		qemuTool(t, "qemu-img", "check", p)
+		return p
+	}
+	theirs := scenario(func(args ...string) { qemuTool(t, "qemu-img", args...) })
+	ours := scenario(func(args ...string) { must(t, args...) })
+	if q, p := dirtyMaps(t, theirs, "a"), dirtyMaps(t, ours, "a"); q != p {
+		t.Errorf("dirty bits differ\nqemu-img:\n%s\npetrel img:\n%s", q, p)
+	}
+}
