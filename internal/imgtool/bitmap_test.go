@@ -219,3 +219,25 @@ func TestBitmapsResize(t *testing.T) {
 		t.Errorf("dirty bits differ\nqemu-img:\n%s\npetrel img:\n%s", q, p)
 	}
 }
+
+// TestBitmapsInfoJSON: info --output=json prints the format-specific
+// part as qemu-img does, character for character: its keys in QEMU's
+// order, each bitmap's flags, name and granularity, and an empty flags
+// list over two lines.
+func TestBitmapsInfoJSON(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "j.qcow2")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
+	qemuTool(t, "qemu-img", "bitmap", "--add", "--disable", p, "off")
+	qemuTool(t, "qemu-img", "bitmap", "--add", "-g", "4k", p, "on")
+	section := func(s string) string {
+		i, j := strings.Index(s, `"format-specific"`), strings.Index(s, `"dirty-flag"`)
+		if i < 0 || j < i {
+			t.Fatalf("no format-specific part in\n%s", s)
+		}
+		return s[i:j]
+	}
+	want := section(qemuTool(t, "qemu-img", "info", "--output=json", p))
+	if got := section(must(t, "info", "--output=json", p)); got != want {
+		t.Errorf("petrel img info --output=json:\n%s\nqemu-img:\n%s", got, want)
+	}
+}
