@@ -2,6 +2,8 @@ package qcow2
 
 import (
 	"encoding/json"
+	"fmt"
+	"math/rand"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,4 +106,50 @@ func TestBitmapInUseAfterCrash(t *testing.T) {
 		t.Fatalf("qemu-img info after a crash:\n%s", info)
 	}
 	qemuCheck(t, path, false)
+}
+
+// TestBitmapBitsModel: setBits, clearBeyond and extents agree with a
+// plain bool-per-granule model over random ranges, whole chunks (the
+// all-ones stand-in) included.
+func TestBitmapBitsModel(t *testing.T) {
+	const chunkBits, granBits = 4096, 9
+	const nbits = 5*chunkBits + 123
+	rng := rand.New(rand.NewSource(1))
+	for round := 0; round < 200; round++ {
+		b := &dirtyBitmap{bitmapEntry: bitmapEntry{granBits: granBits}}
+		model := make([]bool, nbits)
+		for k := rng.Intn(6); k >= 0; k-- {
+			from := uint64(rng.Intn(nbits))
+			to := min(from+uint64(rng.Intn(3*chunkBits)), nbits)
+			if rng.Intn(4) == 0 { // a whole chunk
+				from = uint64(rng.Intn(5)) * chunkBits
+				to = from + chunkBits
+			}
+			b.setBits(from, to, chunkBits)
+			for i := from; i < to; i++ {
+				model[i] = true
+			}
+		}
+		cut := uint64(rng.Intn(nbits))
+		b.clearBeyond(cut, chunkBits)
+		for i := cut; i < nbits; i++ {
+			model[i] = false
+		}
+		var want []Extent
+		for i := 0; i < nbits; i++ {
+			if !model[i] {
+				continue
+			}
+			off := int64(i) << granBits
+			if k := len(want) - 1; k >= 0 && want[k].Off+want[k].Len == off {
+				want[k].Len += 1 << granBits
+			} else {
+				want = append(want, Extent{off, 1 << granBits})
+			}
+		}
+		got := b.extents(nbits<<granBits, chunkBits)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("round %d: extents %v, want %v", round, got, want)
+		}
+	}
 }

@@ -43,7 +43,8 @@ func chunkBytes(c []byte, chunkBits uint64) []byte {
 }
 
 // setBits sets bits [from, to) of the bitmap, allocating a chunk where it
-// writes (an all-ones chunk stays as it is).
+// writes; a chunk all of whose bits are set becomes (or stays) the
+// all-ones stand-in.
 func (b *dirtyBitmap) setBits(from, to uint64, chunkBits uint64) {
 	for from < to {
 		ci := from / chunkBits
@@ -52,7 +53,8 @@ func (b *dirtyBitmap) setBits(from, to uint64, chunkBits uint64) {
 			b.chunks = append(b.chunks, nil)
 		}
 		c := b.chunks[ci]
-		if isOnesChunk(c) {
+		if isOnesChunk(c) || end-from == chunkBits {
+			b.chunks[ci] = onesChunk // the whole chunk set: no memory
 			from = end
 			continue
 		}
@@ -92,29 +94,40 @@ func (b *dirtyBitmap) clearBeyond(n, chunkBits uint64) {
 }
 
 // extents lists the guest ranges whose bits are set, clipped to size.
+// Runs of set bits are added whole (an all-ones chunk, a 0xff byte), so
+// the time follows the dirty data, not the number of granules.
 func (b *dirtyBitmap) extents(size int64, chunkBits uint64) []Extent {
 	var out []Extent
-	gran := int64(1) << b.granBits
-	add := func(bit uint64) {
-		off := int64(bit) * gran
-		if off >= size {
+	gran := uint64(1) << b.granBits
+	add := func(bit, count uint64) {
+		off := bit * gran
+		if off >= uint64(size) {
 			return
 		}
-		n := min(gran, size-off)
-		if k := len(out) - 1; k >= 0 && out[k].Off+out[k].Len == off {
+		n := int64(min(count*gran, uint64(size)-off))
+		if k := len(out) - 1; k >= 0 && out[k].Off+out[k].Len == int64(off) {
 			out[k].Len += n
 			return
 		}
-		out = append(out, Extent{off, n})
+		out = append(out, Extent{int64(off), n})
 	}
 	for ci, c := range b.chunks {
-		if c == nil {
+		base := uint64(ci) * chunkBits
+		switch {
+		case c == nil:
+			continue
+		case isOnesChunk(c):
+			add(base, chunkBits)
 			continue
 		}
-		for i, v := range chunkBytes(c, chunkBits) {
+		for i, v := range c {
+			if v == 0xff {
+				add(base+uint64(i)*8, 8)
+				continue
+			}
 			for v != 0 {
 				j := bits.TrailingZeros8(v)
-				add(uint64(ci)*chunkBits + uint64(i)*8 + uint64(j))
+				add(base+uint64(i)*8+uint64(j), 1)
 				v &^= 1 << j
 			}
 		}
