@@ -19,6 +19,7 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	if err := img.writable(); err != nil {
 		return 0, err
 	}
+	img.markBitmaps(off, int64(len(p)))
 	n, err := img.writeAt(p, off)
 	return n, img.noteCorrupt(err)
 }
@@ -28,6 +29,7 @@ func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
 	if err := img.writable(); err != nil {
 		return err
 	}
+	img.markBitmaps(off, n)
 	return img.noteCorrupt(img.writeZeroes(off, n, unmap))
 }
 
@@ -36,6 +38,7 @@ func (img *Image) Discard(off, n int64) error {
 	if err := img.writable(); err != nil {
 		return err
 	}
+	img.markBitmaps(off, n)
 	return img.noteCorrupt(img.discard(off, n))
 }
 
@@ -44,6 +47,7 @@ func (img *Image) WriteCompressed(p []byte, off int64) error {
 	if err := img.writable(); err != nil {
 		return err
 	}
+	img.markBitmaps(off, int64(len(p)))
 	return img.noteCorrupt(img.writeCompressed(p, off))
 }
 
@@ -52,6 +56,7 @@ func (img *Image) MakeEmpty() error {
 	if err := img.writable(); err != nil {
 		return err
 	}
+	img.markBitmaps(0, img.Size())
 	return img.noteCorrupt(img.makeEmpty())
 }
 
@@ -78,6 +83,9 @@ func (img *Image) Resize(newSize int64) error {
 // keeps the preallocated clusters, as qcow2_co_truncate does).
 func (img *Image) resizeThen(newSize int64, prepare func(old int64) error) error {
 	old := img.Size()
+	if err := img.checkBitmapsResize(newSize); err != nil {
+		return err
+	}
 	zero := newSize > old && img.backing != nil && img.backing.Size() > old
 	if zero && img.hdr.version < 3 {
 		return errors.New("Failed to zero out new clusters: Operation not supported")
@@ -97,6 +105,7 @@ func (img *Image) resizeThen(newSize int64, prepare func(old int64) error) error
 	if err := img.noteCorrupt(img.resize(newSize)); err != nil {
 		return err
 	}
+	img.resizeBitmaps()
 	if err := prepare(old); err != nil || !zero {
 		return err
 	}

@@ -56,6 +56,9 @@ func fuzzBody(t *testing.T, data []byte) {
 		}
 	}
 	img.Describe()
+	for _, b := range img.Bitmaps() {
+		img.BitmapExtents(b.Name)
+	}
 	// The writable pass only for images whose refcount table covers a
 	// modest file: allocation past a corrupt, fully used table lands
 	// beyond its coverage, and a sparse file of many GiB makes every
@@ -76,6 +79,7 @@ func fuzzBody(t *testing.T, data []byte) {
 	}
 	defer rw.Close()
 	size = rw.Size()
+	rw.AddBitmap("fuzz", 4096, true)
 	if size >= 4096 {
 		rw.WriteAt(buf[:3000], 100)
 		rw.WriteAt(buf[:4096], size-4096)
@@ -95,6 +99,62 @@ func fuzzBody(t *testing.T, data []byte) {
 	rw.DeleteSnapshot("fuzz")
 	rw.Check(block.RepairAll)
 	rw.Resize(size + 1<<20)
+	if ext, err := rw.BitmapExtents("fuzz"); err == nil {
+		rw.MergeBitmap("fuzz", ext)
+	}
+}
+
+// FuzzBitmapDirectory parses arbitrary bitmap directories; whatever
+// parses must encode to the same bytes (the directory has no slack: every
+// byte belongs to an entry, padding included, and padding must be zero).
+func FuzzBitmapDirectory(f *testing.F) {
+	f.Fuzz(func(t *testing.T, dir []byte, count uint16) {
+		list, err := parseBitmapDir(dir, uint32(count))
+		if err != nil {
+			return
+		}
+		if enc := encodeBitmapDir(list); !bytes.Equal(enc, dir) {
+			t.Fatalf("round trip: %d entries of %d bytes encode to %d bytes\n%x\n%x", len(list), len(dir), len(enc), dir, enc)
+		}
+		for _, e := range list {
+			bitmapTableEntries(1<<40, e.granBits, 9)
+		}
+	})
+}
+
+// TestWriteBitmapDirSeeds regenerates FuzzBitmapDirectory's seeds
+// (QCOW2_WRITE_SEEDS=1): the directory of an image with two bitmaps made
+// by qemu-img (one disabled, one with data), and one encoded here with
+// extra data.
+func TestWriteBitmapDirSeeds(t *testing.T) {
+	if os.Getenv("QCOW2_WRITE_SEEDS") == "" {
+		t.Skip("set QCOW2_WRITE_SEEDS=1 to regenerate testdata/fuzz seeds")
+	}
+	p := filepath.Join(t.TempDir(), "bm.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
+	run(t, "qemu-img", "bitmap", "--add", "-g", "4096", p, "first")
+	run(t, "qemu-img", "bitmap", "--add", "--disable", p, "second-bitmap")
+	qemuIO(t, p, "qcow2", "write 0 64k")
+	img, err := Open(p, block.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := img.bitmapsExtension()
+	ext, err := parseBitmapExt(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := make([]byte, ext.dirSize)
+	img.f.ReadAt(dir, int64(ext.dirOff))
+	img.Close()
+	extra := encodeBitmapDir([]bitmapEntry{{tableOff: 1 << 16, tableSize: 1, flags: bitmapFlagAuto | bitmapFlagExtraDataComp, granBits: 16, name: "x", extra: []byte{1, 2, 3}}})
+	writeCorpus(t, "FuzzBitmapDirectory", [][]byte{dir, extra}, func(b []byte) string {
+		n := 2
+		if len(b) == len(extra) {
+			n = 1
+		}
+		return fmt.Sprintf("[]byte(%q)\nuint16(%d)\n", b, n)
+	})
 }
 
 // fuzzReadVMState reads the start and the end of a snapshot's VM state,

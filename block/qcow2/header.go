@@ -66,15 +66,14 @@ const (
 
 // Compatible and autoclear feature bits (header bytes 80-95). Unknown
 // compatible bits are ignored; autoclear bits must be cleared by a writer
-// that does not maintain what they describe, which is why Petrel clears
-// the bitmaps bit (it does not keep bitmaps in sync). The raw external
-// data bit is kept: every write keeps such a data file a standalone raw
-// image (datafile.go).
+// that does not maintain what they describe. Petrel keeps both bits it
+// knows: it keeps bitmaps in sync (bitmap.go), and every write keeps a raw
+// external data file a standalone raw image (datafile.go).
 const (
 	compatLazyRefcounts = 1 << 0
 	autoclearBitmaps    = 1 << 0
 	autoclearDataRaw    = 1 << 1
-	autoclearKnown      = autoclearDataRaw
+	autoclearKnown      = autoclearBitmaps | autoclearDataRaw
 )
 
 // Compression types (header byte 104).

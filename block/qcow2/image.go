@@ -102,6 +102,18 @@ type Image struct {
 	// events receives the blkdebug events (block.DebugEvent) at the
 	// points QEMU's qcow2 raises them; nil over a plain host file.
 	events block.EventSink
+	// Persistent dirty bitmaps (bitmap.go), under mu: bitmaps in
+	// directory order, removedBitmaps (stored copies to free), bitmapErr
+	// (why the directory could not be read), bitmapsTracked (the bitmaps
+	// are held in memory, marked in use on disk, and are stored on
+	// Close). bmMu guards the bitmaps' bits against concurrent writers;
+	// bitmapsLive says writes must mark them.
+	bitmaps        []*dirtyBitmap
+	removedBitmaps []bitmapEntry
+	bitmapErr      error
+	bitmapsTracked bool
+	bitmapsLive    atomic.Bool
+	bmMu           sync.Mutex
 }
 
 // event tells the file below about a point in the engine's work (QEMU's
@@ -196,6 +208,9 @@ func openFile(f block.File, path string, opts block.Options) (_ *Image, err erro
 			return nil, err
 		}
 	}
+	if err := img.openBitmaps(!opts.ReadOnly, opts.Repair); err != nil {
+		return nil, err
+	}
 	if h.backingFile != "" {
 		if img.backing, err = block.OpenBacking(path, h.backingFile, h.backingFormat, opts); err != nil {
 			return nil, err
@@ -205,10 +220,10 @@ func openFile(f block.File, path string, opts block.Options) (_ *Image, err erro
 }
 
 // openWritable clears unknown autoclear bits and repairs an image left
-// dirty by lazy refcounts, as qcow2_do_open does. Both autoclear bits
-// Petrel knows (bitmaps, raw external data) are cleared too: a writer that
-// does not keep bitmaps up to date must say so (spec "Header": unknown
-// autoclear bits are cleared before writing). A dirty image's refcounts
+// dirty by lazy refcounts, as qcow2_do_open does. The raw external data
+// bit is cleared too (spec "Header": autoclear bits a writer does not
+// maintain are cleared before writing); the bitmaps bit stays, as the
+// bitmaps are kept up to date (bitmap.go). A dirty image's refcounts
 // are rebuilt by a full check with repair before anything else is done.
 func (img *Image) openWritable() error {
 	h := img.hdr
@@ -380,7 +395,7 @@ func (img *Image) Close() error {
 	img.closed = true
 	var errs []error
 	if !img.readOnly {
-		errs = append(errs, img.flushLocked(), img.clearDirty())
+		errs = append(errs, img.storeBitmaps(), img.flushLocked(), img.clearDirty())
 	}
 	errs = append(errs, img.f.Close())
 	errs = append(errs, img.closeDataFile())

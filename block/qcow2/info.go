@@ -32,7 +32,8 @@ func (img *Image) SetBackingFile(name, format string) error {
 // Describe returns what qemu-img info prints for the image, with qemu-img's
 // JSON names: the format-specific part (compat level, compression type,
 // refcount width; for version 3 also lazy refcounts, the corrupt bit and
-// extended L2; the external data file's name and raw flag) and the dirty flag and backing file fields.
+// extended L2; the external data file's name and raw flag; the persistent
+// bitmaps when there are any) and the dirty flag and backing file fields.
 func (img *Image) Describe() map[string]any {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -60,6 +61,9 @@ func (img *Image) Describe() map[string]any {
 	if img.external {
 		data["data-file-raw"] = img.rawData
 	}
+	if len(img.bitmaps) > 0 {
+		data["bitmaps"] = img.describeBitmaps()
+	}
 	info := map[string]any{
 		"virtual-size":    int64(h.size),
 		"cluster-size":    img.clusterSize,
@@ -73,4 +77,21 @@ func (img *Image) Describe() map[string]any {
 		}
 	}
 	return info
+}
+
+// describeBitmaps is qemu-img info's "bitmaps" list: each bitmap's flags
+// ("in-use", then "auto"), name and granularity. Caller holds mu.
+func (img *Image) describeBitmaps() []map[string]any {
+	var list []map[string]any
+	for _, b := range img.bitmaps {
+		flags := []string{}
+		if b.inconsistent {
+			flags = append(flags, "in-use")
+		}
+		if b.enabled() {
+			flags = append(flags, "auto")
+		}
+		list = append(list, map[string]any{"flags": flags, "name": b.name, "granularity": int64(1) << b.granBits})
+	}
+	return list
 }

@@ -283,32 +283,52 @@ func TestReadLazyDirty(t *testing.T) {
 }
 
 // TestQemuBitmaps: persistent bitmaps made by qemu-img are counted by
-// Check (no leaks); a writable open marks them stale (autoclear bit 0
-// cleared), which QEMU then reports and ignores, and the data stays intact.
+// Check (no leaks); petrel's writes through a writable open set their
+// dirty bits and store them back consistent (qemu-img check clean, no
+// in-use flag), and the data stays intact.
 func TestQemuBitmaps(t *testing.T) {
 	testutil.NeedTool(t, "qemu-img")
 	path := filepath.Join(t.TempDir(), "b.qcow2")
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", path, "4M")
 	qemuIO(t, path, "qcow2", "write -P 0x55 0 64k")
 	run(t, "qemu-img", "bitmap", "--add", path, "b0")
+	run(t, "qemu-img", "bitmap", "--add", "--disable", path, "off")
 	qemuIO(t, path, "qcow2", "write -P 0x56 1M 64k")
 	compareWithQemu(t, path)
 	img, err := Open(path, block.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if img.hdr.autoclear&autoclearBitmaps != 0 {
-		t.Fatal("bitmaps autoclear bit survived a writable open")
+	if img.hdr.autoclear&autoclearBitmaps == 0 {
+		t.Fatal("bitmaps autoclear bit cleared by a writable open")
 	}
-	if _, err := img.WriteAt([]byte("x"), 5); err != nil {
+	if _, err := img.WriteAt([]byte("x"), 3<<20+5); err != nil {
 		t.Fatal(err)
 	}
-	img.Close()
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, path, false)
+	info := run(t, "qemu-img", "info", path)
+	if strings.Contains(info, "in-use") || !strings.Contains(info, "name: b0") {
+		t.Fatalf("bitmaps after petrel's write:\n%s", info)
+	}
 	img, err = Open(path, block.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := readAll(t, img)
-	img.Close()
-	assertEqual(t, "after writable open", got, qemuRaw(t, path))
+	defer img.Close()
+	for name, want := range map[string][]Extent{
+		"b0":  {{1 << 20, 64 << 10}, {3 << 20, 64 << 10}},
+		"off": nil,
+	} {
+		got, err := img.BitmapExtents(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("bitmap %s: dirty %v, want %v", name, got, want)
+		}
+	}
+	assertEqual(t, "after writable open", readAll(t, img), qemuRaw(t, path))
 }

@@ -166,7 +166,7 @@ func runConvert(t *tool, args []string) int {
 		}
 	}
 	if p.has("bitmaps") {
-		if err := checkBitmapCopy(srcs[0], outFmt); err != nil {
+		if err := checkBitmapCopy(srcs[0], outFmt, p.has("skip-broken-bitmaps")); err != nil {
 			return t.fail("%v", err)
 		}
 	}
@@ -280,6 +280,12 @@ func runConvert(t *tool, args []string) int {
 	// its error counts as the copy's.
 	err = c.run()
 	progressEnd()
+	if err == nil && p.has("bitmaps") {
+		if berr := t.copyBitmaps(srcs[0], dst); berr != nil {
+			dst.Close()
+			return t.fail("%v", berr)
+		}
+	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}

@@ -60,18 +60,57 @@ func loadSnapshot(src block.Image, sel snapshotSel) error {
 	return nil
 }
 
-// checkBitmapCopy refuses convert --bitmaps where qemu-img refuses it, and
-// where it would copy bitmaps: petrel img does not write persistent
-// bitmaps, and leaving them out silently would lose them.
-func checkBitmapCopy(src block.Image, outFmt string) error {
-	bh, ok := src.(block.BitmapHolder)
+// checkBitmapCopy refuses convert --bitmaps where qemu-img refuses it,
+// before the target is created (convert_check_bitmaps): a source without
+// bitmap support, a target format without it, and an inconsistent bitmap
+// unless --skip-broken-bitmaps. qemu-img visits the bitmaps newest first
+// (the reverse of the directory), so that is the one it names.
+func checkBitmapCopy(src block.Image, outFmt string, skipBroken bool) error {
+	bh, ok := src.(bitmapImage)
 	switch {
 	case !ok:
 		return fmt.Errorf("Source lacks bitmap support")
 	case outFmt != "qcow2":
 		return fmt.Errorf("Format driver '%s' does not support bitmaps", outFmt)
-	case bh.PersistentBitmaps() > 0:
-		return fmt.Errorf("Copying persistent bitmaps is not supported (the source has %d); convert without --bitmaps to leave them out", bh.PersistentBitmaps())
+	}
+	list := bh.Bitmaps()
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].InUse && !skipBroken {
+			return fmt.Errorf("Cannot copy inconsistent bitmap '%s'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it", list[i].Name)
+		}
+	}
+	return nil
+}
+
+// copyBitmaps gives the target a copy of each consistent bitmap of the
+// source, after the data (so the copy's writes mark nothing), in
+// qemu-img's order (convert_copy_bitmaps): same name, granularity and
+// enabled state, the source's bits merged in. Inconsistent ones are
+// skipped with qemu-img's warning (checkBitmapCopy refused them unless
+// --skip-broken-bitmaps).
+func (t *tool) copyBitmaps(src, dst block.Image) error {
+	from, _ := src.(bitmapImage)
+	to, ok := dst.(bitmapImage)
+	if !ok {
+		return fmt.Errorf("Format driver '%s' does not support bitmaps", dst.Format())
+	}
+	list := from.Bitmaps()
+	for i := len(list) - 1; i >= 0; i-- {
+		b := list[i]
+		if b.InUse {
+			t.errorf("warning: Skipping inconsistent bitmap '%s'", b.Name)
+			continue
+		}
+		ext, err := from.BitmapExtents(b.Name)
+		if err == nil {
+			err = to.AddBitmap(b.Name, b.Granularity, b.Enabled)
+		}
+		if err == nil {
+			err = to.MergeBitmap(b.Name, ext)
+		}
+		if err != nil {
+			return fmt.Errorf("Failed to copy bitmap '%s': %v", b.Name, err)
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package imgtool
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -60,6 +61,7 @@ func imageInfo(img block.Image, path string) object {
 		o.set("actual-size", diskUsage(path))
 	}
 	if fs, ok := desc["format-specific"]; ok {
+		orderBitmaps(fs)
 		o.set("format-specific", fs)
 	}
 	if bf, ok := desc["backing-filename"].(string); ok && bf != "" {
@@ -150,7 +152,7 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 			if data, ok := m["data"].(map[string]any); ok && len(data) > 0 {
 				fmt.Fprintln(w, "Format specific information:")
 				for _, k := range orderedKeys(data) {
-					fmt.Fprintf(w, "    %s: %v\n", strings.ReplaceAll(k, "-", " "), data[k])
+					printHumanValue(w, "    ", strings.ReplaceAll(k, "-", " "), data[k])
 				}
 			}
 		}
@@ -160,7 +162,9 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 // orderedKeys lists qcow2's format-specific keys in qemu-img's order,
 // then any others sorted.
 func orderedKeys(m map[string]any) []string {
-	order := []string{"compat", "compression-type", "lazy-refcounts", "refcount-bits", "data-file", "data-file-raw", "corrupt", "extended-l2"}
+	// qemu-img prints the format-specific QDict in hash-bucket order
+	// (qobject/qdict.c: tdb_hash(key) % 512), not in QAPI field order.
+	order := []string{"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits", "data-file", "data-file-raw", "corrupt", "extended-l2"}
 	var keys []string
 	seen := map[string]bool{}
 	for _, k := range order {
@@ -263,4 +267,43 @@ func runInfo(t *tool, args []string) int {
 		t.printHumanInfo(objs[i], snaps)
 	}
 	return 0
+}
+
+// orderBitmaps puts each entry of qcow2's "bitmaps" list in QEMU's key
+// order (flags, name, granularity), for both outputs.
+func orderBitmaps(fs any) {
+	m, _ := fs.(map[string]any)
+	data, _ := m["data"].(map[string]any)
+	list, ok := data["bitmaps"].([]map[string]any)
+	if !ok {
+		return
+	}
+	var out []object
+	for _, b := range list {
+		out = append(out, object{{"flags", b["flags"]}, {"name", b["name"]}, {"granularity", b["granularity"]}})
+	}
+	data["bitmaps"] = out
+}
+
+// printHumanValue prints one format-specific value as QEMU's
+// dump_qobject: a list's items as "[i]:", an object's keys nested four
+// spaces deeper, scalars after the key.
+func printHumanValue(w io.Writer, indent, key string, v any) {
+	switch v := v.(type) {
+	case []object:
+		fmt.Fprintf(w, "%s%s:\n", indent, key)
+		for i, o := range v {
+			fmt.Fprintf(w, "%s    [%d]:\n", indent, i)
+			for _, f := range o {
+				printHumanValue(w, indent+"        ", strings.ReplaceAll(f.key, "-", " "), f.val)
+			}
+		}
+	case []string:
+		fmt.Fprintf(w, "%s%s:\n", indent, key)
+		for i, s := range v {
+			fmt.Fprintf(w, "%s    [%d]: %s\n", indent, i, s)
+		}
+	default:
+		fmt.Fprintf(w, "%s%s: %v\n", indent, key, v)
+	}
 }

@@ -3,6 +3,7 @@ package imgtool
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"sort"
 )
 
@@ -57,11 +58,8 @@ func normalize(v any) any {
 	if !ok {
 		return v
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	// qcow2's format-specific keys in QEMU's order, the rest sorted.
+	keys := orderedKeys(m)
 	// "type" first, as in qemu's format-specific union.
 	sort.SliceStable(keys, func(i, j int) bool { return keys[i] == "type" && keys[j] != "type" })
 	o := object{}
@@ -79,5 +77,12 @@ func prettyJSON(v any) string {
 	}
 	var b bytes.Buffer
 	json.Indent(&b, raw, "", "    ")
-	return b.String()
+	return emptyContainers.ReplaceAllString(b.String(), "$1$2$3\n$1$4$5")
 }
+
+// emptyContainers matches a line ending in an empty array or object,
+// which QEMU's JSON writer spreads over two lines, the closing bracket
+// indented as the line that opens it (qemu-img info's empty bitmap
+// "flags"). Only a line whose value is the container matches, never one
+// whose string ends in brackets.
+var emptyContainers = regexp.MustCompile(`(?m)^( *)((?:"(?:[^"\\]|\\.)*": )?)([\[{])([\]}])(,?)$`)
