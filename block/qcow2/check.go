@@ -59,6 +59,9 @@ type refScan struct {
 	// (incomplete entries, oversized extra data).
 	tableFixes int
 	dropped    []int // indices of snapshot table entries a repair deletes
+	// repair (check -r all): misaligned active L2 entries that hold no
+	// data are fixed as they are found.
+	repair bool
 }
 
 // errorf records a finding with qemu-img check's "ERROR " prefix: with
@@ -158,17 +161,8 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 			if host == 0 {
 				continue
 			}
-			if host&(cs-1) != 0 {
-				// check_refcounts_l2's words (iotest 271); only the
-				// second kind can be repaired (dropInvalidEntries).
-				if img.extL2 && bm&allSubclustersAllocated != 0 || !img.extL2 && l2e&oflagZero == 0 {
-					s.errorf(true, "offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", host)
-				} else {
-					s.errorf(true, "offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", host)
-				}
-				continue
-			}
-			s.ref(host, cs, "data cluster")
+			// Allocation figures count misaligned entries too, as
+			// QEMU's.
 			if active {
 				s.res.AllocatedClusters++
 				if nextContiguous != 0 && host != nextContiguous {
@@ -176,6 +170,38 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 				}
 				nextContiguous = host + cs
 			}
+			if host&(cs-1) != 0 {
+				// check_refcounts_l2's words (iotest 271). An entry
+				// that holds no data (zero flag, or no allocated
+				// subcluster) loses its host offset in a repair, as
+				// it is found: it becomes a zero cluster, or with
+				// extended L2 entries keeps its bitmap (which says
+				// what reads zeroes and what the backing file), and
+				// its cluster is left to the leak repair. Otherwise
+				// the cluster-sized range at the misaligned offset
+				// counts as referenced, as in QEMU, which protects
+				// both clusters it touches.
+				holdsData := img.extL2 && bm&allSubclustersAllocated != 0 || !img.extL2 && l2e&oflagZero == 0
+				if !holdsData && active && s.repair {
+					s.res.Messages = append(s.res.Messages, fmt.Sprintf("Repairing offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", host))
+					s.res.CorruptionsFixed++
+					if img.extL2 {
+						img.setL2Entry(e.data, j, 0)
+					} else {
+						img.setL2Entry(e.data, j, oflagZero)
+					}
+					e.dirty = true
+					continue
+				}
+				if holdsData {
+					s.errorf(true, "offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", host)
+				} else {
+					s.errorf(true, "offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", host)
+				}
+				s.ref(host, cs, "data cluster")
+				continue
+			}
+			s.ref(host, cs, "data cluster")
 		}
 	}
 }
@@ -192,7 +218,7 @@ func (img *Image) scan(res *block.CheckResult, withRefcountMeta, repair bool) (*
 		return nil, nil, 0, err
 	}
 	cs := img.clusterSize
-	s := &refScan{img: img, res: res, fileEnd: st.Size()}
+	s := &refScan{img: img, res: res, fileEnd: st.Size(), repair: repair}
 	if n := (st.Size() + cs - 1) / cs; n > maxCheckClusters {
 		return nil, nil, 0, fmt.Errorf("image file has %d clusters, more than check handles (%d)", n, maxCheckClusters)
 	}
