@@ -181,16 +181,11 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 				// the cluster-sized range at the misaligned offset
 				// counts as referenced, as in QEMU, which protects
 				// both clusters it touches.
-				holdsData := img.extL2 && bm&allSubclustersAllocated != 0 || !img.extL2 && l2e&oflagZero == 0
+				holdsData := img.misalignedHoldsData(l2e, bm)
 				if !holdsData && active && s.repair {
 					s.res.Messages = append(s.res.Messages, fmt.Sprintf("Repairing offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", host))
 					s.res.CorruptionsFixed++
-					if img.extL2 {
-						img.setL2Entry(e.data, j, 0)
-					} else {
-						img.setL2Entry(e.data, j, oflagZero)
-					}
-					e.dirty = true
+					img.dropHostOffset(e, j)
 					continue
 				}
 				if holdsData {
@@ -438,15 +433,9 @@ func (img *Image) dropInvalidEntries(fileEnd int64) error {
 				// zero cluster, or with extended L2 entries an entry
 				// whose bitmap still says which subclusters read zeroes
 				// and which the backing file (iotest 271).
-				if img.extL2 && bm&allSubclustersAllocated != 0 || !img.extL2 && l2e&oflagZero == 0 {
-					continue
+				if !img.misalignedHoldsData(l2e, bm) {
+					img.dropHostOffset(e, j)
 				}
-				if img.extL2 {
-					img.setL2Entry(e.data, j, 0)
-				} else {
-					img.setL2Entry(e.data, j, oflagZero)
-				}
-				e.dirty = true
 				continue
 			} else if host != 0 {
 				invalid = bad(host, cs)
@@ -476,4 +465,26 @@ func (img *Image) l2ReservedMask() uint64 {
 		return 0x3f000000000001ff
 	}
 	return 0x3f000000000001fe
+}
+
+// misalignedHoldsData reports whether an L2 entry (and its subcluster
+// bitmap) has data to lose: without extended L2 entries, unless it has the
+// zero flag; with them, when some subcluster is allocated.
+func (img *Image) misalignedHoldsData(l2e, bm uint64) bool {
+	if img.extL2 {
+		return bm&allSubclustersAllocated != 0
+	}
+	return l2e&oflagZero == 0
+}
+
+// dropHostOffset clears the host offset of entry j of L2 table e, keeping
+// what it reads: a zero cluster, or with extended L2 entries the same
+// subcluster bitmap (zeroes and backing data as before).
+func (img *Image) dropHostOffset(e *cacheEntry, j int64) {
+	if img.extL2 {
+		img.setL2Entry(e.data, j, 0)
+	} else {
+		img.setL2Entry(e.data, j, oflagZero)
+	}
+	e.dirty = true
 }
