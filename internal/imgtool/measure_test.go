@@ -73,6 +73,7 @@ func TestMeasureRefusalsLikeQemu(t *testing.T) {
 		{},
 		{"--size", "2G", img},
 		{img, "a"},
+		{"--object", "secret,id=sec0,data=MTIzNDU2,format=base64"},
 		{"--image-opts"},
 		{"-f", "qcow2"},
 		{"-l", "snap1"},
