@@ -139,6 +139,19 @@ type Format struct {
 	Open func(path string, opts Options) (Image, error)
 	// Create writes a new image.
 	Create func(path string, opts CreateOptions) error
+	// Measure sizes an image of this format made with opts: of opts.Size
+	// bytes, or holding in's contents when in is not nil (`qemu-img
+	// measure`). Nil when the format cannot say.
+	Measure func(opts CreateOptions, in Image) (MeasureInfo, error)
+}
+
+// MeasureInfo is `qemu-img measure`'s answer, in bytes: the file size an
+// image needs for the data given, the size with every cluster allocated,
+// and (when HasBitmaps) the room its persistent dirty bitmaps would take.
+type MeasureInfo struct {
+	Required, FullyAllocated int64
+	HasBitmaps               bool
+	Bitmaps                  int64
 }
 
 // The registry. probeOrder holds every name but "raw" sorted, the fixed

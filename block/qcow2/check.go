@@ -3,7 +3,6 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -26,8 +25,15 @@ func (img *Image) Check(mode block.RepairMode) (block.CheckResult, error) {
 	if err != nil || mode == block.RepairNone || res.Corruptions > 0 || res.CheckErrors > 0 {
 		return res, err
 	}
-	// A repair left the image consistent: it is no longer corrupt, as
-	// qcow2_co_check_locked's qcow2_mark_consistent.
+	// A repair left the image consistent: it is no longer corrupt, nor
+	// dirty (lazy refcounts), as qcow2_co_check_locked's
+	// qcow2_mark_clean and qcow2_mark_consistent.
+	if img.hdr.incompat&incompatDirty != 0 {
+		img.dirtyMarked = true
+		if err := img.clearDirty(); err != nil {
+			return res, err
+		}
+	}
 	if err := img.markConsistent(); err != nil {
 		return res, err
 	}
@@ -53,6 +59,9 @@ type refScan struct {
 	// (incomplete entries, oversized extra data).
 	tableFixes int
 	dropped    []int // indices of snapshot table entries a repair deletes
+	// repair (check -r all): misaligned active L2 entries that hold no
+	// data are fixed as they are found.
+	repair bool
 }
 
 // errorf records a finding with qemu-img check's "ERROR " prefix: with
@@ -71,9 +80,7 @@ func (s *refScan) errorf(corrupt bool, format string, a ...any) {
 
 // ref counts one reference to every cluster of the host range [off, off+n).
 // Counters saturate at 2^32-1 rather than wrap, so an absurd number of
-// references still compares as more than any refcount width allows. A
-// range reaching past the file is reported once, at its first cluster
-// beyond the end.
+// references still compares as more than any refcount width allows.
 func (s *refScan) ref(off, n int64, what string) {
 	if n <= 0 {
 		return
@@ -83,11 +90,20 @@ func (s *refScan) ref(off, n int64, what string) {
 		s.errorf(true, "%s offset %#x is out of range", what, uint64(off))
 		return
 	}
+	// As qcow2_inc_refcounts_imrt: a range ending less than a cluster
+	// past the end of the file is counted (the last cluster need not be
+	// written whole, a compressed cluster's sector count rounds up); one
+	// reaching a cluster or more beyond it is an error, in QEMU's words
+	// (iotest 138).
+	if off+n-s.fileEnd >= s.img.clusterSize {
+		s.res.Corruptions++
+		s.res.Messages = append(s.res.Messages, fmt.Sprintf("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset %#x size %#x", off, n))
+		return
+	}
+	if last := (off + n - 1) >> cb; last >= int64(len(s.refs)) {
+		s.refs = append(s.refs, make([]uint32, last+1-int64(len(s.refs)))...)
+	}
 	for c := off >> cb; c <= (off+n-1)>>cb; c++ {
-		if c >= int64(len(s.refs)) {
-			s.errorf(true, "%s at %#x is beyond the end of the image file", what, c<<cb)
-			return
-		}
 		if s.refs[c] < ^uint32(0) {
 			s.refs[c]++
 		}
@@ -149,25 +165,45 @@ func (s *refScan) walkL1(l1 []uint64, active bool) {
 			if !allocated {
 				continue
 			}
-			if host&(cs-1) != 0 {
-				// check_refcounts_l2's words (iotest 271); only the
-				// second kind can be repaired (dropInvalidEntries).
-				if img.extL2 && bm&allSubclustersAllocated != 0 || !img.extL2 && l2e&oflagZero == 0 {
-					s.errorf(true, "offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", host)
-				} else {
-					s.errorf(true, "offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", host)
-				}
-				continue
-			}
-			if !img.external { // external data clusters are not refcounted
-				s.ref(host, cs, "data cluster")
-			}
+			// Allocation figures count misaligned entries too, as
+			// QEMU's.
 			if active {
 				s.res.AllocatedClusters++
 				if nextContiguous != 0 && host != nextContiguous {
 					s.res.FragmentedClusters++
 				}
 				nextContiguous = host + cs
+			}
+			if host&(cs-1) != 0 {
+				// check_refcounts_l2's words (iotest 271). An entry
+				// that holds no data (zero flag, or no allocated
+				// subcluster) loses its host offset in a repair, as
+				// it is found: it becomes a zero cluster, or with
+				// extended L2 entries keeps its bitmap (which says
+				// what reads zeroes and what the backing file), and
+				// its cluster is left to the leak repair. Otherwise
+				// the cluster-sized range at the misaligned offset
+				// counts as referenced, as in QEMU, which protects
+				// both clusters it touches.
+				holdsData := img.misalignedHoldsData(l2e, bm)
+				if !holdsData && active && s.repair {
+					s.res.Messages = append(s.res.Messages, fmt.Sprintf("Repairing offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", host))
+					s.res.CorruptionsFixed++
+					img.dropHostOffset(e, j)
+					continue
+				}
+				if holdsData {
+					s.errorf(true, "offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", host)
+				} else {
+					s.errorf(true, "offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", host)
+				}
+				if !img.external {
+					s.ref(host, cs, "data cluster")
+				}
+				continue
+			}
+			if !img.external { // external data clusters are not refcounted
+				s.ref(host, cs, "data cluster")
 			}
 		}
 	}
@@ -185,7 +221,7 @@ func (img *Image) scan(res *block.CheckResult, withRefcountMeta, repair bool) (*
 		return nil, nil, 0, err
 	}
 	cs := img.clusterSize
-	s := &refScan{img: img, res: res, fileEnd: st.Size()}
+	s := &refScan{img: img, res: res, fileEnd: st.Size(), repair: repair}
 	if n := (st.Size() + cs - 1) / cs; n > maxCheckClusters {
 		return nil, nil, 0, fmt.Errorf("image file has %d clusters, more than check handles (%d)", n, maxCheckClusters)
 	}
@@ -273,227 +309,21 @@ func (s *refScan) snapshotEntry(i int, sn snapshot, repair bool) {
 	}
 }
 
-// check implements Check under img.mu. It counts references (scan),
-// compares each host cluster's refcount with them (a block-less range
-// counts as refcount 0; leaks beyond the file's end are found through the
-// refcount blocks), then checks copied flags. Repairs: RepairLeaks lowers
-// each leaked refcount to its reference count; RepairAll drops entries
-// that cannot be valid, rebuilds all refcounts, fixes copied flags,
-// rewrites the snapshot table if needed, and reports the state a fresh
-// check finds afterwards with how much it fixed, as qemu-img does.
-// ImageEndOffset is the end of the last cluster in use or counted.
-func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
-	var res block.CheckResult
-	s, snaps, tableSize, err := img.scan(&res, true, mode == block.RepairAll)
-	if err != nil {
-		return res, err
-	}
-	cs := img.clusterSize
-	res.TotalClusters = (int64(img.hdr.size) + cs - 1) / cs
-	type leak struct {
-		idx   int64
-		delta int64
-	}
-	var leaks []leak
-	last := int64(0)
-	compare := func(i int64, rc uint64) {
-		want := uint32(0)
-		if i < int64(len(s.refs)) {
-			want = s.refs[i]
-		}
-		if rc != 0 || want != 0 {
-			last = i
-		}
-		switch {
-		case rc > uint64(want):
-			res.Leaks++
-			res.Messages = append(res.Messages, fmt.Sprintf("Leaked cluster %d refcount=%d reference=%d", i, rc, want))
-			leaks = append(leaks, leak{i, int64(want) - int64(rc)})
-		case rc < uint64(want):
-			s.errorf(true, "cluster %d refcount=%d reference=%d", i, rc, want)
-		}
-	}
-	// Every cluster a refcount block describes (leaks may lie beyond the
-	// end of the file), and every referenced cluster.
-	E := img.rbEntries
-	for ti := int64(0); ti < max(int64(len(img.rt)), (int64(len(s.refs))+E-1)/E); ti++ {
-		off, err := img.refblockOffset(ti)
-		if err == nil && off != 0 && off>>img.clusterBits >= int64(len(s.refs)) {
-			err = corruptf("refcount block %d at %#x is outside the image", ti, off)
-		}
-		if err != nil {
-			s.errorf(true, "%v", err)
-			off = 0
-		}
-		for j := int64(0); j < E; j++ {
-			i := ti*E + j
-			if off == 0 {
-				if i >= int64(len(s.refs)) {
-					break
-				}
-				compare(i, 0)
-				continue
-			}
-			e, err := img.rbc.get(off)
-			if err != nil {
-				s.errorf(false, "reading refcount block %d: %v", ti, err)
-				break
-			}
-			compare(i, img.refcountAt(e.data, j))
-		}
-	}
-	res.ImageEndOffset = (last + 1) * cs
-	copiedBad, err := img.fixCopiedFlags(false, &res.Messages)
-	if err != nil {
-		return res, err
-	}
-	res.Corruptions += copiedBad
-	switch {
-	case mode == block.RepairAll && (res.Corruptions > 0 || res.Leaks > 0):
-		if res.Corruptions > s.tableFixes || res.Leaks > 0 {
-			if err := img.dropInvalidEntries(s.fileEnd); err != nil {
-				return res, fmt.Errorf("clearing invalid entries: %w", err)
-			}
-			if err := img.rebuildRefcounts(); err != nil {
-				return res, fmt.Errorf("rebuilding refcounts: %w", err)
-			}
-			if _, err := img.fixCopiedFlags(true, nil); err != nil {
-				return res, err
-			}
-			if err := img.flushLocked(); err != nil {
-				return res, err
-			}
-		}
-		// The snapshot table is rewritten (completing entries, dropping
-		// excess extra data) only once the refcounts it allocates from
-		// are right, as qcow2_check_fix_snapshot_table.
-		if s.tableFixes > 0 {
-			kept := snaps[:0:0]
-			for i, sn := range snaps {
-				if !slices.Contains(s.dropped, i) {
-					kept = append(kept, sn)
-				}
-			}
-			if err := img.writeSnapshots(kept, tableSize); err != nil {
-				return res, fmt.Errorf("rewriting the snapshot table: %w", err)
-			}
-			if err := img.flushLocked(); err != nil {
-				return res, err
-			}
-		}
-		var after block.CheckResult
-		if _, err := img.recheck(&after); err != nil {
-			return res, err
-		}
-		// Like qemu-img, report the state found by checking again, with
-		// how much the repair fixed.
-		fixedC, fixedL := max(res.Corruptions-after.Corruptions, 0), max(res.Leaks-after.Leaks, 0)
-		after.Messages = append(res.Messages, after.Messages...)
-		res = after
-		res.CorruptionsFixed, res.LeaksFixed = fixedC, fixedL
-	case mode >= block.RepairLeaks && res.Leaks > 0:
-		for _, l := range leaks {
-			if err := img.addRefcount(l.idx, l.delta); err != nil {
-				return res, err
-			}
-		}
-		if err := img.flushLocked(); err != nil {
-			return res, err
-		}
-		res.LeaksFixed, res.Leaks = res.Leaks, 0
-		img.freeHint = 0
-	}
-	return res, nil
-}
-
-// recheck runs a plain check into res (and returns it), for the report
-// after a repair.
-func (img *Image) recheck(res *block.CheckResult) (block.CheckResult, error) {
-	r, err := img.check(block.RepairNone)
-	*res = r
-	return r, err
-}
-
-// fixCopiedFlags compares (and with fix, corrects) the copied flag of every
-// active L1 and L2 entry against refcount == 1, reporting each mismatch in
-// msgs (when not nil) with qemu-img's wording. It returns the number of
-// mismatches. Compressed entries never carry the flag and are skipped, as
-// are entries check already reported as invalid.
-func (img *Image) fixCopiedFlags(fix bool, msgs *[]string) (int, error) {
-	report := func(format string, a ...any) {
-		if msgs != nil {
-			*msgs = append(*msgs, fmt.Sprintf(format, a...))
-		}
-	}
-	bad := 0
-	cs := img.clusterSize
-	for i, ent := range img.l1 {
-		l2off := int64(ent & l1OffsetMask)
-		if l2off == 0 || l2off&(cs-1) != 0 {
-			continue
-		}
-		rc, err := img.getRefcount(l2off >> img.clusterBits)
-		if err != nil {
-			return bad, err
-		}
-		want := ent &^ oflagCopied
-		if rc == 1 {
-			want |= oflagCopied
-		}
-		if want != ent {
-			bad++
-			report("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", i, ent, rc)
-			if fix {
-				img.l1[i] = want
-				if err := img.writeL1Entry(int64(i)); err != nil {
-					return bad, err
-				}
-			}
-		}
-		e, err := img.l2c.get(l2off)
-		if err != nil {
-			return bad, err
-		}
-		for j := int64(0); j < img.l2Entries; j++ {
-			l2e, _ := img.l2Entry(e.data, j)
-			host := int64(l2e & l2OffsetMask)
-			if l2e&oflagCompressed != 0 || host == 0 || host&(cs-1) != 0 {
-				continue
-			}
-			rc := uint64(1) // an external data cluster counts as owned
-			if !img.external {
-				if rc, err = img.getRefcount(host >> img.clusterBits); err != nil {
-					return bad, err
-				}
-			}
-			want := l2e &^ oflagCopied
-			if rc == 1 {
-				want |= oflagCopied
-			}
-			if want != l2e {
-				bad++
-				report("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", l2e, rc)
-				if fix {
-					img.setL2Entry(e.data, j, want)
-					e.dirty = true
-				}
-			}
-		}
-	}
-	return bad, nil
-}
-
 // rebuildRefcounts replaces the refcount table and blocks with new ones
 // computed from the references, placed after everything else in the file
-// (QEMU's rebuild_refcount_structure). The old structures become free.
+// (QEMU's rebuild_refcount_structure). With keepOld the old structures
+// keep a reference each in the new counts, as QEMU's rebuild leaves them,
+// and a leak repair frees them afterwards (check's "Repairing cluster"
+// lines after "Rebuilding refcount structure"); otherwise they become
+// free at once.
 // The new blocks and table are written and synced before the header
 // points at them, and the header is synced before memory switches over,
 // so a crash leaves the old structures (still valid to a re-check) or the
 // new ones. Like growRefcountTable it sizes the new area by iteration, as
 // the blocks must also count themselves and the table.
-func (img *Image) rebuildRefcounts() error {
+func (img *Image) rebuildRefcounts(keepOld bool) error {
 	var res block.CheckResult
-	s, _, _, err := img.scan(&res, false, true)
+	s, _, _, err := img.scan(&res, keepOld, true)
 	if err != nil {
 		return err
 	}
@@ -611,15 +441,9 @@ func (img *Image) dropInvalidEntries(fileEnd int64) error {
 				// zero cluster, or with extended L2 entries an entry
 				// whose bitmap still says which subclusters read zeroes
 				// and which the backing file (iotest 271).
-				if img.extL2 && bm&allSubclustersAllocated != 0 || !img.extL2 && l2e&oflagZero == 0 {
-					continue
+				if !img.misalignedHoldsData(l2e, bm) {
+					img.dropHostOffset(e, j)
 				}
-				if img.extL2 {
-					img.setL2Entry(e.data, j, 0)
-				} else {
-					img.setL2Entry(e.data, j, oflagZero)
-				}
-				e.dirty = true
 				continue
 			} else if host != 0 && !img.external {
 				invalid = bad(host, cs) // (the data file has no such bound)
@@ -649,4 +473,26 @@ func (img *Image) l2ReservedMask() uint64 {
 		return 0x3f000000000001ff
 	}
 	return 0x3f000000000001fe
+}
+
+// misalignedHoldsData reports whether an L2 entry (and its subcluster
+// bitmap) has data to lose: without extended L2 entries, unless it has the
+// zero flag; with them, when some subcluster is allocated.
+func (img *Image) misalignedHoldsData(l2e, bm uint64) bool {
+	if img.extL2 {
+		return bm&allSubclustersAllocated != 0
+	}
+	return l2e&oflagZero == 0
+}
+
+// dropHostOffset clears the host offset of entry j of L2 table e, keeping
+// what it reads: a zero cluster, or with extended L2 entries the same
+// subcluster bitmap (zeroes and backing data as before).
+func (img *Image) dropHostOffset(e *cacheEntry, j int64) {
+	if img.extL2 {
+		img.setL2Entry(e.data, j, 0)
+	} else {
+		img.setL2Entry(e.data, j, oflagZero)
+	}
+	e.dirty = true
 }

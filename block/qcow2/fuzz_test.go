@@ -50,6 +50,7 @@ func fuzzBody(t *testing.T, data []byte) {
 		img.BlockStatus(off, 1<<20)
 	}
 	img.Check(block.RepairNone)
+	img.bitmapsSize(64 << 10)
 	if list, err := img.Snapshots(); err == nil {
 		for _, sn := range list[:min(len(list), 4)] {
 			fuzzReadVMState(img, sn.ID)

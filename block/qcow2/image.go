@@ -14,10 +14,11 @@ import (
 // init registers the qcow2 format with block, probed by its magic.
 func init() {
 	block.Register(block.Format{
-		Name:   "qcow2",
-		Probe:  Probe,
-		Open:   func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
-		Create: Create,
+		Name:    "qcow2",
+		Probe:   Probe,
+		Open:    func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
+		Create:  Create,
+		Measure: Measure,
 	})
 }
 
@@ -204,7 +205,7 @@ func openFile(f block.File, path string, opts block.Options) (_ *Image, err erro
 		return nil, err
 	}
 	if !opts.ReadOnly {
-		if err := img.openWritable(); err != nil {
+		if err := img.openWritable(opts.Repair); err != nil {
 			return nil, err
 		}
 	}
@@ -225,7 +226,7 @@ func openFile(f block.File, path string, opts block.Options) (_ *Image, err erro
 // maintain are cleared before writing); the bitmaps bit stays, as the
 // bitmaps are kept up to date (bitmap.go). A dirty image's refcounts
 // are rebuilt by a full check with repair before anything else is done.
-func (img *Image) openWritable() error {
+func (img *Image) openWritable(repair bool) error {
 	h := img.hdr
 	if h.autoclear&^autoclearKnown != 0 {
 		h.autoclear &= autoclearKnown
@@ -233,7 +234,10 @@ func (img *Image) openWritable() error {
 			return err
 		}
 	}
-	if h.incompat&incompatDirty != 0 {
+	// Opened for check -r, the dirty image is left to Check, which
+	// reports what the lazy refcounts left wrong before repairing it, as
+	// qemu-img check -r does (iotest 039).
+	if h.incompat&incompatDirty != 0 && !repair {
 		img.dirtyMarked = true
 		if _, err := img.check(block.RepairAll); err != nil {
 			return fmt.Errorf("repairing refcounts of a dirty image: %w", err)

@@ -21,10 +21,11 @@ import (
 // falls back to it, as qemu-img does (with a warning there).
 func init() {
 	block.Register(block.Format{
-		Name:   "raw",
-		Probe:  func([]byte) bool { return false }, // raw is what nothing else claims
-		Open:   func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
-		Create: Create,
+		Name:    "raw",
+		Probe:   func([]byte) bool { return false }, // raw is what nothing else claims
+		Open:    func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
+		Create:  Create,
+		Measure: Measure,
 	})
 }
 
@@ -226,4 +227,15 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("writing %s at %#x: %w", img.path, off, err)
 	}
 	return n, nil
+}
+
+// Measure answers `qemu-img measure -O raw`: a raw image needs its whole
+// virtual size, allocated or not (the input's size, or the size asked for
+// rounded up to whole 512-byte sectors as qemu-img's raw_measure).
+func Measure(o block.CreateOptions, in block.Image) (block.MeasureInfo, error) {
+	size := (o.Size + 511) &^ 511
+	if in != nil {
+		size = in.Size()
+	}
+	return block.MeasureInfo{Required: size, FullyAllocated: size}, nil
 }

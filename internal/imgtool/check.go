@@ -82,14 +82,15 @@ func runCheck(t *tool, args []string) int {
 		return checkUnsupported
 	}
 	res, err := c.Check(mode)
-	if err != nil {
-		// The check itself failed (an unreadable table): exit code 1,
-		// as qemu-img's "Check failed".
-		t.errorf("Check failed: %v", err)
-		return checkIncomplete
-	}
 	for _, m := range res.Messages {
 		fmt.Fprintln(t.stderr, m)
+	}
+	if err != nil {
+		// The check itself failed (an unreadable table, a repair that
+		// cannot proceed): exit code 1, as qemu-img's "Check failed",
+		// after the lines the engine printed on the way.
+		t.errorf("Check failed: %v", err)
+		return checkIncomplete
 	}
 	if mode != block.RepairNone && (res.CorruptionsFixed > 0 || res.LeaksFixed > 0) {
 		if out != "json" && !p.has("q") {
@@ -121,42 +122,33 @@ func runCheck(t *tool, args []string) int {
 	return checkClean
 }
 
-// checkJSON is qemu-img check --output=json, keys in the order qemu-img
-// prints them; each count is present only when it is not zero, as QEMU
-// leaves has_* false for zero counts (check-errors, filename and format
-// are always there).
+// checkJSON is qemu-img check --output=json. qemu-img prints the keys in
+// the order its QDict's hash buckets hold them (tdb_hash of the key modulo
+// 512, ascending), which is the order below: image-end-offset,
+// compressed-clusters, total-clusters, corruptions, corruptions-fixed,
+// check-errors, leaks, leaks-fixed, allocated-clusters, filename, format,
+// fragmented-clusters. Each count is present only when it is not zero, as
+// QEMU leaves has_* false for zero counts (check-errors, filename and
+// format are always there).
 func checkJSON(r block.CheckResult, path, format string) object {
 	o := object{}
-	if r.ImageEndOffset > 0 {
-		o.set("image-end-offset", r.ImageEndOffset)
+	setNonZero := func(k string, v int64) {
+		if v > 0 {
+			o.set(k, v)
+		}
 	}
-	if r.TotalClusters > 0 {
-		o.set("total-clusters", r.TotalClusters)
-	}
+	setNonZero("image-end-offset", r.ImageEndOffset)
+	setNonZero("compressed-clusters", r.CompressedClusters)
+	setNonZero("total-clusters", r.TotalClusters)
+	setNonZero("corruptions", int64(r.Corruptions))
+	setNonZero("corruptions-fixed", int64(r.CorruptionsFixed))
 	o.set("check-errors", r.CheckErrors)
-	if r.Leaks > 0 {
-		o.set("leaks", r.Leaks)
-	}
-	if r.Corruptions > 0 {
-		o.set("corruptions", r.Corruptions)
-	}
-	if r.LeaksFixed > 0 {
-		o.set("leaks-fixed", r.LeaksFixed)
-	}
-	if r.CorruptionsFixed > 0 {
-		o.set("corruptions-fixed", r.CorruptionsFixed)
-	}
-	if r.AllocatedClusters > 0 {
-		o.set("allocated-clusters", r.AllocatedClusters)
-	}
-	if r.FragmentedClusters > 0 {
-		o.set("fragmented-clusters", r.FragmentedClusters)
-	}
-	if r.CompressedClusters > 0 {
-		o.set("compressed-clusters", r.CompressedClusters)
-	}
+	setNonZero("leaks", int64(r.Leaks))
+	setNonZero("leaks-fixed", int64(r.LeaksFixed))
+	setNonZero("allocated-clusters", r.AllocatedClusters)
 	o.set("filename", path)
 	o.set("format", format)
+	setNonZero("fragmented-clusters", r.FragmentedClusters)
 	return o
 }
 

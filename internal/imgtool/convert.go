@@ -101,7 +101,7 @@ func runConvert(t *tool, args []string) int {
 	var snap snapshotSel
 	if p.has("l") {
 		if snap, err = parseSnapshotSel(p.get("l")); err != nil {
-			return t.fail("%v", err)
+			return t.failEachLine(err)
 		}
 	}
 	outFmt := p.get("O")
