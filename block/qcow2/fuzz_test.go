@@ -84,6 +84,11 @@ func fuzzBody(t *testing.T, data []byte) {
 	rw.DeleteSnapshot("fuzz")
 	rw.Check(block.RepairAll)
 	rw.Resize(size + 1<<20)
+	// Amend walks every L1 and L2 table (zero expansion) and rewrites
+	// the refcount structure from what the old one says.
+	rw.Amend(map[string]string{"refcount_bits": "64"}, nil)
+	rw.Amend(map[string]string{"refcount_bits": "16", "compat": "0.10"}, nil)
+	rw.Amend(map[string]string{"compat": "1.1", "lazy_refcounts": "on"}, nil)
 }
 
 // fuzzReadVMState reads the start and the end of a snapshot's VM state,
