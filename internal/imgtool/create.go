@@ -31,35 +31,14 @@ var formatOptions = map[string][]string{
 // Several -o options are read in turn, a later key overriding an earlier.
 func parseKV(s string) ([][2]string, error) {
 	var out [][2]string
-	var cur strings.Builder
-	flush := func() error {
-		item := cur.String()
-		cur.Reset()
-		if item == "" {
-			return nil
-		}
+	for _, item := range splitOptionList(s) {
 		k, v, ok := strings.Cut(item, "=")
 		if !ok {
-			return fmt.Errorf("Invalid parameter '%s'", item)
+			return nil, fmt.Errorf("Invalid parameter '%s'", item)
 		}
 		out = append(out, [2]string{k, v})
-		return nil
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			if err := flush(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	return out, flush()
+	return out, nil
 }
 
 // parseBool reads an on/off option the way QemuOpts' parse_option_bool
@@ -123,6 +102,11 @@ func createOptions(format string, pairs [][2]string, o *block.CreateOptions, giv
 			o.Preallocation = v
 		case "refcount_bits":
 			o.RefcountBits, err = strconv.Atoi(v)
+			if err == nil && o.RefcountBits == 0 {
+				// An explicit 0 is a width qemu-img refuses; 0 in
+				// CreateOptions would mean the default.
+				o.RefcountBits = -1
+			}
 		case "compression_type":
 			o.CompressionType = v
 		default:
@@ -152,12 +136,14 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 	var b strings.Builder
 	fmt.Fprintf(&b, "Formatting '%s', fmt=%s", path, format)
 	opt := func(k, v string) { fmt.Fprintf(&b, " %s=%s", k, v) }
+	// String values are printed with commas doubled, as typed in -o
+	// (iotest 082: backing_file=NAME,,help).
 	backing := func() {
 		if o.BackingFile != "" {
-			opt("backing_file", o.BackingFile)
+			opt("backing_file", strings.ReplaceAll(o.BackingFile, ",", ",,"))
 		}
 		if o.BackingFormat != "" {
-			opt("backing_fmt", o.BackingFormat)
+			opt("backing_fmt", strings.ReplaceAll(o.BackingFormat, ",", ",,"))
 		}
 	}
 	// qemu-img prints every option of the driver that has a default
@@ -186,11 +172,13 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 		}
 		backing()
 		opt("lazy_refcounts", onOff(o.LazyRefcounts))
-		rb := o.RefcountBits
-		if rb == 0 {
-			rb = 16
+		rb := strconv.Itoa(max(o.RefcountBits, 0))
+		if v, ok := given["refcount_bits"]; ok {
+			rb = v
+		} else if o.RefcountBits == 0 {
+			rb = "16"
 		}
-		opt("refcount_bits", strconv.Itoa(rb))
+		opt("refcount_bits", rb)
 	case "qed":
 		opt("size", strconv.FormatInt(o.Size, 10))
 		backing()
@@ -247,6 +235,13 @@ func runCreate(t *tool, args []string) int {
 	format := p.get("f")
 	if format == "" {
 		format = "raw"
+	}
+	// As img_create: -o help (with or without a file name) lists the
+	// options instead of creating anything.
+	if list, given, err := optionList(p.opts["o"]); err != nil {
+		return t.fail("%v", err)
+	} else if given && hasHelpOption(list) {
+		return t.createHelp(format, strings.Join(p.args[:min(len(p.args), 1)], ""))
 	}
 	if len(p.args) < 1 || len(p.args) > 2 {
 		return t.fail("Expecting image file name")
