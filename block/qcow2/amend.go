@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/petrel-vmm/petrel/qemuopt"
 )
@@ -123,11 +124,18 @@ func (img *Image) parseAmend(opts map[string]string) (amendRequest, error) {
 			req.backingFile = &v
 		case "backing_fmt":
 			req.backingFormat = &v
+		// Petrel opens no image with an external data file, so these
+		// get QEMU's answers for images without one.
 		case "data_file":
 			return req, errors.New("data-file can only be set for images that use an external data file")
 		case "data_file_raw":
-			return req, errors.New("data-file-raw can only be set for images that use an external data file")
+			if v == "on" || v == "yes" || v == "true" {
+				return req, errors.New("data-file-raw cannot be set on existing images")
+			}
 		default:
+			if strings.HasPrefix(k, "encrypt.") {
+				return req, errors.New("Can't amend encryption options - encryption not present")
+			}
 			return req, fmt.Errorf("Invalid parameter '%s'", k)
 		}
 	}

@@ -114,6 +114,9 @@ func TestAmendRefusals(t *testing.T) {
 		{xl2, map[string]string{"compat": "0.10"}, "Cannot downgrade an image with incompatible features 0x10 set"},
 		{rb64, map[string]string{"compat": "0.10"}, "compat=0.10 requires refcount_bits=16"},
 		{rb64, map[string]string{"refcount_bits": "3"}, "Refcount width must be a power of two and may not exceed 64 bits"},
+		{rb64, map[string]string{"data_file": "x"}, "data-file can only be set for images that use an external data file"},
+		{rb64, map[string]string{"data_file_raw": "on"}, "data-file-raw cannot be set on existing images"},
+		{rb64, map[string]string{"encrypt.state": "active"}, "Can't amend encryption options - encryption not present"},
 	} {
 		before := readFile(t, c.path)
 		err := amendImage(t, c.path, c.opts)
