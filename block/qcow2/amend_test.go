@@ -212,3 +212,48 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestResizeWithSnapshots: a version 3 image with a snapshot grows and
+// shrinks (QEMU refuses only version 2 images with snapshots, in its
+// words), and qemu-img then checks it clean and reads the snapshot as it
+// was.
+func TestResizeWithSnapshots(t *testing.T) {
+	testutil.NeedTool(t, "qemu-img")
+	testutil.NeedTool(t, "qemu-io")
+	dir := t.TempDir()
+	for _, compat := range []string{"0.10", "1.1"} {
+		path := filepath.Join(dir, compat+".qcow2")
+		run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat="+compat, path, "32M")
+		run(t, "qemu-io", "-c", "write -P 0x2a 24M 64k", "-c", "write -P 0x2b 0 64k", path)
+		run(t, "qemu-img", "snapshot", "-c", "foo", path)
+		wantSnap := snapshotRaw(t, path, "foo")
+		img, err := Open(path, block.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = img.Resize(128 << 20)
+		if compat == "0.10" {
+			img.Close()
+			if err == nil || err.Error() != "Can't resize a v2 image which has snapshots" {
+				t.Fatalf("v2 resize with a snapshot: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := img.Resize(16 << 20); err != nil {
+			t.Fatal(err)
+		}
+		if err := img.Close(); err != nil {
+			t.Fatal(err)
+		}
+		qemuCheck(t, path, false)
+		if got := qemuInfoSpecific(t, path)["virtual-size"]; got != float64(16<<20) {
+			t.Fatalf("virtual size %v after shrink", got)
+		}
+		run(t, "qemu-img", "snapshot", "-a", "foo", path)
+		assertEqual(t, "snapshot after resizes", qemuRaw(t, path), wantSnap)
+		qemuCheck(t, path, false)
+	}
+}
