@@ -32,8 +32,9 @@ func refcountLayout(a, e, cs int64) (k, tc int64) {
 //
 // Crash ordering: the new blocks and table are written after the end of
 // everything in use (the old structure does not count them, so until the
-// switch they are unused space), then synced; the header (refcount_order,
-// table offset and size, one cluster write) is the switch, synced too. A
+// switch they are unused space), then synced; the header is the switch
+// (one write, synced; the fields that change, table offset and size at
+// bytes 48-59 and refcount_order at 96-99, share the first sector). A
 // crash before it leaves the old structure in force, after it the new
 // one; no cluster in use is ever counted free.
 //
