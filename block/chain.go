@@ -85,7 +85,7 @@ func OpenBacking(imagePath, name, format string, opts Options) (Image, error) {
 		}
 	}
 	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("could not open backing file: %w", err)
+		return nil, &missingBackingError{path, err}
 	}
 	bopts := Options{
 		ReadOnly:  true,
@@ -100,6 +100,28 @@ func OpenBacking(imagePath, name, format string, opts Options) (Image, error) {
 	}
 	return img, nil
 }
+
+// missingBackingError is a backing file that cannot be found, worded as
+// QEMU words it (iotests 069, 082): "Could not open backing file: Could
+// not open 'PATH': No such file or directory".
+type missingBackingError struct {
+	path string
+	err  error
+}
+
+func (e *missingBackingError) Error() string {
+	reason := e.err.Error()
+	var pe *os.PathError
+	if errors.As(e.err, &pe) {
+		reason = pe.Err.Error()
+		if errors.Is(pe.Err, os.ErrNotExist) {
+			reason = "No such file or directory"
+		}
+	}
+	return fmt.Sprintf("Could not open backing file: Could not open '%s': %s", e.path, reason)
+}
+
+func (e *missingBackingError) Unwrap() error { return e.err }
 
 // Chain lists img and every image below it, top first.
 func Chain(img Image) []Image {

@@ -61,7 +61,7 @@ func (img *Image) MakeEmpty() error {
 }
 
 // Resize changes the virtual size (see resize): a multiple of 512 bytes,
-// refused while the image has snapshots or when a shrink would drop data.
+// refused for a version 2 image with snapshots.
 func (img *Image) Resize(newSize int64) error {
 	if err := img.writable(); err != nil {
 		return err
@@ -90,7 +90,7 @@ func (img *Image) resizeThen(newSize int64, prepare func(old int64) error) error
 	if zero && img.hdr.version < 3 {
 		return errors.New("Failed to zero out new clusters: Operation not supported")
 	}
-	if newSize < old && img.hdr.nbSnapshots == 0 {
+	if newSize < old {
 		// A shrink drops the clusters wholly beyond the new end first,
 		// as qcow2_co_truncate's full discard of the cropped clusters
 		// (qemu-img resize --shrink; iotests 163, 250, 292). The rest

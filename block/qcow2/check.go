@@ -338,16 +338,7 @@ func (img *Image) rebuildRefcounts(keepOld bool) error {
 	// ones stay intact until the header points elsewhere.
 	end := int64(len(refs))
 	a := end
-	k, tc := int64(1), int64(1)
-	for {
-		total := a + k + tc
-		nk := (total + E - 1) / E
-		ntc := (nk*8 + cs - 1) / cs
-		if nk <= k && ntc <= tc {
-			break
-		}
-		k, tc = max(k, nk), max(tc, ntc)
-	}
+	k, tc := refcountLayout(a, E, cs)
 	total := a + k + tc
 	counts := make([]uint32, total)
 	copy(counts, refs[:end])

@@ -103,6 +103,11 @@ func fuzzBody(t *testing.T, data []byte) {
 	if ext, err := rw.BitmapExtents("fuzz"); err == nil {
 		rw.MergeBitmap("fuzz", ext)
 	}
+	// Amend walks every L1 and L2 table (zero expansion) and rewrites
+	// the refcount structure from what the old one says.
+	rw.Amend(map[string]string{"refcount_bits": "64"}, nil)
+	rw.Amend(map[string]string{"refcount_bits": "16", "compat": "0.10"}, nil)
+	rw.Amend(map[string]string{"compat": "1.1", "lazy_refcounts": "on"}, nil)
 }
 
 // FuzzBitmapDirectory parses arbitrary bitmap directories; whatever

@@ -338,7 +338,8 @@ func TestCheckCopiedFlag(t *testing.T) {
 }
 
 // TestSnapshotRefcountOverflow: a snapshot that would overflow narrow
-// refcounts fails with an error and leaves the image consistent.
+// refcounts fails with qemu-img's errno text and leaves the image
+// consistent, its new L1 table leaked as qemu-img leaks it (iotest 112).
 func TestSnapshotRefcountOverflow(t *testing.T) {
 	for _, bits := range []int{1, 2} {
 		img, path := mustCreate(t, block.CreateOptions{Size: 1 << 20, RefcountBits: bits})
@@ -347,7 +348,7 @@ func TestSnapshotRefcountOverflow(t *testing.T) {
 		made := 0
 		for ; made < 4; made++ {
 			if err := img.CreateSnapshot("s"); err != nil {
-				if !strings.Contains(err.Error(), "exceed") {
+				if err.Error() != "-22 (Invalid argument)" {
 					t.Fatalf("%d-bit: unexpected error %v", bits, err)
 				}
 				break
@@ -362,7 +363,7 @@ func TestSnapshotRefcountOverflow(t *testing.T) {
 		if err := img.Close(); err != nil {
 			t.Fatal(err)
 		}
-		qemuCheck(t, path, false)
+		qemuCheck(t, path, true)
 	}
 }
 

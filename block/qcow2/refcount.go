@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/petrel-vmm/petrel/block"
@@ -30,7 +31,12 @@ const reftOffsetMask = 0xfffffffffffffe00
 // big-endian for byte-sized and wider entries; sub-byte entries are
 // packed from the least significant bit of each byte).
 func (img *Image) refcountAt(blk []byte, i int64) uint64 {
-	switch w := img.rcBits; w {
+	return refcountEntry(blk, i, img.rcBits)
+}
+
+// refcountEntry decodes entry i of a refcount block of width w bits.
+func refcountEntry(blk []byte, i int64, w uint32) uint64 {
+	switch w {
 	case 64:
 		return binary.BigEndian.Uint64(blk[i*8:])
 	case 32:
@@ -49,7 +55,12 @@ func (img *Image) refcountAt(blk []byte, i int64) uint64 {
 // refcountAt; v must fit the width (addRefcount checks). Only the cached
 // block changes: callers mark the entry dirty.
 func (img *Image) setRefcountAt(blk []byte, i int64, v uint64) {
-	switch w := img.rcBits; w {
+	setRefcountEntry(blk, i, img.rcBits, v)
+}
+
+// setRefcountEntry stores v in entry i of a refcount block of width w bits.
+func setRefcountEntry(blk []byte, i int64, w uint32, v uint64) {
+	switch w {
 	case 64:
 		binary.BigEndian.PutUint64(blk[i*8:], v)
 	case 32:
@@ -133,7 +144,7 @@ func (img *Image) addRefcount(idx, delta int64) error {
 		return corruptf("refcount of cluster %d would drop below zero (%d%+d)", idx, old, delta)
 	}
 	if delta > 0 && (nv < old || nv > img.maxRefcount()) {
-		return fmt.Errorf("refcount of cluster %d would exceed %d-bit limit", idx, img.rcBits)
+		return fmt.Errorf("refcount of cluster %d would exceed %d-bit limit: %w", idx, img.rcBits, errRefcountOverflow)
 	}
 	img.setRefcountAt(e.data, i, nv)
 	e.dirty = true
@@ -145,6 +156,10 @@ func (img *Image) addRefcount(idx, delta int64) error {
 	}
 	return nil
 }
+
+// errRefcountOverflow: a refcount would exceed what its width holds (too
+// many snapshots share a cluster).
+var errRefcountOverflow = errors.New("refcount overflow")
 
 // isFree reports whether host cluster idx has refcount 0; a cluster whose
 // refcount block does not exist yet is free.

@@ -14,7 +14,7 @@ import (
 // needed; shrinking is refused while any cluster beyond the new end is
 // allocated or zero-flagged (Resize discards them first), then drops the
 // L2 tables beyond it and cuts the file after its last cluster in use.
-// Images with snapshots cannot be resized, as in QEMU.
+// Version 2 images with snapshots cannot be resized, as in QEMU.
 func (img *Image) resize(newSize int64) error {
 	if img.readOnly {
 		return errReadOnly
@@ -24,8 +24,11 @@ func (img *Image) resize(newSize int64) error {
 	}
 	img.quiesce()
 	defer img.unquiesce()
-	if img.hdr.nbSnapshots > 0 {
-		return errors.New("can't resize an image which has snapshots")
+	// Version 2 snapshot entries cannot record their own disk size, so
+	// those images keep their size while they have snapshots (QEMU's
+	// qcow2_co_truncate and its words).
+	if img.hdr.nbSnapshots > 0 && img.hdr.version < 3 {
+		return errors.New("Can't resize a v2 image which has snapshots")
 	}
 	old := int64(img.hdr.size)
 	if newSize == old {

@@ -271,6 +271,32 @@ func (img *Image) addSnapshot(snaps []snapshot, oldSize int64, meta snapshot) er
 			maxID = n
 		}
 	}
+	// The snapshot's L1 table is allocated and written first, as QEMU's
+	// qcow2_snapshot_create does; when a refcount would overflow below,
+	// it stays allocated and unused (a leak, as qemu-img leaves it:
+	// iotest 112). It is written again once the copied flags are gone.
+	cs := img.clusterSize
+	l1Bytes := int64(len(img.l1)) * 8
+	var l1Off int64
+	writeL1Copy := func() error {
+		raw := make([]byte, l1Bytes)
+		for i, v := range img.l1 {
+			binary.BigEndian.PutUint64(raw[i*8:], v)
+		}
+		if err := img.writeMeta(raw, l1Off); err != nil {
+			return fmt.Errorf("writing snapshot L1 table: %w", err)
+		}
+		return nil
+	}
+	if l1Bytes > 0 {
+		var err error
+		if l1Off, err = img.allocClusters((l1Bytes + cs - 1) / cs); err != nil {
+			return err
+		}
+		if err := writeL1Copy(); err != nil {
+			return err
+		}
+	}
 	// Crash order (QEMU's rule: a copied flag may be missing, never
 	// wrong): the active tree loses its copied flags on disk first (L2
 	// tables, then the L1 table), then every cluster of it gains a
@@ -294,25 +320,18 @@ func (img *Image) addSnapshot(snaps []snapshot, oldSize int64, meta snapshot) er
 		if ferr := img.writeActiveL1(); ferr != nil {
 			return fmt.Errorf("%w (restoring copied flags: %v)", err, ferr)
 		}
+		if errors.Is(err, errRefcountOverflow) {
+			// qemu-img reports the overflow as the errno it gets.
+			return fmt.Errorf("-22 (Invalid argument)")
+		}
 		return err
 	}
 	if err := img.flushLocked(); err != nil {
 		return err
 	}
-	cs := img.clusterSize
-	l1Bytes := int64(len(img.l1)) * 8
-	var l1Off int64
 	if l1Bytes > 0 {
-		var err error
-		if l1Off, err = img.allocClusters((l1Bytes + cs - 1) / cs); err != nil {
+		if err := writeL1Copy(); err != nil {
 			return err
-		}
-		raw := make([]byte, l1Bytes)
-		for i, v := range img.l1 {
-			binary.BigEndian.PutUint64(raw[i*8:], v)
-		}
-		if err := img.writeMeta(raw, l1Off); err != nil {
-			return fmt.Errorf("writing snapshot L1 table: %w", err)
 		}
 	}
 	now := time.Now()

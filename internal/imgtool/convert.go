@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"sync"
@@ -83,6 +84,29 @@ func runConvert(t *tool, args []string) int {
 	}
 	if err := t.commonOptions(p); err != nil {
 		return t.fail("%v", err)
+	}
+	// Copy offloading (-C) copies ranges as they are, which rules out
+	// what rewrites the data (img_convert's checks and words, iotest 082).
+	if p.has("C") {
+		switch {
+		case p.has("S"):
+			return t.fail("Cannot enable copy offloading when -S is used")
+		case p.has("c"):
+			return t.fail("Cannot enable copy offloading when -c is used")
+		case p.has("salvage"):
+			return t.fail("Cannot use copy offloading in salvaging mode")
+		}
+	}
+	// As img_convert: -o help lists the target format's options (with
+	// the file protocol's when a target is named) and converts nothing.
+	if list, given, err := optionList(p.opts["o"]); err != nil {
+		return t.fail("%v", err)
+	} else if given && hasHelpOption(list) {
+		target := ""
+		if len(p.args) >= 2 {
+			target = p.args[len(p.args)-1]
+		}
+		return t.createHelp(cmp.Or(p.get("O"), "raw"), target)
 	}
 	if len(p.args) < 2 {
 		return t.fail("Expecting image file name")

@@ -31,35 +31,14 @@ var formatOptions = map[string][]string{
 // Several -o options are read in turn, a later key overriding an earlier.
 func parseKV(s string) ([][2]string, error) {
 	var out [][2]string
-	var cur strings.Builder
-	flush := func() error {
-		item := cur.String()
-		cur.Reset()
-		if item == "" {
-			return nil
-		}
+	for _, item := range splitOptionList(s) {
 		k, v, ok := strings.Cut(item, "=")
 		if !ok {
-			return fmt.Errorf("Invalid parameter '%s'", item)
+			return nil, fmt.Errorf("Invalid parameter '%s'", item)
 		}
 		out = append(out, [2]string{k, v})
-		return nil
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			if err := flush(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	return out, flush()
+	return out, nil
 }
 
 // parseBool reads an on/off option the way QemuOpts' parse_option_bool
@@ -123,6 +102,11 @@ func createOptions(format string, pairs [][2]string, o *block.CreateOptions, giv
 			o.Preallocation = v
 		case "refcount_bits":
 			o.RefcountBits, err = strconv.Atoi(v)
+			if err == nil && o.RefcountBits == 0 {
+				// An explicit 0 is a width qemu-img refuses; 0 in
+				// CreateOptions would mean the default.
+				o.RefcountBits = -1
+			}
 		case "compression_type":
 			o.CompressionType = v
 		case "data_file":
@@ -163,6 +147,7 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 	// QemuOpts prints string values with their commas doubled, as an
 	// option string would need them (iotest 020's json: backing file).
 	opt := func(k, v string) { fmt.Fprintf(&b, " %s=%s", k, strings.ReplaceAll(v, ",", ",,")) }
+	// (backing_file=NAME,,help in iotest 082, a json: backing file in 020).
 	backing := func() {
 		if o.BackingFile != "" {
 			opt("backing_file", o.BackingFile)
@@ -203,11 +188,13 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 			opt("data_file_raw", onOff(o.DataFileRaw))
 		}
 		opt("lazy_refcounts", onOff(o.LazyRefcounts))
-		rb := o.RefcountBits
-		if rb == 0 {
-			rb = 16
+		rb := strconv.Itoa(max(o.RefcountBits, 0))
+		if v, ok := given["refcount_bits"]; ok {
+			rb = v
+		} else if o.RefcountBits == 0 {
+			rb = "16"
 		}
-		opt("refcount_bits", strconv.Itoa(rb))
+		opt("refcount_bits", rb)
 	case "qed":
 		opt("size", strconv.FormatInt(o.Size, 10))
 		backing()
@@ -268,6 +255,13 @@ func runCreate(t *tool, args []string) int {
 	format := p.get("f")
 	if format == "" {
 		format = "raw"
+	}
+	// As img_create: -o help (with or without a file name) lists the
+	// options instead of creating anything.
+	if list, given, err := optionList(p.opts["o"]); err != nil {
+		return t.fail("%v", err)
+	} else if given && hasHelpOption(list) {
+		return t.createHelp(format, strings.Join(p.args[:min(len(p.args), 1)], ""))
 	}
 	if len(p.args) < 1 || len(p.args) > 2 {
 		return t.fail("Expecting image file name")

@@ -17,26 +17,26 @@ func init() {
 // Option types of the formats' creation options, as QemuOpts checks them
 // before the driver sees them (qemu-img create -f FMT -o help lists them).
 const (
-	optString = iota
-	optSize
-	optBool
-	optNumber
+	kindString = iota
+	kindSize
+	kindBool
+	kindNumber
 )
 
 // measureOptionTypes are the -o keys qemu-img measure accepts per output
 // format: every creation option of the format, even those petrel img
 // cannot create (encryption, data_file): measure only ignores them.
 var measureOptionTypes = map[string]map[string]int{
-	"raw": {"size": optSize, "preallocation": optString, "extent_size_hint": optSize, "nocow": optBool},
-	"qed": {"size": optSize, "backing_file": optString, "backing_fmt": optString, "cluster_size": optSize,
-		"table_size": optSize, "preallocation": optString, "extent_size_hint": optSize, "nocow": optBool},
-	"qcow2": {"size": optSize, "compat": optString, "backing_file": optString, "backing_fmt": optString,
-		"data_file": optString, "data_file_raw": optBool, "encryption": optBool, "encrypt.format": optString,
-		"encrypt.cipher-alg": optString, "encrypt.cipher-mode": optString, "encrypt.hash-alg": optString,
-		"encrypt.iter-time": optNumber, "encrypt.ivgen-alg": optString, "encrypt.ivgen-hash-alg": optString,
-		"encrypt.key-secret": optString, "cluster_size": optSize, "preallocation": optString,
-		"lazy_refcounts": optBool, "refcount_bits": optNumber, "extended_l2": optBool,
-		"compression_type": optString, "extent_size_hint": optSize, "nocow": optBool},
+	"raw": {"size": kindSize, "preallocation": kindString, "extent_size_hint": kindSize, "nocow": kindBool},
+	"qed": {"size": kindSize, "backing_file": kindString, "backing_fmt": kindString, "cluster_size": kindSize,
+		"table_size": kindSize, "preallocation": kindString, "extent_size_hint": kindSize, "nocow": kindBool},
+	"qcow2": {"size": kindSize, "compat": kindString, "backing_file": kindString, "backing_fmt": kindString,
+		"data_file": kindString, "data_file_raw": kindBool, "encryption": kindBool, "encrypt.format": kindString,
+		"encrypt.cipher-alg": kindString, "encrypt.cipher-mode": kindString, "encrypt.hash-alg": kindString,
+		"encrypt.iter-time": kindNumber, "encrypt.ivgen-alg": kindString, "encrypt.ivgen-hash-alg": kindString,
+		"encrypt.key-secret": kindString, "cluster_size": kindSize, "preallocation": kindString,
+		"lazy_refcounts": kindBool, "refcount_bits": kindNumber, "extended_l2": kindBool,
+		"compression_type": kindString, "extent_size_hint": kindSize, "nocow": kindBool},
 }
 
 // validOptionList is qemu-img's check of an -o argument before it is
@@ -69,17 +69,17 @@ func measureOptions(format string, pairs [][2]string, o *block.CreateOptions) er
 		var b bool
 		var err error
 		switch typ {
-		case optSize:
+		case kindSize:
 			if n, err = qemuopt.ParseSize(v); err != nil {
 				return fmt.Errorf("Parameter '%s' expects a non-negative number below 2^64\n"+
 					"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"+
 					"and exabytes, respectively.", k)
 			}
-		case optBool:
+		case kindBool:
 			if b, err = parseBool(k, v); err != nil {
 				return err
 			}
-		case optNumber:
+		case kindNumber:
 			if n, err = strconv.ParseUint(v, 0, 64); err != nil {
 				return fmt.Errorf("Parameter '%s' expects a number", k)
 			}

@@ -66,6 +66,7 @@ func TestCreateMessages(t *testing.T) {
 		{[]string{"-o", "compat=0.10,lazy_refcounts=on", "64M"},
 			"Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)"},
 		{[]string{"-o", "refcount_bits=42", "64M"}, "Refcount width must be a power of two and may not exceed 64 bits"},
+		{[]string{"-o", "refcount_bits=0", "64M"}, "Refcount width must be a power of two and may not exceed 64 bits"},
 		{[]string{"-o", "compat=0.10,refcount_bits=1", "64M"},
 			"Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)"},
 		{[]string{"-o", "extended_l2=on,cluster_size=8k", "64M"},

@@ -93,7 +93,8 @@ func runResize(t *tool, args []string) int {
 			return t.fail("Error resizing image: %v", err)
 		}
 	} else if err := r.Resize(newSize); err != nil {
-		return t.fail("Error resizing image: %v", err)
+		// As img_resize: the driver's message alone.
+		return t.fail("%v", err)
 	}
 	// The new size must be durable before "Image resized." is printed:
 	// iotests read the header right after.
