@@ -89,6 +89,14 @@ type Options struct {
 	// Repair: opened for `check -r`. A qcow2 image marked corrupt may then
 	// be opened writable; only Check may change it (as QEMU's BDRV_O_CHECK).
 	Repair bool
+	// Secrets are the --object secret values by id. KeySecret names the
+	// one that unlocks this image (encrypt.key-secret), BackingKeySecret
+	// its backing file's (backing.encrypt.key-secret). NoIO opens for
+	// metadata only (qemu-img info): an encrypted image opens without
+	// its key and refuses data I/O.
+	Secrets                     map[string][]byte
+	KeySecret, BackingKeySecret string
+	NoIO                        bool
 
 	// parents are the files above this one in the chain being opened
 	// (OpenBacking's loop and depth checks).
@@ -109,6 +117,8 @@ type CreateOptions struct {
 	RefcountBits    int    // qcow2: 1..64, power of two
 	ExtendedL2      bool
 	CompressionType string // qcow2: "zlib" or "zstd"
+	// Secrets are the --object secret values by id, for encryption keys.
+	Secrets map[string][]byte
 	// Extra holds -o keys the generic layer does not know.
 	Extra map[string]string
 }
@@ -252,4 +262,13 @@ func Create(format, path string, opts CreateOptions) error {
 		return fmt.Errorf("creating %s: %w %q", path, ErrUnknownFormat, format)
 	}
 	return f.Create(path, opts)
+}
+
+// Secret returns the data of secret id, in QEMU's words when it is absent.
+func Secret(secrets map[string][]byte, id string) ([]byte, error) {
+	data, ok := secrets[id]
+	if !ok {
+		return nil, fmt.Errorf("No secret with id '%s'", id)
+	}
+	return data, nil
 }
