@@ -26,6 +26,10 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if err != nil {
 		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 	}
+	crypt, err := parseCryptoCreate(o)
+	if err != nil {
+		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
@@ -63,6 +67,11 @@ func Create(path string, o block.CreateOptions) (err error) {
 	}
 	if err := im.Resize(size); err != nil {
 		return err
+	}
+	if crypt != nil {
+		if err := im.setUpEncryption(crypt); err != nil {
+			return err
+		}
 	}
 	if err := im.preallocate(o.Preallocation, 0); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/block/luks"
 )
 
 // init registers the qcow2 format with block, probed by its magic.
@@ -89,6 +90,12 @@ type Image struct {
 	size atomic.Int64
 
 	bufPool sync.Pool // cluster-sized []byte
+
+	// cipher encrypts data clusters (nil: plain, or an encrypted image
+	// opened without its key for metadata only); luksHdr is the parsed
+	// LUKS header of crypt_method 2. Both are fixed at open (crypt.go).
+	cipher  luks.Cipher
+	luksHdr *luks.Header
 }
 
 // Open opens a qcow2 image file.
@@ -158,6 +165,9 @@ func openFile(f *block.HostFile, path string, opts block.Options) (*Image, error
 		return nil, err
 	}
 	if err := img.loadRefcountTable(); err != nil {
+		return nil, err
+	}
+	if err := img.openCrypto(opts); err != nil {
 		return nil, err
 	}
 	if !opts.ReadOnly {
@@ -435,6 +445,9 @@ func (img *Image) readMapped(p []byte, off int64, m mapping) error {
 	case mapUnallocated:
 		return block.ReadBacking(img.backing, p, off)
 	case mapData:
+		if img.hdr.cryptMethod != cryptNone {
+			return img.readEncrypted(p, off, m.host)
+		}
 		if _, err := img.f.ReadAt(p, m.host); err != nil {
 			if errors.Is(err, io.EOF) {
 				return corruptf("data at host offset %#x lies beyond the end of the file", m.host)
