@@ -168,7 +168,7 @@ func runConvert(t *tool, args []string) int {
 	// -B and -F are the old-style spellings of -o backing_file and
 	// backing_fmt. The size is always the sources' total, whatever -o
 	// size says.
-	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F")}
+	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F"), Secrets: t.secrets}
 	given := map[string]string{}
 	for _, s := range p.opts["o"] {
 		pairs, err := parseKV(s)
@@ -194,7 +194,17 @@ func runConvert(t *tool, args []string) int {
 			return t.fail("%s: %v", dstPath, createReason(outFmt, err))
 		}
 	}
+	// The new target opens with the key it was created with.
+	if id, ok := given["encrypt.key-secret"]; ok && dstOpts.KeySecret == "" {
+		dstOpts.KeySecret = id
+	} else if id, ok := given["key-secret"]; ok && dstOpts.KeySecret == "" {
+		dstOpts.KeySecret = id
+	}
+	// --image-opts describes the sources; the target is a file name.
+	srcImageOpts := t.imageOpts
+	t.imageOpts = false
 	dst, err := t.openImage(dstPath, outFmt, dstOpts)
+	t.imageOpts = srcImageOpts
 	if err != nil {
 		return t.fail("%v", err)
 	}

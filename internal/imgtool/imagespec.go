@@ -122,6 +122,25 @@ func specFromOpts(o *qemuopt.Opts) (imageSpec, error) {
 			s.opts.NoSync = true
 		}
 	}
+	// The secret ids that unlock an encrypted image and its backing file
+	// (qcow2's encrypt.key-secret, the luks driver's key-secret).
+	for _, k := range []string{"encrypt.key-secret", "key-secret"} {
+		if v, ok := o.Lookup(k); ok {
+			s.opts.KeySecret = v
+		}
+	}
+	for _, k := range []string{"backing.encrypt.key-secret", "backing.key-secret"} {
+		if v, ok := o.Lookup(k); ok {
+			s.opts.BackingKeySecret = v
+		}
+	}
+	// The backing file given in the options replaces the one the image
+	// names (over a file only).
+	s.opts.BackingFormat, _ = o.Lookup("backing.driver")
+	s.opts.BackingOverride, _ = o.Lookup("backing.file.filename")
+	if d, ok := o.Lookup("backing.file.driver"); ok && d != "file" {
+		return s, fmt.Errorf("Unknown protocol driver '%s' (petrel img opens files)", d)
+	}
 	// Petrel takes no image locks, so locking=off and auto are what it does.
 	if v, ok := o.Lookup(prefix + "locking"); ok && v != "off" && v != "auto" {
 		return s, fmt.Errorf("Parameter 'locking': petrel img does not lock images")

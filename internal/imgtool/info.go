@@ -2,6 +2,7 @@ package imgtool
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -65,6 +66,9 @@ func imageInfo(img block.Image, path string) object {
 			o.set("backing-filename-format", bff)
 		}
 	}
+	if enc, ok := desc["encrypted"]; ok {
+		o.set("encrypted", enc)
+	}
 	dirty, _ := desc["dirty-flag"].(bool)
 	o.set("dirty-flag", dirty)
 	return o
@@ -112,6 +116,9 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 	vs := get("virtual-size").(int64)
 	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", humanSize(vs), vs)
 	fmt.Fprintf(w, "disk size: %s\n", humanSize(get("actual-size").(int64)))
+	if e, _ := lookup(o, "encrypted"); e == true {
+		fmt.Fprintln(w, "encrypted: yes")
+	}
 	if cs, ok := lookup(o, "cluster-size"); ok {
 		fmt.Fprintf(w, "cluster_size: %v\n", cs)
 	}
@@ -137,9 +144,7 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 		if m, ok := fs.(map[string]any); ok {
 			if data, ok := m["data"].(map[string]any); ok && len(data) > 0 {
 				fmt.Fprintln(w, "Format specific information:")
-				for _, k := range orderedKeys(data) {
-					fmt.Fprintf(w, "    %s: %v\n", strings.ReplaceAll(k, "-", " "), data[k])
-				}
+				printHumanMap(w, data, "    ")
 			}
 		}
 	}
@@ -148,7 +153,10 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 // orderedKeys lists qcow2's format-specific keys in qemu-img's order,
 // then any others sorted.
 func orderedKeys(m map[string]any) []string {
-	order := []string{"compat", "compression-type", "lazy-refcounts", "refcount-bits", "corrupt", "extended-l2"}
+	order := []string{"compat", "compression-type", "lazy-refcounts", "refcount-bits", "encrypt", "corrupt", "extended-l2",
+		// QCryptoBlockInfoLUKS (and its slots), as qemu-img prints them
+		"ivgen-alg", "hash-alg", "cipher-alg", "uuid", "ivgen-hash-alg", "format", "cipher-mode", "slots", "payload-offset", "master-key-iters",
+		"active", "iters", "key-offset", "stripes"}
 	var keys []string
 	seen := map[string]bool{}
 	for _, k := range order {
@@ -205,7 +213,7 @@ func runInfo(t *tool, args []string) int {
 			return t.fail("Backing file '%s' creates an infinite loop.", name)
 		}
 		seen[name] = true
-		img, err := t.openImage(name, format, block.Options{ReadOnly: true, NoBacking: true})
+		img, err := t.openImage(name, format, block.Options{ReadOnly: true, NoBacking: true, NoIO: true})
 		if err != nil {
 			return t.fail("%v", err)
 		}
@@ -249,4 +257,28 @@ func runInfo(t *tool, args []string) int {
 		t.printHumanInfo(objs[i], snaps)
 	}
 	return 0
+}
+
+// printHumanMap prints format-specific data as qemu's human QAPI dump:
+// keys as words, nested objects and lists indented below their key,
+// list items as "[i]:".
+func printHumanMap(w io.Writer, m map[string]any, indent string) {
+	for _, k := range orderedKeys(m) {
+		name := strings.ReplaceAll(k, "-", " ")
+		switch v := m[k].(type) {
+		case map[string]any:
+			fmt.Fprintf(w, "%s%s:\n", indent, name)
+			printHumanMap(w, v, indent+"    ")
+		case []any:
+			fmt.Fprintf(w, "%s%s:\n", indent, name)
+			for i, item := range v {
+				fmt.Fprintf(w, "%s    [%d]:\n", indent, i)
+				if im, ok := item.(map[string]any); ok {
+					printHumanMap(w, im, indent+"        ")
+				}
+			}
+		default:
+			fmt.Fprintf(w, "%s%s: %v\n", indent, name, v)
+		}
+	}
 }

@@ -1,0 +1,82 @@
+package imgtool
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/petrel-vmm/petrel/block"
+)
+
+// parseObjects reads --object options: secret objects only ("secret,
+// id=ID,data=TEXT" or "...,file=PATH"), the keys of encrypted images, by
+// id. Any other object type is refused by name.
+func parseObjects(specs []string) (map[string][]byte, error) {
+	secrets := map[string][]byte{}
+	for _, s := range specs {
+		// The first item may be the bare type ("secret,id=...").
+		typ := ""
+		if first, rest, _ := strings.Cut(s, ","); !strings.Contains(first, "=") {
+			typ, s = first, rest
+		}
+		pairs, err := parseKV(s)
+		if err != nil {
+			return nil, err
+		}
+		kv := map[string]string{}
+		for _, p := range pairs {
+			kv[p[0]] = p[1]
+		}
+		if v, ok := kv["qom-type"]; ok {
+			typ = v
+		}
+		if typ != "secret" {
+			return nil, fmt.Errorf("Invalid object type '%s': petrel img knows secret objects only", typ)
+		}
+		id := kv["id"]
+		if id == "" {
+			return nil, fmt.Errorf("Parameter 'id' is missing")
+		}
+		if _, dup := secrets[id]; dup {
+			return nil, fmt.Errorf("attempt to add duplicate property '%s' to object (type 'container')", id)
+		}
+		data, hasData := kv["data"]
+		file, hasFile := kv["file"]
+		switch {
+		case hasData && hasFile:
+			return nil, fmt.Errorf("'data' and 'file' are mutually exclusive")
+		case hasFile:
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return nil, fmt.Errorf("Unable to read %s: %v", file, errText(err))
+			}
+			secrets[id] = b
+		case hasData:
+			secrets[id] = []byte(data)
+		default:
+			return nil, fmt.Errorf("Either 'data' or 'file' must be provided")
+		}
+		if f := kv["format"]; f != "" && f != "raw" {
+			return nil, fmt.Errorf("secret format '%s' is not supported (raw only)", f)
+		}
+	}
+	return secrets, nil
+}
+
+// keySecretOptions copies the key-secret names and the backing file an
+// --image-opts spec gives into opts.
+func (t *tool) keySecretOptions(opts *block.Options, spec block.Options) {
+	opts.Secrets = t.secrets
+	if spec.KeySecret != "" {
+		opts.KeySecret = spec.KeySecret
+	}
+	if spec.BackingKeySecret != "" {
+		opts.BackingKeySecret = spec.BackingKeySecret
+	}
+	if spec.BackingOverride != "" {
+		opts.BackingOverride = spec.BackingOverride
+	}
+	if spec.BackingFormat != "" {
+		opts.BackingFormat = spec.BackingFormat
+	}
+}
