@@ -3,9 +3,9 @@ package imgtool
 import (
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/qemuopt"
 )
 
 // parseObjects reads --object options: secret objects only ("secret,
@@ -14,24 +14,21 @@ import (
 func parseObjects(specs []string) (map[string][]byte, error) {
 	secrets := map[string][]byte{}
 	for _, s := range specs {
-		// The first item may be the bare type ("secret,id=...").
-		typ := ""
-		if first, rest, _ := strings.Cut(s, ","); !strings.Contains(first, "=") {
-			typ, s = first, rest
-		}
-		pairs, err := parseKV(s)
+		o, err := qemuopt.Parse("--object", s, "qom-type")
 		if err != nil {
 			return nil, err
 		}
-		kv := map[string]string{}
-		for _, p := range pairs {
-			kv[p[0]] = p[1]
-		}
-		if v, ok := kv["qom-type"]; ok {
-			typ = v
-		}
-		if typ != "secret" {
+		if typ := o.Str("qom-type"); typ != "secret" {
 			return nil, fmt.Errorf("Invalid object type '%s': petrel img knows secret objects only", typ)
+		}
+		kv := map[string]string{}
+		for _, k := range []string{"id", "data", "file", "format"} {
+			if v, ok := o.Lookup(k); ok {
+				kv[k] = v
+			}
+		}
+		if err := o.Unused("Property 'secret.%s' not found"); err != nil {
+			return nil, err
 		}
 		id := kv["id"]
 		if id == "" {
