@@ -154,7 +154,7 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 		h.backingFile = o.BackingFile
 		h.backingFormat = o.BackingFormat
 		if o.Size == 0 || h.backingFormat == "" {
-			b, err := block.Open(block.ResolveBacking(path, o.BackingFile), block.Options{ReadOnly: true, Format: o.BackingFormat})
+			b, err := block.Open(block.ResolveBacking(path, o.BackingFile), block.Options{ReadOnly: true, NoIO: true, Format: o.BackingFormat})
 			if err != nil {
 				return nil, 0, fmt.Errorf("could not open backing file: %w", err)
 			}

@@ -289,3 +289,21 @@ func (img *Image) cryptoDescribe() map[string]any {
 	}
 	return nil
 }
+
+// HasZeroInit reports whether a new image reads zeroes without being
+// written, as QEMU's qcow2_has_zero_init: not when it is encrypted and
+// already has clusters (preallocation: their zero bytes decrypt to
+// noise), so qemu-img convert writes the zeroes explicitly.
+func (img *Image) HasZeroInit() bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.hdr.cryptMethod == cryptNone {
+		return true
+	}
+	for _, e := range img.l1 {
+		if e != 0 {
+			return false
+		}
+	}
+	return true
+}

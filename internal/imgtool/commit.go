@@ -64,7 +64,7 @@ func runCommit(t *tool, args []string) int {
 	// A second handle on the base: the one inside the top's chain is
 	// read-only, as qemu-img reopens the base read-write for the job.
 	basePath, baseFmt := block.Filename(chain[baseIdx]), chain[baseIdx].Format()
-	base, err := t.openImage(basePath, baseFmt, block.Options{DirectIO: direct})
+	base, err := t.openFileLayer(basePath, baseFmt, block.Options{DirectIO: direct, KeySecret: t.backingKeySecret(path, baseIdx)})
 	if err != nil {
 		top.Close()
 		return t.fail("%v", err)

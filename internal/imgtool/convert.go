@@ -201,10 +201,7 @@ func runConvert(t *tool, args []string) int {
 		dstOpts.KeySecret = id
 	}
 	// --image-opts describes the sources; the target is a file name.
-	srcImageOpts := t.imageOpts
-	t.imageOpts = false
-	dst, err := t.openImage(dstPath, outFmt, dstOpts)
-	t.imageOpts = srcImageOpts
+	dst, err := t.openFileLayer(dstPath, outFmt, dstOpts)
 	if err != nil {
 		return t.fail("%v", err)
 	}
@@ -216,6 +213,11 @@ func runConvert(t *tool, args []string) int {
 		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"), targetBacking: -1,
 		needZeroes: p.has("n") && !p.has("target-is-zero") || o.BackingFile != "",
 		hasBacking: o.BackingFile != "",
+	}
+	// A new target that does not read zeroes by itself (an encrypted,
+	// preallocated qcow2: QEMU's bdrv_has_zero_init) gets them written.
+	if zi, ok := dst.(interface{ HasZeroInit() bool }); ok && !zi.HasZeroInit() {
+		c.needZeroes = true
 	}
 	c.cond = sync.NewCond(&c.mu)
 	if b := dst.Backing(); b != nil && o.BackingFile != "" && !p.has("n") {

@@ -329,7 +329,7 @@ func runCreate(t *tool, args []string) int {
 			fmt.Fprintln(t.stderr, "Could not open backing image.")
 			return 1
 		}
-		bimg, err := t.openImage(bpath, o.BackingFormat, block.Options{ReadOnly: true})
+		bimg, err := t.openImage(bpath, o.BackingFormat, block.Options{ReadOnly: true, NoIO: true})
 		if err != nil {
 			t.errorf("%s: %v", path, err)
 			fmt.Fprintln(t.stderr, "Could not open backing image.")

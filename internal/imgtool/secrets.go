@@ -3,6 +3,7 @@ package imgtool
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/petrel-vmm/petrel/block"
 	"github.com/petrel-vmm/petrel/qemuopt"
@@ -76,4 +77,27 @@ func (t *tool) keySecretOptions(opts *block.Options, spec block.Options) {
 	if spec.BackingFormat != "" {
 		opts.BackingFormat = spec.BackingFormat
 	}
+}
+
+// backingKeySecret is the key-secret id the image argument arg gives its
+// backing file at depth depth (backing.encrypt.key-secret reaches the
+// first backing file only), "" when it gives none.
+func (t *tool) backingKeySecret(arg string, depth int) string {
+	if depth != 1 || !(t.imageOpts || strings.HasPrefix(arg, "json:")) {
+		return ""
+	}
+	spec, err := parseImageSpec(arg, t.imageOpts)
+	if err != nil {
+		return ""
+	}
+	return spec.opts.BackingKeySecret
+}
+
+// openFileLayer opens a layer of a chain by its file name (not as
+// --image-opts, whatever the image argument was).
+func (t *tool) openFileLayer(path, format string, opts block.Options) (block.Image, error) {
+	imageOpts := t.imageOpts
+	t.imageOpts = false
+	defer func() { t.imageOpts = imageOpts }()
+	return t.openImage(path, format, opts)
 }
