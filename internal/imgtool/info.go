@@ -59,16 +59,20 @@ func imageInfo(img block.Image, path string) object {
 	if fs, ok := desc["format-specific"]; ok {
 		o.set("format-specific", fs)
 	}
+	setEncrypted := func() {
+		if enc, ok := desc["encrypted"]; ok {
+			o.set("encrypted", enc)
+		}
+	}
 	if bf, ok := desc["backing-filename"].(string); ok && bf != "" {
 		o.set("full-backing-filename", pathCombine(path, bf))
+		setEncrypted() // where qemu-img's JSON has it
 		o.set("backing-filename", bf)
 		if bff, ok := desc["backing-filename-format"]; ok {
 			o.set("backing-filename-format", bff)
 		}
 	}
-	if enc, ok := desc["encrypted"]; ok {
-		o.set("encrypted", enc)
-	}
+	setEncrypted()
 	dirty, _ := desc["dirty-flag"].(bool)
 	o.set("dirty-flag", dirty)
 	return o
