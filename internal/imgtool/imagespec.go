@@ -166,10 +166,25 @@ func (t *tool) filePath(arg string) string {
 			if strings.HasPrefix(arg, "file:") && hasProtocol(s.path) {
 				return "./" + s.path
 			}
+			if s.opts.KeySecret != "" {
+				return keyedFilename(s)
+			}
 			return s.path
 		}
 	}
 	return arg
+}
+
+// keyedFilename is the name QEMU gives an image opened with a key
+// secret: the secret is an option a plain file name cannot carry, so
+// bdrv_refresh_filename makes it a json: name (iotest 198).
+func keyedFilename(s imageSpec) string {
+	key := "encrypt.key-secret"
+	if s.format == "luks" {
+		key = "key-secret"
+	}
+	q := func(v string) string { b, _ := json.Marshal(v); return string(b) }
+	return fmt.Sprintf(`json:{%s: %s, "driver": %s, "file": {"driver": "file", "filename": %s}}`, q(key), q(s.opts.KeySecret), q(s.format), q(s.path))
 }
 
 // hasProtocol is QEMU's path_has_protocol: a colon before any slash

@@ -130,3 +130,20 @@ func TestEncryptedPreallocatedConvert(t *testing.T) {
 		t.Fatalf("qemu-img compare: %v\n%s", err, q)
 	}
 }
+
+// TestKeyedImageName: info names an image opened with a key secret by
+// the json: name qemu-img gives it.
+func TestKeyedImageName(t *testing.T) {
+	testutil.NeedTool(t, "qemu-img")
+	path := filepath.Join(t.TempDir(), "k.qcow2")
+	must(t, "create", "-q", "-f", "qcow2", "--object", secretObj, "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", path, "1M")
+	spec := "driver=qcow2,file.filename=" + path + ",encrypt.key-secret=sec0"
+	got, _, _ := strings.Cut(must(t, "info", "--image-opts", spec), "\n")
+	q, err := exec.Command("qemu-img", "info", "--image-opts", spec).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _, _ := strings.Cut(string(q), "\n"); got != want {
+		t.Fatalf("petrel: %s\nqemu-img: %s", got, want)
+	}
+}
