@@ -147,3 +147,23 @@ func TestKeyedImageName(t *testing.T) {
 		t.Fatalf("petrel: %s\nqemu-img: %s", got, want)
 	}
 }
+
+// TestEncryptedMapLikeQemu: map --output=json of an encrypted image gives
+// no host offsets, as qemu-img's.
+func TestEncryptedMapLikeQemu(t *testing.T) {
+	testutil.NeedTool(t, "qemu-io")
+	path := filepath.Join(t.TempDir(), "m.qcow2")
+	must(t, "create", "-q", "-f", "qcow2", "--object", secretObj, "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", path, "1M")
+	spec := "driver=qcow2,file.filename=" + path + ",encrypt.key-secret=sec0"
+	if out, err := exec.Command("qemu-io", "--object", secretObj, "--image-opts", spec, "-c", "write 64k 64k", "-c", "write -z 256k 64k").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
+	}
+	got := must(t, "map", "--object", secretObj, "--output=json", "--image-opts", spec)
+	q, err := exec.Command("qemu-img", "map", "--object", secretObj, "--output=json", "--image-opts", spec).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(q) {
+		t.Fatalf("petrel:\n%s\nqemu-img:\n%s", got, q)
+	}
+}
