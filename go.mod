@@ -8,6 +8,7 @@ require (
 	github.com/klauspost/compress v1.20.4
 	github.com/pierrec/lz4/v4 v4.1.33
 	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/crypto v0.50.0
 	golang.org/x/sys v0.50.0
 	gvisor.dev/gvisor v0.0.0-20240916094835-a174eb65023f
 )

@@ -96,6 +96,12 @@ type Options struct {
 	// OpenFile, when set, opens the file under the format (a filter such
 	// as blkdebug between the engine and the host file); see OpenFile.
 	OpenFile func(path string, readOnly, direct bool) (File, error)
+	// Secrets are the --object secret values by id. KeySecret names the
+	// one that unlocks this image (encrypt.key-secret), BackingKeySecret
+	// its backing file's (backing.encrypt.key-secret). With NoIO an
+	// encrypted image opens without its key and refuses data I/O.
+	Secrets                     map[string][]byte
+	KeySecret, BackingKeySecret string
 
 	// parents are the files above this one in the chain being opened
 	// (OpenBacking's loop and depth checks).
@@ -124,6 +130,8 @@ type CreateOptions struct {
 	// ExtentSizeHint is set on each created file where the file system
 	// has extent size hints (XFS), in bytes; 0 sets none (SetExtentSizeHint).
 	ExtentSizeHint int64
+	// Secrets are the --object secret values by id, for encryption keys.
+	Secrets map[string][]byte
 	// Extra holds -o keys the generic layer does not know.
 	Extra map[string]string
 }
@@ -291,4 +299,13 @@ func Create(format, path string, opts CreateOptions) error {
 		return fmt.Errorf("creating %s: %w %q", path, ErrUnknownFormat, format)
 	}
 	return f.Create(path, opts)
+}
+
+// Secret returns the data of secret id, in QEMU's words when it is absent.
+func Secret(secrets map[string][]byte, id string) ([]byte, error) {
+	data, ok := secrets[id]
+	if !ok {
+		return nil, fmt.Errorf("No secret with id '%s'", id)
+	}
+	return data, nil
 }

@@ -92,6 +92,9 @@ func OpenBacking(imagePath, name, format string, opts Options) (Image, error) {
 		Format:    format,
 		DirectIO:  opts.DirectIO,
 		CacheSize: opts.CacheSize,
+		Secrets:   opts.Secrets,
+		KeySecret: opts.BackingKeySecret,
+		NoIO:      opts.NoIO,
 		parents:   parents,
 	}
 	img, err := Open(path, bopts)

@@ -3,6 +3,7 @@
 package all
 
 import (
+	_ "github.com/petrel-vmm/petrel/block/luks"
 	_ "github.com/petrel-vmm/petrel/block/nbd"
 	_ "github.com/petrel-vmm/petrel/block/qcow2"
 	_ "github.com/petrel-vmm/petrel/block/qed"

@@ -47,6 +47,9 @@ func (img *Image) WriteCompressed(p []byte, off int64) error {
 	if err := img.writable(); err != nil {
 		return err
 	}
+	if img.hdr.cryptMethod != cryptNone {
+		return errors.New("Compression is not supported with encryption")
+	}
 	img.markBitmaps(off, int64(len(p)))
 	return img.noteCorrupt(img.writeCompressed(p, off))
 }

@@ -228,6 +228,9 @@ func (img *Image) scan(res *block.CheckResult, withRefcountMeta, repair bool) (*
 	s.refs = make([]uint32, (st.Size()+cs-1)/cs)
 	s.ref(0, cs, "header")
 	s.ref(int64(img.hdr.l1Off), int64(img.hdr.l1Size)*8, "L1 table")
+	if img.hdr.cryptMethod == cryptLUKS {
+		s.ref(int64(img.hdr.cryptoOff), int64(img.hdr.cryptoLen), "LUKS header area")
+	}
 	s.walkL1(img.l1, true)
 	snaps, tableSize, err := img.readSnapshotTable(repair)
 	if err != nil {

@@ -26,6 +26,10 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if err != nil {
 		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 	}
+	crypt, err := parseCryptoCreate(o)
+	if err != nil {
+		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
@@ -82,6 +86,12 @@ func Create(path string, o block.CreateOptions) (err error) {
 	}
 	if err := im.Resize(size); err != nil {
 		return err
+	}
+	if crypt != nil {
+		if err := im.setUpEncryption(crypt); err != nil {
+			im.Close()
+			return err
+		}
 	}
 	if err := im.preallocate(prealloc, 0); err != nil {
 		im.Close()
@@ -168,7 +178,7 @@ func createHeader(path string, o block.CreateOptions) (*header, int64, error) {
 		h.backingFile = o.BackingFile
 		h.backingFormat = o.BackingFormat
 		if o.Size == 0 || h.backingFormat == "" {
-			b, err := block.Open(block.ResolveBacking(path, o.BackingFile), block.Options{ReadOnly: true, Format: o.BackingFormat})
+			b, err := block.Open(block.ResolveBacking(path, o.BackingFile), block.Options{ReadOnly: true, NoIO: true, Format: o.BackingFormat})
 			if err != nil {
 				return nil, 0, fmt.Errorf("could not open backing file: %w", err)
 			}

@@ -151,10 +151,13 @@ type header struct {
 
 	backingFile   string
 	backingFormat string
-	dataFile      string
-	features      []featureName
-	hasBitmaps    bool
-	others        []rawExt // unknown extensions, preserved in order
+	// cryptoOff and cryptoLen locate the LUKS header area (extension
+	// 0x0537be77, spec "Full disk encryption header pointer").
+	cryptoOff, cryptoLen uint64
+	dataFile             string
+	features             []featureName
+	hasBitmaps           bool
+	others               []rawExt // unknown extensions, preserved in order
 }
 
 // ErrCorrupt wraps every complaint about image metadata.
@@ -235,8 +238,8 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 	if err := h.checkFeatures(); err != nil {
 		return nil, err
 	}
-	if h.cryptMethod != 0 {
-		return nil, fmt.Errorf("encrypted qcow2 images (crypt_method %d) are not supported", h.cryptMethod)
+	if err := h.checkCrypto(cs, fileSize); err != nil {
+		return nil, err
 	}
 	if h.backingOff != 0 {
 		if h.backingLen > maxBackingNameLen {
@@ -378,6 +381,11 @@ func (h *header) parseExtensions(buf []byte) error {
 			}
 		case extDataFile:
 			h.dataFile = string(data)
+		case extCrypto:
+			if n != 16 {
+				return corruptf("encryption header extension has length %d, not 16", n)
+			}
+			h.cryptoOff, h.cryptoLen = be.Uint64(data), be.Uint64(data[8:])
 		case extBitmaps:
 			h.hasBitmaps = true
 			h.others = append(h.others, rawExt{typ, append([]byte(nil), data...)})
@@ -503,6 +511,14 @@ func (h *header) encodeWith(featureTable bool) ([]byte, error) {
 	}
 	if h.backingFormat != "" {
 		if err := put(extBackingFormat, []byte(h.backingFormat)); err != nil {
+			return nil, err
+		}
+	}
+	if h.cryptMethod == cryptLUKS {
+		var ext [16]byte
+		be.PutUint64(ext[:], h.cryptoOff)
+		be.PutUint64(ext[8:], h.cryptoLen)
+		if err := put(extCrypto, ext[:]); err != nil {
 			return nil, err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/block/luks"
 )
 
 // init registers the qcow2 format with block, probed by its magic.
@@ -115,6 +116,11 @@ type Image struct {
 	bitmapsTracked bool
 	bitmapsLive    atomic.Bool
 	bmMu           sync.Mutex
+	// cipher encrypts data clusters (nil: plain, or an encrypted image
+	// opened without its key for metadata only); luksHdr is the parsed
+	// LUKS header of crypt_method 2. Both are fixed at open (crypt.go).
+	cipher  luks.Cipher
+	luksHdr *luks.Header
 }
 
 // event tells the file below about a point in the engine's work (QEMU's
@@ -202,6 +208,9 @@ func openFile(f block.File, path string, opts block.Options) (_ *Image, err erro
 		return nil, err
 	}
 	if err := img.loadRefcountTable(); err != nil {
+		return nil, err
+	}
+	if err := img.openCrypto(opts); err != nil {
 		return nil, err
 	}
 	if !opts.ReadOnly {
@@ -499,6 +508,9 @@ func (img *Image) readMapped(p []byte, off int64, m mapping) error {
 		return block.ReadBacking(img.backing, p, off)
 	case mapData:
 		img.event(block.EventReadAIO)
+		if img.hdr.cryptMethod != cryptNone {
+			return img.readEncrypted(p, off, m.host)
+		}
 		if img.external {
 			return img.readData(p, m.host)
 		}

@@ -64,11 +64,17 @@ func (img *Image) Describe() map[string]any {
 	if len(img.bitmaps) > 0 {
 		data["bitmaps"] = img.describeBitmaps()
 	}
+	if enc := img.cryptoDescribe(); enc != nil {
+		data["encrypt"] = enc
+	}
 	info := map[string]any{
 		"virtual-size":    int64(h.size),
 		"cluster-size":    img.clusterSize,
 		"dirty-flag":      h.incompat&incompatDirty != 0,
 		"format-specific": map[string]any{"type": "qcow2", "data": data},
+	}
+	if h.cryptMethod != cryptNone {
+		info["encrypted"] = true
 	}
 	if h.backingFile != "" {
 		info["backing-filename"] = h.backingFile

@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -47,14 +46,16 @@ func (img *Image) writeAt(p []byte, off int64) (int, error) {
 		if m.kind == mapData && m.writable {
 			img.mu.Unlock()
 			img.event(block.EventWriteAIO)
-			if _, err := img.data.WriteAt(p[done:done+int(m.length)], m.host); err != nil {
-				return done, fmt.Errorf("writing data at %#x: %w", m.host, err)
+			if err := img.writeData(p[done:done+int(m.length)], cur, m.host); err != nil {
+				return done, err
 			}
 			done += int(m.length)
 			continue
 		}
 		var n int
-		if img.extL2 && (cur&(img.clusterSize-1) != 0 || int64(len(p)-done) < img.clusterSize) {
+		// Encrypted images fill whole clusters by copy-on-write instead
+		// (the subcluster path writes guest bytes as they are).
+		if img.extL2 && img.hdr.cryptMethod == cryptNone && (cur&(img.clusterSize-1) != 0 || int64(len(p)-done) < img.clusterSize) {
 			n, err = img.subclusterWrite(p[done:], cur) // releases img.mu
 		} else {
 			n, err = img.allocWrite(p[done:], cur) // releases img.mu
@@ -169,10 +170,7 @@ func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) err
 		}
 		from, to := max(off, g), min(wEnd, g+cs)
 		copy(buf[from-g:to-g], p[from-off:to-off])
-		if _, err := img.data.WriteAt(buf, host+i*cs); err != nil {
-			return fmt.Errorf("writing data at %#x: %w", host+i*cs, err)
-		}
-		return nil
+		return img.writeData(buf, g, host+i*cs)
 	}
 	if off != gStart || (k == 1 && wEnd < gStart+cs) {
 		if err := partial(0); err != nil {
@@ -188,8 +186,8 @@ func (img *Image) writeNewClusters(p []byte, off, host int64, olds []l2Pair) err
 	}
 	if hi > lo {
 		g := gStart + lo*cs
-		if _, err := img.data.WriteAt(p[g-off:gStart+hi*cs-off], host+lo*cs); err != nil {
-			return fmt.Errorf("writing data at %#x: %w", host+lo*cs, err)
+		if err := img.writeData(p[g-off:gStart+hi*cs-off], g, host+lo*cs); err != nil {
+			return err
 		}
 	}
 	return nil

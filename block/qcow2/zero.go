@@ -266,6 +266,11 @@ func (img *Image) BlockStatus(off, n int64) (block.Extent, error) {
 	case mapUnallocated:
 		return block.BackingStatus(img.backing, off, m.length)
 	}
+	if img.hdr.cryptMethod != cryptNone {
+		// Ciphertext is no guest data to read at a host offset: QEMU
+		// reports none for encrypted images (qcow2_co_block_status).
+		ext.HostOffset = -1
+	}
 	return ext, nil
 }
 

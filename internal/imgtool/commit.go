@@ -67,12 +67,14 @@ func runCommit(t *tool, args []string) int {
 	// A second handle on the base: the one inside the top's chain is
 	// read-only, as qemu-img reopens the base read-write for the job.
 	basePath, baseFmt := block.Filename(chain[baseIdx]), chain[baseIdx].Format()
+	opts := block.Options{DirectIO: direct, KeySecret: t.backingKeySecret(path, baseIdx)}
+	open := t.openFileLayer
 	if name := backingName(chain[baseIdx-1]); baseIdx == 1 && (strings.HasPrefix(name, "json:") || strings.HasPrefix(name, "blkdebug:")) {
 		// A backing file given by options (blkdebug over it, iotest
 		// 020) is reopened with them: the job writes through them.
-		basePath = name
+		basePath, open = name, t.openImage
 	}
-	base, err := t.openImage(basePath, baseFmt, block.Options{DirectIO: direct})
+	base, err := open(basePath, baseFmt, opts)
 	if err != nil {
 		top.Close()
 		return t.fail("%v", err)

@@ -197,7 +197,7 @@ func runConvert(t *tool, args []string) int {
 	// -B and -F are the old-style spellings of -o backing_file and
 	// backing_fmt. The size is always the sources' total, whatever -o
 	// size says.
-	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F"), ExtentSizeHint: block.DefaultExtentSizeHint}
+	o := block.CreateOptions{Size: total, BackingFile: p.get("B"), BackingFormat: p.get("F"), ExtentSizeHint: block.DefaultExtentSizeHint, Secrets: t.secrets}
 	given := map[string]string{}
 	for _, s := range p.opts["o"] {
 		pairs, err := parseKV(s)
@@ -223,7 +223,14 @@ func runConvert(t *tool, args []string) int {
 			return t.fail("%s: %v", dstPath, createReason(outFmt, err))
 		}
 	}
-	dst, err := t.openImage(dstPath, outFmt, dstOpts)
+	// The new target opens with the key it was created with.
+	if id, ok := given["encrypt.key-secret"]; ok && dstOpts.KeySecret == "" {
+		dstOpts.KeySecret = id
+	} else if id, ok := given["key-secret"]; ok && dstOpts.KeySecret == "" {
+		dstOpts.KeySecret = id
+	}
+	// --image-opts describes the sources; the target is a file name.
+	dst, err := t.openFileLayer(dstPath, outFmt, dstOpts)
 	if err != nil {
 		return t.fail("%v", err)
 	}
@@ -237,6 +244,11 @@ func runConvert(t *tool, args []string) int {
 		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"), targetBacking: -1,
 		needZeroes: (p.has("n") || remote) && !p.has("target-is-zero") || o.BackingFile != "",
 		hasBacking: o.BackingFile != "",
+	}
+	// A new target that does not read zeroes by itself (an encrypted,
+	// preallocated qcow2: QEMU's bdrv_has_zero_init) gets them written.
+	if zi, ok := dst.(interface{ HasZeroInit() bool }); ok && !zi.HasZeroInit() {
+		c.needZeroes = true
 	}
 	c.cond = sync.NewCond(&c.mu)
 	if b := dst.Backing(); b != nil && o.BackingFile != "" && !p.has("n") {

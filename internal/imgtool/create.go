@@ -23,7 +23,20 @@ func init() {
 var formatOptions = map[string][]string{
 	"raw":   {"size", "preallocation", "extent_size_hint"},
 	"qed":   {"size", "backing_file", "backing_fmt", "cluster_size", "table_size", "preallocation", "extent_size_hint"},
-	"qcow2": {"size", "compat", "backing_file", "backing_fmt", "data_file", "data_file_raw", "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2", "compression_type", "extent_size_hint"},
+	"qcow2": append([]string{"size", "compat", "backing_file", "backing_fmt", "data_file", "data_file_raw", "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2", "compression_type", "extent_size_hint", "encryption"}, prefixed("encrypt.", append([]string{"format"}, luksCreateKeys...))...),
+	"luks":  append([]string{"size", "preallocation", "extent_size_hint"}, luksCreateKeys...),
+}
+
+// luksCreateKeys are the LUKS creation options in qemu-img's order (the
+// luks format's own names; qcow2 takes them with "encrypt." before).
+var luksCreateKeys = []string{"key-secret", "cipher-alg", "cipher-mode", "ivgen-alg", "ivgen-hash-alg", "hash-alg", "iter-time"}
+
+func prefixed(prefix string, keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = prefix + k
+	}
+	return out
 }
 
 // parseKV splits "-o a=b,c=d" (",," escapes a comma) into ordered pairs,
@@ -164,8 +177,17 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 	if cs == 0 {
 		cs = 65536
 	}
+	givenInOrder := func(keys ...string) {
+		for _, k := range keys {
+			if v, ok := given[k]; ok {
+				opt(k, v)
+			}
+		}
+	}
 	switch format {
 	case "qcow2":
+		givenInOrder("encryption")
+		givenInOrder(prefixed("encrypt.", append([]string{"format"}, luksCreateKeys...))...)
 		opt("cluster_size", strconv.FormatInt(cs, 10))
 		opt("extended_l2", onOff(o.ExtendedL2))
 		if v, ok := given["preallocation"]; ok {
@@ -205,6 +227,10 @@ func formattingLine(path, format string, o block.CreateOptions, given map[string
 		if v, ok := given["preallocation"]; ok {
 			opt("preallocation", v)
 		}
+	case "luks":
+		opt("size", strconv.FormatInt(o.Size, 10))
+		givenInOrder(luksCreateKeys...)
+		givenInOrder("preallocation")
 	default:
 		opt("size", strconv.FormatInt(o.Size, 10))
 		if v, ok := given["preallocation"]; ok {
@@ -274,7 +300,7 @@ func runCreate(t *tool, args []string) int {
 		return t.fail("%s: Unknown file format '%s'", path, format)
 	}
 	// Files get QEMU's default extent size hint unless -o gives one.
-	o := block.CreateOptions{BackingFile: p.get("b"), BackingFormat: p.get("F"), ExtentSizeHint: block.DefaultExtentSizeHint}
+	o := block.CreateOptions{BackingFile: p.get("b"), BackingFormat: p.get("F"), ExtentSizeHint: block.DefaultExtentSizeHint, Secrets: t.secrets}
 	given := map[string]string{}
 	for _, s := range p.opts["o"] {
 		pairs, err := parseKV(s)
@@ -319,7 +345,7 @@ func runCreate(t *tool, args []string) int {
 			fmt.Fprintln(t.stderr, "Could not open backing image.")
 			return 1
 		}
-		bimg, err := t.openImage(bpath, o.BackingFormat, block.Options{ReadOnly: true})
+		bimg, err := t.openImage(bpath, o.BackingFormat, block.Options{ReadOnly: true, NoIO: true})
 		if err != nil {
 			t.errorf("%s: %v", path, err)
 			fmt.Fprintln(t.stderr, "Could not open backing image.")

@@ -186,6 +186,25 @@ func nodeSpec(o *qemuopt.Opts, node string) (imageSpec, error) {
 			s.opts.NoSync = true
 		}
 	}
+	// The secret ids that unlock an encrypted image and its backing file
+	// (qcow2's encrypt.key-secret, the luks driver's key-secret).
+	for _, k := range []string{"encrypt.key-secret", "key-secret"} {
+		if v, ok := o.Lookup(k); ok {
+			s.opts.KeySecret = v
+		}
+	}
+	for _, k := range []string{"backing.encrypt.key-secret", "backing.key-secret"} {
+		if v, ok := o.Lookup(k); ok {
+			s.opts.BackingKeySecret = v
+		}
+	}
+	// The backing file given in the options replaces the one the image
+	// names (over a file only).
+	s.opts.BackingFormat, _ = o.Lookup("backing.driver")
+	s.opts.BackingOverride, _ = o.Lookup("backing.file.filename")
+	if d, ok := o.Lookup("backing.file.driver"); ok && d != "file" {
+		return s, fmt.Errorf("Unknown protocol driver '%s' (petrel img opens files)", d)
+	}
 	// Petrel takes no image locks, so locking=off and auto are what it does.
 	if v, ok := o.Lookup(prefix + "locking"); ok && v != "off" && v != "auto" {
 		return s, fmt.Errorf("Parameter 'locking': petrel img does not lock images")
@@ -270,10 +289,25 @@ func (t *tool) filePath(arg string) string {
 			if strings.HasPrefix(arg, "file:") && hasProtocol(s.path) {
 				return "./" + s.path
 			}
+			if s.opts.KeySecret != "" {
+				return keyedFilename(s)
+			}
 			return s.path
 		}
 	}
 	return arg
+}
+
+// keyedFilename is the name QEMU gives an image opened with a key
+// secret: the secret is an option a plain file name cannot carry, so
+// bdrv_refresh_filename makes it a json: name (iotest 198).
+func keyedFilename(s imageSpec) string {
+	key := "encrypt.key-secret"
+	if s.format == "luks" {
+		key = "key-secret"
+	}
+	q := func(v string) string { b, _ := json.Marshal(v); return string(b) }
+	return fmt.Sprintf(`json:{%s: %s, "driver": %s, "file": {"driver": "file", "filename": %s}}`, q(key), q(s.opts.KeySecret), q(s.format), q(s.path))
 }
 
 // hasProtocol is QEMU's path_has_protocol: a colon before any slash

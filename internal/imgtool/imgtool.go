@@ -25,15 +25,18 @@ type tool struct {
 	prog string
 	// imageOpts: the image arguments are --image-opts option strings.
 	imageOpts bool
+	// secrets are the --object secret values by id (secrets.go).
+	secrets map[string][]byte
 }
 
 // commonOptions takes the options every subcommand shares: --image-opts
-// changes how image arguments are read; --object (secrets and other QOM
-// objects, for encryption) is refused, as petrel img has none.
+// changes how image arguments are read; --object defines the secrets
+// that unlock encrypted images (other object types are refused).
 func (t *tool) commonOptions(p *parsed) error {
 	t.imageOpts = p.has("image-opts")
-	if p.has("object") {
-		return fmt.Errorf("--object is not supported: petrel img has no secret objects (encryption is unsupported)")
+	var err error
+	if t.secrets, err = parseObjects(p.opts["object"]); err != nil {
+		return err
 	}
 	if p.has("target-image-opts") {
 		return fmt.Errorf("--target-image-opts is not supported")
@@ -282,8 +285,10 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		opts.NoSync = opts.NoSync || spec.opts.NoSync
 		opts.NoBacking = opts.NoBacking || spec.opts.NoBacking
 		opts.OpenFile = spec.opts.OpenFile
+		t.keySecretOptions(&opts, spec.opts)
 		path, open = spec.path, spec.open
 	}
+	opts.Secrets = t.secrets
 	opts.Format = format
 	if open != nil {
 		// A node that is not a format over a file: an NBD export named

@@ -64,13 +64,20 @@ func imageInfo(img block.Image, path string) object {
 		orderBitmaps(fs)
 		o.set("format-specific", fs)
 	}
+	setEncrypted := func() {
+		if enc, ok := desc["encrypted"]; ok {
+			o.set("encrypted", enc)
+		}
+	}
 	if bf, ok := desc["backing-filename"].(string); ok && bf != "" {
 		o.set("full-backing-filename", pathCombine(path, bf))
+		setEncrypted() // where qemu-img's JSON has it
 		o.set("backing-filename", bf)
 		if bff, ok := desc["backing-filename-format"]; ok {
 			o.set("backing-filename-format", bff)
 		}
 	}
+	setEncrypted()
 	// The nbd driver itself has no image info, so no dirty flag
 	// (raw over nbd has one).
 	if img.Format() != "nbd" {
@@ -126,6 +133,9 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 	} else {
 		fmt.Fprintln(w, "disk size: unavailable")
 	}
+	if e, _ := lookup(o, "encrypted"); e == true {
+		fmt.Fprintln(w, "encrypted: yes")
+	}
 	if cs, ok := lookup(o, "cluster-size"); ok {
 		fmt.Fprintf(w, "cluster_size: %v\n", cs)
 	}
@@ -151,9 +161,7 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 		if m, ok := fs.(map[string]any); ok {
 			if data, ok := m["data"].(map[string]any); ok && len(data) > 0 {
 				fmt.Fprintln(w, "Format specific information:")
-				for _, k := range orderedKeys(data) {
-					printHumanValue(w, "    ", strings.ReplaceAll(k, "-", " "), data[k])
-				}
+				printHumanMap(w, data, "    ")
 			}
 		}
 	}
@@ -164,7 +172,10 @@ func (t *tool) printHumanInfo(o object, snaps []block.SnapshotInfo) {
 func orderedKeys(m map[string]any) []string {
 	// qemu-img prints the format-specific QDict in hash-bucket order
 	// (qobject/qdict.c: tdb_hash(key) % 512), not in QAPI field order.
-	order := []string{"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits", "data-file", "data-file-raw", "corrupt", "extended-l2"}
+	order := []string{"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits", "data-file", "encrypt", "data-file-raw", "corrupt", "extended-l2",
+		// QCryptoBlockInfoLUKS (and its slots), as qemu-img prints them
+		"ivgen-alg", "hash-alg", "cipher-alg", "uuid", "ivgen-hash-alg", "format", "cipher-mode", "slots", "payload-offset", "master-key-iters",
+		"active", "iters", "key-offset", "stripes"}
 	var keys []string
 	seen := map[string]bool{}
 	for _, k := range order {
@@ -290,6 +301,9 @@ func orderBitmaps(fs any) {
 // spaces deeper, scalars after the key.
 func printHumanValue(w io.Writer, indent, key string, v any) {
 	switch v := v.(type) {
+	case map[string]any:
+		fmt.Fprintf(w, "%s%s:\n", indent, key)
+		printHumanMap(w, v, indent+"    ")
 	case []object:
 		fmt.Fprintf(w, "%s%s:\n", indent, key)
 		for i, o := range v {
@@ -303,7 +317,23 @@ func printHumanValue(w io.Writer, indent, key string, v any) {
 		for i, s := range v {
 			fmt.Fprintf(w, "%s    [%d]: %s\n", indent, i, s)
 		}
+	case []any:
+		fmt.Fprintf(w, "%s%s:\n", indent, key)
+		for i, item := range v {
+			fmt.Fprintf(w, "%s    [%d]:\n", indent, i)
+			if im, ok := item.(map[string]any); ok {
+				printHumanMap(w, im, indent+"        ")
+			}
+		}
 	default:
 		fmt.Fprintf(w, "%s%s: %v\n", indent, key, v)
+	}
+}
+
+// printHumanMap prints a format-specific object's keys in qemu-img's
+// order (orderedKeys), as words, each value as printHumanValue.
+func printHumanMap(w io.Writer, m map[string]any, indent string) {
+	for _, k := range orderedKeys(m) {
+		printHumanValue(w, indent, strings.ReplaceAll(k, "-", " "), m[k])
 	}
 }

@@ -62,7 +62,7 @@ func runRebase(t *tool, args []string) int {
 	if !unsafe {
 		var newB block.Image
 		if name != "" {
-			if newB, err = t.openImage(newPath, bfmt, block.Options{ReadOnly: true}); err != nil {
+			if newB, err = t.openFileLayer(newPath, bfmt, block.Options{ReadOnly: true}); err != nil {
 				return t.fail("Could not open new backing file '%s'", newPath)
 			}
 			defer newB.Close()
