@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -166,11 +165,3 @@ func TestEncryptedReadsQemuImage(t *testing.T) {
 	assertEqual(t, "petrel vs qemu-img", readAll(t, img), qemuReadEncrypted(t, path))
 }
 
-func readFile(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
