@@ -164,4 +164,3 @@ func TestEncryptedReadsQemuImage(t *testing.T) {
 	defer img.Close()
 	assertEqual(t, "petrel vs qemu-img", readAll(t, img), qemuReadEncrypted(t, path))
 }
-
