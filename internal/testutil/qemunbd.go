@@ -2,7 +2,7 @@ package testutil
 
 import (
 	"bytes"
-	"os"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -48,8 +48,12 @@ func QemuNBD(t testing.TB, args ...string) (sock string, stop func()) {
 	}
 	t.Cleanup(stop)
 	deadline := time.Now().Add(Timeout(10 * time.Second))
+	// The socket file appears at bind, before qemu-nbd listens: a client
+	// that comes in between is refused. Ready is when a connection is
+	// accepted (--persistent: the probe's hang-up does not end it).
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return sock, stop
 		}
 		if time.Now().After(deadline) {
