@@ -126,8 +126,8 @@ func TestLuksFormatInterop(t *testing.T) {
 	qio(mine, "read -P 0x42 700 3000")
 
 	theirs := filepath.Join(dir, "q.luks")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "luks", "--object", "secret,id=sec0,data=hunter0",
-		"-o", "key-secret=sec0,iter-time=10,cipher-mode=cbc,ivgen-alg=essiv", theirs, "1M").CombinedOutput(); err != nil {
+	if out, err := testutil.QemuCombinedOutput("qemu-img", "create", "-q", "-f", "luks", "--object", "secret,id=sec0,data=hunter0",
+		"-o", "key-secret=sec0,iter-time=10,cipher-mode=cbc,ivgen-alg=essiv", theirs, "1M"); err != nil {
 		t.Fatalf("qemu-img create: %v\n%s", err, out)
 	}
 	qio(theirs, "write -P 0x33 1000 5000")

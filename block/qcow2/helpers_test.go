@@ -18,7 +18,7 @@ import (
 // run runs a command and fails the test with its output on error.
 func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := testutil.QemuCombinedOutput(name, args...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}

@@ -40,7 +40,7 @@ func TestEncryptedCreateInfoConvert(t *testing.T) {
 	mine, theirs := filepath.Join(dir, "p.qcow2"), filepath.Join(dir, "q.qcow2")
 	opts := "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,encrypt.cipher-alg=aes-128,encrypt.ivgen-alg=essiv"
 	out := must(t, "create", "-f", "qcow2", "--object", secretObj, "-o", opts, mine, "4M")
-	q, err := exec.Command("qemu-img", "create", "-f", "qcow2", "--object", secretObj, "-o", opts, theirs, "4M").CombinedOutput()
+	q, err := testutil.QemuCombinedOutput("qemu-img", "create", "-f", "qcow2", "--object", secretObj, "-o", opts, theirs, "4M")
 	if err != nil {
 		t.Fatalf("qemu-img create: %v\n%s", err, q)
 	}
