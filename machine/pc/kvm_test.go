@@ -5,9 +5,12 @@ package pc
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -419,7 +422,18 @@ func TestKickIsNeverLost(t *testing.T) {
 	testutil.NeedKVM(t)
 	// out 0x80 in a loop: frequent exits, so requests race the exit path.
 	code := []byte{0xe6, 0x80, 0xeb, 0xfc} // l: out 0x80, al; jmp l
+	// New, Pause and Close have no timeout of their own: a step stuck for
+	// a minute ends the test binary with every goroutine's stack (the
+	// nested run, whose console falls silent otherwise, then shows where).
+	var step atomic.Value
 	for i := 0; i < 40; i++ {
+		step.Store(fmt.Sprintf("iteration %d: New", i))
+		watchdog := time.AfterFunc(testutil.Timeout(time.Minute), func() {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			fmt.Fprintf(os.Stderr, "TestKickIsNeverLost stuck at %s for a minute; goroutines:\n%s\n", step.Load(), buf)
+			os.Exit(2)
+		})
 		m, err := New(Config{MemoryMiB: 8, CPUs: 2, KernelBytes: pvhELF(code, 0x100000)})
 		if err != nil {
 			t.Fatal(err)
@@ -428,9 +442,11 @@ func TestKickIsNeverLost(t *testing.T) {
 		go func() { r, _ := m.Run(context.Background()); done <- r }()
 		time.Sleep(time.Duration(i%8) * 250 * time.Microsecond)
 		if i%2 == 1 {
+			step.Store(fmt.Sprintf("iteration %d: Pause/Resume", i))
 			m.Pause()
 			m.Resume()
 		}
+		step.Store(fmt.Sprintf("iteration %d: Shutdown", i))
 		m.Shutdown()
 		select {
 		case r := <-done:
@@ -440,6 +456,8 @@ func TestKickIsNeverLost(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("iteration %d: Shutdown was lost; the vCPU is still running", i)
 		}
+		step.Store(fmt.Sprintf("iteration %d: Close", i))
 		m.Close()
+		watchdog.Stop()
 	}
 }
