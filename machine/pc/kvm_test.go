@@ -420,8 +420,19 @@ func TestRAMAbove3GiBStartsAt4GiB(t *testing.T) {
 // every request must take effect.
 func TestKickIsNeverLost(t *testing.T) {
 	testutil.NeedKVM(t)
-	// out 0x80 in a loop: frequent exits, so requests race the exit path.
-	code := []byte{0xe6, 0x80, 0xeb, 0xfc} // l: out 0x80, al; jmp l
+	// out 0x80 in a loop: frequent exits, so requests race the exit path,
+	// and also land while the guest runs (the 256-step countdown between
+	// two exits). With no gap at all, L1 under QEMU TCG (the nested tier)
+	// went silent inside this test in about 1 run of 5, its console and
+	// the test's own watchdog both (likely: an L2 doing nothing but exit
+	// starves L1's own interrupts there).
+	code := []byte{
+		0xb9, 0x00, 0x01, 0x00, 0x00, // l: mov ecx, 256
+		0xff, 0xc9, //                   d: dec ecx
+		0x75, 0xfc, //                      jnz d
+		0xe6, 0x80, //                      out 0x80, al
+		0xeb, 0xf3, //                      jmp l
+	}
 	// New, Pause and Close have no timeout of their own: a step stuck for
 	// 90 s (an iteration takes ~0.2 s nested) ends the test binary with
 	// every goroutine's stack, before the nested runner's 300 s of console
