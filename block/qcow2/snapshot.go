@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/petrel-vmm/petrel/block"
@@ -193,13 +194,27 @@ func (img *Image) Snapshots() ([]block.SnapshotInfo, error) {
 	out := make([]block.SnapshotInfo, len(snaps))
 	for i, sn := range snaps {
 		out[i] = block.SnapshotInfo{
-			ID: sn.id, Name: sn.name, VMStateSize: int64(sn.vmState),
+			ID: listedString(sn.id, 128), Name: listedString(sn.name, 256), VMStateSize: int64(sn.vmState),
 			Date:    time.Unix(int64(sn.dateSec), int64(sn.dateNsec)),
 			VMClock: time.Duration(sn.vmClock), DiskSize: int64(sn.diskSize),
 			ICount: int64(sn.icount), // ^0 (unknown) is -1
 		}
 	}
 	return out, nil
+}
+
+// listedString is an ID or name as qcow2_snapshot_list hands it on: copied
+// with pstrcpy into QEMUSnapshotInfo's id_str[128] or name[256], so cut at
+// a NUL and to size-1 bytes. qemu-img's listings (info, snapshot -l) show
+// a 64 KiB name so (iotest 261), not whole.
+func listedString(s string, size int) string {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > size-1 {
+		s = s[:size-1]
+	}
+	return s
 }
 
 // lockForSnapshot quiesces the image (no I/O in flight, img.mu held) and
