@@ -238,6 +238,11 @@ func (img *Image) downgrade(progress func(done, total int64)) error {
 	img.quiesce()
 	defer img.unquiesce()
 	h := img.hdr
+	// Version 2 has no external data files (qcow2_downgrade refuses them
+	// before it looks at snapshots).
+	if img.external {
+		return errors.New("Cannot downgrade an image with a data file")
+	}
 	snaps, _, err := img.readSnapshots()
 	if err != nil {
 		return err

@@ -257,3 +257,23 @@ func TestResizeWithSnapshots(t *testing.T) {
 		qemuCheck(t, path, false)
 	}
 }
+
+// A downgrade to compat 0.10 refuses an image with an external data file
+// in qemu-img's words, and leaves it version 3.
+func TestAmendDowngradeRefusesDataFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "d.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(dir, "d.data"), path, "1M")
+	img, err := Open(path, block.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = img.Amend(map[string]string{"compat": "0.10"}, nil)
+	img.Close()
+	if err == nil || err.Error() != "Cannot downgrade an image with a data file" {
+		t.Fatalf("amend compat=0.10 of an image with a data file: %v", err)
+	}
+	if out := run(t, "qemu-img", "info", path); !strings.Contains(out, "compat: 1.1") {
+		t.Fatalf("the image changed:\n%s", out)
+	}
+}
