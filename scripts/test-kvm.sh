@@ -70,11 +70,11 @@ echo "test-kvm: prepared in $(($(date +%s) - t0)) s"
 #   0xfff0, cs 0xf000) right after its legacy-port phase and then
 #   triple-faults; it failed 1 of 2 quiet clean-clone runs. Suspected: a
 #   garbage MSI or IOAPIC entry with INIT delivery mode reaching the BSP.
-# - TestKickIsNeverLost: in 4 of 5 whole-suite runs in one session the L1
+# - TestKickIsNeverLost: in all 4 whole-suite runs of one session the L1
 #   fell silent inside it (console, and the test's own 90 s watchdog that
 #   prints every goroutine: so L1 itself stopped, not the test). Run alone
 #   (TEST_KVM_RUN) it passed 10 of 10 with the guest's countdown between
-#   exits, 7 of 8 without. Suspected: a VM an earlier test left running
+#   exits, 4 of 5 without. Suspected: a VM an earlier test left running
 #   plus this test's exit storm starving L1 under TCG.
 EXCLUDE=${TEST_KVM_EXCLUDE-'^(TestHostileGuest|TestKickIsNeverLost)$'}
 [[ -z $EXCLUDE ]] || echo "test-kvm: KNOWN FLAKY, NOT RUN: $EXCLUDE (see scripts/test-kvm.sh)"
