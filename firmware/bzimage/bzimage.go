@@ -87,6 +87,15 @@ type Image struct {
 	Compression Compression
 }
 
+// HasSetupHeader reports whether data starts like a bzImage: the boot
+// sector's 0xaa55 flag and the "HdrS" setup header magic. It needs only
+// the file's first headerEnd bytes, not the payload Parse locates.
+func HasSetupHeader(data []byte) bool {
+	le := binary.LittleEndian
+	return len(data) >= headerEnd && le.Uint16(data[offBootFlag:]) == bootFlag &&
+		le.Uint32(data[offHeaderMagic:]) == headerMagic
+}
+
 // Parse reads the setup header of a bzImage and locates its payload. It
 // checks only what it relies on (signature, magic, version, the payload
 // inside data); errors for data that is not a bzImage at all wrap

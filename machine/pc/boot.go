@@ -59,6 +59,11 @@ type bootInput struct {
 	cacheDir string
 	// kernelPath lets BootAuto use the decompressed-kernel cache.
 	kernelPath string
+	// kernelHead: kernel holds only the first bytes of the bzImage at
+	// kernelPath (readKernelHead). The PVH path needs no more (the
+	// decompressed vmlinux comes from the cache as a file); the 64-bit
+	// protocol reads the whole file.
+	kernelHead bool
 }
 
 // pvhNoteEntry finds XEN_ELFNOTE_PHYS32_ENTRY in an ELF image.
@@ -77,25 +82,46 @@ func loadKernel(mem *guestmem.Memory, in bootInput) (bootInfo, error) {
 		}
 		return loadPVH(mem, in, in.kernel, entry)
 	}
+	var err error
+	if in.protocol != BootLinux64 && in.kernelPath != "" && bzimage.HasSetupHeader(in.kernel) {
+		// The decompressed vmlinux comes from the cache as a file and is
+		// copied segment by segment into guest RAM, so the VMM never
+		// holds it (tens of MiB) in its own memory, nor the bzImage.
+		var f *os.File
+		var entry uint32
+		if f, entry, _, err = bzimage.OpenPVH(in.kernelPath, in.cacheDir); err == nil {
+			defer f.Close()
+			var fi os.FileInfo
+			if fi, err = f.Stat(); err == nil {
+				return loadPVHAt(mem, in, f, fi.Size(), entry)
+			}
+		}
+		if in.protocol == BootPVH {
+			return bootInfo{}, fmt.Errorf("pvh boot of a bzImage: %w", err)
+		}
+		if !errors.Is(err, bzimage.ErrNoPVH) && !errors.Is(err, bzimage.ErrUnsupported) && !errors.Is(err, bzimage.ErrNotBzImage) {
+			return bootInfo{}, fmt.Errorf("pvh boot of a bzImage (-boot-protocol linux64 skips it): %w", err)
+		}
+	}
+	pvhErr := err
+	if in.kernelHead {
+		if in.kernel, err = readFileMax(in.kernelPath, maxKernelSize); err != nil {
+			return bootInfo{}, fmt.Errorf("reading kernel: %w", err)
+		}
+		in.kernelHead = false
+	}
 	img, err := bzimage.Parse(in.kernel)
 	if err != nil {
 		return bootInfo{}, fmt.Errorf("kernel is neither an ELF with a PVH note nor a bzImage: %w", err)
 	}
+	if pvhErr != nil {
+		// OpenPVH said above why this bzImage takes the 64-bit protocol.
+		b, lerr := loadLinux64(mem, in, img)
+		b.whyNotPVH = pvhErr
+		return b, lerr
+	}
 	if in.protocol != BootLinux64 {
-		if in.kernelPath != "" {
-			// The decompressed vmlinux comes from the cache as a file
-			// and is copied segment by segment into guest RAM, so the
-			// VMM never holds it (tens of MiB) in its own memory.
-			var f *os.File
-			var entry uint32
-			if f, entry, _, err = bzimage.OpenPVH(in.kernelPath, in.cacheDir); err == nil {
-				defer f.Close()
-				var fi os.FileInfo
-				if fi, err = f.Stat(); err == nil {
-					return loadPVHAt(mem, in, f, fi.Size(), entry)
-				}
-			}
-		} else {
+		if in.kernelPath == "" {
 			var elfData []byte
 			var entry uint32
 			if elfData, entry, err = img.PVHKernel(); err == nil {

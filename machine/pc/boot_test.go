@@ -237,3 +237,48 @@ func TestAutoBootNeverFallsBackOnFailure(t *testing.T) {
 		t.Fatalf("unreadable kernel file: booted by %v instead of failing", b.protocol)
 	}
 }
+
+// TestKernelReadOnlyAsFarAsNeeded: a bzImage file larger than
+// kernelHeadSize is read only up to it (readKernelHead); when PVH cannot
+// boot it, the 64-bit protocol reads the whole file and the protected-mode
+// code lands whole at 1 MiB. An ELF vmlinux is always read whole.
+func TestKernelReadOnlyAsFarAsNeeded(t *testing.T) {
+	dir := t.TempDir()
+	// The fake's payload is pm's last 8 bytes (fakeBzImage): the padding
+	// goes first.
+	pm := make([]byte, 2*kernelHeadSize)
+	for i := range pm {
+		pm[i] = byte(i * 7)
+	}
+	pm = append(pm, longModePM()...)
+	bz := fakeBzImage(pm)
+	kpath := filepath.Join(dir, "bzImage")
+	if err := os.WriteFile(kpath, bz, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	head, whole, err := readKernelHead(kpath)
+	if err != nil || whole || len(head) != kernelHeadSize || !bytes.Equal(head, bz[:kernelHeadSize]) {
+		t.Fatalf("readKernelHead of a %d-byte bzImage: %d bytes, whole %v, err %v; want its first %d bytes",
+			len(bz), len(head), whole, err, kernelHeadSize)
+	}
+	mem := testMem(t, 16<<20)
+	e820, _ := e820Map(16 << 20)
+	in := bootInput{kernel: head, kernelHead: true, e820: e820, lowEnd: 16 << 20, kernelPath: kpath,
+		cacheDir: filepath.Join(dir, "cache")}
+	b, err := loadKernel(mem, in)
+	if err != nil || b.protocol != BootLinux64 || b.whyNotPVH == nil {
+		t.Fatalf("head of a bzImage without a PVH payload: protocol %v, why %v, err %v; want linux64", b.protocol, b.whyNotPVH, err)
+	}
+	got := make([]byte, len(pm))
+	if err := mem.Read(0x100000, got); err != nil || !bytes.Equal(got, pm) {
+		t.Fatalf("protected-mode code at 1 MiB differs from the file's (err %v)", err)
+	}
+	elfKernel := append(pvhELF([]byte{0xf4}, 0x100000), make([]byte, kernelHeadSize)...)
+	epath := filepath.Join(dir, "vmlinux")
+	if err := os.WriteFile(epath, elfKernel, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if k, whole, err := readKernelHead(epath); err != nil || !whole || !bytes.Equal(k, elfKernel) {
+		t.Fatalf("readKernelHead of an ELF: %d of %d bytes, whole %v, err %v", len(k), len(elfKernel), whole, err)
+	}
+}

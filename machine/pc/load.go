@@ -36,16 +36,16 @@ type loader struct {
 
 // load places the kernel, initrd and boot tables and sets up the boot vCPU.
 func (l *loader) load() error {
-	kernel := l.cfg.KernelBytes
+	kernel, head := l.cfg.KernelBytes, false
 	if kernel == nil {
 		if l.cfg.Kernel == "" {
 			return errors.New("no kernel given")
 		}
-		b, err := readFileMax(l.cfg.Kernel, maxKernelSize)
+		b, whole, err := readKernelHead(l.cfg.Kernel)
 		if err != nil {
 			return fmt.Errorf("reading kernel: %w", err)
 		}
-		kernel = b
+		kernel, head = b, !whole
 	}
 	initrd := l.cfg.InitrdBytes
 	if initrd == nil && l.cfg.Initrd != "" {
@@ -78,7 +78,7 @@ func (l *loader) load() error {
 	if l.cfg.KernelBytes == nil {
 		// A kernel from a file may use the decompressed-kernel cache,
 		// keyed by the file (firmware/bzimage).
-		in.kernelPath = l.cfg.Kernel
+		in.kernelPath, in.kernelHead = l.cfg.Kernel, head
 		if in.cacheDir == "" {
 			var note string
 			if in.cacheDir, note, err = bzimage.DefaultCacheDir(); err != nil {

@@ -14,23 +14,11 @@ import (
 // pages the guest has touched (mincore over the RAM mappings) and the rest,
 // which is what the VMM itself costs.
 func (r *guestRAM) resident() (vmm, guest uint64, err error) {
-	f, err := os.Open("/proc/self/status")
+	// VmRSS counts the guest's RAM pages too, as they are this process's
+	// anonymous memory.
+	rss, err := procStatus("VmRSS")
 	if err != nil {
-		return 0, 0, fmt.Errorf("reading process status: %w", err)
-	}
-	defer f.Close()
-	// VmRSS is the resident set in kB (proc(5)); it counts the guest's
-	// RAM pages too, as they are this process's anonymous memory.
-	var rss uint64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return 0, 0, fmt.Errorf("parsing VmRSS %q: %w", v, err)
-			}
-			rss = kb << 10
-		}
+		return 0, 0, err
 	}
 	page := uint64(os.Getpagesize())
 	for _, reg := range r.regions {
@@ -50,4 +38,25 @@ func (r *guestRAM) resident() (vmm, guest uint64, err error) {
 		return 0, guest, nil
 	}
 	return rss - guest, guest, nil
+}
+
+// procStatus reads the field (a size in kB, proc(5)) from
+// /proc/self/status, in bytes.
+func procStatus(field string) (uint64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("reading process status: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing %s %q: %w", field, v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/self/status", field)
 }

@@ -189,7 +189,7 @@ func New(cfg Config) (m *Machine, err error) {
 			release(devices, blocks, closers)
 		}
 	}()
-	t0 := time.Now()
+	t0, clock := time.Now(), newSetupClock()
 	kvm, err := vmm.Open()
 	if err != nil {
 		return nil, err
@@ -200,16 +200,19 @@ func New(cfg Config) (m *Machine, err error) {
 		return nil, err
 	}
 	closers = append(closers, vm.Close)
+	clock.step("vm")
 	chips, err := setupIRQChips(vm, logf)
 	if err != nil {
 		return nil, err
 	}
+	clock.step("irqchip")
 	mem := guestmem.New()
 	ram, err := newGuestRAM(vm, mem, uint64(cfg.MemoryMiB)<<20)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, ram.free)
+	clock.step("ram")
 	cpuid, err := kvm.SupportedCPUID()
 	if err != nil {
 		return nil, err
@@ -228,6 +231,7 @@ func New(cfg Config) (m *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	clock.step("board")
 	blocks = blocknodes.New()
 	devices = newDeviceManager(b, vm, mem, blocks, run.Emit, logf)
 	cpus, err := newVCPUs(kvm, vm, cfg.CPUs, cfg.CPU, pio, mmio, logf)
@@ -235,14 +239,17 @@ func New(cfg Config) (m *Machine, err error) {
 		return nil, err
 	}
 	closers = append(closers, cpus.close)
+	clock.step("vcpus")
 	if err = plugConfigured(cfg, devices, blocks); err != nil {
 		return nil, err
 	}
+	clock.step("devices")
 	boot := &loader{cfg: cfg, mem: mem, bus: b.pci, hp: b.hotplug, boot: cpus.vcpus[0],
 		overrides: cpus.overrides, logf: logf}
 	if err = boot.load(); err != nil {
 		return nil, err
 	}
+	clock.step("boot")
 	run.vcpus, run.uart, run.devices, run.shutdownResets = cpus.vcpus, b.uart, devices, cpus.shutdownResets
 	run.reset = (&powerOn{vm: vm, chips: chips, vcpus: cpus.vcpus, cpus: cpus.powerOn, board: b,
 		boot: boot, logf: logf}).reset
@@ -256,8 +263,9 @@ func New(cfg Config) (m *Machine, err error) {
 	// The kernel file (and a decompressed vmlinux) are garbage now; hand
 	// that memory back so the VMM's resident set stays small.
 	debug.FreeOSMemory()
-	logf("machine built in %v: %d MiB, %d vCPU(s), boot %s, entry %#x", time.Since(t0).Round(time.Microsecond),
-		cfg.MemoryMiB, cfg.CPUs, boot.info.protocol, boot.info.entry)
+	clock.step("free")
+	logf("machine built in %v: %d MiB, %d vCPU(s), boot %s, entry %#x (%v)", time.Since(t0).Round(time.Microsecond),
+		cfg.MemoryMiB, cfg.CPUs, boot.info.protocol, boot.info.entry, clock)
 	return &Machine{lifecycle: run, vmSnapshots: snaps, vm: vm, mem: mem, pio: pio, mmio: mmio, ram: ram,
 		cpus: cpus, board: b, devices: devices, blocks: blocks, boot: boot, closers: closers}, nil
 }
@@ -355,6 +363,46 @@ const maxKernelSize = 512 << 20
 
 // readFileMax reads a regular file of at most max bytes: a device such as
 // /dev/zero or an oversized file is refused before anything is allocated.
+// kernelHeadSize is how much of a bzImage the loader reads before it
+// knows it needs all of it: the boot sector and setup header, and setup
+// code up to 64 KiB (boot.rst: setup_sects is at most 127 sectors).
+const kernelHeadSize = 64 << 10
+
+// readKernelHead reads the kernel file at path whole when it is an ELF
+// vmlinux or no larger than kernelHeadSize (whole is true), and otherwise
+// only its first kernelHeadSize bytes: a bzImage booted by PVH from the
+// decompressed-kernel cache is never read whole (under an emulated CPU,
+// reading and freeing a 14 MB bzImage cost a nested boot half a second).
+func readKernelHead(path string) (b []byte, whole bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("%s is not a regular file", path)
+	}
+	if uint64(fi.Size()) > maxKernelSize {
+		return nil, false, fmt.Errorf("%s is %d MiB, more than the %d MiB allowed", path, fi.Size()>>20, maxKernelSize>>20)
+	}
+	b = make([]byte, min(fi.Size(), kernelHeadSize))
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if int64(len(b)) == fi.Size() {
+		return b, true, nil
+	}
+	if len(b) >= 4 && string(b[:4]) == "\x7fELF" {
+		whole, err := readFileMax(path, maxKernelSize)
+		return whole, err == nil, err
+	}
+	return b, false, nil
+}
+
 func readFileMax(path string, max uint64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -143,7 +143,12 @@ func (r *runStats) log(d time.Duration, stop vmm.Stop) {
 	r.logf("exits: %d (io %d, mmio %d); accesses no device claimed: %d pio, %d mmio",
 		exits, ioExits, mmioExits, r.pio.Unhandled.Load(), r.mmio.Unhandled.Load())
 	if vmmRSS, guestRSS, err := r.ram.resident(); err == nil {
-		r.logf("resident memory: VMM %d KiB beyond guest RAM, guest RAM touched %d KiB", vmmRSS>>10, guestRSS>>10)
+		// RssAnon counts the guest's RAM too; what is left of the VMM's
+		// share is its heap and stacks, the rest its binary's pages
+		// (file-backed, or shmem when it runs from an initramfs).
+		anon, _ := procStatus("RssAnon")
+		r.logf("resident memory: VMM %d KiB beyond guest RAM (%d KiB of it heap and stacks), guest RAM touched %d KiB",
+			vmmRSS>>10, (max(anon, guestRSS)-guestRSS)>>10, guestRSS>>10)
 	}
 }
 
