@@ -526,12 +526,13 @@ func (c *converter) run() error {
 	// its error is known: take the error through a channel.
 	planErr := make(chan error, 1)
 	go func() { planErr <- c.plan(jobs) }()
+	bufs, unmap := convertBuffers(c.workers, convertChunk)
+	defer unmap()
 	var wg sync.WaitGroup
-	for range c.workers {
+	for _, buf := range bufs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, convertChunk)
 			for j := range jobs {
 				if !c.failed() {
 					if err := c.do(j, buf); err != nil {

@@ -91,7 +91,7 @@ func TestConvertZeroDetectionLikeQemu(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
 	const block = 4096
-	data := make([]byte, 6<<20)
+	data := make([]byte, 20<<20) // more 2 MiB chunks than workers
 	r := rand.New(rand.NewSource(7))
 	for b := 0; b < len(data)/block; {
 		run := 1 + r.Intn(40)
