@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Image benchmarks: Petrel's `petrel img` against qemu-img on the same
-# files, one run each. Every line prints both times and the ratio
-# Petrel/qemu-img (lower is better for Petrel; target <= 1.0).
+# files, the best of BENCH_RUNS runs each. Every line prints both times
+# and the ratio Petrel/qemu-img (lower is better for Petrel; target <= 1.0).
 #
 #   BENCH_DIR  scratch directory (default: a temp dir, removed at the end)
 #   BENCH_SIZE size of the mixed-data image in MiB (default 1024)
 #   BENCH_RUNS runs of each command; the best is printed (default 3)
+#   PETREL     the petrel binary to time (default: bin/petrel, built if absent)
 #   BENCH_ONLY run only these sections (space-separated: convert bench
 #              qed check; default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x bin/petrel ] || go build -o bin/petrel ./cmd/petrel
-PETREL=$PWD/bin/petrel
+if [ -z "${PETREL:-}" ]; then
+  [ -x bin/petrel ] || go build -o bin/petrel ./cmd/petrel
+  PETREL=$PWD/bin/petrel
+fi
 command -v qemu-img >/dev/null || { echo "bench-img: qemu-img not installed (apt-get install qemu-utils)"; exit 1; }
 
 dir=${BENCH_DIR:-$(mktemp -d /tmp/petrel-bench-img.XXXXXX)}
