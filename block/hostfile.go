@@ -168,8 +168,16 @@ func (hf *HostFile) File() *os.File { return hf.f }
 
 func (hf *HostFile) Name() string               { return hf.path }
 func (hf *HostFile) Stat() (os.FileInfo, error) { return hf.f.Stat() }
-func (hf *HostFile) Sync() error                { return hf.f.Sync() }
 func (hf *HostFile) Close() error               { return hf.f.Close() }
+
+// Sync is fdatasync(2), as QEMU's file driver flushes (the data and what
+// reading it needs, such as the size; not the timestamps).
+func (hf *HostFile) Sync() error {
+	if err := unix.Fdatasync(int(hf.f.Fd())); err != nil {
+		return &os.PathError{Op: "sync", Path: hf.path, Err: err}
+	}
+	return nil
+}
 
 // aligned reports whether off, len(p) and p's address all suit O_DIRECT.
 func (hf *HostFile) aligned(p []byte, off int64) bool {

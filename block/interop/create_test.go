@@ -37,6 +37,12 @@ func TestCreateMatchesQemu(t *testing.T) {
 			if strings.ReplaceAll(qout, "q.img", "X") != strings.ReplaceAll(pout, "p.img", "X") {
 				t.Fatalf("create output:\nqemu-img: %s\npetrel:   %s", qout, pout)
 			}
+			if c[1] == "raw" {
+				// QEMU writes the first block of a new raw file.
+				if qm, pm := run(t, "qemu-img", "map", "--output=json", q), run(t, "qemu-img", "map", "--output=json", p); qm != pm {
+					t.Fatalf("qemu-img map:\nqemu-img's: %s\npetrel's:   %s", qm, pm)
+				}
+			}
 			if c[1] != "raw" && !strings.Contains(name, "missing") {
 				qemuCheckClean(t, p)
 				compareInfoJSONPair(t, q, p)

@@ -226,3 +226,37 @@ func TestUnsupportedFeatureReport(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderReadsWholeFirstCluster: the header is read up to the end of
+// the first cluster, however large the clusters: a backing file name
+// placed near the end of a 2 MiB first cluster is found, as qemu-img
+// finds it; one placed past it is refused.
+func TestHeaderReadsWholeFirstCluster(t *testing.T) {
+	b := freshImage(t, block.CreateOptions{Size: 64 << 20, ClusterSize: 2 << 20})
+	const name = "base.raw"
+	be := binary.BigEndian
+	for _, c := range []struct {
+		at int
+		ok bool
+	}{{2<<20 - len(name), true}, {2<<20 - len(name) + 1, false}} {
+		img := append([]byte(nil), b...)
+		copy(img[c.at:], name)
+		be.PutUint64(img[8:], uint64(c.at))
+		be.PutUint32(img[16:], uint32(len(name)))
+		got, err := openBytes(t, img, block.Options{ReadOnly: true, NoBacking: true})
+		if !c.ok {
+			if err == nil {
+				got.Close()
+				t.Errorf("name at %#x, past the first cluster: opened", c.at)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("name at %#x: %v", c.at, err)
+		}
+		if got.hdr.backingFile != name {
+			t.Errorf("name at %#x: backing file %q, want %q", c.at, got.hdr.backingFile, name)
+		}
+		got.Close()
+	}
+}

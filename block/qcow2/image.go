@@ -147,6 +147,37 @@ func Open(path string, opts block.Options) (*Image, error) {
 	return img, nil
 }
 
+// readHeaderCluster reads the first cluster of the file (or all of a
+// smaller file): the header, its extensions and the backing file name lie
+// there (spec "Header"), and parseHeader looks no further. It reads 64 KiB,
+// the default cluster size, and the rest when the header names larger
+// clusters, rather than the largest cluster possible (2 MiB) every time.
+func readHeaderCluster(f block.File, fileSize int64) ([]byte, error) {
+	readAt := func(b []byte, off int64) error {
+		if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		return nil
+	}
+	head := make([]byte, min(fileSize, 64<<10))
+	if err := readAt(head, 0); err != nil {
+		return nil, err
+	}
+	if len(head) < 24 || string(head[:4]) != Magic {
+		return head, nil // parseHeader says what is wrong
+	}
+	bits := binary.BigEndian.Uint32(head[20:])
+	if n := min(fileSize, 1<<min(bits, maxClusterBits)); n > int64(len(head)) {
+		full := make([]byte, n)
+		copy(full, head)
+		if err := readAt(full[len(head):], int64(len(head))); err != nil {
+			return nil, err
+		}
+		head = full
+	}
+	return head, nil
+}
+
 // openFile opens an image on f: header, caches, L1 and refcount tables, the
 // writable-open fixups, then the backing chain. The caches are sized from
 // Options.CacheSize (QEMU's l2-cache-size; refcount blocks get a quarter),
@@ -158,8 +189,8 @@ func openFile(f block.File, path string, opts block.Options) (_ *Image, err erro
 	if err != nil {
 		return nil, err
 	}
-	head := make([]byte, min(st.Size(), 1<<maxClusterBits))
-	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+	head, err := readHeaderCluster(f, st.Size())
+	if err != nil {
 		return nil, fmt.Errorf("reading header: %w", err)
 	}
 	h, err := parseHeader(head, st.Size())

@@ -122,7 +122,28 @@ func Create(path string, opts block.CreateOptions) error {
 	if err := preallocate(hf, 0, opts.Size, mode); err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
-	return f.Sync()
+	if mode == "full" {
+		return f.Sync() // as QEMU, which flushes only after writing zeroes
+	}
+	allocateFirstBlock(hf, opts.Size)
+	return nil
+}
+
+// allocateFirstBlock writes zeroes over the start of a new file grown from
+// nothing, as QEMU's file driver does when it creates one (without
+// preallocation or with falloc; its allocate_first_block, which spares a
+// later O_DIRECT open probing the alignment of a hole): 4 KiB, or 512
+// bytes in a file smaller than 4 KiB, which a file under 512 bytes grows
+// to. qemu-img map shows that block as data. QEMU ignores a failure.
+func allocateFirstBlock(f *block.HostFile, size int64) {
+	if size == 0 {
+		return
+	}
+	n := 4096
+	if size < 4096 {
+		n = 512
+	}
+	f.WriteAt(make([]byte, n), 0)
 }
 
 // preallocate grows f from old to size bytes with the given mode: "off"

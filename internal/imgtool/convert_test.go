@@ -1,12 +1,17 @@
 package imgtool
 
 import (
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/internal/testutil"
 )
 
 // TestConvertProgressCountsData: convert -p measures progress in the data
@@ -72,6 +77,59 @@ func TestConvertAllocationLikeQemu(t *testing.T) {
 		}
 		if maps["qemu-img"] != maps["petrel"] {
 			t.Errorf("convert %v:\nqemu-img: %s\npetrel:   %s", args, maps["qemu-img"], maps["petrel"])
+		}
+	}
+}
+
+// TestConvertZeroDetectionLikeQemu: convert leaves out the same all-zero
+// 4 KiB blocks of the data it reads as qemu-img (the default -S 4k), for
+// a qcow2 and a raw target: a block whose only non-zero byte is its last
+// one is data, runs of zero blocks start and end anywhere in a 2 MiB
+// chunk. The data extents of qemu-img map must match, and the bytes.
+func TestConvertZeroDetectionLikeQemu(t *testing.T) {
+	testutil.NeedTool(t, "qemu-img")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	const block = 4096
+	data := make([]byte, 20<<20) // more 2 MiB chunks than workers
+	r := rand.New(rand.NewSource(7))
+	for b := 0; b < len(data)/block; {
+		run := 1 + r.Intn(40)
+		kind := r.Intn(3)
+		for ; run > 0 && b < len(data)/block; run, b = run-1, b+1 {
+			blk := data[b*block : (b+1)*block]
+			switch kind {
+			case 1: // full data
+				r.Read(blk)
+			case 2: // one non-zero byte, somewhere (the last one at times)
+				blk[[]int{0, block - 1, r.Intn(block)}[r.Intn(3)]] = 0x5a
+			}
+		}
+	}
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dataExtents := func(img string) string {
+		t.Helper()
+		var got []map[string]any
+		if err := json.Unmarshal([]byte(qemuTool(t, "qemu-img", "map", "--output=json", img)), &got); err != nil {
+			t.Fatal(err)
+		}
+		var s strings.Builder
+		for _, e := range got {
+			if e["data"] == true {
+				fmt.Fprintf(&s, "%v+%v ", e["start"], e["length"])
+			}
+		}
+		return s.String()
+	}
+	for _, format := range []string{"qcow2", "raw"} {
+		want, got := filepath.Join(dir, "qemu."+format), filepath.Join(dir, "petrel."+format)
+		qemuTool(t, "qemu-img", "convert", "-O", format, src, want)
+		must(t, "convert", "-O", format, src, got)
+		qemuTool(t, "qemu-img", "compare", src, got)
+		if w, g := dataExtents(want), dataExtents(got); w != g {
+			t.Errorf("%s: data extents\npetrel:   %s\nqemu-img: %s", format, g, w)
 		}
 	}
 }
