@@ -4,9 +4,10 @@
 # boot the same Debian kernel and the same busybox initramfs, whose /init
 # prints a marker and powers off. For each: L1 wall time from process start
 # to the marker (time to /init), KVM exits to that point (the sum of
-# /sys/kernel/debug/kvm/exits before and after; one VM at a time), and for
-# Petrel its RSS beyond guest RAM (-v). The L2 console is quiet: every
-# serial byte is an exit, and nested exits are expensive.
+# /sys/kernel/debug/kvm/exits before and after; one VM at a time), and
+# each VMM's resident memory beyond guest RAM at /init (and, from -v,
+# Petrel's at power-off). The L2 console is quiet: every serial byte is an
+# exit, and nested exits are expensive.
 # Then guest disk throughput: a second initramfs runs tools/diskbench on
 # /dev/vda (virtio-blk on a fresh 256 MiB qcow2 in L1, cache=writeback for
 # both: O_DIRECT 1 MiB sequential write and read over 64 MiB, 2000 random
@@ -102,6 +103,22 @@ cat >>"$JOB/in/job.sh" <<'JOB'
 now() { cut -d' ' -f1 /proc/uptime; }
 exits() { cat /sys/kernel/debug/kvm/exits 2>/dev/null || echo 0; }
 APPEND="console=ttyS0 quiet panic=-1"
+# vmmrss NAME: the VMM's resident memory beyond guest RAM at /init, the
+# same way for both: VmRSS (and RssAnon, heap and stacks) less the resident
+# part of the largest mapping of at least guest RAM's 256 MiB.
+vmmrss() {
+  # (Debian's busybox has no pgrep; one VMM runs at a time.)
+  comm=petrel
+  [ $1 = petrel ] || comm=qemu-system
+  pid=
+  for d in /proc/[0-9]*; do
+    read -r c <$d/comm 2>/dev/null || continue
+    case $c in "$comm"*) pid=${d#/proc/} ;; esac
+  done
+  [ -n "$pid" ] || return 0
+  ram=$(awk '/^[0-9a-f]+-[0-9a-f]+ / {sz = 0} /^Size:/ {sz = $2} /^Rss:/ && sz >= 262144 && $2 > r {r = $2} END {print r + 0}' /proc/$pid/smaps)
+  awk -v n=$1 -v ram=$ram '/^VmRSS:/ {v = $2} /^RssAnon:/ {a = $2} END {if (v > ram) print n, v - ram, a - ram}' /proc/$pid/status
+}
 # boot NAME CMD...: L1 seconds to the marker, and the exits, into $OUT/NAME.N
 boot() {
   name=$1; shift
@@ -112,7 +129,7 @@ boot() {
     sleep 3
     e0=$(exits); t0=$(now)
     "$@" </dev/null 2>$OUT/$name.$i.err | while IFS= read -r l; do
-      case $l in *INIT-REACHED*) echo "$(now) $(exits)" >$OUT/$name.$i.mark ;; esac
+      case $l in *INIT-REACHED*) echo "$(now) $(exits)" >$OUT/$name.$i.mark; vmmrss $name >>$OUT/rss ;; esac
       echo "$l" >>$OUT/$name.$i.log
     done
     if [ -f $OUT/$name.$i.mark ]; then
@@ -188,11 +205,17 @@ if [[ -s $res ]]; then
   best() { awk -v n="$1" -v col="$2" '$1 == n && (b == "" || $2 < b) {b = $2; e = $3} END {print (col == 2 ? b : e)}' "$res"; }
   p_ms=$(best petrel 2); p_ex=$(best petrel 3); q_ms=$(best qemu 2); q_ex=$(best qemu 3)
   rss=$(grep -ho 'VMM [0-9]* KiB beyond guest RAM' "$JOB"/out/petrel.*.err 2>/dev/null | awk '{print $2}' | sort -n | head -1)
+  # Of that, the heap and stacks (anonymous); the rest is petrel's own
+  # binary, mapped from L1's initramfs and shared by every petrel there.
+  anon=$(grep -ho '[0-9]* KiB of it heap and stacks' "$JOB"/out/petrel.*.err 2>/dev/null | awk '{print $1}' | sort -n | head -1)
+  # Both VMMs measured alike at /init (vmmrss in the job), the lowest run.
+  vrss() { awk -v n=$1 -v c=$2 '$1 == n && (b == "" || $c < b) {b = $c} END {print b}' "$JOB/out/rss" 2>/dev/null; }
   echo
   echo "nested boot benchmark (inside L1: qemu TCG -cpu max, kvm-amd), $(basename "$NESTED_KERNEL"), 256 MiB, quiet console, best of $RUNS"
-  printf '%-10s %14s %8s %14s %8s %14s\n' vmm "to /init ms" "x qemu" "exits to /init" "x qemu" "RSS-RAM KiB"
-  printf '%-10s %14s %8s %14s %8s %14s\n' petrel "${p_ms:--}" "$(ratio "$p_ms" "$q_ms")" "${p_ex:--}" "$(ratio "$p_ex" "$q_ex")" "${rss:--}"
-  printf '%-10s %14s %8s %14s %8s %14s\n' qemu-kvm "${q_ms:--}" "1.00" "${q_ex:--}" "1.00" "-"
+  printf '%-10s %14s %8s %14s %8s %14s %14s\n' vmm "to /init ms" "x qemu" "exits to /init" "x qemu" "RSS-RAM KiB" "of it anon KiB"
+  printf '%-10s %14s %8s %14s %8s %14s %14s\n' petrel "${p_ms:--}" "$(ratio "$p_ms" "$q_ms")" "${p_ex:--}" "$(ratio "$p_ex" "$q_ex")" "$(vrss petrel 2)" "$(vrss petrel 3)"
+  printf '%-10s %14s %8s %14s %8s %14s %14s\n' qemu-kvm "${q_ms:--}" "1.00" "${q_ex:--}" "1.00" "$(vrss qemu 2)" "$(vrss qemu 3)"
+  echo "(petrel -v at power-off: ${rss:--} KiB beyond guest RAM, ${anon:--} KiB of it heap and stacks)"
   echo
 elif [[ " ${BENCH_NESTED_PARTS:-boot} " == *" boot "* ]]; then
   echo "bench-nested: no boot results (console: $JOB/console.log)"
