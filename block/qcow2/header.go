@@ -184,7 +184,7 @@ func corruptf(format string, a ...any) error {
 // unchecked field.
 func parseHeader(buf []byte, fileSize int64) (*header, error) {
 	if len(buf) < v2HeaderLen || string(buf[:4]) != Magic {
-		return nil, errors.New("not a qcow2 image (bad magic)")
+		return nil, errors.New("Image is not in qcow2 format") // qcow2_do_open's words
 	}
 	be := binary.BigEndian
 	h := &header{

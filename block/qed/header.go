@@ -37,7 +37,7 @@ const (
 )
 
 // ErrNotQED is returned for files without the QED magic.
-var ErrNotQED = errors.New("not a QED image")
+var ErrNotQED = errors.New("Image not in QED format") // qed_open's words
 
 // header is the QED header as stored at offset 0 (spec "Header"), fields in
 // on-disk order, all little-endian: cluster_size in bytes; table_size and
