@@ -147,6 +147,10 @@ type Format struct {
 	Open func(path string, opts Options) (Image, error)
 	// Create writes a new image.
 	Create func(path string, opts CreateOptions) error
+	// CreateOn writes a new image into f, a file that exists already (a
+	// protocol's export; see block.CreateOn), and closes f. Nil when the
+	// engine lays out host files only.
+	CreateOn func(f File, path string, opts CreateOptions) error
 	// Measure sizes an image of this format made with opts: of opts.Size
 	// bytes, or holding in's contents when in is not nil (`qemu-img
 	// measure`). Nil when the format cannot say.

@@ -15,11 +15,12 @@ import (
 // init registers the qcow2 format with block, probed by its magic.
 func init() {
 	block.Register(block.Format{
-		Name:    "qcow2",
-		Probe:   Probe,
-		Open:    func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
-		Create:  Create,
-		Measure: Measure,
+		Name:     "qcow2",
+		Probe:    Probe,
+		Open:     func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
+		Create:   Create,
+		CreateOn: CreateOn,
+		Measure:  Measure,
 	})
 }
 
