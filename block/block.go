@@ -93,6 +93,11 @@ type Options struct {
 	// Repair: opened for `check -r`. A qcow2 image marked corrupt may then
 	// be opened writable; only Check may change it (as QEMU's BDRV_O_CHECK).
 	Repair bool
+	// Warn receives the problems an engine works around rather than
+	// fails on (QEMU prints them to stderr: "qcow2_free_clusters failed:
+	// ..." when freeing clusters fails and they leak); nil prints them
+	// to os.Stderr.
+	Warn func(msg string)
 	// OpenFile, when set, opens the file under the format (a filter such
 	// as blkdebug between the engine and the host file); see OpenFile.
 	OpenFile func(path string, readOnly, direct bool) (File, error)

@@ -55,7 +55,8 @@ type Image struct {
 	f        block.File // a HostFile (O_DIRECT-aware for cache=none) or a filter over one
 	path     string
 	readOnly bool
-	noSync   bool // cache=unsafe: ordering by write order only, no fsync
+	noSync   bool             // cache=unsafe: ordering by write order only, no fsync
+	warn     func(msg string) // Options.Warn
 	backing  block.Image
 
 	// data is the file guest clusters live in: f itself, or the external
@@ -168,7 +169,7 @@ func openFile(f block.File, path string, opts block.Options) (_ *Image, err erro
 		return nil, err
 	}
 	img := &Image{
-		f: f, path: path, readOnly: opts.ReadOnly, noSync: opts.NoSync, hdr: h,
+		f: f, path: path, readOnly: opts.ReadOnly, noSync: opts.NoSync, warn: opts.Warn, hdr: h,
 		clusterBits: h.clusterBits, clusterSize: 1 << h.clusterBits,
 		rcBits: 1 << h.refcountOrder, extL2: h.incompat&incompatExtendedL2 != 0,
 		inflight: map[int64]chan struct{}{}, events: block.Events(f),
