@@ -93,6 +93,11 @@ type Options struct {
 	// Repair: opened for `check -r`. A qcow2 image marked corrupt may then
 	// be opened writable; only Check may change it (as QEMU's BDRV_O_CHECK).
 	Repair bool
+	// Warn receives the problems an engine works around rather than
+	// fails on (QEMU prints them to stderr: "qcow2_free_clusters failed:
+	// ..." when freeing clusters fails and they leak); nil prints them
+	// to os.Stderr.
+	Warn func(msg string)
 	// OpenFile, when set, opens the file under the format (a filter such
 	// as blkdebug between the engine and the host file); see OpenFile.
 	OpenFile func(path string, readOnly, direct bool) (File, error)
@@ -147,6 +152,10 @@ type Format struct {
 	Open func(path string, opts Options) (Image, error)
 	// Create writes a new image.
 	Create func(path string, opts CreateOptions) error
+	// CreateOn writes a new image into f, a file that exists already (a
+	// protocol's export; see block.CreateOn), and closes f. Nil when the
+	// engine lays out host files only.
+	CreateOn func(f File, path string, opts CreateOptions) error
 	// Measure sizes an image of this format made with opts: of opts.Size
 	// bytes, or holding in's contents when in is not nil (`qemu-img
 	// measure`). Nil when the format cannot say.

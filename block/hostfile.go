@@ -306,15 +306,49 @@ func (hf *HostFile) readBlock(b []byte, off int64) error {
 	return nil
 }
 
-// Truncate sets the file size.
+// Truncate sets the file size. Growing an empty file then allocates its
+// first block, as QEMU's file driver does to make later alignment probing
+// cheap (file-posix.c allocate_first_block, after a PREALLOC_MODE_OFF
+// truncate from length 0): zeroes are written over the first 4 KiB, or
+// the first 512 bytes of a file smaller than that, so qemu-img map,
+// measure and du see a block of data there in a new raw image or data
+// file. A failure of that write is ignored, as in QEMU.
 func (hf *HostFile) Truncate(size int64) error {
 	hf.rmw.Lock()
 	defer hf.rmw.Unlock()
+	st, err := hf.f.Stat()
+	if err != nil {
+		return err
+	}
 	if err := hf.f.Truncate(size); err != nil {
 		return err
 	}
 	hf.size.Store(size)
+	if st.Size() == 0 && size > 0 && st.Mode().IsRegular() {
+		hf.AllocateFirstBlock(size)
+	}
 	return nil
+}
+
+// AllocateFirstBlock writes zeroes over the start of a file just grown
+// from empty to size bytes (Truncate does; a format preallocating with
+// fallocate calls it, as QEMU's falloc path does): 4 KiB (QEMU's
+// MAX_BLOCKSIZE), or 512 bytes (BDRV_SECTOR_SIZE) when the file is
+// smaller, never past size. The buffer is page-aligned for O_DIRECT. A
+// failure is ignored, as in QEMU.
+func (hf *HostFile) AllocateFirstBlock(size int64) {
+	n := int64(4096)
+	if size < n {
+		n = min(512, size)
+	}
+	bp, _ := hostBouncePool.Get().(*[]byte)
+	if bp == nil {
+		return
+	}
+	defer hostBouncePool.Put(bp)
+	buf := (*bp)[:n]
+	clear(buf)
+	hf.f.WriteAt(buf, 0)
 }
 
 // Fallocate is fallocate(2) on the file, keeping the tracked size exact.

@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,5 +64,32 @@ func compareInfoJSONPair(t *testing.T, q, p string) {
 	}
 	if a, b := strings.TrimSpace(strings.ReplaceAll(jsonString(qi), "q.img", "")), strings.TrimSpace(strings.ReplaceAll(jsonString(pi), "p.img", "")); a != b {
 		t.Fatalf("qemu-img info differs between qemu's and Petrel's image:\nqemu's:   %s\nPetrel's: %s", a, b)
+	}
+}
+
+// TestCreateRawOddSizesMatchQemu: a raw image of a size that is not a
+// whole number of sectors is made as qemu-img makes it (rounded up to 512
+// bytes, its first block written): the same file size and the same map.
+func TestCreateRawOddSizesMatchQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	for _, size := range []string{"100", "1000", "4096", "5000"} {
+		q, p := filepath.Join(dir, "q"+size), filepath.Join(dir, "p"+size)
+		run(t, "qemu-img", "create", "-q", "-f", "raw", q, size)
+		mustPetrel(t, "create", "-q", "-f", "raw", p, size)
+		qi, err := os.Stat(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if qi.Size() != pi.Size() {
+			t.Errorf("size %s: qemu-img made %d bytes, petrel %d", size, qi.Size(), pi.Size())
+		}
+		if qm, pm := run(t, "qemu-img", "map", "--output=json", q), run(t, "qemu-img", "map", "--output=json", p); qm != pm {
+			t.Errorf("size %s: qemu-img map:\nqemu-img's: %s\npetrel's:   %s", size, qm, pm)
+		}
 	}
 }

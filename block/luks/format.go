@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/petrel-vmm/petrel/block"
 )
@@ -25,6 +26,17 @@ func init() {
 // errNoKey is QEMU's message for a luks image opened without key-secret.
 var errNoKey = errors.New("Parameter 'key-secret' is required for cipher")
 
+// qapiEnums are the values QEMU 7.2's QAPI accepts for the LUKS creation
+// options (QCryptoCipherAlgorithm, QCryptoCipherMode,
+// QCryptoIVGenAlgorithm, QCryptoHashAlgorithm), space-separated.
+var qapiEnums = map[string]string{
+	"cipher-alg":     "aes-128 aes-192 aes-256 des 3des cast5-128 serpent-128 serpent-192 serpent-256 twofish-128 twofish-192 twofish-256",
+	"cipher-mode":    "ecb cbc xts ctr",
+	"ivgen-alg":      "plain plain64 essiv",
+	"ivgen-hash-alg": "md5 sha1 sha224 sha256 sha384 sha512 ripemd160",
+	"hash-alg":       "md5 sha1 sha224 sha256 sha384 sha512 ripemd160",
+}
+
 // OptionsFrom reads the LUKS creation options (QEMU's names, with prefix:
 // "" for the luks format, "encrypt." for qcow2) from extra, and the
 // password from the secret key-secret names.
@@ -33,6 +45,14 @@ func OptionsFrom(extra map[string]string, prefix string, secrets map[string][]by
 		Spec: Spec{Alg: extra[prefix+"cipher-alg"], Mode: extra[prefix+"cipher-mode"],
 			IVGen: extra[prefix+"ivgen-alg"], IVHash: extra[prefix+"ivgen-hash-alg"]},
 		HashAlg: extra[prefix+"hash-alg"],
+	}
+	// Values outside QEMU's QAPI enums are refused as its option
+	// visitor refuses them, before anything else is looked at; names
+	// QEMU knows but petrel cannot use fail later (NewCipher).
+	for _, k := range []string{"cipher-alg", "cipher-mode", "ivgen-alg", "ivgen-hash-alg", "hash-alg"} {
+		if v, ok := extra[prefix+k]; ok && !strings.Contains(" "+qapiEnums[k]+" ", " "+v+" ") {
+			return o, nil, fmt.Errorf("Parameter '%s' does not accept value '%s'", k, v)
+		}
 	}
 	if v, ok := extra[prefix+"iter-time"]; ok {
 		n, err := strconv.ParseInt(v, 10, 64)

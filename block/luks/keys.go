@@ -119,8 +119,7 @@ func NewHeader(o CreateOptions, password []byte) (*Header, []byte, Cipher, error
 	}
 	copy(h.MKDigest[:], digest)
 
-	materialSectors := uint32((h.materialBytes() + SectorSize - 1) / SectorSize)
-	slotSectors := (materialSectors + headerSectors - 1) / headerSectors * headerSectors
+	materialSectors, slotSectors := slotLayout(keyBytes)
 	for i := range h.Slots {
 		h.Slots[i] = Slot{KeyOffset: headerSectors + uint32(i)*slotSectors, Stripes: stripes}
 	}
@@ -207,4 +206,34 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// slotLayout is the size in sectors of one key slot's material (the
+// AF-split key: keyBytes times the stripes) and of the area it gets,
+// rounded up to 4 KiB, as QEMU's qcrypto_block_luks_create lays them out.
+func slotLayout(keyBytes int) (materialSectors, slotSectors uint32) {
+	materialSectors = uint32((keyBytes*stripes + SectorSize - 1) / SectorSize)
+	slotSectors = (materialSectors + headerSectors - 1) / headerSectors * headerSectors
+	return materialSectors, slotSectors
+}
+
+// HeaderAreaBytes is where the payload starts in a header NewHeader
+// would make with o: the 4 KiB header and the eight key slot areas.
+// qemu-img measure adds it for encrypt.format=luks (QEMU's
+// qcrypto_block_calculate_payload_offset). The options are checked as
+// NewHeader checks them, without deriving any key.
+func HeaderAreaBytes(o CreateOptions) (int64, error) {
+	o = o.withDefaults()
+	keyBytes, err := o.KeyBytes()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := hashByName(o.HashAlg); err != nil {
+		return 0, err
+	}
+	if _, err := NewCipher(o.Spec, make([]byte, keyBytes)); err != nil {
+		return 0, err
+	}
+	_, slot := slotLayout(keyBytes)
+	return int64(headerSectors+numSlots*slot) * SectorSize, nil
 }

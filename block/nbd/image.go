@@ -109,42 +109,47 @@ func sysText(err error) string {
 }
 
 // openFilename is block.Open for an NBD filename. The export is probed
-// as qemu-img probes a file; only raw is served over NBD.
+// as qemu-img probes a file; an image of another format in it (qcow2)
+// opens over the export as that engine's file (Image.AsFile), on the one
+// connection (a qemu-nbd without --persistent serves only one).
 func openFilename(name string, opts block.Options) (block.Image, error) {
 	cfg, err := ParseFilename(name)
 	if err != nil {
 		return nil, err
 	}
-	if opts.Format != "" && opts.Format != "raw" {
-		return nil, fmt.Errorf("petrel opens NBD exports as raw only, not as %s", opts.Format)
-	}
 	img, err := Open(cfg, "raw", opts)
 	if err != nil {
 		return nil, err
 	}
-	if opts.Format == "" {
+	format := opts.Format
+	if format == "" {
 		head := make([]byte, min(4096, img.Size()))
 		if _, err := img.ReadAt(head, 0); err != nil {
 			img.Close()
 			return nil, err
 		}
-		if f := block.ProbeHead(head); f != "raw" {
-			img.Close()
-			return nil, fmt.Errorf("the export holds a %s image: petrel opens NBD exports as raw only", f)
-		}
+		format = block.ProbeHead(head)
 	}
-	return img, nil
+	if format == "raw" {
+		return img, nil
+	}
+	return block.OpenOn(img.AsFile(), name, format, opts)
 }
 
-// createFilename is block.Create on an NBD export, which exists already:
-// as QEMU's generic fallback it checks the export is large enough and
-// zeroes its first sector (so that no stale format header is probed).
+// createFilename is block.Create on an NBD export, which exists already.
+// As QEMU's generic fallback (bdrv_co_create_opts_simple) it checks the
+// export is large enough for a raw image (a format on top asks for no
+// size: its engine grows inside the export) and zeroes its first sector,
+// so that no stale format header is probed; a format engine then lays
+// its image out in the export.
 func createFilename(name, format string, opts block.CreateOptions) error {
-	if format != "raw" {
-		return fmt.Errorf("petrel creates only raw images on NBD exports, not %s", format)
-	}
-	if opts.BackingFile != "" {
+	if format == "raw" && opts.BackingFile != "" {
 		return fmt.Errorf("raw images have no backing file")
+	}
+	if format != "raw" {
+		if fm, ok := block.Lookup(format); !ok || fm.CreateOn == nil {
+			return fmt.Errorf("petrel creates only raw and qcow2 images on NBD exports, not %s", format)
+		}
 	}
 	cfg, err := ParseFilename(name)
 	if err != nil {
@@ -154,14 +159,22 @@ func createFilename(name, format string, opts block.CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	defer img.Close()
-	if img.Size() < opts.Size {
+	if format == "raw" && img.Size() < opts.Size {
+		img.Close()
 		return fmt.Errorf("Cannot grow NBD nodes") // qemu-img's words
 	}
 	if err := img.WriteZeroes(0, min(512, img.Size()), false); err != nil {
+		img.Close()
 		return err
 	}
-	return img.Flush()
+	if err := img.Flush(); err != nil {
+		img.Close()
+		return err
+	}
+	if format == "raw" {
+		return img.Close()
+	}
+	return block.CreateOn(img.AsFile(), name, format, opts)
 }
 
 // Size, Format, Backing, ReadOnly, Filename and Close implement

@@ -17,16 +17,10 @@ const (
 	defaultRefcountBits = 16
 )
 
-// Create writes a new, empty qcow2 image: header, a one-cluster refcount
-// table and one refcount block; the L1 table, preallocation and everything
-// else are then laid out by the engine itself (Resize, allocation), so the
-// created file follows the same rules as any later change.
-func Create(path string, o block.CreateOptions) (err error) {
-	h, size, err := createHeader(path, o)
-	if err != nil {
-		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
-	}
-	crypt, err := parseCryptoCreate(o)
+// Create writes a new, empty qcow2 image in a new host file at path (see
+// layOut); a failed create leaves no file behind.
+func Create(path string, o block.CreateOptions) error {
+	h, size, crypt, err := createSettings(path, o)
 	if err != nil {
 		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 	}
@@ -34,18 +28,68 @@ func Create(path string, o block.CreateOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	block.SetExtentSizeHint(f, o.ExtentSizeHint)
+	hf, err := block.NewHostFile(f, false)
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
+	}
+	if err := layOut(hf, path, h, size, crypt, o); err != nil {
+		os.Remove(path)
+		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
+	}
+	return nil
+}
+
+// CreateOn writes a new, empty qcow2 image into f, a file that exists
+// already (an NBD export: QEMU's qcow2 over an nbd protocol node), and
+// closes f. The file keeps its size; the image grows inside it.
+func CreateOn(f block.File, path string, o block.CreateOptions) error {
+	h, size, crypt, err := createSettings(path, o)
+	if err == nil {
+		err = layOut(f, path, h, size, crypt, o)
+	} else {
+		f.Close()
+	}
+	if err != nil {
+		return &block.CreateError{Format: "qcow2", Path: path, Reason: err}
+	}
+	return nil
+}
+
+// createSettings validates the options before any file is touched: the
+// header, the virtual size and the encryption to set up.
+func createSettings(path string, o block.CreateOptions) (*header, int64, *cryptoCreate, error) {
+	h, size, err := createHeader(path, o)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	crypt, err := parseCryptoCreate(o)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	return h, size, crypt, nil
+}
+
+// layOut writes the image into f and closes f: header, a one-cluster
+// refcount table and one refcount block; the L1 table, preallocation and
+// everything else are then laid out by the engine itself (Resize,
+// allocation), so the created file follows the same rules as any later
+// change. An external data file it made is removed again on failure.
+func layOut(f block.File, path string, h *header, size int64, crypt *cryptoCreate, o block.CreateOptions) (err error) {
 	madeData := false
+	opened := false
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(path)
+			if !opened {
+				f.Close()
+			}
 			if madeData {
 				os.Remove(h.dataFile)
 			}
-			err = &block.CreateError{Format: "qcow2", Path: path, Reason: err}
 		}
 	}()
-	block.SetExtentSizeHint(f, o.ExtentSizeHint)
 	cs := int64(1) << h.clusterBits
 	hb, err := h.encode()
 	if err != nil {
@@ -76,15 +120,13 @@ func Create(path string, o block.CreateOptions) (err error) {
 			prealloc = "metadata"
 		}
 	}
-	hf, err := block.NewHostFile(f, false)
+	im, err := openFile(f, path, block.Options{NoBacking: true})
 	if err != nil {
 		return err
 	}
-	im, err := openFile(hf, path, block.Options{NoBacking: true})
-	if err != nil {
-		return err
-	}
+	opened = true
 	if err := im.Resize(size); err != nil {
+		im.Close()
 		return err
 	}
 	if crypt != nil {

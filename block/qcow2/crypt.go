@@ -291,19 +291,27 @@ func (img *Image) cryptoDescribe() map[string]any {
 }
 
 // HasZeroInit reports whether a new image reads zeroes without being
-// written, as QEMU's qcow2_has_zero_init: not when it is encrypted and
-// already has clusters (preallocation: their zero bytes decrypt to
-// noise), so qemu-img convert writes the zeroes explicitly.
+// written, as QEMU's qcow2_has_zero_init: always when no cluster is
+// allocated yet; with preallocated clusters not when it is encrypted
+// (their zero bytes decrypt to noise), and otherwise when the file they
+// lie in starts out zeroed (a new host file does; an NBD export holds
+// what it held), so qemu-img convert writes the zeroes explicitly.
 func (img *Image) HasZeroInit() bool {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if img.hdr.cryptMethod == cryptNone {
-		return true
-	}
+	preallocated := false
 	for _, e := range img.l1 {
 		if e != 0 {
-			return false
+			preallocated = true
+			break
 		}
 	}
-	return true
+	switch {
+	case !preallocated:
+		return true
+	case img.hdr.cryptMethod != cryptNone:
+		return false
+	}
+	zi, ok := img.data.(interface{ HasZeroInit() bool })
+	return !ok || zi.HasZeroInit()
 }

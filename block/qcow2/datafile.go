@@ -105,6 +105,21 @@ func strerror(err error) string {
 	return err.Error()
 }
 
+// errnoError is err as QEMU's error_setg_errno words it, "MSG: ERRNO
+// TEXT" (the context Petrel's wrapping adds left out), still wrapping err
+// so that errors.Is sees a corruption or an errno through it.
+func errnoError(msg string, err error) error {
+	return &qemuError{msg: msg + ": " + strerror(err), err: err}
+}
+
+type qemuError struct {
+	msg string
+	err error
+}
+
+func (e *qemuError) Error() string { return e.msg }
+func (e *qemuError) Unwrap() error { return e.err }
+
 // dataName is the file qemu-img map names for data: the data file's.
 func (img *Image) dataName() string {
 	if img.external {

@@ -15,11 +15,12 @@ import (
 // init registers the qcow2 format with block, probed by its magic.
 func init() {
 	block.Register(block.Format{
-		Name:    "qcow2",
-		Probe:   Probe,
-		Open:    func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
-		Create:  Create,
-		Measure: Measure,
+		Name:     "qcow2",
+		Probe:    Probe,
+		Open:     func(path string, opts block.Options) (block.Image, error) { return Open(path, opts) },
+		Create:   Create,
+		CreateOn: CreateOn,
+		Measure:  Measure,
 	})
 }
 
@@ -54,7 +55,8 @@ type Image struct {
 	f        block.File // a HostFile (O_DIRECT-aware for cache=none) or a filter over one
 	path     string
 	readOnly bool
-	noSync   bool // cache=unsafe: ordering by write order only, no fsync
+	noSync   bool             // cache=unsafe: ordering by write order only, no fsync
+	warn     func(msg string) // Options.Warn
 	backing  block.Image
 
 	// data is the file guest clusters live in: f itself, or the external
@@ -198,7 +200,7 @@ func openFile(f block.File, path string, opts block.Options) (_ *Image, err erro
 		return nil, err
 	}
 	img := &Image{
-		f: f, path: path, readOnly: opts.ReadOnly, noSync: opts.NoSync, hdr: h,
+		f: f, path: path, readOnly: opts.ReadOnly, noSync: opts.NoSync, warn: opts.Warn, hdr: h,
 		clusterBits: h.clusterBits, clusterSize: 1 << h.clusterBits,
 		rcBits: 1 << h.refcountOrder, extL2: h.incompat&incompatExtendedL2 != 0,
 		inflight: map[int64]chan struct{}{}, events: block.Events(f),

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 
 	"github.com/petrel-vmm/petrel/block"
+	"github.com/petrel-vmm/petrel/block/luks"
 )
 
 // Measure answers `qemu-img measure -O qcow2`: the file size a new qcow2
@@ -57,11 +58,19 @@ func Measure(o block.CreateOptions, in block.Image) (block.MeasureInfo, error) {
 	default:
 		return info, fmt.Errorf("invalid parameter value: %s", o.Preallocation)
 	}
+	// A LUKS header area takes whole clusters before any data
+	// (qcow2_measure's luks_payload_size).
+	var luksBytes uint64
 	if o.Extra["encrypt.format"] == "luks" {
-		if o.Extra["encrypt.key-secret"] == "" {
-			return info, errors.New("Parameter 'encrypt.key-secret' is required for cipher")
+		lo, _, err := luks.OptionsFrom(o.Extra, "encrypt.", o.Secrets)
+		if err != nil {
+			return info, err
 		}
-		return info, errors.New("LUKS encryption is not supported by petrel img")
+		n, err := luks.HeaderAreaBytes(lo)
+		if err != nil {
+			return info, err
+		}
+		luksBytes = roundUp64(uint64(n), uint64(cs))
 	}
 	ucs := uint64(cs)
 	size := uint64(o.Size)
@@ -98,8 +107,8 @@ func Measure(o block.CreateOptions, in block.Image) (block.MeasureInfo, error) {
 	if full < virtual || full > 1<<63-1 {
 		return info, errTooLarge
 	}
-	info.FullyAllocated = int64(full)
-	info.Required = int64(full - virtual + data)
+	info.FullyAllocated = int64(full + luksBytes)
+	info.Required = int64(full - virtual + data + luksBytes)
 	if src, ok := in.(*Image); ok && version >= 3 && src.hdr.version >= 3 {
 		info.HasBitmaps = true
 		b, err := src.bitmapsSize(cs)

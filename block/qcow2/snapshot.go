@@ -467,16 +467,16 @@ func (img *Image) deleteSnapshot(nameOrID string) error {
 	if err := img.writeSnapshots(append(snaps[:i:i], snaps[i+1:]...), oldSize); err != nil {
 		return err
 	}
+	// From here on a failure leaks clusters at worst; the messages are
+	// qcow2_snapshot_delete's.
 	if err := img.updateTree(snL1, -1, false); err != nil {
-		return err
+		return errnoError("Failed to free the cluster and L1 table", err)
 	}
 	if sn.l1Size > 0 {
-		if err := img.freeClusters(int64(sn.l1Off), (int64(sn.l1Size)*8+img.clusterSize-1)/img.clusterSize); err != nil {
-			return err
-		}
+		img.freeClustersOrLeak(int64(sn.l1Off), (int64(sn.l1Size)*8+img.clusterSize-1)/img.clusterSize)
 	}
 	if err := img.updateTree(img.l1, 0, true); err != nil {
-		return err
+		return errnoError("Failed to update snapshot status in disk", err)
 	}
 	if err := img.writeActiveL1(); err != nil {
 		return err

@@ -255,7 +255,7 @@ func (img *Image) writeSnapshots(snaps []snapshot, oldSize int64) error {
 	oldOff := int64(img.hdr.snapOff)
 	img.hdr.nbSnapshots, img.hdr.snapOff = uint32(len(snaps)), uint64(newOff)
 	if oldOff != 0 && oldSize > 0 {
-		return img.freeClusters(oldOff, (oldSize+cs-1)/cs)
+		img.freeClustersOrLeak(oldOff, (oldSize+cs-1)/cs)
 	}
 	return nil
 }

@@ -119,31 +119,17 @@ func Create(path string, opts block.CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := preallocate(hf, 0, opts.Size, mode); err != nil {
+	// QEMU's file driver makes whole sectors (raw_co_create: ROUND_UP to
+	// BDRV_SECTOR_SIZE); growing the empty file writes its first block
+	// (HostFile.Truncate, as allocate_first_block).
+	size := (opts.Size + 511) &^ 511
+	if err := preallocate(hf, 0, size, mode); err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
 	if mode == "full" {
 		return f.Sync() // as QEMU, which flushes only after writing zeroes
 	}
-	allocateFirstBlock(hf, opts.Size)
 	return nil
-}
-
-// allocateFirstBlock writes zeroes over the start of a new file grown from
-// nothing, as QEMU's file driver does when it creates one (without
-// preallocation or with falloc; its allocate_first_block, which spares a
-// later O_DIRECT open probing the alignment of a hole): 4 KiB, or 512
-// bytes in a file smaller than 4 KiB, which a file under 512 bytes grows
-// to. qemu-img map shows that block as data. QEMU ignores a failure.
-func allocateFirstBlock(f *block.HostFile, size int64) {
-	if size == 0 {
-		return
-	}
-	n := 4096
-	if size < 4096 {
-		n = 512
-	}
-	f.WriteAt(make([]byte, n), 0)
 }
 
 // preallocate grows f from old to size bytes with the given mode: "off"
@@ -156,6 +142,9 @@ func preallocate(f *block.HostFile, old, size int64, mode string) error {
 		if size > old {
 			if err := f.Fallocate(0, old, size-old); err != nil {
 				return fmt.Errorf("fallocate: %w", err)
+			}
+			if old == 0 {
+				f.AllocateFirstBlock(size)
 			}
 		}
 	case "full":

@@ -34,7 +34,8 @@ func TestReadWriteSparse(t *testing.T) {
 	if _, err := img.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read back: %v", err)
 	}
-	// Create wrote the first 4 KiB, as QEMU does; a hole follows.
+	// The first 4 KiB were written when the file was made (as QEMU's
+	// allocate_first_block); the hole follows.
 	e, err := img.BlockStatus(0, 4<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +43,7 @@ func TestReadWriteSparse(t *testing.T) {
 	if e.Flags&block.ExtentData == 0 || e.Length != 4096 {
 		t.Fatalf("first block: %+v", e)
 	}
-	e, _ = img.BlockStatus(4096, 4<<20)
-	if e.Flags&block.ExtentZero == 0 || e.Length != 1<<20-4096 {
+	if e, _ = img.BlockStatus(4096, 4<<20); e.Flags&block.ExtentZero == 0 || e.Length != 1<<20-4096 {
 		t.Fatalf("leading hole: %+v", e)
 	}
 	e, _ = img.BlockStatus(1<<20, 4<<20)

@@ -237,10 +237,12 @@ func runConvert(t *tool, args []string) int {
 	}
 	// needZeroes: the target may hold other data where the sources read
 	// zeroes (an existing target with -n, unless --target-is-zero says
-	// otherwise; or a backing file under the new target; or a network
-	// export, which creating does not zero, as qemu-img finds no zero
-	// init there), so zeroes must be written rather than skipped.
+	// otherwise; or a backing file under the new target; or a raw
+	// network export, which creating does not zero, as qemu-img finds no
+	// zero init there), so zeroes must be written rather than skipped. A
+	// format on an export says for itself (HasZeroInit below).
 	_, remote := block.ProtocolOf(dstPath)
+	remote = remote && dst.Format() == "raw"
 	c := &converter{
 		srcs: srcs, dst: dst, sparse: sparse, workers: workers, inOrder: !p.has("W"), targetBacking: -1,
 		needZeroes: (p.has("n") || remote) && !p.has("target-is-zero") || o.BackingFile != "",

@@ -289,6 +289,9 @@ func (t *tool) openImage(path, format string, opts block.Options) (block.Image, 
 		path, open = spec.path, spec.open
 	}
 	opts.Secrets = t.secrets
+	if opts.Warn == nil {
+		opts.Warn = func(msg string) { fmt.Fprintln(t.stderr, msg) }
+	}
 	opts.Format = format
 	if open != nil {
 		// A node that is not a format over a file: an NBD export named

@@ -147,10 +147,12 @@ func runMeasure(t *tool, args []string) int {
 	if err != nil {
 		return t.fail("%v", err)
 	}
-	// --object (secrets) only matters to measure for LUKS encryption,
-	// which the engines refuse with their own message; it is accepted
-	// so the argument checks run as qemu-img's (iotest 178).
-	t.imageOpts = p.has("image-opts")
+	// --object defines the secrets LUKS encryption (-o
+	// encrypt.key-secret) names: qemu-img measure sizes the LUKS header
+	// with them (iotest 178).
+	if err := t.commonOptions(p); err != nil {
+		return t.fail("%v", err)
+	}
 	for _, s := range p.opts["o"] {
 		if !validOptionList(s) {
 			return t.fail("Invalid option list: %s", s)
@@ -206,7 +208,7 @@ func runMeasure(t *tool, args []string) int {
 	if !ok {
 		return t.fail("Unknown file format '%s'", outFmt)
 	}
-	var o block.CreateOptions
+	o := block.CreateOptions{Secrets: t.secrets}
 	for _, s := range p.opts["o"] {
 		if err := measureOptions(outFmt, splitMeasureOptions(s), &o); err != nil {
 			t.errorf("%v", err)

@@ -65,6 +65,35 @@ func TestConvertCompareIntoNBDExport(t *testing.T) {
 	}
 }
 
+// petrel img convert -O qcow2 lays a qcow2 image out inside a qemu-nbd
+// export that holds stale bytes (iotest 302 writes an OVA's disk this
+// way), compressed and with preallocated metadata (whose clusters then
+// need their zeroes written): qemu-img finds the image clean and
+// identical to the source, and petrel img check, info and compare over
+// the export print what qemu-img prints.
+func TestConvertQcow2IntoNBDExport(t *testing.T) {
+	src := qemuWrittenImage(t)
+	for _, opts := range [][]string{{"-c"}, {"-o", "preallocation=metadata"}} {
+		t.Run(strings.Join(opts, " "), func(t *testing.T) {
+			target := filepath.Join(t.TempDir(), "target.raw")
+			if err := os.WriteFile(target, bytes.Repeat([]byte{0xff}, 8<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			sock, _ := testutil.QemuNBD(t, "-f", "raw", target)
+			uri := "nbd+unix:///exp?socket=" + sock
+			must(t, append(append([]string{"convert", "-f", "qcow2", "-O", "qcow2"}, opts...), src, uri)...)
+			if out := qemuOut(t, "qemu-img", "compare", "-f", "qcow2", src, uri); out != "Images are identical.\n" {
+				t.Fatalf("qemu-img compare: %q", out)
+			}
+			for _, args := range [][]string{{"check", uri}, {"info", uri}, {"compare", src, uri}} {
+				if want, got := qemuOut(t, "qemu-img", args...), must(t, args...); got != want {
+					t.Errorf("petrel img %s:\n%s\nqemu-img:\n%s", args[0], got, want)
+				}
+			}
+		})
+	}
+}
+
 // petrel img map and info print what qemu-img prints for an export,
 // named by URI, by nbd: filename, by json: and by --image-opts, with
 // base:allocation and with x-dirty-bitmap=qemu:allocation-depth.

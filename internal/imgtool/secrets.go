@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"encoding/base64"
 	"fmt"
 	"os"
 	"strings"
@@ -54,11 +55,34 @@ func parseObjects(specs []string) (map[string][]byte, error) {
 		default:
 			return nil, fmt.Errorf("Either 'data' or 'file' must be provided")
 		}
-		if f := kv["format"]; f != "" && f != "raw" {
-			return nil, fmt.Errorf("secret format '%s' is not supported (raw only)", f)
+		switch f := kv["format"]; f {
+		case "", "raw":
+		case "base64":
+			if secrets[id], err = decodeSecretBase64(string(secrets[id])); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("Parameter 'format' does not accept value '%s'", f)
 		}
 	}
 	return secrets, nil
+}
+
+// decodeSecretBase64 decodes a secret given with format=base64, as
+// QEMU's qbase64_decode: only the base64 alphabet and '=' are allowed;
+// the padding may be left off.
+func decodeSecretBase64(s string) ([]byte, error) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+	for _, c := range s {
+		if !strings.ContainsRune(alphabet, c) {
+			return nil, fmt.Errorf("Base64 data contains invalid characters")
+		}
+	}
+	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
+	if err != nil {
+		return nil, fmt.Errorf("Base64 data contains invalid characters")
+	}
+	return b, nil
 }
 
 // keySecretOptions copies the key-secret names and the backing file an
