@@ -12,7 +12,11 @@
 # firmware) go in as the peers some tests check against. The module's
 # files are placed at this checkout's path inside L1, so testdata and the
 # guest sources resolve as here. One L1 boot runs every package with -v;
-# any failing test, or a test skipped for lack of KVM, fails the run.
+# any failing test, or a test skipped for lack of KVM, fails the run. An
+# L1 that wedges (TCG's nested SVM; no verdict) is booted again and the run
+# resumes from the test under way, the tests already passed skipped, up to
+# TEST_KVM_RESUMES (3) times; a test under way at two wedges in a row, or
+# one that failed before a wedge, fails the run.
 #
 # For development: TEST_KVM_PKGS="vmm tests" picks packages, TEST_KVM_RUN=REGEXP
 # narrows the tests (-test.run), TEST_KVM_COUNT=N runs each N times
@@ -78,20 +82,26 @@ echo "test-kvm: prepared in $(($(date +%s) - t0)) s"
 #   plus this test's exit storm starving L1 under TCG.
 EXCLUDE=${TEST_KVM_EXCLUDE-'^(TestHostileGuest|TestKickIsNeverLost)$'}
 [[ -z $EXCLUDE ]] || echo "test-kvm: KNOWN FLAKY, NOT RUN: $EXCLUDE (see scripts/test-kvm.sh)"
-{
-  echo "mkdir -p '$(dirname "$REPO")' && ln -sfn /job/src '$REPO'"
-  # Every VM exit costs L1 a trip through TCG: hang bounds are 5 times longer.
-  echo "export PETREL_GUEST_DIR=/job/guests PETREL_BIN=/bin/petrel PETREL_TEST_TIMEOUT_SCALE=5 CI='${CI:-}'"
-  echo "repo='$REPO' run='${TEST_KVM_RUN:-.}' skip='$EXCLUDE' count='${TEST_KVM_COUNT:-1}' pkgs='$(echo $pkgs)'"
-  cat <<'JOB'
+# write_job PKGS: the job for L1, over the packages PKGS. A package's tests
+# named in $JOB/in/skip/PKG_NAME (a regexp; written by a resume below) are
+# skipped as well as EXCLUDE's.
+write_job() {
+  {
+    echo "mkdir -p '$(dirname "$REPO")' && ln -sfn /job/src '$REPO'"
+    # Every VM exit costs L1 a trip through TCG: hang bounds are 5 times longer.
+    echo "export PETREL_GUEST_DIR=/job/guests PETREL_BIN=/bin/petrel PETREL_TEST_TIMEOUT_SCALE=5 CI='${CI:-}'"
+    echo "repo='$REPO' run='${TEST_KVM_RUN:-.}' skip='$EXCLUDE' count='${TEST_KVM_COUNT:-1}' pkgs='$(echo $1)'"
+    cat <<'JOB'
 fail=0
 for p in $pkgs; do
   name=$(echo $p | tr / _)
   cd "$repo/$p"
   s=$(cut -d' ' -f1 /proc/uptime)
+  sk=$skip
+  if [ -s /job/skip/$name ]; then sk="${sk:+$sk|}$(cat /job/skip/$name)"; fi
   # Every line to the log; test starts and results to the console as
   # they come, so a hang shows where.
-  { /job/bin/$name.test -test.v -test.count=$count -test.timeout=$((15 * count))m -test.run "$run" -test.skip "$skip" 2>&1; echo $? >/tmp/rc; } |
+  { /job/bin/$name.test -test.v -test.count=$count -test.timeout=$((15 * count))m -test.run "$run" -test.skip "$sk" 2>&1; echo $? >/tmp/rc; } |
     while IFS= read -r l; do
       echo "$l" >>$OUT/$name.log
       case $l in "=== RUN"* | *"--- "* | panic:*) echo "$p: $l" ;; esac
@@ -103,19 +113,70 @@ for p in $pkgs; do
 done
 exit $fail
 JOB
-} >"$JOB/in/job.sh"
+  } >"$JOB/in/job.sh"
+}
 
-rc=0
-# Every test prints as it starts and ends, and none runs 300 s here: an L1
-# silent that long is wedged (seen: both TCG vCPUs spinning, the test
-# binary's own timeouts never firing), and is booted again.
-NESTED_IDLE_LIMIT=${NESTED_IDLE_LIMIT:-300} nested_run "$JOB" "${TEST_KVM_TIMEOUT:-1200}" || rc=$?
+# An L1 that wedges (its console silent for NESTED_IDLE_LIMIT, seen here at
+# random tests: both TCG vCPUs spinning, no test's own timeout firing) gives
+# no verdict. The run then resumes in a new L1 from the test that was under
+# way: the tests the console showed passing are skipped (each test must
+# still pass once), up to TEST_KVM_RESUMES (3) times, and never past a test
+# under way at two wedges in a row: that test fails the run.
+rm -rf "$JOB/in/skip" "$JOB/consoles"
+mkdir -p "$JOB/in/skip" "$JOB/consoles"
+left=$pkgs resumes=0 last_wedge= rc=0
+while :; do
+  write_job "$left"
+  rc=0
+  # Every test prints as it starts and ends, and none runs 240 s here (the
+  # longest, nested, about 90 s): an L1 silent that long is wedged.
+  NESTED_RETRY=0 NESTED_IDLE_LIMIT=${NESTED_IDLE_LIMIT:-240} nested_run "$JOB" "${TEST_KVM_TIMEOUT:-1200}" || rc=$?
+  tr -d '\r' <"$JOB/console.log" >"$JOB/consoles/$resumes.log" 2>/dev/null || true
+  [[ $rc == 124 ]] || break
+  # What the wedged L1 got through: packages that ended, tests that passed.
+  con=$JOB/consoles/$resumes.log
+  now_wedge=$(grep -a '^job: [^ ]*: === RUN   ' "$con" | tail -1 | sed 's/^job: //; s/=== RUN *//')
+  # A test that failed before the wedge is a verdict: never rerun it.
+  if grep -aq -- '^job: [^ ]*: *--- FAIL\|^job: [^ ]*: rc=[1-9]\|^job: [^ ]*: panic:' "$con"; then
+    echo "test-kvm: a test failed before L1 wedged:"
+    grep -a -- '^job: [^ ]*: *--- FAIL\|^job: [^ ]*: panic:' "$con" | sed 's/^/  /'
+    rc=1
+    break
+  fi
+  if [[ -n $now_wedge && $now_wedge == "$last_wedge" ]]; then
+    echo "test-kvm: L1 wedged twice in a row inside $now_wedge: not resuming"
+    break
+  fi
+  if ((resumes >= ${TEST_KVM_RESUMES:-3})); then
+    echo "test-kvm: L1 wedged $((resumes + 1)) times: not resuming"
+    break
+  fi
+  last_wedge=$now_wedge resumes=$((resumes + 1))
+  next=
+  for p in $left; do
+    if grep -aq "^job: $p: rc=0 " "$con"; then continue; fi
+    next="$next $p"
+    passed=$(grep -a "^job: $p: --- PASS: " "$con" | sed 's/^job: [^ ]*: --- PASS: \([^ /]*\) .*/\1/' | sort -u | paste -sd'|' -)
+    f=$JOB/in/skip/${p//\//_}
+    if [[ -n $passed ]]; then
+      if [[ -s $f ]]; then echo "^($passed)\$|$(cat "$f")" >"$f.new"; else echo "^($passed)\$" >"$f.new"; fi
+      mv "$f.new" "$f"
+    fi
+  done
+  left=$next
+  echo "test-kvm: RESUME $resumes: L1 wedged inside ${now_wedge:-?}; a new L1 goes on from that test (packages left:$left; the tests already passed are skipped)"
+done
 
 # The report: counts per package, every skip with its reason.
 echo "test-kvm: results inside L1 (logs in $JOB/out):"
 bad=0
 for p in $pkgs; do
   log=$JOB/out/${p//\//_}.log
+  if [[ ! -f $log && " $left " != *" $p "* ]] && ((resumes > 0)); then
+    # It ran to its end, every test passing, in an L1 that wedged later.
+    grep -ah "^job: $p: rc=0 " "$JOB"/consoles/*.log | sed 's/^job: /  (in an earlier L1 boot) /'
+    continue
+  fi
   if [[ ! -f $log ]]; then
     echo "  $p: no log"
     bad=1
@@ -123,6 +184,10 @@ for p in $pkgs; do
   fi
   printf '  %-22s pass %3d  fail %3d  skip %3d\n' "$p" "$(grep -c -- '--- PASS' "$log" || true)" \
     "$(grep -c -- '--- FAIL' "$log" || true)" "$(grep -c -- '--- SKIP' "$log" || true)"
+  for ((i = 0; i < resumes; i++)); do
+    n=$(grep -ac "^job: $p: --- PASS: " "$JOB/consoles/$i.log" || true)
+    ((n == 0)) || echo "      and $n tests passed in L1 boot $((i + 1)), which wedged later"
+  done
   grep -A1 -- '--- SKIP' "$log" | grep -v -- '^--$' | sed 's/^/      /' || true
   if grep -q 'cannot be opened.*this test needs KVM' "$log"; then
     echo "  $p: a test skipped for lack of KVM inside L1"
