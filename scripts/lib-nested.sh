@@ -279,8 +279,12 @@ nested_run_once() {
     kill -0 "$qpid" 2>/dev/null || break
     n=$(wc -l <"$log")
     if ((n > seen)); then
+      # Only the job's and this script's lines are progress: L1's kernel
+      # can keep printing while it is wedged (seen: "soft lockup - CPU#0
+      # stuck for 1096s" every 28 s, in KVM_RUN of a test binary).
       while IFS= read -r line; do
         line=${line%$'\r'}
+        case $line in nested:* | job:*) quiet_since=$SECONDS ;; esac
         case $line in
           job:*) echo "$line" ;;
           *nested:\ L1\ init*)
@@ -291,11 +295,11 @@ nested_run_once() {
         esac
       done < <(sed -n "$((seen + 1)),${n}p" "$log")
       seen=$n
-      quiet_since=$SECONDS
-    elif ((SECONDS - quiet_since > ${NESTED_IDLE_LIMIT:-900})); then
-      # Nothing on L1's console for that long: L1 itself is stuck.
+    fi
+    if ((SECONDS - quiet_since > ${NESTED_IDLE_LIMIT:-900})); then
+      # Nothing from the job for that long: L1 itself is stuck.
+      ((wedged)) || kill "$qpid" 2>/dev/null
       wedged=1
-      kill "$qpid" 2>/dev/null
     fi
     [[ -n $qemu_pid ]] || qemu_pid=$(pgrep -P "$qpid" -f qemu-system 2>/dev/null | head -n1)
     if [[ -n $qemu_pid ]] && cpu=$(awk '{print $14 + $15}' "/proc/$qemu_pid/stat" 2>/dev/null); then

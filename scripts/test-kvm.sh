@@ -135,7 +135,7 @@ while :; do
   [[ $rc == 124 ]] || break
   # What the wedged L1 got through: packages that ended, tests that passed.
   con=$JOB/consoles/$resumes.log
-  now_wedge=$(grep -a '^job: [^ ]*: === RUN   ' "$con" | tail -1 | sed 's/^job: //; s/=== RUN *//')
+  now_wedge=$(grep -a '^job: [^ ]*: === RUN   ' "$con" | tail -1 | sed 's/^job: //; s/=== RUN *//') || true
   # A test that failed before the wedge is a verdict: never rerun it.
   if grep -aq -- '^job: [^ ]*: *--- FAIL\|^job: [^ ]*: rc=[1-9]\|^job: [^ ]*: panic:' "$con"; then
     echo "test-kvm: a test failed before L1 wedged:"
@@ -156,7 +156,7 @@ while :; do
   for p in $left; do
     if grep -aq "^job: $p: rc=0 " "$con"; then continue; fi
     next="$next $p"
-    passed=$(grep -a "^job: $p: --- PASS: " "$con" | sed 's/^job: [^ ]*: --- PASS: \([^ /]*\) .*/\1/' | sort -u | paste -sd'|' -)
+    passed=$(grep -a "^job: $p: --- PASS: " "$con" | sed 's/^job: [^ ]*: --- PASS: \([^ /]*\) .*/\1/' | sort -u | paste -sd'|' -) || true
     f=$JOB/in/skip/${p//\//_}
     if [[ -n $passed ]]; then
       if [[ -s $f ]]; then echo "^($passed)\$|$(cat "$f")" >"$f.new"; else echo "^($passed)\$" >"$f.new"; fi
