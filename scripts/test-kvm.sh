@@ -15,7 +15,7 @@
 # any failing test, or a test skipped for lack of KVM, fails the run. An
 # L1 that wedges (TCG's nested SVM; no verdict) is booted again and the run
 # resumes from the test under way, the tests already passed skipped, up to
-# TEST_KVM_RESUMES (3) times; a test under way at two wedges in a row, or
+# TEST_KVM_RESUMES (5) times; a test under way at two wedges in a row, or
 # one that failed before a wedge, fails the run.
 #
 # For development: TEST_KVM_PKGS="vmm tests" picks packages, TEST_KVM_RUN=REGEXP
@@ -120,7 +120,7 @@ JOB
 # random tests: both TCG vCPUs spinning, no test's own timeout firing) gives
 # no verdict. The run then resumes in a new L1 from the test that was under
 # way: the tests the console showed passing are skipped (each test must
-# still pass once), up to TEST_KVM_RESUMES (3) times, and never past a test
+# still pass once), up to TEST_KVM_RESUMES (5) times, and never past a test
 # under way at two wedges in a row: that test fails the run.
 rm -rf "$JOB/in/skip" "$JOB/consoles"
 mkdir -p "$JOB/in/skip" "$JOB/consoles"
@@ -147,7 +147,7 @@ while :; do
     echo "test-kvm: L1 wedged twice in a row inside $now_wedge: not resuming"
     break
   fi
-  if ((resumes >= ${TEST_KVM_RESUMES:-3})); then
+  if ((resumes >= ${TEST_KVM_RESUMES:-5})); then
     echo "test-kvm: L1 wedged $((resumes + 1)) times: not resuming"
     break
   fi
