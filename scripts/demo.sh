@@ -68,6 +68,16 @@ if ((direct)); then
 else
   say "no hardware virtualization here: L1 (Linux under qemu TCG) boots first, about a minute, then Linux on Petrel inside it"
   NESTED_INTERACTIVE=$interactive nested_run "$job" "$limit" || rc=$?
+  # Known, not understood (scripts/e2e.sh says more): nested, an L2 Linux
+  # now and then triple-faults early in its boot (seen once in 4 demos
+  # here, vCPU 1, with no ivshmem). Without a terminal the demo boots it
+  # once more, loudly; with one, the person sees it and can run it again.
+  if ((rc != 0 && !interactive)) && grep -aq 'triple fault' "$job/console.log" 2>/dev/null; then
+    say "RETRY: $(grep -a 'triple fault' "$job/console.log" | head -n1 | tr -d '\r' | cut -c1-160)"
+    say "RETRY: the nested L2 triple-faulted (a known nested flake, see scripts/e2e.sh); booting it once more"
+    rc=0
+    nested_run "$job" "$limit" || rc=$?
+  fi
 fi
 say "ended with status $rc after $(($(date +%s) - t0)) s"
 exit "$rc"
