@@ -167,3 +167,24 @@ func TestCheckRepairWordsLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckRefcountOverflowLikeQemu: a cluster referenced twice in an
+// image with 1-bit refcounts has a reference no refcount entry can hold.
+// check and check -r all report "ERROR: overflow cluster" with the advice
+// to amend, as qemu-img does, and repair nothing (iotest 112); after an
+// amend to 2 bits, check -r all fixes the refcount.
+func TestCheckRefcountOverflowLikeQemu(t *testing.T) {
+	needQemu(t)
+	img := filepath.Join(t.TempDir(), "ov.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "refcount_bits=1", img, "64M")
+	run(t, "qemu-io", "-c", "write 0 64k", img)
+	// The data cluster is at 0x50000, the L2 table at 0x40000: a second
+	// L2 entry pointing at it (with the copied flag) makes two references.
+	patchFile(t, img, 0x40008, []byte{0x80, 0, 0, 0, 0, 0x05, 0, 0})
+	sameCheck(t, img)
+	_, p := sameCheck(t, img, "-r", "all")
+	if out := run(t, "qemu-img", "amend", "-o", "refcount_bits=2", p); out != "" {
+		t.Fatalf("amend: %s", out)
+	}
+	sameCheck(t, p, "-r", "all")
+}

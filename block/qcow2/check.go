@@ -58,7 +58,11 @@ type refScan struct {
 	// tableFixes counts snapshot table entries a repair rewrites
 	// (incomplete entries, oversized extra data).
 	tableFixes int
-	dropped    []int // indices of snapshot table entries a repair deletes
+	// overflows counts references past the refcount width's maximum:
+	// corruptions no repair here can fix (qemu-img check -r all neither
+	// rebuilds for them nor fixes them).
+	overflows int
+	dropped   []int // indices of snapshot table entries a repair deletes
 	// repair (check -r all): misaligned active L2 entries that hold no
 	// data are fixed as they are found.
 	repair bool
@@ -103,10 +107,25 @@ func (s *refScan) ref(off, n int64, what string) {
 	if last := (off + n - 1) >> cb; last >= int64(len(s.refs)) {
 		s.refs = append(s.refs, make([]uint32, last+1-int64(len(s.refs)))...)
 	}
+	// A count at the image's refcount maximum takes no more: QEMU counts
+	// references in entries of the image's own width, and reports the
+	// overflow, in its words, rather than a refcount to repair (no width
+	// could store it; iotest 112).
+	refMax := uint64(^uint32(0))
+	if s.img.rcBits < 32 {
+		refMax = 1<<s.img.rcBits - 1
+	}
 	for c := off >> cb; c <= (off+n-1)>>cb; c++ {
-		if s.refs[c] < ^uint32(0) {
-			s.refs[c]++
+		if uint64(s.refs[c]) >= refMax {
+			if refMax < uint64(^uint32(0)) {
+				s.res.Corruptions++
+				s.overflows++
+				s.res.Messages = append(s.res.Messages, fmt.Sprintf("ERROR: overflow cluster offset=%#x", c<<cb),
+					"Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing")
+			}
+			continue
 		}
+		s.refs[c]++
 	}
 }
 

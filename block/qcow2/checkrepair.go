@@ -43,7 +43,7 @@ func (img *Image) check(mode block.RepairMode) (block.CheckResult, error) {
 	}
 	cs := img.clusterSize
 	res.TotalClusters = (int64(img.hdr.size) + cs - 1) / cs
-	invalidEntries := res.Corruptions - s.tableFixes
+	invalidEntries := res.Corruptions - s.tableFixes - s.overflows
 	beforeCompare := res
 	beforeCompare.Messages = nil
 	sharedBlocks := s.sharedRefblocks()
